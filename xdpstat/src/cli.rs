@@ -1,0 +1,148 @@
+//! The command line: `xdpstat [OPTIONS] <IFACE>...` counts on real
+//! interfaces, `xdpstat demo` on a private veth pair it makes itself. Doc
+//! comments here are the `--help` text.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{attach::AttachMode, output::Format};
+
+/// Count packets and bytes per source IP address at the XDP hook, before the
+/// kernel's network stack sees them, and print the counts every interval
+/// until Ctrl-C.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xdpstat",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// Interfaces to watch (one XDP program and one report per interface).
+    #[arg(value_name = "IFACE", required = true)]
+    pub interfaces: Vec<String>,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
+
+    #[command(flatten)]
+    pub attach: AttachArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make two private network namespaces joined by a veth pair, attach to
+    /// one end, send traffic from a handful of IPv4 and IPv6 sources (some
+    /// VLAN-tagged) from the other, show the live report, and remove it all.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub report: ReportArgs,
+
+    #[command(flatten)]
+    pub attach: AttachArgs,
+}
+
+/// How reports look and how often they come.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// Seconds between reports (fractions allowed).
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// Exit by itself after this many seconds, with a final report
+    /// (`xdpstat demo` defaults to 10).
+    #[arg(long, value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
+
+    /// Show only the N sources with most packets (default: 20 for plain, all for json).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+}
+
+/// Where and how the program attaches.
+#[derive(Debug, Args, Clone)]
+pub struct AttachArgs {
+    /// Attach mode: auto tries native XDP, then generic.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub mode: AttachMode,
+
+    /// Source entries per address family and interface; packets from sources
+    /// beyond that are counted as `unattributed`.
+    #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_sources: u32,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.01..=86_400.0).contains(&seconds) {
+        return Err(format!("{text} s is out of range (0.01 to 86400)"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn plain_form_takes_interfaces_and_options() {
+        let cli = Cli::try_parse_from([
+            "xdpstat",
+            "eth0",
+            "eth1",
+            "--interval",
+            "5",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.interfaces, ["eth0", "eth1"]);
+        assert_eq!(cli.report.interval, Duration::from_secs(5));
+        assert_eq!(cli.report.format, Format::Json);
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["xdpstat", "--mode", "generic", "eth0"]).unwrap();
+        assert_eq!(cli.attach.mode, AttachMode::Generic);
+    }
+
+    #[test]
+    fn demo_is_a_subcommand() {
+        let cli = Cli::try_parse_from(["xdpstat", "demo", "--duration", "3"]).unwrap();
+        match cli.command {
+            Some(Command::Demo(args)) => {
+                assert_eq!(args.report.duration, Some(Duration::from_secs(3)))
+            }
+            other => panic!("expected demo, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["xdpstat"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "--interval", "0", "eth0"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "--interval", "abc", "eth0"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "--max-sources", "0", "eth0"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "--mode", "turbo", "eth0"]).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! `xdpstat demo`: the whole tool on a private veth pair, for a newcomer with
+//! no interface they want to touch. Traffic comes from a fixed cast of
+//! IPv4 and IPv6 sources in the benchmarking and documentation ranges, some
+//! VLAN-tagged, plus a little ARP and one malformed sender, at different
+//! rates so the top-talkers order means something.
+
+use std::{
+    io::Write,
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cli::DemoArgs,
+    datapath::Datapath,
+    error::{XdpstatError, one_line},
+    frames::{self, VlanTag, ethertype},
+    live::{self, Watched},
+    netns::{Namespace, veth_pair},
+    packet_socket::PacketSocket,
+    privilege::{Needs, check_capabilities, check_kernel},
+    watch::{announce, detach_all, live_options},
+};
+
+/// How long the demo runs without `--duration`.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// The watched end of the veth pair.
+const WATCHED_LINK: &str = "demo0";
+/// The sending end.
+const SENDER_LINK: &str = "demo1";
+/// One round of sending: each source sends its weight in frames.
+const ROUND: Duration = Duration::from_millis(10);
+/// Hard cap on frames sent, whatever the duration.
+const MAX_FRAMES: u64 = 2_000_000;
+
+/// Runs the demo until `stop` is set or its duration passes.
+pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), XdpstatError> {
+    check_kernel()?;
+    check_capabilities(Needs::AttachAndNamespaces)?;
+    let mut report = args.report.clone();
+    report.duration = Some(report.duration.unwrap_or(DEFAULT_DURATION));
+
+    let watched_ns = Namespace::create("demo")?;
+    let sender_ns = Namespace::create("demo")?;
+    veth_pair(&watched_ns, WATCHED_LINK, &sender_ns, SENDER_LINK)?;
+    eprintln!(
+        "xdpstat demo: veth {WATCHED_LINK} (namespace {}) <- {SENDER_LINK} (namespace {}); removed at exit",
+        watched_ns.name(),
+        sender_ns.name()
+    );
+    let mut datapath = Datapath::load(args.attach.max_sources)?;
+    let attached = watched_ns.run(|| datapath.attach(WATCHED_LINK, args.attach.mode))??;
+    let mut watched = vec![Watched::from_parts(attached, datapath)];
+    announce(&watched[0]);
+
+    let traffic_done = AtomicBool::new(false);
+    let deadline = Instant::now() + report.duration.unwrap_or(DEFAULT_DURATION);
+    let result = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| send_traffic(&sender_ns, deadline, stop, &traffic_done));
+        let result = live::run(&mut watched, live_options(&report), out, stop);
+        traffic_done.store(true, Ordering::Relaxed);
+        match sender.join() {
+            Ok(Ok(sent)) => eprintln!("xdpstat demo: sent {sent} frames"),
+            Ok(Err(error)) => {
+                eprintln!("xdpstat demo: traffic stopped early: {}", one_line(&error))
+            }
+            Err(_) => eprintln!("xdpstat demo: the traffic thread panicked"),
+        }
+        result
+    });
+    let detached = detach_all(&mut watched);
+    drop(watched);
+    drop(sender_ns);
+    drop(watched_ns);
+    result?;
+    detached
+}
+
+/// One sender of the demo's cast: a frame and how many to send per round.
+struct Talker {
+    frame: Vec<u8>,
+    per_round: u32,
+}
+
+/// The demo's cast of senders.
+fn cast() -> Vec<Talker> {
+    let to4 = Ipv4Addr::new(198, 19, 0, 1);
+    let to6 = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+    let v4 = |last: [u8; 2], tags: &[VlanTag], payload: usize| {
+        let packet =
+            frames::ipv4_packet(Ipv4Addr::new(198, 18, last[0], last[1]), to4, &[], payload);
+        frames::ethernet(tags, ethertype::IPV4, &packet)
+    };
+    let v6 = |segments: [u16; 2], tags: &[VlanTag], payload: usize| {
+        let source = Ipv6Addr::new(0x2001, 0xdb8, segments[0], 0, 0, 0, 0, segments[1]);
+        let packet = frames::ipv6_packet(source, to6, &[], payload);
+        frames::ethernet(tags, ethertype::IPV6, &packet)
+    };
+    let mut malformed = v4([0, 99], &[], 20);
+    malformed[14] = 0x35; // IPv4 ethertype, version 3: malformed
+    vec![
+        Talker {
+            frame: v4([0, 10], &[], 1200),
+            per_round: 40,
+        },
+        Talker {
+            frame: v6([0, 0x10], &[], 64),
+            per_round: 25,
+        },
+        Talker {
+            frame: v4([0, 11], &[VlanTag::dot1q(100)], 400),
+            per_round: 20,
+        },
+        Talker {
+            frame: v6(
+                [0, 0xbeef],
+                &[VlanTag::dot1ad(200), VlanTag::dot1q(300)],
+                900,
+            ),
+            per_round: 10,
+        },
+        Talker {
+            frame: v4([7, 1], &[], 64),
+            per_round: 8,
+        },
+        Talker {
+            frame: v6([1, 5], &[VlanTag::dot1q(100)], 200),
+            per_round: 5,
+        },
+        Talker {
+            frame: v4([3, 3], &[VlanTag::dot1ad(10), VlanTag::dot1q(20)], 100),
+            per_round: 3,
+        },
+        Talker {
+            frame: frames::ethernet(
+                &[],
+                ethertype::ARP,
+                &frames::arp_request(Ipv4Addr::new(198, 18, 0, 10), to4),
+            ),
+            per_round: 2,
+        },
+        Talker {
+            frame: malformed,
+            per_round: 1,
+        },
+    ]
+}
+
+/// Sends the cast's frames from the sender namespace until `deadline`, a
+/// stop request, `done`, or [`MAX_FRAMES`]; returns how many were sent.
+fn send_traffic(
+    namespace: &Namespace,
+    deadline: Instant,
+    stop: &AtomicBool,
+    done: &AtomicBool,
+) -> Result<u64, XdpstatError> {
+    namespace.enter()?;
+    let socket = PacketSocket::bind(SENDER_LINK).map_err(|e| XdpstatError::Netns {
+        name: namespace.name().to_owned(),
+        reason: format!("opening a packet socket on {SENDER_LINK}: {e}"),
+    })?;
+    let cast = cast();
+    let mut sent = 0u64;
+    let mut round = Instant::now();
+    while Instant::now() < deadline
+        && !stop.load(Ordering::Relaxed)
+        && !done.load(Ordering::Relaxed)
+    {
+        for talker in &cast {
+            for _ in 0..talker.per_round {
+                if sent >= MAX_FRAMES {
+                    return Ok(sent);
+                }
+                socket
+                    .send(&talker.frame)
+                    .map_err(|e| XdpstatError::Netns {
+                        name: namespace.name().to_owned(),
+                        reason: format!("sending on {SENDER_LINK}: {e}"),
+                    })?;
+                sent += 1;
+            }
+        }
+        round += ROUND;
+        if let Some(pause) = round.checked_duration_since(Instant::now()) {
+            std::thread::sleep(pause);
+        }
+    }
+    Ok(sent)
+}

@@ -1,0 +1,145 @@
+//! The errors a user of xdpstat can meet, each with the context needed to act
+//! on it (which interface, which capability, which mode to try instead).
+
+use std::io;
+
+/// Everything that can stop xdpstat from attaching, counting or reporting.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpstatError {
+    /// The process lacks capabilities that loading or attaching XDP needs.
+    #[error(
+        "missing capabilities: {missing}; run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_net_admin+ep <path to xdpstat>`"
+    )]
+    MissingCapabilities {
+        /// Names of the missing capabilities, comma-separated.
+        missing: String,
+    },
+
+    /// The running kernel lacks a feature xdpstat relies on.
+    #[error("this kernel ({release}) is too old: xdpstat needs Linux {needed} or newer ({why})")]
+    KernelTooOld {
+        /// `uname -r` of the running kernel.
+        release: String,
+        /// The oldest release that has what is needed.
+        needed: &'static str,
+        /// What the feature is.
+        why: &'static str,
+    },
+
+    /// No interface has that name in this network namespace.
+    #[error("no such network interface: {interface} (`ip link show` lists them)")]
+    UnknownInterface {
+        /// The name the user gave.
+        interface: String,
+    },
+
+    /// The same interface was named twice on the command line.
+    #[error("interface {interface} is named more than once")]
+    DuplicateInterface {
+        /// The repeated name.
+        interface: String,
+    },
+
+    /// Another XDP program already sits on the interface.
+    #[error(
+        "{interface}: another XDP program is already attached ({existing}); see it with `ip link show dev {interface}` and detach it first (`ip link set dev {interface} xdp off`)"
+    )]
+    AlreadyAttached {
+        /// The interface.
+        interface: String,
+        /// What is attached, as far as it can be told (id and name).
+        existing: String,
+    },
+
+    /// The kernel refused to attach in the mode that was asked for.
+    #[error(
+        "{interface}: the kernel refused to attach in {mode} mode ({reason}); try --mode {alternatives}"
+    )]
+    ModeRefused {
+        /// The interface.
+        interface: String,
+        /// The mode that was asked for.
+        mode: &'static str,
+        /// The kernel's answer.
+        reason: String,
+        /// The modes worth trying instead.
+        alternatives: &'static str,
+    },
+
+    /// Attaching failed for a reason other than the mode.
+    #[error("{interface}: attaching the XDP program failed: {reason}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The kernel's or aya's answer, flattened to one line.
+        reason: String,
+    },
+
+    /// The embedded XDP program could not be loaded into the kernel.
+    #[error("loading the XDP program into the kernel failed: {reason}")]
+    Load {
+        /// The kernel's or aya's answer, flattened to one line.
+        reason: String,
+    },
+
+    /// A map the program declares was missing or of the wrong type.
+    #[error("the XDP program's map {map} is missing or has the wrong type: {reason}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Reading a counter map failed.
+    #[error("{interface}: reading map {map} failed: {reason}")]
+    MapRead {
+        /// The interface the map belongs to.
+        interface: String,
+        /// Map name.
+        map: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Detaching from an interface failed at exit.
+    #[error("{interface}: detaching the XDP program failed: {reason}")]
+    Detach {
+        /// The interface.
+        interface: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A command-line value is out of range.
+    #[error("{0}")]
+    Usage(String),
+
+    /// Creating or using the demo's or tests' network namespaces failed.
+    #[error("network namespace {name}: {reason}")]
+    Netns {
+        /// Namespace name.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Writing the report failed.
+    #[error("writing the report failed: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// Flattens an error and its sources into one line, the way users see it.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.replace('\n', " ")
+}

@@ -1,0 +1,19 @@
+//! xdpstat counts packets and bytes per source IP address at the XDP hook
+//! and reports them. The binary is a thin shell over this library so that
+//! the tests can drive the same code: loading and reading the datapath,
+//! building reports, and the namespaces and frames the demo uses.
+
+pub mod attach;
+pub mod cli;
+pub mod datapath;
+pub mod demo;
+pub mod error;
+pub mod frames;
+pub mod live;
+pub mod netns;
+pub mod output;
+pub mod packet_socket;
+pub mod privilege;
+pub mod report;
+pub mod snapshot;
+pub mod watch;

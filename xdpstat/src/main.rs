@@ -1,0 +1,40 @@
+//! The `xdpstat` binary: parse the command line, route SIGINT and SIGTERM to
+//! a stop flag, run, and print any error once, on one line, exiting 2.
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use clap::Parser as _;
+use xdpstat::{
+    cli::{Cli, Command},
+    demo::demo,
+    error::{XdpstatError, one_line},
+    watch::watch,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xdpstat: {}", one_line(&error));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), XdpstatError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| XdpstatError::Usage(format!("cannot handle signal {signal}: {e}")))?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match &cli.command {
+        Some(Command::Demo(args)) => demo(args, &mut out, &stop),
+        None => watch(&cli.interfaces, &cli.report, &cli.attach, &mut out, &stop),
+    }
+}

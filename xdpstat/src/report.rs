@@ -1,0 +1,180 @@
+//! A report is what the user reads for one interface and one interval:
+//! cumulative counts since attach, and rates over the time that actually
+//! passed between two snapshots.
+
+use std::{net::IpAddr, time::SystemTime};
+
+use serde::Serialize;
+use xdpstat_common::Counter;
+
+use crate::snapshot::{ClassTotals, Snapshot};
+
+/// One interface's report, serialised as the JSON output's schema.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Wall-clock time of the read, RFC 3339 in UTC to the second.
+    pub time: String,
+    pub interface: String,
+    /// Seconds between the two reads the rates come from; `None` when there
+    /// is no interval (a replay).
+    pub interval_s: Option<f64>,
+    pub totals: ClassTotals,
+    /// What no source entry holds (the source map was full).
+    pub unattributed: Counter,
+    /// Sources by packets, descending, cut to `--top`.
+    pub sources: Vec<SourceRow>,
+    /// How many sources the map holds (before the `--top` cut).
+    #[serde(skip)]
+    pub source_count: usize,
+    /// How the program is attached, for the plain header (`native XDP, bpf link`).
+    #[serde(skip)]
+    pub attachment: Option<String>,
+}
+
+/// One source's line in a report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceRow {
+    pub address: IpAddr,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets per second over the interval.
+    pub pps: f64,
+    /// Bits per second over the interval.
+    pub bps: f64,
+}
+
+impl Report {
+    /// The report for `current`, with rates against `previous` (the last
+    /// report's snapshot, or the empty one taken at attach time).
+    pub fn between(
+        interface: &str,
+        previous: &Snapshot,
+        current: &Snapshot,
+        top: Option<usize>,
+    ) -> Self {
+        let seconds = current
+            .taken
+            .saturating_duration_since(previous.taken)
+            .as_secs_f64();
+        let mut sources: Vec<SourceRow> = current
+            .sources
+            .iter()
+            .map(|(address, now)| {
+                let before = previous.sources.get(address).copied().unwrap_or_default();
+                SourceRow {
+                    address: *address,
+                    packets: now.packets,
+                    bytes: now.bytes,
+                    pps: rate(now.packets, before.packets, seconds),
+                    bps: rate(now.bytes, before.bytes, seconds) * 8.0,
+                }
+            })
+            .collect();
+        let source_count = sources.len();
+        sort_by_packets(&mut sources);
+        if let Some(top) = top {
+            sources.truncate(top);
+        }
+        Self {
+            time: rfc3339(current.wall),
+            interface: interface.to_owned(),
+            interval_s: Some(seconds),
+            totals: current.totals(),
+            unattributed: current.unattributed(),
+            sources,
+            source_count,
+            attachment: None,
+        }
+    }
+}
+
+/// Change per second; a counter that went backwards (an entry that was
+/// removed and came back) counts from zero instead of going negative.
+fn rate(now: u64, before: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    let delta = if now >= before { now - before } else { now };
+    delta as f64 / seconds
+}
+
+/// Packets descending, then bytes descending, then address ascending, so
+/// that equal counts always print in the same order.
+pub fn sort_by_packets(rows: &mut [SourceRow]) {
+    rows.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(b.bytes.cmp(&a.bytes))
+            .then_with(|| a.address.cmp(&b.address))
+    });
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use super::*;
+
+    fn snapshot_at(seconds: u64, sources: &[(IpAddr, u64, u64)]) -> Snapshot {
+        let base = Snapshot::empty();
+        Snapshot {
+            taken: base.taken + Duration::from_secs(seconds),
+            wall: UNIX_EPOCH + Duration::from_secs(1_795_000_000 + seconds),
+            sources: sources
+                .iter()
+                .map(|&(a, packets, bytes)| (a, Counter { packets, bytes }))
+                .collect(),
+            slots: Default::default(),
+        }
+    }
+
+    fn v4(last: u8) -> IpAddr {
+        Ipv4Addr::new(198, 18, 0, last).into()
+    }
+
+    #[test]
+    fn rates_use_the_elapsed_time_and_new_sources_count_from_zero() {
+        let before = snapshot_at(0, &[(v4(1), 100, 10_000)]);
+        let after = snapshot_at(2, &[(v4(1), 300, 30_000), (v4(2), 50, 5_000)]);
+        let mut before = before;
+        before.taken = after.taken - Duration::from_secs(2);
+        let report = Report::between("x0", &before, &after, None);
+        assert_eq!(report.interval_s, Some(2.0));
+        assert_eq!(report.sources[0].address, v4(1));
+        assert_eq!(report.sources[0].pps, 100.0);
+        assert_eq!(report.sources[0].bps, 80_000.0);
+        assert_eq!(report.sources[1].pps, 25.0);
+        assert_eq!(report.sources[1].bps, 20_000.0);
+    }
+
+    #[test]
+    fn a_counter_that_went_backwards_never_gives_a_negative_rate() {
+        assert_eq!(rate(5, 10, 1.0), 5.0);
+        assert_eq!(rate(10, 10, 0.0), 0.0);
+    }
+
+    #[test]
+    fn sources_sort_by_packets_then_bytes_then_address_and_top_cuts() {
+        let v6: IpAddr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into();
+        let current = snapshot_at(
+            1,
+            &[
+                (v4(3), 5, 500),
+                (v4(1), 5, 500),
+                (v6, 9, 900),
+                (v4(2), 5, 600),
+            ],
+        );
+        let report = Report::between("x0", &Snapshot::empty(), &current, Some(3));
+        let order: Vec<IpAddr> = report.sources.iter().map(|row| row.address).collect();
+        assert_eq!(order, vec![v6, v4(2), v4(1)]);
+        assert_eq!(report.source_count, 4);
+    }
+}

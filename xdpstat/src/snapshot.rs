@@ -1,0 +1,130 @@
+//! A snapshot is one consistent-enough read of an interface's counters:
+//! per-source counters plus the class slots, summed over CPUs, stamped with
+//! when it was taken. Reports are computed from two snapshots.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Instant, SystemTime},
+};
+
+use serde::Serialize;
+use xdpstat_common::Counter;
+
+/// Cumulative counters of one interface at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Monotonic time of the read, for rates.
+    pub taken: Instant,
+    /// Wall-clock time of the read, for the report's timestamp.
+    pub wall: SystemTime,
+    /// Every source the maps hold, summed over CPUs.
+    pub sources: HashMap<IpAddr, Counter>,
+    /// The class slots, summed over CPUs.
+    pub slots: ClassSlots,
+}
+
+/// The counters the datapath keeps outside the source maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassSlots {
+    pub non_ip: Counter,
+    pub malformed: Counter,
+    pub unattributed_v4: Counter,
+    pub unattributed_v6: Counter,
+}
+
+/// Totals per class, in the report's vocabulary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClassTotals {
+    pub ipv4: Counter,
+    pub ipv6: Counter,
+    pub non_ip: Counter,
+    pub malformed: Counter,
+}
+
+impl ClassTotals {
+    /// All frames the program saw.
+    pub fn all(&self) -> Counter {
+        let mut all = self.ipv4;
+        for class in [self.ipv6, self.non_ip, self.malformed] {
+            all.add(&class);
+        }
+        all
+    }
+}
+
+impl Snapshot {
+    /// A snapshot with no counts, taken now: the baseline at attach time.
+    pub fn empty() -> Self {
+        Self {
+            taken: Instant::now(),
+            wall: SystemTime::now(),
+            sources: HashMap::new(),
+            slots: ClassSlots::default(),
+        }
+    }
+
+    /// Class totals: `ipv4` and `ipv6` are their sources plus what no source
+    /// entry holds (the datapath does not count them twice).
+    pub fn totals(&self) -> ClassTotals {
+        let mut totals = ClassTotals {
+            ipv4: self.slots.unattributed_v4,
+            ipv6: self.slots.unattributed_v6,
+            non_ip: self.slots.non_ip,
+            malformed: self.slots.malformed,
+        };
+        for (address, counter) in &self.sources {
+            match address {
+                IpAddr::V4(_) => totals.ipv4.add(counter),
+                IpAddr::V6(_) => totals.ipv6.add(counter),
+            }
+        }
+        totals
+    }
+
+    /// Packets and bytes that no source entry holds.
+    pub fn unattributed(&self) -> Counter {
+        let mut sum = self.slots.unattributed_v4;
+        sum.add(&self.slots.unattributed_v6);
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn counter(packets: u64, bytes: u64) -> Counter {
+        Counter { packets, bytes }
+    }
+
+    #[test]
+    fn totals_add_sources_to_their_family_and_unattributed() {
+        let mut snapshot = Snapshot::empty();
+        snapshot
+            .sources
+            .insert(Ipv4Addr::new(198, 18, 0, 1).into(), counter(3, 300));
+        snapshot
+            .sources
+            .insert(Ipv4Addr::new(198, 18, 0, 2).into(), counter(1, 64));
+        snapshot.sources.insert(
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+            counter(2, 200),
+        );
+        snapshot.slots = ClassSlots {
+            non_ip: counter(5, 300),
+            malformed: counter(1, 14),
+            unattributed_v4: counter(7, 700),
+            unattributed_v6: counter(11, 1100),
+        };
+        let totals = snapshot.totals();
+        assert_eq!(totals.ipv4, counter(11, 1064));
+        assert_eq!(totals.ipv6, counter(13, 1300));
+        assert_eq!(totals.non_ip, counter(5, 300));
+        assert_eq!(totals.malformed, counter(1, 14));
+        assert_eq!(totals.all(), counter(30, 2678));
+        assert_eq!(snapshot.unattributed(), counter(18, 1800));
+    }
+}

@@ -1,0 +1,76 @@
+//! `xdpstat IFACE...`: attach to the named interfaces, report until stopped,
+//! detach. Also the pieces the demo shares: start-up checks and detaching.
+
+use std::{io::Write, sync::atomic::AtomicBool};
+
+use crate::{
+    cli::{AttachArgs, ReportArgs},
+    error::XdpstatError,
+    live::{self, LiveOptions, Watched},
+    privilege::{Needs, check_capabilities, check_kernel},
+};
+
+/// Watches `interfaces` until `stop` is set, `--duration` passes or stdout closes.
+pub fn watch(
+    interfaces: &[String],
+    report: &ReportArgs,
+    attach: &AttachArgs,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<(), XdpstatError> {
+    for (index, interface) in interfaces.iter().enumerate() {
+        if interfaces[..index].contains(interface) {
+            return Err(XdpstatError::DuplicateInterface {
+                interface: interface.clone(),
+            });
+        }
+    }
+    check_kernel()?;
+    check_capabilities(Needs::Attach)?;
+    let mut watched = Vec::with_capacity(interfaces.len());
+    for interface in interfaces {
+        // On error, `watched` drops and detaches what was already attached.
+        let one = Watched::attach(interface, attach.mode, attach.max_sources)?;
+        announce(&one);
+        watched.push(one);
+    }
+    let result = live::run(&mut watched, live_options(report), out, stop);
+    let detached = detach_all(&mut watched);
+    result?;
+    detached
+}
+
+/// The loop's options from the command line.
+pub fn live_options(report: &ReportArgs) -> LiveOptions {
+    LiveOptions {
+        interval: report.interval,
+        duration: report.duration,
+        format: report.format,
+        top: report.top.or(report.format.default_top()),
+    }
+}
+
+/// Tells the user on stderr where xdpstat is attached, and warns when the
+/// attachment could outlive the process.
+pub fn announce(watched: &Watched) {
+    eprintln!(
+        "xdpstat: attached to {} ({}), up to {} sources per address family; Ctrl-C to stop",
+        watched.attached.interface,
+        watched.attached,
+        watched.datapath.max_sources()
+    );
+    if let Some(warning) = watched.attached.warning() {
+        eprintln!("xdpstat: warning: {warning}");
+    }
+}
+
+/// Detaches every interface; reports the first failure after trying all.
+pub fn detach_all(watched: &mut [Watched]) -> Result<(), XdpstatError> {
+    let mut first_error = None;
+    for one in watched.iter_mut() {
+        if let Err(error) = one.datapath.detach() {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
