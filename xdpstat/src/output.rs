@@ -98,7 +98,8 @@ pub fn si(value: f64) -> String {
     const PREFIXES: [&str; 5] = ["", "k", "M", "G", "T"];
     let mut scaled = value;
     let mut prefix = 0;
-    while scaled >= 1000.0 && prefix + 1 < PREFIXES.len() {
+    // Compare the rounded value, so 999.97 prints as 1.0k, not 1000.0.
+    while (scaled * 10.0).round() >= 10_000.0 && prefix + 1 < PREFIXES.len() {
         scaled /= 1000.0;
         prefix += 1;
     }
@@ -193,6 +194,7 @@ mod tests {
     fn si_prefixes() {
         assert_eq!(si(0.0), "0.0");
         assert_eq!(si(999.0), "999.0");
+        assert_eq!(si(999.97), "1.0k");
         assert_eq!(si(1_500.0), "1.5k");
         assert_eq!(si(2_000_000_000.0), "2.0G");
     }

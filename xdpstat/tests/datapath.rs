@@ -1,0 +1,353 @@
+//! The real XDP program under BPF_PROG_TEST_RUN: every counting rule, every
+//! truncation point, exact counters, a full source map and multi-buffer
+//! frames. Each test loads its own copy of the program, so they run in
+//! parallel without sharing counters.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use xdpstat::{
+    datapath::Datapath,
+    frames::{self, VlanTag, ethertype},
+    snapshot::Snapshot,
+};
+use xdpstat_common::Counter;
+
+const XDP_PASS: u32 = 2;
+
+fn load(test: &str, max_sources: u32) -> Option<Datapath> {
+    if !common::privileged(test) {
+        return None;
+    }
+    Some(Datapath::load(max_sources).expect("the embedded program loads"))
+}
+
+fn run(datapath: &Datapath, frame: &[u8]) {
+    let action = datapath.test_run(frame).expect("BPF_PROG_TEST_RUN runs");
+    assert_eq!(action, XDP_PASS, "every frame is passed on");
+}
+
+fn snapshot(datapath: &Datapath) -> Snapshot {
+    datapath.snapshot("test").expect("maps read")
+}
+
+fn c(packets: u64, bytes: u64) -> Counter {
+    Counter { packets, bytes }
+}
+
+fn v4(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, last)
+}
+
+fn v6(last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)
+}
+
+fn ipv4_frame(source: Ipv4Addr, tags: &[VlanTag], options: &[u8], payload: usize) -> Vec<u8> {
+    let packet = frames::ipv4_packet(source, Ipv4Addr::new(198, 19, 0, 1), options, payload);
+    frames::ethernet(tags, ethertype::IPV4, &packet)
+}
+
+fn ipv6_frame(
+    source: Ipv6Addr,
+    tags: &[VlanTag],
+    extensions: &[(u8, Vec<u8>)],
+    payload: usize,
+) -> Vec<u8> {
+    let packet = frames::ipv6_packet(source, v6(0xffff), extensions, payload);
+    frames::ethernet(tags, ethertype::IPV6, &packet)
+}
+
+/// Class totals in the report's order: ipv4, ipv6, non_ip, malformed.
+fn classes(snapshot: &Snapshot) -> [Counter; 4] {
+    let totals = snapshot.totals();
+    [totals.ipv4, totals.ipv6, totals.non_ip, totals.malformed]
+}
+
+#[test]
+fn ipv4_and_ipv6_sources_are_counted_exactly() {
+    let Some(datapath) = load("ipv4_and_ipv6_sources_are_counted_exactly", 1024) else {
+        return;
+    };
+    let a = ipv4_frame(v4(1), &[], &[], 18);
+    let b = ipv4_frame(v4(2), &[], &[], 1000);
+    let d = ipv6_frame(v6(1), &[], &[], 10);
+    for _ in 0..5 {
+        run(&datapath, &a);
+    }
+    for _ in 0..3 {
+        run(&datapath, &b);
+    }
+    for _ in 0..7 {
+        run(&datapath, &d);
+    }
+    let snapshot = snapshot(&datapath);
+    assert_eq!(a.len(), 52);
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(1))], c(5, 5 * 52));
+    assert_eq!(
+        snapshot.sources[&IpAddr::V4(v4(2))],
+        c(3, 3 * b.len() as u64)
+    );
+    assert_eq!(
+        snapshot.sources[&IpAddr::V6(v6(1))],
+        c(7, 7 * d.len() as u64)
+    );
+    assert_eq!(snapshot.sources.len(), 3);
+    assert_eq!(
+        classes(&snapshot),
+        [
+            c(8, 5 * 52 + 3 * b.len() as u64),
+            c(7, 7 * d.len() as u64),
+            c(0, 0),
+            c(0, 0)
+        ]
+    );
+    assert_eq!(snapshot.unattributed(), c(0, 0));
+}
+
+#[test]
+fn vlan_tags_are_skipped_up_to_two_with_either_tpid() {
+    let Some(datapath) = load("vlan_tags_are_skipped_up_to_two_with_either_tpid", 1024) else {
+        return;
+    };
+    let tag_sets: [&[VlanTag]; 5] = [
+        &[VlanTag::dot1q(10)],
+        &[VlanTag::dot1ad(10)],
+        &[VlanTag::dot1ad(20), VlanTag::dot1q(30)],
+        &[VlanTag::dot1q(20), VlanTag::dot1q(30)],
+        &[VlanTag::dot1ad(20), VlanTag::dot1ad(30)],
+    ];
+    let mut bytes4 = 0;
+    let mut bytes6 = 0;
+    for tags in tag_sets {
+        let frame = ipv4_frame(v4(7), tags, &[], 30);
+        bytes4 += frame.len() as u64;
+        run(&datapath, &frame);
+        let frame = ipv6_frame(v6(7), tags, &[], 30);
+        bytes6 += frame.len() as u64;
+        run(&datapath, &frame);
+    }
+    // A third tag is not looked through: the frame is non_ip.
+    let three = [VlanTag::dot1ad(1), VlanTag::dot1q(2), VlanTag::dot1q(3)];
+    let third = ipv4_frame(v4(8), &three, &[], 30);
+    run(&datapath, &third);
+    let snapshot = snapshot(&datapath);
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(7))], c(5, bytes4));
+    assert_eq!(snapshot.sources[&IpAddr::V6(v6(7))], c(5, bytes6));
+    assert!(!snapshot.sources.contains_key(&IpAddr::V4(v4(8))));
+    assert_eq!(
+        classes(&snapshot),
+        [
+            c(5, bytes4),
+            c(5, bytes6),
+            c(1, third.len() as u64),
+            c(0, 0)
+        ]
+    );
+}
+
+#[test]
+fn ipv4_options_and_ipv6_extension_headers_still_count_under_the_source() {
+    let Some(datapath) = load("ipv4_options_and_ipv6_extension_headers", 1024) else {
+        return;
+    };
+    let mut expected4 = c(0, 0);
+    for words in 0..=10 {
+        let options = vec![1u8; words * 4]; // NOP options, IHL 5..15
+        let frame = ipv4_frame(v4(3), &[], &options, 0);
+        expected4.add(&c(1, frame.len() as u64));
+        run(&datapath, &frame);
+    }
+    let hop_by_hop = (0u8, vec![0u8; 8]);
+    let routing = (43u8, vec![0u8; 24]);
+    let fragment = (44u8, vec![0u8; 8]);
+    let destination = (60u8, vec![0u8; 16]);
+    let chain = [hop_by_hop, routing, fragment, destination];
+    let frame = ipv6_frame(v6(3), &[VlanTag::dot1q(5)], &chain, 8);
+    run(&datapath, &frame);
+    let snapshot = snapshot(&datapath);
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(3))], expected4);
+    assert_eq!(
+        snapshot.sources[&IpAddr::V6(v6(3))],
+        c(1, frame.len() as u64)
+    );
+    assert_eq!(classes(&snapshot)[3], c(0, 0));
+}
+
+#[test]
+fn bad_ip_headers_are_malformed() {
+    let Some(datapath) = load("bad_ip_headers_are_malformed", 1024) else {
+        return;
+    };
+    let mut bad = Vec::new();
+    // IPv4 ethertype: wrong versions, and IHL below 5.
+    for version_ihl in [0x45u8 & 0x0f | 0x60, 0x05, 0xf5, 0x44, 0x40] {
+        let mut frame = ipv4_frame(v4(4), &[], &[], 8);
+        frame[14] = version_ihl;
+        bad.push(frame);
+    }
+    // IPv6 ethertype: version 4 and version 0, also behind two tags.
+    for (version, tags) in [
+        (0x45u8, &[][..]),
+        (0x00, &[VlanTag::dot1ad(1), VlanTag::dot1q(2)][..]),
+    ] {
+        let mut frame = ipv6_frame(v6(4), tags, &[], 8);
+        frame[14 + 4 * tags.len()] = version;
+        bad.push(frame);
+    }
+    let mut bytes = 0;
+    for frame in &bad {
+        bytes += frame.len() as u64;
+        run(&datapath, frame);
+    }
+    let snapshot = snapshot(&datapath);
+    assert!(
+        snapshot.sources.is_empty(),
+        "no source from a malformed header: {:?}",
+        snapshot.sources
+    );
+    assert_eq!(
+        classes(&snapshot),
+        [c(0, 0), c(0, 0), c(0, 0), c(bad.len() as u64, bytes)]
+    );
+}
+
+#[test]
+fn arp_and_other_ethertypes_are_non_ip() {
+    let Some(datapath) = load("arp_and_other_ethertypes_are_non_ip", 1024) else {
+        return;
+    };
+    let arp = frames::ethernet(&[], ethertype::ARP, &frames::arp_request(v4(1), v4(2)));
+    let lldp = frames::ethernet(&[], 0x88cc, &[0u8; 30]);
+    let tagged_arp = frames::ethernet(
+        &[VlanTag::dot1q(9)],
+        ethertype::ARP,
+        &frames::arp_request(v4(1), v4(2)),
+    );
+    let bare = frames::ethernet(&[], 0x0000, &[]);
+    for frame in [&arp, &lldp, &tagged_arp, &bare] {
+        run(&datapath, frame);
+    }
+    let bytes = (arp.len() + lldp.len() + tagged_arp.len() + bare.len()) as u64;
+    let snapshot = snapshot(&datapath);
+    assert_eq!(classes(&snapshot), [c(0, 0), c(0, 0), c(4, bytes), c(0, 0)]);
+}
+
+/// Cuts a frame at every length from the smallest the kernel accepts (14,
+/// a whole Ethernet header) to its end and checks each cut's class.
+#[test]
+fn every_truncation_point_is_classified() {
+    let Some(datapath) = load("every_truncation_point_is_classified", 1024) else {
+        return;
+    };
+    let two = [VlanTag::dot1ad(1), VlanTag::dot1q(2)];
+    let three = [VlanTag::dot1ad(1), VlanTag::dot1q(2), VlanTag::dot1q(3)];
+    // (frame, tags, IP header length or None for a non-IP frame).
+    let cases: Vec<(Vec<u8>, usize, Option<usize>)> = vec![
+        (ipv4_frame(v4(9), &[], &[], 0), 0, Some(20)),
+        (ipv4_frame(v4(9), &[VlanTag::dot1q(1)], &[], 0), 1, Some(20)),
+        (ipv4_frame(v4(9), &two, &[], 0), 2, Some(20)),
+        (ipv6_frame(v6(9), &[], &[], 0), 0, Some(40)),
+        (
+            ipv6_frame(v6(9), &[VlanTag::dot1ad(1)], &[], 0),
+            1,
+            Some(40),
+        ),
+        (ipv6_frame(v6(9), &two, &[], 0), 2, Some(40)),
+        (
+            frames::ethernet(&two, ethertype::ARP, &frames::arp_request(v4(1), v4(2))),
+            2,
+            None,
+        ),
+        (ipv4_frame(v4(9), &three, &[], 0), 2, None),
+    ];
+    let mut expected = [c(0, 0); 4];
+    for (frame, tags, ip_header) in &cases {
+        let headers_end = 14 + 4 * tags;
+        for length in 14..=frame.len() {
+            let cut = &frame[..length];
+            let class = match ip_header {
+                _ if length < headers_end => 3,
+                Some(header) if length < headers_end + header => 3,
+                Some(20) => 0,
+                Some(_) => 1,
+                None => 2,
+            };
+            expected[class].add(&c(1, length as u64));
+            run(&datapath, cut);
+        }
+    }
+    let snapshot = snapshot(&datapath);
+    assert_eq!(classes(&snapshot), expected);
+    assert_eq!(
+        snapshot.sources.len(),
+        2,
+        "only whole headers give a source"
+    );
+}
+
+#[test]
+fn frames_shorter_than_an_ethernet_header_never_reach_the_program() {
+    let Some(datapath) = load("frames_shorter_than_an_ethernet_header", 1024) else {
+        return;
+    };
+    // BPF_PROG_TEST_RUN refuses them (EINVAL), as drivers never deliver
+    // them; the program still classifies them malformed if they come.
+    for length in [0usize, 1, 13] {
+        assert!(
+            datapath.test_run(&vec![0u8; length]).is_err(),
+            "length {length}"
+        );
+    }
+    assert_eq!(classes(&snapshot(&datapath)), [c(0, 0); 4]);
+}
+
+#[test]
+fn a_full_source_map_counts_the_rest_as_unattributed() {
+    let Some(datapath) = load("a_full_source_map_counts_the_rest_as_unattributed", 2) else {
+        return;
+    };
+    let frame4 = |last| ipv4_frame(v4(last), &[], &[], 10);
+    let frame6 = |last| ipv6_frame(v6(last), &[], &[], 10);
+    let len4 = frame4(0).len() as u64;
+    let len6 = frame6(0).len() as u64;
+    for last in 1..=5u8 {
+        for _ in 0..last {
+            run(&datapath, &frame4(last));
+        }
+    }
+    for last in 1..=3u16 {
+        run(&datapath, &frame6(last));
+    }
+    // The first two sources of each family got entries; they keep counting.
+    run(&datapath, &frame4(1));
+    let snapshot = snapshot(&datapath);
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(1))], c(2, 2 * len4));
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(2))], c(2, 2 * len4));
+    assert_eq!(snapshot.sources[&IpAddr::V6(v6(1))], c(1, len6));
+    assert_eq!(snapshot.sources[&IpAddr::V6(v6(2))], c(1, len6));
+    assert_eq!(snapshot.sources.len(), 4);
+    assert_eq!(snapshot.slots.unattributed_v4, c(3 + 4 + 5, 12 * len4));
+    assert_eq!(snapshot.slots.unattributed_v6, c(1, len6));
+    assert_eq!(snapshot.unattributed(), c(13, 12 * len4 + len6));
+    assert_eq!(
+        classes(&snapshot)[0],
+        c(16, 16 * len4),
+        "ipv4 total holds every IPv4 packet"
+    );
+    assert_eq!(classes(&snapshot)[1], c(3, 3 * len6));
+}
+
+#[test]
+fn multi_buffer_frames_count_every_byte() {
+    let Some(datapath) = load("multi_buffer_frames_count_every_byte", 1024) else {
+        return;
+    };
+    // Larger than a page: BPF_PROG_TEST_RUN builds it from fragments.
+    let jumbo = ipv4_frame(v4(5), &[], &[], 9000 - 34);
+    assert_eq!(jumbo.len(), 9000);
+    run(&datapath, &jumbo);
+    let snapshot = snapshot(&datapath);
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(5))], c(1, 9000));
+}
