@@ -31,6 +31,8 @@ const WATCHED_LINK: &str = "demo0";
 const SENDER_LINK: &str = "demo1";
 /// One round of sending: each source sends its weight in frames.
 const ROUND: Duration = Duration::from_millis(10);
+/// Time for the last frames sent to be counted before the final report.
+const SETTLE: Duration = Duration::from_millis(100);
 /// Hard cap on frames sent, whatever the duration.
 const MAX_FRAMES: u64 = 2_000_000;
 
@@ -39,7 +41,6 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     check_kernel()?;
     check_capabilities(Needs::AttachAndNamespaces)?;
     let mut report = args.report.clone();
-    report.duration = Some(report.duration.unwrap_or(DEFAULT_DURATION));
 
     let watched_ns = Namespace::create("demo")?;
     let sender_ns = Namespace::create("demo")?;
@@ -54,11 +55,21 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     let mut watched = vec![Watched::from_parts(attached, datapath)];
     announce(&watched[0]);
 
+    // The traffic thread decides when the run ends (its deadline or a stop
+    // request), so the final report holds every frame it sent.
     let traffic_done = AtomicBool::new(false);
-    let deadline = Instant::now() + report.duration.unwrap_or(DEFAULT_DURATION);
+    let deadline = Instant::now() + report.duration.take().unwrap_or(DEFAULT_DURATION);
     let result = std::thread::scope(|scope| {
-        let sender = scope.spawn(|| send_traffic(&sender_ns, deadline, stop, &traffic_done));
-        let result = live::run(&mut watched, live_options(&report), out, stop);
+        let sender = scope.spawn(|| {
+            let sent = send_traffic(&sender_ns, deadline, stop, &traffic_done);
+            std::thread::sleep(SETTLE);
+            traffic_done.store(true, Ordering::Relaxed);
+            sent
+        });
+        let result = live::run(&mut watched, live_options(&report), out, &|| {
+            stop.load(Ordering::Relaxed) || traffic_done.load(Ordering::Relaxed)
+        });
+        // A closed pipe or an output error ends the run before the traffic does.
         traffic_done.store(true, Ordering::Relaxed);
         match sender.join() {
             Ok(Ok(sent)) => eprintln!("xdpstat demo: sent {sent} frames"),
@@ -148,7 +159,8 @@ fn cast() -> Vec<Talker> {
 }
 
 /// Sends the cast's frames from the sender namespace until `deadline`, a
-/// stop request, `done`, or [`MAX_FRAMES`]; returns how many were sent.
+/// stop request, the end of the report loop (`done`), or [`MAX_FRAMES`];
+/// returns how many were sent.
 fn send_traffic(
     namespace: &Namespace,
     deadline: Instant,

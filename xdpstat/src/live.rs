@@ -5,7 +5,6 @@
 
 use std::{
     io::{self, Write},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -74,7 +73,7 @@ pub struct LiveOptions {
 /// Why the loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
-    /// SIGINT or SIGTERM (or the caller's stop flag).
+    /// SIGINT, SIGTERM, or the caller's own reason (the demo's traffic ended).
     Stopped,
     /// `--duration` passed.
     DurationElapsed,
@@ -82,12 +81,12 @@ pub enum Ended {
     PipeClosed,
 }
 
-/// Runs until `stop` is set, `duration` passes, or stdout closes.
+/// Runs until `stop` says so, `duration` passes, or stdout closes.
 pub fn run(
     watched: &mut [Watched],
     options: LiveOptions,
     out: &mut dyn Write,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Ended, XdpstatError> {
     let start = Instant::now();
     let deadline = options.duration.map(|d| start + d);
@@ -121,9 +120,9 @@ pub fn run(
 }
 
 /// Sleeps until `wake`; returns why the loop must end, if it must.
-fn wait_until(wake: Instant, stop: &AtomicBool, deadline: Option<Instant>) -> Option<Ended> {
+fn wait_until(wake: Instant, stop: &dyn Fn() -> bool, deadline: Option<Instant>) -> Option<Ended> {
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop() {
             return Some(Ended::Stopped);
         }
         let now = Instant::now();

@@ -1,7 +1,10 @@
 //! `xdpstat IFACE...`: attach to the named interfaces, report until stopped,
 //! detach. Also the pieces the demo shares: start-up checks and detaching.
 
-use std::{io::Write, sync::atomic::AtomicBool};
+use std::{
+    io::Write,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use crate::{
     cli::{AttachArgs, ReportArgs},
@@ -34,7 +37,9 @@ pub fn watch(
         announce(&one);
         watched.push(one);
     }
-    let result = live::run(&mut watched, live_options(report), out, stop);
+    let result = live::run(&mut watched, live_options(report), out, &|| {
+        stop.load(Ordering::Relaxed)
+    });
     let detached = detach_all(&mut watched);
     result?;
     detached

@@ -18,3 +18,272 @@ pub fn privileged(test: &str) -> bool {
         }
     }
 }
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, Ipv6Addr},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::Value;
+use xdpstat::{
+    frames::{self, VlanTag, ethertype},
+    netns::{Namespace, veth_pair},
+    packet_socket::PacketSocket,
+};
+
+/// How long any wait in these tests may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Two private namespaces joined by a veth pair: `xs0` (watched) <- `xs1`.
+pub struct TestNet {
+    // Field order is drop order: the socket closes before its namespace goes.
+    socket: PacketSocket,
+    pub watched: Namespace,
+    pub sender: Namespace,
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        let watched = Namespace::create("test").expect("namespace");
+        let sender = Namespace::create("test").expect("namespace");
+        veth_pair(&watched, "xs0", &sender, "xs1").expect("veth pair");
+        let socket = sender
+            .run(|| PacketSocket::bind("xs1"))
+            .expect("enter sender namespace")
+            .expect("packet socket");
+        Self {
+            socket,
+            watched,
+            sender,
+        }
+    }
+
+    /// Sends `frame` `count` times from `xs1`.
+    pub fn send(&self, frame: &[u8], count: usize) {
+        for _ in 0..count {
+            self.socket.send(frame).expect("send frame");
+        }
+    }
+
+    /// Whether any XDP program sits on `xs0`.
+    pub fn xdp_attached(&self) -> bool {
+        let text = self
+            .watched
+            .ip_output(&["-json", "-details", "link", "show", "dev", "xs0"])
+            .expect("ip link");
+        let links: Value = serde_json::from_str(&text).expect("ip -json output");
+        assert_eq!(links[0]["ifname"], "xs0", "xs0 should exist: {text}");
+        links[0].get("xdp").is_some()
+    }
+}
+
+/// A running `xdpstat` inside a namespace, its stdout lines and stderr.
+pub struct Xdpstat {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Xdpstat {
+    /// Starts `xdpstat ARGS` in `namespace` and waits until it has attached
+    /// to every interface among ARGS (the test links are all named `xs*`).
+    pub fn start(namespace: &Namespace, args: &[&str]) -> Self {
+        let mut one = Self::spawn(namespace, args);
+        let deadline = Instant::now() + PATIENCE;
+        for interface in args.iter().filter(|a| a.starts_with("xs")) {
+            let wanted = format!("attached to {interface} ");
+            while !one.stderr_seen.iter().any(|line| line.contains(&wanted)) {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match one.stderr.recv_timeout(wait) {
+                    Ok(line) => one.stderr_seen.push(line),
+                    Err(_) => panic!(
+                        "xdpstat did not attach to {interface}; stderr: {:?}",
+                        one.stderr_seen
+                    ),
+                }
+            }
+        }
+        one
+    }
+
+    /// Starts `xdpstat ARGS` in `namespace` without waiting.
+    pub fn spawn(namespace: &Namespace, args: &[&str]) -> Self {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                namespace.name(),
+                env!("CARGO_BIN_EXE_xdpstat"),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn xdpstat");
+        let stdout = lines(child.stdout.take().expect("stdout"));
+        let stderr = lines(child.stderr.take().expect("stderr"));
+        Self {
+            child,
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal xdpstat");
+    }
+
+    /// Reads JSON reports until one satisfies `done`; returns it.
+    pub fn report_where(&mut self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = Value::Null;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(wait) {
+                Ok(line) => {
+                    let report: Value =
+                        serde_json::from_str(&line).expect("a JSON report per line");
+                    if done(&report) {
+                        return report;
+                    }
+                    last = report;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no such report within {PATIENCE:?}; the last one: {last}")
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "xdpstat closed stdout early; stderr: {:?}",
+                    self.stderr_seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for exit; returns the status, the stdout lines not read yet, and all stderr.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        let status = wait_with_timeout(&mut self.child);
+        let rest: Vec<String> = self.stdout.try_iter().collect();
+        let mut stderr = std::mem::take(&mut self.stderr_seen);
+        stderr.extend(self.stderr.iter());
+        (status, rest, stderr)
+    }
+}
+
+impl Drop for Xdpstat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits for `child`, killing it and failing the test after [`PATIENCE`].
+pub fn wait_with_timeout(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `xdpstat ARGS` (in `namespace` if given) to completion.
+pub fn run_to_end(
+    namespace: Option<&Namespace>,
+    prefix: &[&str],
+    args: &[&str],
+) -> (ExitStatus, String, String) {
+    let mut command = match namespace {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns.name()]);
+            c.args(prefix);
+            c.arg(env!("CARGO_BIN_EXE_xdpstat"));
+            c
+        }
+        None if prefix.is_empty() => Command::new(env!("CARGO_BIN_EXE_xdpstat")),
+        None => {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]);
+            c.arg(env!("CARGO_BIN_EXE_xdpstat"));
+            c
+        }
+    };
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xdpstat");
+    let stdout = lines(child.stdout.take().expect("stdout"));
+    let stderr = lines(child.stderr.take().expect("stderr"));
+    let status = wait_with_timeout(&mut child);
+    let join = |r: Receiver<String>| r.iter().collect::<Vec<_>>().join("\n");
+    (status, join(stdout), join(stderr))
+}
+
+/// `(packets, bytes)` of a `{"packets", "bytes"}` object.
+pub fn pair(value: &Value) -> (u64, u64) {
+    (
+        value["packets"].as_u64().expect("packets"),
+        value["bytes"].as_u64().expect("bytes"),
+    )
+}
+
+/// `(packets, bytes)` of the source with `address` in a report, if listed.
+pub fn source(report: &Value, address: &str) -> Option<(u64, u64)> {
+    report["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["address"] == address)
+        .map(pair)
+}
+
+/// Packets of all classes in a report.
+pub fn total_packets(report: &Value) -> u64 {
+    ["ipv4", "ipv6", "non_ip", "malformed"]
+        .iter()
+        .map(|class| pair(&report["totals"][class]).0)
+        .sum()
+}
+
+/// Frames with known sources for the live tests.
+pub fn ipv4_frame(source: Ipv4Addr, tags: &[VlanTag], payload: usize) -> Vec<u8> {
+    let packet = frames::ipv4_packet(source, Ipv4Addr::new(198, 19, 0, 1), &[], payload);
+    frames::ethernet(tags, ethertype::IPV4, &packet)
+}
+
+pub fn ipv6_frame(source: Ipv6Addr, tags: &[VlanTag], payload: usize) -> Vec<u8> {
+    let packet = frames::ipv6_packet(source, "2001:db8:ffff::1".parse().unwrap(), &[], payload);
+    frames::ethernet(tags, ethertype::IPV6, &packet)
+}

@@ -1,0 +1,422 @@
+//! The real binary on a real veth pair: known frames sent from one private
+//! namespace, counted by `xdpstat` attached in the other, exact counts read
+//! from its JSON output; then every way it can stop, and every error a user
+//! can meet. Each test makes its own namespaces, so they run in parallel.
+
+mod common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use common::{TestNet, Xdpstat, ipv4_frame, ipv6_frame, pair, run_to_end, source, total_packets};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use xdpstat::frames::{self, VlanTag, ethertype};
+
+const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 2);
+const C: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xc);
+
+/// The known traffic: per class and source, with the expected counts.
+struct Traffic {
+    a: Vec<u8>,
+    b: Vec<u8>,
+    c: Vec<u8>,
+    arp: Vec<u8>,
+    malformed: Vec<u8>,
+}
+
+impl Traffic {
+    fn new() -> Self {
+        let mut malformed = ipv4_frame(A, &[], 10);
+        malformed[14] = 0x65;
+        Self {
+            a: ipv4_frame(A, &[], 100),
+            b: ipv4_frame(B, &[VlanTag::dot1q(100)], 500),
+            c: ipv6_frame(C, &[VlanTag::dot1ad(200), VlanTag::dot1q(300)], 60),
+            arp: frames::ethernet(&[], ethertype::ARP, &frames::arp_request(A, B)),
+            malformed,
+        }
+    }
+
+    fn send(&self, net: &TestNet) {
+        net.send(&self.a, 50);
+        net.send(&self.b, 30);
+        net.send(&self.c, 20);
+        net.send(&self.arp, 4);
+        net.send(&self.malformed, 3);
+    }
+
+    const FRAMES: u64 = 50 + 30 + 20 + 4 + 3;
+
+    fn assert_counted(&self, report: &Value) {
+        let len = |f: &Vec<u8>| f.len() as u64;
+        assert_eq!(source(report, "198.18.0.1"), Some((50, 50 * len(&self.a))));
+        assert_eq!(
+            source(report, "198.18.200.2"),
+            Some((30, 30 * len(&self.b)))
+        );
+        assert_eq!(source(report, "2001:db8::c"), Some((20, 20 * len(&self.c))));
+        assert_eq!(report["sources"].as_array().unwrap().len(), 3, "{report}");
+        let totals = &report["totals"];
+        assert_eq!(
+            pair(&totals["ipv4"]),
+            (80, 50 * len(&self.a) + 30 * len(&self.b))
+        );
+        assert_eq!(pair(&totals["ipv6"]), (20, 20 * len(&self.c)));
+        assert_eq!(pair(&totals["non_ip"]), (4, 4 * len(&self.arp)));
+        assert_eq!(pair(&totals["malformed"]), (3, 3 * len(&self.malformed)));
+        assert_eq!(pair(&report["unattributed"]), (0, 0));
+        assert_eq!(report["interface"], "xs0");
+    }
+}
+
+/// Sends the known traffic, waits until all of it is counted, stops xdpstat
+/// with `signal`, and checks the final report and the clean detach.
+fn count_and_stop(test: &str, mode: &str, signal: Signal) {
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--mode",
+            mode,
+            "xs0",
+        ],
+    );
+    let expected_mode = if mode == "generic" {
+        "generic XDP, bpf link"
+    } else {
+        "native XDP, bpf link"
+    };
+    assert!(
+        xdpstat
+            .stderr_seen
+            .iter()
+            .any(|l| l.contains(expected_mode)),
+        "{:?}",
+        xdpstat.stderr_seen
+    );
+    assert!(net.xdp_attached());
+    let traffic = Traffic::new();
+    traffic.send(&net);
+    xdpstat.report_where(|r| total_packets(r) >= Traffic::FRAMES);
+    xdpstat.signal(signal);
+    let (status, rest, stderr) = xdpstat.finish();
+    assert!(status.success(), "exit status {status}, stderr {stderr:?}");
+    let last: Value = serde_json::from_str(rest.last().expect("a final report")).unwrap();
+    traffic.assert_counted(&last);
+    assert!(!net.xdp_attached(), "the program must be gone after exit");
+}
+
+#[test]
+fn native_mode_counts_known_frames_exactly_and_ctrl_c_detaches() {
+    count_and_stop(
+        "native_mode_counts_known_frames_exactly",
+        "auto",
+        Signal::SIGINT,
+    );
+}
+
+#[test]
+fn generic_mode_counts_known_frames_exactly_and_sigterm_detaches() {
+    count_and_stop(
+        "generic_mode_counts_known_frames_exactly",
+        "generic",
+        Signal::SIGTERM,
+    );
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    if !common::privileged("sigkill_leaves_nothing_attached") {
+        return;
+    }
+    let net = TestNet::new();
+    let xdpstat = Xdpstat::start(&net.watched, &["xs0"]);
+    assert!(net.xdp_attached());
+    xdpstat.signal(Signal::SIGKILL);
+    let (status, _, _) = xdpstat.finish();
+    assert!(!status.success());
+    // The kernel releases a BPF link when its last descriptor closes.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while net.xdp_attached() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "XDP program still attached after SIGKILL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_full_source_map_reports_unattributed() {
+    if !common::privileged("a_full_source_map_reports_unattributed") {
+        return;
+    }
+    let net = TestNet::new();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--max-sources",
+            "2",
+            "xs0",
+        ],
+    );
+    let frames: Vec<Vec<u8>> = (1..=4)
+        .map(|last| ipv4_frame(Ipv4Addr::new(198, 18, 1, last), &[], 20))
+        .collect();
+    let len = frames[0].len() as u64;
+    for frame in &frames {
+        net.send(frame, 5);
+    }
+    let report = xdpstat.report_where(|r| total_packets(r) >= 20);
+    assert_eq!(source(&report, "198.18.1.1"), Some((5, 5 * len)));
+    assert_eq!(source(&report, "198.18.1.2"), Some((5, 5 * len)));
+    assert_eq!(report["sources"].as_array().unwrap().len(), 2);
+    assert_eq!(pair(&report["unattributed"]), (10, 10 * len));
+    assert_eq!(pair(&report["totals"]["ipv4"]), (20, 20 * len));
+}
+
+#[test]
+fn several_interfaces_get_a_report_each() {
+    if !common::privileged("several_interfaces_get_a_report_each") {
+        return;
+    }
+    let net = TestNet::new();
+    xdpstat::netns::veth_pair(&net.watched, "xs2", &net.sender, "xs3").unwrap();
+    let second = net
+        .sender
+        .run(|| xdpstat::packet_socket::PacketSocket::bind("xs3"))
+        .unwrap()
+        .unwrap();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &["--format", "json", "--interval", "0.2", "xs0", "xs2"],
+    );
+    let a = ipv4_frame(A, &[], 10);
+    let c = ipv6_frame(C, &[], 10);
+    net.send(&a, 7);
+    for _ in 0..9 {
+        second.send(&c).unwrap();
+    }
+    let first = xdpstat.report_where(|r| r["interface"] == "xs0" && total_packets(r) >= 7);
+    assert_eq!(source(&first, "198.18.0.1"), Some((7, 7 * a.len() as u64)));
+    assert_eq!(total_packets(&first), 7);
+    let other = xdpstat.report_where(|r| r["interface"] == "xs2" && total_packets(r) >= 9);
+    assert_eq!(source(&other, "2001:db8::c"), Some((9, 9 * c.len() as u64)));
+    assert_eq!(total_packets(&other), 9);
+}
+
+#[test]
+fn duration_ends_the_run_with_a_final_plain_report() {
+    if !common::privileged("duration_ends_the_run") {
+        return;
+    }
+    let net = TestNet::new();
+    net.send(&ipv4_frame(A, &[], 10), 1); // before attach: not counted
+    let (status, stdout, stderr) = run_to_end(
+        Some(&net.watched),
+        &[],
+        &["--duration", "0.5", "--interval", "0.2", "xs0"],
+    );
+    assert!(status.success(), "{stderr}");
+    let headers = stdout.lines().filter(|l| l.starts_with("xs0 (")).count();
+    assert_eq!(
+        headers, 3,
+        "reports at 0.2 s, 0.4 s and the final one at 0.5 s:\n{stdout}"
+    );
+    assert!(
+        stdout.lines().next().unwrap().contains("XDP, bpf link"),
+        "first line says the mode: {stdout}"
+    );
+    assert!(
+        stdout.contains("  ipv4                       0               0"),
+        "{stdout}"
+    );
+    assert!(!net.xdp_attached());
+}
+
+#[test]
+fn a_closed_pipe_ends_the_run_cleanly() {
+    if !common::privileged("a_closed_pipe_ends_the_run_cleanly") {
+        return;
+    }
+    let net = TestNet::new();
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.watched.name(),
+            env!("CARGO_BIN_EXE_xdpstat"),
+        ])
+        .args(["--format", "json", "--interval", "0.1", "xs0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    drop(stdout); // what `xdpstat ... | head -1` does
+    let status = common::wait_with_timeout(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "only the attach line: {stderr}");
+    assert!(!net.xdp_attached());
+}
+
+#[test]
+fn unknown_interface_is_named() {
+    if !common::privileged("unknown_interface_is_named") {
+        return;
+    }
+    let net = TestNet::new();
+    let (status, _, stderr) = run_to_end(Some(&net.watched), &[], &["xs0", "nope0"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        stderr.trim(),
+        "xdpstat: attached to xs0 (native XDP, bpf link), up to 65536 sources per address family; Ctrl-C to stop\nxdpstat: no such network interface: nope0 (`ip link show` lists them)"
+    );
+    assert!(
+        !net.xdp_attached(),
+        "xs0 is detached again when a later interface fails"
+    );
+}
+
+#[test]
+fn a_second_program_on_the_interface_is_named() {
+    if !common::privileged("a_second_program_on_the_interface_is_named") {
+        return;
+    }
+    let net = TestNet::new();
+    let _first = Xdpstat::start(&net.watched, &["xs0"]);
+    let (status, _, stderr) = run_to_end(Some(&net.watched), &[], &["xs0"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("xs0: another XDP program is already attached (program id")
+            && stderr.contains("name xdpstat)")
+            && stderr.contains("ip link show dev xs0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_refused_mode_suggests_the_others() {
+    if !common::privileged("a_refused_mode_suggests_the_others") {
+        return;
+    }
+    let net = TestNet::new();
+    let (status, _, stderr) = run_to_end(Some(&net.watched), &[], &["--mode", "offload", "xs0"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("xdpstat: xs0: the kernel refused to attach in offload mode ("),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("try --mode native or --mode generic"),
+        "{stderr}"
+    );
+    assert!(!net.xdp_attached());
+}
+
+#[test]
+fn without_privileges_the_missing_capabilities_are_named() {
+    if !common::privileged("without_privileges_the_missing_capabilities_are_named") {
+        return;
+    }
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let (status, _, stderr) = run_to_end(None, &nobody, &["lo"]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        stderr.trim(),
+        "xdpstat: missing capabilities: CAP_BPF (loading the XDP program), CAP_NET_ADMIN (attaching to an interface); run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_net_admin+ep <path to xdpstat>`"
+    );
+}
+
+#[test]
+fn bad_arguments_fail_before_touching_anything() {
+    for args in [
+        &["--interval", "0", "lo"][..],
+        &["--max-sources", "0", "lo"],
+        &["lo", "lo"],
+        &[],
+    ] {
+        let (status, _, stderr) = run_to_end(None, &[], args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_demo_counts_everything_it_sends_and_cleans_up() {
+    if !common::privileged("the_demo_counts_everything_it_sends_and_cleans_up") {
+        return;
+    }
+    let (status, stdout, stderr) = run_to_end(
+        None,
+        &[],
+        &["demo", "--duration", "1.5", "--format", "json"],
+    );
+    assert!(status.success(), "{stderr}");
+    let sent: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("xdpstat demo: sent ")?
+                .strip_suffix(" frames")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("demo says how much it sent: {stderr}"));
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(sent > 0);
+    assert_eq!(
+        total_packets(&last),
+        sent,
+        "the final report holds every frame sent"
+    );
+    assert!(pair(&last["totals"]["ipv4"]).0 > 0 && pair(&last["totals"]["ipv6"]).0 > 0);
+    assert!(pair(&last["totals"]["non_ip"]).0 > 0 && pair(&last["totals"]["malformed"]).0 > 0);
+    let names = stderr.lines().next().unwrap().to_owned();
+    for namespace in ["xdpstat-demo-"] {
+        assert!(names.contains(namespace), "{names}");
+    }
+    let demo_pid = names
+        .split("xdpstat-demo-")
+        .nth(1)
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap()
+        .to_owned();
+    let left = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .contains(&format!("demo-{demo_pid}-"))
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the demo's namespaces are removed");
+}
