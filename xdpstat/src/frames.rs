@@ -67,7 +67,7 @@ pub fn ipv4_packet(
     payload_len: usize,
 ) -> Vec<u8> {
     assert!(
-        options.len() % 4 == 0 && options.len() <= 40,
+        options.len().is_multiple_of(4) && options.len() <= 40,
         "IPv4 options come in 4-byte words, 40 bytes at most"
     );
     let header_len = 20 + options.len();
@@ -108,7 +108,7 @@ pub fn ipv6_packet(
     packet.extend_from_slice(&destination.octets());
     for (index, (_, body)) in extensions.iter().enumerate() {
         assert!(
-            body.len() >= 8 && body.len() % 8 == 0,
+            body.len() >= 8 && body.len().is_multiple_of(8),
             "extension headers are 8-byte multiples"
         );
         let next = extensions.get(index + 1).map_or(17, |(next, _)| *next);

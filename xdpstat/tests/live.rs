@@ -395,28 +395,62 @@ fn the_demo_counts_everything_it_sends_and_cleans_up() {
     );
     assert!(pair(&last["totals"]["ipv4"]).0 > 0 && pair(&last["totals"]["ipv6"]).0 > 0);
     assert!(pair(&last["totals"]["non_ip"]).0 > 0 && pair(&last["totals"]["malformed"]).0 > 0);
-    let names = stderr.lines().next().unwrap().to_owned();
-    for namespace in ["xdpstat-demo-"] {
-        assert!(names.contains(namespace), "{names}");
-    }
-    let demo_pid = names
-        .split("xdpstat-demo-")
-        .nth(1)
-        .unwrap()
-        .split('-')
+    let namespaces: Vec<&str> = stderr
+        .lines()
         .next()
         .unwrap()
-        .to_owned();
-    let left = std::fs::read_dir("/run/netns")
+        .split("(namespace ")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap())
+        .collect();
+    assert_eq!(
+        namespaces.len(),
+        2,
+        "the demo names its namespaces: {stderr}"
+    );
+    for namespace in namespaces {
+        assert!(namespace.starts_with("xdpstat-demo-"), "{namespace}");
+        let path = std::path::Path::new("/run/netns").join(namespace);
+        assert!(!path.exists(), "namespace {namespace} is removed");
+    }
+}
+
+#[test]
+fn an_interrupted_demo_still_cleans_up() {
+    if !common::privileged("an_interrupted_demo_still_cleans_up") {
+        return;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xdpstat"))
+        .args(["demo", "--format", "json", "--interval", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = common::wait_with_timeout(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    let last: Value = serde_json::from_str(rest.lines().last().unwrap_or(&first)).unwrap();
+    assert_eq!(last["interface"], "demo0");
+    let pid = child.id();
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| {
             d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .contains(&format!("demo-{demo_pid}-"))
-                })
-                .count()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("xdpstat-demo-{pid}-")))
+                .collect()
         })
-        .unwrap_or(0);
-    assert_eq!(left, 0, "the demo's namespaces are removed");
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
