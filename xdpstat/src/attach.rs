@@ -33,9 +33,12 @@ impl AttachMode {
         }
     }
 
+    /// What to suggest when the kernel refused this mode.
     fn alternatives(self) -> &'static str {
         match self {
-            Self::Auto | Self::Offload => "native or --mode generic",
+            // Auto tried both already; only a card with offload is left.
+            Self::Auto => "offload, on a card and driver that support it",
+            Self::Offload => "native or --mode generic",
             Self::Native => "generic",
             Self::Generic => "native",
         }
@@ -48,17 +51,6 @@ pub enum ObtainedMode {
     Native,
     Generic,
     Offload,
-}
-
-impl ObtainedMode {
-    fn of(mode: XdpMode) -> &'static str {
-        match mode {
-            XdpMode::Driver => "native",
-            XdpMode::Skb => "generic",
-            XdpMode::Hardware => "offload",
-            XdpMode::Default => "default",
-        }
-    }
 }
 
 impl From<XdpMode> for ObtainedMode {
@@ -155,7 +147,10 @@ pub(crate) fn attach_error(
         Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENODEV) => {
             XdpstatError::ModeRefused {
                 interface: interface.to_owned(),
-                mode: ObtainedMode::of(tried),
+                mode: match asked {
+                    AttachMode::Auto => "native or generic".to_owned(),
+                    _ => ObtainedMode::from(tried).to_string(),
+                },
                 reason,
                 alternatives: asked.alternatives(),
             }

@@ -24,7 +24,7 @@ use xdpstat_common::{
 };
 
 use crate::{
-    attach::{AttachMode, Attached, LinkKind, attach_error},
+    attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
     error::{XdpstatError, one_line},
     snapshot::{ClassSlots, Snapshot},
 };
@@ -84,7 +84,7 @@ impl Datapath {
                     let link = self.link_kind();
                     return Ok(Attached {
                         interface: interface.to_owned(),
-                        mode: crate::attach::ObtainedMode::from(xdp_mode),
+                        mode: ObtainedMode::from(xdp_mode),
                         link,
                     });
                 }
@@ -97,7 +97,10 @@ impl Datapath {
                 }
             }
         }
-        Err(last_refusal.expect("every mode tries at least one XDP mode"))
+        Err(last_refusal.unwrap_or_else(|| XdpstatError::Attach {
+            interface: interface.to_owned(),
+            reason: "no attach mode to try".into(),
+        }))
     }
 
     /// Detaches from the interface, if attached.

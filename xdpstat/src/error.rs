@@ -59,7 +59,7 @@ pub enum XdpstatError {
         /// The interface.
         interface: String,
         /// The mode that was asked for.
-        mode: &'static str,
+        mode: String,
         /// The kernel's answer.
         reason: String,
         /// The modes worth trying instead.

@@ -351,3 +351,28 @@ fn multi_buffer_frames_count_every_byte() {
     let snapshot = snapshot(&datapath);
     assert_eq!(snapshot.sources[&IpAddr::V4(v4(5))], c(1, 9000));
 }
+
+#[test]
+fn dropping_the_datapath_unloads_the_program() {
+    let Some(datapath) = load("dropping_the_datapath_unloads_the_program", 16) else {
+        return;
+    };
+    let id = datapath.program_id().expect("a loaded program has an id");
+    let loaded = |id| {
+        aya::programs::loaded_programs()
+            .flatten()
+            .any(|program| program.id() == id)
+    };
+    assert!(loaded(id));
+    drop(datapath);
+    // The kernel frees the program once its last descriptor closes; that
+    // happens in an RCU callback, so give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while loaded(id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program {id} still loaded: a descriptor leaked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
