@@ -252,18 +252,13 @@ fn a_closed_pipe_ends_the_run_cleanly() {
         return;
     }
     let net = TestNet::new();
-    let mut child = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            net.watched.name(),
-            env!("CARGO_BIN_EXE_xdpstat"),
-        ])
-        .args(["--format", "json", "--interval", "0.1", "xs0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::xdpstat_command(
+        Some(&net.watched),
+        &[],
+        &["--format", "json", "--interval", "0.1", "xs0"],
+    )
+    .spawn()
+    .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
@@ -420,35 +415,25 @@ fn an_interrupted_demo_still_cleans_up() {
     if !common::privileged("an_interrupted_demo_still_cleans_up") {
         return;
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xdpstat"))
-        .args(["demo", "--format", "json", "--interval", "0.2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-    assert!(first.starts_with('{'), "{first}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGINT,
-    )
-    .unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    let status = common::wait_with_timeout(&mut child);
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "exit {status}: {stderr}");
-    let last: Value = serde_json::from_str(rest.lines().last().unwrap_or(&first)).unwrap();
+    let command = common::xdpstat_command(
+        None,
+        &[],
+        &["demo", "--format", "json", "--interval", "0.2"],
+    );
+    let mut demo = Xdpstat::from_command(command);
+    let pid = demo.pid();
+    demo.report_where(|r| r["interface"] == "demo0");
+    demo.signal(Signal::SIGINT);
+    let (status, rest, stderr) = demo.finish();
+    assert!(status.success(), "exit {status}: {stderr:?}");
+    let last: Value = serde_json::from_str(rest.last().expect("a final report")).unwrap();
     assert_eq!(last["interface"], "demo0");
-    let pid = child.id();
+    let prefix = format!("xdpstat-demo-{pid}-");
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("xdpstat-demo-{pid}-")))
+                .filter(|n| n.starts_with(&prefix))
                 .collect()
         })
         .unwrap_or_default();

@@ -113,19 +113,12 @@ impl Xdpstat {
 
     /// Starts `xdpstat ARGS` in `namespace` without waiting.
     pub fn spawn(namespace: &Namespace, args: &[&str]) -> Self {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                namespace.name(),
-                env!("CARGO_BIN_EXE_xdpstat"),
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn xdpstat");
+        Self::from_command(xdpstat_command(Some(namespace), &[], args))
+    }
+
+    /// Starts `command` and collects its output lines as they come.
+    pub fn from_command(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("spawn xdpstat");
         let stdout = lines(child.stdout.take().expect("stdout"));
         let stderr = lines(child.stderr.take().expect("stderr"));
         Self {
@@ -215,40 +208,34 @@ pub fn wait_with_timeout(child: &mut Child) -> ExitStatus {
     }
 }
 
-/// Runs `xdpstat ARGS` (in `namespace` if given) to completion.
+/// `xdpstat ARGS` with piped output: inside `namespace` when given (through
+/// `ip netns exec`), behind `prefix` (such as `setpriv ...`) when given.
+pub fn xdpstat_command(namespace: Option<&Namespace>, prefix: &[&str], args: &[&str]) -> Command {
+    let mut words: Vec<&str> = Vec::new();
+    if let Some(namespace) = namespace {
+        words.extend(["ip", "netns", "exec", namespace.name()]);
+    }
+    words.extend(prefix);
+    words.push(env!("CARGO_BIN_EXE_xdpstat"));
+    words.extend(args);
+    let mut command = Command::new(words[0]);
+    command
+        .args(&words[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `xdpstat ARGS` to completion; returns its status, stdout and stderr.
 pub fn run_to_end(
     namespace: Option<&Namespace>,
     prefix: &[&str],
     args: &[&str],
 ) -> (ExitStatus, String, String) {
-    let mut command = match namespace {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns.name()]);
-            c.args(prefix);
-            c.arg(env!("CARGO_BIN_EXE_xdpstat"));
-            c
-        }
-        None if prefix.is_empty() => Command::new(env!("CARGO_BIN_EXE_xdpstat")),
-        None => {
-            let mut c = Command::new(prefix[0]);
-            c.args(&prefix[1..]);
-            c.arg(env!("CARGO_BIN_EXE_xdpstat"));
-            c
-        }
-    };
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn xdpstat");
-    let stdout = lines(child.stdout.take().expect("stdout"));
-    let stderr = lines(child.stderr.take().expect("stderr"));
-    let status = wait_with_timeout(&mut child);
-    let join = |r: Receiver<String>| r.iter().collect::<Vec<_>>().join("\n");
-    (status, join(stdout), join(stderr))
+    let (status, stdout, stderr) =
+        Xdpstat::from_command(xdpstat_command(namespace, prefix, args)).finish();
+    (status, stdout.join("\n"), stderr.join("\n"))
 }
 
 /// `(packets, bytes)` of a `{"packets", "bytes"}` object.
