@@ -52,7 +52,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     );
     let mut datapath = Datapath::load(args.attach.max_sources)?;
     let attached = watched_ns.run(|| datapath.attach(WATCHED_LINK, args.attach.mode))??;
-    let mut watched = vec![Watched::from_parts(attached, datapath)];
+    let mut watched = vec![Watched::new(attached, datapath)];
     announce(&watched[0]);
 
     // The traffic thread decides when the run ends (its deadline or a stop

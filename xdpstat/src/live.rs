@@ -20,14 +20,27 @@ use crate::{
 /// How often the loop looks at the stop flag while it waits.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
+/// Where an interface's counters come from: the kernel's maps in a real
+/// run, a scripted fake in the loop's tests.
+pub trait CounterSource {
+    /// Reads the counters; `interface` labels errors.
+    fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError>;
+}
+
+impl CounterSource for Datapath {
+    fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
+        Datapath::snapshot(self, interface)
+    }
+}
+
 /// One interface being counted.
-pub struct Watched {
+pub struct Watched<S = Datapath> {
     pub attached: Attached,
-    pub datapath: Datapath,
+    pub source: S,
     previous: Snapshot,
 }
 
-impl Watched {
+impl Watched<Datapath> {
     /// Loads a fresh copy of the program and attaches it to `interface`.
     pub fn attach(
         interface: &str,
@@ -36,24 +49,23 @@ impl Watched {
     ) -> Result<Self, XdpstatError> {
         let mut datapath = Datapath::load(max_sources)?;
         let attached = datapath.attach(interface, mode)?;
-        Ok(Self {
-            attached,
-            datapath,
-            previous: Snapshot::empty(),
-        })
+        Ok(Self::new(attached, datapath))
     }
+}
 
-    /// Wraps an already attached datapath (the demo attaches inside a namespace).
-    pub fn from_parts(attached: Attached, datapath: Datapath) -> Self {
+impl<S: CounterSource> Watched<S> {
+    /// Watches `source`, attached as `attached` (the demo attaches inside a
+    /// namespace, the tests not at all). Rates start from now.
+    pub fn new(attached: Attached, source: S) -> Self {
         Self {
             attached,
-            datapath,
+            source,
             previous: Snapshot::empty(),
         }
     }
 
     fn report(&mut self, top: Option<usize>) -> Result<Report, XdpstatError> {
-        let current = self.datapath.snapshot(&self.attached.interface)?;
+        let current = self.source.snapshot(&self.attached.interface)?;
         let mut report = Report::between(&self.attached.interface, &self.previous, &current, top);
         report.attachment = Some(self.attached.to_string());
         self.previous = current;
@@ -82,8 +94,8 @@ pub enum Ended {
 }
 
 /// Runs until `stop` says so, `duration` passes, or stdout closes.
-pub fn run(
-    watched: &mut [Watched],
+pub fn run<S: CounterSource>(
+    watched: &mut [Watched<S>],
     options: LiveOptions,
     out: &mut dyn Write,
     stop: &dyn Fn() -> bool,
@@ -133,5 +145,158 @@ fn wait_until(wake: Instant, stop: &dyn Fn() -> bool, deadline: Option<Instant>)
             return None;
         }
         std::thread::sleep(STOP_POLL.min(wake - now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        cell::{Cell, RefCell},
+        net::{IpAddr, Ipv4Addr},
+        rc::Rc,
+    };
+
+    use xdpstat_common::Counter;
+
+    use super::*;
+    use crate::attach::{LinkKind, ObtainedMode};
+
+    /// Serves one scripted read per call: the packets of one source so far,
+    /// or `None` for a failed read. Counts the reads it served.
+    struct Scripted {
+        reads: RefCell<Vec<Option<u64>>>,
+        served: Rc<Cell<usize>>,
+    }
+
+    impl CounterSource for Scripted {
+        fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
+            let index = self.served.get();
+            self.served.set(index + 1);
+            let packets = self.reads.borrow().get(index).copied().flatten();
+            let packets = packets.ok_or_else(|| XdpstatError::MapRead {
+                interface: interface.to_owned(),
+                map: "SOURCES_V4",
+                reason: "scripted failure".into(),
+            })?;
+            let mut snapshot = Snapshot::empty();
+            let counter = Counter {
+                packets,
+                bytes: packets * 100,
+            };
+            snapshot
+                .sources
+                .insert(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), counter);
+            Ok(snapshot)
+        }
+    }
+
+    /// One fake interface with scripted reads, and its read counter.
+    fn scripted(reads: Vec<Option<u64>>) -> (Vec<Watched<Scripted>>, Rc<Cell<usize>>) {
+        let served = Rc::new(Cell::new(0));
+        let attached = Attached {
+            interface: "fake0".into(),
+            mode: ObtainedMode::Native,
+            link: LinkKind::BpfLink,
+        };
+        let source = Scripted {
+            reads: RefCell::new(reads),
+            served: Rc::clone(&served),
+        };
+        (vec![Watched::new(attached, source)], served)
+    }
+
+    fn options(duration: Option<Duration>) -> LiveOptions {
+        LiveOptions {
+            interval: Duration::from_millis(2),
+            duration,
+            format: Format::Json,
+            top: None,
+        }
+    }
+
+    fn packets_per_report(out: &[u8]) -> Vec<u64> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(|line| {
+                let report: serde_json::Value = serde_json::from_str(line).unwrap();
+                report["sources"][0]["packets"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stop_request_gets_one_last_report() {
+        let (mut watched, served) = scripted(vec![Some(1), Some(2), Some(3), Some(4)]);
+        let mut out = Vec::new();
+        let ended = run(&mut watched, options(None), &mut out, &|| served.get() >= 3).unwrap();
+        assert_eq!(ended, Ended::Stopped);
+        assert_eq!(
+            packets_per_report(&out),
+            [1, 2, 3, 4],
+            "three reports, then the last one"
+        );
+    }
+
+    #[test]
+    fn a_failed_read_skips_that_report_and_counting_goes_on() {
+        let (mut watched, served) = scripted(vec![Some(1), None, Some(5), Some(6)]);
+        let mut out = Vec::new();
+        run(&mut watched, options(None), &mut out, &|| served.get() >= 3).unwrap();
+        assert_eq!(packets_per_report(&out), [1, 5, 6]);
+    }
+
+    #[test]
+    fn the_duration_ends_the_run_with_a_final_report() {
+        let (mut watched, served) = scripted(vec![Some(7); 100_000]);
+        let mut out = Vec::new();
+        let ended = run(
+            &mut watched,
+            options(Some(Duration::from_millis(30))),
+            &mut out,
+            &|| false,
+        )
+        .unwrap();
+        assert_eq!(ended, Ended::DurationElapsed);
+        assert_eq!(packets_per_report(&out).len(), served.get());
+        assert!(served.get() >= 1);
+    }
+
+    /// A reader that went away, as `xdpstat ... | head -1` leaves it.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A disk that filled up.
+    struct FullDisk;
+
+    impl Write for FullDisk {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_run_quietly() {
+        let (mut watched, served) = scripted(vec![Some(1); 10]);
+        let ended = run(&mut watched, options(None), &mut ClosedPipe, &|| false).unwrap();
+        assert_eq!(ended, Ended::PipeClosed);
+        assert_eq!(served.get(), 1);
+    }
+
+    #[test]
+    fn other_write_errors_are_errors() {
+        let (mut watched, _) = scripted(vec![Some(1); 10]);
+        let error = run(&mut watched, options(None), &mut FullDisk, &|| false).unwrap_err();
+        assert!(matches!(error, XdpstatError::Output(_)), "{error}");
     }
 }

@@ -30,7 +30,8 @@ pub fn write_report(out: &mut dyn Write, format: Format, report: &Report) -> io:
     match format {
         Format::Plain => write_plain(out, report),
         Format::Json => {
-            serde_json::to_writer(&mut *out, report).map_err(io::Error::other)?;
+            // `From` keeps the kind of an I/O error (a closed pipe stays BrokenPipe).
+            serde_json::to_writer(&mut *out, report).map_err(io::Error::from)?;
             out.write_all(b"\n")
         }
     }?;

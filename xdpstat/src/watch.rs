@@ -62,7 +62,7 @@ pub fn announce(watched: &Watched) {
         "xdpstat: attached to {} ({}), up to {} sources per address family; Ctrl-C to stop",
         watched.attached.interface,
         watched.attached,
-        watched.datapath.max_sources()
+        watched.source.max_sources()
     );
     if let Some(warning) = watched.attached.warning() {
         eprintln!("xdpstat: warning: {warning}");
@@ -73,7 +73,7 @@ pub fn announce(watched: &Watched) {
 pub fn detach_all(watched: &mut [Watched]) -> Result<(), XdpstatError> {
     let mut first_error = None;
     for one in watched.iter_mut() {
-        if let Err(error) = one.datapath.detach() {
+        if let Err(error) = one.source.detach() {
             first_error.get_or_insert(error);
         }
     }
