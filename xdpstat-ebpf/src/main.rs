@@ -148,7 +148,7 @@ fn count_source<K>(map: &PerCpuHashMap<K, Counter>, key: &K, unattributed: Class
         packets: 1,
         bytes: len,
     };
-    if map.insert(key, &first, BPF_NOEXIST.into()).is_ok() {
+    if map.insert(key, first, BPF_NOEXIST.into()).is_ok() {
         return;
     }
     match map.get_ptr_mut(key) {
