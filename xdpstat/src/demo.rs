@@ -14,7 +14,7 @@ use std::{
 use crate::{
     cli::DemoArgs,
     datapath::Datapath,
-    error::{XdpstatError, one_line},
+    error::XdpstatError,
     frames::{self, VlanTag, ethertype},
     live::{self, Watched},
     netns::{Namespace, veth_pair},
@@ -59,7 +59,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     // request), so the final report holds every frame it sent.
     let traffic_done = AtomicBool::new(false);
     let deadline = Instant::now() + report.duration.take().unwrap_or(DEFAULT_DURATION);
-    let result = std::thread::scope(|scope| {
+    let (result, traffic) = std::thread::scope(|scope| {
         let sender = scope.spawn(|| {
             let sent = send_traffic(&sender_ns, deadline, stop, &traffic_done);
             std::thread::sleep(SETTLE);
@@ -71,20 +71,20 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
         });
         // A closed pipe or an output error ends the run before the traffic does.
         traffic_done.store(true, Ordering::Relaxed);
-        match sender.join() {
-            Ok(Ok(sent)) => eprintln!("xdpstat demo: sent {sent} frames"),
-            Ok(Err(error)) => {
-                eprintln!("xdpstat demo: traffic stopped early: {}", one_line(&error))
-            }
-            Err(_) => eprintln!("xdpstat demo: the traffic thread panicked"),
-        }
-        result
+        let traffic = sender.join().unwrap_or_else(|_| {
+            Err(XdpstatError::Netns {
+                name: sender_ns.name().to_owned(),
+                reason: "the traffic thread panicked".into(),
+            })
+        });
+        (result, traffic)
     });
     let detached = detach_all(&mut watched);
     drop(watched);
     drop(sender_ns);
     drop(watched_ns);
     result?;
+    eprintln!("xdpstat demo: sent {} frames", traffic?);
     detached
 }
 

@@ -115,6 +115,15 @@ pub enum XdpstatError {
     #[error("{0}")]
     Usage(String),
 
+    /// SIGINT/SIGTERM handling could not be set up, so Ctrl-C could not detach.
+    #[error("cannot handle signal {signal}: {reason}")]
+    Signal {
+        /// The signal number.
+        signal: i32,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// Creating or using the demo's or tests' network namespaces failed.
     #[error("network namespace {name}: {reason}")]
     Netns {

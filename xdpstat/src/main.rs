@@ -28,8 +28,12 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), XdpstatError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| XdpstatError::Usage(format!("cannot handle signal {signal}: {e}")))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
+            XdpstatError::Signal {
+                signal,
+                reason: e.to_string(),
+            }
+        })?;
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
