@@ -42,17 +42,6 @@ pub struct ClassTotals {
     pub malformed: Counter,
 }
 
-impl ClassTotals {
-    /// All frames the program saw.
-    pub fn all(&self) -> Counter {
-        let mut all = self.ipv4;
-        for class in [self.ipv6, self.non_ip, self.malformed] {
-            all.add(&class);
-        }
-        all
-    }
-}
-
 impl Snapshot {
     /// A snapshot with no counts, taken now: the baseline at attach time.
     pub fn empty() -> Self {
@@ -124,7 +113,6 @@ mod tests {
         assert_eq!(totals.ipv6, counter(13, 1300));
         assert_eq!(totals.non_ip, counter(5, 300));
         assert_eq!(totals.malformed, counter(1, 14));
-        assert_eq!(totals.all(), counter(30, 2678));
         assert_eq!(snapshot.unattributed(), counter(18, 1800));
     }
 }
