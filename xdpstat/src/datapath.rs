@@ -140,6 +140,11 @@ impl Datapath {
     /// Runs one frame through the program with BPF_PROG_TEST_RUN and returns
     /// the XDP action it chose. Counts land in the maps as for live traffic.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
+        self.test_run_repeated(frame, 1)
+    }
+
+    /// Runs the same frame `repeat` times in one BPF_PROG_TEST_RUN call.
+    pub fn test_run_repeated(&self, frame: &[u8], repeat: u32) -> Result<u32, ProgramError> {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
@@ -147,6 +152,7 @@ impl Datapath {
             .try_into()?;
         let options = TestRunOptions {
             data_in: Some(frame),
+            repeat,
             ..TestRunOptions::default()
         };
         program.test_run(options).map(|result| result.return_value)

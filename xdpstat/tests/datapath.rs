@@ -376,3 +376,42 @@ fn dropping_the_datapath_unloads_the_program() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Two CPUs counting the same source at once must not lose an increment:
+/// the counters are per CPU, summed when read. Each thread is pinned to its
+/// own CPU, so the two runs overlap in time on different CPUs, as NAPI
+/// polls on two receive queues do.
+#[test]
+fn concurrent_counting_on_two_cpus_loses_nothing() {
+    let Some(datapath) = load("concurrent_counting_on_two_cpus_loses_nothing", 16) else {
+        return;
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!(
+            "SKIPPED concurrent_counting_on_two_cpus_loses_nothing: needs 2 CPUs, have {cpus}"
+        );
+        return;
+    }
+    const RUNS: u32 = 1_000_000;
+    let frame = ipv4_frame(v4(6), &[], &[], 10);
+    std::thread::scope(|scope| {
+        for cpu in 0..2 {
+            let (datapath, frame) = (&datapath, &frame);
+            scope.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu index");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("pin the thread");
+                let action = datapath.test_run_repeated(frame, RUNS).expect("test run");
+                assert_eq!(action, XDP_PASS);
+            });
+        }
+    });
+    let expected = 2 * u64::from(RUNS);
+    let snapshot = snapshot(&datapath);
+    assert_eq!(
+        snapshot.sources[&IpAddr::V4(v4(6))],
+        c(expected, expected * frame.len() as u64)
+    );
+}
