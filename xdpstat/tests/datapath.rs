@@ -367,14 +367,10 @@ fn dropping_the_datapath_unloads_the_program() {
     drop(datapath);
     // The kernel frees the program once its last descriptor closes; that
     // happens in an RCU callback, so give it a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while loaded(id) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "program {id} still loaded: a descriptor leaked"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::eventually(
+        &format!("unloading program {id} (else a descriptor leaked)"),
+        || !loaded(id),
+    );
 }
 
 /// Two CPUs counting the same source at once must not lose an increment:

@@ -227,6 +227,27 @@ pub fn xdpstat_command(namespace: Option<&Namespace>, prefix: &[&str], args: &[&
     command
 }
 
+/// Waits until `done` holds, polling; fails the test after [`PATIENCE`].
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `xdpstat ARGS`, which must fail with exit status 2 and exactly one
+/// line on stderr; returns that line.
+pub fn one_line_failure(namespace: Option<&Namespace>, prefix: &[&str], args: &[&str]) -> String {
+    let (status, _, stderr) = run_to_end(namespace, prefix, args);
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
 /// Runs `xdpstat ARGS` to completion; returns its status, stdout and stderr.
 pub fn run_to_end(
     namespace: Option<&Namespace>,
