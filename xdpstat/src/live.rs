@@ -151,7 +151,7 @@ fn wait_until(wake: Instant, stop: &dyn Fn() -> bool, deadline: Option<Instant>)
 #[cfg(test)]
 mod tests {
     use std::{
-        cell::{Cell, RefCell},
+        cell::Cell,
         net::{IpAddr, Ipv4Addr},
         rc::Rc,
     };
@@ -164,7 +164,7 @@ mod tests {
     /// Serves one scripted read per call: the packets of one source so far,
     /// or `None` for a failed read. Counts the reads it served.
     struct Scripted {
-        reads: RefCell<Vec<Option<u64>>>,
+        reads: Vec<Option<u64>>,
         served: Rc<Cell<usize>>,
     }
 
@@ -172,7 +172,7 @@ mod tests {
         fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
             let index = self.served.get();
             self.served.set(index + 1);
-            let packets = self.reads.borrow().get(index).copied().flatten();
+            let packets = self.reads.get(index).copied().flatten();
             let packets = packets.ok_or_else(|| XdpstatError::MapRead {
                 interface: interface.to_owned(),
                 map: "SOURCES_V4",
@@ -199,7 +199,7 @@ mod tests {
             link: LinkKind::BpfLink,
         };
         let source = Scripted {
-            reads: RefCell::new(reads),
+            reads,
             served: Rc::clone(&served),
         };
         (vec![Watched::new(attached, source)], served)
