@@ -10,12 +10,18 @@
 /// the name the kernel and `ip link` show).
 pub const PROGRAM_NAME: &str = "xdpstat";
 
-/// Per-CPU hash: IPv4 source address (network byte order) -> [`Counter`].
+/// Name of the same program built with XDP multi-buffer support, for
+/// interfaces whose MTU needs it. It counts bytes with
+/// `bpf_xdp_get_buff_len`; the plain program uses `data_end - data`, which is
+/// the whole frame whenever a program without frags support may attach.
+pub const FRAGS_PROGRAM_NAME: &str = "xdpstat_frags";
+
+/// LRU per-CPU hash: IPv4 source address (network byte order) -> [`Counter`].
 pub const SOURCES_V4_MAP: &str = "SOURCES_V4";
-/// Per-CPU hash: IPv6 source address (network byte order) -> [`Counter`].
+/// LRU per-CPU hash: IPv6 source address (network byte order) -> [`Counter`].
 pub const SOURCES_V6_MAP: &str = "SOURCES_V6";
-/// Per-CPU array of [`Counter`], indexed by [`ClassSlot`].
-pub const CLASS_COUNTERS_MAP: &str = "CLASS_COUNTERS";
+/// Per-CPU array with one [`CpuState`].
+pub const CPU_STATE_MAP: &str = "CPU_STATE";
 
 /// Capacity the object file declares for each source map; the loader
 /// overrides it with `--max-sources` before the maps are created.
@@ -43,29 +49,69 @@ impl Counter {
         self.packets = self.packets.wrapping_add(other.packets);
         self.bytes = self.bytes.wrapping_add(other.bytes);
     }
+
+    /// This counter less `other`, each field floored at zero.
+    pub fn saturating_sub(&self, other: &Counter) -> Counter {
+        Counter {
+            packets: self.packets.saturating_sub(other.packets),
+            bytes: self.bytes.saturating_sub(other.bytes),
+        }
+    }
 }
 
-/// Slots of [`CLASS_COUNTERS_MAP`]. The `ipv4` and `ipv6` class totals are
-/// not stored: they are the sum of the source map plus the matching
-/// `Unattributed*` slot, which keeps the hot path to one map update per
-/// packet and makes totals and sources consistent by construction.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClassSlot {
+/// Everything one CPU counts outside the source maps, in one per-CPU array
+/// slot so that a packet costs one (inlined) array lookup on top of parsing.
+///
+/// A *run* is a sequence of consecutive packets from one source on one CPU.
+/// While packets keep coming from the run's source, the datapath only bumps
+/// the run's counter; the first packet from another source *settles* the run
+/// (adds it to the source's map entry and to `settled_*`) and starts a new
+/// one. A run counter with no packets means no run.
+///
+/// Per family, the packets the CPU has seen are `settled + run`. Settled
+/// packets that no map entry holds (the map was full, or the LRU evicted
+/// their entry) are the family's `unattributed` count, which user space
+/// computes as `settled` minus what the map's entries hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuState {
     /// Frames that are neither IPv4 nor IPv6 (ARP, LLDP, a third VLAN tag, ...).
-    NonIp = 0,
+    pub non_ip: Counter,
     /// IPv4/IPv6 ethertype with a header that fails the checks, or a frame
     /// that ends inside the Ethernet header or a VLAN tag.
-    Malformed = 1,
-    /// IPv4 packets no source entry holds (the IPv4 source map was full).
-    UnattributedV4 = 2,
-    /// IPv6 packets no source entry holds (the IPv6 source map was full).
-    UnattributedV6 = 3,
+    pub malformed: Counter,
+    /// IPv4 packets of settled runs.
+    pub settled_v4: Counter,
+    /// IPv6 packets of settled runs.
+    pub settled_v6: Counter,
+    /// The current IPv4 run.
+    pub run_v4: Counter,
+    /// The current IPv6 run.
+    pub run_v6: Counter,
+    /// Source of the current IPv6 run.
+    pub run_v6_source: Ipv6Key,
+    /// Source of the current IPv4 run.
+    pub run_v4_source: Ipv4Key,
+    /// Explicit tail padding, so the layout has no bytes Rust leaves undefined.
+    pub _pad: [u8; 4],
 }
-
-/// Number of slots in [`CLASS_COUNTERS_MAP`].
-pub const CLASS_SLOTS: u32 = 4;
 
 #[cfg(feature = "user")]
 // SAFETY: `Counter` is `#[repr(C)]`, two `u64`s, no padding, any bit pattern valid.
 unsafe impl aya::Pod for Counter {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, 6 `Counter`s then byte arrays of 16, 4 and 4 bytes:
+// no implicit padding (checked by `cpu_state_has_no_padding`), any bit
+// pattern valid.
+unsafe impl aya::Pod for CpuState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_state_has_no_padding() {
+        assert_eq!(size_of::<CpuState>(), 6 * size_of::<Counter>() + 16 + 4 + 4);
+    }
+}

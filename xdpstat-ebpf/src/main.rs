@@ -13,12 +13,22 @@
 //!    inside the Ethernet header or a VLAN tag: class `malformed`.
 //! 5. Everything else, including a third VLAN tag: class `non_ip`.
 //! 6. Bytes are the whole frame's length, all fragments of a multi-buffer
-//!    frame included (`bpf_xdp_get_buff_len`, Linux 5.18).
+//!    frame included.
 //! 7. Every frame gets `XDP_PASS`: counting never changes traffic.
 //!
-//! When a source map is full, the packet is counted in the family's
-//! `Unattributed*` slot instead, so nothing is lost silently. Headers are
-//! read from the frame's linear part, which always holds them for frames the
+//! Two programs share this code. `xdpstat` measures a frame as
+//! `data_end - data`: the kernel only attaches a program without multi-buffer
+//! support where every frame it sees is linear, so that is the whole frame.
+//! `xdpstat_frags` is for interfaces that refuse it (a jumbo MTU) and asks
+//! `bpf_xdp_get_buff_len` (Linux 5.18), a helper call that costs about 5 ns.
+//!
+//! Where the counts go (see `CpuState`): a packet from the same source as
+//! the CPU's previous one only bumps the current run's counter in the CPU's
+//! state slot; a packet from another source first settles the run into the
+//! LRU source map. A packet no map entry holds any more (the map was full,
+//! or the LRU evicted the entry) still counts in `settled_*`, so user space
+//! reports it as unattributed: nothing is lost silently. Headers are read
+//! from the frame's linear part, which always holds them for frames the
 //! kernel builds (drivers and BPF_PROG_TEST_RUN put at least the first page
 //! there).
 #![no_std]
@@ -28,21 +38,21 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_xdp_get_buff_len,
     macros::{map, xdp},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use xdpstat_common::{CLASS_SLOTS, ClassSlot, Counter, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key};
+use xdpstat_common::{Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key};
 
 #[map(name = "SOURCES_V4")]
-static SOURCES_V4: PerCpuHashMap<Ipv4Key, Counter> =
-    PerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+static SOURCES_V4: LruPerCpuHashMap<Ipv4Key, Counter> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
 #[map(name = "SOURCES_V6")]
-static SOURCES_V6: PerCpuHashMap<Ipv6Key, Counter> =
-    PerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+static SOURCES_V6: LruPerCpuHashMap<Ipv6Key, Counter> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
 
-#[map(name = "CLASS_COUNTERS")]
-static CLASS_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(CLASS_SLOTS, 0);
+#[map(name = "CPU_STATE")]
+static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -59,26 +69,94 @@ const ETH_P_8021AD: u16 = 0x88A8;
 enum Verdict {
     Ipv4(Ipv4Key),
     Ipv6(Ipv6Key),
-    Other(ClassSlot),
+    NonIp,
+    Malformed,
+}
+
+#[xdp]
+pub fn xdpstat(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    count(start, end, (end - start) as u64)
 }
 
 #[xdp(frags)]
-pub fn xdpstat(ctx: XdpContext) -> u32 {
+pub fn xdpstat_frags(ctx: XdpContext) -> u32 {
     // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    match classify(ctx.data(), ctx.data_end()) {
-        Verdict::Ipv4(key) => count_source(&SOURCES_V4, &key, ClassSlot::UnattributedV4, len),
-        Verdict::Ipv6(key) => count_source(&SOURCES_V6, &key, ClassSlot::UnattributedV6, len),
-        Verdict::Other(slot) => count_class(slot, len),
+    count(ctx.data(), ctx.data_end(), len)
+}
+
+/// Counts the frame in `[start, end)`, `len` bytes long in all.
+#[inline(always)]
+fn count(start: usize, end: usize, len: u64) -> u32 {
+    let Some(state) = CPU_STATE.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: this CPU's slot of a live array; XDP does not nest on a CPU, so
+    // nothing else touches it while this program runs.
+    let state = unsafe { &mut *state };
+    match classify(start, end) {
+        Verdict::Ipv4(source) => {
+            if state.run_v4.packets != 0 && state.run_v4_source == source {
+                bump(&mut state.run_v4, len);
+            } else {
+                settle(
+                    &SOURCES_V4,
+                    &state.run_v4_source,
+                    &state.run_v4,
+                    &mut state.settled_v4,
+                );
+                state.run_v4_source = source;
+                state.run_v4 = Counter {
+                    packets: 1,
+                    bytes: len,
+                };
+            }
+        }
+        Verdict::Ipv6(source) => {
+            if state.run_v6.packets != 0 && same_v6(&state.run_v6_source, &source) {
+                bump(&mut state.run_v6, len);
+            } else {
+                settle(
+                    &SOURCES_V6,
+                    &state.run_v6_source,
+                    &state.run_v6,
+                    &mut state.settled_v6,
+                );
+                state.run_v6_source = source;
+                state.run_v6 = Counter {
+                    packets: 1,
+                    bytes: len,
+                };
+            }
+        }
+        Verdict::NonIp => bump(&mut state.non_ip, len),
+        Verdict::Malformed => bump(&mut state.malformed, len),
     }
     xdp_action::XDP_PASS
+}
+
+/// Compares two IPv6 addresses as two 8-byte words (a byte-wise compare
+/// would be 16 loads and branches).
+#[inline(always)]
+fn same_v6(a: &Ipv6Key, b: &Ipv6Key) -> bool {
+    let words = |key: &Ipv6Key| -> (u64, u64) {
+        // SAFETY: both reads are within the 16-byte key.
+        unsafe {
+            (
+                core::ptr::read_unaligned(key.as_ptr() as *const u64),
+                core::ptr::read_unaligned(key.as_ptr().add(8) as *const u64),
+            )
+        }
+    };
+    words(a) == words(b)
 }
 
 /// Applies the counting rules to the frame in `[start, end)`.
 #[inline(always)]
 fn classify(start: usize, end: usize) -> Verdict {
     let Some(mut ethertype) = be16_at(start, 12, end) else {
-        return Verdict::Other(ClassSlot::Malformed);
+        return Verdict::Malformed;
     };
     let mut offset = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -87,7 +165,7 @@ fn classify(start: usize, end: usize) -> Verdict {
         }
         match be16_at(start, offset + 2, end) {
             Some(inner) => ethertype = inner,
-            None => return Verdict::Other(ClassSlot::Malformed),
+            None => return Verdict::Malformed,
         }
         offset += VLAN_HLEN;
     }
@@ -97,23 +175,23 @@ fn classify(start: usize, end: usize) -> Verdict {
             Some(ip) => unsafe {
                 let version_ihl = *(ip as *const u8);
                 if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
-                    return Verdict::Other(ClassSlot::Malformed);
+                    return Verdict::Malformed;
                 }
                 Verdict::Ipv4(core::ptr::read_unaligned((ip + 12) as *const Ipv4Key))
             },
-            None => Verdict::Other(ClassSlot::Malformed),
+            None => Verdict::Malformed,
         },
         ETH_P_IPV6 => match in_frame(start, offset, IPV6_HLEN, end) {
             // SAFETY: `in_frame` checked the 40 header bytes are in the frame.
             Some(ip) => unsafe {
                 if *(ip as *const u8) >> 4 != 6 {
-                    return Verdict::Other(ClassSlot::Malformed);
+                    return Verdict::Malformed;
                 }
                 Verdict::Ipv6(core::ptr::read_unaligned((ip + 8) as *const Ipv6Key))
             },
-            None => Verdict::Other(ClassSlot::Malformed),
+            None => Verdict::Malformed,
         },
-        _ => Verdict::Other(ClassSlot::NonIp),
+        _ => Verdict::NonIp,
     }
 }
 
@@ -134,44 +212,41 @@ fn be16_at(start: usize, offset: usize, end: usize) -> Option<u16> {
     }))
 }
 
-/// Counts one packet under `key`, inserting the source on its first packet.
-/// A failed insert is either a lost race with another CPU inserting the same
-/// source (look it up again) or a full map (count it as unattributed).
+/// Settles a run: adds it to `settled` and to its source's map entry,
+/// inserting the source if it has none. A failed insert is either a lost
+/// race with another CPU inserting the same source (look it up again) or an
+/// LRU with nothing to evict; then no entry holds the run, and user space
+/// reports it as unattributed (it is in `settled` but in no entry).
 #[inline(always)]
-fn count_source<K>(map: &PerCpuHashMap<K, Counter>, key: &K, unattributed: ClassSlot, len: u64) {
-    if let Some(counter) = map.get_ptr_mut(key) {
-        // SAFETY: per-CPU slot of a live entry; XDP does not nest on a CPU.
-        unsafe { bump(counter, len) };
+fn settle<K>(map: &LruPerCpuHashMap<K, Counter>, source: &K, run: &Counter, settled: &mut Counter) {
+    if run.packets == 0 {
         return;
     }
-    let first = Counter {
-        packets: 1,
-        bytes: len,
-    };
-    if map.insert(key, first, BPF_NOEXIST.into()).is_ok() {
+    add(settled, run);
+    if let Some(entry) = map.get_ptr_mut(source) {
+        // SAFETY: this CPU's value of a live entry; XDP does not nest on a CPU.
+        unsafe { add(&mut *entry, run) };
         return;
     }
-    match map.get_ptr_mut(key) {
+    if map.insert(source, run, BPF_NOEXIST.into()).is_ok() {
+        return;
+    }
+    if let Some(entry) = map.get_ptr_mut(source) {
         // SAFETY: as above.
-        Some(counter) => unsafe { bump(counter, len) },
-        None => count_class(unattributed, len),
+        unsafe { add(&mut *entry, run) };
     }
 }
 
 #[inline(always)]
-fn count_class(slot: ClassSlot, len: u64) {
-    if let Some(counter) = CLASS_COUNTERS.get_ptr_mut(slot as u32) {
-        // SAFETY: per-CPU array slot; XDP does not nest on a CPU.
-        unsafe { bump(counter, len) };
-    }
+fn bump(counter: &mut Counter, len: u64) {
+    counter.packets = counter.packets.wrapping_add(1);
+    counter.bytes = counter.bytes.wrapping_add(len);
 }
 
 #[inline(always)]
-unsafe fn bump(counter: *mut Counter, len: u64) {
-    unsafe {
-        (*counter).packets = (*counter).packets.wrapping_add(1);
-        (*counter).bytes = (*counter).bytes.wrapping_add(len);
-    }
+fn add(counter: &mut Counter, other: &Counter) {
+    counter.packets = counter.packets.wrapping_add(other.packets);
+    counter.bytes = counter.bytes.wrapping_add(other.bytes);
 }
 
 #[cfg(not(test))]

@@ -91,6 +91,8 @@ pub struct Attached {
     pub interface: String,
     pub mode: ObtainedMode,
     pub link: LinkKind,
+    /// Whether the interface needed the multi-buffer build of the program.
+    pub multi_buffer: bool,
 }
 
 impl Attached {
@@ -117,7 +119,11 @@ impl fmt::Display for Attached {
             LinkKind::Netlink => "netlink",
             LinkKind::Unknown => "link kind unknown",
         };
-        write!(f, "{} XDP, {link}", self.mode)
+        write!(f, "{} XDP, {link}", self.mode)?;
+        if self.multi_buffer {
+            write!(f, ", multi-buffer")?;
+        }
+        Ok(())
     }
 }
 
@@ -144,7 +150,9 @@ pub(crate) fn attach_error(
             interface: interface.to_owned(),
             existing: existing_program(interface),
         },
-        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENODEV) => {
+        // ERANGE: the MTU is too large for a program without multi-buffer
+        // support (veth and several drivers answer so).
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENODEV) | Some(libc::ERANGE) => {
             XdpstatError::ModeRefused {
                 interface: interface.to_owned(),
                 mode: match asked {

@@ -13,14 +13,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{
-        ProgramError, TestRun, TestRunOptions, Xdp, links::LinkType, loaded_links, xdp::XdpLinkId,
+        ProgramError, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType, loaded_links,
+        xdp::XdpLinkId,
     },
 };
 use xdpstat_common::{
-    CLASS_COUNTERS_MAP, ClassSlot, Counter, Ipv4Key, Ipv6Key, PROGRAM_NAME, SOURCES_V4_MAP,
-    SOURCES_V6_MAP,
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, Ipv4Key, Ipv6Key, PROGRAM_NAME,
+    SOURCES_V4_MAP, SOURCES_V6_MAP,
 };
 
 use crate::{
@@ -33,11 +34,33 @@ use crate::{
 /// disk at run time.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpstat"));
 
+/// Frames up to this long are linear under BPF_PROG_TEST_RUN (a 4 KiB page
+/// less the XDP headroom and `skb_shared_info`); longer ones need the
+/// multi-buffer program.
+pub const LINEAR_TEST_FRAME_MAX: usize = 4096 - 256 - 320;
+
+/// Which build of the program: the plain one, or the one that handles
+/// multi-buffer frames (and pays a helper call per frame for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Linear,
+    Frags,
+}
+
+impl Variant {
+    fn program_name(self) -> &'static str {
+        match self {
+            Variant::Linear => PROGRAM_NAME,
+            Variant::Frags => FRAGS_PROGRAM_NAME,
+        }
+    }
+}
+
 /// A loaded copy of the XDP program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
-    link: Option<(String, XdpLinkId)>,
+    link: Option<(String, Variant, XdpLinkId)>,
 }
 
 impl Datapath {
@@ -56,10 +79,13 @@ impl Datapath {
             .map_err(|e| XdpstatError::Load {
                 reason: one_line(&e),
             })?;
-        let program = program_mut(&mut ebpf)?;
-        program.load().map_err(|e| XdpstatError::Load {
-            reason: one_line(&e),
-        })?;
+        for variant in [Variant::Linear, Variant::Frags] {
+            program_mut(&mut ebpf, variant)?
+                .load()
+                .map_err(|e| XdpstatError::Load {
+                    reason: one_line(&e),
+                })?;
+        }
         Ok(Self {
             ebpf,
             max_sources,
@@ -74,25 +100,30 @@ impl Datapath {
 
     /// Attaches to `interface` (a name in the calling thread's network
     /// namespace) and reports the mode and link kind that were obtained.
+    /// In each mode the plain program is tried first; an interface that
+    /// refuses it (a jumbo MTU needs multi-buffer support) gets the frags one.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, XdpstatError> {
-        let program = program_mut(&mut self.ebpf)?;
         let mut last_refusal = None;
         for &xdp_mode in mode.tries() {
-            match program.attach(interface, xdp_mode) {
-                Ok(link_id) => {
-                    self.link = Some((interface.to_owned(), link_id));
-                    let link = self.link_kind();
-                    return Ok(Attached {
-                        interface: interface.to_owned(),
-                        mode: ObtainedMode::from(xdp_mode),
-                        link,
-                    });
-                }
-                Err(error) => {
-                    let error = attach_error(interface, xdp_mode, mode, &error);
-                    match error {
-                        XdpstatError::ModeRefused { .. } => last_refusal = Some(error),
-                        other => return Err(other),
+            for variant in [Variant::Linear, Variant::Frags] {
+                let program = program_mut(&mut self.ebpf, variant)?;
+                match program.attach(interface, xdp_mode) {
+                    Ok(link_id) => {
+                        self.link = Some((interface.to_owned(), variant, link_id));
+                        let link = self.link_kind();
+                        return Ok(Attached {
+                            interface: interface.to_owned(),
+                            mode: ObtainedMode::from(xdp_mode),
+                            link,
+                            multi_buffer: variant == Variant::Frags,
+                        });
+                    }
+                    Err(error) => {
+                        let error = attach_error(interface, xdp_mode, mode, &error);
+                        match error {
+                            XdpstatError::ModeRefused { .. } => last_refusal = Some(error),
+                            other => return Err(other),
+                        }
                     }
                 }
             }
@@ -105,10 +136,10 @@ impl Datapath {
 
     /// Detaches from the interface, if attached.
     pub fn detach(&mut self) -> Result<(), XdpstatError> {
-        let Some((interface, link_id)) = self.link.take() else {
+        let Some((interface, variant, link_id)) = self.link.take() else {
             return Ok(());
         };
-        let program = program_mut(&mut self.ebpf)?;
+        let program = program_mut(&mut self.ebpf, variant)?;
         program.detach(link_id).map_err(|e| XdpstatError::Detach {
             interface,
             reason: one_line(&e),
@@ -131,23 +162,44 @@ impl Datapath {
         }
     }
 
-    /// The kernel's id of the loaded program.
+    /// The kernel's id of the attached program (the plain one when nothing
+    /// is attached).
     pub fn program_id(&self) -> Option<u32> {
-        let program: &Xdp = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
+        let variant = self.link.as_ref().map_or(Variant::Linear, |(_, v, _)| *v);
+        let program: &Xdp = self.ebpf.program(variant.program_name())?.try_into().ok()?;
         program.info().ok().map(|info| info.id())
     }
 
     /// Runs one frame through the program with BPF_PROG_TEST_RUN and returns
     /// the XDP action it chose. Counts land in the maps as for live traffic.
+    /// Frames longer than [`LINEAR_TEST_FRAME_MAX`] go through the frags
+    /// program, as a jumbo-MTU interface would have them.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
         self.test_run_repeated(frame, 1)
     }
 
     /// Runs the same frame `repeat` times in one BPF_PROG_TEST_RUN call.
     pub fn test_run_repeated(&self, frame: &[u8], repeat: u32) -> Result<u32, ProgramError> {
+        let variant = if frame.len() > LINEAR_TEST_FRAME_MAX {
+            Variant::Frags
+        } else {
+            Variant::Linear
+        };
+        self.timed_test_run(variant, frame, repeat)
+            .map(|result| result.return_value)
+    }
+
+    /// Runs `frame` `repeat` times through one variant of the program and
+    /// returns the kernel's result: `duration` is the mean time of one run.
+    pub fn timed_test_run(
+        &self,
+        variant: Variant,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunResult, ProgramError> {
         let program: &Xdp = self
             .ebpf
-            .program(PROGRAM_NAME)
+            .program(variant.program_name())
             .ok_or(ProgramError::NotLoaded)?
             .try_into()?;
         let options = TestRunOptions {
@@ -155,16 +207,20 @@ impl Datapath {
             repeat,
             ..TestRunOptions::default()
         };
-        program.test_run(options).map(|result| result.return_value)
+        program.test_run(options)
     }
 
     /// Reads every counter into a snapshot. `interface` only labels errors.
+    ///
+    /// The source maps are read before the CPU states: a run settled in
+    /// between is then missing from this snapshot (and in the next one),
+    /// never counted twice.
     pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         let taken = Instant::now();
         let wall = SystemTime::now();
         let mut sources = HashMap::new();
         let v4: PerCpuHashMap<&MapData, Ipv4Key, Counter> = self.map(SOURCES_V4_MAP)?;
-        read_sources(
+        let held_v4 = read_sources(
             &v4,
             interface,
             SOURCES_V4_MAP,
@@ -172,30 +228,20 @@ impl Datapath {
             &mut sources,
         )?;
         let v6: PerCpuHashMap<&MapData, Ipv6Key, Counter> = self.map(SOURCES_V6_MAP)?;
-        read_sources(
+        let held_v6 = read_sources(
             &v6,
             interface,
             SOURCES_V6_MAP,
             |key| IpAddr::V6(Ipv6Addr::from(key)),
             &mut sources,
         )?;
-        let classes: PerCpuArray<&MapData, Counter> = self.map(CLASS_COUNTERS_MAP)?;
-        let slot = |slot: ClassSlot| -> Result<Counter, XdpstatError> {
-            let values = classes
-                .get(&(slot as u32), 0)
-                .map_err(|e| XdpstatError::MapRead {
-                    interface: interface.to_owned(),
-                    map: CLASS_COUNTERS_MAP,
-                    reason: one_line(&e),
-                })?;
-            Ok(sum_cpus(&values))
-        };
-        let slots = ClassSlots {
-            non_ip: slot(ClassSlot::NonIp)?,
-            malformed: slot(ClassSlot::Malformed)?,
-            unattributed_v4: slot(ClassSlot::UnattributedV4)?,
-            unattributed_v6: slot(ClassSlot::UnattributedV6)?,
-        };
+        let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
+        let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map: CPU_STATE_MAP,
+            reason: one_line(&e),
+        })?;
+        let slots = fold_cpu_states(&states, held_v4, held_v6, &mut sources);
         Ok(Snapshot {
             taken,
             wall,
@@ -227,12 +273,11 @@ impl Drop for Datapath {
     }
 }
 
-fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpstatError> {
-    let program = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| XdpstatError::Load {
-            reason: format!("the embedded object has no program named {PROGRAM_NAME}"),
-        })?;
+fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatError> {
+    let name = variant.program_name();
+    let program = ebpf.program_mut(name).ok_or_else(|| XdpstatError::Load {
+        reason: format!("the embedded object has no program named {name}"),
+    })?;
     program
         .try_into()
         .map_err(|e: ProgramError| XdpstatError::Load {
@@ -240,22 +285,58 @@ fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpstatError> {
         })
 }
 
+/// Adds every entry of a source map to `into` and returns their sum.
 fn read_sources<K: aya::Pod>(
     map: &PerCpuHashMap<&MapData, K, Counter>,
     interface: &str,
     name: &'static str,
     address: impl Fn(K) -> IpAddr,
     into: &mut HashMap<IpAddr, Counter>,
-) -> Result<(), XdpstatError> {
+) -> Result<Counter, XdpstatError> {
+    let mut held = Counter::default();
     for entry in map.iter() {
         let (key, values) = entry.map_err(|e| XdpstatError::MapRead {
             interface: interface.to_owned(),
             map: name,
             reason: one_line(&e),
         })?;
-        into.insert(address(key), sum_cpus(&values));
+        let sum = sum_cpus(&values);
+        held.add(&sum);
+        // Insert, not add: a key seen twice (iteration restarted after an
+        // eviction) holds one count, not two.
+        into.insert(address(key), sum);
     }
-    Ok(())
+    Ok(held)
+}
+
+/// Adds the CPUs' current runs to their sources and sums the class counters.
+/// `held_*` are what the source maps' entries hold; settled packets beyond
+/// that are unattributed.
+fn fold_cpu_states(
+    states: &PerCpuValues<CpuState>,
+    held_v4: Counter,
+    held_v6: Counter,
+    sources: &mut HashMap<IpAddr, Counter>,
+) -> ClassSlots {
+    let mut slots = ClassSlots::default();
+    let (mut settled_v4, mut settled_v6) = (Counter::default(), Counter::default());
+    for state in states.iter() {
+        slots.non_ip.add(&state.non_ip);
+        slots.malformed.add(&state.malformed);
+        settled_v4.add(&state.settled_v4);
+        settled_v6.add(&state.settled_v6);
+        if state.run_v4.packets != 0 {
+            let address = IpAddr::V4(Ipv4Addr::from(state.run_v4_source));
+            sources.entry(address).or_default().add(&state.run_v4);
+        }
+        if state.run_v6.packets != 0 {
+            let address = IpAddr::V6(Ipv6Addr::from(state.run_v6_source));
+            sources.entry(address).or_default().add(&state.run_v6);
+        }
+    }
+    slots.unattributed_v4 = settled_v4.saturating_sub(&held_v4);
+    slots.unattributed_v6 = settled_v6.saturating_sub(&held_v6);
+    slots
 }
 
 fn sum_cpus(values: &[Counter]) -> Counter {

@@ -197,6 +197,7 @@ mod tests {
             interface: "fake0".into(),
             mode: ObtainedMode::Native,
             link: LinkKind::BpfLink,
+            multi_buffer: false,
         };
         let source = Scripted {
             reads,

@@ -304,8 +304,8 @@ fn frames_shorter_than_an_ethernet_header_never_reach_the_program() {
 }
 
 #[test]
-fn a_full_source_map_counts_the_rest_as_unattributed() {
-    let Some(datapath) = load("a_full_source_map_counts_the_rest_as_unattributed", 2) else {
+fn a_full_source_map_evicts_into_unattributed() {
+    let Some(datapath) = load("a_full_source_map_evicts_into_unattributed", 2) else {
         return;
     };
     let frame4 = |last| ipv4_frame(v4(last), &[], &[], 10);
@@ -320,23 +320,91 @@ fn a_full_source_map_counts_the_rest_as_unattributed() {
     for last in 1..=3u16 {
         run(&datapath, &frame6(last));
     }
-    // The first two sources of each family got entries; they keep counting.
     run(&datapath, &frame4(1));
     let snapshot = snapshot(&datapath);
-    assert_eq!(snapshot.sources[&IpAddr::V4(v4(1))], c(2, 2 * len4));
-    assert_eq!(snapshot.sources[&IpAddr::V4(v4(2))], c(2, 2 * len4));
-    assert_eq!(snapshot.sources[&IpAddr::V6(v6(1))], c(1, len6));
-    assert_eq!(snapshot.sources[&IpAddr::V6(v6(2))], c(1, len6));
-    assert_eq!(snapshot.sources.len(), 4);
-    assert_eq!(snapshot.slots.unattributed_v4, c(3 + 4 + 5, 12 * len4));
-    assert_eq!(snapshot.slots.unattributed_v6, c(1, len6));
-    assert_eq!(snapshot.unattributed(), c(13, 12 * len4 + len6));
+    let totals = classes(&snapshot);
     assert_eq!(
-        classes(&snapshot)[0],
+        totals[0],
         c(16, 16 * len4),
         "ipv4 total holds every IPv4 packet"
     );
-    assert_eq!(classes(&snapshot)[1], c(3, 3 * len6));
+    assert_eq!(
+        totals[1],
+        c(3, 3 * len6),
+        "ipv6 total holds every IPv6 packet"
+    );
+    let visible = |v6: bool| -> (usize, Counter) {
+        let mut sum = c(0, 0);
+        let mut count = 0;
+        for (address, counter) in &snapshot.sources {
+            if address.is_ipv6() == v6 {
+                count += 1;
+                sum.add(counter);
+            }
+        }
+        (count, sum)
+    };
+    // Two map entries plus the run in progress, per family.
+    let (count4, held4) = visible(false);
+    let (count6, held6) = visible(true);
+    assert!(
+        count4 <= 3,
+        "{count4} IPv4 sources visible with 2 entries and a run"
+    );
+    assert!(count6 <= 3, "{count6} IPv6 sources visible");
+    // The last packets of each family are the runs in progress.
+    assert!(snapshot.sources[&IpAddr::V4(v4(1))].packets >= 1);
+    assert_eq!(snapshot.sources[&IpAddr::V6(v6(3))], c(1, len6));
+    // Evicted counts are unattributed; the totals above hold them exactly.
+    assert!(
+        held4.packets <= 5 + 4 + 1,
+        "at best the two biggest and the run"
+    );
+    assert!(
+        snapshot.slots.unattributed_v4.packets >= 16 - 10,
+        "5 sources cannot fit 2 entries"
+    );
+    assert!(held6.packets <= 3);
+}
+
+#[test]
+fn a_big_sender_stays_visible_through_a_spoofed_flood() {
+    const CAPACITY: u32 = 64;
+    const FLOOD: u32 = 20_000;
+    let Some(datapath) = load(
+        "a_big_sender_stays_visible_through_a_spoofed_flood",
+        CAPACITY,
+    ) else {
+        return;
+    };
+    let big = ipv4_frame(v4(1), &[], &[], 10);
+    let len = big.len() as u64;
+    let mut big_sent = 0;
+    for n in 0..FLOOD {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        run(
+            &datapath,
+            &ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10),
+        );
+        if n % 4 == 3 {
+            run(&datapath, &big);
+            big_sent += 1;
+        }
+    }
+    let snapshot = snapshot(&datapath);
+    let total = u64::from(FLOOD) + big_sent;
+    assert_eq!(classes(&snapshot)[0], c(total, total * len));
+    assert!(
+        snapshot.sources.len() <= CAPACITY as usize + 1,
+        "{} sources visible",
+        snapshot.sources.len()
+    );
+    assert_eq!(
+        snapshot.sources.get(&IpAddr::V4(v4(1))),
+        Some(&c(big_sent, big_sent * len)),
+        "the big sender keeps its entry and every packet"
+    );
+    assert!(snapshot.slots.unattributed_v4.packets >= u64::from(FLOOD - CAPACITY));
 }
 
 #[test]

@@ -151,8 +151,8 @@ fn sigkill_leaves_nothing_attached() {
 }
 
 #[test]
-fn a_full_source_map_reports_unattributed() {
-    if !common::privileged("a_full_source_map_reports_unattributed") {
+fn a_full_source_map_evicts_into_unattributed() {
+    if !common::privileged("a_full_source_map_evicts_into_unattributed") {
         return;
     }
     let net = TestNet::new();
@@ -176,11 +176,80 @@ fn a_full_source_map_reports_unattributed() {
         net.send(frame, 5);
     }
     let report = xdpstat.report_where(|r| total_packets(r) >= 20);
-    assert_eq!(source(&report, "198.18.1.1"), Some((5, 5 * len)));
-    assert_eq!(source(&report, "198.18.1.2"), Some((5, 5 * len)));
-    assert_eq!(report["sources"].as_array().unwrap().len(), 2);
-    assert_eq!(pair(&report["unattributed"]), (10, 10 * len));
     assert_eq!(pair(&report["totals"]["ipv4"]), (20, 20 * len));
+    // The LRU keeps the latest sources; the last one is at least the run in
+    // progress, and every packet no entry holds is unattributed.
+    assert_eq!(source(&report, "198.18.1.4"), Some((5, 5 * len)));
+    let sources = report["sources"].as_array().unwrap();
+    assert!(sources.len() <= 3, "2 entries and a run: {sources:?}");
+    let held: u64 = sources.iter().map(|s| s["packets"].as_u64().unwrap()).sum();
+    assert_eq!(
+        pair(&report["unattributed"]),
+        (20 - held, (20 - held) * len)
+    );
+    assert!(held <= 15);
+}
+
+#[test]
+fn a_jumbo_mtu_gets_the_multi_buffer_program_and_every_byte() {
+    if !common::privileged("a_jumbo_mtu_gets_the_multi_buffer_program_and_every_byte") {
+        return;
+    }
+    let net = TestNet::new();
+    net.watched
+        .ip(&["link", "set", "xs0", "mtu", "9000"])
+        .unwrap();
+    net.sender
+        .ip(&["link", "set", "xs1", "mtu", "9000"])
+        .unwrap();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--mode",
+            "native",
+            "xs0",
+        ],
+    );
+    assert!(
+        xdpstat
+            .stderr_seen
+            .iter()
+            .any(|l| l.contains("multi-buffer")),
+        "veth refuses a program without frags support at MTU 9000: {:?}",
+        xdpstat.stderr_seen
+    );
+    let jumbo = ipv4_frame(A, &[], 8000);
+    let small = ipv4_frame(B, &[], 20);
+    net.send(&jumbo, 7);
+    net.send(&small, 3);
+    let report = xdpstat.report_where(|r| total_packets(r) >= 10);
+    assert_eq!(
+        source(&report, "198.18.0.1"),
+        Some((7, 7 * jumbo.len() as u64))
+    );
+    assert_eq!(
+        source(&report, "198.18.200.2"),
+        Some((3, 3 * small.len() as u64))
+    );
+}
+
+#[test]
+fn a_standard_mtu_gets_the_plain_program() {
+    if !common::privileged("a_standard_mtu_gets_the_plain_program") {
+        return;
+    }
+    let net = TestNet::new();
+    let xdpstat = Xdpstat::start(&net.watched, &["--mode", "native", "xs0"]);
+    let attached = xdpstat
+        .stderr_seen
+        .iter()
+        .find(|l| l.contains("attached to xs0"))
+        .expect("announced");
+    assert!(!attached.contains("multi-buffer"), "{attached}");
 }
 
 #[test]

@@ -1,0 +1,5 @@
+//! Benchmarks of xdpstat against the design it started from. The reference
+//! programs live here, not in the shipped binary; `benches/xdpstat.rs` runs
+//! every measurement and prints the table BENCHMARKS.md explains.
+
+pub mod reference;
