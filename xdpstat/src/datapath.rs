@@ -6,28 +6,30 @@
 //! per-packet path.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Mutex, PoisonError},
     time::{Instant, SystemTime},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{MapData, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType, loaded_links,
         xdp::XdpLinkId,
     },
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, Ipv4Key, Ipv6Key, PROGRAM_NAME,
-    SOURCES_V4_MAP, SOURCES_V6_MAP,
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, PROGRAM_NAME, SOURCES_V4_MAP,
+    SOURCES_V6_MAP,
 };
 
 use crate::{
     attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
     error::{XdpstatError, one_line},
     snapshot::{ClassSlots, Snapshot},
+    source_read::{ReadMethod, SourceMap, SourceReader, SourcesRead},
+    sources::SourceTable,
 };
 
 /// The XDP program, built by `build.rs` and embedded so nothing is read from
@@ -61,6 +63,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     link: Option<(String, Variant, XdpLinkId)>,
+    reader: Mutex<SourceReader>,
 }
 
 impl Datapath {
@@ -90,6 +93,7 @@ impl Datapath {
             ebpf,
             max_sources,
             link: None,
+            reader: Mutex::new(SourceReader::new(ReadMethod::Batch)?),
         })
     }
 
@@ -218,23 +222,20 @@ impl Datapath {
     pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         let taken = Instant::now();
         let wall = SystemTime::now();
-        let mut sources = HashMap::new();
-        let v4: PerCpuHashMap<&MapData, Ipv4Key, Counter> = self.map(SOURCES_V4_MAP)?;
-        let held_v4 = read_sources(
-            &v4,
-            interface,
-            SOURCES_V4_MAP,
-            |key| IpAddr::V4(Ipv4Addr::from(key)),
-            &mut sources,
-        )?;
-        let v6: PerCpuHashMap<&MapData, Ipv6Key, Counter> = self.map(SOURCES_V6_MAP)?;
-        let held_v6 = read_sources(
-            &v6,
-            interface,
-            SOURCES_V6_MAP,
-            |key| IpAddr::V6(Ipv6Addr::from(key)),
-            &mut sources,
-        )?;
+        let source_map = |name| self.source_map(name);
+        let SourcesRead {
+            mut sources,
+            held_v4,
+            held_v6,
+        } = self
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read(
+                source_map(SOURCES_V4_MAP)?,
+                source_map(SOURCES_V6_MAP)?,
+                interface,
+            )?;
         let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
         let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
             interface: interface.to_owned(),
@@ -248,6 +249,33 @@ impl Datapath {
             sources,
             slots,
         })
+    }
+
+    /// One of the source maps ([`SOURCES_V4_MAP`] or [`SOURCES_V6_MAP`]).
+    pub fn source_map(&self, name: &'static str) -> Result<SourceMap<'_>, XdpstatError> {
+        Ok(SourceMap {
+            name,
+            map: self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
+                map: name,
+                reason: "not in the object file".into(),
+            })?,
+            max_entries: self.max_sources as usize,
+        })
+    }
+
+    /// Chooses how the source maps are read and how many entries a batch
+    /// call asks for (batch of 4096 by default; the tests and benchmarks
+    /// compare the methods).
+    pub fn set_reader(&self, reader: SourceReader) {
+        *self.reader.lock().unwrap_or_else(PoisonError::into_inner) = reader;
+    }
+
+    /// How the last snapshot read the source maps.
+    pub fn read_method(&self) -> ReadMethod {
+        self.reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .method()
     }
 
     fn map<'a, M>(&'a self, name: &'static str) -> Result<M, XdpstatError>
@@ -285,30 +313,6 @@ fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatErr
         })
 }
 
-/// Adds every entry of a source map to `into` and returns their sum.
-fn read_sources<K: aya::Pod>(
-    map: &PerCpuHashMap<&MapData, K, Counter>,
-    interface: &str,
-    name: &'static str,
-    address: impl Fn(K) -> IpAddr,
-    into: &mut HashMap<IpAddr, Counter>,
-) -> Result<Counter, XdpstatError> {
-    let mut held = Counter::default();
-    for entry in map.iter() {
-        let (key, values) = entry.map_err(|e| XdpstatError::MapRead {
-            interface: interface.to_owned(),
-            map: name,
-            reason: one_line(&e),
-        })?;
-        let sum = sum_cpus(&values);
-        held.add(&sum);
-        // Insert, not add: a key seen twice (iteration restarted after an
-        // eviction) holds one count, not two.
-        into.insert(address(key), sum);
-    }
-    Ok(held)
-}
-
 /// Adds the CPUs' current runs to their sources and sums the class counters.
 /// `held_*` are what the source maps' entries hold; settled packets beyond
 /// that are unattributed.
@@ -316,7 +320,7 @@ fn fold_cpu_states(
     states: &PerCpuValues<CpuState>,
     held_v4: Counter,
     held_v6: Counter,
-    sources: &mut HashMap<IpAddr, Counter>,
+    sources: &mut SourceTable,
 ) -> ClassSlots {
     let mut slots = ClassSlots::default();
     let (mut settled_v4, mut settled_v6) = (Counter::default(), Counter::default());
@@ -327,22 +331,14 @@ fn fold_cpu_states(
         settled_v6.add(&state.settled_v6);
         if state.run_v4.packets != 0 {
             let address = IpAddr::V4(Ipv4Addr::from(state.run_v4_source));
-            sources.entry(address).or_default().add(&state.run_v4);
+            sources.add(address, &state.run_v4);
         }
         if state.run_v6.packets != 0 {
             let address = IpAddr::V6(Ipv6Addr::from(state.run_v6_source));
-            sources.entry(address).or_default().add(&state.run_v6);
+            sources.add(address, &state.run_v6);
         }
     }
     slots.unattributed_v4 = settled_v4.saturating_sub(&held_v4);
     slots.unattributed_v6 = settled_v6.saturating_sub(&held_v6);
     slots
-}
-
-fn sum_cpus(values: &[Counter]) -> Counter {
-    let mut sum = Counter::default();
-    for value in values {
-        sum.add(value);
-    }
-    sum
 }

@@ -4,6 +4,7 @@
 //! building reports, and the namespaces and frames the demo uses.
 
 pub mod attach;
+pub mod batch;
 pub mod cli;
 pub mod datapath;
 pub mod demo;
@@ -16,4 +17,6 @@ pub mod packet_socket;
 pub mod privilege;
 pub mod report;
 pub mod snapshot;
+pub mod source_read;
+pub mod sources;
 pub mod watch;

@@ -2,7 +2,12 @@
 //! cumulative counts since attach, and rates over the time that actually
 //! passed between two snapshots.
 
-use std::{net::IpAddr, time::SystemTime};
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::BinaryHeap,
+    net::IpAddr,
+    time::SystemTime,
+};
 
 use serde::Serialize;
 use xdpstat_common::Counter;
@@ -56,13 +61,13 @@ impl Report {
             .taken
             .saturating_duration_since(previous.taken)
             .as_secs_f64();
-        let mut sources: Vec<SourceRow> = current
-            .sources
-            .iter()
+        let source_count = current.sources.len();
+        let sources = top_by_packets(current.sources.iter(), top)
+            .into_iter()
             .map(|(address, now)| {
-                let before = previous.sources.get(address).copied().unwrap_or_default();
+                let before = previous.sources.get(&address).copied().unwrap_or_default();
                 SourceRow {
-                    address: *address,
+                    address,
                     packets: now.packets,
                     bytes: now.bytes,
                     pps: rate(now.packets, before.packets, seconds),
@@ -70,11 +75,6 @@ impl Report {
                 }
             })
             .collect();
-        let source_count = sources.len();
-        sort_by_packets(&mut sources);
-        if let Some(top) = top {
-            sources.truncate(top);
-        }
         Self {
             time: rfc3339(current.wall),
             interface: interface.to_owned(),
@@ -98,15 +98,70 @@ fn rate(now: u64, before: u64, seconds: f64) -> f64 {
     delta as f64 / seconds
 }
 
-/// Packets descending, then bytes descending, then address ascending, so
-/// that equal counts always print in the same order.
-pub fn sort_by_packets(rows: &mut [SourceRow]) {
-    rows.sort_by(|a, b| {
-        b.packets
-            .cmp(&a.packets)
-            .then(b.bytes.cmp(&a.bytes))
-            .then_with(|| a.address.cmp(&b.address))
-    });
+/// The order sources are listed in: packets descending, then bytes
+/// descending, then address ascending, so that equal counts always print in
+/// the same order. Greater is listed first.
+fn rank(address: IpAddr, counter: &Counter) -> (u64, u64, Reverse<IpAddr>) {
+    (counter.packets, counter.bytes, Reverse(address))
+}
+
+/// The `top` first sources in [`rank`] order (all of them when `top` is
+/// `None`). With a limit this keeps a heap of `top` entries, so a million
+/// sources cost one pass and no million-row list.
+pub fn top_by_packets(
+    sources: impl Iterator<Item = (IpAddr, Counter)>,
+    top: Option<usize>,
+) -> Vec<(IpAddr, Counter)> {
+    let ranked = |(address, counter): (IpAddr, Counter)| Ranked {
+        key: rank(address, &counter),
+        counter,
+    };
+    let mut rows: Vec<Ranked> = match top {
+        None => sources.map(ranked).collect(),
+        Some(top) => {
+            // A min-heap of the best `top` so far: its root is the one to beat.
+            let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(top + 1);
+            for source in sources {
+                let candidate = ranked(source);
+                if best.len() < top {
+                    best.push(Reverse(candidate));
+                } else if let Some(mut worst) = best.peek_mut()
+                    && candidate > worst.0
+                {
+                    *worst = Reverse(candidate);
+                }
+            }
+            best.into_iter().map(|Reverse(r)| r).collect()
+        }
+    };
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    rows.into_iter().map(|r| (r.key.2.0, r.counter)).collect()
+}
+
+/// A source with its [`rank`] key; ordered by the key alone.
+struct Ranked {
+    key: (u64, u64, Reverse<IpAddr>),
+    counter: Counter,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
 }
 
 fn rfc3339(time: SystemTime) -> String {
@@ -152,6 +207,31 @@ mod tests {
         assert_eq!(report.sources[0].bps, 80_000.0);
         assert_eq!(report.sources[1].pps, 25.0);
         assert_eq!(report.sources[1].bps, 20_000.0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_top_cut_equals_the_head_of_the_full_order(
+            counts in proptest::collection::vec((0u8..40, 0u8..4, 0u8..3), 0..200),
+            top in 0usize..50,
+        ) {
+            // Small ranges, so equal packets and equal bytes are common.
+            let sources: Vec<(IpAddr, Counter)> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, &(packets, bytes, _))| {
+                    let address = Ipv4Addr::from(0xc612_0000 + i as u32).into();
+                    (address, Counter { packets: packets.into(), bytes: bytes.into() })
+                })
+                .collect();
+            let all = top_by_packets(sources.iter().copied(), None);
+            for pair in all.windows(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                proptest::prop_assert!(rank(a.0, &a.1) > rank(b.0, &b.1));
+            }
+            let cut = top_by_packets(sources.iter().copied(), Some(top));
+            proptest::prop_assert_eq!(&cut[..], &all[..top.min(all.len())]);
+        }
     }
 
     #[test]

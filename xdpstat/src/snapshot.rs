@@ -2,14 +2,12 @@
 //! per-source counters plus the class slots, summed over CPUs, stamped with
 //! when it was taken. Reports are computed from two snapshots.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    time::{Instant, SystemTime},
-};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use xdpstat_common::Counter;
+
+use crate::sources::SourceTable;
 
 /// Cumulative counters of one interface at one moment.
 #[derive(Clone, Debug)]
@@ -19,7 +17,7 @@ pub struct Snapshot {
     /// Wall-clock time of the read, for the report's timestamp.
     pub wall: SystemTime,
     /// Every source the maps hold, summed over CPUs.
-    pub sources: HashMap<IpAddr, Counter>,
+    pub sources: SourceTable,
     /// The class slots, summed over CPUs.
     pub slots: ClassSlots,
 }
@@ -48,7 +46,7 @@ impl Snapshot {
         Self {
             taken: Instant::now(),
             wall: SystemTime::now(),
-            sources: HashMap::new(),
+            sources: SourceTable::default(),
             slots: ClassSlots::default(),
         }
     }
@@ -56,19 +54,15 @@ impl Snapshot {
     /// Class totals: `ipv4` and `ipv6` are their sources plus what no source
     /// entry holds (the datapath does not count them twice).
     pub fn totals(&self) -> ClassTotals {
-        let mut totals = ClassTotals {
-            ipv4: self.slots.unattributed_v4,
-            ipv6: self.slots.unattributed_v6,
+        let (mut ipv4, mut ipv6) = self.sources.family_sums();
+        ipv4.add(&self.slots.unattributed_v4);
+        ipv6.add(&self.slots.unattributed_v6);
+        ClassTotals {
+            ipv4,
+            ipv6,
             non_ip: self.slots.non_ip,
             malformed: self.slots.malformed,
-        };
-        for (address, counter) in &self.sources {
-            match address {
-                IpAddr::V4(_) => totals.ipv4.add(counter),
-                IpAddr::V6(_) => totals.ipv6.add(counter),
-            }
         }
-        totals
     }
 
     /// Packets and bytes that no source entry holds.
@@ -81,7 +75,7 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::*;
 
@@ -92,16 +86,15 @@ mod tests {
     #[test]
     fn totals_add_sources_to_their_family_and_unattributed() {
         let mut snapshot = Snapshot::empty();
-        snapshot
-            .sources
-            .insert(Ipv4Addr::new(198, 18, 0, 1).into(), counter(3, 300));
-        snapshot
-            .sources
-            .insert(Ipv4Addr::new(198, 18, 0, 2).into(), counter(1, 64));
-        snapshot.sources.insert(
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
-            counter(2, 200),
-        );
+        let sources: [(IpAddr, Counter); 3] = [
+            (Ipv4Addr::new(198, 18, 0, 1).into(), counter(3, 300)),
+            (Ipv4Addr::new(198, 18, 0, 2).into(), counter(1, 64)),
+            (
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+                counter(2, 200),
+            ),
+        ];
+        snapshot.sources = sources.into_iter().collect();
         snapshot.slots = ClassSlots {
             non_ip: counter(5, 300),
             malformed: counter(1, 14),

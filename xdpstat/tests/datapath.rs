@@ -336,10 +336,10 @@ fn a_full_source_map_evicts_into_unattributed() {
     let visible = |v6: bool| -> (usize, Counter) {
         let mut sum = c(0, 0);
         let mut count = 0;
-        for (address, counter) in &snapshot.sources {
+        for (address, counter) in snapshot.sources.iter() {
             if address.is_ipv6() == v6 {
                 count += 1;
-                sum.add(counter);
+                sum.add(&counter);
             }
         }
         (count, sum)
