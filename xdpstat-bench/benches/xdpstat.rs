@@ -1,54 +1,285 @@
 //! `cargo bench`: measures xdpstat's datapath and reports against the floor
-//! and the seed design, and prints the table BENCHMARKS.md explains.
+//! and the seed design in one run and prints the table BENCHMARKS.md
+//! explains. Needs root (it loads programs and makes namespaces), like the
+//! tests. `XDPSTAT_BENCH_SCALE=0.1` runs a smaller, quicker version.
 
-use anyhow::Result;
-use xdpstat::{datapath::Datapath, frames};
-use xdpstat_bench::reference::Reference;
+use std::{
+    process::{Command, ExitCode},
+    time::Instant,
+};
 
-const REPEAT: u32 = 5_000_000;
+use anyhow::{Context as _, Result, bail};
+use xdpstat::privilege::{Needs, check_capabilities};
+use xdpstat_bench::{
+    measure::{self, Flood, HotSource, OverVeth, ReportCost},
+    traffic::{self, Link},
+};
+
+/// The child-process mode that measures report cost and memory.
+const PROBE: &str = "--report-cost-probe";
+
+const ZIPF_SOURCES: u32 = 20_000;
 const ROUNDS: usize = 5;
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xdpstat bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn main() -> Result<()> {
-    let frame = frames::ethernet(
-        &[],
-        frames::ethertype::IPV4,
-        &frames::ipv4_packet([198, 18, 0, 1].into(), [198, 19, 0, 1].into(), &[], 30),
-    );
-    println!("frame {} bytes", frame.len());
-    let floor = Reference::floor()?;
-    let seed16 = Reference::seed(16)?;
-    let seed64k = Reference::seed(65536)?;
-    let xdpstat = Datapath::load(65536)?;
-    let mut f = vec![];
-    let mut s16 = vec![];
-    let mut s64 = vec![];
-    let mut x = vec![];
-    for _ in 0..ROUNDS {
-        f.push(floor.time_per_run(&frame, REPEAT)?.as_nanos() as f64);
-        s16.push(seed16.time_per_run(&frame, REPEAT)?.as_nanos() as f64);
-        s64.push(seed64k.time_per_run(&frame, REPEAT)?.as_nanos() as f64);
-        x.push(
-            xdpstat
-                .timed_test_run(xdpstat::datapath::Variant::Linear, &frame, REPEAT)?
-                .duration
-                .as_nanos() as f64,
-        );
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == PROBE) {
+        let sources: u32 = args.get(at + 1).context("probe size")?.parse()?;
+        return probe(sources);
+    }
+    check_capabilities(Needs::AttachAndNamespaces)
+        .map_err(|e| anyhow::anyhow!("the benchmarks need root: {e}"))?;
+    let scale: f64 = std::env::var("XDPSTAT_BENCH_SCALE")
+        .ok()
+        .map(|s| s.parse())
+        .transpose()
+        .context("XDPSTAT_BENCH_SCALE")?
+        .unwrap_or(1.0);
+    let scaled = |n: f64| (n * scale).max(1.0) as usize;
+    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,report picks sections (all by default).
+    let only = std::env::var("XDPSTAT_BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
+    let started = Instant::now();
+    header();
+
+    if wanted("hot") {
+        let repeat = scaled(5_000_000.0) as u32;
+        let hot = measure::hot_source(repeat, ROUNDS)?;
+        print_hot(&hot, repeat);
+    }
+    if wanted("zipf") || wanted("flood") {
+        let link = Link::new()?;
+        let zipf_packets = scaled(200_000.0);
+        let sources = traffic::zipf_sources(zipf_packets, ZIPF_SOURCES, 7)?;
+        let frames: Vec<Vec<u8>> = sources.iter().map(|&n| traffic::ipv4_frame(n)).collect();
+        let zipf = measure::over_veth(&link, &frames, ROUNDS)?;
+        if wanted("zipf") {
+            print_zipf(&zipf, zipf_packets);
+        }
+        if wanted("flood") {
+            let (flood_sources, big_sent) = traffic::flood_sources(scaled(300_000.0), 3, 0.05, 11);
+            let flood = measure::flood(&link, &flood_sources, &big_sent, 3)?;
+            print_flood(&flood, &zipf);
+        }
+    }
+    if wanted("report") {
+        let million = scaled(1_000_000.0) as u32;
+        let cost = report_cost_in_child(million)?;
+        print_report_cost(&cost);
     }
     println!(
-        "floor {:?}\nseed16 {:?}\nseed64k {:?}\nxdpstat {:?}",
-        f, s16, s64, x
-    );
-    let fl = median(f);
-    println!(
-        "overhead seed16 {} seed64k {} xdpstat {}",
-        median(s16) - fl,
-        median(s64) - fl,
-        median(x) - fl
+        "\nAll measurements took {:.0} s.",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs the report-cost measurement in a fresh process, so the resident
+/// memory it states is that of xdpstat's loop alone.
+fn report_cost_in_child(sources: u32) -> Result<ReportCost> {
+    let output = Command::new(std::env::current_exe()?)
+        .args([PROBE, &sources.to_string()])
+        .output()
+        .context("starting the report-cost probe")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "report-cost probe failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let line = stdout.lines().last().context("probe printed nothing")?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .map(|f| f.parse())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("probe output {line:?}"))?;
+    let [sources, batch, per_key, rss, peak] = fields[..] else {
+        bail!("probe output {line:?}");
+    };
+    Ok(ReportCost {
+        sources: sources as usize,
+        batch_cpu_ms: batch,
+        per_key_cpu_ms: per_key,
+        rss_kib: rss as u64,
+        peak_rss_kib: peak as u64,
+    })
+}
+
+fn probe(sources: u32) -> Result<()> {
+    let cost = measure::report_cost(sources, ROUNDS, 3)?;
+    println!(
+        "{} {} {} {} {}",
+        cost.sources, cost.batch_cpu_ms, cost.per_key_cpu_ms, cost.rss_kib, cost.peak_rss_kib
+    );
+    Ok(())
+}
+
+fn header() {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "xdpstat benchmarks: Linux {}, {cpus} CPUs, {}\n",
+        kernel.trim(),
+        humantime_now()
+    );
+}
+
+fn humantime_now() -> String {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("unix time {secs}")
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT MET" }
+}
+
+fn print_hot(hot: &HotSource, repeat: u32) {
+    println!(
+        "1. Hot source: one 64-byte IPv4 frame, BPF_PROG_TEST_RUN x {repeat}, median of {ROUNDS} (ns per packet)"
+    );
+    let over = |ns: f64| ns - hot.floor;
+    println!("   {:<34} {:>9} {:>9}", "program", "ns/pkt", "overhead");
+    println!(
+        "   {:<34} {:>9.1} {:>9}",
+        "floor (XDP_PASS only)", hot.floor, "-"
+    );
+    for (name, ns) in [
+        ("seed, 16 entries", hot.seed_16),
+        ("seed, 65,536 entries", hot.seed_65536),
+        ("xdpstat", hot.xdpstat),
+        ("xdpstat, multi-buffer build", hot.xdpstat_frags),
+        ("xdpstat, IPv6 frame", hot.xdpstat_ipv6),
+    ] {
+        println!("   {name:<34} {ns:>9.1} {:>9.1}", over(ns));
+    }
+    let seed = over(hot.seed_16).min(over(hot.seed_65536));
+    let ratio = over(hot.xdpstat) / seed;
+    println!(
+        "   xdpstat overhead / seed overhead = {ratio:.2} (target <= 0.50: {})\n",
+        verdict(ratio <= 0.5)
+    );
+}
+
+fn print_zipf(zipf: &OverVeth, packets: usize) {
+    println!(
+        "2. Many sources over veth: {packets} frames from {ZIPF_SOURCES} Zipf-spread sources per pass, \
+         kernel run-time stats, median of {ROUNDS} (ns per packet)"
+    );
+    println!("   {:<34} {:>9} {:>9}", "program", "ns/pkt", "overhead");
+    println!(
+        "   {:<34} {:>9.1} {:>9}",
+        "floor (XDP_PASS only)", zipf.floor, "-"
+    );
+    println!(
+        "   {:<34} {:>9.1} {:>9.1}",
+        "seed, 65,536 entries",
+        zipf.seed_65536,
+        zipf.seed_65536 - zipf.floor
+    );
+    println!(
+        "   {:<34} {:>9.1} {:>9.1}",
+        "xdpstat",
+        zipf.xdpstat,
+        zipf.xdpstat - zipf.floor
+    );
+    let ratio = (zipf.xdpstat - zipf.floor) / (zipf.seed_65536 - zipf.floor);
+    println!(
+        "   xdpstat overhead / seed overhead = {ratio:.2} (target <= 1.00: {}); {} runs per pass\n",
+        verdict(ratio <= 1.0),
+        zipf.packets
+    );
+}
+
+fn print_flood(flood: &Flood, zipf: &OverVeth) {
+    println!(
+        "5. Spoofed-source flood over veth: {} distinct sources (capacity 65,536), 3 senders at 5% each",
+        flood.distinct
+    );
+    println!("   {:<34} {:>9} {:>9}", "program", "ns/pkt", "overhead");
+    println!(
+        "   {:<34} {:>9.1} {:>9}",
+        "floor (XDP_PASS only)", flood.floor, "-"
+    );
+    println!(
+        "   {:<34} {:>9.1} {:>9.1}",
+        "seed, 65,536 entries",
+        flood.seed_65536,
+        flood.seed_65536 - flood.floor
+    );
+    println!(
+        "   {:<34} {:>9.1} {:>9.1}",
+        "xdpstat",
+        flood.xdpstat,
+        flood.xdpstat - flood.floor
+    );
+    println!(
+        "   xdpstat under flood / on Zipf traffic = {:.2} (overhead {:.1} vs {:.1} ns)",
+        (flood.xdpstat - flood.floor) / (zipf.xdpstat - zipf.floor),
+        flood.xdpstat - flood.floor,
+        zipf.xdpstat - zipf.floor
+    );
+    let exact = flood.reported_total == flood.runs;
+    println!(
+        "   report after two passes: {} IPv4 packets for {} program runs ({}), {} unattributed, {} sources listed",
+        flood.reported_total,
+        flood.runs,
+        if exact { "exact" } else { "NOT EXACT" },
+        flood.unattributed,
+        flood.listed
+    );
+    for (n, (sent, reported)) in flood.big.iter().enumerate() {
+        println!(
+            "   big sender {}: sent {sent}, reported {reported} ({})",
+            traffic::benchmark_address(n as u32),
+            if reported == sent {
+                "visible, every packet"
+            } else if *reported > 0 {
+                "visible"
+            } else {
+                "NOT VISIBLE"
+            }
+        );
+    }
+    println!();
+}
+
+fn print_report_cost(cost: &ReportCost) {
+    println!(
+        "3./4. One report interval with {} sources (plain report, top 20), in a process of its own",
+        cost.sources
+    );
+    println!(
+        "   CPU per interval, batch reads     {:>9.1} ms (target <= 150 ms: {})",
+        cost.batch_cpu_ms,
+        verdict(cost.batch_cpu_ms <= 150.0)
+    );
+    println!(
+        "   CPU per interval, per-key reads   {:>9.1} ms",
+        cost.per_key_cpu_ms
+    );
+    let ratio = cost.per_key_cpu_ms / cost.batch_cpu_ms;
+    println!(
+        "   per-key / batch                   {ratio:>9.1} x (target >= 5: {})",
+        verdict(ratio >= 5.0)
+    );
+    println!(
+        "   resident memory                   {:>9.1} MB, peak {:.1} MB (target < 200 MB: {})",
+        cost.rss_kib as f64 / 1024.0,
+        cost.peak_rss_kib as f64 / 1024.0,
+        verdict((cost.peak_rss_kib as f64 / 1024.0) < 200.0)
+    );
 }

@@ -16,15 +16,43 @@ pub const PROGRAM_NAME: &str = "xdpstat";
 /// the whole frame whenever a program without frags support may attach.
 pub const FRAGS_PROGRAM_NAME: &str = "xdpstat_frags";
 
-/// LRU per-CPU hash: IPv4 source address (network byte order) -> [`Counter`].
-pub const SOURCES_V4_MAP: &str = "SOURCES_V4";
-/// LRU per-CPU hash: IPv6 source address (network byte order) -> [`Counter`].
-pub const SOURCES_V6_MAP: &str = "SOURCES_V6";
+/// Hash: IPv4 source address (network byte order) -> its slot.
+pub const INDEX_V4_MAP: &str = "INDEX_V4";
+/// Hash: IPv6 source address (network byte order) -> its slot.
+pub const INDEX_V6_MAP: &str = "INDEX_V6";
+/// Memory-mappable array: slot -> [`SlotSource`], the address a slot counts.
+pub const SLOT_SOURCES_MAP: &str = "SLOT_SOURCES";
+/// Memory-mappable array of [`Counter`]s, one run of `slots` entries per
+/// possible CPU: CPU `c` counts slot `s` at index `c * slots + s`, so no two
+/// CPUs ever write the same counter and user space reads them all with
+/// plain loads.
+pub const SLOT_COUNTERS_MAP: &str = "SLOT_COUNTERS";
+/// Queue of slots user space has retired and cleared, ready for new sources.
+pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
+/// Array with one `u64`: the first slot never handed out (slots below it
+/// are in use or in the free queue).
+pub const NEXT_SLOT_MAP: &str = "NEXT_SLOT";
 /// Per-CPU array with one [`CpuState`].
 pub const CPU_STATE_MAP: &str = "CPU_STATE";
+/// Name of the global holding the number of slots (set at load time).
+pub const SLOTS_GLOBAL: &str = "SLOTS";
 
-/// Capacity the object file declares for each source map; the loader
-/// overrides it with `--max-sources` before the maps are created.
+/// Address family tags in [`SlotSource::family`].
+pub const FAMILY_V4: u32 = 4;
+pub const FAMILY_V6: u32 = 6;
+
+/// The source a slot counts: an IPv4 address in the first four bytes of
+/// `address`, or an IPv6 address, as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotSource {
+    pub address: [u8; 16],
+    pub family: u32,
+    pub _pad: u32,
+}
+
+/// Slots (sources counted at once, both families together) unless
+/// `--max-sources` says otherwise; the loader sizes every slot map from it.
 pub const DEFAULT_MAX_SOURCES: u32 = 65_536;
 
 /// Key of the IPv4 source map: the address as it is on the wire.
@@ -69,9 +97,9 @@ impl Counter {
 /// one. A run counter with no packets means no run.
 ///
 /// Per family, the packets the CPU has seen are `settled + run`. Settled
-/// packets that no map entry holds (the map was full, or the LRU evicted
-/// their entry) are the family's `unattributed` count, which user space
-/// computes as `settled` minus what the map's entries hold.
+/// packets that no slot holds (every slot was taken, or user space retired
+/// the slot) are the family's `unattributed` count, which user space
+/// computes as `settled` minus what the family's slots hold.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
@@ -101,6 +129,10 @@ pub struct CpuState {
 unsafe impl aya::Pod for Counter {}
 
 #[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, 16 bytes and two `u32`s, no padding, any bit pattern valid.
+unsafe impl aya::Pod for SlotSource {}
+
+#[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, 6 `Counter`s then byte arrays of 16, 4 and 4 bytes:
 // no implicit padding (checked by `cpu_state_has_no_padding`), any bit
 // pattern valid.
@@ -113,5 +145,6 @@ mod tests {
     #[test]
     fn cpu_state_has_no_padding() {
         assert_eq!(size_of::<CpuState>(), 6 * size_of::<Counter>() + 16 + 4 + 4);
+        assert_eq!(size_of::<SlotSource>(), 16 + 4 + 4);
     }
 }

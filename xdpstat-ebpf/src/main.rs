@@ -25,31 +25,53 @@
 //! Where the counts go (see `CpuState`): a packet from the same source as
 //! the CPU's previous one only bumps the current run's counter in the CPU's
 //! state slot; a packet from another source first settles the run into the
-//! LRU source map. A packet no map entry holds any more (the map was full,
-//! or the LRU evicted the entry) still counts in `settled_*`, so user space
-//! reports it as unattributed: nothing is lost silently. Headers are read
+//! source's *slot*. An index hash maps each address to its slot; slots hold
+//! the address and one counter per CPU in memory-mapped arrays, which user
+//! space reads with plain loads. New sources take a slot user space retired
+//! (the free queue) or the next never used. A run no slot can take (all in
+//! use) still counts in `settled_*`, so user space reports it as
+//! unattributed: nothing is lost silently. Headers are read
 //! from the frame's linear part, which always holds them for frames the
 //! kernel builds (drivers and BPF_PROG_TEST_RUN put at least the first page
 //! there).
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_xdp_get_buff_len,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
+    helpers::{bpf_get_smp_processor_id, bpf_xdp_get_buff_len},
     macros::{map, xdp},
-    maps::{LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, Queue},
     programs::XdpContext,
 };
-use xdpstat_common::{Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key};
+use xdpstat_common::{
+    Counter, CpuState, DEFAULT_MAX_SOURCES, FAMILY_V4, FAMILY_V6, Ipv4Key, Ipv6Key, SlotSource,
+};
 
-#[map(name = "SOURCES_V4")]
-static SOURCES_V4: LruPerCpuHashMap<Ipv4Key, Counter> =
-    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+/// Number of slots; the loader sets it (and sizes the slot maps to match).
+#[unsafe(no_mangle)]
+static SLOTS: u32 = DEFAULT_MAX_SOURCES;
 
-#[map(name = "SOURCES_V6")]
-static SOURCES_V6: LruPerCpuHashMap<Ipv6Key, Counter> =
-    LruPerCpuHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+#[map(name = "INDEX_V4")]
+static INDEX_V4: HashMap<Ipv4Key, u32> = HashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+#[map(name = "INDEX_V6")]
+static INDEX_V6: HashMap<Ipv6Key, u32> = HashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+#[map(name = "SLOT_SOURCES")]
+static SLOT_SOURCES: Array<SlotSource> =
+    Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+
+/// `SLOTS` counters per possible CPU; the loader sets the real size.
+#[map(name = "SLOT_COUNTERS")]
+static SLOT_COUNTERS: Array<Counter> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+
+#[map(name = "FREE_SLOTS")]
+static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+
+#[map(name = "NEXT_SLOT")]
+static NEXT_SLOT: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "CPU_STATE")]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
@@ -100,12 +122,16 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
             if state.run_v4.packets != 0 && state.run_v4_source == source {
                 bump(&mut state.run_v4, len);
             } else {
-                settle(
-                    &SOURCES_V4,
-                    &state.run_v4_source,
-                    &state.run_v4,
-                    &mut state.settled_v4,
-                );
+                if state.run_v4.packets != 0 {
+                    let run = state.run_v4;
+                    add(&mut state.settled_v4, &run);
+                    let mut slot_source = SlotSource {
+                        family: FAMILY_V4,
+                        ..SlotSource::default()
+                    };
+                    slot_source.address[..4].copy_from_slice(&state.run_v4_source);
+                    settle(&INDEX_V4, &state.run_v4_source, &slot_source, &run);
+                }
                 state.run_v4_source = source;
                 state.run_v4 = Counter {
                     packets: 1,
@@ -117,12 +143,16 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
             if state.run_v6.packets != 0 && same_v6(&state.run_v6_source, &source) {
                 bump(&mut state.run_v6, len);
             } else {
-                settle(
-                    &SOURCES_V6,
-                    &state.run_v6_source,
-                    &state.run_v6,
-                    &mut state.settled_v6,
-                );
+                if state.run_v6.packets != 0 {
+                    let run = state.run_v6;
+                    add(&mut state.settled_v6, &run);
+                    let slot_source = SlotSource {
+                        address: state.run_v6_source,
+                        family: FAMILY_V6,
+                        _pad: 0,
+                    };
+                    settle(&INDEX_V6, &state.run_v6_source, &slot_source, &run);
+                }
                 state.run_v6_source = source;
                 state.run_v6 = Counter {
                     packets: 1,
@@ -212,28 +242,75 @@ fn be16_at(start: usize, offset: usize, end: usize) -> Option<u16> {
     }))
 }
 
-/// Settles a run: adds it to `settled` and to its source's map entry,
-/// inserting the source if it has none. A failed insert is either a lost
-/// race with another CPU inserting the same source (look it up again) or an
-/// LRU with nothing to evict; then no entry holds the run, and user space
-/// reports it as unattributed (it is in `settled` but in no entry).
+/// Settles a finished run into its source's slot, giving the source a slot
+/// if it has none. No slot to give (all in use) or a lost race for the
+/// index entry that finds no winner either leaves the run in `settled`
+/// only, which user space reports as unattributed.
 #[inline(always)]
-fn settle<K>(map: &LruPerCpuHashMap<K, Counter>, source: &K, run: &Counter, settled: &mut Counter) {
-    if run.packets == 0 {
+fn settle<K>(index: &HashMap<K, u32>, source: &K, slot_source: &SlotSource, run: &Counter) {
+    if let Some(slot) = index.get_ptr(source) {
+        // SAFETY: a live entry's value.
+        count_in_slot(unsafe { *slot }, run);
         return;
     }
-    add(settled, run);
-    if let Some(entry) = map.get_ptr_mut(source) {
-        // SAFETY: this CPU's value of a live entry; XDP does not nest on a CPU.
-        unsafe { add(&mut *entry, run) };
+    let Some(slot) = new_slot() else {
+        return;
+    };
+    if let Some(record) = SLOT_SOURCES.get_ptr_mut(slot) {
+        // SAFETY: a slot nobody else holds: fresh from the bump counter, or
+        // popped from the free queue, which hands each slot out once.
+        unsafe { *record = *slot_source };
+    }
+    if index.insert(source, slot, BPF_NOEXIST.into()).is_ok() {
+        count_in_slot(slot, run);
         return;
     }
-    if map.insert(source, run, BPF_NOEXIST.into()).is_ok() {
-        return;
-    }
-    if let Some(entry) = map.get_ptr_mut(source) {
+    // Another CPU gave this source a slot first: use that one, return ours.
+    let _ = FREE_SLOTS.push(slot, 0);
+    if let Some(slot) = index.get_ptr(source) {
         // SAFETY: as above.
-        unsafe { add(&mut *entry, run) };
+        count_in_slot(unsafe { *slot }, run);
+    }
+}
+
+/// A slot for a new source: a retired one, or the next never used.
+#[inline(always)]
+fn new_slot() -> Option<u32> {
+    if let Ok(Some(slot)) = FREE_SLOTS.pop() {
+        return Some(slot);
+    }
+    // SAFETY: `SLOTS` is a constant the loader wrote before loading.
+    let slots = u64::from(unsafe { core::ptr::read_volatile(&SLOTS) });
+    let next = NEXT_SLOT.get_ptr_mut(0)?;
+    // SAFETY: a live array value shared by all CPUs. A plain read first
+    // keeps a flood from hammering the shared line with atomic adds once
+    // every slot is handed out.
+    if unsafe { core::ptr::read_volatile(next) } >= slots {
+        return None;
+    }
+    let mut slot: u64 = 1;
+    // SAFETY: an atomic fetch-and-add on the live value (the BPF target has
+    // no AtomicU64::fetch_add, the instruction exists since Linux 5.12).
+    unsafe {
+        core::arch::asm!(
+            "{slot} = atomic_fetch_add((u64 *)({next} + 0), {slot})",
+            slot = inout(reg) slot,
+            next = in(reg) next,
+        );
+    }
+    (slot < slots).then_some(slot as u32)
+}
+
+/// Adds a run to this CPU's counter of `slot`.
+#[inline(always)]
+fn count_in_slot(slot: u32, run: &Counter) {
+    // SAFETY: `SLOTS` is a constant the loader wrote before loading.
+    let slots = unsafe { core::ptr::read_volatile(&SLOTS) };
+    // SAFETY: helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(counter) = SLOT_COUNTERS.get_ptr_mut(cpu * slots + slot) {
+        // SAFETY: only this CPU writes its counters; XDP does not nest on a CPU.
+        unsafe { add(&mut *counter, run) };
     }
 }
 

@@ -7,28 +7,29 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
     sync::{Mutex, PoisonError},
     time::{Instant, SystemTime},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        ProgramError, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType, loaded_links,
-        xdp::XdpLinkId,
+        ProgramError, ProgramInfo, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType,
+        loaded_links, xdp::XdpLinkId,
     },
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, PROGRAM_NAME, SOURCES_V4_MAP,
-    SOURCES_V6_MAP,
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, FREE_SLOTS_MAP, INDEX_V4_MAP,
+    INDEX_V6_MAP, NEXT_SLOT_MAP, PROGRAM_NAME, SLOT_COUNTERS_MAP, SLOT_SOURCES_MAP, SLOTS_GLOBAL,
 };
 
 use crate::{
     attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
     error::{XdpstatError, one_line},
+    slots::{ReadMethod, SlotMaps, Slots, SlotsRead},
     snapshot::{ClassSlots, Snapshot},
-    source_read::{ReadMethod, SourceMap, SourceReader, SourcesRead},
     sources::SourceTable,
 };
 
@@ -63,21 +64,36 @@ pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     link: Option<(String, Variant, XdpLinkId)>,
-    reader: Mutex<SourceReader>,
+    slots: Mutex<Slots>,
 }
 
 impl Datapath {
-    /// Loads the program with source maps of `max_sources` entries per
-    /// address family. Nothing is attached yet.
+    /// Loads the program with `max_sources` slots (sources counted at once,
+    /// both families together). Nothing is attached yet.
     pub fn load(max_sources: u32) -> Result<Self, XdpstatError> {
         if max_sources == 0 {
             return Err(XdpstatError::Usage(
                 "--max-sources must be at least 1".into(),
             ));
         }
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| XdpstatError::Load {
+            reason: format!("cannot count the possible CPUs from {path}: {e}"),
+        })?;
+        let counters = u32::try_from(cpus)
+            .ok()
+            .and_then(|cpus| cpus.checked_mul(max_sources))
+            .ok_or_else(|| {
+                XdpstatError::Usage(format!(
+                    "--max-sources {max_sources} times {cpus} CPUs is too many counters"
+                ))
+            })?;
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(SOURCES_V4_MAP, max_sources)
-            .map_max_entries(SOURCES_V6_MAP, max_sources)
+            .override_global(SLOTS_GLOBAL, &max_sources, true)
+            .map_max_entries(INDEX_V4_MAP, max_sources)
+            .map_max_entries(INDEX_V6_MAP, max_sources)
+            .map_max_entries(SLOT_SOURCES_MAP, max_sources)
+            .map_max_entries(FREE_SLOTS_MAP, max_sources)
+            .map_max_entries(SLOT_COUNTERS_MAP, counters)
             .load(PROGRAM_OBJECT)
             .map_err(|e| XdpstatError::Load {
                 reason: one_line(&e),
@@ -89,15 +105,28 @@ impl Datapath {
                     reason: one_line(&e),
                 })?;
         }
+        let array_fd = |name: &'static str| match ebpf.map(name) {
+            Some(Map::Array(data)) => Ok(data.fd().as_fd()),
+            _ => Err(XdpstatError::Map {
+                map: name,
+                reason: "not an array in the object file".into(),
+            }),
+        };
+        let slots = Slots::open(
+            array_fd(SLOT_SOURCES_MAP)?,
+            array_fd(SLOT_COUNTERS_MAP)?,
+            max_sources as usize,
+            cpus,
+        )?;
         Ok(Self {
             ebpf,
             max_sources,
             link: None,
-            reader: Mutex::new(SourceReader::new(ReadMethod::Batch)?),
+            slots: Mutex::new(slots),
         })
     }
 
-    /// Capacity of each source map.
+    /// Number of slots.
     pub fn max_sources(&self) -> u32 {
         self.max_sources
     }
@@ -174,6 +203,22 @@ impl Datapath {
         program.info().ok().map(|info| info.id())
     }
 
+    /// The kernel's view of the attached program (the plain one when
+    /// nothing is attached), run-time statistics included.
+    pub fn program_info(&self) -> Result<ProgramInfo, XdpstatError> {
+        let variant = self.link.as_ref().map_or(Variant::Linear, |(_, v, _)| *v);
+        let program: &Xdp = self
+            .ebpf
+            .program(variant.program_name())
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| XdpstatError::Load {
+                reason: format!("no program named {}", variant.program_name()),
+            })?;
+        program.info().map_err(|e| XdpstatError::Load {
+            reason: one_line(&e),
+        })
+    }
+
     /// Runs one frame through the program with BPF_PROG_TEST_RUN and returns
     /// the XDP action it chose. Counts land in the maps as for live traffic.
     /// Frames longer than [`LINEAR_TEST_FRAME_MAX`] go through the frags
@@ -222,20 +267,13 @@ impl Datapath {
     pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         let taken = Instant::now();
         let wall = SystemTime::now();
-        let source_map = |name| self.source_map(name);
-        let SourcesRead {
+        let maps = self.slot_maps(interface)?;
+        let SlotsRead {
             mut sources,
             held_v4,
             held_v6,
-        } = self
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .read(
-                source_map(SOURCES_V4_MAP)?,
-                source_map(SOURCES_V6_MAP)?,
-                interface,
-            )?;
+            ..
+        } = self.lock_slots().read(&maps, interface)?;
         let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
         let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
             interface: interface.to_owned(),
@@ -251,31 +289,60 @@ impl Datapath {
         })
     }
 
-    /// One of the source maps ([`SOURCES_V4_MAP`] or [`SOURCES_V6_MAP`]).
-    pub fn source_map(&self, name: &'static str) -> Result<SourceMap<'_>, XdpstatError> {
-        Ok(SourceMap {
-            name,
-            map: self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
+    /// After a snapshot: if few slots are left, retires the idle ones so new
+    /// senders find room (see `slots.rs`). Returns how many it retired.
+    pub fn retire_idle(&self, interface: &str) -> Result<usize, XdpstatError> {
+        let maps = self.slot_maps(interface)?;
+        let mut slots = self.lock_slots();
+        let in_use = slots.in_use();
+        slots.retire_idle(&maps, in_use)
+    }
+
+    /// Chooses how slots are found (memory-mapped by default; the
+    /// benchmarks compare per-key reads of the index).
+    pub fn set_read_method(&self, method: ReadMethod) {
+        self.lock_slots().set_method(method);
+    }
+
+    /// How snapshots find the slots.
+    pub fn read_method(&self) -> ReadMethod {
+        self.lock_slots().method()
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn slot_maps(&self, interface: &str) -> Result<SlotMaps<'_>, XdpstatError> {
+        let map = |name: &'static str| {
+            self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
                 map: name,
                 reason: "not in the object file".into(),
-            })?,
-            max_entries: self.max_sources as usize,
+            })
+        };
+        let free_slots = match map(FREE_SLOTS_MAP)? {
+            Map::Queue(data) => data.fd().as_fd(),
+            _ => {
+                return Err(XdpstatError::Map {
+                    map: FREE_SLOTS_MAP,
+                    reason: "not a queue".into(),
+                });
+            }
+        };
+        let first = |name: &'static str| -> Result<u64, XdpstatError> {
+            let array: Array<&MapData, u64> = self.map(name)?;
+            array.get(&0, 0).map_err(|e| XdpstatError::MapRead {
+                interface: interface.to_owned(),
+                map: name,
+                reason: one_line(&e),
+            })
+        };
+        Ok(SlotMaps {
+            index_v4: map(INDEX_V4_MAP)?,
+            index_v6: map(INDEX_V6_MAP)?,
+            free_slots,
+            next_slot: first(NEXT_SLOT_MAP)?,
         })
-    }
-
-    /// Chooses how the source maps are read and how many entries a batch
-    /// call asks for (batch of 4096 by default; the tests and benchmarks
-    /// compare the methods).
-    pub fn set_reader(&self, reader: SourceReader) {
-        *self.reader.lock().unwrap_or_else(PoisonError::into_inner) = reader;
-    }
-
-    /// How the last snapshot read the source maps.
-    pub fn read_method(&self) -> ReadMethod {
-        self.reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .method()
     }
 
     fn map<'a, M>(&'a self, name: &'static str) -> Result<M, XdpstatError>

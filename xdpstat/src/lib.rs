@@ -4,19 +4,20 @@
 //! building reports, and the namespaces and frames the demo uses.
 
 pub mod attach;
-pub mod batch;
+pub mod bpf_sys;
 pub mod cli;
 pub mod datapath;
 pub mod demo;
 pub mod error;
 pub mod frames;
 pub mod live;
+pub mod mapped;
 pub mod netns;
 pub mod output;
 pub mod packet_socket;
 pub mod privilege;
 pub mod report;
+pub mod slots;
 pub mod snapshot;
-pub mod source_read;
 pub mod sources;
 pub mod watch;

@@ -25,11 +25,21 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 pub trait CounterSource {
     /// Reads the counters; `interface` labels errors.
     fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError>;
+
+    /// Housekeeping after a read (the datapath retires idle slots when few
+    /// are left).
+    fn after_read(&self, _interface: &str) -> Result<(), XdpstatError> {
+        Ok(())
+    }
 }
 
 impl CounterSource for Datapath {
     fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         Datapath::snapshot(self, interface)
+    }
+
+    fn after_read(&self, interface: &str) -> Result<(), XdpstatError> {
+        self.retire_idle(interface).map(drop)
     }
 }
 
@@ -64,11 +74,16 @@ impl<S: CounterSource> Watched<S> {
         }
     }
 
-    fn report(&mut self, top: Option<usize>) -> Result<Report, XdpstatError> {
+    /// One interval's work: reads the counters, computes the report against
+    /// the last read, and keeps this read for the next one.
+    pub fn report(&mut self, top: Option<usize>) -> Result<Report, XdpstatError> {
         let current = self.source.snapshot(&self.attached.interface)?;
         let mut report = Report::between(&self.attached.interface, &self.previous, &current, top);
         report.attachment = Some(self.attached.to_string());
         self.previous = current;
+        if let Err(error) = self.source.after_read(&self.attached.interface) {
+            eprintln!("xdpstat: {}", one_line(&error));
+        }
         Ok(report)
     }
 }

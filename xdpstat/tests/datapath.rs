@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use xdpstat::{
     datapath::Datapath,
     frames::{self, VlanTag, ethertype},
+    slots::ReadMethod,
     snapshot::Snapshot,
 };
 use xdpstat_common::Counter;
@@ -304,14 +305,17 @@ fn frames_shorter_than_an_ethernet_header_never_reach_the_program() {
 }
 
 #[test]
-fn a_full_source_map_evicts_into_unattributed() {
-    let Some(datapath) = load("a_full_source_map_evicts_into_unattributed", 2) else {
+fn when_every_slot_is_taken_new_sources_are_unattributed() {
+    let Some(datapath) = load("when_every_slot_is_taken_new_sources_are_unattributed", 2) else {
         return;
     };
+    common::pin_to_one_cpu();
     let frame4 = |last| ipv4_frame(v4(last), &[], &[], 10);
     let frame6 = |last| ipv6_frame(v6(last), &[], &[], 10);
     let len4 = frame4(0).len() as u64;
     let len6 = frame6(0).len() as u64;
+    // Runs of 1, 2, 3, 4 and 5 packets; each run settles when the next
+    // source shows up, the first two into the two slots.
     for last in 1..=5u8 {
         for _ in 0..last {
             run(&datapath, &frame4(last));
@@ -322,89 +326,118 @@ fn a_full_source_map_evicts_into_unattributed() {
     }
     run(&datapath, &frame4(1));
     let snapshot = snapshot(&datapath);
-    let totals = classes(&snapshot);
+    // 198.18.0.1: its slot and the run in progress.
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(1))], c(2, 2 * len4));
+    assert_eq!(snapshot.sources[&IpAddr::V4(v4(2))], c(2, 2 * len4));
     assert_eq!(
-        totals[0],
-        c(16, 16 * len4),
-        "ipv4 total holds every IPv4 packet"
+        snapshot.sources[&IpAddr::V6(v6(3))],
+        c(1, len6),
+        "the IPv6 run"
     );
-    assert_eq!(
-        totals[1],
-        c(3, 3 * len6),
-        "ipv6 total holds every IPv6 packet"
-    );
-    let visible = |v6: bool| -> (usize, Counter) {
-        let mut sum = c(0, 0);
-        let mut count = 0;
-        for (address, counter) in snapshot.sources.iter() {
-            if address.is_ipv6() == v6 {
-                count += 1;
-                sum.add(&counter);
-            }
-        }
-        (count, sum)
-    };
-    // Two map entries plus the run in progress, per family.
-    let (count4, held4) = visible(false);
-    let (count6, held6) = visible(true);
-    assert!(
-        count4 <= 3,
-        "{count4} IPv4 sources visible with 2 entries and a run"
-    );
-    assert!(count6 <= 3, "{count6} IPv6 sources visible");
-    // The last packets of each family are the runs in progress.
-    assert!(snapshot.sources[&IpAddr::V4(v4(1))].packets >= 1);
-    assert_eq!(snapshot.sources[&IpAddr::V6(v6(3))], c(1, len6));
-    // Evicted counts are unattributed; the totals above hold them exactly.
-    assert!(
-        held4.packets <= 5 + 4 + 1,
-        "at best the two biggest and the run"
-    );
-    assert!(
-        snapshot.slots.unattributed_v4.packets >= 16 - 10,
-        "5 sources cannot fit 2 entries"
-    );
-    assert!(held6.packets <= 3);
+    assert_eq!(snapshot.sources.len(), 3);
+    assert_eq!(snapshot.slots.unattributed_v4, c(3 + 4 + 5, 12 * len4));
+    assert_eq!(snapshot.slots.unattributed_v6, c(2, 2 * len6));
+    assert_eq!(snapshot.unattributed(), c(14, 12 * len4 + 2 * len6));
+    assert_eq!(classes(&snapshot)[0], c(16, 16 * len4), "every IPv4 packet");
+    assert_eq!(classes(&snapshot)[1], c(3, 3 * len6), "every IPv6 packet");
 }
 
 #[test]
-fn a_big_sender_stays_visible_through_a_spoofed_flood() {
+fn retiring_idle_slots_makes_room_and_loses_no_packet() {
+    let Some(datapath) = load("retiring_idle_slots_makes_room_and_loses_no_packet", 4) else {
+        return;
+    };
+    common::pin_to_one_cpu();
+    let frame = |last| ipv4_frame(v4(last), &[], &[], 10);
+    let len = frame(0).len() as u64;
+    // A x3, B x2, C, D fill the four slots; E is the run in progress.
+    for (last, times) in [(1, 3), (2, 2), (3, 1), (4, 1), (5, 1)] {
+        for _ in 0..times {
+            run(&datapath, &frame(last));
+        }
+    }
+    let first = snapshot(&datapath);
+    assert_eq!(first.sources.len(), 5);
+    assert_eq!(
+        datapath.retire_idle("test").unwrap(),
+        0,
+        "nothing is idle yet"
+    );
+    // Nothing moved since the last read: all four slots are idle, and one
+    // (a quarter) is retired, one with the fewest packets.
+    let second = snapshot(&datapath);
+    assert_eq!(second.sources, first.sources);
+    assert_eq!(datapath.retire_idle("test").unwrap(), 1);
+    let third = snapshot(&datapath);
+    let retired: Vec<IpAddr> = first
+        .sources
+        .iter()
+        .map(|(address, _)| address)
+        .filter(|address| !third.sources.contains_key(address))
+        .collect();
+    assert_eq!(retired.len(), 1);
+    assert!(
+        retired[0] == IpAddr::V4(v4(3)) || retired[0] == IpAddr::V4(v4(4)),
+        "a one-packet source goes first, not {}",
+        retired[0]
+    );
+    assert_eq!(third.slots.unattributed_v4, c(1, len), "its packet");
+    assert_eq!(classes(&third)[0], c(8, 8 * len));
+    // The freed slot takes E when F arrives; nothing else changes.
+    run(&datapath, &frame(6));
+    let fourth = snapshot(&datapath);
+    assert_eq!(fourth.sources[&IpAddr::V4(v4(5))], c(1, len));
+    assert_eq!(fourth.sources[&IpAddr::V4(v4(6))], c(1, len));
+    assert_eq!(fourth.sources[&IpAddr::V4(v4(1))], c(3, 3 * len));
+    assert_eq!(fourth.slots.unattributed_v4, c(1, len));
+    assert_eq!(classes(&fourth)[0], c(9, 9 * len));
+}
+
+#[test]
+fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_slot() {
     const CAPACITY: u32 = 64;
-    const FLOOD: u32 = 20_000;
     let Some(datapath) = load(
-        "a_big_sender_stays_visible_through_a_spoofed_flood",
+        "a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_slot",
         CAPACITY,
     ) else {
         return;
     };
+    common::pin_to_one_cpu();
+    let spoofed = |n: u32| {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10)
+    };
     let big = ipv4_frame(v4(1), &[], &[], 10);
     let len = big.len() as u64;
+    // The flood takes every slot before the big sender starts.
+    for n in 0..1_000 {
+        run(&datapath, &spoofed(n));
+    }
+    snapshot(&datapath);
+    snapshot(&datapath);
+    assert_eq!(datapath.retire_idle("test").unwrap(), 16, "a quarter of 64");
     let mut big_sent = 0;
-    for n in 0..FLOOD {
-        let [_, _, hi, lo] = n.to_be_bytes();
-        run(
-            &datapath,
-            &ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10),
-        );
+    for n in 1_000..20_000u32 {
+        run(&datapath, &spoofed(n));
         if n % 4 == 3 {
             run(&datapath, &big);
             big_sent += 1;
         }
+        if n % 5_000 == 0 {
+            // The live loop's housekeeping, now and then.
+            snapshot(&datapath);
+            datapath.retire_idle("test").unwrap();
+        }
     }
     let snapshot = snapshot(&datapath);
-    let total = u64::from(FLOOD) + big_sent;
-    assert_eq!(classes(&snapshot)[0], c(total, total * len));
-    assert!(
-        snapshot.sources.len() <= CAPACITY as usize + 1,
-        "{} sources visible",
-        snapshot.sources.len()
-    );
     assert_eq!(
         snapshot.sources.get(&IpAddr::V4(v4(1))),
         Some(&c(big_sent, big_sent * len)),
-        "the big sender keeps its entry and every packet"
+        "the big sender got a slot at once and kept every packet"
     );
-    assert!(snapshot.slots.unattributed_v4.packets >= u64::from(FLOOD - CAPACITY));
+    let total = 20_000 + big_sent;
+    assert_eq!(classes(&snapshot)[0], c(total, total * len));
+    assert!(snapshot.sources.len() <= CAPACITY as usize + 1);
 }
 
 #[test]
@@ -478,4 +511,27 @@ fn concurrent_counting_on_two_cpus_loses_nothing() {
         snapshot.sources[&IpAddr::V4(v4(6))],
         c(expected, expected * frame.len() as u64)
     );
+}
+
+#[test]
+fn mapped_and_per_key_reads_find_the_same_sources() {
+    let Some(datapath) = load("mapped_and_per_key_reads_find_the_same_sources", 256) else {
+        return;
+    };
+    for n in 0..40u8 {
+        for _ in 0..=n {
+            run(&datapath, &ipv4_frame(v4(n), &[], &[], 10));
+        }
+        run(&datapath, &ipv6_frame(v6(u16::from(n)), &[], &[], 10));
+    }
+    let mapped = snapshot(&datapath);
+    assert_eq!(datapath.read_method(), ReadMethod::Mapped);
+    datapath.set_read_method(ReadMethod::PerKey);
+    let per_key = snapshot(&datapath);
+    assert_eq!(per_key.sources, mapped.sources);
+    assert_eq!(per_key.slots, mapped.slots);
+    assert_eq!(mapped.sources.family_lens(), (40, 40));
+    for n in 0..40u8 {
+        assert_eq!(mapped.sources[&IpAddr::V4(v4(n))].packets, u64::from(n) + 1);
+    }
 }

@@ -295,3 +295,16 @@ pub fn ipv6_frame(source: Ipv6Addr, tags: &[VlanTag], payload: usize) -> Vec<u8>
     let packet = frames::ipv6_packet(source, "2001:db8:ffff::1".parse().unwrap(), &[], payload);
     frames::ethernet(tags, ethertype::IPV6, &packet)
 }
+
+/// Keeps the calling thread on one CPU, so that BPF_PROG_TEST_RUN calls
+/// share one CPU's runs and settle in the order they were made.
+pub fn pin_to_one_cpu() {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let allowed = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+    let cpu = (0..CpuSet::count())
+        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .expect("some CPU is allowed");
+    let mut one = CpuSet::new();
+    one.set(cpu).expect("CPU in range");
+    sched_setaffinity(Pid::from_raw(0), &one).expect("pin to one CPU");
+}

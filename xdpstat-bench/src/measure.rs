@@ -1,0 +1,316 @@
+//! The measurements: each returns numbers, none judges them. The bench
+//! binary prints them against the targets.
+
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::sys::{Stats, enable_stats};
+use xdpstat::{
+    attach::{Attached, LinkKind, ObtainedMode},
+    datapath::{Datapath, Variant},
+    frames::{self, ethertype},
+    live::Watched,
+    output::{Format, write_report},
+    slots::ReadMethod,
+};
+use xdpstat_common::DEFAULT_MAX_SOURCES;
+
+use crate::{
+    program::{Program, RunStats},
+    reference::Reference,
+    traffic::{Link, WATCHED, benchmark_address, ipv4_frame},
+};
+
+/// The median of `values` (the upper one of an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Mean ns per run of one frame, BPF_PROG_TEST_RUN with `repeat`, median of
+/// `rounds`, for each program of the hot-source comparison.
+pub struct HotSource {
+    pub floor: f64,
+    pub seed_16: f64,
+    pub seed_65536: f64,
+    pub xdpstat: f64,
+    pub xdpstat_frags: f64,
+    pub xdpstat_ipv6: f64,
+}
+
+pub fn hot_source(repeat: u32, rounds: usize) -> Result<HotSource> {
+    let frame = ipv4_frame(1);
+    let v6_packet = frames::ipv6_packet("2001:db8::1".parse()?, "2001:db8::2".parse()?, &[], 10);
+    let v6_frame = frames::ethernet(&[], ethertype::IPV6, &v6_packet);
+    let floor = Reference::floor()?;
+    let seed_16 = Reference::seed(16)?;
+    let seed_65536 = Reference::seed(65_536)?;
+    let xdpstat = Datapath::load(DEFAULT_MAX_SOURCES)?;
+    let ns = |d: Duration| d.as_nanos() as f64;
+    let mut runs: [Vec<f64>; 6] = Default::default();
+    for _ in 0..rounds {
+        // Interleaved, so a slow moment of the machine hits every program.
+        runs[0].push(ns(floor.time_per_run(&frame, repeat)?));
+        runs[1].push(ns(seed_16.time_per_run(&frame, repeat)?));
+        runs[2].push(ns(seed_65536.time_per_run(&frame, repeat)?));
+        runs[3].push(ns(xdpstat
+            .timed_test_run(Variant::Linear, &frame, repeat)?
+            .duration));
+        runs[4].push(ns(xdpstat
+            .timed_test_run(Variant::Frags, &frame, repeat)?
+            .duration));
+        runs[5].push(ns(xdpstat
+            .timed_test_run(Variant::Linear, &v6_frame, repeat)?
+            .duration));
+    }
+    let [
+        floor,
+        seed_16,
+        seed_65536,
+        xdpstat,
+        xdpstat_frags,
+        xdpstat_ipv6,
+    ] = runs.map(median);
+    Ok(HotSource {
+        floor,
+        seed_16,
+        seed_65536,
+        xdpstat,
+        xdpstat_frags,
+        xdpstat_ipv6,
+    })
+}
+
+/// Mean ns per packet from the kernel's run-time statistics while `frames`
+/// cross the benchmark link, median of `rounds`, for floor, seed (65,536
+/// entries) and xdpstat, each on a freshly loaded copy.
+pub struct OverVeth {
+    pub floor: f64,
+    pub seed_65536: f64,
+    pub xdpstat: f64,
+    /// Packets each program ran on per round (all programs see the same).
+    pub packets: u64,
+}
+
+pub fn over_veth(link: &Link, frames: &[Vec<u8>], rounds: usize) -> Result<OverVeth> {
+    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let mut per_packet: [Vec<f64>; 3] = Default::default();
+    let mut packets = 0;
+    for _ in 0..rounds {
+        let programs = [
+            Program::Reference(Reference::floor()?, None),
+            Program::Reference(Reference::seed(65_536)?, None),
+            Program::Xdpstat(Datapath::load(DEFAULT_MAX_SOURCES)?),
+        ];
+        for (index, mut program) in programs.into_iter().enumerate() {
+            let (cost, runs) = cost_over_veth(link, &mut program, frames)?;
+            per_packet[index].push(cost);
+            packets = runs;
+        }
+    }
+    let [floor, seed_65536, xdpstat] = per_packet.map(median);
+    Ok(OverVeth {
+        floor,
+        seed_65536,
+        xdpstat,
+        packets,
+    })
+}
+
+/// Attaches, sends `frames` once to warm up (every source inserted), then
+/// again measured; returns ns per run of the measured pass and its runs.
+fn cost_over_veth(link: &Link, program: &mut Program, frames: &[Vec<u8>]) -> Result<(f64, u64)> {
+    program.attach(&link.watched, WATCHED)?;
+    let result = (|| {
+        link.send_all(frames)?;
+        let before = program.stats()?;
+        link.send_all(frames)?;
+        settle_stats(program, &before, frames.len() as u64)
+    })();
+    program.detach()?;
+    result
+}
+
+/// Waits until the program has seen `expected` more runs than `before` (the
+/// veth peer drains its queue in NAPI, a little after the last send), or
+/// until the count stops moving.
+fn settle_stats(program: &mut Program, before: &RunStats, expected: u64) -> Result<(f64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = program.stats()?;
+    while last.runs - before.runs < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = program.stats()?;
+        if now.runs == last.runs {
+            break;
+        }
+        last = now;
+    }
+    Ok((last.per_run_since(before)?, last.runs - before.runs))
+}
+
+/// The spoofed-source flood over the link: cost per packet of seed and
+/// xdpstat, and what xdpstat reports afterwards.
+pub struct Flood {
+    pub floor: f64,
+    pub seed_65536: f64,
+    pub xdpstat: f64,
+    /// xdpstat's per-packet cost on the Zipf traffic, for comparison.
+    pub packets: u64,
+    /// Distinct sources in the flood.
+    pub distinct: usize,
+    /// IPv4 packets xdpstat's report holds, and the runs the kernel counted.
+    pub reported_total: u64,
+    pub runs: u64,
+    /// Packets no entry held.
+    pub unattributed: u64,
+    /// Per big sender: packets sent (both passes), packets reported.
+    pub big: Vec<(u64, u64)>,
+    /// Sources the report lists.
+    pub listed: usize,
+}
+
+pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> Result<Flood> {
+    let frames: Vec<Vec<u8>> = sources.iter().map(|&n| ipv4_frame(n)).collect();
+    let distinct = {
+        let mut unique = sources.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        unique.len()
+    };
+    let costs = over_veth(link, &frames, rounds)?;
+    // One more xdpstat pass, read back: the report must hold every packet.
+    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let mut program = Program::Xdpstat(Datapath::load(DEFAULT_MAX_SOURCES)?);
+    program.attach(&link.watched, WATCHED)?;
+    let zero = RunStats::default();
+    let outcome = (|| {
+        link.send_all(&frames)?;
+        link.send_all(&frames)?;
+        let (_, runs) = settle_stats(&mut program, &zero, 2 * frames.len() as u64)?;
+        let Program::Xdpstat(datapath) = &program else {
+            unreachable!()
+        };
+        let snapshot = datapath.snapshot(WATCHED)?;
+        let big = big_sent
+            .iter()
+            .enumerate()
+            .map(|(n, sent)| {
+                let address = benchmark_address(n as u32).into();
+                let reported = snapshot.sources.get(&address).map_or(0, |c| c.packets);
+                (2 * sent, reported)
+            })
+            .collect();
+        Ok::<_, anyhow::Error>((runs, snapshot, big))
+    })();
+    program.detach()?;
+    let (runs, snapshot, big) = outcome?;
+    Ok(Flood {
+        floor: costs.floor,
+        seed_65536: costs.seed_65536,
+        xdpstat: costs.xdpstat,
+        packets: costs.packets,
+        distinct,
+        reported_total: snapshot.totals().ipv4.packets,
+        runs,
+        unattributed: snapshot.unattributed().packets,
+        big,
+        listed: snapshot.sources.len(),
+    })
+}
+
+/// One report interval with many sources, measured in a process of its own
+/// (so its resident memory is xdpstat's, not the benchmark's).
+#[derive(Debug)]
+pub struct ReportCost {
+    pub sources: usize,
+    /// CPU time (user + system) of one interval, median, batch reads.
+    pub batch_cpu_ms: f64,
+    /// The same with per-key reads.
+    pub per_key_cpu_ms: f64,
+    /// Resident memory after the batch intervals, and its peak, in KiB.
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+/// Fills a fresh datapath with `sources` distinct IPv4 sources through
+/// BPF_PROG_TEST_RUN, then measures the live loop's per-interval work:
+/// read both maps, compute the report against the previous read, print it.
+pub fn report_cost(sources: u32, batch_rounds: usize, per_key_rounds: usize) -> Result<ReportCost> {
+    let capacity = sources + sources / 8;
+    let datapath = Datapath::load(capacity)?;
+    let mut frame = ipv4_frame(0);
+    const SOURCE_OFFSET: usize = 14 + 12;
+    for n in 0..sources {
+        frame[SOURCE_OFFSET..SOURCE_OFFSET + 4].copy_from_slice(&(0x0a00_0000 + n).to_be_bytes());
+        datapath.test_run(&frame)?;
+    }
+    let attached = Attached {
+        interface: "bench".into(),
+        mode: ObtainedMode::Native,
+        link: LinkKind::BpfLink,
+        multi_buffer: false,
+    };
+    let mut watched = Watched::new(attached, datapath);
+    let interval = |watched: &mut Watched| -> Result<(f64, usize)> {
+        let before = cpu_time()?;
+        let report = watched.report(Format::Plain.default_top())?;
+        write_report(&mut io::sink(), Format::Plain, &report)?;
+        Ok((
+            (cpu_time()? - before).as_secs_f64() * 1e3,
+            report.source_count,
+        ))
+    };
+    // The first interval has no previous read to compare with.
+    let (_, seen) = interval(&mut watched)?;
+    if seen != sources as usize {
+        bail!("the maps hold {seen} sources, {sources} were sent");
+    }
+    let batch: Vec<f64> = (0..batch_rounds)
+        .map(|_| interval(&mut watched).map(|(ms, _)| ms))
+        .collect::<Result<_>>()?;
+    let status = memory_status()?;
+    watched.source.set_read_method(ReadMethod::PerKey);
+    let per_key: Vec<f64> = (0..per_key_rounds)
+        .map(|_| interval(&mut watched).map(|(ms, _)| ms))
+        .collect::<Result<_>>()?;
+    Ok(ReportCost {
+        sources: seen,
+        batch_cpu_ms: median(batch),
+        per_key_cpu_ms: median(per_key),
+        rss_kib: status.0,
+        peak_rss_kib: status.1,
+    })
+}
+
+/// This thread's CPU time, user plus system.
+fn cpu_time() -> Result<Duration> {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut usage) != 0 {
+            return Err(io::Error::last_os_error()).context("getrusage");
+        }
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Ok(time(usage.ru_utime) + time(usage.ru_stime))
+}
+
+/// VmRSS and VmHWM of this process, in KiB.
+fn memory_status() -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .with_context(|| format!("{name} in /proc/self/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
