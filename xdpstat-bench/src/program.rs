@@ -12,7 +12,7 @@ use crate::reference::Reference;
 /// One of the compared programs.
 pub enum Program {
     Reference(Reference, Option<XdpLinkId>),
-    Xdpstat(Datapath),
+    Xdpstat(Box<Datapath>),
 }
 
 /// The kernel's counters for one program (`kernel.bpf_stats_enabled`).

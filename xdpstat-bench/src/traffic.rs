@@ -61,9 +61,12 @@ pub fn ipv4_frame(source: u32) -> Vec<u8> {
     frames::ethernet(&[], ethertype::IPV4, &packet)
 }
 
-/// The `n`th address of 198.18.0.0/15 (131,072 addresses, then wrapping).
+/// Addresses in 198.18.0.0/15.
+pub const BENCHMARK_ADDRESSES: u32 = 1 << 17;
+
+/// The `n`th address of 198.18.0.0/15 (wrapping after the last).
 pub fn benchmark_address(n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(0xc612_0000 | (n & 0x1_ffff))
+    Ipv4Addr::from(0xc612_0000 | (n % BENCHMARK_ADDRESSES))
 }
 
 /// `packets` source numbers drawn from a Zipf distribution (exponent 1)
@@ -75,13 +78,15 @@ pub fn zipf_sources(packets: usize, sources: u32, seed: u64) -> Result<Vec<u32>>
     Ok((0..packets).map(|_| rng.sample(zipf) as u32 - 1).collect())
 }
 
-/// A spoofed-source flood: every packet from a new source, except that
-/// each of `big` senders sends `big_share` of all packets, interleaved.
-/// Returns the source numbers and how many packets each big sender sent;
-/// big senders are numbers `0..big`, the flood starts after them.
+/// A spoofed-source flood: every packet from another source of
+/// 198.18.0.0/15 in turn (wrapping after its 131,072 addresses), except
+/// that each of `big` senders sends `big_share` of all packets, interleaved
+/// at random. Big senders are numbers `0..big` and the flood never uses
+/// their addresses. Returns the source numbers and each big sender's count.
 pub fn flood_sources(packets: usize, big: u32, big_share: f64, seed: u64) -> (Vec<u32>, Vec<u64>) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut next_spoofed = big;
+    let spoofable = BENCHMARK_ADDRESSES - big;
+    let mut next_spoofed = 0;
     let mut sent = vec![0u64; big as usize];
     let sources = (0..packets)
         .map(|_| {
@@ -91,8 +96,8 @@ pub fn flood_sources(packets: usize, big: u32, big_share: f64, seed: u64) -> (Ve
                 sent[which] += 1;
                 which as u32
             } else {
-                next_spoofed += 1;
-                next_spoofed - 1
+                next_spoofed = (next_spoofed + 1) % spoofable;
+                big + next_spoofed
             }
         })
         .collect();

@@ -16,53 +16,113 @@ pub const PROGRAM_NAME: &str = "xdpstat";
 /// the whole frame whenever a program without frags support may attach.
 pub const FRAGS_PROGRAM_NAME: &str = "xdpstat_frags";
 
-/// Hash: IPv4 source address (network byte order) -> its slot.
-pub const INDEX_V4_MAP: &str = "INDEX_V4";
-/// Hash: IPv6 source address (network byte order) -> its slot.
-pub const INDEX_V6_MAP: &str = "INDEX_V6";
-/// Memory-mappable array: slot -> [`SlotSource`], the address a slot counts.
-pub const SLOT_SOURCES_MAP: &str = "SLOT_SOURCES";
-/// Memory-mappable array of [`Counter`]s, one run of `slots` entries per
-/// possible CPU: CPU `c` counts slot `s` at index `c * slots + s`, so no two
-/// CPUs ever write the same counter and user space reads them all with
-/// plain loads.
-pub const SLOT_COUNTERS_MAP: &str = "SLOT_COUNTERS";
-/// Queue of slots user space has retired and cleared, ready for new sources.
-pub const FREE_SLOTS_MAP: &str = "FREE_SLOTS";
-/// Array with one `u64`: the first slot never handed out (slots below it
-/// are in use or in the free queue).
-pub const NEXT_SLOT_MAP: &str = "NEXT_SLOT";
-/// Per-CPU array with one [`CpuState`].
-pub const CPU_STATE_MAP: &str = "CPU_STATE";
-/// Name of the global holding the number of slots (set at load time).
-pub const SLOTS_GLOBAL: &str = "SLOTS";
+/// Memory-mappable array of [`V4Entry`]: the IPv4 source table, an
+/// open-addressing hash table the datapath probes and user space walks.
+pub const SOURCES_V4_MAP: &str = "SOURCES_V4";
+/// Memory-mappable array of [`V6Entry`]: the IPv6 source table.
+pub const SOURCES_V6_MAP: &str = "SOURCES_V6";
+/// Memory-mappable arrays of `u64`, one per 4 KiB page of the matching
+/// table: non-zero once an entry on that page was claimed, so user space
+/// skips the pages a table never used.
+pub const PAGES_V4_MAP: &str = "PAGES_V4";
+pub const PAGES_V6_MAP: &str = "PAGES_V6";
+/// Global: entries in each source table (set at load time).
+pub const TABLE_ENTRIES_GLOBAL: &str = "TABLE_ENTRIES";
+/// Global: the secret seed of the table hash (set at load time, so that
+/// nobody can pick source addresses that collide).
+pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
 
-/// Address family tags in [`SlotSource::family`].
-pub const FAMILY_V4: u32 = 4;
-pub const FAMILY_V6: u32 = 6;
+/// Entries the datapath looks at for one source before giving up (the
+/// packet is then unattributed).
+pub const MAX_PROBES: u32 = 16;
+/// Bytes in one page of a table, for [`PAGES_V4_MAP`] and [`PAGES_V6_MAP`].
+pub const TABLE_PAGE: usize = 4096;
 
-/// The source a slot counts: an IPv4 address in the first four bytes of
-/// `address`, or an IPv6 address, as on the wire.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SlotSource {
-    pub address: [u8; 16],
-    pub family: u32,
-    pub _pad: u32,
+/// The state word of a table entry.
+pub mod entry_state {
+    /// Never used: a probe for a missing source stops here.
+    pub const EMPTY: u64 = 0;
+    /// Being filled in by one CPU (for nanoseconds).
+    pub const CLAIMED: u64 = 1;
+    /// Counting its source.
+    pub const READY: u64 = 2;
+    /// Being retired by user space: probes pass it by, nothing counts in it.
+    pub const DRAINING: u64 = 3;
+    /// Retired and cleared: reusable, but probes go on past it.
+    pub const RETIRED: u64 = 4;
 }
 
-/// Slots (sources counted at once, both families together) unless
-/// `--max-sources` says otherwise; the loader sizes every slot map from it.
+/// Entries in each source table for `max_sources` sources: twice as many,
+/// so that with every planned source in, probes stay short and one in
+/// thousands of new sources at most finds no entry within reach.
+pub const fn table_entries(max_sources: u32) -> u32 {
+    let entries = 2 * max_sources as u64;
+    let entries = if entries < MAX_PROBES as u64 {
+        MAX_PROBES as u64
+    } else {
+        entries
+    };
+    if entries > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        entries as u32
+    }
+}
+
+/// Where probing for a source starts: its hash scaled onto the table.
+pub const fn home(hash: u64, entries: u32) -> u32 {
+    (((hash >> 32) * entries as u64) >> 32) as u32
+}
+
+/// A 64-bit mix (the murmur3 finaliser) of `value` under `seed`.
+pub const fn mix(value: u64, seed: u64) -> u64 {
+    let mut x = value ^ seed;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// One IPv4 source in the table: 32 bytes, two to a cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V4Entry {
+    /// One of [`entry_state`].
+    pub state: u64,
+    /// The address as on the wire.
+    pub address: Ipv4Key,
+    pub _pad: u32,
+    /// Updated with atomic adds by every CPU that counts the source.
+    pub counter: Counter,
+}
+
+/// One IPv6 source in the table: 64 bytes, one cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V6Entry {
+    /// One of [`entry_state`].
+    pub state: u64,
+    /// The address as on the wire.
+    pub address: Ipv6Key,
+    /// Updated with atomic adds by every CPU that counts the source.
+    pub counter: Counter,
+    pub _pad: [u64; 3],
+}
+
+/// Per-CPU array with one [`CpuState`].
+pub const CPU_STATE_MAP: &str = "CPU_STATE";
+
+/// Sources each table is planned for unless `--max-sources` says
+/// otherwise; the loader sizes the tables from it.
 pub const DEFAULT_MAX_SOURCES: u32 = 65_536;
 
-/// Key of the IPv4 source map: the address as it is on the wire.
+/// An IPv4 address as it is on the wire.
 pub type Ipv4Key = [u8; 4];
-/// Key of the IPv6 source map: the address as it is on the wire.
+/// An IPv6 address as it is on the wire.
 pub type Ipv6Key = [u8; 16];
 
-/// Packets and bytes, 64-bit each. One per CPU in every map, so the
-/// datapath increments them without atomics and never loses an increment;
-/// user space sums the CPUs.
+/// Packets and bytes, 64-bit each.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
@@ -93,13 +153,13 @@ impl Counter {
 /// A *run* is a sequence of consecutive packets from one source on one CPU.
 /// While packets keep coming from the run's source, the datapath only bumps
 /// the run's counter; the first packet from another source *settles* the run
-/// (adds it to the source's map entry and to `settled_*`) and starts a new
+/// (adds it to the source's table entry and to `settled_*`) and starts a new
 /// one. A run counter with no packets means no run.
 ///
 /// Per family, the packets the CPU has seen are `settled + run`. Settled
-/// packets that no slot holds (every slot was taken, or user space retired
-/// the slot) are the family's `unattributed` count, which user space
-/// computes as `settled` minus what the family's slots hold.
+/// packets that no table entry holds (no free entry within reach, or user
+/// space retired the entry) are the family's `unattributed` count, which
+/// user space computes as `settled` minus what the family's table holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
@@ -129,8 +189,12 @@ pub struct CpuState {
 unsafe impl aya::Pod for Counter {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, 16 bytes and two `u32`s, no padding, any bit pattern valid.
-unsafe impl aya::Pod for SlotSource {}
+// SAFETY: `#[repr(C)]`, u64, 4 bytes, u32, two u64: no padding, any bit pattern valid.
+unsafe impl aya::Pod for V4Entry {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, u64, 16 bytes, five u64: no padding, any bit pattern valid.
+unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, 6 `Counter`s then byte arrays of 16, 4 and 4 bytes:
@@ -143,8 +207,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn homes_spread_over_the_whole_table_and_stay_inside_it() {
+        let entries = table_entries(1000);
+        assert_eq!(entries, 2000);
+        let mut hit = [false; 2000];
+        for address in 0..40_000u64 {
+            let home = home(mix(address, 0x5eed), entries);
+            assert!(home < entries);
+            hit[home as usize] = true;
+        }
+        assert!(hit.iter().all(|&h| h), "40,000 sources reach every entry");
+        assert_eq!(table_entries(1), MAX_PROBES);
+        assert_eq!(table_entries(u32::MAX), u32::MAX);
+    }
+
+    #[test]
     fn cpu_state_has_no_padding() {
         assert_eq!(size_of::<CpuState>(), 6 * size_of::<Counter>() + 16 + 4 + 4);
-        assert_eq!(size_of::<SlotSource>(), 16 + 4 + 4);
+        assert_eq!(size_of::<V4Entry>(), 32);
+        assert_eq!(size_of::<V6Entry>(), 64);
     }
 }

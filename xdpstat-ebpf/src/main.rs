@@ -25,12 +25,13 @@
 //! Where the counts go (see `CpuState`): a packet from the same source as
 //! the CPU's previous one only bumps the current run's counter in the CPU's
 //! state slot; a packet from another source first settles the run into the
-//! source's *slot*. An index hash maps each address to its slot; slots hold
-//! the address and one counter per CPU in memory-mapped arrays, which user
-//! space reads with plain loads. New sources take a slot user space retired
-//! (the free queue) or the next never used. A run no slot can take (all in
-//! use) still counts in `settled_*`, so user space reports it as
-//! unattributed: nothing is lost silently. Headers are read
+//! source's entry of its family's *table*. A table is an open-addressing
+//! hash table in a memory-mapped array: finding a source costs one probe
+//! (one cache line) in the common case, where a BPF hash map costs a bucket
+//! and an element, and user space reads a million sources by walking
+//! memory. Entries are shared by all CPUs and updated with atomic adds.
+//! A run no entry within reach can take still counts in `settled_*`, so user
+//! space reports it as unattributed: nothing is lost silently. Headers are read
 //! from the frame's linear part, which always holds them for frames the
 //! kernel builds (drivers and BPF_PROG_TEST_RUN put at least the first page
 //! there).
@@ -39,39 +40,38 @@
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
-    helpers::{bpf_get_smp_processor_id, bpf_xdp_get_buff_len},
+    bindings::{BPF_F_MMAPABLE, xdp_action},
+    helpers::bpf_xdp_get_buff_len,
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, Queue},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use xdpstat_common::{
-    Counter, CpuState, DEFAULT_MAX_SOURCES, FAMILY_V4, FAMILY_V6, Ipv4Key, Ipv6Key, SlotSource,
+    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, TABLE_PAGE, V4Entry,
+    V6Entry, entry_state, home, mix, table_entries,
 };
 
-/// Number of slots; the loader sets it (and sizes the slot maps to match).
+/// Entries in each table; the loader sets it and sizes the tables to match.
 #[unsafe(no_mangle)]
-static SLOTS: u32 = DEFAULT_MAX_SOURCES;
+static TABLE_ENTRIES: u32 = table_entries(DEFAULT_MAX_SOURCES);
 
-#[map(name = "INDEX_V4")]
-static INDEX_V4: HashMap<Ipv4Key, u32> = HashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+/// The table hash's secret seed; the loader sets a random one.
+#[unsafe(no_mangle)]
+static HASH_SEED: u64 = 0;
 
-#[map(name = "INDEX_V6")]
-static INDEX_V6: HashMap<Ipv6Key, u32> = HashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+#[map(name = "SOURCES_V4")]
+static SOURCES_V4: Array<V4Entry> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 
-#[map(name = "SLOT_SOURCES")]
-static SLOT_SOURCES: Array<SlotSource> =
-    Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+#[map(name = "SOURCES_V6")]
+static SOURCES_V6: Array<V6Entry> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 
-/// `SLOTS` counters per possible CPU; the loader sets the real size.
-#[map(name = "SLOT_COUNTERS")]
-static SLOT_COUNTERS: Array<Counter> = Array::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_MMAPABLE);
+#[map(name = "PAGES_V4")]
+static PAGES_V4: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-#[map(name = "FREE_SLOTS")]
-static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(DEFAULT_MAX_SOURCES, 0);
-
-#[map(name = "NEXT_SLOT")]
-static NEXT_SLOT: Array<u64> = Array::with_max_entries(1, 0);
+#[map(name = "PAGES_V6")]
+static PAGES_V6: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map(name = "CPU_STATE")]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
@@ -125,12 +125,7 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
                 if state.run_v4.packets != 0 {
                     let run = state.run_v4;
                     add(&mut state.settled_v4, &run);
-                    let mut slot_source = SlotSource {
-                        family: FAMILY_V4,
-                        ..SlotSource::default()
-                    };
-                    slot_source.address[..4].copy_from_slice(&state.run_v4_source);
-                    settle(&INDEX_V4, &state.run_v4_source, &slot_source, &run);
+                    settle::<V4Entry>(&SOURCES_V4, &PAGES_V4, &state.run_v4_source, &run);
                 }
                 state.run_v4_source = source;
                 state.run_v4 = Counter {
@@ -140,18 +135,13 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
             }
         }
         Verdict::Ipv6(source) => {
-            if state.run_v6.packets != 0 && same_v6(&state.run_v6_source, &source) {
+            if state.run_v6.packets != 0 && words(&state.run_v6_source) == words(&source) {
                 bump(&mut state.run_v6, len);
             } else {
                 if state.run_v6.packets != 0 {
                     let run = state.run_v6;
                     add(&mut state.settled_v6, &run);
-                    let slot_source = SlotSource {
-                        address: state.run_v6_source,
-                        family: FAMILY_V6,
-                        _pad: 0,
-                    };
-                    settle(&INDEX_V6, &state.run_v6_source, &slot_source, &run);
+                    settle::<V6Entry>(&SOURCES_V6, &PAGES_V6, &state.run_v6_source, &run);
                 }
                 state.run_v6_source = source;
                 state.run_v6 = Counter {
@@ -166,20 +156,17 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Compares two IPv6 addresses as two 8-byte words (a byte-wise compare
-/// would be 16 loads and branches).
+/// An IPv6 address as two 8-byte words (a byte-wise compare would be 16
+/// loads and branches).
 #[inline(always)]
-fn same_v6(a: &Ipv6Key, b: &Ipv6Key) -> bool {
-    let words = |key: &Ipv6Key| -> (u64, u64) {
-        // SAFETY: both reads are within the 16-byte key.
-        unsafe {
-            (
-                core::ptr::read_unaligned(key.as_ptr() as *const u64),
-                core::ptr::read_unaligned(key.as_ptr().add(8) as *const u64),
-            )
-        }
-    };
-    words(a) == words(b)
+fn words(address: &Ipv6Key) -> (u64, u64) {
+    // SAFETY: both reads are within the 16 bytes.
+    unsafe {
+        (
+            core::ptr::read_unaligned(address.as_ptr() as *const u64),
+            core::ptr::read_unaligned(address.as_ptr().add(8) as *const u64),
+        )
+    }
 }
 
 /// Applies the counting rules to the frame in `[start, end)`.
@@ -242,75 +229,200 @@ fn be16_at(start: usize, offset: usize, end: usize) -> Option<u16> {
     }))
 }
 
-/// Settles a finished run into its source's slot, giving the source a slot
-/// if it has none. No slot to give (all in use) or a lost race for the
-/// index entry that finds no winner either leaves the run in `settled`
-/// only, which user space reports as unattributed.
-#[inline(always)]
-fn settle<K>(index: &HashMap<K, u32>, source: &K, slot_source: &SlotSource, run: &Counter) {
-    if let Some(slot) = index.get_ptr(source) {
-        // SAFETY: a live entry's value.
-        count_in_slot(unsafe { *slot }, run);
-        return;
+/// An entry of a source table, over its address type.
+trait Entry {
+    type Address;
+    fn hash(address: &Self::Address, seed: u64) -> u64;
+    fn holds(&self, address: &Self::Address) -> bool;
+    fn set_address(&mut self, address: &Self::Address);
+    fn state(&mut self) -> *mut u64;
+    fn counter(&mut self) -> *mut Counter;
+}
+
+impl Entry for V4Entry {
+    type Address = Ipv4Key;
+    #[inline(always)]
+    fn hash(address: &Ipv4Key, seed: u64) -> u64 {
+        mix(u64::from(u32::from_ne_bytes(*address)), seed)
     }
-    let Some(slot) = new_slot() else {
-        return;
-    };
-    if let Some(record) = SLOT_SOURCES.get_ptr_mut(slot) {
-        // SAFETY: a slot nobody else holds: fresh from the bump counter, or
-        // popped from the free queue, which hands each slot out once.
-        unsafe { *record = *slot_source };
+    #[inline(always)]
+    fn holds(&self, address: &Ipv4Key) -> bool {
+        self.address == *address
     }
-    if index.insert(source, slot, BPF_NOEXIST.into()).is_ok() {
-        count_in_slot(slot, run);
-        return;
+    #[inline(always)]
+    fn set_address(&mut self, address: &Ipv4Key) {
+        self.address = *address;
     }
-    // Another CPU gave this source a slot first: use that one, return ours.
-    let _ = FREE_SLOTS.push(slot, 0);
-    if let Some(slot) = index.get_ptr(source) {
-        // SAFETY: as above.
-        count_in_slot(unsafe { *slot }, run);
+    #[inline(always)]
+    fn state(&mut self) -> *mut u64 {
+        &raw mut self.state
+    }
+    #[inline(always)]
+    fn counter(&mut self) -> *mut Counter {
+        &raw mut self.counter
     }
 }
 
-/// A slot for a new source: a retired one, or the next never used.
+impl Entry for V6Entry {
+    type Address = Ipv6Key;
+    #[inline(always)]
+    fn hash(address: &Ipv6Key, seed: u64) -> u64 {
+        let (a, b) = words(address);
+        mix(a ^ mix(b, seed), seed)
+    }
+    #[inline(always)]
+    fn holds(&self, address: &Ipv6Key) -> bool {
+        words(&self.address) == words(address)
+    }
+    #[inline(always)]
+    fn set_address(&mut self, address: &Ipv6Key) {
+        self.address = *address;
+    }
+    #[inline(always)]
+    fn state(&mut self) -> *mut u64 {
+        &raw mut self.state
+    }
+    #[inline(always)]
+    fn counter(&mut self) -> *mut Counter {
+        &raw mut self.counter
+    }
+}
+
+/// Re-reads of a state word another CPU is filling in (it takes
+/// nanoseconds: XDP does not sleep or get preempted) before a probe moves on.
+const CLAIM_WAIT: u32 = 64;
+
+/// Settles a finished run into its source's table entry, creating the entry
+/// for a new source. With no entry within reach, the run stays in
+/// `settled` only and user space reports it as unattributed.
 #[inline(always)]
-fn new_slot() -> Option<u32> {
-    if let Ok(Some(slot)) = FREE_SLOTS.pop() {
-        return Some(slot);
+fn settle<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address, run: &Counter) {
+    // SAFETY: constants the loader wrote before loading.
+    let (entries, seed) = unsafe {
+        (
+            core::ptr::read_volatile(&TABLE_ENTRIES),
+            core::ptr::read_volatile(&HASH_SEED),
+        )
+    };
+    let start = home(E::hash(address, seed), entries);
+    // A second pass only after losing a claim race to another CPU, which
+    // was most likely adding the same source.
+    for _ in 0..2 {
+        match probe(table, address, start, entries) {
+            Probe::Found(entry) => {
+                // SAFETY: a live table entry; the adds are atomic because
+                // every CPU counting this source adds to it.
+                unsafe { atomic_add(entry.counter(), run) };
+                return;
+            }
+            Probe::Free(entry, index, was) => {
+                // SAFETY: a live table entry.
+                if unsafe { compare_exchange(entry.state(), was, entry_state::CLAIMED) } {
+                    entry.set_address(address);
+                    // SAFETY: the entry is ours until it is READY.
+                    unsafe {
+                        atomic_add(entry.counter(), run);
+                        core::ptr::write_volatile(entry.state(), entry_state::READY);
+                    }
+                    let page = (index as usize * size_of::<E>() / TABLE_PAGE) as u32;
+                    if let Some(flag) = pages.get_ptr_mut(page) {
+                        // SAFETY: a live array value; any CPU may set it to 1.
+                        unsafe { core::ptr::write_volatile(flag, 1) };
+                    }
+                    return;
+                }
+            }
+            Probe::Full => return,
+        }
     }
-    // SAFETY: `SLOTS` is a constant the loader wrote before loading.
-    let slots = u64::from(unsafe { core::ptr::read_volatile(&SLOTS) });
-    let next = NEXT_SLOT.get_ptr_mut(0)?;
-    // SAFETY: a live array value shared by all CPUs. A plain read first
-    // keeps a flood from hammering the shared line with atomic adds once
-    // every slot is handed out.
-    if unsafe { core::ptr::read_volatile(next) } >= slots {
-        return None;
+}
+
+/// What a probe found.
+enum Probe<'a, E> {
+    /// The source's entry.
+    Found(&'a mut E),
+    /// No entry for the source; the first reusable one, its index and the
+    /// state it had.
+    Free(&'a mut E, u32, u64),
+    /// No entry for the source and none free within reach.
+    Full,
+}
+
+/// Looks for `address` from `start`, at most [`MAX_PROBES`] entries, up to
+/// the first never-used entry.
+#[inline(always)]
+fn probe<'a, E: Entry>(
+    table: &'a Array<E>,
+    address: &E::Address,
+    start: u32,
+    entries: u32,
+) -> Probe<'a, E> {
+    let mut free: Option<(u32, u64)> = None;
+    for step in 0..MAX_PROBES {
+        let mut index = start + step;
+        if index >= entries {
+            index -= entries;
+        }
+        let Some(entry) = table.get_ptr_mut(index) else {
+            break;
+        };
+        // SAFETY: a live table entry; its state word is read whole.
+        let entry = unsafe { &mut *entry };
+        let mut state = unsafe { core::ptr::read_volatile(entry.state()) };
+        let mut waited = 0;
+        while state == entry_state::CLAIMED && waited < CLAIM_WAIT {
+            // SAFETY: as above.
+            state = unsafe { core::ptr::read_volatile(entry.state()) };
+            waited += 1;
+        }
+        match state {
+            entry_state::READY if entry.holds(address) => return Probe::Found(entry),
+            entry_state::EMPTY | entry_state::RETIRED if free.is_none() => {
+                free = Some((index, state));
+            }
+            _ => {}
+        }
+        if state == entry_state::EMPTY {
+            break;
+        }
     }
-    let mut slot: u64 = 1;
-    // SAFETY: an atomic fetch-and-add on the live value (the BPF target has
-    // no AtomicU64::fetch_add, the instruction exists since Linux 5.12).
+    match free {
+        Some((index, state)) => match table.get_ptr_mut(index) {
+            // SAFETY: a live table entry.
+            Some(entry) => Probe::Free(unsafe { &mut *entry }, index, state),
+            None => Probe::Full,
+        },
+        None => Probe::Full,
+    }
+}
+
+/// Atomically replaces `*word` by `new` if it is `expected`.
+#[inline(always)]
+unsafe fn compare_exchange(word: *mut u64, expected: u64, new: u64) -> bool {
+    let mut seen = expected;
+    // SAFETY: the caller passes a live, aligned word; BPF_CMPXCHG (Linux
+    // 5.12) compares with r0 and leaves the old value there.
     unsafe {
         core::arch::asm!(
-            "{slot} = atomic_fetch_add((u64 *)({next} + 0), {slot})",
-            slot = inout(reg) slot,
-            next = in(reg) next,
+            "r0 = cmpxchg_64({word} + 0, r0, {new})",
+            word = in(reg) word,
+            new = in(reg) new,
+            inout("r0") seen,
         );
     }
-    (slot < slots).then_some(slot as u32)
+    seen == expected
 }
 
-/// Adds a run to this CPU's counter of `slot`.
+/// Atomically adds `run` to `*counter` (the BPF target has no
+/// `AtomicU64::fetch_add`; BPF_ADD with BPF_ATOMIC is the kernel's xadd).
 #[inline(always)]
-fn count_in_slot(slot: u32, run: &Counter) {
-    // SAFETY: `SLOTS` is a constant the loader wrote before loading.
-    let slots = unsafe { core::ptr::read_volatile(&SLOTS) };
-    // SAFETY: helper without arguments.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    if let Some(counter) = SLOT_COUNTERS.get_ptr_mut(cpu * slots + slot) {
-        // SAFETY: only this CPU writes its counters; XDP does not nest on a CPU.
-        unsafe { add(&mut *counter, run) };
+unsafe fn atomic_add(counter: *mut Counter, run: &Counter) {
+    // SAFETY: the caller passes a live, aligned counter.
+    unsafe {
+        let packets = &raw mut (*counter).packets;
+        let bytes = &raw mut (*counter).bytes;
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) packets, in(reg) run.packets);
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) bytes, in(reg) run.bytes);
     }
 }
 

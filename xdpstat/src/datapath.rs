@@ -6,7 +6,6 @@
 //! per-packet path.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsFd as _,
     sync::{Mutex, PoisonError},
     time::{Instant, SystemTime},
@@ -14,23 +13,24 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, ProgramInfo, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType,
         loaded_links, xdp::XdpLinkId,
     },
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, FREE_SLOTS_MAP, INDEX_V4_MAP,
-    INDEX_V6_MAP, NEXT_SLOT_MAP, PROGRAM_NAME, SLOT_COUNTERS_MAP, SLOT_SOURCES_MAP, SLOTS_GLOBAL,
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, PAGES_V4_MAP,
+    PAGES_V6_MAP, PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
+    V4Entry, V6Entry, table_entries,
 };
 
 use crate::{
     attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
     error::{XdpstatError, one_line},
-    slots::{ReadMethod, SlotMaps, Slots, SlotsRead},
     snapshot::{ClassSlots, Snapshot},
-    sources::SourceTable,
+    sources::SourceTableBuilder,
+    tables::{ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
 };
 
 /// The XDP program, built by `build.rs` and embedded so nothing is read from
@@ -64,36 +64,30 @@ pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     link: Option<(String, Variant, XdpLinkId)>,
-    slots: Mutex<Slots>,
+    tables: Mutex<Tables>,
 }
 
 impl Datapath {
-    /// Loads the program with `max_sources` slots (sources counted at once,
-    /// both families together). Nothing is attached yet.
+    /// Loads the program with source tables planned for `max_sources`
+    /// sources per address family. Nothing is attached yet.
     pub fn load(max_sources: u32) -> Result<Self, XdpstatError> {
         if max_sources == 0 {
             return Err(XdpstatError::Usage(
                 "--max-sources must be at least 1".into(),
             ));
         }
-        let cpus = aya::util::nr_cpus().map_err(|(path, e)| XdpstatError::Load {
-            reason: format!("cannot count the possible CPUs from {path}: {e}"),
-        })?;
-        let counters = u32::try_from(cpus)
-            .ok()
-            .and_then(|cpus| cpus.checked_mul(max_sources))
-            .ok_or_else(|| {
-                XdpstatError::Usage(format!(
-                    "--max-sources {max_sources} times {cpus} CPUs is too many counters"
-                ))
-            })?;
+        let entries = table_entries(max_sources);
+        let pages = |entry: usize| {
+            u32::try_from((entries as usize * entry).div_ceil(TABLE_PAGE)).unwrap_or(u32::MAX)
+        };
+        let seed = random_seed()?;
         let mut ebpf = EbpfLoader::new()
-            .override_global(SLOTS_GLOBAL, &max_sources, true)
-            .map_max_entries(INDEX_V4_MAP, max_sources)
-            .map_max_entries(INDEX_V6_MAP, max_sources)
-            .map_max_entries(SLOT_SOURCES_MAP, max_sources)
-            .map_max_entries(FREE_SLOTS_MAP, max_sources)
-            .map_max_entries(SLOT_COUNTERS_MAP, counters)
+            .override_global(TABLE_ENTRIES_GLOBAL, &entries, true)
+            .override_global(HASH_SEED_GLOBAL, &seed, true)
+            .map_max_entries(SOURCES_V4_MAP, entries)
+            .map_max_entries(SOURCES_V6_MAP, entries)
+            .map_max_entries(PAGES_V4_MAP, pages(size_of::<V4Entry>()))
+            .map_max_entries(PAGES_V6_MAP, pages(size_of::<V6Entry>()))
             .load(PROGRAM_OBJECT)
             .map_err(|e| XdpstatError::Load {
                 reason: one_line(&e),
@@ -112,21 +106,27 @@ impl Datapath {
                 reason: "not an array in the object file".into(),
             }),
         };
-        let slots = Slots::open(
-            array_fd(SLOT_SOURCES_MAP)?,
-            array_fd(SLOT_COUNTERS_MAP)?,
+        let tables = Tables::open(
+            TableFds {
+                entries: array_fd(SOURCES_V4_MAP)?,
+                pages: array_fd(PAGES_V4_MAP)?,
+            },
+            TableFds {
+                entries: array_fd(SOURCES_V6_MAP)?,
+                pages: array_fd(PAGES_V6_MAP)?,
+            },
+            entries as usize,
             max_sources as usize,
-            cpus,
         )?;
         Ok(Self {
             ebpf,
             max_sources,
             link: None,
-            slots: Mutex::new(slots),
+            tables: Mutex::new(tables),
         })
     }
 
-    /// Number of slots.
+    /// Sources each table is planned for.
     pub fn max_sources(&self) -> u32 {
         self.max_sources
     }
@@ -267,81 +267,60 @@ impl Datapath {
     pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         let taken = Instant::now();
         let wall = SystemTime::now();
-        let maps = self.slot_maps(interface)?;
-        let SlotsRead {
-            mut sources,
+        let maps = self.table_maps()?;
+        let SourcesRead {
+            sources,
             held_v4,
             held_v6,
-            ..
-        } = self.lock_slots().read(&maps, interface)?;
+        } = self.lock_tables().read(&maps, interface)?;
         let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
         let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
             interface: interface.to_owned(),
             map: CPU_STATE_MAP,
             reason: one_line(&e),
         })?;
+        let mut sources = sources;
         let slots = fold_cpu_states(&states, held_v4, held_v6, &mut sources);
         Ok(Snapshot {
             taken,
             wall,
-            sources,
+            sources: sources.finish(),
             slots,
         })
     }
 
-    /// After a snapshot: if few slots are left, retires the idle ones so new
-    /// senders find room (see `slots.rs`). Returns how many it retired.
-    pub fn retire_idle(&self, interface: &str) -> Result<usize, XdpstatError> {
-        let maps = self.slot_maps(interface)?;
-        let mut slots = self.lock_slots();
-        let in_use = slots.in_use();
-        slots.retire_idle(&maps, in_use)
+    /// After a snapshot: if a table is nearly full, retires its idle
+    /// entries so new senders find room (see `tables.rs`). Returns how many
+    /// it retired.
+    pub fn retire_idle(&self) -> Result<usize, XdpstatError> {
+        self.lock_tables().retire_idle()
     }
 
-    /// Chooses how slots are found (memory-mapped by default; the
-    /// benchmarks compare per-key reads of the index).
+    /// Chooses how the tables are read (memory-mapped by default; the
+    /// benchmarks compare per-key reads).
     pub fn set_read_method(&self, method: ReadMethod) {
-        self.lock_slots().set_method(method);
+        self.lock_tables().set_method(method);
     }
 
-    /// How snapshots find the slots.
+    /// How snapshots read the tables.
     pub fn read_method(&self) -> ReadMethod {
-        self.lock_slots().method()
+        self.lock_tables().method()
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn slot_maps(&self, interface: &str) -> Result<SlotMaps<'_>, XdpstatError> {
+    fn table_maps(&self) -> Result<TableMaps<'_>, XdpstatError> {
         let map = |name: &'static str| {
             self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
                 map: name,
                 reason: "not in the object file".into(),
             })
         };
-        let free_slots = match map(FREE_SLOTS_MAP)? {
-            Map::Queue(data) => data.fd().as_fd(),
-            _ => {
-                return Err(XdpstatError::Map {
-                    map: FREE_SLOTS_MAP,
-                    reason: "not a queue".into(),
-                });
-            }
-        };
-        let first = |name: &'static str| -> Result<u64, XdpstatError> {
-            let array: Array<&MapData, u64> = self.map(name)?;
-            array.get(&0, 0).map_err(|e| XdpstatError::MapRead {
-                interface: interface.to_owned(),
-                map: name,
-                reason: one_line(&e),
-            })
-        };
-        Ok(SlotMaps {
-            index_v4: map(INDEX_V4_MAP)?,
-            index_v6: map(INDEX_V6_MAP)?,
-            free_slots,
-            next_slot: first(NEXT_SLOT_MAP)?,
+        Ok(TableMaps {
+            v4: map(SOURCES_V4_MAP)?,
+            v6: map(SOURCES_V6_MAP)?,
         })
     }
 
@@ -368,6 +347,19 @@ impl Drop for Datapath {
     }
 }
 
+/// A random hash seed, so nobody can choose sources that collide.
+fn random_seed() -> Result<u64, XdpstatError> {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom fills the buffer it is given.
+    let filled = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if filled != seed.len() as isize {
+        return Err(XdpstatError::Load {
+            reason: format!("getrandom: {}", std::io::Error::last_os_error()),
+        });
+    }
+    Ok(u64::from_ne_bytes(seed))
+}
+
 fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatError> {
     let name = variant.program_name();
     let program = ebpf.program_mut(name).ok_or_else(|| XdpstatError::Load {
@@ -387,7 +379,7 @@ fn fold_cpu_states(
     states: &PerCpuValues<CpuState>,
     held_v4: Counter,
     held_v6: Counter,
-    sources: &mut SourceTable,
+    sources: &mut SourceTableBuilder,
 ) -> ClassSlots {
     let mut slots = ClassSlots::default();
     let (mut settled_v4, mut settled_v6) = (Counter::default(), Counter::default());
@@ -397,12 +389,10 @@ fn fold_cpu_states(
         settled_v4.add(&state.settled_v4);
         settled_v6.add(&state.settled_v6);
         if state.run_v4.packets != 0 {
-            let address = IpAddr::V4(Ipv4Addr::from(state.run_v4_source));
-            sources.add(address, &state.run_v4);
+            sources.push_v4(state.run_v4_source, state.run_v4);
         }
         if state.run_v6.packets != 0 {
-            let address = IpAddr::V6(Ipv6Addr::from(state.run_v6_source));
-            sources.add(address, &state.run_v6);
+            sources.push_v6(state.run_v6_source, state.run_v6);
         }
     }
     slots.unattributed_v4 = settled_v4.saturating_sub(&held_v4);

@@ -17,7 +17,7 @@ pub mod output;
 pub mod packet_socket;
 pub mod privilege;
 pub mod report;
-pub mod slots;
 pub mod snapshot;
 pub mod sources;
+pub mod tables;
 pub mod watch;

@@ -26,9 +26,9 @@ pub trait CounterSource {
     /// Reads the counters; `interface` labels errors.
     fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError>;
 
-    /// Housekeeping after a read (the datapath retires idle slots when few
-    /// are left).
-    fn after_read(&self, _interface: &str) -> Result<(), XdpstatError> {
+    /// Housekeeping after a read (the datapath retires idle table entries
+    /// when a table is nearly full).
+    fn after_read(&self) -> Result<(), XdpstatError> {
         Ok(())
     }
 }
@@ -38,8 +38,8 @@ impl CounterSource for Datapath {
         Datapath::snapshot(self, interface)
     }
 
-    fn after_read(&self, interface: &str) -> Result<(), XdpstatError> {
-        self.retire_idle(interface).map(drop)
+    fn after_read(&self) -> Result<(), XdpstatError> {
+        self.retire_idle().map(drop)
     }
 }
 
@@ -81,7 +81,7 @@ impl<S: CounterSource> Watched<S> {
         let mut report = Report::between(&self.attached.interface, &self.previous, &current, top);
         report.attachment = Some(self.attached.to_string());
         self.previous = current;
-        if let Err(error) = self.source.after_read(&self.attached.interface) {
+        if let Err(error) = self.source.after_read() {
             eprintln!("xdpstat: {}", one_line(&error));
         }
         Ok(report)

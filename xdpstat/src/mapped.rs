@@ -1,6 +1,6 @@
-//! A BPF array created with `BPF_F_MMAPABLE`, mapped into xdpstat's memory:
-//! reading a million counters is then a walk through memory, not a million
-//! system calls.
+//! A BPF array created with `BPF_F_MMAPABLE`, or a window of one, mapped
+//! into xdpstat's memory: reading a million counters is then a walk through
+//! memory, not a million system calls.
 
 use std::{
     io,
@@ -11,6 +11,11 @@ use std::{
 };
 
 use aya::Pod;
+
+/// The page size BPF array mappings are aligned to (x86-64 and arm64 with
+/// 4 KiB pages; the kernel refuses a misaligned offset rather than
+/// mapping the wrong values).
+pub const PAGE: usize = 4096;
 
 /// `len` values of `T` shared with the kernel. The datapath writes them
 /// while xdpstat reads, so every access is a volatile load or store of a
@@ -36,9 +41,20 @@ impl<T: Pod> MappedArray<T> {
     /// values of `T` (whose size must be a multiple of 8, the kernel's
     /// element stride).
     pub fn map(map: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        Self::map_range(map, 0, len)
+    }
+
+    /// Maps `len` values from value `first` on; `first` values must fill
+    /// whole pages (the kernel maps from page boundaries).
+    pub fn map_range(map: BorrowedFd<'_>, first: usize, len: usize) -> io::Result<Self> {
         assert!(
             size_of::<T>().is_multiple_of(8) && len > 0,
             "array elements are 8-byte aligned"
+        );
+        let offset = first * size_of::<T>();
+        assert!(
+            offset.is_multiple_of(PAGE),
+            "a window starts on a page boundary"
         );
         let bytes = len * size_of::<T>();
         // SAFETY: a fresh shared mapping of the map's memory; the kernel
@@ -50,7 +66,7 @@ impl<T: Pod> MappedArray<T> {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 map.as_raw_fd(),
-                0,
+                offset as libc::off_t,
             )
         };
         if base == libc::MAP_FAILED {
@@ -81,11 +97,32 @@ impl<T: Pod> MappedArray<T> {
     }
 
     /// Stores `value` at `index` (only for values no program writes any
-    /// more: xdpstat clears retired slots).
+    /// more: xdpstat clears retired entries).
     pub fn set(&self, index: usize, value: T) {
         assert!(index < self.len, "index {index} beyond {}", self.len);
         // SAFETY: as in `get`; the mapping is writable.
         unsafe { self.base.as_ptr().add(index).write_volatile(value) }
+    }
+
+    /// Stores one aligned `u64` field, `offset` bytes into the value at
+    /// `index`, leaving the rest of the value to whoever else writes it.
+    pub fn set_word(&self, index: usize, offset: usize, word: u64) {
+        assert!(index < self.len, "index {index} beyond {}", self.len);
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= size_of::<T>(),
+            "a whole aligned word inside the value"
+        );
+        // SAFETY: in bounds and 8-byte aligned (see `get`); a single aligned
+        // 8-byte store is atomic on the architectures BPF JITs for.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(index)
+                .cast::<u8>()
+                .add(offset)
+                .cast::<u64>()
+                .write_volatile(word)
+        }
     }
 }
 

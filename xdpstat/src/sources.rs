@@ -1,35 +1,87 @@
 //! The per-source counters of one snapshot, kept compact because a snapshot
 //! may hold a million sources and the live loop keeps two of them.
 //!
-//! IPv4 and IPv6 sources live in separate tables keyed by the address as an
-//! integer (4 or 16 bytes instead of a 17-byte `IpAddr` padded to 24), with
-//! hashbrown's seeded hasher: the keys are attacker-chosen source addresses,
-//! so an unseeded hash would let a spoofed flood pick colliding keys.
+//! Each family is a vector of (address as an integer, counter) sorted by
+//! address: 24 bytes a source for IPv4, no hash table slack, lookups by
+//! binary search, and two snapshots compare by walking both in order. A
+//! [`SourceTableBuilder`] collects sources in any order, then sorts once
+//! and sums any source met more than once (a CPU's run in progress and the
+//! source's table entry, say).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Index,
 };
 
-use hashbrown::HashMap;
 use xdpstat_common::Counter;
 
-/// Counters by source address.
+/// Counters by source address, sorted by address within each family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceTable {
-    v4: HashMap<u32, Counter>,
-    v6: HashMap<u128, Counter>,
+    v4: Vec<(u32, Counter)>,
+    v6: Vec<(u128, Counter)>,
 }
 
-impl SourceTable {
-    /// An empty table with room for `v4` and `v6` sources without rehashing.
+/// Collects sources in any order; [`SourceTableBuilder::finish`] sorts them.
+#[derive(Debug, Default)]
+pub struct SourceTableBuilder {
+    v4: Vec<(u32, Counter)>,
+    v6: Vec<(u128, Counter)>,
+}
+
+impl SourceTableBuilder {
+    /// Room for `v4` and `v6` sources without reallocating.
     pub fn with_capacity(v4: usize, v6: usize) -> Self {
         Self {
-            v4: HashMap::with_capacity(v4),
-            v6: HashMap::with_capacity(v6),
+            v4: Vec::with_capacity(v4),
+            v6: Vec::with_capacity(v6),
         }
     }
 
+    /// Adds an IPv4 source, the address as it is on the wire.
+    pub fn push_v4(&mut self, address: [u8; 4], counter: Counter) {
+        self.v4.push((u32::from_be_bytes(address), counter));
+    }
+
+    /// Adds an IPv6 source, the address as it is on the wire.
+    pub fn push_v6(&mut self, address: [u8; 16], counter: Counter) {
+        self.v6.push((u128::from_be_bytes(address), counter));
+    }
+
+    pub fn push(&mut self, address: IpAddr, counter: Counter) {
+        match address {
+            IpAddr::V4(v4) => self.push_v4(v4.octets(), counter),
+            IpAddr::V6(v6) => self.push_v6(v6.octets(), counter),
+        }
+    }
+
+    /// Sorts by address and sums the counters of a source met twice.
+    pub fn finish(self) -> SourceTable {
+        SourceTable {
+            v4: sorted_and_merged(self.v4),
+            v6: sorted_and_merged(self.v6),
+        }
+    }
+}
+
+fn sorted_and_merged<K: Ord + Copy>(mut sources: Vec<(K, Counter)>) -> Vec<(K, Counter)> {
+    sources.sort_unstable_by_key(|(key, _)| *key);
+    sources.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            kept.1.add(&later.1);
+            true
+        } else {
+            false
+        }
+    });
+    sources
+}
+
+fn find<K: Ord>(sources: &[(K, Counter)], key: &K) -> Option<usize> {
+    sources.binary_search_by(|(k, _)| k.cmp(key)).ok()
+}
+
+impl SourceTable {
     /// How many IPv4 and IPv6 sources the table holds.
     pub fn family_lens(&self) -> (usize, usize) {
         (self.v4.len(), self.v6.len())
@@ -45,8 +97,8 @@ impl SourceTable {
 
     pub fn get(&self, address: &IpAddr) -> Option<&Counter> {
         match address {
-            IpAddr::V4(v4) => self.v4.get(&u32::from(*v4)),
-            IpAddr::V6(v6) => self.v6.get(&u128::from(*v6)),
+            IpAddr::V4(v4) => find(&self.v4, &u32::from(*v4)).map(|at| &self.v4[at].1),
+            IpAddr::V6(v6) => find(&self.v6, &u128::from(*v6)).map(|at| &self.v6[at].1),
         }
     }
 
@@ -54,33 +106,22 @@ impl SourceTable {
         self.get(address).is_some()
     }
 
-    /// Sets `address`'s counter, replacing any earlier one.
+    /// Sets `address`'s counter, replacing any earlier one (a sorted insert:
+    /// for a few sources at a time, builders are for many).
     pub fn insert(&mut self, address: IpAddr, counter: Counter) {
+        fn set<K: Ord + Copy>(sources: &mut Vec<(K, Counter)>, key: K, counter: Counter) {
+            match sources.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(at) => sources[at].1 = counter,
+                Err(at) => sources.insert(at, (key, counter)),
+            }
+        }
         match address {
-            IpAddr::V4(v4) => self.v4.insert(u32::from(v4), counter),
-            IpAddr::V6(v6) => self.v6.insert(u128::from(v6), counter),
-        };
-    }
-
-    /// Sets an IPv4 source's counter, the address as it is on the wire.
-    pub fn insert_v4(&mut self, address: [u8; 4], counter: Counter) {
-        self.v4.insert(u32::from_be_bytes(address), counter);
-    }
-
-    /// Sets an IPv6 source's counter, the address as it is on the wire.
-    pub fn insert_v6(&mut self, address: [u8; 16], counter: Counter) {
-        self.v6.insert(u128::from_be_bytes(address), counter);
-    }
-
-    /// Adds `counter` to `address`'s counter (starting from zero).
-    pub fn add(&mut self, address: IpAddr, counter: &Counter) {
-        match address {
-            IpAddr::V4(v4) => self.v4.entry(u32::from(v4)).or_default().add(counter),
-            IpAddr::V6(v6) => self.v6.entry(u128::from(v6)).or_default().add(counter),
+            IpAddr::V4(v4) => set(&mut self.v4, u32::from(v4), counter),
+            IpAddr::V6(v6) => set(&mut self.v6, u128::from(v6), counter),
         }
     }
 
-    /// Every source and its counter, IPv4 first, in no particular order.
+    /// Every source and its counter: IPv4 then IPv6, each by address.
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, Counter)> + '_ {
         let v4 = self
             .v4
@@ -95,13 +136,13 @@ impl SourceTable {
 
     /// The sum of every IPv4 and of every IPv6 counter.
     pub fn family_sums(&self) -> (Counter, Counter) {
-        let sum = |counters: &mut dyn Iterator<Item = &Counter>| {
-            counters.fold(Counter::default(), |mut sum, c| {
+        fn sum<K>(sources: &[(K, Counter)]) -> Counter {
+            sources.iter().fold(Counter::default(), |mut sum, (_, c)| {
                 sum.add(c);
                 sum
             })
-        };
-        (sum(&mut self.v4.values()), sum(&mut self.v6.values()))
+        }
+        (sum(&self.v4), sum(&self.v6))
     }
 }
 
@@ -115,12 +156,13 @@ impl Index<&IpAddr> for SourceTable {
 }
 
 impl FromIterator<(IpAddr, Counter)> for SourceTable {
+    /// Sums the counters of an address given twice.
     fn from_iter<I: IntoIterator<Item = (IpAddr, Counter)>>(iter: I) -> Self {
-        let mut table = Self::default();
+        let mut builder = SourceTableBuilder::default();
         for (address, counter) in iter {
-            table.insert(address, counter);
+            builder.push(address, counter);
         }
-        table
+        builder.finish()
     }
 }
 
@@ -133,28 +175,32 @@ mod tests {
     }
 
     #[test]
-    fn both_families_round_trip_through_wire_order_keys() {
-        let mut table = SourceTable::default();
-        table.insert_v4([198, 18, 0, 1], c(1, 60));
-        table.insert_v6(
+    fn sources_met_twice_are_summed_and_families_kept_apart() {
+        let mut builder = SourceTableBuilder::with_capacity(4, 1);
+        builder.push_v4([198, 18, 0, 2], c(3, 30));
+        builder.push_v4([198, 18, 0, 1], c(1, 60));
+        builder.push_v6(
             "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
             c(2, 200),
         );
-        table.add("198.18.0.1".parse().unwrap(), &c(1, 40));
-        table.add("198.18.0.2".parse().unwrap(), &c(3, 30));
+        builder.push("198.18.0.1".parse().unwrap(), c(1, 40));
+        let mut table = builder.finish();
         assert_eq!(table[&"198.18.0.1".parse().unwrap()], c(2, 100));
         assert_eq!(table[&"2001:db8::1".parse().unwrap()], c(2, 200));
         assert_eq!(table.family_lens(), (2, 1));
         assert_eq!(table.family_sums(), (c(5, 130), c(2, 200)));
-        let mut all: Vec<(IpAddr, Counter)> = table.iter().collect();
-        all.sort_by_key(|(address, _)| *address);
+        table.insert("198.18.0.0".parse().unwrap(), c(9, 9));
+        table.insert("198.18.0.2".parse().unwrap(), c(4, 40));
+        let all: Vec<(IpAddr, Counter)> = table.iter().collect();
         assert_eq!(
             all,
             vec![
+                ("198.18.0.0".parse().unwrap(), c(9, 9)),
                 ("198.18.0.1".parse().unwrap(), c(2, 100)),
-                ("198.18.0.2".parse().unwrap(), c(3, 30)),
+                ("198.18.0.2".parse().unwrap(), c(4, 40)),
                 ("2001:db8::1".parse().unwrap(), c(2, 200)),
             ]
         );
+        assert!(!table.contains_key(&"198.18.0.3".parse().unwrap()));
     }
 }

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use xdpstat::{
     datapath::Datapath,
     frames::{self, VlanTag, ethertype},
-    slots::ReadMethod,
     snapshot::Snapshot,
+    tables::ReadMethod,
 };
 use xdpstat_common::Counter;
 
@@ -305,8 +305,10 @@ fn frames_shorter_than_an_ethernet_header_never_reach_the_program() {
 }
 
 #[test]
-fn when_every_slot_is_taken_new_sources_are_unattributed() {
-    let Some(datapath) = load("when_every_slot_is_taken_new_sources_are_unattributed", 2) else {
+fn sources_beyond_the_tables_reach_are_unattributed() {
+    // Two planned sources make the smallest table: 16 entries, all within
+    // every source's reach.
+    let Some(datapath) = load("sources_beyond_the_tables_reach_are_unattributed", 2) else {
         return;
     };
     common::pin_to_one_cpu();
@@ -314,91 +316,97 @@ fn when_every_slot_is_taken_new_sources_are_unattributed() {
     let frame6 = |last| ipv6_frame(v6(last), &[], &[], 10);
     let len4 = frame4(0).len() as u64;
     let len6 = frame6(0).len() as u64;
-    // Runs of 1, 2, 3, 4 and 5 packets; each run settles when the next
-    // source shows up, the first two into the two slots.
-    for last in 1..=5u8 {
-        for _ in 0..last {
-            run(&datapath, &frame4(last));
-        }
+    // Each source's packet settles when the next source shows up: sources
+    // 1-16 fill the table, 17-19 find no entry, 20 is the run in progress.
+    for last in 1..=20u8 {
+        run(&datapath, &frame4(last));
     }
     for last in 1..=3u16 {
         run(&datapath, &frame6(last));
     }
-    run(&datapath, &frame4(1));
     let snapshot = snapshot(&datapath);
-    // 198.18.0.1: its slot and the run in progress.
-    assert_eq!(snapshot.sources[&IpAddr::V4(v4(1))], c(2, 2 * len4));
-    assert_eq!(snapshot.sources[&IpAddr::V4(v4(2))], c(2, 2 * len4));
-    assert_eq!(
-        snapshot.sources[&IpAddr::V6(v6(3))],
-        c(1, len6),
-        "the IPv6 run"
-    );
-    assert_eq!(snapshot.sources.len(), 3);
-    assert_eq!(snapshot.slots.unattributed_v4, c(3 + 4 + 5, 12 * len4));
-    assert_eq!(snapshot.slots.unattributed_v6, c(2, 2 * len6));
-    assert_eq!(snapshot.unattributed(), c(14, 12 * len4 + 2 * len6));
-    assert_eq!(classes(&snapshot)[0], c(16, 16 * len4), "every IPv4 packet");
+    for last in (1..=16).chain([20]) {
+        assert_eq!(
+            snapshot.sources[&IpAddr::V4(v4(last))],
+            c(1, len4),
+            "{last}"
+        );
+    }
+    for last in 17..=19 {
+        assert!(!snapshot.sources.contains_key(&IpAddr::V4(v4(last))));
+    }
+    for last in 1..=3 {
+        assert_eq!(
+            snapshot.sources[&IpAddr::V6(v6(last))],
+            c(1, len6),
+            "the IPv6 table is its own"
+        );
+    }
+    assert_eq!(snapshot.sources.len(), 17 + 3);
+    assert_eq!(snapshot.slots.unattributed_v4, c(3, 3 * len4));
+    assert_eq!(snapshot.slots.unattributed_v6, c(0, 0));
+    assert_eq!(classes(&snapshot)[0], c(20, 20 * len4), "every IPv4 packet");
     assert_eq!(classes(&snapshot)[1], c(3, 3 * len6), "every IPv6 packet");
 }
 
 #[test]
-fn retiring_idle_slots_makes_room_and_loses_no_packet() {
-    let Some(datapath) = load("retiring_idle_slots_makes_room_and_loses_no_packet", 4) else {
+fn retiring_idle_entries_makes_room_and_loses_no_packet() {
+    // Planned for 8 sources: above 7 in use, idle entries are retired down
+    // to 6, fewest packets first.
+    let Some(datapath) = load("retiring_idle_entries_makes_room_and_loses_no_packet", 8) else {
         return;
     };
     common::pin_to_one_cpu();
     let frame = |last| ipv4_frame(v4(last), &[], &[], 10);
     let len = frame(0).len() as u64;
-    // A x3, B x2, C, D fill the four slots; E is the run in progress.
-    for (last, times) in [(1, 3), (2, 2), (3, 1), (4, 1), (5, 1)] {
-        for _ in 0..times {
+    // Source k sends 10 - k packets; source 10's packet is the run.
+    for last in 1..=10u8 {
+        for _ in 0..(10 - last).max(1) {
             run(&datapath, &frame(last));
         }
     }
     let first = snapshot(&datapath);
-    assert_eq!(first.sources.len(), 5);
-    assert_eq!(
-        datapath.retire_idle("test").unwrap(),
-        0,
-        "nothing is idle yet"
-    );
-    // Nothing moved since the last read: all four slots are idle, and one
-    // (a quarter) is retired, one with the fewest packets.
+    assert_eq!(first.sources.len(), 10);
+    assert_eq!(datapath.retire_idle().unwrap(), 0, "nothing is idle yet");
     let second = snapshot(&datapath);
     assert_eq!(second.sources, first.sources);
-    assert_eq!(datapath.retire_idle("test").unwrap(), 1);
+    assert_eq!(datapath.retire_idle().unwrap(), 3, "9 in use, down to 6");
     let third = snapshot(&datapath);
-    let retired: Vec<IpAddr> = first
-        .sources
-        .iter()
-        .map(|(address, _)| address)
-        .filter(|address| !third.sources.contains_key(address))
-        .collect();
-    assert_eq!(retired.len(), 1);
-    assert!(
-        retired[0] == IpAddr::V4(v4(3)) || retired[0] == IpAddr::V4(v4(4)),
-        "a one-packet source goes first, not {}",
-        retired[0]
+    for last in 7..=9 {
+        assert!(
+            !third.sources.contains_key(&IpAddr::V4(v4(last))),
+            "{last} retired"
+        );
+    }
+    for last in 1..=6 {
+        let packets = u64::from(10 - last);
+        assert_eq!(
+            third.sources[&IpAddr::V4(v4(last))],
+            c(packets, packets * len)
+        );
+    }
+    assert_eq!(
+        third.slots.unattributed_v4,
+        c(3 + 2 + 1, 6 * len),
+        "their packets"
     );
-    assert_eq!(third.slots.unattributed_v4, c(1, len), "its packet");
-    assert_eq!(classes(&third)[0], c(8, 8 * len));
-    // The freed slot takes E when F arrives; nothing else changes.
-    run(&datapath, &frame(6));
+    let total = 9 + 8 + 7 + 6 + 5 + 4 + 3 + 2 + 1 + 1;
+    assert_eq!(classes(&third)[0], c(total, total * len));
+    // Retired entries take new sources; source 10 settles into one.
+    run(&datapath, &frame(11));
     let fourth = snapshot(&datapath);
-    assert_eq!(fourth.sources[&IpAddr::V4(v4(5))], c(1, len));
-    assert_eq!(fourth.sources[&IpAddr::V4(v4(6))], c(1, len));
-    assert_eq!(fourth.sources[&IpAddr::V4(v4(1))], c(3, 3 * len));
-    assert_eq!(fourth.slots.unattributed_v4, c(1, len));
-    assert_eq!(classes(&fourth)[0], c(9, 9 * len));
+    assert_eq!(fourth.sources[&IpAddr::V4(v4(10))], c(1, len));
+    assert_eq!(fourth.sources[&IpAddr::V4(v4(11))], c(1, len));
+    assert_eq!(fourth.slots.unattributed_v4, c(6, 6 * len));
+    assert_eq!(classes(&fourth)[0], c(total + 1, (total + 1) * len));
 }
 
 #[test]
-fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_slot() {
-    const CAPACITY: u32 = 64;
+fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_entry() {
+    const PLANNED: u32 = 64;
     let Some(datapath) = load(
-        "a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_slot",
-        CAPACITY,
+        "a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_entry",
+        PLANNED,
     ) else {
         return;
     };
@@ -409,13 +417,23 @@ fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_slot() {
     };
     let big = ipv4_frame(v4(1), &[], &[], 10);
     let len = big.len() as u64;
-    // The flood takes every slot before the big sender starts.
+    // The flood takes the table before the big sender starts.
     for n in 0..1_000 {
         run(&datapath, &spoofed(n));
     }
     snapshot(&datapath);
-    snapshot(&datapath);
-    assert_eq!(datapath.retire_idle("test").unwrap(), 16, "a quarter of 64");
+    let full = snapshot(&datapath);
+    assert!(
+        full.sources.len() > PLANNED as usize,
+        "{}",
+        full.sources.len()
+    );
+    let retired = datapath.retire_idle().unwrap();
+    assert_eq!(
+        retired,
+        full.sources.len() - 1 - 48,
+        "down to 3/4 of 64 (the run is no entry)"
+    );
     let mut big_sent = 0;
     for n in 1_000..20_000u32 {
         run(&datapath, &spoofed(n));
@@ -426,18 +444,17 @@ fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_slot() {
         if n % 5_000 == 0 {
             // The live loop's housekeeping, now and then.
             snapshot(&datapath);
-            datapath.retire_idle("test").unwrap();
+            datapath.retire_idle().unwrap();
         }
     }
     let snapshot = snapshot(&datapath);
     assert_eq!(
         snapshot.sources.get(&IpAddr::V4(v4(1))),
         Some(&c(big_sent, big_sent * len)),
-        "the big sender got a slot at once and kept every packet"
+        "the big sender got an entry at once and kept every packet"
     );
     let total = 20_000 + big_sent;
     assert_eq!(classes(&snapshot)[0], c(total, total * len));
-    assert!(snapshot.sources.len() <= CAPACITY as usize + 1);
 }
 
 #[test]

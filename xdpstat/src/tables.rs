@@ -1,0 +1,410 @@
+//! The datapath's source tables seen from user space: read them into a
+//! [`SourceTableBuilder`], and retire idle entries when a table fills up so that
+//! new senders find room.
+//!
+//! A table is an open-addressing hash table in a memory-mappable BPF
+//! array, so reading a million sources is a walk through memory, 2 MiB at
+//! a time; pages no entry ever used are skipped.
+//! Retiring is exact: the entry is marked draining (probes pass it by), a
+//! grace period ensures no program still adds to it, then it is cleared for
+//! reuse. What it counted after the last read is in the family's settled
+//! count but in no entry, so reports show it as unattributed.
+
+use std::{
+    marker::PhantomData,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+};
+
+use aya::{
+    Pod,
+    maps::{Array, Map, MapData},
+};
+use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix};
+
+use crate::{
+    bpf_sys::Grace,
+    error::{XdpstatError, one_line},
+    mapped::MappedArray,
+    sources::SourceTableBuilder,
+};
+
+/// Any constant: it only has to scatter positions.
+const TIE_SALT: u64 = 0x7ab1_e5ee_d000_0001;
+
+/// How the tables are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMethod {
+    /// Walk the memory-mapped tables.
+    Mapped,
+    /// One BPF_MAP_LOOKUP_ELEM system call per table entry, the way most
+    /// tools read BPF maps; kept for the benchmarks.
+    PerKey,
+}
+
+/// One read of both tables.
+pub struct SourcesRead {
+    pub sources: SourceTableBuilder,
+    /// What the IPv4 and IPv6 tables hold, summed.
+    pub held_v4: Counter,
+    pub held_v6: Counter,
+}
+
+/// An entry type of a table.
+trait TableEntry: Pod {
+    const STATE_OFFSET: usize = 0;
+    fn state(&self) -> u64;
+    fn counter(&self) -> Counter;
+    fn address(&self) -> IpAddr;
+    fn retired() -> Self;
+}
+
+impl TableEntry for V4Entry {
+    fn state(&self) -> u64 {
+        self.state
+    }
+    fn counter(&self) -> Counter {
+        self.counter
+    }
+    fn address(&self) -> IpAddr {
+        Ipv4Addr::from(self.address).into()
+    }
+    fn retired() -> Self {
+        Self {
+            state: entry_state::RETIRED,
+            ..Self::default()
+        }
+    }
+}
+
+impl TableEntry for V6Entry {
+    fn state(&self) -> u64 {
+        self.state
+    }
+    fn counter(&self) -> Counter {
+        self.counter
+    }
+    fn address(&self) -> IpAddr {
+        Ipv6Addr::from(self.address).into()
+    }
+    fn retired() -> Self {
+        Self {
+            state: entry_state::RETIRED,
+            ..Self::default()
+        }
+    }
+}
+
+/// Bytes of a table mapped at a time. A table is read (and retired
+/// entries written) one window at a time, each unmapped before the next:
+/// a mapped page counts as xdpstat's resident memory, and a table for a
+/// million sources is tens of megabytes.
+const WINDOW_BYTES: usize = 2 << 20;
+
+/// One family's table and what xdpstat remembers about it.
+struct Table<E> {
+    fd: OwnedFd,
+    len: usize,
+    /// The page flags, small enough to stay mapped.
+    pages: MappedArray<u64>,
+    /// Per entry, the low 32 bits of its packets at the last read, and a
+    /// bit set when they did not move between the last two reads (idle).
+    seen: Vec<u32>,
+    idle: Vec<u64>,
+    /// Entries counting a source at the last read.
+    in_use: usize,
+    _entries: PhantomData<E>,
+}
+
+impl<E: TableEntry> Table<E> {
+    fn open(entries: BorrowedFd<'_>, pages: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            fd: entries.try_clone_to_owned()?,
+            len,
+            pages: MappedArray::map(pages, pages_for::<E>(len))?,
+            // Zeroed allocations: the parts never written cost no memory.
+            seen: vec![0; len],
+            idle: vec![0; len.div_ceil(64)],
+            in_use: 0,
+            _entries: PhantomData,
+        })
+    }
+
+    const PER_PAGE: usize = TABLE_PAGE / size_of::<E>();
+    const PER_WINDOW: usize = WINDOW_BYTES / size_of::<E>();
+
+    /// The entries `[first, first + PER_WINDOW)` (or to the end), mapped.
+    fn window(&self, first: usize) -> std::io::Result<MappedArray<E>> {
+        MappedArray::map_range(
+            self.fd.as_fd(),
+            first,
+            Self::PER_WINDOW.min(self.len - first),
+        )
+    }
+
+    fn set_idle(&mut self, index: usize, idle: bool) {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if idle {
+            self.idle[word] |= bit;
+        } else {
+            self.idle[word] &= !bit;
+        }
+    }
+
+    /// Adds every counting entry to `sources` and returns their sum.
+    fn read(
+        &mut self,
+        sources: &mut SourceTableBuilder,
+        per_key: Option<&Array<&MapData, E>>,
+    ) -> Result<Counter, String> {
+        self.in_use = 0;
+        let mut held = Counter::default();
+        for first in (0..self.len).step_by(Self::PER_WINDOW) {
+            let last = (first + Self::PER_WINDOW).min(self.len);
+            let flags = &self.pages;
+            let used = |page: usize| per_key.is_some() || flags.get(page) != 0;
+            let pages = first / Self::PER_PAGE..last.div_ceil(Self::PER_PAGE);
+            let used_pages: Vec<usize> = pages.filter(|&page| used(page)).collect();
+            if used_pages.is_empty() {
+                // Never used: nothing to read, nothing remembered.
+                continue;
+            }
+            let window = match per_key {
+                Some(_) => None,
+                None => Some(self.window(first).map_err(|e| format!("mapping: {e}"))?),
+            };
+            for page in used_pages {
+                let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(last);
+                for index in entries {
+                    let entry = match (per_key, &window) {
+                        (Some(array), _) => {
+                            array.get(&(index as u32), 0).map_err(|e| one_line(&e))?
+                        }
+                        (None, Some(window)) => window.get(index - first),
+                        (None, None) => unreachable!("mapped above"),
+                    };
+                    self.account(index, &entry, sources, &mut held);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    fn account(
+        &mut self,
+        index: usize,
+        entry: &E,
+        sources: &mut SourceTableBuilder,
+        held: &mut Counter,
+    ) {
+        let counter = entry.counter();
+        if entry.state() != entry_state::READY || counter.packets == 0 {
+            self.seen[index] = 0;
+            self.set_idle(index, false);
+            return;
+        }
+        let low = counter.packets as u32;
+        let unchanged = self.seen[index] == low;
+        self.seen[index] = low;
+        self.set_idle(index, unchanged);
+        self.in_use += 1;
+        held.add(&counter);
+        sources.push(entry.address(), counter);
+    }
+
+    /// The `wanted` idle entries with the fewest packets, by position. Ties
+    /// (a flood leaves thousands of one-packet entries) are broken by a hash
+    /// of the position, so freed entries spread over the whole table and
+    /// every source's probe window finds some.
+    fn idle(&self, wanted: usize) -> Vec<usize> {
+        if wanted == 0 {
+            return Vec::new();
+        }
+        let mut idle: Vec<(u32, u64, usize)> = Vec::new();
+        for (word, &bits) in self.idle.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let index = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                idle.push((self.seen[index], mix(index as u64, TIE_SALT), index));
+            }
+        }
+        if idle.len() > wanted {
+            idle.select_nth_unstable(wanted);
+            idle.truncate(wanted);
+        }
+        let mut victims: Vec<usize> = idle.into_iter().map(|(_, _, index)| index).collect();
+        victims.sort_unstable();
+        victims
+    }
+
+    /// Applies `write` to each victim (sorted) through windows of the table.
+    fn write_each(
+        &self,
+        victims: &[usize],
+        mut write: impl FnMut(&MappedArray<E>, usize),
+    ) -> std::io::Result<()> {
+        let mut rest = victims;
+        while let Some(&index) = rest.first() {
+            let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
+            let window = self.window(first)?;
+            let inside = rest
+                .iter()
+                .take_while(|&&i| i < first + Self::PER_WINDOW)
+                .count();
+            for &index in &rest[..inside] {
+                write(&window, index - first);
+            }
+            rest = &rest[inside..];
+        }
+        Ok(())
+    }
+
+    fn drain(&self, victims: &[usize]) -> std::io::Result<()> {
+        self.write_each(victims, |window, at| {
+            window.set_word(at, E::STATE_OFFSET, entry_state::DRAINING)
+        })
+    }
+
+    fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
+        self.write_each(victims, |window, at| window.set(at, E::retired()))?;
+        for &index in victims {
+            self.seen[index] = 0;
+            self.set_idle(index, false);
+        }
+        self.in_use -= victims.len().min(self.in_use);
+        Ok(())
+    }
+}
+
+fn pages_for<E>(entries: usize) -> usize {
+    (entries * size_of::<E>()).div_ceil(TABLE_PAGE).max(1)
+}
+
+/// The array maps a per-key read goes through.
+pub struct TableMaps<'a> {
+    pub v4: &'a Map,
+    pub v6: &'a Map,
+}
+
+/// Both families' tables.
+pub struct Tables {
+    v4: Table<V4Entry>,
+    v6: Table<V6Entry>,
+    max_sources: usize,
+    method: ReadMethod,
+    /// Sizes of the last read, to size the next table without rehashing.
+    last_lens: (usize, usize),
+    grace: Grace,
+}
+
+/// The descriptors of one family's table and page flags.
+pub struct TableFds<'a> {
+    pub entries: BorrowedFd<'a>,
+    pub pages: BorrowedFd<'a>,
+}
+
+impl Tables {
+    /// Maps the tables of a datapath with `len` entries per table, planned
+    /// for `max_sources` sources each.
+    pub fn open(
+        v4: TableFds<'_>,
+        v6: TableFds<'_>,
+        len: usize,
+        max_sources: usize,
+    ) -> Result<Self, XdpstatError> {
+        let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
+            map: "source tables",
+            reason: format!("{what}: {e}"),
+        };
+        Ok(Self {
+            v4: Table::open(v4.entries, v4.pages, len).map_err(|e| failed("mapping IPv4", e))?,
+            v6: Table::open(v6.entries, v6.pages, len).map_err(|e| failed("mapping IPv6", e))?,
+            max_sources,
+            method: ReadMethod::Mapped,
+            last_lens: (0, 0),
+            grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
+        })
+    }
+
+    pub fn set_method(&mut self, method: ReadMethod) {
+        self.method = method;
+    }
+
+    pub fn method(&self) -> ReadMethod {
+        self.method
+    }
+
+    /// Reads both tables. `interface` labels errors.
+    pub fn read(
+        &mut self,
+        maps: &TableMaps<'_>,
+        interface: &str,
+    ) -> Result<SourcesRead, XdpstatError> {
+        let (len4, len6) = self.last_lens;
+        let mut sources = SourceTableBuilder::with_capacity(len4 + len4 / 16, len6 + len6 / 16);
+        let failed = |map: &'static str, e: &dyn std::fmt::Display| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map,
+            reason: e.to_string(),
+        };
+        let (held_v4, held_v6) = match self.method {
+            ReadMethod::Mapped => (
+                self.v4
+                    .read(&mut sources, None)
+                    .map_err(|e| failed("SOURCES_V4", &e))?,
+                self.v6
+                    .read(&mut sources, None)
+                    .map_err(|e| failed("SOURCES_V6", &e))?,
+            ),
+            ReadMethod::PerKey => {
+                let v4: Array<&MapData, V4Entry> =
+                    Array::try_from(maps.v4).map_err(|e| failed("SOURCES_V4", &one_line(&e)))?;
+                let v6: Array<&MapData, V6Entry> =
+                    Array::try_from(maps.v6).map_err(|e| failed("SOURCES_V6", &one_line(&e)))?;
+                (
+                    self.v4
+                        .read(&mut sources, Some(&v4))
+                        .map_err(|e| failed("SOURCES_V4", &e))?,
+                    self.v6
+                        .read(&mut sources, Some(&v6))
+                        .map_err(|e| failed("SOURCES_V6", &e))?,
+                )
+            }
+        };
+        self.last_lens = (self.v4.in_use, self.v6.in_use);
+        Ok(SourcesRead {
+            sources,
+            held_v4,
+            held_v6,
+        })
+    }
+
+    /// When a table holds more than seven eighths of `max_sources` after
+    /// the last read, retires its idle entries (no packet between the last
+    /// two reads), fewest packets first, down to three quarters. Returns
+    /// how many it retired.
+    pub fn retire_idle(&mut self) -> Result<usize, XdpstatError> {
+        let high = self.max_sources - self.max_sources / 8;
+        let low = self.max_sources * 3 / 4;
+        let wanted = |in_use: usize| if in_use > high { in_use - low } else { 0 };
+        let v4 = self.v4.idle(wanted(self.v4.in_use));
+        let v6 = self.v6.idle(wanted(self.v6.in_use));
+        if v4.is_empty() && v6.is_empty() {
+            return Ok(0);
+        }
+        let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
+            map: "source tables",
+            reason: format!("retiring idle entries: {what}: {e}"),
+        };
+        self.v4.drain(&v4).map_err(|e| failed("marking", e))?;
+        self.v6.drain(&v6).map_err(|e| failed("marking", e))?;
+        // From here on no program can still be adding to a drained entry.
+        self.grace
+            .wait()
+            .map_err(|e| failed("waiting for a grace period", e))?;
+        self.v4.clear(&v4).map_err(|e| failed("clearing", e))?;
+        self.v6.clear(&v6).map_err(|e| failed("clearing", e))?;
+        Ok(v4.len() + v6.len())
+    }
+}
