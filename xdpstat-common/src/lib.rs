@@ -34,7 +34,7 @@ pub const HASH_SEED_GLOBAL: &str = "HASH_SEED";
 
 /// Entries the datapath looks at for one source before giving up (the
 /// packet is then unattributed).
-pub const MAX_PROBES: u32 = 16;
+pub const MAX_PROBES: u32 = 32;
 /// Bytes in one page of a table, for [`PAGES_V4_MAP`] and [`PAGES_V6_MAP`].
 pub const TABLE_PAGE: usize = 4096;
 

@@ -13,7 +13,7 @@ use xdpstat::{
     snapshot::Snapshot,
     tables::ReadMethod,
 };
-use xdpstat_common::Counter;
+use xdpstat_common::{Counter, MAX_PROBES};
 
 const XDP_PASS: u32 = 2;
 
@@ -306,34 +306,40 @@ fn frames_shorter_than_an_ethernet_header_never_reach_the_program() {
 
 #[test]
 fn sources_beyond_the_tables_reach_are_unattributed() {
-    // Two planned sources make the smallest table: 16 entries, all within
-    // every source's reach.
+    // Two planned sources make the smallest table: MAX_PROBES entries, all
+    // within every source's reach.
     let Some(datapath) = load("sources_beyond_the_tables_reach_are_unattributed", 2) else {
         return;
     };
     common::pin_to_one_cpu();
+    let entries = MAX_PROBES as u8;
     let frame4 = |last| ipv4_frame(v4(last), &[], &[], 10);
     let frame6 = |last| ipv6_frame(v6(last), &[], &[], 10);
     let len4 = frame4(0).len() as u64;
     let len6 = frame6(0).len() as u64;
-    // Each source's packet settles when the next source shows up: sources
-    // 1-16 fill the table, 17-19 find no entry, 20 is the run in progress.
-    for last in 1..=20u8 {
+    // Each source's packet settles when the next source shows up: the
+    // first `entries` sources fill the table, the next three find no
+    // entry, and the last is the run in progress.
+    let last_source = entries + 4;
+    for last in 1..=last_source {
         run(&datapath, &frame4(last));
     }
     for last in 1..=3u16 {
         run(&datapath, &frame6(last));
     }
     let snapshot = snapshot(&datapath);
-    for last in (1..=16).chain([20]) {
+    for last in (1..=entries).chain([last_source]) {
         assert_eq!(
             snapshot.sources[&IpAddr::V4(v4(last))],
             c(1, len4),
             "{last}"
         );
     }
-    for last in 17..=19 {
-        assert!(!snapshot.sources.contains_key(&IpAddr::V4(v4(last))));
+    for last in entries + 1..last_source {
+        assert!(
+            !snapshot.sources.contains_key(&IpAddr::V4(v4(last))),
+            "{last}"
+        );
     }
     for last in 1..=3 {
         assert_eq!(
@@ -342,10 +348,15 @@ fn sources_beyond_the_tables_reach_are_unattributed() {
             "the IPv6 table is its own"
         );
     }
-    assert_eq!(snapshot.sources.len(), 17 + 3);
+    assert_eq!(snapshot.sources.len(), usize::from(entries) + 1 + 3);
     assert_eq!(snapshot.slots.unattributed_v4, c(3, 3 * len4));
     assert_eq!(snapshot.slots.unattributed_v6, c(0, 0));
-    assert_eq!(classes(&snapshot)[0], c(20, 20 * len4), "every IPv4 packet");
+    let total = u64::from(last_source);
+    assert_eq!(
+        classes(&snapshot)[0],
+        c(total, total * len4),
+        "every IPv4 packet"
+    );
     assert_eq!(classes(&snapshot)[1], c(3, 3 * len6), "every IPv6 packet");
 }
 
@@ -528,6 +539,62 @@ fn concurrent_counting_on_two_cpus_loses_nothing() {
         snapshot.sources[&IpAddr::V4(v4(6))],
         c(expected, expected * frame.len() as u64)
     );
+}
+
+#[test]
+fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
+    const SOURCES: u32 = 5_000;
+    const ROUNDS: u32 = 4;
+    // Tables for four times as many: no new source may miss an entry here.
+    let Some(datapath) = load(
+        "two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once",
+        4 * SOURCES,
+    ) else {
+        return;
+    };
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!(
+            "SKIPPED two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once: needs 2 CPUs"
+        );
+        return;
+    }
+    // Both CPUs walk the same sources in the same order, so they race to
+    // claim the same new entries; each packet runs alone, so every one
+    // settles through the table.
+    let frames: Vec<Vec<u8>> = (0..SOURCES)
+        .map(|n| {
+            let [_, _, hi, lo] = n.to_be_bytes();
+            ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10)
+        })
+        .collect();
+    let len = frames[0].len() as u64;
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        for cpu in 0..2 {
+            let (datapath, frames, start) = (&datapath, &frames, &start);
+            scope.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu index");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("pin the thread");
+                start.wait();
+                for _ in 0..ROUNDS {
+                    for frame in frames {
+                        run(datapath, frame);
+                    }
+                }
+            });
+        }
+    });
+    let snapshot = snapshot(&datapath);
+    let each = u64::from(2 * ROUNDS);
+    for n in 0..SOURCES {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        let address = IpAddr::V4(Ipv4Addr::new(198, 19, hi, lo));
+        assert_eq!(snapshot.sources[&address], c(each, each * len), "{address}");
+    }
+    assert_eq!(snapshot.sources.len(), SOURCES as usize);
+    assert_eq!(snapshot.unattributed(), c(0, 0));
 }
 
 #[test]
