@@ -78,8 +78,9 @@ pub struct AttachArgs {
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub mode: AttachMode,
 
-    /// Source entries per address family and interface; packets from sources
-    /// beyond that are counted as `unattributed`.
+    /// Sources per address family and interface the tables are planned for;
+    /// past 7/8 of it, idle sources are retired and their packets reported
+    /// as `unattributed`.
     #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sources: u32,
