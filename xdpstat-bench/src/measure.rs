@@ -254,7 +254,8 @@ pub struct ReportCost {
     pub sent: usize,
     pub sources: usize,
     pub unattributed: u64,
-    /// CPU time (user + system) of one interval, median, memory-mapped reads.
+    /// CPU time (user + system, CLOCK_THREAD_CPUTIME_ID) of one interval,
+    /// median, memory-mapped reads.
     pub mapped_cpu_ms: f64,
     /// The same with per-key reads.
     pub per_key_cpu_ms: f64,
@@ -329,20 +330,18 @@ pub fn report_cost(
     })
 }
 
-/// This thread's CPU time, user plus system.
+/// This thread's CPU time, user plus system, to the nanosecond
+/// (`getrusage` counts in scheduler ticks of 4 ms).
 fn cpu_time() -> Result<Duration> {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        if libc::getrusage(libc::RUSAGE_THREAD, &mut usage) != 0 {
-            return Err(io::Error::last_os_error()).context("getrusage");
-        }
-        usage
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let time = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    Ok(time(usage.ru_utime) + time(usage.ru_stime))
+    // SAFETY: clock_gettime fills the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return Err(io::Error::last_os_error()).context("clock_gettime");
+    }
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
 /// VmRSS and VmHWM of this process, in KiB.
