@@ -62,9 +62,9 @@ pub struct ReportArgs {
     #[arg(long, value_parser = parse_seconds)]
     pub duration: Option<Duration>,
 
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = Format::Plain)]
-    pub format: Format,
+    /// Report format [default: tui when stdout is a terminal, else plain].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Show only the N sources with most packets (default: 20 for plain, all for json).
     #[arg(long, value_name = "N")]
@@ -121,7 +121,7 @@ mod tests {
         .unwrap();
         assert_eq!(cli.interfaces, ["eth0", "eth1"]);
         assert_eq!(cli.report.interval, Duration::from_secs(5));
-        assert_eq!(cli.report.format, Format::Json);
+        assert_eq!(cli.report.format, Some(Format::Json));
         assert!(cli.command.is_none());
         let cli = Cli::try_parse_from(["xdpstat", "--mode", "generic", "eth0"]).unwrap();
         assert_eq!(cli.attach.mode, AttachMode::Generic);

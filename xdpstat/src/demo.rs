@@ -16,11 +16,11 @@ use crate::{
     datapath::Datapath,
     error::XdpstatError,
     frames::{self, VlanTag, ethertype},
-    live::{self, Watched},
+    live::Watched,
     netns::{Namespace, veth_pair},
     packet_socket::PacketSocket,
     privilege::{Needs, check_capabilities, check_kernel},
-    watch::{announce, detach_all, live_options},
+    watch::{announce, detach_all, show},
 };
 
 /// How long the demo runs without `--duration`.
@@ -66,7 +66,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
             traffic_done.store(true, Ordering::Relaxed);
             sent
         });
-        let result = live::run(&mut watched, live_options(&report), out, &|| {
+        let result = show(&mut watched, &report, out, &|| {
             stop.load(Ordering::Relaxed) || traffic_done.load(Ordering::Relaxed)
         });
         // A closed pipe or an output error ends the run before the traffic does.

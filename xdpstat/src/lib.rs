@@ -20,4 +20,7 @@ pub mod report;
 pub mod snapshot;
 pub mod sources;
 pub mod tables;
+pub mod top_view;
+pub mod tui;
+pub mod tui_render;
 pub mod watch;

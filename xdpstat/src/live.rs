@@ -31,6 +31,11 @@ pub trait CounterSource {
     fn after_read(&self) -> Result<(), XdpstatError> {
         Ok(())
     }
+
+    /// Sources per family the tables are planned for, if known.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl CounterSource for Datapath {
@@ -40,6 +45,10 @@ impl CounterSource for Datapath {
 
     fn after_read(&self) -> Result<(), XdpstatError> {
         self.retire_idle().map(drop)
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.max_sources() as usize)
     }
 }
 
@@ -77,14 +86,24 @@ impl<S: CounterSource> Watched<S> {
     /// One interval's work: reads the counters, computes the report against
     /// the last read, and keeps this read for the next one.
     pub fn report(&mut self, top: Option<usize>) -> Result<Report, XdpstatError> {
+        let interface = self.attached.interface.clone();
+        let attachment = self.attached.to_string();
+        let (previous, current) = self.advance()?;
+        let mut report = Report::between(&interface, &previous, current, top);
+        report.attachment = Some(attachment);
+        Ok(report)
+    }
+
+    /// Reads the counters and keeps the read for the next interval; returns
+    /// the previous read and this one. Housekeeping failures are printed
+    /// and counting goes on.
+    pub fn advance(&mut self) -> Result<(Snapshot, &Snapshot), XdpstatError> {
         let current = self.source.snapshot(&self.attached.interface)?;
-        let mut report = Report::between(&self.attached.interface, &self.previous, &current, top);
-        report.attachment = Some(self.attached.to_string());
-        self.previous = current;
+        let previous = std::mem::replace(&mut self.previous, current);
         if let Err(error) = self.source.after_read() {
             eprintln!("xdpstat: {}", one_line(&error));
         }
-        Ok(report)
+        Ok((previous, &self.previous))
     }
 }
 

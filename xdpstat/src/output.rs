@@ -13,6 +13,9 @@ pub enum Format {
     Plain,
     /// One JSON object per line, per interface, per interval.
     Json,
+    /// The full-screen live view (the default when stdout is a terminal);
+    /// the final report after it is plain text.
+    Tui,
 }
 
 impl Format {
@@ -20,7 +23,17 @@ impl Format {
     pub fn default_top(self) -> Option<usize> {
         match self {
             Self::Plain => Some(20),
-            Self::Json => None,
+            Self::Json | Self::Tui => None,
+        }
+    }
+
+    /// The format asked for, or the view on a terminal and plain text
+    /// anywhere else (a pipe, a file).
+    pub fn resolve(asked: Option<Format>, stdout_is_terminal: bool) -> Format {
+        match asked {
+            Some(format) => format,
+            None if stdout_is_terminal => Self::Tui,
+            None => Self::Plain,
         }
     }
 }
@@ -28,7 +41,7 @@ impl Format {
 /// Writes one report in `format`.
 pub fn write_report(out: &mut dyn Write, format: Format, report: &Report) -> io::Result<()> {
     match format {
-        Format::Plain => write_plain(out, report),
+        Format::Plain | Format::Tui => write_plain(out, report),
         Format::Json => {
             // `From` keeps the kind of an I/O error (a closed pipe stays BrokenPipe).
             serde_json::to_writer(&mut *out, report).map_err(io::Error::from)?;
@@ -92,6 +105,15 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         }
     }
     writeln!(out)
+}
+
+/// A count as people read it: exact below 1000, else with an SI prefix.
+pub fn human_count(value: u64) -> String {
+    if value < 1000 {
+        value.to_string()
+    } else {
+        si(value as f64)
+    }
 }
 
 /// A rate with an SI prefix (k, M, G, T) and one decimal.

@@ -77,6 +77,22 @@ fn sorted_and_merged<K: Ord + Copy>(mut sources: Vec<(K, Counter)>) -> Vec<(K, C
     sources
 }
 
+/// Each key of `now` with its counter in `now` and in `before` (both
+/// sorted by key).
+fn merge<'a, K: Ord + Copy>(
+    now: &'a [(K, Counter)],
+    before: &'a [(K, Counter)],
+) -> impl Iterator<Item = (K, Counter, Counter)> + 'a {
+    let mut earlier = before.iter().peekable();
+    now.iter().map(move |&(key, counter)| {
+        while earlier.next_if(|(k, _)| *k < key).is_some() {}
+        let before = earlier
+            .next_if(|(k, _)| *k == key)
+            .map_or(Counter::default(), |(_, c)| *c);
+        (key, counter, before)
+    })
+}
+
 fn find<K: Ord>(sources: &[(K, Counter)], key: &K) -> Option<usize> {
     sources.binary_search_by(|(k, _)| k.cmp(key)).ok()
 }
@@ -131,6 +147,19 @@ impl SourceTable {
             .v6
             .iter()
             .map(|(a, c)| (IpAddr::V6(Ipv6Addr::from(*a)), *c));
+        v4.chain(v6)
+    }
+
+    /// Every source with its counter here and in `earlier` (zero where
+    /// `earlier` does not have it), by walking both tables in address order.
+    pub fn since<'a>(
+        &'a self,
+        earlier: &'a SourceTable,
+    ) -> impl Iterator<Item = (IpAddr, Counter, Counter)> + 'a {
+        let v4 = merge(&self.v4, &earlier.v4)
+            .map(|(a, now, before)| (IpAddr::V4(Ipv4Addr::from(a)), now, before));
+        let v6 = merge(&self.v6, &earlier.v6)
+            .map(|(a, now, before)| (IpAddr::V6(Ipv6Addr::from(a)), now, before));
         v4.chain(v6)
     }
 
@@ -202,5 +231,35 @@ mod tests {
             ]
         );
         assert!(!table.contains_key(&"198.18.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn since_pairs_every_source_with_its_earlier_counter() {
+        let earlier: SourceTable = [
+            ("198.18.0.1".parse().unwrap(), c(1, 10)),
+            ("198.18.0.3".parse().unwrap(), c(3, 30)),
+            ("198.18.0.9".parse().unwrap(), c(9, 90)),
+            ("2001:db8::1".parse().unwrap(), c(5, 50)),
+        ]
+        .into_iter()
+        .collect();
+        let now: SourceTable = [
+            ("198.18.0.2".parse().unwrap(), c(2, 20)),
+            ("198.18.0.3".parse().unwrap(), c(4, 40)),
+            ("2001:db8::1".parse().unwrap(), c(6, 60)),
+            ("2001:db8::2".parse().unwrap(), c(1, 1)),
+        ]
+        .into_iter()
+        .collect();
+        let pairs: Vec<(IpAddr, Counter, Counter)> = now.since(&earlier).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("198.18.0.2".parse().unwrap(), c(2, 20), c(0, 0)),
+                ("198.18.0.3".parse().unwrap(), c(4, 40), c(3, 30)),
+                ("2001:db8::1".parse().unwrap(), c(6, 60), c(5, 50)),
+                ("2001:db8::2".parse().unwrap(), c(1, 1), c(0, 0)),
+            ]
+        );
     }
 }

@@ -2,15 +2,17 @@
 //! detach. Also the pieces the demo shares: start-up checks and detaching.
 
 use std::{
-    io::Write,
+    io::{IsTerminal as _, Write},
     sync::atomic::{AtomicBool, Ordering},
 };
 
 use crate::{
     cli::{AttachArgs, ReportArgs},
     error::XdpstatError,
-    live::{self, LiveOptions, Watched},
+    live::{self, Ended, LiveOptions, Watched},
+    output::{Format, write_report},
     privilege::{Needs, check_capabilities, check_kernel},
+    tui,
 };
 
 /// Watches `interfaces` until `stop` is set, `--duration` passes or stdout closes.
@@ -37,21 +39,45 @@ pub fn watch(
         announce(&one);
         watched.push(one);
     }
-    let result = live::run(&mut watched, live_options(report), out, &|| {
-        stop.load(Ordering::Relaxed)
-    });
+    let result = show(&mut watched, report, out, &|| stop.load(Ordering::Relaxed));
     let detached = detach_all(&mut watched);
     result?;
     detached
 }
 
+/// Reports until `stop` says so, `--duration` passes or stdout closes: as
+/// a stream of reports, or in the full-screen view followed by a final
+/// plain report once the terminal is given back.
+pub fn show(
+    watched: &mut [Watched],
+    report: &ReportArgs,
+    out: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+) -> Result<Ended, XdpstatError> {
+    let options = live_options(report, std::io::stdout().is_terminal());
+    if options.format != Format::Tui {
+        return live::run(watched, options, out, stop);
+    }
+    let ended = tui::run(watched, options, stop)?;
+    let top = report.top.or(Format::Plain.default_top());
+    for one in watched.iter_mut() {
+        let last = one.report(top)?;
+        match write_report(out, Format::Plain, &last) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            other => other.map_err(XdpstatError::Output)?,
+        }
+    }
+    Ok(ended)
+}
+
 /// The loop's options from the command line.
-pub fn live_options(report: &ReportArgs) -> LiveOptions {
+pub fn live_options(report: &ReportArgs, stdout_is_terminal: bool) -> LiveOptions {
+    let format = Format::resolve(report.format, stdout_is_terminal);
     LiveOptions {
         interval: report.interval,
         duration: report.duration,
-        format: report.format,
-        top: report.top.or(report.format.default_top()),
+        format,
+        top: report.top.or(format.default_top()),
     }
 }
 

@@ -1,0 +1,156 @@
+//! The real binary in a real terminal: `xdpstat` under tmux, attached in a
+//! private namespace, shows the full-screen view with the right counts,
+//! quits on `q` and on SIGTERM, and leaves no program attached and a shell
+//! that still works behind it.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{PATIENCE, TestNet, ipv4_frame};
+
+/// A tmux session of its own, killed when dropped.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    /// A 120x40 terminal running a plain shell, or `None` without tmux.
+    fn start(test: &str) -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test} must run in CI, where .ci/setup installs tmux"
+            );
+            eprintln!("SKIPPED {test}: needs tmux");
+            return None;
+        }
+        let name = format!("xdpstat-test-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40"])
+            .args([
+                "env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "TERM=xterm-256color",
+            ])
+            .args(["bash", "--norc", "--noprofile"])
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session");
+        Some(Self { name })
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+
+    fn screen(&self) -> String {
+        let output = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `wanted`; returns it.
+    fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let screen = self.screen();
+            if wanted(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiting for {what}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+/// A table line of the view: the address, then its packet count.
+fn row_shows(screen: &str, address: &str, packets: u64) -> bool {
+    screen.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some(address) && words.next() == Some(packets.to_string().as_str())
+    })
+}
+
+#[test]
+fn the_view_in_a_real_terminal_counts_quits_and_gives_the_terminal_back() {
+    let test = "the_view_in_a_real_terminal_counts_quits_and_gives_the_terminal_back";
+    if !common::privileged(test) {
+        return;
+    }
+    let Some(tmux) = Tmux::start(test) else {
+        return;
+    };
+    let net = TestNet::new();
+    let binary = env!("CARGO_BIN_EXE_xdpstat");
+    let run = |marker: &str| {
+        format!(
+            "ip netns exec {} {binary} --interval 0.2 --top {marker} xs0; echo xdpstat-exit-$?",
+            net.watched.name()
+        )
+    };
+    tmux.send(&[&run("41"), "Enter"]);
+    tmux.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+    let a = ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100);
+    let b = ipv4_frame(Ipv4Addr::new(198, 18, 200, 2), &[], 500);
+    net.send(&a, 50);
+    net.send(&b, 30);
+    tmux.wait_for("both sources with their counts", |s| {
+        row_shows(s, "198.18.0.1", 50) && row_shows(s, "198.18.200.2", 30)
+    });
+    // Sorting by address puts 198.18.0.1 first.
+    tmux.send(&["s", "s", "s", "s"]);
+    tmux.wait_for("sorted by address", |s| s.contains("sort: address"));
+    tmux.send(&["q"]);
+    let screen = tmux.wait_for("exit 0", |s| s.contains("xdpstat-exit-0"));
+    assert!(
+        screen.contains("198.18.0.1") && screen.contains("sources: 2"),
+        "the final plain report follows the view:\n{screen}"
+    );
+    assert!(!net.xdp_attached(), "q detaches");
+    tmux.send(&["echo shell-works-$((40+2))", "Enter"]);
+    tmux.wait_for("a working shell", |s| s.contains("shell-works-42"));
+
+    // Again, ended by SIGTERM this time.
+    tmux.send(&["clear", "Enter"]);
+    tmux.send(&[&run("43"), "Enter"]);
+    tmux.wait_for("the view again", |s| {
+        s.contains("xs0 (") && s.contains("? help")
+    });
+    let killed = Command::new("pkill")
+        .args([
+            "-TERM",
+            "-f",
+            &format!("{binary} --interval 0.2 --top 43 xs0"),
+        ])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "found the second xdpstat");
+    tmux.wait_for("exit 0 after SIGTERM", |s| s.contains("xdpstat-exit-0"));
+    assert!(!net.xdp_attached(), "SIGTERM detaches");
+    tmux.send(&["echo still-works-$((40+3))", "Enter"]);
+    tmux.wait_for("a working shell", |s| s.contains("still-works-43"));
+}
