@@ -39,6 +39,32 @@ pub enum Command {
     /// one end, send traffic from a handful of IPv4 and IPv6 sources (some
     /// VLAN-tagged) from the other, show the live report, and remove it all.
     Demo(DemoArgs),
+    /// Run every Ethernet frame of pcap or pcapng captures through the XDP
+    /// program with BPF_PROG_TEST_RUN (no interface is touched) and print
+    /// the report a live run would have printed, one per file.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Captures to replay (pcap in either byte order, micro- or nanosecond,
+    /// or pcapng), each with a report of its own.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// Report format (plain or json; the JSON object has the file as its
+    /// interface and a null interval_s).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Show only the N sources with most packets (default: 20 for plain, all for json).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+
+    /// Sources per address family the program's tables are planned for.
+    #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_sources: u32,
 }
 
 #[derive(Debug, Args)]

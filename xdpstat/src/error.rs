@@ -134,6 +134,20 @@ pub enum XdpstatError {
     },
 
     /// Writing the report failed.
+    /// A capture `xdpstat replay` cannot read, or not to the end.
+    #[error("{file}: {reason}")]
+    Capture {
+        /// The file as named on the command line.
+        file: String,
+        /// What is wrong, with the byte offset where it applies.
+        reason: String,
+    },
+
+    /// Some of the captures given to `xdpstat replay` could not be read
+    /// whole; each was named on stderr.
+    #[error("{failed} of {files} captures could not be replayed whole (see above)")]
+    SomeCapturesFailed { failed: usize, files: usize },
+
     #[error("writing the report failed: {0}")]
     Output(#[source] io::Error),
 }

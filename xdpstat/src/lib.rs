@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod bpf_sys;
+pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod netns;
 pub mod output;
 pub mod packet_socket;
 pub mod privilege;
+pub mod replay;
 pub mod report;
 pub mod snapshot;
 pub mod sources;

@@ -11,6 +11,7 @@ use xdpstat::{
     cli::{Cli, Command},
     demo::demo,
     error::{XdpstatError, one_line},
+    replay::replay,
     watch::watch,
 };
 
@@ -18,6 +19,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // Partial success: the readable captures were reported.
+        Err(error @ XdpstatError::SomeCapturesFailed { .. }) => {
+            eprintln!("xdpstat: {}", one_line(&error));
+            ExitCode::from(1)
+        }
         Err(error) => {
             eprintln!("xdpstat: {}", one_line(&error));
             ExitCode::from(2)
@@ -39,6 +45,7 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
     let mut out = stdout.lock();
     match &cli.command {
         Some(Command::Demo(args)) => demo(args, &mut out, &stop),
+        Some(Command::Replay(args)) => replay(args, &mut out, &stop),
         None => watch(&cli.interfaces, &cli.report, &cli.attach, &mut out, &stop),
     }
 }
