@@ -46,7 +46,7 @@ fn run() -> Result<()> {
         .context("XDPSTAT_BENCH_SCALE")?
         .unwrap_or(1.0);
     let scaled = |n: f64| (n * scale).max(1.0) as usize;
-    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,report picks sections (all by default).
+    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,report picks sections (all by default).
     let only = std::env::var("XDPSTAT_BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     let started = Instant::now();
@@ -71,6 +71,19 @@ fn run() -> Result<()> {
             let flood = measure::flood(&link, &flood_sources, &big_sent, 3)?;
             print_flood(&flood, &zipf);
         }
+    }
+    if wanted("replay") {
+        let frames = scaled(2_000_000.0);
+        let speed = measure::replay_speed(frames)?;
+        let rate = speed.frames as f64 / speed.seconds;
+        println!(
+            "6. Replay: {} 64-byte frames from a pcap file through BPF_PROG_TEST_RUN, every CPU\n   \
+             {:.2} s, {:.2} M frames/s (target >= 1.00: {})\n",
+            speed.frames,
+            speed.seconds,
+            rate / 1e6,
+            verdict(rate >= 1e6)
+        );
     }
     if wanted("report") {
         let million = scaled(1_000_000.0) as u32;

@@ -357,3 +357,44 @@ fn memory_status() -> Result<(u64, u64)> {
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// Replay speed: `frames` 64-byte frames from 20,000 Zipf-spread sources
+/// in a pcap file, replayed as `xdpstat replay` does it; frames per second
+/// of wall time, the program's load included.
+pub struct ReplaySpeed {
+    pub frames: u64,
+    pub seconds: f64,
+}
+
+pub fn replay_speed(frames: usize) -> Result<ReplaySpeed> {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let sources = crate::traffic::zipf_sources(frames, 20_000, 3)?;
+    let path = std::env::temp_dir().join(format!("xdpstat-bench-{}.pcap", std::process::id()));
+    let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let mut writer = PcapWriter::new(file)?;
+    for (n, &source) in sources.iter().enumerate() {
+        let frame = ipv4_frame(source);
+        let timestamp = Duration::from_secs(1_795_000_000) + Duration::from_micros(n as u64);
+        writer.write_packet(&PcapPacket::new(timestamp, frame.len() as u32, &frame))?;
+    }
+    drop(writer);
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let outcome = xdpstat::replay::replay_file(&path, DEFAULT_MAX_SOURCES, &stop);
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    let (snapshot, replayed, problem) = outcome?;
+    if let Some(problem) = problem {
+        bail!("replay stopped early: {problem}");
+    }
+    if snapshot.totals().ipv4.packets != frames as u64 {
+        bail!(
+            "replay counted {} of {frames} frames",
+            snapshot.totals().ipv4.packets
+        );
+    }
+    Ok(ReplaySpeed {
+        frames: replayed.frames,
+        seconds,
+    })
+}

@@ -5,8 +5,9 @@
 //!
 //! 1. Ethernet header (14 bytes), then up to two VLAN tags (TPID 0x8100 or
 //!    0x88A8, 4 bytes each).
-//! 2. Ethertype 0x0800 with at least 20 bytes of IPv4 header, version 4 and
-//!    IHL >= 5: class `ipv4`, counted under the IPv4 source address.
+//! 2. Ethertype 0x0800 with version 4, IHL >= 5 and the whole header (IHL x 4
+//!    bytes, options included) in the frame: class `ipv4`, counted under the
+//!    IPv4 source address.
 //! 3. Ethertype 0x86DD with at least 40 bytes of IPv6 header and version 6:
 //!    class `ipv6`, counted under the IPv6 source address.
 //! 4. Ethertype 0x0800 or 0x86DD failing those checks, or a frame that ends
@@ -191,7 +192,8 @@ fn classify(start: usize, end: usize) -> Verdict {
             // SAFETY: `in_frame` checked the 20 header bytes are in the frame.
             Some(ip) => unsafe {
                 let version_ihl = *(ip as *const u8);
-                if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
+                let header_len = usize::from(version_ihl & 0x0f) * 4;
+                if version_ihl >> 4 != 4 || header_len < IPV4_HLEN || ip + header_len > end {
                     return Verdict::Malformed;
                 }
                 Verdict::Ipv4(core::ptr::read_unaligned((ip + 12) as *const Ipv4Key))
@@ -288,10 +290,6 @@ impl Entry for V6Entry {
     }
 }
 
-/// Re-reads of a state word another CPU is filling in (it takes
-/// nanoseconds: XDP does not sleep or get preempted) before a probe moves on.
-const CLAIM_WAIT: u32 = 64;
-
 /// Settles a finished run into its source's table entry, creating the entry
 /// for a new source. With no entry within reach, the run stays in
 /// `settled` only and user space reports it as unattributed.
@@ -306,7 +304,9 @@ fn settle<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address, 
     };
     let start = home(E::hash(address, seed), entries);
     // A second pass only after losing a claim race to another CPU, which
-    // was most likely adding the same source.
+    // was most likely adding the same source. An entry another CPU is still
+    // filling in is passed by, so two CPUs meeting a new source at the same
+    // instant may give it two entries; user space adds them up.
     for _ in 0..2 {
         match probe(table, address, start, entries) {
             Probe::Found(entry) => {
@@ -368,13 +368,7 @@ fn probe<'a, E: Entry>(
         };
         // SAFETY: a live table entry; its state word is read whole.
         let entry = unsafe { &mut *entry };
-        let mut state = unsafe { core::ptr::read_volatile(entry.state()) };
-        let mut waited = 0;
-        while state == entry_state::CLAIMED && waited < CLAIM_WAIT {
-            // SAFETY: as above.
-            state = unsafe { core::ptr::read_volatile(entry.state()) };
-            waited += 1;
-        }
+        let state = unsafe { core::ptr::read_volatile(entry.state()) };
         match state {
             entry_state::READY if entry.holds(address) => return Probe::Found(entry),
             entry_state::EMPTY | entry_state::RETIRED if free.is_none() => {

@@ -8,7 +8,11 @@ use std::{
     fs::File,
     io::{IsTerminal as _, Write},
     path::Path,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -104,7 +108,7 @@ pub fn replay(
 
 /// Replays one file: the snapshot after it, what ran, and the problem that
 /// ended it early, if one did.
-fn replay_file(
+pub fn replay_file(
     path: &Path,
     max_sources: u32,
     stop: &AtomicBool,
@@ -130,37 +134,55 @@ fn replay_file(
     let mut replayed = Replayed::default();
     let started = Instant::now();
     let mut progress: Option<ProgressBar> = None;
-    let mut padded = Vec::with_capacity(LONGEST_FRAME);
-    let mut run_error = None;
-    let outcome = capture::read(&bytes, |frame: Frame<'_>| {
-        if run_error.is_some() || stop.load(Ordering::Relaxed) {
-            return;
+    // The reader fills batches of frames; one worker per CPU runs them, so
+    // the test-run system calls of several CPUs overlap. Frames run out of
+    // order across CPUs, which changes no count.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (batches, incoming) = mpsc::sync_channel::<Batch>(2 * workers);
+    let incoming = Mutex::new(incoming);
+    let (outcome, run_error) = std::thread::scope(|scope| {
+        let runners: Vec<_> = (0..workers)
+            .map(|_| scope.spawn(|| run_batches(&datapath, &incoming, stop)))
+            .collect();
+        let mut batch = Batch::default();
+        let mut sending = true;
+        let outcome = capture::read(&bytes, |frame: Frame<'_>| {
+            if !sending || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            replayed.first.get_or_insert(frame.timestamp);
+            replayed.last = Some(frame.timestamp);
+            if frame.data.len() < ETHERNET_HEADER {
+                replayed.runts += 1;
+                return;
+            }
+            // A capture cut to a snap length still counts the wire length,
+            // as the live program would: the missing tail is zeros.
+            let wire = (frame.wire_len as usize)
+                .clamp(frame.data.len(), LONGEST_FRAME.max(frame.data.len()));
+            batch.push(&frame.data, wire);
+            replayed.frames += 1;
+            if batch.is_full() {
+                // A closed channel means every runner stopped on an error.
+                sending = batches.send(std::mem::take(&mut batch)).is_ok();
+            }
+            if replayed.frames % 65_536 == 0 {
+                show_progress(&mut progress, started, &bytes, frame.data.as_ptr());
+            }
+        });
+        if sending && !batch.is_empty() {
+            let _ = batches.send(batch);
         }
-        replayed.first.get_or_insert(frame.timestamp);
-        replayed.last = Some(frame.timestamp);
-        if frame.data.len() < ETHERNET_HEADER {
-            replayed.runts += 1;
-            return;
-        }
-        // A capture cut to a snap length still counts the wire length, as
-        // the live program would: the missing tail is zeros.
-        let wire = (frame.wire_len as usize).min(LONGEST_FRAME);
-        let data: &[u8] = if wire > frame.data.len() {
-            padded.clear();
-            padded.extend_from_slice(&frame.data);
-            padded.resize(wire, 0);
-            &padded
-        } else {
-            &frame.data
-        };
-        if let Err(error) = datapath.test_run(data) {
-            run_error = Some(one_line(&error));
-            return;
-        }
-        replayed.frames += 1;
-        if replayed.frames % 65_536 == 0 {
-            show_progress(&mut progress, started, &bytes, frame.data.as_ptr());
-        }
+        drop(batches);
+        let run_error = runners
+            .into_iter()
+            .map(|runner| {
+                runner
+                    .join()
+                    .unwrap_or_else(|_| Err("a replay thread panicked".into()))
+            })
+            .find_map(Result::err);
+        (outcome, run_error)
     });
     if let Some(bar) = progress {
         bar.finish_and_clear();
@@ -178,6 +200,64 @@ fn replay_file(
             Err(failed(error.to_string()))
         }
         Err(error) => Ok((snapshot, replayed, Some(error))),
+    }
+}
+
+/// Frames to run, packed into one buffer.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    const FRAMES: usize = 1024;
+
+    /// Adds `data` zero-padded to `len` bytes.
+    fn push(&mut self, data: &[u8], len: usize) {
+        self.bytes.extend_from_slice(data);
+        self.bytes.resize(self.bytes.len() + len - data.len(), 0);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn is_full(&self) -> bool {
+        self.ends.len() >= Self::FRAMES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn frames(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+    }
+}
+
+/// One worker: runs batches until the channel closes; the first failed
+/// test run ends it (and, once all have ended, the reader's sends fail).
+fn run_batches(
+    datapath: &Datapath,
+    incoming: &Mutex<mpsc::Receiver<Batch>>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    loop {
+        let batch = match incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv()
+        {
+            Ok(batch) => batch,
+            Err(_) => return Ok(()),
+        };
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        for frame in batch.frames() {
+            datapath.test_run(frame).map_err(|e| one_line(&e))?;
+        }
     }
 }
 
