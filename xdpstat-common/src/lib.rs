@@ -147,19 +147,16 @@ impl Counter {
     }
 }
 
-/// Everything one CPU counts outside the source maps, in one per-CPU array
-/// slot so that a packet costs one (inlined) array lookup on top of parsing.
+/// Everything one CPU counts outside the source tables, in one per-CPU
+/// array slot so that a packet costs one (inlined) array lookup on top of
+/// parsing.
 ///
 /// A *run* is a sequence of consecutive packets from one source on one CPU.
 /// While packets keep coming from the run's source, the datapath only bumps
-/// the run's counter; the first packet from another source *settles* the run
-/// (adds it to the source's table entry and to `settled_*`) and starts a new
-/// one. A run counter with no packets means no run.
-///
-/// Per family, the packets the CPU has seen are `settled + run`. Settled
-/// packets that no table entry holds (no free entry within reach, or user
-/// space retired the entry) are the family's `unattributed` count, which
-/// user space computes as `settled` minus what the family's table holds.
+/// the run's counter; the first packet from another source starts a new run
+/// and *settles* the old one into the source's table entry, or, when no
+/// entry within reach can take it, into `unattributed_*`. A run counter with
+/// no packets means no run.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
@@ -168,10 +165,10 @@ pub struct CpuState {
     /// IPv4/IPv6 ethertype with a header that fails the checks, or a frame
     /// that ends inside the Ethernet header or a VLAN tag.
     pub malformed: Counter,
-    /// IPv4 packets of settled runs.
-    pub settled_v4: Counter,
-    /// IPv6 packets of settled runs.
-    pub settled_v6: Counter,
+    /// IPv4 runs no table entry could take.
+    pub unattributed_v4: Counter,
+    /// IPv6 runs no table entry could take.
+    pub unattributed_v6: Counter,
     /// The current IPv4 run.
     pub run_v4: Counter,
     /// The current IPv6 run.

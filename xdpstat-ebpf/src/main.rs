@@ -31,8 +31,8 @@
 //! (one cache line) in the common case, where a BPF hash map costs a bucket
 //! and an element, and user space reads a million sources by walking
 //! memory. Entries are shared by all CPUs and updated with atomic adds.
-//! A run no entry within reach can take still counts in `settled_*`, so user
-//! space reports it as unattributed: nothing is lost silently. Headers are read
+//! A run no entry within reach can take counts in the CPU's
+//! `unattributed_*` instead, so nothing is lost silently. Headers are read
 //! from the frame's linear part, which always holds them for frames the
 //! kernel builds (drivers and BPF_PROG_TEST_RUN put at least the first page
 //! there).
@@ -123,32 +123,34 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
             if state.run_v4.packets != 0 && state.run_v4_source == source {
                 bump(&mut state.run_v4, len);
             } else {
-                if state.run_v4.packets != 0 {
-                    let run = state.run_v4;
-                    add(&mut state.settled_v4, &run);
-                    settle::<V4Entry>(&SOURCES_V4, &PAGES_V4, &state.run_v4_source, &run);
-                }
+                // The new run goes in first, the old one into the table
+                // after: a reader racing this misses the old run for one
+                // read rather than counting it twice.
+                let (finished, finished_source) = (state.run_v4, state.run_v4_source);
+                start_run(&mut state.run_v4, len);
                 state.run_v4_source = source;
-                state.run_v4 = Counter {
-                    packets: 1,
-                    bytes: len,
-                };
+                if finished.packets != 0
+                    && !settle::<V4Entry>(&SOURCES_V4, &PAGES_V4, &finished_source, &finished)
+                {
+                    add(&mut state.unattributed_v4, &finished);
+                }
             }
         }
         Verdict::Ipv6(source) => {
             if state.run_v6.packets != 0 && words(&state.run_v6_source) == words(&source) {
                 bump(&mut state.run_v6, len);
             } else {
-                if state.run_v6.packets != 0 {
-                    let run = state.run_v6;
-                    add(&mut state.settled_v6, &run);
-                    settle::<V6Entry>(&SOURCES_V6, &PAGES_V6, &state.run_v6_source, &run);
-                }
+                // The new run goes in first, the old one into the table
+                // after: a reader racing this misses the old run for one
+                // read rather than counting it twice.
+                let (finished, finished_source) = (state.run_v6, state.run_v6_source);
+                start_run(&mut state.run_v6, len);
                 state.run_v6_source = source;
-                state.run_v6 = Counter {
-                    packets: 1,
-                    bytes: len,
-                };
+                if finished.packets != 0
+                    && !settle::<V6Entry>(&SOURCES_V6, &PAGES_V6, &finished_source, &finished)
+                {
+                    add(&mut state.unattributed_v6, &finished);
+                }
             }
         }
         Verdict::NonIp => bump(&mut state.non_ip, len),
@@ -291,10 +293,14 @@ impl Entry for V6Entry {
 }
 
 /// Settles a finished run into its source's table entry, creating the entry
-/// for a new source. With no entry within reach, the run stays in
-/// `settled` only and user space reports it as unattributed.
+/// for a new source; false when no entry within reach could take it.
 #[inline(always)]
-fn settle<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address, run: &Counter) {
+fn settle<E: Entry>(
+    table: &Array<E>,
+    pages: &Array<u64>,
+    address: &E::Address,
+    run: &Counter,
+) -> bool {
     // SAFETY: constants the loader wrote before loading.
     let (entries, seed) = unsafe {
         (
@@ -313,7 +319,7 @@ fn settle<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address, 
                 // SAFETY: a live table entry; the adds are atomic because
                 // every CPU counting this source adds to it.
                 unsafe { atomic_add(entry.counter(), run) };
-                return;
+                return true;
             }
             Probe::Free(entry, index, was) => {
                 // SAFETY: a live table entry.
@@ -329,12 +335,13 @@ fn settle<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address, 
                         // SAFETY: a live array value; any CPU may set it to 1.
                         unsafe { core::ptr::write_volatile(flag, 1) };
                     }
-                    return;
+                    return true;
                 }
             }
-            Probe::Full => return,
+            Probe::Full => return false,
         }
     }
+    false
 }
 
 /// What a probe found.
@@ -417,6 +424,17 @@ unsafe fn atomic_add(counter: *mut Counter, run: &Counter) {
         let bytes = &raw mut (*counter).bytes;
         core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) packets, in(reg) run.packets);
         core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) bytes, in(reg) run.bytes);
+    }
+}
+
+/// Starts a run with one packet of `len` bytes (volatile, so the compiler
+/// keeps it ahead of settling the run it replaces).
+#[inline(always)]
+fn start_run(run: &mut Counter, len: u64) {
+    // SAFETY: plain stores to a live counter.
+    unsafe {
+        core::ptr::write_volatile(&raw mut run.packets, 1);
+        core::ptr::write_volatile(&raw mut run.bytes, len);
     }
 }
 

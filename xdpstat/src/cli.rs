@@ -29,8 +29,26 @@ pub struct Cli {
     #[command(flatten)]
     pub attach: AttachArgs,
 
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Prometheus metrics, next to whatever `--format` shows.
+#[derive(Debug, Args, Clone)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9435) at
+    /// /metrics; a non-loopback address gets a warning, since the metrics
+    /// name traffic sources.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Per-source series: the N sources with the highest packet rate, plus
+    /// one source="other" series for the rest.
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_TOP)]
+    pub metrics_top: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +92,9 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub attach: AttachArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// How reports look and how often they come.

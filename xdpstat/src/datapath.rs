@@ -261,17 +261,17 @@ impl Datapath {
 
     /// Reads every counter into a snapshot. `interface` only labels errors.
     ///
-    /// The source maps are read before the CPU states: a run settled in
-    /// between is then missing from this snapshot (and in the next one),
-    /// never counted twice.
+    /// The tables are read before the CPU states, and the program starts a
+    /// new run before it settles the old one: a run settled in between is
+    /// missing from this snapshot (and in the next one), not counted twice.
     pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         let taken = Instant::now();
         let wall = SystemTime::now();
         let maps = self.table_maps()?;
         let SourcesRead {
             sources,
-            held_v4,
-            held_v6,
+            retired_v4,
+            retired_v6,
         } = self.lock_tables().read(&maps, interface)?;
         let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
         let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
@@ -280,7 +280,7 @@ impl Datapath {
             reason: one_line(&e),
         })?;
         let mut sources = sources;
-        let slots = fold_cpu_states(&states, held_v4, held_v6, &mut sources);
+        let slots = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
         Ok(Snapshot {
             taken,
             wall,
@@ -372,22 +372,25 @@ fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatErr
         })
 }
 
-/// Adds the CPUs' current runs to their sources and sums the class counters.
-/// `held_*` are what the source maps' entries hold; settled packets beyond
-/// that are unattributed.
+/// Adds the CPUs' current runs to their sources and sums the class
+/// counters. Unattributed is what the CPUs could not settle into an entry
+/// plus `retired_*`, what retired entries had counted.
 fn fold_cpu_states(
     states: &PerCpuValues<CpuState>,
-    held_v4: Counter,
-    held_v6: Counter,
+    retired_v4: Counter,
+    retired_v6: Counter,
     sources: &mut SourceTableBuilder,
 ) -> ClassSlots {
-    let mut slots = ClassSlots::default();
-    let (mut settled_v4, mut settled_v6) = (Counter::default(), Counter::default());
+    let mut slots = ClassSlots {
+        unattributed_v4: retired_v4,
+        unattributed_v6: retired_v6,
+        ..ClassSlots::default()
+    };
     for state in states.iter() {
         slots.non_ip.add(&state.non_ip);
         slots.malformed.add(&state.malformed);
-        settled_v4.add(&state.settled_v4);
-        settled_v6.add(&state.settled_v6);
+        slots.unattributed_v4.add(&state.unattributed_v4);
+        slots.unattributed_v6.add(&state.unattributed_v6);
         if state.run_v4.packets != 0 {
             sources.push_v4(state.run_v4_source, state.run_v4);
         }
@@ -395,7 +398,5 @@ fn fold_cpu_states(
             sources.push_v6(state.run_v6_source, state.run_v6);
         }
     }
-    slots.unattributed_v4 = settled_v4.saturating_sub(&held_v4);
-    slots.unattributed_v6 = settled_v6.saturating_sub(&held_v6);
     slots
 }

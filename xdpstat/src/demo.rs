@@ -20,7 +20,7 @@ use crate::{
     netns::{Namespace, veth_pair},
     packet_socket::PacketSocket,
     privilege::{Needs, check_capabilities, check_kernel},
-    watch::{announce, detach_all, show},
+    watch::{announce, detach_all, serve_metrics, show},
 };
 
 /// How long the demo runs without `--duration`.
@@ -54,6 +54,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     let attached = watched_ns.run(|| datapath.attach(WATCHED_LINK, args.attach.mode))??;
     let mut watched = vec![Watched::new(attached, datapath)];
     announce(&watched[0]);
+    let server = serve_metrics(&mut watched, &args.metrics)?;
 
     // The traffic thread decides when the run ends (its deadline or a stop
     // request), so the final report holds every frame it sent.
@@ -79,6 +80,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
         });
         (result, traffic)
     });
+    drop(server);
     let detached = detach_all(&mut watched);
     drop(watched);
     drop(sender_ns);

@@ -148,6 +148,13 @@ pub enum XdpstatError {
     #[error("{failed} of {files} captures could not be replayed whole (see above)")]
     SomeCapturesFailed { failed: usize, files: usize },
 
+    /// The metrics server cannot start.
+    #[error("metrics on {address}: {reason}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        reason: String,
+    },
+
     #[error("writing the report failed: {0}")]
     Output(#[source] io::Error),
 }

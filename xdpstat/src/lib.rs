@@ -13,6 +13,8 @@ pub mod error;
 pub mod frames;
 pub mod live;
 pub mod mapped;
+pub mod metrics;
+pub mod metrics_server;
 pub mod netns;
 pub mod output;
 pub mod packet_socket;

@@ -52,11 +52,16 @@ impl CounterSource for Datapath {
     }
 }
 
+/// Told of every read: the previous snapshot, this one, and how long
+/// the read took.
+pub type Observer = Box<dyn FnMut(&Snapshot, &Snapshot, Duration) + Send>;
+
 /// One interface being counted.
 pub struct Watched<S = Datapath> {
     pub attached: Attached,
     pub source: S,
     previous: Snapshot,
+    observer: Option<Observer>,
 }
 
 impl Watched<Datapath> {
@@ -80,7 +85,13 @@ impl<S: CounterSource> Watched<S> {
             attached,
             source,
             previous: Snapshot::empty(),
+            observer: None,
         }
+    }
+
+    /// Has `observer` told of every read from now on (the metrics exporter).
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     /// One interval's work: reads the counters, computes the report against
@@ -98,7 +109,12 @@ impl<S: CounterSource> Watched<S> {
     /// the previous read and this one. Housekeeping failures are printed
     /// and counting goes on.
     pub fn advance(&mut self) -> Result<(Snapshot, &Snapshot), XdpstatError> {
+        let started = Instant::now();
         let current = self.source.snapshot(&self.attached.interface)?;
+        let took = started.elapsed();
+        if let Some(observer) = &mut self.observer {
+            observer(&self.previous, &current, took);
+        }
         let previous = std::mem::replace(&mut self.previous, current);
         if let Err(error) = self.source.after_read() {
             eprintln!("xdpstat: {}", one_line(&error));

@@ -46,6 +46,13 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
     match &cli.command {
         Some(Command::Demo(args)) => demo(args, &mut out, &stop),
         Some(Command::Replay(args)) => replay(args, &mut out, &stop),
-        None => watch(&cli.interfaces, &cli.report, &cli.attach, &mut out, &stop),
+        None => watch(
+            &cli.interfaces,
+            &cli.report,
+            &cli.attach,
+            &cli.metrics,
+            &mut out,
+            &stop,
+        ),
     }
 }

@@ -7,8 +7,7 @@
 //! a time; pages no entry ever used are skipped.
 //! Retiring is exact: the entry is marked draining (probes pass it by), a
 //! grace period ensures no program still adds to it, then it is cleared for
-//! reuse. What it counted after the last read is in the family's settled
-//! count but in no entry, so reports show it as unattributed.
+//! reuse; its final counts, read then, are reported as unattributed.
 
 use std::{
     marker::PhantomData,
@@ -45,9 +44,9 @@ pub enum ReadMethod {
 /// One read of both tables.
 pub struct SourcesRead {
     pub sources: SourceTableBuilder,
-    /// What the IPv4 and IPv6 tables hold, summed.
-    pub held_v4: Counter,
-    pub held_v6: Counter,
+    /// Everything the retired IPv4 and IPv6 entries ever counted.
+    pub retired_v4: Counter,
+    pub retired_v6: Counter,
 }
 
 /// An entry type of a table.
@@ -113,6 +112,8 @@ struct Table<E> {
     idle: Vec<u64>,
     /// Entries counting a source at the last read.
     in_use: usize,
+    /// The final counts of every entry retired so far.
+    retired: Counter,
     _entries: PhantomData<E>,
 }
 
@@ -126,6 +127,7 @@ impl<E: TableEntry> Table<E> {
             seen: vec![0; len],
             idle: vec![0; len.div_ceil(64)],
             in_use: 0,
+            retired: Counter::default(),
             _entries: PhantomData,
         })
     }
@@ -151,14 +153,13 @@ impl<E: TableEntry> Table<E> {
         }
     }
 
-    /// Adds every counting entry to `sources` and returns their sum.
+    /// Adds every counting entry to `sources`.
     fn read(
         &mut self,
         sources: &mut SourceTableBuilder,
         per_key: Option<&Array<&MapData, E>>,
-    ) -> Result<Counter, String> {
+    ) -> Result<(), String> {
         self.in_use = 0;
-        let mut held = Counter::default();
         for first in (0..self.len).step_by(Self::PER_WINDOW) {
             let last = (first + Self::PER_WINDOW).min(self.len);
             let flags = &self.pages;
@@ -183,20 +184,14 @@ impl<E: TableEntry> Table<E> {
                         (None, Some(window)) => window.get(index - first),
                         (None, None) => unreachable!("mapped above"),
                     };
-                    self.account(index, &entry, sources, &mut held);
+                    self.account(index, &entry, sources);
                 }
             }
         }
-        Ok(held)
+        Ok(())
     }
 
-    fn account(
-        &mut self,
-        index: usize,
-        entry: &E,
-        sources: &mut SourceTableBuilder,
-        held: &mut Counter,
-    ) {
+    fn account(&mut self, index: usize, entry: &E, sources: &mut SourceTableBuilder) {
         let counter = entry.counter();
         if entry.state() != entry_state::READY || counter.packets == 0 {
             self.seen[index] = 0;
@@ -208,7 +203,6 @@ impl<E: TableEntry> Table<E> {
         self.seen[index] = low;
         self.set_idle(index, unchanged);
         self.in_use += 1;
-        held.add(&counter);
         sources.push(entry.address(), counter);
     }
 
@@ -267,7 +261,13 @@ impl<E: TableEntry> Table<E> {
     }
 
     fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
-        self.write_each(victims, |window, at| window.set(at, E::retired()))?;
+        // No program writes these entries any more: their counts are final.
+        let mut retired = Counter::default();
+        self.write_each(victims, |window, at| {
+            retired.add(&window.get(at).counter());
+            window.set(at, E::retired());
+        })?;
+        self.retired.add(&retired);
         for &index in victims {
             self.seen[index] = 0;
             self.set_idle(index, false);
@@ -348,35 +348,33 @@ impl Tables {
             map,
             reason: e.to_string(),
         };
-        let (held_v4, held_v6) = match self.method {
-            ReadMethod::Mapped => (
+        match self.method {
+            ReadMethod::Mapped => {
                 self.v4
                     .read(&mut sources, None)
-                    .map_err(|e| failed("SOURCES_V4", &e))?,
+                    .map_err(|e| failed("SOURCES_V4", &e))?;
                 self.v6
                     .read(&mut sources, None)
-                    .map_err(|e| failed("SOURCES_V6", &e))?,
-            ),
+                    .map_err(|e| failed("SOURCES_V6", &e))?;
+            }
             ReadMethod::PerKey => {
                 let v4: Array<&MapData, V4Entry> =
                     Array::try_from(maps.v4).map_err(|e| failed("SOURCES_V4", &one_line(&e)))?;
                 let v6: Array<&MapData, V6Entry> =
                     Array::try_from(maps.v6).map_err(|e| failed("SOURCES_V6", &one_line(&e)))?;
-                (
-                    self.v4
-                        .read(&mut sources, Some(&v4))
-                        .map_err(|e| failed("SOURCES_V4", &e))?,
-                    self.v6
-                        .read(&mut sources, Some(&v6))
-                        .map_err(|e| failed("SOURCES_V6", &e))?,
-                )
+                self.v4
+                    .read(&mut sources, Some(&v4))
+                    .map_err(|e| failed("SOURCES_V4", &e))?;
+                self.v6
+                    .read(&mut sources, Some(&v6))
+                    .map_err(|e| failed("SOURCES_V6", &e))?;
             }
-        };
+        }
         self.last_lens = (self.v4.in_use, self.v6.in_use);
         Ok(SourcesRead {
             sources,
-            held_v4,
-            held_v6,
+            retired_v4: self.v4.retired,
+            retired_v6: self.v6.retired,
         })
     }
 

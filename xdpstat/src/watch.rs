@@ -3,13 +3,19 @@
 
 use std::{
     io::{IsTerminal as _, Write},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use crate::{
-    cli::{AttachArgs, ReportArgs},
+    attach::LinkKind,
+    cli::{AttachArgs, MetricsArgs, ReportArgs},
     error::XdpstatError,
     live::{self, Ended, LiveOptions, Watched},
+    metrics::{InterfaceInfo, Metrics},
+    metrics_server::MetricsServer,
     output::{Format, write_report},
     privilege::{Needs, check_capabilities, check_kernel},
     tui,
@@ -20,6 +26,7 @@ pub fn watch(
     interfaces: &[String],
     report: &ReportArgs,
     attach: &AttachArgs,
+    metrics: &MetricsArgs,
     out: &mut dyn Write,
     stop: &AtomicBool,
 ) -> Result<(), XdpstatError> {
@@ -39,10 +46,60 @@ pub fn watch(
         announce(&one);
         watched.push(one);
     }
+    let server = serve_metrics(&mut watched, metrics)?;
     let result = show(&mut watched, report, out, &|| stop.load(Ordering::Relaxed));
+    drop(server);
     let detached = detach_all(&mut watched);
     result?;
     detached
+}
+
+/// With `--metrics`, starts the exporter and its server and has every read
+/// of `watched` feed it.
+pub fn serve_metrics(
+    watched: &mut [Watched],
+    args: &MetricsArgs,
+) -> Result<Option<MetricsServer>, XdpstatError> {
+    let Some(address) = args.metrics else {
+        return Ok(None);
+    };
+    let interfaces = watched
+        .iter()
+        .map(|one| InterfaceInfo {
+            name: one.attached.interface.clone(),
+            mode: one.attached.mode.to_string(),
+            link: match one.attached.link {
+                LinkKind::BpfLink => "bpf link",
+                LinkKind::Netlink => "netlink",
+                LinkKind::Unknown => "unknown",
+            }
+            .to_owned(),
+            program_id: one.source.program_id(),
+            capacity: Some(one.source.max_sources() as usize),
+        })
+        .collect();
+    let metrics = Arc::new(Mutex::new(Metrics::new(interfaces, args.metrics_top)));
+    let published = metrics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .published();
+    let server = MetricsServer::start(address, published)?;
+    for (index, one) in watched.iter_mut().enumerate() {
+        let metrics = Arc::clone(&metrics);
+        one.observe(Box::new(move |previous, current, took| {
+            metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .update(index, previous, current, took);
+        }));
+    }
+    eprintln!("xdpstat: metrics on http://{}/metrics", server.address());
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "xdpstat: warning: metrics on {address} can be reached from other hosts and name the sources of your traffic; bind to 127.0.0.1 unless that is what you want"
+        );
+    }
+    Ok(Some(server))
 }
 
 /// Reports until `stop` says so, `--duration` passes or stdout closes: as
