@@ -9,7 +9,8 @@
 //! per-source series adds up only the packets counted *while that source
 //! was in the top N*, and `other` adds up the rest: every packet lands in
 //! exactly one series, each series only grows, and a source that leaves and
-//! comes back resumes where it stopped (sources gone from the top for an
+//! comes back resumes where it stopped. While fewer than N sources send,
+//! the ones shown last time stay shown, so series do not vanish in a lull (sources gone from the top for an
 //! hour are forgotten, and would start again from zero, which Prometheus
 //! reads as a counter reset). Class totals and unattributed are exported as
 //! the largest value read so far, so a read racing the datapath never
@@ -147,7 +148,7 @@ impl Metrics {
             });
         }
         let now = Instant::now();
-        state.in_top.clear();
+        let shown_before = std::mem::take(&mut state.in_top);
         for (address, delta) in &deltas[..cut] {
             let exported = state.exported.entry(*address).or_insert(Exported {
                 counter: Count::default(),
@@ -159,6 +160,17 @@ impl Metrics {
         }
         for (_, delta) in &deltas[cut..] {
             state.other.add(delta);
+        }
+        // Room left (fewer senders than series): sources shown last time
+        // stay, unchanged, so series do not vanish when traffic pauses. They
+        // sent nothing this interval, so no packet is counted twice.
+        for address in shown_before {
+            if state.in_top.len() >= top {
+                break;
+            }
+            if !state.in_top.contains(&address) && state.exported.contains_key(&address) {
+                state.in_top.push(address);
+            }
         }
         state
             .exported
@@ -340,4 +352,230 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::sources::SourceTable;
+
+    fn c(packets: u64, bytes: u64) -> Count {
+        Count { packets, bytes }
+    }
+
+    fn snapshot(base: &Snapshot, seconds: u64, sources: &[(&str, u64)]) -> Snapshot {
+        let mut snapshot = base.clone();
+        snapshot.taken = base.taken + Duration::from_secs(seconds);
+        snapshot.sources = sources
+            .iter()
+            .map(|&(a, packets)| (a.parse().unwrap(), c(packets, packets * 100)))
+            .collect::<SourceTable>();
+        snapshot
+    }
+
+    fn info(name: &str) -> InterfaceInfo {
+        InterfaceInfo {
+            name: name.into(),
+            mode: "native".into(),
+            link: "bpf link".into(),
+            program_id: Some(42),
+            capacity: Some(65_536),
+        }
+    }
+
+    /// Every sample of the text exposition, parsed back by prometheus-parse.
+    fn samples(metrics: &Metrics) -> Vec<prometheus_parse::Sample> {
+        let exposition = metrics.published().read().unwrap().clone();
+        let lines = exposition.text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines).unwrap().samples
+    }
+
+    fn value(
+        samples: &[prometheus_parse::Sample],
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<f64> {
+        samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    }
+
+    #[test]
+    fn the_exposition_parses_back_with_every_series() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 2);
+        let base = Snapshot::empty();
+        let now = snapshot(
+            &base,
+            1,
+            &[("198.18.0.1", 30), ("198.18.0.2", 20), ("2001:db8::1", 5)],
+        );
+        metrics.update(0, &base, &now, Duration::from_millis(3));
+        let samples = samples(&metrics);
+        let eth0 = ("interface", "eth0");
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[eth0, ("class", "ipv4")]
+            ),
+            Some(50.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[eth0, ("class", "ipv6")]
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(&samples, "xdpstat_bytes_total", &[eth0, ("class", "ipv4")]),
+            Some(5000.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[eth0, ("class", "unattributed")]
+            ),
+            Some(0.0)
+        );
+        let source = |s: &str| {
+            value(
+                &samples,
+                "xdpstat_source_packets_total",
+                &[eth0, ("source", s)],
+            )
+        };
+        assert_eq!(source("198.18.0.1"), Some(30.0));
+        assert_eq!(source("198.18.0.2"), Some(20.0));
+        assert_eq!(source("2001:db8::1"), None, "beyond the top 2");
+        assert_eq!(source("other"), Some(5.0));
+        assert_eq!(
+            value(&samples, "xdpstat_sources", &[eth0, ("family", "ipv4")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&samples, "xdpstat_source_capacity", &[eth0]),
+            Some(65_536.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_info",
+                &[eth0, ("mode", "native"), ("program_id", "42")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, "xdpstat_read_duration_seconds", &[eth0]),
+            Some(0.003)
+        );
+        // The OpenMetrics form has the same samples and ends with # EOF.
+        let exposition = metrics.published().read().unwrap().clone();
+        assert_eq!(exposition.openmetrics.lines().last(), Some("# EOF"));
+        let lines = exposition.openmetrics.lines().map(|l| Ok(l.to_owned()));
+        let openmetrics = prometheus_parse::Scrape::parse(lines).unwrap().samples;
+        assert_eq!(
+            value(
+                &openmetrics,
+                "xdpstat_source_packets_total",
+                &[eth0, ("source", "other")]
+            ),
+            Some(5.0)
+        );
+    }
+
+    #[test]
+    fn source_series_never_go_back_and_add_up_to_the_attributed_packets() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 1);
+        let base = Snapshot::empty();
+        // .1 leads, then .2 overtakes it, then .1 leads again.
+        let reads = [
+            snapshot(&base, 1, &[("198.18.0.1", 10), ("198.18.0.2", 1)]),
+            snapshot(&base, 2, &[("198.18.0.1", 11), ("198.18.0.2", 30)]),
+            snapshot(&base, 3, &[("198.18.0.1", 50), ("198.18.0.2", 31)]),
+            // .2's entry was retired and began again from 4.
+            snapshot(&base, 4, &[("198.18.0.1", 51), ("198.18.0.2", 4)]),
+        ];
+        let mut previous = base.clone();
+        let mut last: HashMap<String, f64> = HashMap::new();
+        let mut attributed = 0;
+        for read in &reads {
+            metrics.update(0, &previous, read, Duration::ZERO);
+            attributed += read
+                .sources
+                .since(&previous.sources)
+                .map(|(_, now, before)| increment(&now, &before).packets)
+                .sum::<u64>();
+            let samples = samples(&metrics);
+            let mut sum = 0.0;
+            for sample in samples
+                .iter()
+                .filter(|s| s.metric == "xdpstat_source_packets_total")
+            {
+                let source = sample.labels.get("source").unwrap().to_owned();
+                let prometheus_parse::Value::Counter(v) = sample.value else {
+                    panic!("a counter");
+                };
+                assert!(
+                    v >= last.get(&source).copied().unwrap_or(0.0),
+                    "{source} went back"
+                );
+                last.insert(source, v);
+                sum += v;
+            }
+            // Series not exposed this time still hold their share.
+            let hidden: f64 = last
+                .iter()
+                .filter(|(s, _)| {
+                    !samples.iter().any(|x| {
+                        x.metric == "xdpstat_source_packets_total"
+                            && x.labels.get("source") == Some(s.as_str())
+                    })
+                })
+                .map(|(_, v)| v)
+                .sum();
+            assert_eq!(
+                sum + hidden,
+                attributed as f64,
+                "every packet in one series"
+            );
+            previous = read.clone();
+        }
+        assert_eq!(last["198.18.0.1"], 10.0 + 39.0, "resumed where it stopped");
+        assert_eq!(
+            last["198.18.0.2"],
+            29.0 + 4.0,
+            "a restarted entry counts from zero"
+        );
+        assert_eq!(last["other"], 4.0, "each read's runner-up");
+    }
+
+    #[test]
+    fn class_counters_never_go_back_even_if_a_read_does() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 5);
+        let base = Snapshot::empty();
+        let high = snapshot(&base, 1, &[("198.18.0.1", 10)]);
+        let low = snapshot(&base, 2, &[("198.18.0.1", 9)]);
+        metrics.update(0, &base, &high, Duration::ZERO);
+        metrics.update(0, &high, &low, Duration::ZERO);
+        let samples = samples(&metrics);
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[("interface", "eth0"), ("class", "ipv4")]
+            ),
+            Some(10.0)
+        );
+    }
 }

@@ -129,6 +129,21 @@ impl Xdpstat {
         }
     }
 
+    /// Waits for a stderr line `wanted` accepts and returns it.
+    pub fn stderr_line(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = self.stderr_seen.iter().find(|line| wanted(line)) {
+                return line.clone();
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(wait) {
+                Ok(line) => self.stderr_seen.push(line),
+                Err(_) => panic!("no such stderr line; stderr: {:?}", self.stderr_seen),
+            }
+        }
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }

@@ -1,0 +1,361 @@
+//! `--metrics`: the HTTP endpoints, a real Prometheus server scraping
+//! xdpstat while frames flow over the test veth, and many scrapes at once.
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::{PATIENCE, TestNet, Xdpstat, ipv4_frame, ipv6_frame, total_packets};
+use serde_json::Value;
+use xdpstat::{
+    metrics::{InterfaceInfo, Metrics},
+    metrics_server::MetricsServer,
+    netns::Namespace,
+};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    )
+}
+
+fn get(url: &str) -> (u16, String, String) {
+    let mut response = agent().get(url).call().expect("request");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), content_type, body)
+}
+
+#[test]
+fn the_endpoints_answer_get_and_head_and_nothing_else() {
+    let metrics = Metrics::new(
+        vec![InterfaceInfo {
+            name: "eth0".into(),
+            mode: "native".into(),
+            link: "bpf link".into(),
+            program_id: None,
+            capacity: Some(8),
+        }],
+        50,
+    );
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.published()).unwrap();
+    let base = format!("http://{}", server.address());
+    let (status, content_type, body) = get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "xdpstat_packets_total")
+    );
+    let mut openmetrics = agent()
+        .get(format!("{base}/metrics"))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .call()
+        .unwrap();
+    let content_type = openmetrics
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(
+        openmetrics
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+            .ends_with("# EOF\n")
+    );
+    let head = agent().head(format!("{base}/metrics")).call().unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    let (status, content_type, body) = get(&format!("{base}/"));
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/html"));
+    assert!(body.contains("href=\"/metrics\""));
+    assert_eq!(get(&format!("{base}/nope")).0, 404);
+    let post = agent().post(format!("{base}/metrics")).send("x").unwrap();
+    assert_eq!(post.status().as_u16(), 405);
+    drop(server);
+    assert!(
+        agent().get(format!("{base}/metrics")).call().is_err(),
+        "stopped with its owner"
+    );
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// xdpstat with `--metrics` on the test veth; its metrics address, on the
+/// loopback of the watched namespace (brought up here).
+fn start_with_metrics(net: &TestNet, extra: &[&str]) -> (Xdpstat, SocketAddr) {
+    net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
+    let mut args = vec![
+        "--format",
+        "json",
+        "--interval",
+        "0.2",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    args.push("xs0");
+    let mut xdpstat = Xdpstat::start(&net.watched, &args);
+    let line = xdpstat.stderr_line(|l| l.contains("metrics on http://"));
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address in {line:?}"));
+    (xdpstat, address)
+}
+
+/// A Prometheus server of the test's own, in the watched namespace next to
+/// xdpstat, killed (and its data removed) when dropped.
+struct Prometheus<'a> {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+    namespace: &'a Namespace,
+}
+
+impl<'a> Prometheus<'a> {
+    fn start(test: &str, namespace: &'a Namespace, target: SocketAddr) -> Option<Self> {
+        if Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test} must run in CI, where .ci/setup installs prometheus"
+            );
+            eprintln!("SKIPPED {test}: needs the prometheus package");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("xdpstat-prometheus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: xdpstat\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = namespace.run(free_port).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", namespace.name(), "prometheus"])
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        Some(Self {
+            child,
+            dir,
+            port,
+            namespace,
+        })
+    }
+
+    /// The value of an instant query's first result.
+    fn query(&self, query: &str) -> Option<f64> {
+        self.namespace.run(|| self.query_here(query)).unwrap()
+    }
+
+    fn query_here(&self, query: &str) -> Option<f64> {
+        let mut response = agent()
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query("query", query)
+            .call()
+            .ok()?;
+        let body: Value = serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `query` gives a value `wanted` accepts; returns it.
+    fn wait_for(&self, query: &str, wanted: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + 2 * PATIENCE;
+        loop {
+            let value = self.query(query);
+            if let Some(value) = value.filter(|v| wanted(*v)) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{query} is {value:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_totals_and_rates_of_traffic_over_veth() {
+    let test = "prometheus_scrapes_the_totals_and_rates_of_traffic_over_veth";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let (mut xdpstat, address) = start_with_metrics(&net, &[]);
+    let Some(prometheus) = Prometheus::start(test, &net.watched, address) else {
+        return;
+    };
+    prometheus.wait_for("up{job=\"xdpstat\"}", |v| v == 1.0);
+    // Six seconds of traffic: 100 frames from A and 50 from C every 100 ms.
+    let a = ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100);
+    let c = ipv6_frame("2001:db8::c".parse().unwrap(), &[], 60);
+    let started = Instant::now();
+    let mut rounds = 0;
+    while rounds < 60 {
+        net.send(&a, 100);
+        net.send(&c, 50);
+        rounds += 1;
+        if rounds == 40 {
+            // Mid-traffic: Prometheus sees both sources sending, and the
+            // per-source rates add up to the class rates.
+            let source_a = prometheus.wait_for(
+                "rate(xdpstat_source_packets_total{source=\"198.18.0.1\"}[3s])",
+                |v| v > 0.0,
+            );
+            let ipv4 = prometheus
+                .query("rate(xdpstat_packets_total{class=\"ipv4\"}[3s])")
+                .unwrap();
+            assert!(
+                (source_a - ipv4).abs() <= 1e-6 * ipv4.max(1.0),
+                "{source_a} vs {ipv4}"
+            );
+            let ratio = prometheus
+                .query("rate(xdpstat_packets_total{class=\"ipv4\"}[3s]) / ignoring(class) rate(xdpstat_packets_total{class=\"ipv6\"}[3s])")
+                .unwrap();
+            assert!(
+                (1.5..=2.5).contains(&ratio),
+                "A sends twice what C sends: {ratio}"
+            );
+        }
+        let next = started + Duration::from_millis(100 * rounds);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let report = xdpstat.report_where(|r| total_packets(r) >= 9_000);
+    assert_eq!(total_packets(&report), 9_000);
+    let ipv4 = prometheus.wait_for("xdpstat_packets_total{class=\"ipv4\"}", |v| v == 6_000.0);
+    let ipv6 = prometheus.wait_for("xdpstat_packets_total{class=\"ipv6\"}", |v| v == 3_000.0);
+    let bytes = prometheus
+        .query("xdpstat_bytes_total{class=\"ipv4\"}")
+        .unwrap();
+    assert_eq!(
+        (ipv4, ipv6, bytes),
+        (6_000.0, 3_000.0, 6_000.0 * a.len() as f64)
+    );
+    let sources = prometheus.wait_for("sum(xdpstat_source_packets_total)", |v| v == 9_000.0);
+    assert_eq!(
+        sources, 9_000.0,
+        "every packet in exactly one source series"
+    );
+    assert_eq!(
+        prometheus.query("xdpstat_packets_total{class=\"unattributed\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        prometheus.query("xdpstat_info{interface=\"xs0\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn many_scrapes_at_once_change_no_count_and_hold_no_memory() {
+    let test = "many_scrapes_at_once_change_no_count_and_hold_no_memory";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let (mut xdpstat, address) = start_with_metrics(&net, &[]);
+    let url = format!("http://{address}/metrics");
+    let done = AtomicBool::new(false);
+    let mut sent = 0u64;
+    let scrapes = std::thread::scope(|scope| {
+        let scrapers: Vec<_> = (0..32)
+            .map(|_| {
+                scope.spawn(|| {
+                    // The metrics listen on the watched namespace's loopback.
+                    net.watched.enter().unwrap();
+                    let agent = agent();
+                    let mut ok = 0u64;
+                    // Bounded: until the traffic is done, at most 10 s.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        if let Ok(mut response) = agent.get(&url).call() {
+                            let body = response.body_mut().read_to_string().unwrap_or_default();
+                            assert!(body.contains("xdpstat_packets_total"));
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        for round in 0..30u8 {
+            let frame = ipv4_frame(Ipv4Addr::new(198, 18, 3, round % 10), &[], 64);
+            net.send(&frame, 100);
+            sent += 100;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done.store(true, Ordering::Relaxed);
+        scrapers.into_iter().map(|s| s.join().unwrap()).sum::<u64>()
+    });
+    assert!(scrapes > 100, "the scrapes got answers ({scrapes})");
+    let report = xdpstat.report_where(|r| total_packets(r) >= sent);
+    assert_eq!(total_packets(&report), sent, "exact under load");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", xdpstat.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 100 * 1024, "peak resident memory {rss_kib} KiB");
+}
