@@ -20,7 +20,7 @@ use crate::{
     netns::{Namespace, veth_pair},
     packet_socket::PacketSocket,
     privilege::{Needs, check_capabilities, check_kernel},
-    watch::{announce, detach_all, serve_metrics, show},
+    watch::{announce, detach_all, feed_metrics, serve_metrics, show},
 };
 
 /// How long the demo runs without `--duration`.
@@ -40,6 +40,7 @@ const MAX_FRAMES: u64 = 2_000_000;
 pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), XdpstatError> {
     check_kernel()?;
     check_capabilities(Needs::AttachAndNamespaces)?;
+    let server = serve_metrics(&args.metrics)?;
     let mut report = args.report.clone();
 
     let watched_ns = Namespace::create("demo")?;
@@ -54,7 +55,9 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     let attached = watched_ns.run(|| datapath.attach(WATCHED_LINK, args.attach.mode))??;
     let mut watched = vec![Watched::new(attached, datapath)];
     announce(&watched[0]);
-    let server = serve_metrics(&mut watched, &args.metrics)?;
+    if let Some((_, published)) = &server {
+        feed_metrics(&mut watched, published, args.metrics.metrics_top);
+    }
 
     // The traffic thread decides when the run ends (its deadline or a stop
     // request), so the final report holds every frame it sent.

@@ -92,13 +92,19 @@ impl Metrics {
     /// An exporter for `interfaces`, with a first (all-zero) exposition
     /// published, so scrapes before the first read get an answer.
     pub fn new(interfaces: Vec<InterfaceInfo>, top: usize) -> Self {
+        Self::publishing_to(Published::default(), interfaces, top)
+    }
+
+    /// Like [`Metrics::new`], publishing to `published` (which a server
+    /// may already be serving).
+    pub fn publishing_to(published: Published, interfaces: Vec<InterfaceInfo>, top: usize) -> Self {
         let metrics = Self {
             interfaces: interfaces
                 .into_iter()
                 .map(|info| (info, InterfaceState::default()))
                 .collect(),
             top,
-            published: Published::default(),
+            published,
         };
         metrics.publish();
         metrics

@@ -14,7 +14,7 @@ use crate::{
     cli::{AttachArgs, MetricsArgs, ReportArgs},
     error::XdpstatError,
     live::{self, Ended, LiveOptions, Watched},
-    metrics::{InterfaceInfo, Metrics},
+    metrics::{InterfaceInfo, Metrics, Published},
     metrics_server::MetricsServer,
     output::{Format, write_report},
     privilege::{Needs, check_capabilities, check_kernel},
@@ -39,6 +39,7 @@ pub fn watch(
     }
     check_kernel()?;
     check_capabilities(Needs::Attach)?;
+    let server = serve_metrics(metrics)?;
     let mut watched = Vec::with_capacity(interfaces.len());
     for interface in interfaces {
         // On error, `watched` drops and detaches what was already attached.
@@ -46,7 +47,9 @@ pub fn watch(
         announce(&one);
         watched.push(one);
     }
-    let server = serve_metrics(&mut watched, metrics)?;
+    if let Some((_, published)) = &server {
+        feed_metrics(&mut watched, published, metrics.metrics_top);
+    }
     let result = show(&mut watched, report, out, &|| stop.load(Ordering::Relaxed));
     drop(server);
     let detached = detach_all(&mut watched);
@@ -54,15 +57,28 @@ pub fn watch(
     detached
 }
 
-/// With `--metrics`, starts the exporter and its server and has every read
-/// of `watched` feed it.
+/// With `--metrics`, binds the metrics address and starts serving (an
+/// empty exposition until [`feed_metrics`]); done before attaching, so a
+/// bad address fails with nothing attached.
 pub fn serve_metrics(
-    watched: &mut [Watched],
     args: &MetricsArgs,
-) -> Result<Option<MetricsServer>, XdpstatError> {
+) -> Result<Option<(MetricsServer, Published)>, XdpstatError> {
     let Some(address) = args.metrics else {
         return Ok(None);
     };
+    let published = Published::default();
+    let server = MetricsServer::start(address, Arc::clone(&published))?;
+    eprintln!("xdpstat: metrics on http://{}/metrics", server.address());
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "xdpstat: warning: metrics on {address} can be reached from other hosts and name the sources of your traffic; bind to 127.0.0.1 unless that is what you want"
+        );
+    }
+    Ok(Some((server, published)))
+}
+
+/// Has every read of `watched` feed an exporter publishing to `published`.
+pub fn feed_metrics(watched: &mut [Watched], published: &Published, top: usize) {
     let interfaces = watched
         .iter()
         .map(|one| InterfaceInfo {
@@ -78,12 +94,11 @@ pub fn serve_metrics(
             capacity: Some(one.source.max_sources() as usize),
         })
         .collect();
-    let metrics = Arc::new(Mutex::new(Metrics::new(interfaces, args.metrics_top)));
-    let published = metrics
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .published();
-    let server = MetricsServer::start(address, published)?;
+    let metrics = Arc::new(Mutex::new(Metrics::publishing_to(
+        Arc::clone(published),
+        interfaces,
+        top,
+    )));
     for (index, one) in watched.iter_mut().enumerate() {
         let metrics = Arc::clone(&metrics);
         one.observe(Box::new(move |previous, current, took| {
@@ -93,13 +108,6 @@ pub fn serve_metrics(
                 .update(index, previous, current, took);
         }));
     }
-    eprintln!("xdpstat: metrics on http://{}/metrics", server.address());
-    if !address.ip().is_loopback() {
-        eprintln!(
-            "xdpstat: warning: metrics on {address} can be reached from other hosts and name the sources of your traffic; bind to 127.0.0.1 unless that is what you want"
-        );
-    }
-    Ok(Some(server))
 }
 
 /// Reports until `stop` says so, `--duration` passes or stdout closes: as

@@ -359,3 +359,25 @@ fn many_scrapes_at_once_change_no_count_and_hold_no_memory() {
         .unwrap();
     assert!(rss_kib < 100 * 1024, "peak resident memory {rss_kib} KiB");
 }
+
+#[test]
+fn an_address_that_cannot_be_bound_fails_before_attaching() {
+    if !common::privileged("an_address_that_cannot_be_bound_fails_before_attaching") {
+        return;
+    }
+    let net = TestNet::new();
+    net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
+    // Somebody already listens there.
+    let taken = net
+        .watched
+        .run(|| TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let error = common::one_line_failure(
+        Some(&net.watched),
+        &[],
+        &["--metrics", &address, "--format", "json", "xs0"],
+    );
+    assert!(error.contains(&format!("metrics on {address}")), "{error}");
+    assert!(!net.xdp_attached(), "nothing was attached");
+}
