@@ -24,7 +24,7 @@ pub struct Report {
     /// is no interval (a replay).
     pub interval_s: Option<f64>,
     pub totals: ClassTotals,
-    /// What no source entry holds (the source map was full).
+    /// What no source entry holds (no entry within reach, or retired).
     pub unattributed: Counter,
     /// Sources by packets, descending, cut to `--top`.
     pub sources: Vec<SourceRow>,

@@ -22,7 +22,7 @@ pub struct Snapshot {
     pub slots: ClassSlots,
 }
 
-/// The counters the datapath keeps outside the source maps.
+/// The counters the datapath keeps outside the source tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassSlots {
     pub non_ip: Counter,
