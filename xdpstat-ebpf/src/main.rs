@@ -119,40 +119,28 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
     // nothing else touches it while this program runs.
     let state = unsafe { &mut *state };
     match classify(start, end) {
-        Verdict::Ipv4(source) => {
-            if state.run_v4.packets != 0 && state.run_v4_source == source {
-                bump(&mut state.run_v4, len);
-            } else {
-                // The new run goes in first, the old one into the table
-                // after: a reader racing this misses the old run for one
-                // read rather than counting it twice.
-                let (finished, finished_source) = (state.run_v4, state.run_v4_source);
-                start_run(&mut state.run_v4, len);
-                state.run_v4_source = source;
-                if finished.packets != 0
-                    && !settle::<V4Entry>(&SOURCES_V4, &PAGES_V4, &finished_source, &finished)
-                {
-                    add(&mut state.unattributed_v4, &finished);
-                }
-            }
-        }
-        Verdict::Ipv6(source) => {
-            if state.run_v6.packets != 0 && words(&state.run_v6_source) == words(&source) {
-                bump(&mut state.run_v6, len);
-            } else {
-                // The new run goes in first, the old one into the table
-                // after: a reader racing this misses the old run for one
-                // read rather than counting it twice.
-                let (finished, finished_source) = (state.run_v6, state.run_v6_source);
-                start_run(&mut state.run_v6, len);
-                state.run_v6_source = source;
-                if finished.packets != 0
-                    && !settle::<V6Entry>(&SOURCES_V6, &PAGES_V6, &finished_source, &finished)
-                {
-                    add(&mut state.unattributed_v6, &finished);
-                }
-            }
-        }
+        Verdict::Ipv4(source) => track::<V4Entry>(
+            &SOURCES_V4,
+            &PAGES_V4,
+            Run {
+                counter: &mut state.run_v4,
+                source: &mut state.run_v4_source,
+                unattributed: &mut state.unattributed_v4,
+            },
+            source,
+            len,
+        ),
+        Verdict::Ipv6(source) => track::<V6Entry>(
+            &SOURCES_V6,
+            &PAGES_V6,
+            Run {
+                counter: &mut state.run_v6,
+                source: &mut state.run_v6_source,
+                unattributed: &mut state.unattributed_v6,
+            },
+            source,
+            len,
+        ),
         Verdict::NonIp => bump(&mut state.non_ip, len),
         Verdict::Malformed => bump(&mut state.malformed, len),
     }
@@ -233,9 +221,42 @@ fn be16_at(start: usize, offset: usize, end: usize) -> Option<u16> {
     }))
 }
 
+/// One family's part of a CPU's state.
+struct Run<'a, A> {
+    counter: &'a mut Counter,
+    source: &'a mut A,
+    unattributed: &'a mut Counter,
+}
+
+/// Counts a packet from `source`: into the CPU's run when it continues it,
+/// else as a new run, settling the finished one into `table` (or, with no
+/// entry within reach, into `unattributed`). The new run is written first:
+/// a reader racing this misses the old run for one read rather than
+/// counting it twice.
+#[inline(always)]
+fn track<E: Entry>(
+    table: &Array<E>,
+    pages: &Array<u64>,
+    run: Run<'_, E::Address>,
+    source: E::Address,
+    len: u64,
+) {
+    if run.counter.packets != 0 && E::same(run.source, &source) {
+        bump(run.counter, len);
+        return;
+    }
+    let (finished, finished_source) = (*run.counter, *run.source);
+    start_run(run.counter, len);
+    *run.source = source;
+    if finished.packets != 0 && !settle::<E>(table, pages, &finished_source, &finished) {
+        add(run.unattributed, &finished);
+    }
+}
+
 /// An entry of a source table, over its address type.
 trait Entry {
-    type Address;
+    type Address: Copy;
+    fn same(a: &Self::Address, b: &Self::Address) -> bool;
     fn hash(address: &Self::Address, seed: u64) -> u64;
     fn holds(&self, address: &Self::Address) -> bool;
     fn set_address(&mut self, address: &Self::Address);
@@ -246,12 +267,16 @@ trait Entry {
 impl Entry for V4Entry {
     type Address = Ipv4Key;
     #[inline(always)]
+    fn same(a: &Ipv4Key, b: &Ipv4Key) -> bool {
+        a == b
+    }
+    #[inline(always)]
     fn hash(address: &Ipv4Key, seed: u64) -> u64 {
         mix(u64::from(u32::from_ne_bytes(*address)), seed)
     }
     #[inline(always)]
     fn holds(&self, address: &Ipv4Key) -> bool {
-        self.address == *address
+        Self::same(&self.address, address)
     }
     #[inline(always)]
     fn set_address(&mut self, address: &Ipv4Key) {
@@ -270,13 +295,17 @@ impl Entry for V4Entry {
 impl Entry for V6Entry {
     type Address = Ipv6Key;
     #[inline(always)]
+    fn same(a: &Ipv6Key, b: &Ipv6Key) -> bool {
+        words(a) == words(b)
+    }
+    #[inline(always)]
     fn hash(address: &Ipv6Key, seed: u64) -> u64 {
         let (a, b) = words(address);
         mix(a ^ mix(b, seed), seed)
     }
     #[inline(always)]
     fn holds(&self, address: &Ipv6Key) -> bool {
-        words(&self.address) == words(address)
+        Self::same(&self.address, address)
     }
     #[inline(always)]
     fn set_address(&mut self, address: &Ipv6Key) {
