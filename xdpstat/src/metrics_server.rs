@@ -7,6 +7,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     sync::Arc,
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -77,12 +78,23 @@ impl MetricsServer {
     }
 }
 
+/// How long stopping waits for requests in flight; a client that keeps a
+/// request open longer is left to the process's exit.
+const STOP_PATIENCE: Duration = Duration::from_secs(2);
+
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + STOP_PATIENCE;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
             let _ = thread.join();
         }
     }
