@@ -60,6 +60,11 @@ pub fn replay(
     check_capabilities(Needs::Attach)?;
     let format = match args.format {
         Some(Format::Json) => Format::Json,
+        Some(Format::Tui) => {
+            return Err(XdpstatError::Usage(
+                "replay prints reports: --format plain or --format json".into(),
+            ));
+        }
         _ => Format::Plain,
     };
     let top = args.top.or(format.default_top());

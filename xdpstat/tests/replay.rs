@@ -354,6 +354,10 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
         assert!(errors.contains(wanted), "{}: {errors}", file.display());
         assert!(!errors.contains("panicked"), "{errors}");
     }
+    // The live view is no format for a replay.
+    let output = replay(&["--format", "tui"], &[&good_path(&scratch, &good)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--format plain or --format json"));
     // A cut file: the three whole records are reported, the offset named.
     let output = replay(&["--format", "json"], &[&cut]);
     assert_eq!(output.status.code(), Some(1));
@@ -369,6 +373,12 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
     );
     let reports = reports(&output);
     assert_eq!(total_packets(&reports[0]), 3);
+}
+
+fn good_path(scratch: &Scratch, bytes: &[u8]) -> PathBuf {
+    let path = scratch.path("good.pcap");
+    std::fs::write(&path, bytes).unwrap();
+    path
 }
 
 #[test]
