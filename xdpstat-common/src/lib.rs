@@ -138,6 +138,18 @@ impl Counter {
         self.bytes = self.bytes.wrapping_add(other.bytes);
     }
 
+    /// What was counted since `before`. A counter that went backwards (its
+    /// table entry was retired and began again) counts from zero.
+    pub fn since(&self, before: &Counter) -> Counter {
+        if self.packets < before.packets || self.bytes < before.bytes {
+            return *self;
+        }
+        Counter {
+            packets: self.packets - before.packets,
+            bytes: self.bytes - before.bytes,
+        }
+    }
+
     /// This counter less `other`, each field floored at zero.
     pub fn saturating_sub(&self, other: &Counter) -> Counter {
         Counter {

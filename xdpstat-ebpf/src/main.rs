@@ -258,8 +258,11 @@ trait Entry {
     type Address: Copy;
     fn same(a: &Self::Address, b: &Self::Address) -> bool;
     fn hash(address: &Self::Address, seed: u64) -> u64;
-    fn holds(&self, address: &Self::Address) -> bool;
-    fn set_address(&mut self, address: &Self::Address);
+    fn address(&mut self) -> &mut Self::Address;
+    #[inline(always)]
+    fn holds(&mut self, address: &Self::Address) -> bool {
+        Self::same(self.address(), address)
+    }
     fn state(&mut self) -> *mut u64;
     fn counter(&mut self) -> *mut Counter;
 }
@@ -275,12 +278,8 @@ impl Entry for V4Entry {
         mix(u64::from(u32::from_ne_bytes(*address)), seed)
     }
     #[inline(always)]
-    fn holds(&self, address: &Ipv4Key) -> bool {
-        Self::same(&self.address, address)
-    }
-    #[inline(always)]
-    fn set_address(&mut self, address: &Ipv4Key) {
-        self.address = *address;
+    fn address(&mut self) -> &mut Ipv4Key {
+        &mut self.address
     }
     #[inline(always)]
     fn state(&mut self) -> *mut u64 {
@@ -304,12 +303,8 @@ impl Entry for V6Entry {
         mix(a ^ mix(b, seed), seed)
     }
     #[inline(always)]
-    fn holds(&self, address: &Ipv6Key) -> bool {
-        Self::same(&self.address, address)
-    }
-    #[inline(always)]
-    fn set_address(&mut self, address: &Ipv6Key) {
-        self.address = *address;
+    fn address(&mut self) -> &mut Ipv6Key {
+        &mut self.address
     }
     #[inline(always)]
     fn state(&mut self) -> *mut u64 {
@@ -353,7 +348,7 @@ fn settle<E: Entry>(
             Probe::Free(entry, index, was) => {
                 // SAFETY: a live table entry.
                 if unsafe { compare_exchange(entry.state(), was, entry_state::CLAIMED) } {
-                    entry.set_address(address);
+                    *entry.address() = *address;
                     // SAFETY: the entry is ours until it is READY.
                     unsafe {
                         atomic_add(entry.counter(), run);

@@ -144,7 +144,7 @@ impl Metrics {
         let mut deltas: Vec<(IpAddr, Count)> = current
             .sources
             .since(&previous.sources)
-            .map(|(address, now, before)| (address, increment(&now, &before)))
+            .map(|(address, now, before)| (address, now.since(&before)))
             .filter(|(_, delta)| delta.packets > 0)
             .collect();
         let cut = top.min(deltas.len());
@@ -300,19 +300,6 @@ fn monotonic(exported: &Count, read: &Count) -> Count {
     Count {
         packets: exported.packets.max(read.packets),
         bytes: exported.bytes.max(read.bytes),
-    }
-}
-
-/// What a source counted since the last read; a count that went backwards
-/// (the entry was retired and began again) counts from zero.
-fn increment(now: &Count, before: &Count) -> Count {
-    if now.packets < before.packets || now.bytes < before.bytes {
-        *now
-    } else {
-        Count {
-            packets: now.packets - before.packets,
-            bytes: now.bytes - before.bytes,
-        }
     }
 }
 
@@ -520,7 +507,7 @@ mod tests {
             attributed += read
                 .sources
                 .since(&previous.sources)
-                .map(|(_, now, before)| increment(&now, &before).packets)
+                .map(|(_, now, before)| now.since(&before).packets)
                 .sum::<u64>();
             let samples = samples(&metrics);
             let mut sum = 0.0;

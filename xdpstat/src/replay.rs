@@ -303,10 +303,9 @@ fn report_for(name: &str, after: Snapshot, replayed: &Replayed, top: Option<usiz
     let mut before = Snapshot::empty();
     before.taken = after.taken.checked_sub(span).unwrap_or(after.taken);
     let mut after = after;
-    after.wall = UNIX_EPOCH + replayed.last.unwrap_or_default();
-    if replayed.last.is_none() {
-        after.wall = SystemTime::now();
-    }
+    after.wall = replayed
+        .last
+        .map_or_else(SystemTime::now, |last| UNIX_EPOCH + last);
     let mut report = Report::between(name, &before, &after, top);
     report.interval_s = None;
     report.attachment = Some(format!(

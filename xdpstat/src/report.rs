@@ -66,12 +66,13 @@ impl Report {
             .into_iter()
             .map(|(address, now)| {
                 let before = previous.sources.get(&address).copied().unwrap_or_default();
+                let rate = Rate::between(&now, &before, seconds);
                 SourceRow {
                     address,
                     packets: now.packets,
                     bytes: now.bytes,
-                    pps: rate(now.packets, before.packets, seconds),
-                    bps: rate(now.bytes, before.bytes, seconds) * 8.0,
+                    pps: rate.pps,
+                    bps: rate.bps,
                 }
             })
             .collect();
@@ -88,14 +89,31 @@ impl Report {
     }
 }
 
-/// Change per second; a counter that went backwards (an entry that was
-/// removed and came back) counts from zero instead of going negative.
-fn rate(now: u64, before: u64, seconds: f64) -> f64 {
-    if seconds <= 0.0 {
-        return 0.0;
+/// Packets and bits per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rate {
+    pub pps: f64,
+    pub bps: f64,
+}
+
+impl Rate {
+    /// What was counted from `before` to `now` (see [`Counter::since`]),
+    /// per second of `seconds`; nothing when no time passed.
+    pub fn between(now: &Counter, before: &Counter, seconds: f64) -> Self {
+        if seconds <= 0.0 {
+            return Self::default();
+        }
+        let delta = now.since(before);
+        Self {
+            pps: delta.packets as f64 / seconds,
+            bps: delta.bytes as f64 * 8.0 / seconds,
+        }
     }
-    let delta = if now >= before { now - before } else { now };
-    delta as f64 / seconds
+
+    pub fn add(&mut self, other: &Rate) {
+        self.pps += other.pps;
+        self.bps += other.bps;
+    }
 }
 
 /// The order sources are listed in: packets descending, then bytes
@@ -236,8 +254,15 @@ mod tests {
 
     #[test]
     fn a_counter_that_went_backwards_never_gives_a_negative_rate() {
-        assert_eq!(rate(5, 10, 1.0), 5.0);
-        assert_eq!(rate(10, 10, 0.0), 0.0);
+        let c = |packets, bytes| Counter { packets, bytes };
+        assert_eq!(
+            Rate::between(&c(5, 50), &c(10, 100), 1.0),
+            Rate {
+                pps: 5.0,
+                bps: 400.0
+            }
+        );
+        assert_eq!(Rate::between(&c(10, 10), &c(10, 10), 0.0), Rate::default());
     }
 
     #[test]

@@ -16,37 +16,13 @@ use ipnet::IpNet;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use xdpstat_common::Counter;
 
-use crate::snapshot::{ClassTotals, Snapshot};
+use crate::{
+    report::Rate,
+    snapshot::{ClassTotals, Snapshot},
+};
 
 /// Rates kept for each source's sparkline.
 pub const HISTORY: usize = 12;
-
-/// Packets and bits per second.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Rate {
-    pub pps: f64,
-    pub bps: f64,
-}
-
-impl Rate {
-    /// The rate of `now - before` over `seconds`; a counter that went
-    /// backwards (an entry retired and started again) counts from zero.
-    pub fn between(now: &Counter, before: &Counter, seconds: f64) -> Self {
-        if seconds <= 0.0 {
-            return Self::default();
-        }
-        let delta = |now: u64, before: u64| if now >= before { now - before } else { now };
-        Self {
-            pps: delta(now.packets, before.packets) as f64 / seconds,
-            bps: delta(now.bytes, before.bytes) as f64 * 8.0 / seconds,
-        }
-    }
-
-    fn add(&mut self, other: &Rate) {
-        self.pps += other.pps;
-        self.bps += other.bps;
-    }
-}
 
 /// One source's line.
 #[derive(Clone, Debug, PartialEq)]

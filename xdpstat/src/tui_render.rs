@@ -21,11 +21,23 @@ use crate::{
 /// Header lines: title, column names, five classes, sources.
 const HEADER_LINES: u16 = 8;
 
-/// A table column: its title, width, and how to fill it.
+/// A table column: its title, width, alignment, and how to fill it.
 struct Column {
     title: &'static str,
     width: u16,
+    /// Numbers align right, the sparkline left.
+    right: bool,
     cell: fn(&Row, &Pane) -> String,
+}
+
+impl Column {
+    fn text(&self, text: &str) -> String {
+        if self.right {
+            format!("{text:>w$}", w = usize::from(self.width))
+        } else {
+            text.to_owned()
+        }
+    }
 }
 
 /// The columns, in the order they give way on a narrow terminal (the last
@@ -34,37 +46,40 @@ const COLUMNS: [Column; 6] = [
     Column {
         title: "pkt/s",
         width: 8,
+        right: true,
         cell: |row, _| si(row.rate.pps),
     },
     Column {
         title: "bit/s",
         width: 8,
+        right: true,
         cell: |row, _| si(row.rate.bps),
     },
     Column {
         title: "packets",
         width: 8,
+        right: true,
         cell: |row, _| human_count(row.packets),
     },
     Column {
         title: "share",
         width: 6,
+        right: true,
         cell: |row, _| format!("{:.1}%", row.share * 100.0),
     },
     Column {
         title: "bytes",
         width: 8,
+        right: true,
         cell: |row, _| human_count(row.bytes),
     },
     Column {
         title: "recent",
         width: HISTORY as u16,
+        right: false,
         cell: |row, pane| sparkline(pane, row),
     },
 ];
-
-/// The sparkline's index in [`COLUMNS`] (left-aligned, unlike the numbers).
-const SPARKLINE: usize = 5;
 
 /// Columns shown left to right, by their index in [`COLUMNS`].
 const ORDER: [usize; 6] = [2, 4, 0, 1, 3, 5];
@@ -215,23 +230,17 @@ fn draw_table(frame: &mut Frame, view: &mut TopView, area: Rect) {
     }
     let shown = fitting_columns(area.width);
     let pane = view.pane();
-    let titles = std::iter::once(Cell::from("address")).chain(shown.iter().map(|&c| {
-        if c == SPARKLINE {
-            Cell::from(COLUMNS[c].title)
-        } else {
-            Cell::from(format!("{:>w$}", COLUMNS[c].title, w = width(c)))
-        }
-    }));
+    let titles = std::iter::once(Cell::from("address")).chain(
+        shown
+            .iter()
+            .map(|&c| Cell::from(COLUMNS[c].text(COLUMNS[c].title))),
+    );
     let rows = view.rows().skip(view.scroll).take(view.page).map(|row| {
-        let cells =
-            std::iter::once(Cell::from(row.address.to_string())).chain(shown.iter().map(|&c| {
-                let text = (COLUMNS[c].cell)(row, pane);
-                if c == SPARKLINE {
-                    Cell::from(text)
-                } else {
-                    Cell::from(format!("{text:>w$}", w = width(c)))
-                }
-            }));
+        let cells = std::iter::once(Cell::from(row.address.to_string())).chain(
+            shown
+                .iter()
+                .map(|&c| Cell::from(COLUMNS[c].text(&(COLUMNS[c].cell)(row, pane)))),
+        );
         TableRow::new(cells)
     });
     let widths = std::iter::once(Constraint::Min(ADDRESS_MIN))
@@ -240,10 +249,6 @@ fn draw_table(frame: &mut Frame, view: &mut TopView, area: Rect) {
         .header(TableRow::new(titles).style(Style::new().add_modifier(Modifier::BOLD)))
         .column_spacing(1);
     frame.render_widget(table, area);
-}
-
-fn width(column: usize) -> usize {
-    usize::from(COLUMNS[column].width)
 }
 
 /// The columns that fit next to the address in `width` cells, in display
