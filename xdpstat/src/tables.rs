@@ -293,8 +293,6 @@ pub struct Tables {
     v6: Table<V6Entry>,
     max_sources: usize,
     method: ReadMethod,
-    /// Sizes of the last read, to size the next table without rehashing.
-    last_lens: (usize, usize),
     grace: Grace,
 }
 
@@ -322,7 +320,6 @@ impl Tables {
             v6: Table::open(v6.entries, v6.pages, len).map_err(|e| failed("mapping IPv6", e))?,
             max_sources,
             method: ReadMethod::Mapped,
-            last_lens: (0, 0),
             grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
         })
     }
@@ -341,7 +338,8 @@ impl Tables {
         maps: &TableMaps<'_>,
         interface: &str,
     ) -> Result<SourcesRead, XdpstatError> {
-        let (len4, len6) = self.last_lens;
+        // Sized by the last read, so the vectors rarely grow.
+        let (len4, len6) = (self.v4.in_use, self.v6.in_use);
         let mut sources = SourceTableBuilder::with_capacity(len4 + len4 / 16, len6 + len6 / 16);
         let failed = |map: &'static str, e: &dyn std::fmt::Display| XdpstatError::MapRead {
             interface: interface.to_owned(),
@@ -370,7 +368,6 @@ impl Tables {
                     .map_err(|e| failed("SOURCES_V6", &e))?;
             }
         }
-        self.last_lens = (self.v4.in_use, self.v6.in_use);
         Ok(SourcesRead {
             sources,
             retired_v4: self.v4.retired,
