@@ -203,7 +203,7 @@ pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> R
                 while !done.load(Ordering::Acquire) {
                     thread::sleep(Duration::from_millis(200));
                     datapath.snapshot(WATCHED)?;
-                    retired += datapath.retire_idle()?;
+                    retired += datapath.retire_idle()?.len();
                 }
                 Ok::<_, anyhow::Error>(retired)
             });

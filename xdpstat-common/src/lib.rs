@@ -138,16 +138,12 @@ impl Counter {
         self.bytes = self.bytes.wrapping_add(other.bytes);
     }
 
-    /// What was counted since `before`. A counter that went backwards (its
-    /// table entry was retired and began again) counts from zero.
+    /// What was counted since `before`. Counters never go backwards once
+    /// user space has made reads monotonic, so a decrease here is no change
+    /// (never the whole count again, which would show a source's lifetime
+    /// as one interval's traffic).
     pub fn since(&self, before: &Counter) -> Counter {
-        if self.packets < before.packets || self.bytes < before.bytes {
-            return *self;
-        }
-        Counter {
-            packets: self.packets - before.packets,
-            bytes: self.bytes - before.bytes,
-        }
+        self.saturating_sub(before)
     }
 
     /// This counter less `other`, each field floored at zero.
@@ -164,11 +160,14 @@ impl Counter {
 /// parsing.
 ///
 /// A *run* is a sequence of consecutive packets from one source on one CPU.
-/// While packets keep coming from the run's source, the datapath only bumps
-/// the run's counter; the first packet from another source starts a new run
-/// and *settles* the old one into the source's table entry, or, when no
-/// entry within reach can take it, into `unattributed_*`. A run counter with
-/// no packets means no run.
+/// A run begins by finding (or claiming) its source's table entry and
+/// remembering its index; while packets keep coming from the run's source,
+/// the datapath only bumps the run's counter; the first packet from another
+/// source starts a new run and *settles* the old one into its entry. A run
+/// that found no entry within reach ([`NO_ENTRY`]) is unattributed from its
+/// first packet and settles into `unattributed_*`. So a source is in a read
+/// exactly when a table entry holds it. A run counter with no packets means
+/// no run.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
@@ -189,9 +188,17 @@ pub struct CpuState {
     pub run_v6_source: Ipv6Key,
     /// Source of the current IPv4 run.
     pub run_v4_source: Ipv4Key,
+    /// Index of the IPv4 table entry the run settles into, or [`NO_ENTRY`]:
+    /// the run found no entry when it began and is unattributed.
+    pub run_v4_entry: u32,
+    /// Index of the IPv6 table entry the run settles into, or [`NO_ENTRY`].
+    pub run_v6_entry: u32,
     /// Explicit tail padding, so the layout has no bytes Rust leaves undefined.
-    pub _pad: [u8; 4],
+    pub _pad: u32,
 }
+
+/// A run's entry index when no table entry could take its source.
+pub const NO_ENTRY: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
 // SAFETY: `Counter` is `#[repr(C)]`, two `u64`s, no padding, any bit pattern valid.
@@ -206,8 +213,8 @@ unsafe impl aya::Pod for V4Entry {}
 unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, 6 `Counter`s then byte arrays of 16, 4 and 4 bytes:
-// no implicit padding (checked by `cpu_state_has_no_padding`), any bit
+// SAFETY: `#[repr(C)]`, 6 `Counter`s, byte arrays of 16 and 4 bytes, three
+// u32: no implicit padding (checked by `cpu_state_has_no_padding`), any bit
 // pattern valid.
 unsafe impl aya::Pod for CpuState {}
 
@@ -232,7 +239,10 @@ mod tests {
 
     #[test]
     fn cpu_state_has_no_padding() {
-        assert_eq!(size_of::<CpuState>(), 6 * size_of::<Counter>() + 16 + 4 + 4);
+        assert_eq!(
+            size_of::<CpuState>(),
+            6 * size_of::<Counter>() + 16 + 4 + 3 * 4
+        );
         assert_eq!(size_of::<V4Entry>(), 32);
         assert_eq!(size_of::<V6Entry>(), 64);
     }

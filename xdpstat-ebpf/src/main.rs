@@ -25,14 +25,16 @@
 //!
 //! Where the counts go (see `CpuState`): a packet from the same source as
 //! the CPU's previous one only bumps the current run's counter in the CPU's
-//! state slot; a packet from another source first settles the run into the
-//! source's entry of its family's *table*. A table is an open-addressing
-//! hash table in a memory-mapped array: finding a source costs one probe
-//! (one cache line) in the common case, where a BPF hash map costs a bucket
-//! and an element, and user space reads a million sources by walking
-//! memory. Entries are shared by all CPUs and updated with atomic adds.
-//! A run no entry within reach can take counts in the CPU's
-//! `unattributed_*` instead, so nothing is lost silently. Headers are read
+//! state slot; a packet from another source begins a new run, which finds
+//! or claims its source's entry in its family's *table* and keeps the
+//! entry's index, and then settles the finished run into the entry it kept.
+//! A table is an open-addressing hash table in a memory-mapped array:
+//! finding a source costs one probe (one cache line) in the common case,
+//! where a BPF hash map costs a bucket and an element, and user space reads
+//! a million sources by walking memory. Entries are shared by all CPUs and
+//! updated with atomic adds. A run that found no entry within reach counts
+//! in the CPU's `unattributed_*` instead, so nothing is lost silently, and
+//! a source is in a read exactly when an entry holds it. Headers are read
 //! from the frame's linear part, which always holds them for frames the
 //! kernel builds (drivers and BPF_PROG_TEST_RUN put at least the first page
 //! there).
@@ -48,8 +50,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdpstat_common::{
-    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, TABLE_PAGE, V4Entry,
-    V6Entry, entry_state, home, mix, table_entries,
+    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY, TABLE_PAGE,
+    V4Entry, V6Entry, entry_state, home, mix, table_entries,
 };
 
 /// Entries in each table; the loader sets it and sizes the tables to match.
@@ -125,6 +127,7 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
             Run {
                 counter: &mut state.run_v4,
                 source: &mut state.run_v4_source,
+                entry: &mut state.run_v4_entry,
                 unattributed: &mut state.unattributed_v4,
             },
             source,
@@ -136,6 +139,7 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
             Run {
                 counter: &mut state.run_v6,
                 source: &mut state.run_v6_source,
+                entry: &mut state.run_v6_entry,
                 unattributed: &mut state.unattributed_v6,
             },
             source,
@@ -225,14 +229,16 @@ fn be16_at(start: usize, offset: usize, end: usize) -> Option<u16> {
 struct Run<'a, A> {
     counter: &'a mut Counter,
     source: &'a mut A,
+    entry: &'a mut u32,
     unattributed: &'a mut Counter,
 }
 
 /// Counts a packet from `source`: into the CPU's run when it continues it,
-/// else as a new run, settling the finished one into `table` (or, with no
-/// entry within reach, into `unattributed`). The new run is written first:
-/// a reader racing this misses the old run for one read rather than
-/// counting it twice.
+/// else as a new run, which first finds or claims its source's entry; then
+/// the finished run settles into the entry it kept (or, with none,
+/// into `unattributed`). The new run is written before the old one
+/// settles: a reader racing this misses the old run for one read rather
+/// than counting it twice (user space keeps counts from going backwards).
 #[inline(always)]
 fn track<E: Entry>(
     table: &Array<E>,
@@ -245,10 +251,14 @@ fn track<E: Entry>(
         bump(run.counter, len);
         return;
     }
-    let (finished, finished_source) = (*run.counter, *run.source);
+    let (finished, finished_source, finished_entry) = (*run.counter, *run.source, *run.entry);
+    let entry = entry_for::<E>(table, pages, &source);
     start_run(run.counter, len);
     *run.source = source;
-    if finished.packets != 0 && !settle::<E>(table, pages, &finished_source, &finished) {
+    *run.entry = entry;
+    if finished.packets != 0
+        && !settle::<E>(table, pages, finished_entry, &finished_source, &finished)
+    {
         add(run.unattributed, &finished);
     }
 }
@@ -316,15 +326,50 @@ impl Entry for V6Entry {
     }
 }
 
-/// Settles a finished run into its source's table entry, creating the entry
-/// for a new source; false when no entry within reach could take it.
+/// Adds a finished run to the entry it kept; false when it has none.
+/// When user space retired that entry while the run went on (the entry is
+/// no longer counting the run's source), the run finds or claims another.
 #[inline(always)]
 fn settle<E: Entry>(
     table: &Array<E>,
     pages: &Array<u64>,
+    index: u32,
     address: &E::Address,
     run: &Counter,
 ) -> bool {
+    if index == NO_ENTRY {
+        return false;
+    }
+    let mut index = index;
+    for _ in 0..2 {
+        let Some(entry) = table.get_ptr_mut(index) else {
+            return false;
+        };
+        // SAFETY: a live table entry; its state word is read whole.
+        let entry = unsafe { &mut *entry };
+        if unsafe { core::ptr::read_volatile(entry.state()) } == entry_state::READY
+            && entry.holds(address)
+        {
+            // SAFETY: a live entry counting this source; the adds are atomic
+            // because every CPU counting the source adds to it. User space
+            // marks an entry draining and then waits for a grace period
+            // before it reads the final counts, so an add that saw READY
+            // here lands before that read.
+            unsafe { atomic_add(entry.counter(), run) };
+            return true;
+        }
+        index = entry_for::<E>(table, pages, address);
+        if index == NO_ENTRY {
+            return false;
+        }
+    }
+    false
+}
+
+/// The index of `address`'s entry, claiming a free one for a new source;
+/// [`NO_ENTRY`] when none within reach is free.
+#[inline(always)]
+fn entry_for<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address) -> u32 {
     // SAFETY: constants the loader wrote before loading.
     let (entries, seed) = unsafe {
         (
@@ -339,39 +384,34 @@ fn settle<E: Entry>(
     // instant may give it two entries; user space adds them up.
     for _ in 0..2 {
         match probe(table, address, start, entries) {
-            Probe::Found(entry) => {
-                // SAFETY: a live table entry; the adds are atomic because
-                // every CPU counting this source adds to it.
-                unsafe { atomic_add(entry.counter(), run) };
-                return true;
-            }
+            Probe::Found(index) => return index,
             Probe::Free(entry, index, was) => {
-                // SAFETY: a live table entry.
+                // SAFETY: a live table entry. The compare-and-exchange is
+                // fully ordered (BPF atomics with a fetch are), so the
+                // zeroed counters user space stored before it released a
+                // retired entry are visible before this CPU adds to them.
                 if unsafe { compare_exchange(entry.state(), was, entry_state::CLAIMED) } {
                     *entry.address() = *address;
                     // SAFETY: the entry is ours until it is READY.
-                    unsafe {
-                        atomic_add(entry.counter(), run);
-                        core::ptr::write_volatile(entry.state(), entry_state::READY);
-                    }
+                    unsafe { core::ptr::write_volatile(entry.state(), entry_state::READY) };
                     let page = (index as usize * size_of::<E>() / TABLE_PAGE) as u32;
                     if let Some(flag) = pages.get_ptr_mut(page) {
                         // SAFETY: a live array value; any CPU may set it to 1.
                         unsafe { core::ptr::write_volatile(flag, 1) };
                     }
-                    return true;
+                    return index;
                 }
             }
-            Probe::Full => return false,
+            Probe::Full => return NO_ENTRY,
         }
     }
-    false
+    NO_ENTRY
 }
 
 /// What a probe found.
 enum Probe<'a, E> {
-    /// The source's entry.
-    Found(&'a mut E),
+    /// The index of the source's entry.
+    Found(u32),
     /// No entry for the source; the first reusable one, its index and the
     /// state it had.
     Free(&'a mut E, u32, u64),
@@ -401,7 +441,7 @@ fn probe<'a, E: Entry>(
         let entry = unsafe { &mut *entry };
         let state = unsafe { core::ptr::read_volatile(entry.state()) };
         match state {
-            entry_state::READY if entry.holds(address) => return Probe::Found(entry),
+            entry_state::READY if entry.holds(address) => return Probe::Found(index),
             entry_state::EMPTY | entry_state::RETIRED if free.is_none() => {
                 free = Some((index, state));
             }

@@ -1,16 +1,19 @@
-//! The few bpf(2) commands xdpstat needs that aya does not offer on a
-//! shared map handle: delete a key, push onto a queue, and wait until no
-//! XDP program still uses a slot it looked up before (an RCU grace period).
+//! The one bpf(2) use aya cannot do for xdpstat: wait until no XDP program
+//! still uses a table entry it looked up before (an RCU grace period).
+//!
+//! The wait is an update of an array of maps. aya 0.14 can update one
+//! (`ArrayOfMaps::set`) but not create one outside a loaded object (the
+//! map-in-map constructor is crate-private), and aya-ebpf 0.2 cannot
+//! declare one in the XDP program, so the two maps are created here.
 
 use std::{
     io,
     mem::size_of,
-    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -48,29 +51,6 @@ fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-/// Deletes `key` from a hash map; a missing key is not an error.
-pub fn delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
-    let mut attr = ElemAttr {
-        map_fd: map.as_raw_fd() as u32,
-        key: key.as_ptr() as u64,
-        ..ElemAttr::default()
-    };
-    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other.map(drop),
-    }
-}
-
-/// Pushes `value` onto a queue map.
-pub fn push(queue: BorrowedFd<'_>, value: u32) -> io::Result<()> {
-    let mut attr = ElemAttr {
-        map_fd: queue.as_raw_fd() as u32,
-        value: &raw const value as u64,
-        ..ElemAttr::default()
-    };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
-}
-
 fn create_map(attr: &mut MapCreateAttr) -> io::Result<OwnedFd> {
     let fd = bpf(BPF_MAP_CREATE, attr)?;
     // SAFETY: BPF_MAP_CREATE returned a new file descriptor we now own.
@@ -78,10 +58,18 @@ fn create_map(attr: &mut MapCreateAttr) -> io::Result<OwnedFd> {
 }
 
 /// Waits for an RCU grace period: once [`Grace::wait`] returns, every XDP
-/// program run that started before the call has finished. The kernel
-/// guarantees this for updates of map-in-map maps (so that user space knows
-/// no program still uses the old inner map), so `wait` updates a one-entry
-/// array of maps that exists only for that.
+/// program run that started before the call has finished.
+///
+/// The kernel guarantee relied on: after updating an element of an array
+/// or hash of maps, `bpf(BPF_MAP_UPDATE_ELEM)` calls `synchronize_rcu()`
+/// before it returns (`maybe_wait_bpf_programs()` in kernel/bpf/syscall.c,
+/// since Linux 5.0), so that user space knows no program still uses the old
+/// inner map. XDP programs run inside RCU read-side critical sections (the
+/// driver's NAPI poll runs with bottom halves off, which RCU waits for since
+/// Linux 4.20; BPF_PROG_TEST_RUN takes `rcu_read_lock()`), so the wait
+/// covers every program run that could have seen an entry before it was
+/// marked draining. `wait` updates a one-entry array of maps that exists
+/// only for that.
 pub struct Grace {
     outer: OwnedFd,
     inner: OwnedFd,

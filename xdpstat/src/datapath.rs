@@ -20,7 +20,7 @@ use aya::{
     },
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, PAGES_V4_MAP,
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, NO_ENTRY, PAGES_V4_MAP,
     PAGES_V6_MAP, PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
     V4Entry, V6Entry, table_entries,
 };
@@ -29,7 +29,7 @@ use crate::{
     attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
     error::{XdpstatError, one_line},
     snapshot::{ClassSlots, Snapshot},
-    sources::SourceTableBuilder,
+    sources::{SourceTable, SourceTableBuilder},
     tables::{ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
 };
 
@@ -280,7 +280,8 @@ impl Datapath {
             reason: one_line(&e),
         })?;
         let mut sources = sources;
-        let slots = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
+        let (slots, busy) = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
+        self.lock_tables().mark_busy(&busy.v4, &busy.v6);
         Ok(Snapshot {
             taken,
             wall,
@@ -290,9 +291,10 @@ impl Datapath {
     }
 
     /// After a snapshot: if a table is nearly full, retires its idle
-    /// entries so new senders find room (see `tables.rs`). Returns how many
-    /// it retired.
-    pub fn retire_idle(&self) -> Result<usize, XdpstatError> {
+    /// entries so new senders find room (see `tables.rs`). Returns the
+    /// sources it retired with their final counts, which from now on are in
+    /// `unattributed`.
+    pub fn retire_idle(&self) -> Result<SourceTable, XdpstatError> {
         self.lock_tables().retire_idle()
     }
 
@@ -372,31 +374,50 @@ fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatErr
         })
 }
 
+/// The table entries the CPUs' runs will settle into.
+#[derive(Debug, Default)]
+struct BusyEntries {
+    v4: Vec<u32>,
+    v6: Vec<u32>,
+}
+
 /// Adds the CPUs' current runs to their sources and sums the class
-/// counters. Unattributed is what the CPUs could not settle into an entry
-/// plus `retired_*`, what retired entries had counted.
+/// counters. Unattributed is what the CPUs could not settle into an entry,
+/// the runs in progress that found none, and `retired_*`, what retired
+/// entries had counted.
 fn fold_cpu_states(
     states: &PerCpuValues<CpuState>,
     retired_v4: Counter,
     retired_v6: Counter,
     sources: &mut SourceTableBuilder,
-) -> ClassSlots {
+) -> (ClassSlots, BusyEntries) {
     let mut slots = ClassSlots {
         unattributed_v4: retired_v4,
         unattributed_v6: retired_v6,
         ..ClassSlots::default()
     };
+    let mut busy = BusyEntries::default();
     for state in states.iter() {
         slots.non_ip.add(&state.non_ip);
         slots.malformed.add(&state.malformed);
         slots.unattributed_v4.add(&state.unattributed_v4);
         slots.unattributed_v6.add(&state.unattributed_v6);
         if state.run_v4.packets != 0 {
-            sources.push_v4(state.run_v4_source, state.run_v4);
+            if state.run_v4_entry == NO_ENTRY {
+                slots.unattributed_v4.add(&state.run_v4);
+            } else {
+                sources.push_v4(state.run_v4_source, state.run_v4);
+                busy.v4.push(state.run_v4_entry);
+            }
         }
         if state.run_v6.packets != 0 {
-            sources.push_v6(state.run_v6_source, state.run_v6);
+            if state.run_v6_entry == NO_ENTRY {
+                slots.unattributed_v6.add(&state.run_v6);
+            } else {
+                sources.push_v6(state.run_v6_source, state.run_v6);
+                busy.v6.push(state.run_v6_entry);
+            }
         }
     }
-    slots
+    (slots, busy)
 }

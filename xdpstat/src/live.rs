@@ -15,6 +15,7 @@ use crate::{
     output::{Format, write_report},
     report::Report,
     snapshot::Snapshot,
+    sources::SourceTable,
 };
 
 /// How often the loop looks at the stop flag while it waits.
@@ -27,9 +28,10 @@ pub trait CounterSource {
     fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError>;
 
     /// Housekeeping after a read (the datapath retires idle table entries
-    /// when a table is nearly full).
-    fn after_read(&self) -> Result<(), XdpstatError> {
-        Ok(())
+    /// when a table is nearly full); returns the sources retired, with the
+    /// counts that moved from them to `unattributed`.
+    fn after_read(&self) -> Result<SourceTable, XdpstatError> {
+        Ok(SourceTable::default())
     }
 
     /// Sources per family the tables are planned for, if known.
@@ -43,8 +45,8 @@ impl CounterSource for Datapath {
         Datapath::snapshot(self, interface)
     }
 
-    fn after_read(&self) -> Result<(), XdpstatError> {
-        self.retire_idle().map(drop)
+    fn after_read(&self) -> Result<SourceTable, XdpstatError> {
+        self.retire_idle()
     }
 
     fn capacity(&self) -> Option<usize> {
@@ -61,6 +63,8 @@ pub struct Watched<S = Datapath> {
     pub attached: Attached,
     pub source: S,
     previous: Snapshot,
+    /// Sources retired after the last read, to take out of it.
+    retired: SourceTable,
     observer: Option<Observer>,
 }
 
@@ -85,6 +89,7 @@ impl<S: CounterSource> Watched<S> {
             attached,
             source,
             previous: Snapshot::empty(),
+            retired: SourceTable::default(),
             observer: None,
         }
     }
@@ -108,16 +113,26 @@ impl<S: CounterSource> Watched<S> {
     /// Reads the counters and keeps the read for the next interval; returns
     /// the previous read and this one. Housekeeping failures are printed
     /// and counting goes on.
+    ///
+    /// This is the one place where reads become honest counters for every
+    /// consumer (reports, the live view, metrics): the sources retired
+    /// since the last read are moved to `unattributed` in it, and this read
+    /// never goes below it ([`Snapshot::keep_monotonic`]).
     pub fn advance(&mut self) -> Result<(Snapshot, &Snapshot), XdpstatError> {
         let started = Instant::now();
-        let current = self.source.snapshot(&self.attached.interface)?;
+        let mut current = self.source.snapshot(&self.attached.interface)?;
         let took = started.elapsed();
+        if !self.retired.is_empty() {
+            self.previous.retire(&std::mem::take(&mut self.retired));
+        }
+        current.keep_monotonic(&self.previous);
         if let Some(observer) = &mut self.observer {
             observer(&self.previous, &current, took);
         }
         let previous = std::mem::replace(&mut self.previous, current);
-        if let Err(error) = self.source.after_read() {
-            eprintln!("xdpstat: {}", one_line(&error));
+        match self.source.after_read() {
+            Ok(retired) => self.retired = retired,
+            Err(error) => eprintln!("xdpstat: {}", one_line(&error)),
         }
         Ok((previous, &self.previous))
     }
@@ -216,6 +231,13 @@ mod tests {
     struct Scripted {
         reads: Vec<Option<u64>>,
         served: Rc<Cell<usize>>,
+        /// After read `n` (1-based), the source's entry is retired with
+        /// these packets.
+        retirements: Vec<(usize, u64)>,
+    }
+
+    fn source() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))
     }
 
     impl CounterSource for Scripted {
@@ -233,10 +255,33 @@ mod tests {
                 packets,
                 bytes: packets * 100,
             };
-            snapshot
-                .sources
-                .insert(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), counter);
+            snapshot.sources.insert(source(), counter);
+            // As the kernel does: what retired entries held is unattributed.
+            for &(after, packets) in &self.retirements {
+                if after <= index {
+                    snapshot.slots.unattributed_v4.add(&Counter {
+                        packets,
+                        bytes: packets * 100,
+                    });
+                }
+            }
             Ok(snapshot)
+        }
+
+        fn after_read(&self) -> Result<SourceTable, XdpstatError> {
+            let read = self.served.get();
+            Ok(self
+                .retirements
+                .iter()
+                .filter(|(after, _)| *after == read)
+                .map(|&(_, packets)| {
+                    let counter = Counter {
+                        packets,
+                        bytes: packets * 100,
+                    };
+                    (source(), counter)
+                })
+                .collect())
         }
     }
 
@@ -252,6 +297,7 @@ mod tests {
         let source = Scripted {
             reads,
             served: Rc::clone(&served),
+            retirements: Vec::new(),
         };
         (vec![Watched::new(attached, source)], served)
     }
@@ -273,6 +319,37 @@ mod tests {
                 report["sources"][0]["packets"].as_u64().unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_read_racing_a_settle_is_no_change_and_a_retired_source_starts_again() {
+        // Read 3 misses 4 packets still being settled; after read 5 the
+        // source's entry is retired with 30 packets; it comes back with 3.
+        let (mut watched, _) = scripted(vec![
+            Some(10),
+            Some(20),
+            Some(16),
+            Some(24),
+            Some(30),
+            Some(3),
+        ]);
+        watched[0].source.retirements = vec![(5, 30)];
+        let mut rows = Vec::new();
+        let mut unattributed = Vec::new();
+        for _ in 0..6 {
+            let (previous, current) = watched[0].advance().unwrap();
+            let delta = current.sources[&source()]
+                .since(&previous.sources.get(&source()).copied().unwrap_or_default());
+            rows.push((current.sources[&source()].packets, delta.packets));
+            unattributed.push(current.unattributed().packets);
+        }
+        assert_eq!(
+            rows,
+            [(10, 10), (20, 10), (20, 0), (24, 4), (30, 6), (3, 3)],
+            "no read goes backwards, no interval counts a lifetime"
+        );
+        assert_eq!(unattributed, [0, 0, 0, 0, 0, 30]);
+        assert_eq!(watched[0].previous.totals().ipv4.packets, 33);
     }
 
     #[test]

@@ -1,41 +1,40 @@
 //! A BPF array created with `BPF_F_MMAPABLE`, or a window of one, mapped
 //! into xdpstat's memory: reading a million counters is then a walk through
 //! memory, not a million system calls.
+//!
+//! The XDP program writes these values while xdpstat reads them, so values
+//! are never read or written whole: every access is one atomic load or
+//! store of an aligned 8-byte word (each word is read whole; two words of
+//! one value may come from either side of a concurrent update), and the
+//! caller names the memory ordering where it matters.
 
 use std::{
     io,
     marker::PhantomData,
     mem::size_of,
-    os::fd::{AsRawFd, BorrowedFd},
-    ptr::NonNull,
+    os::fd::BorrowedFd,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::Pod;
+use memmap2::{MmapOptions, MmapRaw};
 
-/// The page size BPF array mappings are aligned to (x86-64 and arm64 with
-/// 4 KiB pages; the kernel refuses a misaligned offset rather than
-/// mapping the wrong values).
-pub const PAGE: usize = 4096;
+/// The size of a memory page here: a mapping of a BPF array starts on a
+/// page boundary (the kernel refuses any other offset).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
 
-/// `len` values of `T` shared with the kernel. The datapath writes them
-/// while xdpstat reads, so every access is a volatile load or store of a
-/// whole value; each 8-byte field is read whole (x86-64 and arm64 never
-/// tear aligned 8-byte loads), though two fields of one value may come
-/// from either side of a concurrent update.
+/// `len` values of `T` shared with the kernel, `T` a whole number of
+/// 8-byte words.
 pub struct MappedArray<T> {
-    base: NonNull<T>,
+    map: MmapRaw,
     len: usize,
-    bytes: usize,
     _values: PhantomData<T>,
 }
 
-// SAFETY: the mapping is plain shared memory; the type only hands out
-// copies of values, so it can move to and be shared with other threads.
-unsafe impl<T: Pod> Send for MappedArray<T> {}
-// SAFETY: as above.
-unsafe impl<T: Pod> Sync for MappedArray<T> {}
-
-impl<T: Pod> MappedArray<T> {
+impl<T> MappedArray<T> {
     /// Maps the first `len` values of the array behind `map`, which must
     /// have been created with `BPF_F_MMAPABLE` and hold at least `len`
     /// values of `T` (whose size must be a multiple of 8, the kernel's
@@ -44,38 +43,30 @@ impl<T: Pod> MappedArray<T> {
         Self::map_range(map, 0, len)
     }
 
-    /// Maps `len` values from value `first` on; `first` values must fill
-    /// whole pages (the kernel maps from page boundaries).
+    /// Maps `len` values from value `first` on; the first value must start
+    /// on a page boundary.
     pub fn map_range(map: BorrowedFd<'_>, first: usize, len: usize) -> io::Result<Self> {
         assert!(
             size_of::<T>().is_multiple_of(8) && len > 0,
-            "array elements are 8-byte aligned"
+            "array elements are whole 8-byte words"
         );
         let offset = first * size_of::<T>();
-        assert!(
-            offset.is_multiple_of(PAGE),
-            "a window starts on a page boundary"
-        );
-        let bytes = len * size_of::<T>();
-        // SAFETY: a fresh shared mapping of the map's memory; the kernel
-        // checks the length against the array's size.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+        if !offset.is_multiple_of(page_size()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a window at byte {offset} does not start on a {}-byte page",
+                    page_size()
+                ),
+            ));
         }
+        let map = MmapOptions::new()
+            .offset(offset as u64)
+            .len(len * size_of::<T>())
+            .map_raw(&map)?;
         Ok(Self {
-            base: NonNull::new(base.cast()).expect("mmap never maps address 0 here"),
+            map,
             len,
-            bytes,
             _values: PhantomData,
         })
     }
@@ -88,48 +79,42 @@ impl<T: Pod> MappedArray<T> {
         self.len == 0
     }
 
-    /// The value at `index`.
-    pub fn get(&self, index: usize) -> T {
-        assert!(index < self.len, "index {index} beyond {}", self.len);
-        // SAFETY: in bounds of the live mapping; `T` is `Pod` and 8-byte
-        // aligned (page-aligned base, 8-byte multiple size).
-        unsafe { self.base.as_ptr().add(index).read_volatile() }
-    }
-
-    /// Stores `value` at `index` (only for values no program writes any
-    /// more: xdpstat clears retired entries).
-    pub fn set(&self, index: usize, value: T) {
-        assert!(index < self.len, "index {index} beyond {}", self.len);
-        // SAFETY: as in `get`; the mapping is writable.
-        unsafe { self.base.as_ptr().add(index).write_volatile(value) }
-    }
-
-    /// Stores one aligned `u64` field, `offset` bytes into the value at
-    /// `index`, leaving the rest of the value to whoever else writes it.
-    pub fn set_word(&self, index: usize, offset: usize, word: u64) {
+    /// The word `offset` bytes into value `index`.
+    fn word_ref(&self, index: usize, offset: usize) -> &AtomicU64 {
         assert!(index < self.len, "index {index} beyond {}", self.len);
         assert!(
             offset.is_multiple_of(8) && offset + 8 <= size_of::<T>(),
             "a whole aligned word inside the value"
         );
-        // SAFETY: in bounds and 8-byte aligned (see `get`); a single aligned
-        // 8-byte store is atomic on the architectures BPF JITs for.
+        // SAFETY: in bounds of the live mapping (checked above), 8-byte
+        // aligned (page-aligned base, values a multiple of 8 bytes); the
+        // kernel and this process only ever access it atomically or with
+        // aligned 8-byte accesses, which do not tear on the architectures
+        // BPF JITs for.
         unsafe {
-            self.base
-                .as_ptr()
-                .add(index)
-                .cast::<u8>()
-                .add(offset)
-                .cast::<u64>()
-                .write_volatile(word)
+            AtomicU64::from_ptr(
+                self.map
+                    .as_mut_ptr()
+                    .add(index * size_of::<T>() + offset)
+                    .cast::<u64>(),
+            )
         }
+    }
+
+    /// Loads the word `offset` bytes into value `index`.
+    pub fn load(&self, index: usize, offset: usize, order: Ordering) -> u64 {
+        self.word_ref(index, offset).load(order)
+    }
+
+    /// Stores `word` `offset` bytes into value `index`.
+    pub fn store(&self, index: usize, offset: usize, word: u64, order: Ordering) {
+        self.word_ref(index, offset).store(word, order)
     }
 }
 
-impl<T> Drop for MappedArray<T> {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped; no reference into it
-        // outlives `self` (values are handed out by copy).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+impl MappedArray<u64> {
+    /// The value at `index`.
+    pub fn get(&self, index: usize) -> u64 {
+        self.load(index, 0, Ordering::Relaxed)
     }
 }

@@ -3,18 +3,19 @@
 //! read time, and the top sources by rate with one `source="other"` series
 //! for the rest), kept ready for scrapes in both text formats.
 //!
-//! Counters must never go backwards, which per-source series built from
-//! raw cumulative counts would do (a source leaving the top N moves its
-//! count into "other"; coming back, it takes it out again). So each
-//! per-source series adds up only the packets counted *while that source
-//! was in the top N*, and `other` adds up the rest: every packet lands in
-//! exactly one series, each series only grows, and a source that leaves and
-//! comes back resumes where it stopped. While fewer than N sources send,
-//! the ones shown last time stay shown, so series do not vanish in a lull (sources gone from the top for an
-//! hour are forgotten, and would start again from zero, which Prometheus
-//! reads as a counter reset). Class totals and unattributed are exported as
-//! the largest value read so far, so a read racing the datapath never
-//! shows a counter going down.
+//! Per-source series stay bounded and honest. Each interval, the
+//! `--metrics-top` sources with the most packets in it are shown (while
+//! fewer send, the ones shown before stay, so series do not vanish in a
+//! lull). A shown source's series adds the packets it sent while shown;
+//! `other` adds everything else: packets of sources not shown, the
+//! unattributed ones, and the whole count of a series that ends when its
+//! source leaves the shown set. So every IPv4 and IPv6 packet is in exactly
+//! one series, `sum(xdpstat_source_packets_total)` equals the `ipv4` plus
+//! `ipv6` class counters of the same exposition, and no series goes down
+//! while it exists; a source that comes back after its series ended starts
+//! a new one from zero (a counter reset to Prometheus). The reads this is
+//! fed are monotonic (see `Watched::advance`); class counters are exported
+//! as the largest value read all the same.
 
 use std::{
     fmt::Write as _,
@@ -23,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -35,8 +36,6 @@ use crate::snapshot::Snapshot;
 
 /// Per-source series exported by default.
 pub const DEFAULT_TOP: usize = 50;
-/// How long a source that left the top N keeps its exported counts.
-const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -49,8 +48,9 @@ pub struct Exposition {
     pub text: String,
 }
 
-/// Where the latest exposition waits for scrapes.
-pub type Published = Arc<RwLock<Arc<Exposition>>>;
+/// Where the latest exposition waits for scrapes: none until xdpstat has
+/// attached (a scrape then gets 503), then one from attach time on.
+pub type Published = Arc<RwLock<Option<Arc<Exposition>>>>;
 
 /// What one interface is, for `xdpstat_info` and capacity.
 #[derive(Clone, Debug)]
@@ -62,13 +62,6 @@ pub struct InterfaceInfo {
     pub capacity: Option<usize>,
 }
 
-/// One source's exported counts.
-#[derive(Clone, Copy, Debug)]
-struct Exported {
-    counter: Count,
-    last_in_top: Instant,
-}
-
 /// One interface's exported state.
 #[derive(Debug, Default)]
 struct InterfaceState {
@@ -76,8 +69,9 @@ struct InterfaceState {
     unattributed: Count,
     sources: (usize, usize),
     read_seconds: f64,
-    exported: HashMap<IpAddr, Exported>,
-    in_top: Vec<IpAddr>,
+    /// The shown sources' series, in the order they were shown.
+    shown: Vec<IpAddr>,
+    exported: HashMap<IpAddr, Count>,
     other: Count,
 }
 
@@ -147,40 +141,42 @@ impl Metrics {
             .map(|(address, now, before)| (address, now.since(&before)))
             .filter(|(_, delta)| delta.packets > 0)
             .collect();
+        state
+            .other
+            .add(&current.unattributed().since(&previous.unattributed()));
         let cut = top.min(deltas.len());
         if cut < deltas.len() {
             deltas.select_nth_unstable_by(cut, |a, b| {
                 b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0))
             });
         }
-        let now = Instant::now();
-        let shown_before = std::mem::take(&mut state.in_top);
-        for (address, delta) in &deltas[..cut] {
-            let exported = state.exported.entry(*address).or_insert(Exported {
-                counter: Count::default(),
-                last_in_top: now,
-            });
-            exported.counter.add(delta);
-            exported.last_in_top = now;
-            state.in_top.push(*address);
-        }
-        for (_, delta) in &deltas[cut..] {
-            state.other.add(delta);
-        }
-        // Room left (fewer senders than series): sources shown last time
-        // stay, unchanged, so series do not vanish when traffic pauses. They
-        // sent nothing this interval, so no packet is counted twice.
-        for address in shown_before {
-            if state.in_top.len() >= top {
+        let mut shown: Vec<IpAddr> = deltas[..cut].iter().map(|(a, _)| *a).collect();
+        let mut is_shown: HashSet<IpAddr> = shown.iter().copied().collect();
+        // Room left (fewer senders than series): the sources shown last time
+        // stay, so series do not vanish when traffic pauses.
+        for &address in &state.shown {
+            if shown.len() >= top {
                 break;
             }
-            if !state.in_top.contains(&address) && state.exported.contains_key(&address) {
-                state.in_top.push(address);
+            if is_shown.insert(address) {
+                shown.push(address);
             }
         }
-        state
-            .exported
-            .retain(|_, exported| now.duration_since(exported.last_in_top) < FORGET_AFTER);
+        for (address, delta) in &deltas {
+            if is_shown.contains(address) {
+                state.exported.entry(*address).or_default().add(delta);
+            } else {
+                state.other.add(delta);
+            }
+        }
+        // A series that ends hands its count to `other`: the sum stays.
+        for address in std::mem::replace(&mut state.shown, shown) {
+            if !is_shown.contains(&address)
+                && let Some(count) = state.exported.remove(&address)
+            {
+                state.other.add(&count);
+            }
+        }
         self.publish();
     }
 
@@ -192,7 +188,7 @@ impl Metrics {
         *self
             .published
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = exposition;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(exposition);
     }
 
     fn encode(&self, started: Instant) -> String {
@@ -237,8 +233,8 @@ impl Metrics {
             ])
             .set(1);
             read.get_or_create(&vec![name()]).set(state.read_seconds);
-            for address in &state.in_top {
-                let counter = state.exported[address].counter;
+            for address in &state.shown {
+                let counter = state.exported.get(address).copied().unwrap_or_default();
                 let labels = vec![name(), ("source", address.to_string())];
                 source_packets
                     .get_or_create(&labels)
@@ -380,7 +376,7 @@ mod tests {
 
     /// Every sample of the text exposition, parsed back by prometheus-parse.
     fn samples(metrics: &Metrics) -> Vec<prometheus_parse::Sample> {
-        let exposition = metrics.published().read().unwrap().clone();
+        let exposition = metrics.published().read().unwrap().clone().unwrap();
         let lines = exposition.text.lines().map(|l| Ok(l.to_owned()));
         prometheus_parse::Scrape::parse(lines).unwrap().samples
     }
@@ -473,7 +469,7 @@ mod tests {
             Some(0.003)
         );
         // The OpenMetrics form has the same samples and ends with # EOF.
-        let exposition = metrics.published().read().unwrap().clone();
+        let exposition = metrics.published().read().unwrap().clone().unwrap();
         assert_eq!(exposition.openmetrics.lines().last(), Some("# EOF"));
         let lines = exposition.openmetrics.lines().map(|l| Ok(l.to_owned()));
         let openmetrics = prometheus_parse::Scrape::parse(lines).unwrap().samples;
@@ -487,70 +483,112 @@ mod tests {
         );
     }
 
-    #[test]
-    fn source_series_never_go_back_and_add_up_to_the_attributed_packets() {
-        let mut metrics = Metrics::new(vec![info("eth0")], 1);
-        let base = Snapshot::empty();
-        // .1 leads, then .2 overtakes it, then .1 leads again.
-        let reads = [
-            snapshot(&base, 1, &[("198.18.0.1", 10), ("198.18.0.2", 1)]),
-            snapshot(&base, 2, &[("198.18.0.1", 11), ("198.18.0.2", 30)]),
-            snapshot(&base, 3, &[("198.18.0.1", 50), ("198.18.0.2", 31)]),
-            // .2's entry was retired and began again from 4.
-            snapshot(&base, 4, &[("198.18.0.1", 51), ("198.18.0.2", 4)]),
-        ];
-        let mut previous = base.clone();
-        let mut last: HashMap<String, f64> = HashMap::new();
-        let mut attributed = 0;
-        for read in &reads {
-            metrics.update(0, &previous, read, Duration::ZERO);
-            attributed += read
-                .sources
-                .since(&previous.sources)
-                .map(|(_, now, before)| now.since(&before).packets)
-                .sum::<u64>();
-            let samples = samples(&metrics);
-            let mut sum = 0.0;
-            for sample in samples
-                .iter()
-                .filter(|s| s.metric == "xdpstat_source_packets_total")
-            {
-                let source = sample.labels.get("source").unwrap().to_owned();
-                let prometheus_parse::Value::Counter(v) = sample.value else {
+    /// The source series of an exposition by source, and their sum.
+    fn source_series(samples: &[prometheus_parse::Sample]) -> HashMap<String, f64> {
+        samples
+            .iter()
+            .filter(|s| s.metric == "xdpstat_source_packets_total")
+            .map(|s| {
+                let prometheus_parse::Value::Counter(v) = s.value else {
                     panic!("a counter");
                 };
-                assert!(
-                    v >= last.get(&source).copied().unwrap_or(0.0),
-                    "{source} went back"
-                );
-                last.insert(source, v);
-                sum += v;
+                (s.labels.get("source").unwrap().to_owned(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_many_more_senders_than_series_every_ip_packet_is_in_one_series() {
+        const SOURCES: u32 = 500;
+        const TOP: usize = 50;
+        let mut metrics = Metrics::new(vec![info("eth0")], TOP);
+        let base = Snapshot::empty();
+        let mut previous = base.clone();
+        let mut counts = vec![0u64; SOURCES as usize];
+        let mut unattributed = 0u64;
+        let mut last: HashMap<String, f64> = HashMap::new();
+        let mut ended_and_back = 0;
+        // A deterministic churn: each interval a different, shifting third
+        // of the sources sends, some in bursts; some packets unattributed.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for interval in 1..=200u64 {
+            for (n, count) in counts.iter_mut().enumerate() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if (n as u64 + interval).is_multiple_of(3) {
+                    *count += 1 + seed % 20 + if seed.is_multiple_of(97) { 5_000 } else { 0 };
+                }
             }
-            // Series not exposed this time still hold their share.
-            let hidden: f64 = last
+            unattributed += interval % 7;
+            let mut read = base.clone();
+            read.taken = base.taken + Duration::from_secs(interval);
+            read.sources = counts
                 .iter()
-                .filter(|(s, _)| {
-                    !samples.iter().any(|x| {
-                        x.metric == "xdpstat_source_packets_total"
-                            && x.labels.get("source") == Some(s.as_str())
-                    })
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(n, &p)| {
+                    let [_, _, hi, lo] = (n as u32).to_be_bytes();
+                    (IpAddr::from([198, 18, hi, lo]), c(p, p * 100))
                 })
-                .map(|(_, v)| v)
-                .sum();
+                .collect::<SourceTable>();
+            read.slots.unattributed_v4 = c(unattributed, unattributed * 100);
+            metrics.update(0, &previous, &read, Duration::ZERO);
+            let samples = samples(&metrics);
+            let series = source_series(&samples);
+            assert!(series.len() <= TOP + 1, "{} series", series.len());
+            let class = |class| {
+                value(
+                    &samples,
+                    "xdpstat_packets_total",
+                    &[("interface", "eth0"), ("class", class)],
+                )
+                .unwrap()
+            };
+            let sum: f64 = series.values().sum();
             assert_eq!(
-                sum + hidden,
-                attributed as f64,
-                "every packet in one series"
+                sum,
+                class("ipv4") + class("ipv6"),
+                "interval {interval}: every IP packet in exactly one series"
             );
-            previous = read.clone();
+            for (source, &v) in &series {
+                match last.get(source) {
+                    Some(&before) => assert!(v >= before, "{source} went back"),
+                    None if interval > 1 => ended_and_back += 1,
+                    None => {}
+                }
+            }
+            last = series;
+            previous = read;
         }
-        assert_eq!(last["198.18.0.1"], 10.0 + 39.0, "resumed where it stopped");
-        assert_eq!(
-            last["198.18.0.2"],
-            29.0 + 4.0,
-            "a restarted entry counts from zero"
-        );
-        assert_eq!(last["other"], 4.0, "each read's runner-up");
+        assert!(ended_and_back > 0, "the churn ended and began series");
+    }
+
+    #[test]
+    fn a_shown_source_that_stays_quiet_for_hours_is_no_trouble() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 1);
+        let base = Snapshot::empty();
+        let quiet = snapshot(&base, 1, &[("198.18.0.1", 10)]);
+        metrics.update(0, &base, &quiet, Duration::ZERO);
+        // Two hours of one-second reads with nobody sending: the series stays.
+        let mut previous = quiet;
+        for seconds in 2..7_200 {
+            let mut read = previous.clone();
+            read.taken = base.taken + Duration::from_secs(seconds);
+            metrics.update(0, &previous, &read, Duration::ZERO);
+            previous = read;
+        }
+        let series = source_series(&samples(&metrics));
+        assert_eq!(series["198.18.0.1"], 10.0);
+        // Then another source sends: the quiet one's series ends into other.
+        let mut read = previous.clone();
+        read.sources
+            .insert("198.18.0.2".parse().unwrap(), c(3, 300));
+        metrics.update(0, &previous, &read, Duration::ZERO);
+        let series = source_series(&samples(&metrics));
+        assert_eq!(series.get("198.18.0.1"), None);
+        assert_eq!(series["198.18.0.2"], 3.0);
+        assert_eq!(series["other"], 10.0);
     }
 
     #[test]

@@ -114,11 +114,20 @@ pub fn router(published: Published) -> Router {
 }
 
 fn metrics(headers: &HeaderMap, published: &Published) -> Response {
-    let exposition: Arc<Exposition> = Arc::clone(
-        &published
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
+    let exposition: Option<Arc<Exposition>> = published
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(exposition) = exposition else {
+        // Between binding the address and attaching: an empty 200 would
+        // look like a host with no traffic.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "xdpstat is not attached yet; no counts to export\n",
+        )
+            .into_response();
+    };
     let wants_openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()

@@ -65,6 +65,34 @@ impl Snapshot {
         }
     }
 
+    /// Keeps every count from going backwards against `previous`, the read
+    /// before this one: a read that races the datapath settling a run
+    /// misses the run for one read, so a decrease is no change. (A source
+    /// xdpstat retired was taken out of `previous` first, see
+    /// [`Snapshot::retire`].) Class slots only ever grow in the kernel.
+    pub fn keep_monotonic(&mut self, previous: &Snapshot) {
+        self.sources.raise_to(&previous.sources);
+        let slots = &mut self.slots;
+        for (now, before) in [
+            (&mut slots.non_ip, previous.slots.non_ip),
+            (&mut slots.malformed, previous.slots.malformed),
+            (&mut slots.unattributed_v4, previous.slots.unattributed_v4),
+            (&mut slots.unattributed_v6, previous.slots.unattributed_v6),
+        ] {
+            now.packets = now.packets.max(before.packets);
+            now.bytes = now.bytes.max(before.bytes);
+        }
+    }
+
+    /// Moves the counts of sources retired since this read from them to
+    /// `unattributed`, as the kernel did: totals stay as they were, and the
+    /// next read compares against what its sources still hold.
+    pub fn retire(&mut self, retired: &SourceTable) {
+        let (v4, v6) = self.sources.retire(retired);
+        self.slots.unattributed_v4.add(&v4);
+        self.slots.unattributed_v6.add(&v6);
+    }
+
     /// Packets and bytes that no source entry holds.
     pub fn unattributed(&self) -> Counter {
         let mut sum = self.slots.unattributed_v4;

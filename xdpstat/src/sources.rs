@@ -163,6 +163,50 @@ impl SourceTable {
         v4.chain(v6)
     }
 
+    /// Raises every source that `floor` also holds to at least its counts
+    /// there: a read that races the datapath settling a run misses that run
+    /// for one read, and a count must not seem to go backwards for it.
+    pub fn raise_to(&mut self, floor: &SourceTable) {
+        fn raise<K: Ord + Copy>(now: &mut [(K, Counter)], floor: &[(K, Counter)]) {
+            let mut floor = floor.iter().peekable();
+            for (key, counter) in now.iter_mut() {
+                while floor.next_if(|(k, _)| k < key).is_some() {}
+                if let Some((_, before)) = floor.next_if(|(k, _)| k == key) {
+                    counter.packets = counter.packets.max(before.packets);
+                    counter.bytes = counter.bytes.max(before.bytes);
+                }
+            }
+        }
+        raise(&mut self.v4, &floor.v4);
+        raise(&mut self.v6, &floor.v6);
+    }
+
+    /// Takes the counts of retired sources out (a source left with nothing
+    /// is removed); returns what was taken per family, no more than each
+    /// source held here.
+    pub fn retire(&mut self, retired: &SourceTable) -> (Counter, Counter) {
+        fn take<K: Ord + Copy>(now: &mut Vec<(K, Counter)>, retired: &[(K, Counter)]) -> Counter {
+            let mut taken = Counter::default();
+            for (key, gone) in retired {
+                if let Some(at) = find(now, key) {
+                    let held = now[at].1;
+                    let moved = Counter {
+                        packets: held.packets.min(gone.packets),
+                        bytes: held.bytes.min(gone.bytes),
+                    };
+                    taken.add(&moved);
+                    now[at].1 = held.saturating_sub(&moved);
+                }
+            }
+            now.retain(|(_, counter)| counter.packets != 0 || counter.bytes != 0);
+            taken
+        }
+        (
+            take(&mut self.v4, &retired.v4),
+            take(&mut self.v6, &retired.v6),
+        )
+    }
+
     /// The sum of every IPv4 and of every IPv6 counter.
     pub fn family_sums(&self) -> (Counter, Counter) {
         fn sum<K>(sources: &[(K, Counter)]) -> Counter {
@@ -231,6 +275,46 @@ mod tests {
             ]
         );
         assert!(!table.contains_key(&"198.18.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn raising_keeps_counts_from_going_backwards_and_retiring_moves_them_out() {
+        let before: SourceTable = [
+            ("198.18.0.1".parse().unwrap(), c(10, 1000)),
+            ("198.18.0.2".parse().unwrap(), c(5, 500)),
+            ("2001:db8::1".parse().unwrap(), c(7, 700)),
+        ]
+        .into_iter()
+        .collect();
+        let mut now: SourceTable = [
+            // A read racing a settle: 4 packets of 198.18.0.1 not seen.
+            ("198.18.0.1".parse().unwrap(), c(6, 600)),
+            ("198.18.0.2".parse().unwrap(), c(8, 800)),
+            ("198.18.0.3".parse().unwrap(), c(1, 100)),
+            ("2001:db8::1".parse().unwrap(), c(7, 700)),
+        ]
+        .into_iter()
+        .collect();
+        now.raise_to(&before);
+        assert_eq!(now[&"198.18.0.1".parse().unwrap()], c(10, 1000));
+        assert_eq!(now[&"198.18.0.2".parse().unwrap()], c(8, 800));
+        assert_eq!(now[&"198.18.0.3".parse().unwrap()], c(1, 100));
+        let retired: SourceTable = [
+            // One of two entries of .2, all of the IPv6 source, and more
+            // than .1 held at the read (packets after it, before retiring).
+            ("198.18.0.2".parse().unwrap(), c(3, 300)),
+            ("2001:db8::1".parse().unwrap(), c(7, 700)),
+            ("198.18.0.1".parse().unwrap(), c(12, 1200)),
+        ]
+        .into_iter()
+        .collect();
+        let (v4, v6) = now.retire(&retired);
+        assert_eq!(v4, c(13, 1300), "no more than each source held");
+        assert_eq!(v6, c(7, 700));
+        assert_eq!(now[&"198.18.0.2".parse().unwrap()], c(5, 500));
+        assert!(!now.contains_key(&"198.18.0.1".parse().unwrap()));
+        assert!(!now.contains_key(&"2001:db8::1".parse().unwrap()));
+        assert_eq!(now.len(), 2);
     }
 
     #[test]

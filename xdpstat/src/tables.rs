@@ -13,6 +13,7 @@ use std::{
     marker::PhantomData,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+    sync::atomic::Ordering,
 };
 
 use aya::{
@@ -25,7 +26,7 @@ use crate::{
     bpf_sys::Grace,
     error::{XdpstatError, one_line},
     mapped::MappedArray,
-    sources::SourceTableBuilder,
+    sources::{SourceTable, SourceTableBuilder},
 };
 
 /// Any constant: it only has to scatter positions.
@@ -49,48 +50,80 @@ pub struct SourcesRead {
     pub retired_v6: Counter,
 }
 
-/// An entry type of a table.
+/// An entry type of a table, read and written one 8-byte word at a time
+/// (see `mapped.rs`): the state word first, at offset 0.
 trait TableEntry: Pod {
-    const STATE_OFFSET: usize = 0;
-    fn state(&self) -> u64;
-    fn counter(&self) -> Counter;
-    fn address(&self) -> IpAddr;
-    fn retired() -> Self;
+    /// Offsets of the words that hold the address.
+    const ADDRESS_WORDS: &'static [usize];
+    /// Offset of the packet counter; the byte counter follows it.
+    const PACKETS: usize;
+    /// The address from its words, in memory order.
+    fn address(words: &[u64]) -> IpAddr;
+    /// An entry read whole (by a system call, for the per-key read).
+    fn decode(&self) -> EntryRead;
 }
 
 impl TableEntry for V4Entry {
-    fn state(&self) -> u64 {
-        self.state
+    const ADDRESS_WORDS: &'static [usize] = &[8];
+    const PACKETS: usize = 16;
+    fn address(words: &[u64]) -> IpAddr {
+        let bytes = words[0].to_ne_bytes();
+        Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
     }
-    fn counter(&self) -> Counter {
-        self.counter
-    }
-    fn address(&self) -> IpAddr {
-        Ipv4Addr::from(self.address).into()
-    }
-    fn retired() -> Self {
-        Self {
-            state: entry_state::RETIRED,
-            ..Self::default()
+    fn decode(&self) -> EntryRead {
+        EntryRead {
+            state: self.state,
+            address: Ipv4Addr::from(self.address).into(),
+            counter: self.counter,
         }
     }
 }
 
 impl TableEntry for V6Entry {
-    fn state(&self) -> u64 {
-        self.state
+    const ADDRESS_WORDS: &'static [usize] = &[8, 16];
+    const PACKETS: usize = 24;
+    fn address(words: &[u64]) -> IpAddr {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&words[0].to_ne_bytes());
+        bytes[8..].copy_from_slice(&words[1].to_ne_bytes());
+        Ipv6Addr::from(bytes).into()
     }
-    fn counter(&self) -> Counter {
-        self.counter
-    }
-    fn address(&self) -> IpAddr {
-        Ipv6Addr::from(self.address).into()
-    }
-    fn retired() -> Self {
-        Self {
-            state: entry_state::RETIRED,
-            ..Self::default()
+    fn decode(&self) -> EntryRead {
+        EntryRead {
+            state: self.state,
+            address: Ipv6Addr::from(self.address).into(),
+            counter: self.counter,
         }
+    }
+}
+
+/// What one read of an entry found.
+struct EntryRead {
+    state: u64,
+    address: IpAddr,
+    counter: Counter,
+}
+
+/// Reads entry `at` of `window`. The state is loaded first, with acquire
+/// ordering: the datapath writes an entry's address before it marks the
+/// entry READY (x86 keeps stores in order; on arm64 the datapath's plain
+/// stores carry no release, which BPF only has from Linux 6.15, so a read
+/// racing a claim by nanoseconds may see the entry with no packets yet).
+/// Counters are loaded after the address; an add racing the read shows up
+/// in the next one.
+fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
+    let state = window.load(at, 0, Ordering::Acquire);
+    let mut words = [0u64; 2];
+    for (word, &offset) in words.iter_mut().zip(E::ADDRESS_WORDS) {
+        *word = window.load(at, offset, Ordering::Relaxed);
+    }
+    EntryRead {
+        state,
+        address: E::address(&words[..E::ADDRESS_WORDS.len()]),
+        counter: Counter {
+            packets: window.load(at, E::PACKETS, Ordering::Relaxed),
+            bytes: window.load(at, E::PACKETS + 8, Ordering::Relaxed),
+        },
     }
 }
 
@@ -153,7 +186,7 @@ impl<E: TableEntry> Table<E> {
         }
     }
 
-    /// Adds every counting entry to `sources`.
+    /// Adds every entry that holds a source to `sources`.
     fn read(
         &mut self,
         sources: &mut SourceTableBuilder,
@@ -179,9 +212,9 @@ impl<E: TableEntry> Table<E> {
                 for index in entries {
                     let entry = match (per_key, &window) {
                         (Some(array), _) => {
-                            array.get(&(index as u32), 0).map_err(|e| one_line(&e))?
+                            E::decode(&array.get(&(index as u32), 0).map_err(|e| one_line(&e))?)
                         }
-                        (None, Some(window)) => window.get(index - first),
+                        (None, Some(window)) => load_entry(window, index - first),
                         (None, None) => unreachable!("mapped above"),
                     };
                     self.account(index, &entry, sources);
@@ -191,19 +224,31 @@ impl<E: TableEntry> Table<E> {
         Ok(())
     }
 
-    fn account(&mut self, index: usize, entry: &E, sources: &mut SourceTableBuilder) {
-        let counter = entry.counter();
-        if entry.state() != entry_state::READY || counter.packets == 0 {
+    /// Takes in one entry. An entry that holds a source is in the read even
+    /// with no packets yet: its source's first run is still on a CPU.
+    fn account(&mut self, index: usize, entry: &EntryRead, sources: &mut SourceTableBuilder) {
+        if entry.state != entry_state::READY {
             self.seen[index] = 0;
             self.set_idle(index, false);
             return;
         }
-        let low = counter.packets as u32;
-        let unchanged = self.seen[index] == low;
+        self.in_use += 1;
+        sources.push(entry.address, entry.counter);
+        let low = entry.counter.packets as u32;
+        // An entry with no packets has its first run in progress: busy.
+        let unchanged = low != 0 && self.seen[index] == low;
         self.seen[index] = low;
         self.set_idle(index, unchanged);
-        self.in_use += 1;
-        sources.push(entry.address(), counter);
+    }
+
+    /// Entries a CPU's run will settle into are busy, whatever their
+    /// counters say: a source whose packets all sit in one CPU's run sends.
+    fn mark_busy(&mut self, entries: &[u32]) {
+        for &index in entries {
+            if (index as usize) < self.len {
+                self.set_idle(index as usize, false);
+            }
+        }
     }
 
     /// The `wanted` idle entries with the fewest packets, by position. Ties
@@ -254,26 +299,47 @@ impl<E: TableEntry> Table<E> {
         Ok(())
     }
 
+    /// Marks the victims draining: from now on a probe passes them by and
+    /// a run that kept one of them looks for another entry.
     fn drain(&self, victims: &[usize]) -> std::io::Result<()> {
         self.write_each(victims, |window, at| {
-            window.set_word(at, E::STATE_OFFSET, entry_state::DRAINING)
+            window.store(at, 0, entry_state::DRAINING, Ordering::Relaxed)
         })
     }
 
-    fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
-        // No program writes these entries any more: their counts are final.
-        let mut retired = Counter::default();
+    /// After a grace period: reads each victim's final counts and clears
+    /// it for reuse; returns each victim's source and final counts.
+    ///
+    /// What orders what: no program adds to a drained entry once the grace
+    /// period has passed (`Grace::wait`), so the counts read here are final.
+    /// The counters and the address are zeroed first and the state word is
+    /// released last (a release store): a CPU can only claim the entry by
+    /// a compare-and-exchange on the state word that sees RETIRED, and BPF
+    /// atomics that fetch are fully ordered, so its adds land on the zeroed
+    /// counters, never under a zeroing store still in flight. On x86 stores
+    /// stay in program order anyway; on arm64 the release store is what
+    /// keeps the zeroing ahead of the state.
+    fn clear(&mut self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Counter)>> {
+        let mut retired = Vec::with_capacity(victims.len());
         self.write_each(victims, |window, at| {
-            retired.add(&window.get(at).counter());
-            window.set(at, E::retired());
+            let entry = load_entry(window, at);
+            retired.push((entry.address, entry.counter));
+            window.store(at, E::PACKETS, 0, Ordering::Relaxed);
+            window.store(at, E::PACKETS + 8, 0, Ordering::Relaxed);
+            for &offset in E::ADDRESS_WORDS {
+                window.store(at, offset, 0, Ordering::Relaxed);
+            }
+            window.store(at, 0, entry_state::RETIRED, Ordering::Release);
         })?;
-        self.retired.add(&retired);
+        for (_, counter) in &retired {
+            self.retired.add(counter);
+        }
         for &index in victims {
             self.seen[index] = 0;
             self.set_idle(index, false);
         }
         self.in_use -= victims.len().min(self.in_use);
-        Ok(())
+        Ok(retired)
     }
 }
 
@@ -375,18 +441,26 @@ impl Tables {
         })
     }
 
+    /// Marks the entries the CPUs' runs will settle into as busy (read
+    /// after the tables, with the CPU states).
+    pub fn mark_busy(&mut self, v4: &[u32], v6: &[u32]) {
+        self.v4.mark_busy(v4);
+        self.v6.mark_busy(v6);
+    }
+
     /// When a table holds more than seven eighths of `max_sources` after
     /// the last read, retires its idle entries (no packet between the last
-    /// two reads), fewest packets first, down to three quarters. Returns
-    /// how many it retired.
-    pub fn retire_idle(&mut self) -> Result<usize, XdpstatError> {
+    /// two reads, and no CPU's run about to settle into them), fewest
+    /// packets first, down to three quarters. Returns the retired sources
+    /// with their final counts (a source two entries held, summed).
+    pub fn retire_idle(&mut self) -> Result<SourceTable, XdpstatError> {
         let high = self.max_sources - self.max_sources / 8;
         let low = self.max_sources * 3 / 4;
         let wanted = |in_use: usize| if in_use > high { in_use - low } else { 0 };
         let v4 = self.v4.idle(wanted(self.v4.in_use));
         let v6 = self.v6.idle(wanted(self.v6.in_use));
         if v4.is_empty() && v6.is_empty() {
-            return Ok(0);
+            return Ok(SourceTable::default());
         }
         let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
             map: "source tables",
@@ -398,8 +472,8 @@ impl Tables {
         self.grace
             .wait()
             .map_err(|e| failed("waiting for a grace period", e))?;
-        self.v4.clear(&v4).map_err(|e| failed("clearing", e))?;
-        self.v6.clear(&v6).map_err(|e| failed("clearing", e))?;
-        Ok(v4.len() + v6.len())
+        let mut retired = self.v4.clear(&v4).map_err(|e| failed("clearing", e))?;
+        retired.extend(self.v6.clear(&v6).map_err(|e| failed("clearing", e))?);
+        Ok(retired.into_iter().collect())
     }
 }
