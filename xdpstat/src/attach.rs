@@ -96,8 +96,21 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// A warning for the user when the attachment can outlive xdpstat.
-    pub fn warning(&self) -> Option<String> {
+    /// Warnings for the user: when the attachment can outlive xdpstat, and
+    /// when auto mode had to settle for generic XDP, which counts less.
+    pub fn warnings(&self, asked: AttachMode) -> Vec<String> {
+        let mut warnings: Vec<String> = self.link_warning().into_iter().collect();
+        if self.mode == ObtainedMode::Generic && asked == AttachMode::Auto {
+            warnings.push(format!(
+                "{}: native XDP was refused, so xdpstat attached in generic mode, which runs after GRO: a batch of TCP segments merged by GRO counts as one packet, with its headers counted once; `xdpstat --mode native {}` says why native was refused",
+                self.interface, self.interface
+            ));
+        }
+        warnings
+    }
+
+    /// A warning when the attachment can outlive xdpstat.
+    fn link_warning(&self) -> Option<String> {
         match self.link {
             LinkKind::BpfLink => None,
             LinkKind::Netlink => Some(format!(
@@ -120,6 +133,10 @@ impl fmt::Display for Attached {
             LinkKind::Unknown => "link kind unknown",
         };
         write!(f, "{} XDP, {link}", self.mode)?;
+        if self.mode == ObtainedMode::Generic {
+            // Generic XDP runs in the stack after GRO has merged segments.
+            write!(f, ", one count per GRO batch")?;
+        }
         if self.multi_buffer {
             write!(f, ", multi-buffer")?;
         }
@@ -222,6 +239,41 @@ mod tests {
         assert_eq!(describe_xdp(&multi).unwrap(), "program id 7");
         let none: serde_json::Value = serde_json::from_str(r#"[{"ifname":"x0"}]"#).unwrap();
         assert_eq!(describe_xdp(&none), None);
+    }
+
+    #[test]
+    fn generic_mode_says_it_counts_gro_batches_and_a_fallback_warns() {
+        let attached = |mode| Attached {
+            interface: "eth0".into(),
+            mode,
+            link: LinkKind::BpfLink,
+            multi_buffer: false,
+        };
+        let generic = attached(ObtainedMode::Generic);
+        assert_eq!(
+            generic.to_string(),
+            "generic XDP, bpf link, one count per GRO batch"
+        );
+        assert_eq!(
+            attached(ObtainedMode::Native).to_string(),
+            "native XDP, bpf link"
+        );
+        let warnings = generic.warnings(AttachMode::Auto);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("native XDP was refused"),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("counts as one packet"), "{warnings:?}");
+        assert!(
+            generic.warnings(AttachMode::Generic).is_empty(),
+            "asked for it"
+        );
+        assert!(
+            attached(ObtainedMode::Native)
+                .warnings(AttachMode::Auto)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The one bpf(2) use aya cannot do for xdpstat: wait until no XDP program
-//! still uses a table entry it looked up before (an RCU grace period).
+//! The bpf(2) uses aya cannot do for xdpstat: wait until no XDP program
+//! still uses a table entry it looked up before (an RCU grace period), and
+//! ask an XDP link which interface it is on (aya's `LinkInfo` does not say).
 //!
 //! The wait is an update of an array of maps. aya 0.14 can update one
 //! (`ArrayOfMaps::set`) but not create one outside a loaded object (the
@@ -13,6 +14,8 @@ use std::{
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -49,6 +52,59 @@ fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     } else {
         Ok(result)
     }
+}
+
+/// The `link_id` member of `union bpf_attr` for BPF_LINK_GET_FD_BY_ID.
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// The `info` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `struct bpf_link_info` up to the XDP member of its union, which starts
+/// at byte 16 (the union is 8-byte aligned), with room for the rest.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    /// `xdp.ifindex` for an XDP link: 0 once the interface is gone.
+    xdp_ifindex: u32,
+    _rest: [u32; 11],
+}
+
+/// The interface index an XDP link `link_id` is attached to: `None` once
+/// the interface is gone (the kernel detaches the link then and reports
+/// index 0; Linux 5.9).
+pub fn xdp_link_ifindex(link_id: u32) -> io::Result<Option<u32>> {
+    let mut by_id = GetFdByIdAttr {
+        id: link_id,
+        ..GetFdByIdAttr::default()
+    };
+    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut by_id)?;
+    // SAFETY: BPF_LINK_GET_FD_BY_ID returned a new descriptor we now own.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = LinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: size_of::<LinkInfo>() as u32,
+        info: &raw mut info as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok((info.xdp_ifindex != 0).then_some(info.xdp_ifindex))
 }
 
 fn create_map(attr: &mut MapCreateAttr) -> io::Result<OwnedFd> {

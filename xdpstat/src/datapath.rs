@@ -64,6 +64,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     link: Option<(String, Variant, XdpLinkId)>,
+    /// The kernel's id of the BPF link, when the attachment is one.
+    link_id: Option<u32>,
     tables: Mutex<Tables>,
 }
 
@@ -122,6 +124,7 @@ impl Datapath {
             ebpf,
             max_sources,
             link: None,
+            link_id: None,
             tables: Mutex::new(tables),
         })
     }
@@ -143,7 +146,14 @@ impl Datapath {
                 match program.attach(interface, xdp_mode) {
                     Ok(link_id) => {
                         self.link = Some((interface.to_owned(), variant, link_id));
-                        let link = self.link_kind();
+                        self.link_id = self.kernel_link_id();
+                        let link = if self.link_id.is_some() {
+                            LinkKind::BpfLink
+                        } else if self.program_id().is_some() {
+                            LinkKind::Netlink
+                        } else {
+                            LinkKind::Unknown
+                        };
                         return Ok(Attached {
                             interface: interface.to_owned(),
                             mode: ObtainedMode::from(xdp_mode),
@@ -167,11 +177,17 @@ impl Datapath {
         }))
     }
 
-    /// Detaches from the interface, if attached.
+    /// Detaches from the interface, if attached. An interface that is gone
+    /// took the attachment with it: nothing to fail then.
     pub fn detach(&mut self) -> Result<(), XdpstatError> {
+        let gone = self.interface_gone();
         let Some((interface, variant, link_id)) = self.link.take() else {
             return Ok(());
         };
+        self.link_id = None;
+        if gone {
+            return Ok(());
+        }
         let program = program_mut(&mut self.ebpf, variant)?;
         program.detach(link_id).map_err(|e| XdpstatError::Detach {
             interface,
@@ -179,19 +195,30 @@ impl Datapath {
         })
     }
 
-    /// Whether the kernel holds our attachment as a BPF link (detached by the
-    /// kernel when xdpstat dies) or as a netlink attachment (stays behind).
-    fn link_kind(&self) -> LinkKind {
-        let Some(program_id) = self.program_id() else {
-            return LinkKind::Unknown;
+    /// The id of the BPF link holding our attachment (detached by the
+    /// kernel when xdpstat dies), or `None` for a netlink attachment
+    /// (which stays behind).
+    fn kernel_link_id(&self) -> Option<u32> {
+        let program_id = self.program_id()?;
+        loaded_links()
+            .flatten()
+            .find(|link| {
+                link.program_id() == program_id && matches!(link.link_type(), Ok(LinkType::Xdp))
+            })
+            .map(|link| link.id())
+    }
+
+    /// Whether the interface this datapath was attached to has been
+    /// removed. Asked of the BPF link, so it holds whichever network
+    /// namespace the interface was in; for a netlink attachment, the name
+    /// is looked up in the calling thread's namespace.
+    pub fn interface_gone(&self) -> bool {
+        let Some((interface, ..)) = &self.link else {
+            return false;
         };
-        let is_link = loaded_links().flatten().any(|link| {
-            link.program_id() == program_id && matches!(link.link_type(), Ok(LinkType::Xdp))
-        });
-        if is_link {
-            LinkKind::BpfLink
-        } else {
-            LinkKind::Netlink
+        match self.link_id {
+            Some(id) => matches!(crate::bpf_sys::xdp_link_ifindex(id), Ok(None)),
+            None => nix::net::if_::if_nametoindex(interface.as_str()).is_err(),
         }
     }
 

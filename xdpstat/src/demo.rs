@@ -54,7 +54,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     let mut datapath = Datapath::load(args.attach.max_sources)?;
     let attached = watched_ns.run(|| datapath.attach(WATCHED_LINK, args.attach.mode))??;
     let mut watched = vec![Watched::new(attached, datapath)];
-    announce(&watched[0]);
+    announce(&watched[0], args.attach.mode);
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, args.metrics.metrics_top);
     }

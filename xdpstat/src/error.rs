@@ -143,6 +143,11 @@ pub enum XdpstatError {
         reason: String,
     },
 
+    /// Every interface xdpstat watched was removed while it ran; each one's
+    /// final counts were reported.
+    #[error("every watched interface is gone; their final counts are above")]
+    AllInterfacesGone,
+
     /// Some of the captures given to `xdpstat replay` could not be read
     /// whole; each was named on stderr.
     #[error("{failed} of {files} captures could not be replayed whole (see above)")]

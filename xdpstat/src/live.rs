@@ -38,6 +38,12 @@ pub trait CounterSource {
     fn capacity(&self) -> Option<usize> {
         None
     }
+
+    /// Whether the interface is gone (removed from the system): its
+    /// counters will not move again.
+    fn interface_gone(&self) -> bool {
+        false
+    }
 }
 
 impl CounterSource for Datapath {
@@ -52,6 +58,10 @@ impl CounterSource for Datapath {
     fn capacity(&self) -> Option<usize> {
         Some(self.max_sources() as usize)
     }
+
+    fn interface_gone(&self) -> bool {
+        Datapath::interface_gone(self)
+    }
 }
 
 /// Told of every read: the previous snapshot, this one, and how long
@@ -62,6 +72,8 @@ pub type Observer = Box<dyn FnMut(&Snapshot, &Snapshot, Duration) + Send>;
 pub struct Watched<S = Datapath> {
     pub attached: Attached,
     pub source: S,
+    /// The interface was removed; its last report has been given.
+    pub gone: bool,
     previous: Snapshot,
     /// Sources retired after the last read, to take out of it.
     retired: SourceTable,
@@ -88,6 +100,7 @@ impl<S: CounterSource> Watched<S> {
         Self {
             attached,
             source,
+            gone: false,
             previous: Snapshot::empty(),
             retired: SourceTable::default(),
             observer: None,
@@ -156,6 +169,27 @@ pub enum Ended {
     DurationElapsed,
     /// Whoever read stdout went away.
     PipeClosed,
+    /// Every watched interface was removed.
+    AllGone,
+}
+
+/// Checks whether `one` is gone, before a read; says so once, after the
+/// read that holds its final counts (`reported` is false when that read
+/// failed). Returns whether it is gone.
+pub fn note_if_gone<S: CounterSource>(one: &mut Watched<S>, gone: bool, reported: bool) -> bool {
+    if gone && !one.gone {
+        one.gone = true;
+        let what = if reported {
+            "the report above holds its final counts"
+        } else {
+            "its final counts could not be read"
+        };
+        eprintln!(
+            "xdpstat: {} is gone (the interface was removed); {what}",
+            one.attached.interface
+        );
+    }
+    one.gone
 }
 
 /// Runs until `stop` says so, `duration` passes, or stdout closes.
@@ -171,21 +205,30 @@ pub fn run<S: CounterSource>(
     loop {
         let wake = deadline.map_or(next, |d| d.min(next));
         let ended = wait_until(wake, stop, deadline);
-        for one in watched.iter_mut() {
-            match one.report(options.top) {
+        for one in watched.iter_mut().filter(|one| !one.gone) {
+            // Asked before the read, so that read holds the final counts.
+            let gone = one.source.interface_gone();
+            let reported = match one.report(options.top) {
                 Ok(report) => match write_report(out, options.format, &report) {
-                    Ok(()) => {}
+                    Ok(()) => true,
                     Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                         return Ok(Ended::PipeClosed);
                     }
                     Err(e) => return Err(XdpstatError::Output(e)),
                 },
                 // A failed read skips this interface's report; counting goes on.
-                Err(error) => eprintln!("xdpstat: {}", one_line(&error)),
-            }
+                Err(error) => {
+                    eprintln!("xdpstat: {}", one_line(&error));
+                    false
+                }
+            };
+            note_if_gone(one, gone, reported);
         }
         if let Some(ended) = ended {
             return Ok(ended);
+        }
+        if watched.iter().all(|one| one.gone) {
+            return Ok(Ended::AllGone);
         }
         next += options.interval;
         let now = Instant::now();

@@ -19,8 +19,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        // Partial success: the readable captures were reported.
-        Err(error @ XdpstatError::SomeCapturesFailed { .. }) => {
+        // Partial success: the readable captures were reported, or every
+        // interface's final counts before it went away.
+        Err(
+            error @ (XdpstatError::SomeCapturesFailed { .. } | XdpstatError::AllInterfacesGone),
+        ) => {
             eprintln!("xdpstat: {}", one_line(&error));
             ExitCode::from(1)
         }

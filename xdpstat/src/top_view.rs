@@ -301,6 +301,14 @@ impl TopView {
         }
     }
 
+    /// Marks interface `index` as removed: its pane keeps its final counts
+    /// and says so in its title.
+    pub fn mark_gone(&mut self, index: usize) {
+        if let Some(pane) = self.panes.get_mut(index) {
+            pane.attachment = "gone: the interface was removed, counts are final".into();
+        }
+    }
+
     /// Recomputes the "all" pane and the visible rows; call after updates.
     pub fn refresh(&mut self) {
         if self.has_all() {

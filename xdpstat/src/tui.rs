@@ -68,6 +68,9 @@ pub fn run<S: CounterSource>(
         }
         if now >= next_read {
             read(watched, &mut view);
+            if watched.iter().all(|one| one.gone) {
+                return Ok(Ended::AllGone);
+            }
             dirty = true;
             next_read += options.interval;
             if next_read <= now {
@@ -104,9 +107,17 @@ pub fn run<S: CounterSource>(
 fn read<S: CounterSource>(watched: &mut [Watched<S>], view: &mut TopView) {
     view.notice = None;
     for (index, one) in watched.iter_mut().enumerate() {
+        if one.gone {
+            continue;
+        }
+        let gone = one.source.interface_gone();
         match one.advance() {
             Ok((previous, current)) => view.update(index, &previous, current),
             Err(error) => view.notice = Some(one_line(&error)),
+        }
+        if gone {
+            one.gone = true;
+            view.mark_gone(index);
         }
     }
     view.refresh();

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    attach::LinkKind,
+    attach::{AttachMode, LinkKind},
     cli::{AttachArgs, MetricsArgs, ReportArgs},
     error::XdpstatError,
     live::{self, Ended, LiveOptions, Watched},
@@ -44,7 +44,7 @@ pub fn watch(
     for interface in interfaces {
         // On error, `watched` drops and detaches what was already attached.
         let one = Watched::attach(interface, attach.mode, attach.max_sources)?;
-        announce(&one);
+        announce(&one, attach.mode);
         watched.push(one);
     }
     if let Some((_, published)) = &server {
@@ -53,7 +53,9 @@ pub fn watch(
     let result = show(&mut watched, report, out, &|| stop.load(Ordering::Relaxed));
     drop(server);
     let detached = detach_all(&mut watched);
-    result?;
+    if result? == Ended::AllGone {
+        return Err(XdpstatError::AllInterfacesGone);
+    }
     detached
 }
 
@@ -126,10 +128,15 @@ pub fn show(
     let ended = tui::run(watched, options, stop)?;
     let top = report.top.or(Format::Plain.default_top());
     for one in watched.iter_mut() {
+        let gone = one.gone;
         let last = one.report(top)?;
         match write_report(out, Format::Plain, &last) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
             other => other.map_err(XdpstatError::Output)?,
+        }
+        if gone {
+            one.gone = false;
+            live::note_if_gone(one, true, true);
         }
     }
     Ok(ended)
@@ -148,14 +155,14 @@ pub fn live_options(report: &ReportArgs, stdout_is_terminal: bool) -> LiveOption
 
 /// Tells the user on stderr where xdpstat is attached, and warns when the
 /// attachment could outlive the process.
-pub fn announce(watched: &Watched) {
+pub fn announce(watched: &Watched, asked: AttachMode) {
     eprintln!(
         "xdpstat: attached to {} ({}), up to {} sources per address family; Ctrl-C to stop",
         watched.attached.interface,
         watched.attached,
         watched.source.max_sources()
     );
-    if let Some(warning) = watched.attached.warning() {
+    for warning in watched.attached.warnings(asked) {
         eprintln!("xdpstat: warning: {warning}");
     }
 }

@@ -135,6 +135,138 @@ fn generic_mode_counts_known_frames_exactly_and_sigterm_detaches() {
     );
 }
 
+/// The kernel's receive counters of `link` in `namespace`: packets, bytes.
+fn kernel_rx(namespace: &xdpstat::netns::Namespace, link: &str) -> (u64, u64) {
+    let text = namespace
+        .ip_output(&["-json", "-statistics", "link", "show", "dev", link])
+        .unwrap();
+    let links: Value = serde_json::from_str(&text).expect("ip -json output");
+    let rx = &links[0]["stats64"]["rx"];
+    (
+        rx["packets"].as_u64().unwrap(),
+        rx["bytes"].as_u64().unwrap(),
+    )
+}
+
+/// Real TCP traffic (iperf3, 8 MB) over the test veth in `mode`; once it
+/// has ended and xdpstat counted every frame the kernel received, returns
+/// the iperf3 client's packets and bytes as xdpstat counted them.
+fn iperf3_counts(test: &str, mode: &str) -> Option<(u64, u64)> {
+    if !common::privileged(test) {
+        return None;
+    }
+    if std::process::Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED {test}: iperf3 is not installed (.ci/setup installs it)");
+        assert!(std::env::var_os("CI").is_none(), "{test} must run in CI");
+        return None;
+    }
+    let net = TestNet::new();
+    net.watched
+        .ip(&["addr", "add", "198.18.200.1/24", "dev", "xs0"])
+        .unwrap();
+    net.sender
+        .ip(&["addr", "add", "198.18.200.2/24", "dev", "xs1"])
+        .unwrap();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "0.1",
+            "--mode",
+            mode,
+            "xs0",
+        ],
+    );
+    let in_namespace = |namespace: &xdpstat::netns::Namespace, args: &[&str]| {
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["netns", "exec", namespace.name(), "timeout", "30"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut server = in_namespace(&net.watched, &["iperf3", "-s", "-1", "-B", "198.18.200.1"])
+        .spawn()
+        .expect("iperf3 server");
+    // The server listens within moments; the client retries until then.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let client = in_namespace(
+            &net.sender,
+            &[
+                "iperf3",
+                "-c",
+                "198.18.200.1",
+                "-n",
+                "8M",
+                "-B",
+                "198.18.200.2",
+            ],
+        )
+        .output()
+        .expect("iperf3 client");
+        if client.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "iperf3 client: {}",
+            String::from_utf8_lossy(&client.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = server.wait();
+    // The last segments may still be on their way when iperf3 is done:
+    // wait until xdpstat has counted every frame the kernel received.
+    let report = xdpstat.report_where(|r| total_packets(r) == kernel_rx(&net.watched, "xs0").0);
+    let (packets, bytes) = kernel_rx(&net.watched, "xs0");
+    assert_eq!(
+        total_packets(&report),
+        packets,
+        "every frame the kernel received"
+    );
+    let _ = bytes;
+    xdpstat.signal(Signal::SIGINT);
+    let (status, _, stderr) = xdpstat.finish();
+    assert!(status.success(), "{stderr:?}");
+    Some(source(&report, "198.18.200.2").expect("the iperf3 client is a source"))
+}
+
+/// Generic XDP runs after GRO: a batch of TCP segments merged into one
+/// buffer is one packet to it, far longer than the MTU. Native XDP sees
+/// each frame. The report header and README say so.
+#[test]
+fn generic_mode_counts_a_gro_batch_as_one_packet_and_native_mode_every_frame() {
+    let test = "generic_mode_counts_a_gro_batch_as_one_packet_and_native_mode_every_frame";
+    let Some((native_packets, native_bytes)) = iperf3_counts(test, "native") else {
+        return;
+    };
+    let Some((generic_packets, generic_bytes)) = iperf3_counts(test, "generic") else {
+        return;
+    };
+    eprintln!(
+        "8 MB of TCP: native {native_packets} packets, {native_bytes} bytes; generic {generic_packets} packets, {generic_bytes} bytes"
+    );
+    // Every native frame fits the 1500-byte MTU plus its Ethernet header.
+    assert!(
+        native_bytes <= native_packets * 1514,
+        "native: {native_bytes} / {native_packets}"
+    );
+    // Generic XDP counted merged batches: more bytes per packet than any frame.
+    assert!(
+        generic_bytes > generic_packets * 1514,
+        "generic: {generic_bytes} / {generic_packets}"
+    );
+    assert!(generic_packets < native_packets);
+}
+
 #[test]
 fn sigkill_leaves_nothing_attached() {
     if !common::privileged("sigkill_leaves_nothing_attached") {
@@ -287,6 +419,67 @@ fn several_interfaces_get_a_report_each() {
     let other = xdpstat.report_where(|r| r["interface"] == "xs2" && total_packets(r) >= 9);
     assert_eq!(source(&other, "2001:db8::c"), Some((9, 9 * c.len() as u64)));
     assert_eq!(total_packets(&other), 9);
+}
+
+/// Interfaces removed while xdpstat watches them: each one's final counts
+/// are reported and it is named on stderr; the others are still watched;
+/// with none left, xdpstat exits 1. Every line of output is a JSON report.
+#[test]
+fn removed_interfaces_get_a_final_report_and_the_last_one_ends_the_run() {
+    if !common::privileged("removed_interfaces_get_a_final_report_and_the_last_one_ends_the_run") {
+        return;
+    }
+    let net = TestNet::new();
+    xdpstat::netns::veth_pair(&net.watched, "xs2", &net.sender, "xs3").unwrap();
+    let second = net
+        .sender
+        .run(|| xdpstat::packet_socket::PacketSocket::bind("xs3"))
+        .unwrap()
+        .unwrap();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &["--format", "json", "--interval", "0.2", "xs0", "xs2"],
+    );
+    let a = ipv4_frame(A, &[], 10);
+    let c = ipv6_frame(C, &[], 10);
+    for _ in 0..9 {
+        second.send(&c).unwrap();
+    }
+    xdpstat.report_where(|r| r["interface"] == "xs2" && total_packets(r) >= 9);
+    drop(second);
+    net.watched.ip(&["link", "del", "xs2"]).unwrap();
+    xdpstat.stderr_line(|l| l.contains("xs2 is gone"));
+    // xs0 is still counted.
+    net.send(&a, 7);
+    let first = xdpstat.report_where(|r| r["interface"] == "xs0" && total_packets(r) >= 7);
+    assert_eq!(total_packets(&first), 7);
+    net.send(&a, 5);
+    xdpstat.report_where(|r| r["interface"] == "xs0" && total_packets(r) >= 12);
+    net.watched.ip(&["link", "del", "xs0"]).unwrap();
+    let (status, rest, stderr) = xdpstat.finish();
+    assert_eq!(status.code(), Some(1), "{stderr:?}");
+    let reports: Vec<Value> = rest
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("every line a JSON report"))
+        .collect();
+    assert!(
+        reports.iter().all(|r| r["interface"] == "xs0"),
+        "no report of xs2 after it was gone: {rest:?}"
+    );
+    let last = reports.last().expect("a final report of xs0");
+    assert_eq!(source(last, "198.18.0.1"), Some((12, 12 * a.len() as u64)));
+    let said = |what: &str| stderr.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        said("xs2 is gone (the interface was removed)"),
+        1,
+        "{stderr:?}"
+    );
+    assert_eq!(
+        said("xs0 is gone (the interface was removed)"),
+        1,
+        "{stderr:?}"
+    );
+    assert_eq!(said("every watched interface is gone"), 1, "{stderr:?}");
 }
 
 #[test]

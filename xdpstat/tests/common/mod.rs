@@ -179,9 +179,11 @@ impl Xdpstat {
     }
 
     /// Waits for exit; returns the status, the stdout lines not read yet, and all stderr.
+    /// Both streams are read to their end (the reader threads may still be
+    /// passing on the last lines when the process has exited).
     pub fn finish(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
         let status = wait_with_timeout(&mut self.child);
-        let rest: Vec<String> = self.stdout.try_iter().collect();
+        let rest: Vec<String> = self.stdout.iter().collect();
         let mut stderr = std::mem::take(&mut self.stderr_seen);
         stderr.extend(self.stderr.iter());
         (status, rest, stderr)
