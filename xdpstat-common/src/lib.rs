@@ -16,6 +16,18 @@ pub const PROGRAM_NAME: &str = "xdpstat";
 /// the whole frame whenever a program without frags support may attach.
 pub const FRAGS_PROGRAM_NAME: &str = "xdpstat_frags";
 
+/// Name of the build `xdpstat replay` runs captures through with
+/// BPF_PROG_TEST_RUN: the same counting rules, with each frame's length on
+/// the wire handed in as [`REPLAY_METADATA`] bytes of XDP metadata, since a
+/// capture may hold only part of a frame (a snap length) and the kernel
+/// runs frames of at most about 70 KB (GRO and BIG TCP captures hold up to
+/// 256 KiB).
+pub const REPLAY_PROGRAM_NAME: &str = "xdpstat_replay";
+
+/// Bytes of XDP metadata before a replayed frame: its wire length, a u64
+/// in the host's byte order.
+pub const REPLAY_METADATA: usize = 8;
+
 /// Memory-mappable array of [`V4Entry`]: the IPv4 source table, an
 /// open-addressing hash table the datapath probes and user space walks.
 pub const SOURCES_V4_MAP: &str = "SOURCES_V4";

@@ -17,11 +17,14 @@
 //!    frame included.
 //! 7. Every frame gets `XDP_PASS`: counting never changes traffic.
 //!
-//! Two programs share this code. `xdpstat` measures a frame as
+//! Three programs share this code. `xdpstat` measures a frame as
 //! `data_end - data`: the kernel only attaches a program without multi-buffer
 //! support where every frame it sees is linear, so that is the whole frame.
 //! `xdpstat_frags` is for interfaces that refuse it (a jumbo MTU) and asks
 //! `bpf_xdp_get_buff_len` (Linux 5.18), a helper call that costs about 5 ns.
+//! `xdpstat_replay` is never attached: `xdpstat replay` runs captured
+//! frames through it and hands it each frame's length on the wire as XDP
+//! metadata, since a capture may hold only part of a frame.
 //!
 //! Where the counts go (see `CpuState`): a packet from the same source as
 //! the CPU's previous one only bumps the current run's counter in the CPU's
@@ -50,8 +53,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdpstat_common::{
-    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY, TABLE_PAGE,
-    V4Entry, V6Entry, entry_state, home, mix, table_entries,
+    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY,
+    REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix, table_entries,
 };
 
 /// Entries in each table; the loader sets it and sizes the tables to match.
@@ -109,6 +112,20 @@ pub fn xdpstat_frags(ctx: XdpContext) -> u32 {
     // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
     count(ctx.data(), ctx.data_end(), len)
+}
+
+#[xdp(frags)]
+pub fn xdpstat_replay(ctx: XdpContext) -> u32 {
+    let (meta, start, end) = (ctx.metadata(), ctx.data(), ctx.data_end());
+    let len = if meta + REPLAY_METADATA <= start {
+        // SAFETY: the check above keeps the read inside the metadata, which
+        // `xdpstat replay` fills with the frame's length on the wire.
+        unsafe { core::ptr::read_unaligned(meta as *const u64) }
+    } else {
+        // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
+        unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
+    };
+    count(start, end, len)
 }
 
 /// Counts the frame in `[start, end)`, `len` bytes long in all.

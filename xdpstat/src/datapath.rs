@@ -21,8 +21,8 @@ use aya::{
 };
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, NO_ENTRY, PAGES_V4_MAP,
-    PAGES_V6_MAP, PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
-    V4Entry, V6Entry, table_entries,
+    PAGES_V6_MAP, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
+    SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE, V4Entry, V6Entry, table_entries,
 };
 
 use crate::{
@@ -42,12 +42,19 @@ static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// multi-buffer program.
 pub const LINEAR_TEST_FRAME_MAX: usize = 4096 - 256 - 320;
 
+/// The most of a frame a replay runs: BPF_PROG_TEST_RUN takes a linear
+/// part and at most 17 pages of fragments (about 70 KB); the rest of a
+/// longer frame is counted through its wire length.
+pub const REPLAY_RUN_MAX: usize = 64 * 1024;
+
 /// Which build of the program: the plain one, or the one that handles
 /// multi-buffer frames (and pays a helper call per frame for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
     Linear,
     Frags,
+    /// Never attached: `xdpstat replay` runs captures through it.
+    Replay,
 }
 
 impl Variant {
@@ -55,6 +62,7 @@ impl Variant {
         match self {
             Variant::Linear => PROGRAM_NAME,
             Variant::Frags => FRAGS_PROGRAM_NAME,
+            Variant::Replay => REPLAY_PROGRAM_NAME,
         }
     }
 }
@@ -94,7 +102,7 @@ impl Datapath {
             .map_err(|e| XdpstatError::Load {
                 reason: one_line(&e),
             })?;
-        for variant in [Variant::Linear, Variant::Frags] {
+        for variant in [Variant::Linear, Variant::Frags, Variant::Replay] {
             program_mut(&mut ebpf, variant)?
                 .load()
                 .map_err(|e| XdpstatError::Load {
@@ -263,6 +271,32 @@ impl Datapath {
         };
         self.timed_test_run(variant, frame, repeat)
             .map(|result| result.return_value)
+    }
+
+    /// Runs a captured frame through the replay build, counted as
+    /// `wire_len` bytes long: the frame's length on the wire, which may be
+    /// more than the bytes run (a snap length, or a frame longer than
+    /// [`REPLAY_RUN_MAX`], of which the first part is run).
+    pub fn replay_run(&self, frame: &[u8], wire_len: u64) -> Result<u32, ProgramError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(REPLAY_PROGRAM_NAME)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        let run = &frame[..frame.len().min(REPLAY_RUN_MAX)];
+        let mut data = Vec::with_capacity(REPLAY_METADATA + run.len());
+        data.extend_from_slice(&wire_len.max(run.len() as u64).to_ne_bytes());
+        data.extend_from_slice(run);
+        // struct xdp_md: data (the metadata's length), data_end, data_meta
+        // (0), ingress_ifindex, rx_queue_index, egress_ifindex.
+        let context: [u32; 6] = [REPLAY_METADATA as u32, data.len() as u32, 0, 0, 0, 0];
+        let context: Vec<u8> = context.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let options = TestRunOptions {
+            data_in: Some(&data),
+            ctx_in: Some(&context),
+            ..TestRunOptions::default()
+        };
+        program.test_run(options).map(|result| result.return_value)
     }
 
     /// Runs `frame` `repeat` times through one variant of the program and

@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod bpf_sys;
 pub mod capture;
+pub mod capture_input;
 pub mod cli;
 pub mod datapath;
 pub mod demo;

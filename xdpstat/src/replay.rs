@@ -5,7 +5,6 @@
 //! its report is its own.
 
 use std::{
-    fs::File,
     io::{IsTerminal as _, Write},
     path::Path,
     sync::{
@@ -20,8 +19,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
     capture::{self, CaptureError, Frame},
+    capture_input::Input,
     cli::ReplayArgs,
-    datapath::Datapath,
+    datapath::{Datapath, REPLAY_RUN_MAX},
     error::{XdpstatError, one_line},
     output::{Format, write_report},
     privilege::{Needs, check_capabilities, check_kernel},
@@ -31,8 +31,6 @@ use crate::{
 
 /// The shortest frame BPF_PROG_TEST_RUN runs: an Ethernet header.
 const ETHERNET_HEADER: usize = 14;
-/// Frames are padded to their wire length up to this (a jumbo frame).
-const LONGEST_FRAME: usize = 16 * 1024;
 /// A file that takes longer than this gets a progress bar on a terminal.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
@@ -43,6 +41,11 @@ pub struct Replayed {
     pub frames: u64,
     /// Frames too short for BPF_PROG_TEST_RUN (under 14 bytes), not run.
     pub runts: u64,
+    /// Records longer than their snap length, cut to it (as libpcap does).
+    pub cut_to_snaplen: u64,
+    /// Frames longer than BPF_PROG_TEST_RUN runs: their first
+    /// [`REPLAY_RUN_MAX`] bytes ran, and they count their whole length.
+    pub longer_than_a_run: u64,
     /// First and last frame timestamps.
     pub first: Option<Duration>,
     pub last: Option<Duration>,
@@ -76,6 +79,12 @@ pub fn replay(
         let name = file.display().to_string();
         match replay_file(file, args.max_sources, stop) {
             Ok((report_at, replayed, problem)) => {
+                if replayed.cut_to_snaplen > 0 {
+                    eprintln!(
+                        "xdpstat: {name}: {} records were longer than the snap length and were cut to it, as libpcap does",
+                        replayed.cut_to_snaplen
+                    );
+                }
                 if replayed.runts > 0 {
                     eprintln!(
                         "xdpstat: {name}: {} frames shorter than an Ethernet header were not run \
@@ -111,8 +120,8 @@ pub fn replay(
     Ok(())
 }
 
-/// Replays one file: the snapshot after it, what ran, and the problem that
-/// ended it early, if one did.
+/// Replays one file (or standard input, `-`): the snapshot after it, what
+/// ran, and the problem that ended it early, if one did.
 pub fn replay_file(
     path: &Path,
     max_sources: u32,
@@ -122,36 +131,27 @@ pub fn replay_file(
         file: path.display().to_string(),
         reason,
     };
-    let file = File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let metadata = file.metadata().map_err(|e| failed(e.to_string()))?;
-    if metadata.is_dir() {
-        return Err(failed("is a directory, not a capture".into()));
-    }
-    if metadata.len() == 0 {
-        return Err(failed(CaptureError::Empty.to_string()));
-    }
-    // SAFETY: a read-only private mapping; a file another process truncates
-    // while xdpstat reads it can still fault, as with any mapped reader.
-    let bytes =
-        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| failed(format!("cannot map: {e}")))?;
-    capture::format_of(&bytes).map_err(|e| failed(e.to_string()))?;
+    let mut input = Input::open(path, stop).map_err(|e| failed(e.to_string()))?;
     let datapath = Datapath::load(max_sources)?;
     let mut replayed = Replayed::default();
     let started = Instant::now();
+    let size = input.size();
     let mut progress: Option<ProgressBar> = None;
     // The reader fills batches of frames; one worker per CPU runs them, so
     // the test-run system calls of several CPUs overlap. Frames run out of
-    // order across CPUs, which changes no count.
+    // order across CPUs, which changes no count. At most two batches per
+    // worker wait, and a batch holds at most BATCH_BYTES, so memory stays
+    // bounded whatever the capture holds.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (batches, incoming) = mpsc::sync_channel::<Batch>(2 * workers);
     let incoming = Mutex::new(incoming);
-    let (outcome, run_error) = std::thread::scope(|scope| {
+    let ((stats, outcome), run_error) = std::thread::scope(|scope| {
         let runners: Vec<_> = (0..workers)
             .map(|_| scope.spawn(|| run_batches(&datapath, &incoming, stop)))
             .collect();
         let mut batch = Batch::default();
         let mut sending = true;
-        let outcome = capture::read(&bytes, |frame: Frame<'_>| {
+        let outcome = capture::read(&mut input, &mut |frame: Frame<'_>, position| {
             if !sending || stop.load(Ordering::Relaxed) {
                 return;
             }
@@ -161,18 +161,20 @@ pub fn replay_file(
                 replayed.runts += 1;
                 return;
             }
-            // A capture cut to a snap length still counts the wire length,
-            // as the live program would: the missing tail is zeros.
-            let wire = (frame.wire_len as usize)
-                .clamp(frame.data.len(), LONGEST_FRAME.max(frame.data.len()));
-            batch.push(&frame.data, wire);
+            if frame.data.len() > REPLAY_RUN_MAX {
+                replayed.longer_than_a_run += 1;
+            }
+            batch.push(
+                &frame.data[..frame.data.len().min(REPLAY_RUN_MAX)],
+                frame.wire_len,
+            );
             replayed.frames += 1;
             if batch.is_full() {
                 // A closed channel means every runner stopped on an error.
                 sending = batches.send(std::mem::take(&mut batch)).is_ok();
             }
             if replayed.frames % 65_536 == 0 {
-                show_progress(&mut progress, started, &bytes, frame.data.as_ptr());
+                show_progress(&mut progress, started, size, position);
             }
         });
         if sending && !batch.is_empty() {
@@ -192,52 +194,53 @@ pub fn replay_file(
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    replayed.cut_to_snaplen = stats.cut_to_snaplen;
     if let Some(error) = run_error {
         return Err(failed(format!("BPF_PROG_TEST_RUN failed: {error}")));
     }
     let snapshot = datapath.snapshot(&path.display().to_string())?;
     match outcome {
-        Ok(()) => Ok((snapshot, replayed, None)),
+        Ok(()) | Err(CaptureError::Stopped { .. }) => Ok((snapshot, replayed, None)),
         // Nothing could be read at all: say so as an error.
-        Err(error @ (CaptureError::LinkType { .. } | CaptureError::NotACapture(_)))
-            if replayed.frames == 0 =>
-        {
-            Err(failed(error.to_string()))
-        }
+        Err(
+            error @ (CaptureError::LinkType { .. }
+            | CaptureError::NotACapture(_)
+            | CaptureError::Empty),
+        ) if replayed.frames == 0 => Err(failed(error.to_string())),
         Err(error) => Ok((snapshot, replayed, Some(error))),
     }
 }
 
-/// Frames to run, packed into one buffer.
+/// Frames to run, packed into one buffer, each with its wire length.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
-    ends: Vec<usize>,
+    frames: Vec<(usize, u32)>,
 }
 
 impl Batch {
     const FRAMES: usize = 1024;
+    /// Bytes a batch holds at most (plus one frame).
+    const BYTES: usize = 1 << 20;
 
-    /// Adds `data` zero-padded to `len` bytes.
-    fn push(&mut self, data: &[u8], len: usize) {
+    fn push(&mut self, data: &[u8], wire_len: u32) {
         self.bytes.extend_from_slice(data);
-        self.bytes.resize(self.bytes.len() + len - data.len(), 0);
-        self.ends.push(self.bytes.len());
+        self.frames.push((self.bytes.len(), wire_len));
     }
 
     fn is_full(&self) -> bool {
-        self.ends.len() >= Self::FRAMES
+        self.frames.len() >= Self::FRAMES || self.bytes.len() >= Self::BYTES
     }
 
     fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.frames.is_empty()
     }
 
-    fn frames(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+    fn frames(&self) -> impl Iterator<Item = (&[u8], u32)> {
+        let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _)| end));
         starts
-            .zip(&self.ends)
-            .map(|(start, &end)| &self.bytes[start..end])
+            .zip(&self.frames)
+            .map(|(start, &(end, wire_len))| (&self.bytes[start..end], wire_len))
     }
 }
 
@@ -260,35 +263,39 @@ fn run_batches(
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        for frame in batch.frames() {
-            datapath.test_run(frame).map_err(|e| one_line(&e))?;
+        for (frame, wire_len) in batch.frames() {
+            datapath
+                .replay_run(frame, u64::from(wire_len))
+                .map_err(|e| one_line(&e))?;
         }
     }
 }
 
-/// Shows (after a second, on a terminal) how far into the file the replay is.
+/// Shows (after a second, on a terminal) how far into the input the
+/// replay is: of the file's size, or bytes read from a stream.
 fn show_progress(
     progress: &mut Option<ProgressBar>,
     started: Instant,
-    bytes: &[u8],
-    at: *const u8,
+    size: Option<u64>,
+    position: u64,
 ) {
-    let done = (at as usize).saturating_sub(bytes.as_ptr() as usize) as u64;
     if progress.is_none() {
         if started.elapsed() < PROGRESS_AFTER || !std::io::stderr().is_terminal() {
             return;
         }
-        let bar =
-            ProgressBar::with_draw_target(Some(bytes.len() as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-        {
+        let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::stderr());
+        let template = if size.is_some() {
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+        } else {
+            "{spinner} {bytes} {bytes_per_sec}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style);
         }
         *progress = Some(bar);
     }
     if let Some(bar) = progress {
-        bar.set_position(done);
+        bar.set_position(position);
     }
 }
 

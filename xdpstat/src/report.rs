@@ -6,7 +6,7 @@ use std::{
     cmp::{Ordering, Reverse},
     collections::BinaryHeap,
     net::IpAddr,
-    time::SystemTime,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::Serialize;
@@ -185,9 +185,16 @@ impl Ord for Ranked {
     }
 }
 
+/// RFC 3339 in UTC to the second. RFC 3339 ends with the year 9999; a
+/// later time (a replayed capture may hold any timestamp) prints as its
+/// last second.
 fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
+    let last = UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND);
+    humantime::format_rfc3339_seconds(time.min(last)).to_string()
 }
+
+/// 9999-12-31T23:59:59Z, in seconds since the epoch.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
 
 #[cfg(test)]
 mod tests {
@@ -253,6 +260,13 @@ mod tests {
             let cut = top_by_packets(sources.iter().copied(), Some(top));
             proptest::prop_assert_eq!(&cut[..], &all[..top.min(all.len())]);
         }
+    }
+
+    #[test]
+    fn any_time_prints_as_rfc3339_even_past_the_year_9999() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -98,9 +98,11 @@ fn interface(fcs_bits: Option<u8>) -> InterfaceDescriptionBlock<'static> {
     InterfaceDescriptionBlock {
         linktype: DataLink::ETHERNET,
         snaplen: 0,
-        options: fcs_bits
-            .map(|bits| vec![InterfaceDescriptionOption::IfFcsLen(bits)])
-            .unwrap_or_default(),
+        // pcap-file writes enhanced-packet timestamps in nanoseconds, which
+        // the interface must say (the pcapng default is microseconds).
+        options: std::iter::once(InterfaceDescriptionOption::IfTsResol(9))
+            .chain(fcs_bits.map(InterfaceDescriptionOption::IfFcsLen))
+            .collect(),
     }
 }
 
@@ -325,9 +327,9 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
     let empty = write("empty.pcap", &[]);
     let magic = write("magic.pcap", b"this is not a capture at all");
     let short_header = write("short.pcap", &good[..10]);
-    // The first record claims 70,000 bytes, more than the snap length.
+    // The first record claims 300,000 bytes, more than any capture holds.
     let mut long = good.clone();
-    long[24 + 8..24 + 12].copy_from_slice(&70_000u32.to_le_bytes());
+    long[24 + 8..24 + 12].copy_from_slice(&300_000u32.to_le_bytes());
     let long = write("long.pcap", &long);
     // Cut in the middle of the fourth record.
     let record = |n: usize| 16 + traffic()[n].len();
@@ -339,7 +341,7 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
         (&empty, "empty file"),
         (&magic, "not a pcap or pcapng capture"),
         (&short_header, "ends inside a record"),
-        (&long, "longer than the snap length 65535"),
+        (&long, "at byte 24: a record longer than 262144 bytes"),
         (&missing, "cannot open"),
         (&directory, "is a directory"),
     ] {
