@@ -1,0 +1,700 @@
+//! `xdpstat replay` against captures it did not write and inputs that
+//! fight back: files written by tcpdump, dumpcap and editcap (checked
+//! against what tcpdump itself reads from them), pipes, standard input and
+//! named pipes with no writer, a file truncated while it is read, records
+//! longer than the snap length or than the kernel runs, obsolete blocks,
+//! odd options and impossible timestamps, and the memory a replay holds.
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{PATIENCE, TestNet, ipv4_frame, ipv6_frame, pair, source, total_packets};
+use serde_json::Value;
+use xdpstat::frames::VlanTag;
+
+/// A scratch directory removed at the end of the test.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xdpstat-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn replay_command(args: &[&str]) -> Command {
+    let words: Vec<&str> = std::iter::once("replay")
+        .chain(args.iter().copied())
+        .collect();
+    common::xdpstat_command(None, &[], &words)
+}
+
+fn replay(args: &[&str]) -> Output {
+    replay_command(args).output().expect("xdpstat runs")
+}
+
+fn reports(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Whether `tool` runs here; in CI it must.
+fn have(test: &str, tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("SKIPPED {test}: {tool} is not installed (.ci/setup installs it)");
+        assert!(std::env::var_os("CI").is_none(), "{test} must run in CI");
+    }
+    found
+}
+
+/// How many frames tcpdump reads from `file` so far (0 if none yet).
+fn frames_in(file: &Path) -> usize {
+    Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(file)
+        .stderr(Stdio::null())
+        .output()
+        .map_or(0, |o| String::from_utf8_lossy(&o.stdout).lines().count())
+}
+
+/// What tcpdump reads from `file`: per frame, its timestamp (seconds since
+/// the epoch, as printed), its length on the wire and its source address.
+fn tcpdump_reads(file: &Path) -> Vec<(f64, u64, String)> {
+    let output = Command::new("tcpdump")
+        .args(["-nn", "-tt", "-e", "-r"])
+        .arg(file)
+        .output()
+        .expect("tcpdump runs");
+    assert!(
+        output.status.success(),
+        "tcpdump -r {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            // A time tcpdump cannot print reads "[Error converting time]".
+            let time: f64 = line
+                .split(' ')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::INFINITY);
+            let length = line
+                .split("length ")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a length in {line:?}"));
+            // "MAC > MAC, ..., length N: [vlan ..., ]198.18.7.0.0 > ...":
+            // the word before the second " > ", less the port after its
+            // last dot.
+            let address = line
+                .split(" > ")
+                .nth(1)
+                .and_then(|before| before.split(' ').next_back())
+                .and_then(|with_port| with_port.rsplit_once('.'))
+                .map_or(String::new(), |(address, _)| address.to_owned());
+            (time, length, address)
+        })
+        .collect()
+}
+
+/// The frames the tools capture: 10 senders, both families, tags.
+fn sent() -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    for n in 0..30u8 {
+        frames.push(ipv4_frame(
+            Ipv4Addr::new(198, 18, 7, n % 6),
+            &[],
+            20 + usize::from(n) * 7,
+        ));
+        if n % 3 == 0 {
+            frames.push(ipv6_frame(
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 7, u16::from(n % 4)),
+                &[VlanTag::dot1q(9)],
+                40,
+            ));
+        }
+    }
+    frames
+}
+
+/// Starts `program ARGS` capturing on the watched end of `net`, and waits
+/// until it says it is capturing.
+fn start_capture(net: &TestNet, program: &str, args: &[&str]) -> std::process::Child {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            net.watched.name(),
+            "timeout",
+            "60",
+            program,
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("capture tool");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + PATIENCE;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "{program} ended before capturing");
+        if line.contains("listening on") || line.contains("Capturing on") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{program} did not start");
+    }
+    // Drain the rest so the tool never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    child
+}
+
+#[test]
+fn captures_written_by_tcpdump_dumpcap_and_editcap_replay_as_tcpdump_reads_them() {
+    let test = "captures_written_by_tcpdump_dumpcap_and_editcap_replay_as_tcpdump_reads_them";
+    if !common::privileged(test) || !have(test, "tcpdump") || !have(test, "dumpcap") {
+        return;
+    }
+    let scratch = Scratch::new("tools");
+    let net = TestNet::new();
+    let frames = sent();
+    let count = frames.len().to_string();
+    let file = |name: &str| scratch.path(name).display().to_string();
+    let captures = [
+        (
+            "tcpdump",
+            vec!["-i", "xs0", "-n", "-U", "-c", &count, "-w"],
+            file("tcpdump-us.pcap"),
+        ),
+        (
+            "tcpdump",
+            vec![
+                "-i",
+                "xs0",
+                "-n",
+                "-U",
+                "--time-stamp-precision=nano",
+                "-c",
+                &count,
+                "-w",
+            ],
+            file("tcpdump-ns.pcap"),
+        ),
+        (
+            "tcpdump",
+            vec!["-i", "xs0", "-n", "-U", "-s", "70", "-c", &count, "-w"],
+            file("tcpdump-snap70.pcap"),
+        ),
+        (
+            "dumpcap",
+            vec!["-i", "xs0", "-q", "-c", &count, "-w"],
+            file("dumpcap.pcapng"),
+        ),
+        (
+            "dumpcap",
+            vec!["-i", "xs0", "-q", "-P", "-s", "80", "-c", &count, "-w"],
+            file("dumpcap-snap80.pcap"),
+        ),
+    ];
+    let mut tools = Vec::new();
+    for (program, args, path) in &captures {
+        let mut args = args.clone();
+        args.push(path);
+        tools.push(start_capture(&net, program, &args));
+    }
+    // A tool may say it captures a moment before it does: send the frames
+    // until every file holds them all (the files are then compared with
+    // what tcpdump reads from them, whatever they hold).
+    let deadline = Instant::now() + PATIENCE;
+    for round in 0.. {
+        for frame in &frames {
+            net.send(frame, 1);
+        }
+        let complete = captures
+            .iter()
+            .all(|(_, _, path)| frames_in(Path::new(path)) >= frames.len());
+        if complete || Instant::now() >= deadline || round > 100 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for mut tool in tools {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(tool.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        common::wait_with_timeout(&mut tool);
+    }
+    let mut files: Vec<PathBuf> = captures.iter().map(|(_, _, path)| path.into()).collect();
+    if have(test, "editcap") {
+        // editcap rewrites: pcap to pcapng (microseconds), pcapng to a
+        // nanosecond pcap, and a cut to 60 bytes.
+        for (from, to, args) in [
+            ("tcpdump-us.pcap", "editcap.pcapng", vec!["-F", "pcapng"]),
+            ("dumpcap.pcapng", "editcap-ns.pcap", vec!["-F", "nsecpcap"]),
+            (
+                "tcpdump-ns.pcap",
+                "editcap-snap60.pcapng",
+                vec!["-F", "pcapng", "-s", "60"],
+            ),
+        ] {
+            let status = Command::new("editcap")
+                .args(&args)
+                .arg(scratch.path(from))
+                .arg(scratch.path(to))
+                .status()
+                .expect("editcap runs");
+            assert!(status.success(), "editcap {args:?}");
+            files.push(scratch.path(to));
+        }
+    }
+    for path in &files {
+        let read = tcpdump_reads(path);
+        let output = replay(&["--format", "json", &path.display().to_string()]);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            stderr(&output)
+        );
+        let report = &reports(&output)[0];
+        // Every frame, counted at its length on the wire, as tcpdump reads it.
+        assert!(read.len() >= frames.len(), "{}", path.display());
+        assert_eq!(
+            total_packets(report),
+            read.len() as u64,
+            "{}",
+            path.display()
+        );
+        let bytes: u64 = ["ipv4", "ipv6", "non_ip", "malformed"]
+            .iter()
+            .map(|class| pair(&report["totals"][class]).1)
+            .sum();
+        assert_eq!(
+            bytes,
+            read.iter().map(|(_, len, _)| len).sum::<u64>(),
+            "{}",
+            path.display()
+        );
+        // Each source's packets and bytes, as tcpdump reads them.
+        let mut by_source: std::collections::BTreeMap<String, (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for (_, length, address) in &read {
+            let entry = by_source.entry(address.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += length;
+        }
+        // (tcpdump prints no address for a frame cut inside its IP header,
+        // or one it cannot decode to the end; the totals above hold them.)
+        by_source.remove("");
+        assert!(by_source.len() >= 6, "{}: {by_source:?}", path.display());
+        for (address, counts) in &by_source {
+            assert_eq!(
+                source(report, address),
+                Some(*counts),
+                "{}: {address}",
+                path.display()
+            );
+        }
+        // The report's time is the last frame's, to the second.
+        let last = read.last().unwrap().0;
+        let time = humantime::parse_rfc3339(report["time"].as_str().unwrap()).unwrap();
+        let seconds = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(seconds, last.floor() as u64, "{}", path.display());
+        // Rates are over the span tcpdump reads, first to last frame.
+        let span = last - read[0].0;
+        let pps = report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["pps"].as_f64().unwrap())
+            .sum::<f64>();
+        let ip_packets = pair(&report["totals"]["ipv4"]).0 + pair(&report["totals"]["ipv6"]).0;
+        assert!(
+            (pps * span - ip_packets as f64).abs() < 0.01 * ip_packets as f64 + 1e-6,
+            "{}: {pps} pps over {span} s",
+            path.display()
+        );
+    }
+}
+
+/// A little-endian pcap with `snaplen` of records (captured bytes, wire
+/// length), timestamps a second apart.
+fn pcap_le(snaplen: u32, records: &[(&[u8], u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [0xA1B2_C3D4u32, 0x0004_0002, 0, 0, snaplen, 1] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    // The version word above is two u16s: 2, 4.
+    out[4..8].copy_from_slice(&[2, 0, 4, 0]);
+    for (n, (data, wire)) in records.iter().enumerate() {
+        for word in [1_795_000_000 + n as u32, 0, data.len() as u32, *wire] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+#[test]
+fn records_longer_than_the_snap_length_are_cut_and_counted_as_libpcap_does() {
+    let test = "records_longer_than_the_snap_length_are_cut_and_counted_as_libpcap_does";
+    if !common::privileged(test) || !have(test, "tcpdump") {
+        return;
+    }
+    let scratch = Scratch::new("snap");
+    let frame = ipv4_frame(Ipv4Addr::new(198, 18, 8, 1), &[], 200);
+    let len = frame.len() as u32;
+    // Snap length 96, but the records hold the whole frame.
+    let path = scratch.path("over-snap.pcap");
+    std::fs::write(
+        &path,
+        pcap_le(96, &[(&frame, len), (&frame, len), (&frame[..60], len)]),
+    )
+    .unwrap();
+    assert_eq!(tcpdump_reads(&path).len(), 3, "tcpdump reads the file");
+    let output = replay(&["--format", "json", &path.display().to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("2 records were longer than the snap length and were cut to it"),
+        "{}",
+        stderr(&output)
+    );
+    let report = &reports(&output)[0];
+    assert_eq!(source(report, "198.18.8.1"), Some((3, 3 * u64::from(len))));
+}
+
+#[test]
+fn frames_longer_than_the_kernel_runs_count_their_whole_length() {
+    let test = "frames_longer_than_the_kernel_runs_count_their_whole_length";
+    if !common::privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new("long");
+    // A GRO-sized frame, a BIG TCP one, and a 64 KB one cut to 96 bytes.
+    // (Their IP length fields say less, as BIG TCP's do.)
+    let mut big = ipv4_frame(Ipv4Addr::new(198, 18, 9, 1), &[], 1000);
+    big.resize(100_000, 0xab);
+    let mut bigger = ipv6_frame(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 9, 2), &[], 1000);
+    bigger.resize(200_000, 0xcd);
+    let snapped = ipv4_frame(Ipv4Addr::new(198, 18, 9, 3), &[], 64);
+    let path = scratch.path("long.pcap");
+    std::fs::write(
+        &path,
+        pcap_le(
+            262_144,
+            &[
+                (&big, big.len() as u32),
+                (&bigger, bigger.len() as u32),
+                (&snapped[..96.min(snapped.len())], 65_535),
+            ],
+        ),
+    )
+    .unwrap();
+    assert_eq!(big.len(), 100_000);
+    assert_eq!(bigger.len(), 200_000);
+    let output = replay(&["--format", "json", &path.display().to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = &reports(&output)[0];
+    assert_eq!(source(report, "198.18.9.1"), Some((1, 100_000)));
+    assert_eq!(source(report, "2001:db8::9:2"), Some((1, 200_000)));
+    assert_eq!(source(report, "198.18.9.3"), Some((1, 65_535)));
+    assert_eq!(total_packets(report), 3);
+}
+
+/// A pcapng block: type, total length, body padded to 4 bytes, length.
+fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().div_ceil(4) * 4;
+    let total = (12 + padded) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(8 + padded, 0);
+    out.extend_from_slice(&total.to_le_bytes());
+    out
+}
+
+/// Options: (code, value) each padded to 4 bytes, then the end marker.
+fn options(list: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (code, value) in list {
+        out.extend_from_slice(&code.to_le_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+        out.resize(out.len().div_ceil(4) * 4, 0);
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out
+}
+
+#[test]
+fn obsolete_blocks_odd_options_and_impossible_timestamps_never_panic() {
+    let test = "obsolete_blocks_odd_options_and_impossible_timestamps_never_panic";
+    if !common::privileged(test) || !have(test, "tcpdump") {
+        return;
+    }
+    let scratch = Scratch::new("odd");
+    let frame = ipv4_frame(Ipv4Addr::new(198, 18, 10, 1), &[], 30);
+    let mut file = Vec::new();
+    // Section header: byte-order magic, version 1.0, unknown length, with
+    // an application name and an unknown option of odd length.
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    shb.extend(options(&[(4, b"odd-writer"), (0x7777, b"abc")]));
+    file.extend(block(0x0A0D_0D0A, &shb));
+    // Interface 0: Ethernet, microseconds said outright, an odd option.
+    let mut idb = Vec::new();
+    idb.extend_from_slice(&1u16.to_le_bytes());
+    idb.extend_from_slice(&0u16.to_le_bytes());
+    idb.extend_from_slice(&0u32.to_le_bytes());
+    idb.extend(options(&[(9, &[6]), (0x7778, b"x")]));
+    file.extend(block(1, &idb));
+    // An enhanced packet with an odd, unknown option.
+    let ticks: u64 = 1_795_000_000_000_000;
+    let mut epb = Vec::new();
+    for word in [
+        0u32,
+        (ticks >> 32) as u32,
+        ticks as u32,
+        frame.len() as u32,
+        frame.len() as u32,
+    ] {
+        epb.extend_from_slice(&word.to_le_bytes());
+    }
+    epb.extend_from_slice(&frame);
+    epb.resize(epb.len().div_ceil(4) * 4, 0);
+    epb.extend(options(&[(0x7779, b"12345")]));
+    file.extend(block(6, &epb));
+    // An obsolete Packet Block with every timestamp bit set.
+    let mut opb = Vec::new();
+    opb.extend_from_slice(&0u16.to_le_bytes());
+    opb.extend_from_slice(&0u16.to_le_bytes());
+    for word in [u32::MAX, u32::MAX, frame.len() as u32, frame.len() as u32] {
+        opb.extend_from_slice(&word.to_le_bytes());
+    }
+    opb.extend_from_slice(&frame);
+    file.extend(block(2, &opb));
+    let path = scratch.path("odd.pcapng");
+    std::fs::write(&path, &file).unwrap();
+    let read = tcpdump_reads(&path);
+    assert_eq!(read.len(), 2, "tcpdump reads both packets");
+    let output = replay(&["--format", "json", &path.display().to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"));
+    let report = &reports(&output)[0];
+    assert_eq!(
+        source(report, "198.18.10.1"),
+        Some((2, 2 * frame.len() as u64))
+    );
+    assert_eq!(
+        report["time"], "9999-12-31T23:59:59Z",
+        "the last frame's time, capped"
+    );
+    // The first frame's time in microseconds, as tcpdump reads it.
+    assert_eq!(read[0].0, 1_795_000_000.0);
+}
+
+#[test]
+fn pipes_standard_input_and_named_pipes_replay_and_a_silent_pipe_can_be_interrupted() {
+    let test = "pipes_standard_input_and_named_pipes_replay_and_a_silent_pipe_can_be_interrupted";
+    if !common::privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new("pipes");
+    let frame = ipv4_frame(Ipv4Addr::new(198, 18, 11, 1), &[], 40);
+    let records: Vec<(&[u8], u32)> = (0..500).map(|_| (&frame[..], frame.len() as u32)).collect();
+    let file = scratch.path("file.pcap");
+    std::fs::write(&file, pcap_le(65_535, &records)).unwrap();
+    let expected = Some((500, 500 * frame.len() as u64));
+    // cat file | xdpstat replay -
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' | '{}' replay --format json -",
+            file.display(),
+            env!("CARGO_BIN_EXE_xdpstat")
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(source(&reports(&output)[0], "198.18.11.1"), expected);
+    // xdpstat replay /dev/stdin < file
+    let output = replay_command(&["--format", "json", "/dev/stdin"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(source(&reports(&output)[0], "198.18.11.1"), expected);
+    // A named pipe whose writer comes later.
+    let fifo = scratch.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo_name = fifo.display().to_string();
+    let reader = replay_command(&["--format", "json", &fifo_name])
+        .spawn()
+        .unwrap();
+    std::fs::write(&fifo, std::fs::read(&file).unwrap()).unwrap();
+    let output = reader.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(source(&reports(&output)[0], "198.18.11.1"), expected);
+    // A named pipe nobody writes: Ctrl-C ends the replay at once.
+    let mut waiting = replay_command(&["--format", "json", &fifo_name])
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(waiting.id() as i32);
+    common::eventually("xdpstat opening the pipe", || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == fifo))
+            })
+            .unwrap_or(false)
+    });
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = common::wait_with_timeout(&mut waiting);
+    assert!(
+        status.code().is_some(),
+        "ended by its own hand, not the signal: {status}"
+    );
+}
+
+#[test]
+fn a_capture_truncated_while_it_is_replayed_ends_with_a_message_not_a_signal() {
+    let test = "a_capture_truncated_while_it_is_replayed_ends_with_a_message_not_a_signal";
+    if !common::privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new("shrink");
+    let frame = ipv4_frame(Ipv4Addr::new(198, 18, 12, 1), &[], 1200);
+    let records: Vec<(&[u8], u32)> = (0..100_000)
+        .map(|_| (&frame[..], frame.len() as u32))
+        .collect();
+    let path = scratch.path("shrinking.pcap");
+    std::fs::write(&path, pcap_le(65_535, &records)).unwrap();
+    let mut child = replay_command(&["--format", "json", &path.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it has read into the file, cut the file to a few records.
+    let pid = child.id();
+    let position = || -> Option<u64> {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+            if std::fs::read_link(fd.path()).ok()? == path {
+                let info = std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .ok()?;
+                return info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pos:"))
+                    .and_then(|v| v.trim().parse().ok());
+            }
+        }
+        None
+    };
+    common::eventually("xdpstat reading the file", || {
+        position().is_some_and(|p| p > 0)
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(24 + 5 * (16 + frame.len() as u64) + 7)
+        .unwrap();
+    let status = common::wait_with_timeout(&mut child);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        status.code().is_some(),
+        "ended by its own hand, not a signal: {status}; {}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    // Either it had read past the cut (a whole report) or it says where
+    // the file ended; in both cases one report of what it read.
+    assert_eq!(reports(&output).len(), 1);
+}
+
+#[test]
+fn a_replay_of_large_frames_holds_bounded_memory() {
+    let test = "a_replay_of_large_frames_holds_bounded_memory";
+    if !common::privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new("memory");
+    let frame = ipv4_frame(Ipv4Addr::new(198, 18, 13, 1), &[], 60_000);
+    let records: Vec<(&[u8], u32)> = (0..2_000)
+        .map(|_| (&frame[..], frame.len() as u32))
+        .collect();
+    let path = scratch.path("large.pcap");
+    std::fs::write(&path, pcap_le(262_144, &records)).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let mut child = replay_command(&["--format", "json", &path.display().to_string()])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak_kib = 0u64;
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+            {
+                peak_kib = kib;
+            }
+        }
+        assert!(Instant::now() < deadline, "the replay did not end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    eprintln!("replaying {size} bytes of 60 KB frames: peak resident memory {peak_kib} KiB");
+    assert!(peak_kib > 0, "memory was read while it ran");
+    assert!(
+        peak_kib < 64 * 1024,
+        "peak resident memory {peak_kib} KiB for a {size}-byte capture"
+    );
+}
