@@ -31,8 +31,10 @@ const WATCHED_LINK: &str = "demo0";
 const SENDER_LINK: &str = "demo1";
 /// One round of sending: each source sends its weight in frames.
 const ROUND: Duration = Duration::from_millis(10);
-/// Time for the last frames sent to be counted before the final report.
-const SETTLE: Duration = Duration::from_millis(100);
+/// How long the last frames sent may take to reach the watched end (where
+/// the kernel counts them after the XDP program has) before the final
+/// report is taken anyway.
+const SETTLE: Duration = Duration::from_secs(2);
 /// Hard cap on frames sent, whatever the duration.
 const MAX_FRAMES: u64 = 2_000_000;
 
@@ -66,7 +68,9 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     let (result, traffic) = std::thread::scope(|scope| {
         let sender = scope.spawn(|| {
             let sent = send_traffic(&sender_ns, deadline, stop, &traffic_done);
-            std::thread::sleep(SETTLE);
+            if let Ok(sent) = &sent {
+                wait_until_received(&watched_ns, *sent, stop);
+            }
             traffic_done.store(true, Ordering::Relaxed);
             sent
         });
@@ -91,6 +95,25 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     result?;
     eprintln!("xdpstat demo: sent {} frames", traffic?);
     detached
+}
+
+/// Waits (at most [`SETTLE`]) until the watched end of the veth pair has
+/// received `sent` frames, as the kernel counts them: a frame is counted
+/// there after the XDP program has run on it, so the final report then
+/// holds every frame sent.
+fn wait_until_received(watched: &Namespace, sent: u64, stop: &AtomicBool) {
+    let deadline = Instant::now() + SETTLE;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        let received = watched
+            .ip_output(&["-json", "-statistics", "link", "show", "dev", WATCHED_LINK])
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|links| links[0]["stats64"]["rx"]["packets"].as_u64());
+        if received.is_some_and(|received| received >= sent) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One sender of the demo's cast: a frame and how many to send per round.

@@ -155,15 +155,22 @@ impl SortKey {
         }
     }
 
-    /// The natural order: biggest first, addresses ascending.
+    /// The natural order: biggest first by the key; rows equal under it
+    /// by packets, then bytes (biggest first), then address ascending, so
+    /// a quiet moment (every rate 0) still shows the big senders first.
     fn compare(self, a: &Row, b: &Row) -> Ordering {
-        let by_address = a.address.cmp(&b.address);
+        let rest = || {
+            b.packets
+                .cmp(&a.packets)
+                .then(b.bytes.cmp(&a.bytes))
+                .then(a.address.cmp(&b.address))
+        };
         match self {
-            Self::Pps => b.rate.pps.total_cmp(&a.rate.pps).then(by_address),
-            Self::Bps => b.rate.bps.total_cmp(&a.rate.bps).then(by_address),
-            Self::Packets => b.packets.cmp(&a.packets).then(by_address),
-            Self::Bytes => b.bytes.cmp(&a.bytes).then(by_address),
-            Self::Address => by_address,
+            Self::Pps => b.rate.pps.total_cmp(&a.rate.pps).then_with(rest),
+            Self::Bps => b.rate.bps.total_cmp(&a.rate.bps).then_with(rest),
+            Self::Packets => rest(),
+            Self::Bytes => b.bytes.cmp(&a.bytes).then_with(rest),
+            Self::Address => a.address.cmp(&b.address),
         }
     }
 }
@@ -543,6 +550,42 @@ mod tests {
         );
         assert_eq!(pane.rows[1].rate, Rate::default());
         assert_eq!(pane.header.interval_s, Some(2.5));
+    }
+
+    #[test]
+    fn rows_equal_under_the_sort_key_keep_the_natural_order_of_the_others() {
+        // Everything quiet (every rate 0): 200 one-packet sources and one
+        // with 31 packets; the big one comes first under every key but
+        // address, and equal rows go by bytes, then address.
+        let base = Snapshot::empty();
+        let mut sources: Vec<(String, Counter)> = (0..200u32)
+            .map(|n| {
+                let [_, _, hi, lo] = n.to_be_bytes();
+                (format!("198.18.{hi}.{lo}"), c(1, 60))
+            })
+            .collect();
+        sources.push(("198.19.0.1".into(), c(31, 1_860)));
+        sources.push(("198.18.255.1".into(), c(1, 1_500)));
+        let sources: Vec<(&str, Counter)> = sources.iter().map(|(a, c)| (a.as_str(), *c)).collect();
+        let now = at(&base, 1.0, &sources);
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&now, &now);
+        let mut view = TopView::new(vec![pane], base.taken);
+        for key in [SortKey::Pps, SortKey::Bps, SortKey::Packets, SortKey::Bytes] {
+            view.sort = key;
+            view.refresh();
+            let rows: Vec<String> = view
+                .rows()
+                .take(3)
+                .map(|row| row.address.to_string())
+                .collect();
+            assert_eq!(
+                rows,
+                ["198.19.0.1", "198.18.255.1", "198.18.0.0"],
+                "sorted by {}",
+                key.name()
+            );
+        }
     }
 
     #[test]

@@ -10,13 +10,23 @@ pub fn privileged(test: &str) -> bool {
     match check_capabilities(Needs::AttachAndNamespaces) {
         Ok(()) => true,
         Err(error) => {
-            eprintln!("SKIPPED {test}: needs root ({error})");
-            if std::env::var_os("CI").is_some() {
-                panic!("{test} must run in CI, which runs as root: {error}");
-            }
+            skip(test, &format!("needs root ({error})"));
             false
         }
     }
+}
+
+/// Says that `test` does not run and why, on a line `.ci/run` counts as
+/// skipped. The line is written to stderr directly, past the test
+/// harness's capture, so a skip shows even when the test passes. In CI
+/// (`CI` set), where every test must run, it fails the test instead.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} must run in CI: {reason}"
+    );
 }
 
 use std::{
