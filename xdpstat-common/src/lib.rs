@@ -250,6 +250,25 @@ mod tests {
     }
 
     #[test]
+    fn an_address_hashes_inside_the_table_whichever_way_a_host_reads_it() {
+        // The datapath hashes the wire bytes read as a native integer: a
+        // big-endian host gets another number than a little-endian one, and
+        // either must land inside the table (the hash is the host's own, so
+        // only that matters).
+        let entries = table_entries(1000);
+        for address in [[198u8, 18, 0, 1], [255, 255, 255, 255], [0, 0, 0, 0]] {
+            for read in [u32::from_le_bytes, u32::from_be_bytes] {
+                let hash = mix(u64::from(read(address)), 0x5eed);
+                assert!(home(hash, entries) < entries);
+            }
+        }
+        assert_ne!(
+            u32::from_le_bytes([198, 18, 0, 1]),
+            u32::from_be_bytes([198, 18, 0, 1])
+        );
+    }
+
+    #[test]
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),

@@ -477,3 +477,61 @@ impl Tables {
         Ok(retired.into_iter().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry's words as a host of either byte order loads them from the
+    /// same memory image: `load` is what `u64::from_ne_bytes` is there.
+    fn words_of(image: &[u8], load: fn([u8; 8]) -> u64) -> Vec<u64> {
+        image
+            .chunks_exact(8)
+            .map(|chunk| load(chunk.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn entry_addresses_decode_alike_on_hosts_of_either_byte_order() {
+        // The datapath stores the address as on the wire, at byte 8.
+        let mut v4 = [0u8; 32];
+        v4[8..12].copy_from_slice(&[198, 18, 0, 1]);
+        let mut v6 = [0u8; 64];
+        v6[8..24].copy_from_slice(&"2001:db8::c".parse::<Ipv6Addr>().unwrap().octets());
+        // Decoding turns each loaded word back into its bytes in memory
+        // order: to_le_bytes on a little-endian host, to_be_bytes on a
+        // big-endian one.
+        type Host = (fn([u8; 8]) -> u64, fn(u64) -> [u8; 8]);
+        let hosts: [Host; 2] = [
+            (u64::from_le_bytes, u64::to_le_bytes),
+            (u64::from_be_bytes, u64::to_be_bytes),
+        ];
+        for (load, store) in hosts {
+            let words = words_of(&v4, load);
+            let bytes = store(words[1]);
+            assert_eq!(
+                Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]),
+                Ipv4Addr::new(198, 18, 0, 1)
+            );
+            let words = words_of(&v6, load);
+            let mut address = [0u8; 16];
+            address[..8].copy_from_slice(&store(words[1]));
+            address[8..].copy_from_slice(&store(words[2]));
+            assert_eq!(
+                Ipv6Addr::from(address),
+                "2001:db8::c".parse::<Ipv6Addr>().unwrap()
+            );
+        }
+        // And this host's own decoding, through the real functions.
+        let native = words_of(&v4, u64::from_ne_bytes);
+        assert_eq!(
+            V4Entry::address(&native[1..2]),
+            IpAddr::from([198, 18, 0, 1])
+        );
+        let native = words_of(&v6, u64::from_ne_bytes);
+        assert_eq!(
+            V6Entry::address(&native[1..3]),
+            "2001:db8::c".parse::<IpAddr>().unwrap()
+        );
+    }
+}
