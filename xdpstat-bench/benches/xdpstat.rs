@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use xdpstat::privilege::{Needs, check_capabilities};
+use xdpstat::kernel::privilege::{Needs, check_capabilities};
 use xdpstat_bench::{
     measure::{self, Flood, HotSource, OverVeth, ReportCost},
     traffic::{self, Link},

@@ -11,14 +11,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::sys::{Stats, enable_stats};
 use xdpstat::{
-    attach::{Attached, LinkKind, ObtainedMode},
-    datapath::{Datapath, Variant},
-    frames::{self, ethertype},
-    live::Watched,
+    kernel::attach::{Attached, LinkKind, ObtainedMode},
+    kernel::datapath::{Datapath, Variant},
+    kernel::tables::ReadMethod,
     output::{Format, write_report},
-    tables::ReadMethod,
+    run::live::Watched,
 };
 use xdpstat_common::DEFAULT_MAX_SOURCES;
+use xdpstat_lab::frames::{self, ethertype};
 
 use crate::{
     program::{Program, RunStats},

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::programs::{ProgramInfo, XdpMode, xdp::XdpLinkId};
-use xdpstat::{attach::AttachMode, datapath::Datapath, netns::Namespace};
+use xdpstat::kernel::{attach::AttachMode, datapath::Datapath};
+use xdpstat_lab::netns::Namespace;
 
 use crate::reference::Reference;
 

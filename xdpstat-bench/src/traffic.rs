@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, Result};
 use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 use rand_distr::Zipf;
-use xdpstat::{
+use xdpstat_lab::{
     frames::{self, ethertype},
     netns::{Namespace, veth_pair},
     packet_socket::PacketSocket,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{attach::AttachMode, output::Format};
+use crate::{kernel::attach::AttachMode, output::Format};
 
 /// Count packets and bytes per source IP address at the XDP hook, before the
 /// kernel's network stack sees them, and print the counts every interval
@@ -47,7 +47,7 @@ pub struct MetricsArgs {
 
     /// Per-source series: the N sources with the highest packet rate, plus
     /// one source="other" series for the rest.
-    #[arg(long, value_name = "N", default_value_t = crate::metrics::DEFAULT_TOP)]
+    #[arg(long, value_name = "N", default_value_t = crate::output::metrics::DEFAULT_TOP)]
     pub metrics_top: usize,
 }
 

@@ -3,6 +3,11 @@
 
 use std::io;
 
+/// The error underneath one of xdpstat's: aya's, the kernel's, or a
+/// sentence where there is nothing more to say. Kept as the source, so the
+/// chain is printed once, by [`one_line`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can stop xdpstat from attaching, counting or reporting.
 #[derive(Debug, thiserror::Error)]
 pub enum XdpstatError {
@@ -52,63 +57,67 @@ pub enum XdpstatError {
     },
 
     /// The kernel refused to attach in the mode that was asked for.
-    #[error(
-        "{interface}: the kernel refused to attach in {mode} mode ({reason}); try --mode {alternatives}"
-    )]
+    #[error("{interface}: the kernel refused {mode} mode (try --mode {alternatives})")]
     ModeRefused {
         /// The interface.
         interface: String,
         /// The mode that was asked for.
         mode: String,
-        /// The kernel's answer.
-        reason: String,
         /// The modes worth trying instead.
         alternatives: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: Cause,
     },
 
     /// Attaching failed for a reason other than the mode.
-    #[error("{interface}: attaching the XDP program failed: {reason}")]
+    #[error("{interface}: attaching the XDP program failed")]
     Attach {
         /// The interface.
         interface: String,
-        /// The kernel's or aya's answer, flattened to one line.
-        reason: String,
+        /// The kernel's or aya's answer.
+        #[source]
+        source: Cause,
     },
 
     /// The embedded XDP program could not be loaded into the kernel.
-    #[error("loading the XDP program into the kernel failed: {reason}")]
+    #[error("loading the XDP program into the kernel failed")]
     Load {
-        /// The kernel's or aya's answer, flattened to one line.
-        reason: String,
+        /// The kernel's or aya's answer.
+        #[source]
+        source: Cause,
     },
 
     /// A map the program declares was missing or of the wrong type.
-    #[error("the XDP program's map {map} is missing or has the wrong type: {reason}")]
+    #[error("the XDP program's map {map} cannot be used")]
     Map {
         /// Map name.
         map: &'static str,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Cause,
     },
 
     /// Reading a counter map failed.
-    #[error("{interface}: reading map {map} failed: {reason}")]
+    #[error("{interface}: reading map {map} failed")]
     MapRead {
         /// The interface the map belongs to.
         interface: String,
         /// Map name.
         map: &'static str,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Cause,
     },
 
     /// Detaching from an interface failed at exit.
-    #[error("{interface}: detaching the XDP program failed: {reason}")]
+    #[error("{interface}: detaching the XDP program failed")]
     Detach {
         /// The interface.
         interface: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Cause,
     },
 
     /// A command-line value is out of range.
@@ -116,31 +125,36 @@ pub enum XdpstatError {
     Usage(String),
 
     /// SIGINT/SIGTERM handling could not be set up, so Ctrl-C could not detach.
-    #[error("cannot handle signal {signal}: {reason}")]
+    #[error("cannot handle signal {signal}")]
     Signal {
         /// The signal number.
         signal: i32,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: io::Error,
     },
 
-    /// Creating or using the demo's or tests' network namespaces failed.
-    #[error("network namespace {name}: {reason}")]
-    Netns {
-        /// Namespace name.
-        name: String,
-        /// What went wrong.
-        reason: String,
+    /// Creating or using the demo's network namespaces failed.
+    #[error(transparent)]
+    Netns(#[from] xdpstat_lab::netns::NetnsError),
+
+    /// The demo's traffic could not be sent.
+    #[error("the demo's traffic: {doing}")]
+    DemoTraffic {
+        /// What was being done.
+        doing: String,
+        #[source]
+        source: io::Error,
     },
 
-    /// Writing the report failed.
     /// A capture `xdpstat replay` cannot read, or not to the end.
-    #[error("{file}: {reason}")]
+    #[error("{file}")]
     Capture {
         /// The file as named on the command line.
         file: String,
         /// What is wrong, with the byte offset where it applies.
-        reason: String,
+        #[source]
+        source: Cause,
     },
 
     /// Every interface xdpstat watched was removed while it ran; each one's
@@ -154,13 +168,17 @@ pub enum XdpstatError {
     SomeCapturesFailed { failed: usize, files: usize },
 
     /// The metrics server cannot start.
-    #[error("metrics on {address}: {reason}")]
+    #[error("metrics on {address}")]
     Metrics {
+        /// The address asked for.
         address: std::net::SocketAddr,
-        reason: String,
+        /// What went wrong.
+        #[source]
+        source: Cause,
     },
 
-    #[error("writing the report failed: {0}")]
+    /// Writing the report failed.
+    #[error("writing the report failed")]
     Output(#[source] io::Error),
 }
 

@@ -1,31 +1,19 @@
 //! xdpstat counts packets and bytes per source IP address at the XDP hook
 //! and reports them. The binary is a thin shell over this library so that
-//! the tests can drive the same code: loading and reading the datapath,
-//! building reports, and the namespaces and frames the demo uses.
+//! the tests can drive the same code. Where things are:
+//!
+//! - [`kernel`]: the XDP program loaded, attached and read; the source
+//!   tables from user space; privileges and kernel checks.
+//! - [`counts`]: what a read holds (snapshots, sources) and the report
+//!   computed from two of them.
+//! - [`output`]: where counts go: text and JSON, the live view, Prometheus.
+//! - [`run`]: what drives it: the report loop, `xdpstat IFACE...`, the demo.
+//! - [`replay`]: captures read and run through the same program.
 
-pub mod attach;
-pub mod bpf_sys;
-pub mod capture;
-pub mod capture_input;
 pub mod cli;
-pub mod datapath;
-pub mod demo;
+pub mod counts;
 pub mod error;
-pub mod frames;
-pub mod live;
-pub mod mapped;
-pub mod metrics;
-pub mod metrics_server;
-pub mod netns;
+pub mod kernel;
 pub mod output;
-pub mod packet_socket;
-pub mod privilege;
 pub mod replay;
-pub mod report;
-pub mod snapshot;
-pub mod sources;
-pub mod tables;
-pub mod top_view;
-pub mod tui;
-pub mod tui_render;
-pub mod watch;
+pub mod run;

@@ -9,10 +9,10 @@ use std::{
 use clap::Parser as _;
 use xdpstat::{
     cli::{Cli, Command},
-    demo::demo,
     error::{XdpstatError, one_line},
     replay::replay,
-    watch::watch,
+    run::demo::demo,
+    run::watch::watch,
 };
 
 fn main() -> ExitCode {
@@ -37,12 +37,8 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), XdpstatError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| {
-            XdpstatError::Signal {
-                signal,
-                reason: e.to_string(),
-            }
-        })?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| XdpstatError::Signal { signal, source: e })?;
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -16,7 +16,7 @@ use std::{
 
 use common::{PATIENCE, TestNet, ipv4_frame, ipv6_frame, pair, source, total_packets};
 use serde_json::Value;
-use xdpstat::frames::VlanTag;
+use xdpstat_lab::frames::VlanTag;
 
 /// A scratch directory removed at the end of the test.
 struct Scratch(PathBuf);

@@ -8,13 +8,11 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdpstat::{
-    datapath::Datapath,
-    frames::{self, VlanTag, ethertype},
-    snapshot::Snapshot,
-    sources::SourceTable,
-    tables::ReadMethod,
+    counts::snapshot::Snapshot, counts::sources::SourceTable, kernel::datapath::Datapath,
+    kernel::tables::ReadMethod,
 };
 use xdpstat_common::{Counter, MAX_PROBES};
+use xdpstat_lab::frames::{self, VlanTag, ethertype};
 
 const XDP_PASS: u32 = 2;
 

@@ -18,12 +18,9 @@ use etherparse::{
     EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice,
 };
 use proptest::prelude::*;
-use xdpstat::{
-    datapath::Datapath,
-    frames::{self, VlanTag, ethertype},
-    snapshot::Snapshot,
-};
+use xdpstat::{counts::snapshot::Snapshot, kernel::datapath::Datapath};
 use xdpstat_common::Counter;
+use xdpstat_lab::frames::{self, VlanTag, ethertype};
 
 /// How the oracle classifies a frame, in the rules' terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,10 +14,10 @@ use std::{
 use common::{PATIENCE, TestNet, Xdpstat, ipv4_frame, ipv6_frame, total_packets};
 use serde_json::Value;
 use xdpstat::{
-    metrics::{InterfaceInfo, Metrics},
-    metrics_server::MetricsServer,
-    netns::Namespace,
+    output::metrics::server::MetricsServer,
+    output::metrics::{InterfaceInfo, Metrics},
 };
+use xdpstat_lab::netns::Namespace;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(
@@ -110,7 +110,7 @@ fn the_endpoints_answer_get_and_head_and_nothing_else() {
 
 #[test]
 fn before_xdpstat_has_attached_a_scrape_gets_503_not_an_empty_200() {
-    let published = xdpstat::metrics::Published::default();
+    let published = xdpstat::output::metrics::Published::default();
     let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), published.clone()).unwrap();
     let url = format!("http://{}/metrics", server.address());
     let mut response = agent().get(&url).call().unwrap();

@@ -27,7 +27,7 @@ use pcap_file::{
     },
 };
 use serde_json::Value;
-use xdpstat::frames::{self, VlanTag, ethertype};
+use xdpstat_lab::frames::{self, VlanTag, ethertype};
 
 fn a() -> Vec<u8> {
     ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100)

@@ -2,7 +2,7 @@
 //! frames of the counting rules.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use xdpstat::privilege::{Needs, check_capabilities};
+use xdpstat::kernel::privilege::{Needs, check_capabilities};
 
 /// True when the test may touch the kernel; otherwise says why it does not
 /// run, so a skipped test is visible in the output, not silently green.
@@ -39,7 +39,7 @@ use std::{
 
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
-use xdpstat::{
+use xdpstat_lab::{
     frames::{self, VlanTag, ethertype},
     netns::{Namespace, veth_pair},
     packet_socket::PacketSocket,

@@ -1,0 +1,296 @@
+//! A report is what the user reads for one interface and one interval:
+//! cumulative counts since attach, and rates over the time that actually
+//! passed between two snapshots.
+
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::BinaryHeap,
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use xdpstat_common::Counter;
+
+use crate::counts::snapshot::{ClassTotals, Snapshot};
+
+/// One interface's report, serialised as the JSON output's schema.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Wall-clock time of the read, RFC 3339 in UTC to the second.
+    pub time: String,
+    pub interface: String,
+    /// Seconds between the two reads the rates come from; `None` when there
+    /// is no interval (a replay).
+    pub interval_s: Option<f64>,
+    pub totals: ClassTotals,
+    /// What no source entry holds (no entry within reach, or retired).
+    pub unattributed: Counter,
+    /// Sources by packets, descending, cut to `--top`.
+    pub sources: Vec<SourceRow>,
+    /// How many sources the map holds (before the `--top` cut).
+    #[serde(skip)]
+    pub source_count: usize,
+    /// How the program is attached, for the plain header (`native XDP, bpf link`).
+    #[serde(skip)]
+    pub attachment: Option<String>,
+}
+
+/// One source's line in a report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceRow {
+    pub address: IpAddr,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets per second over the interval.
+    pub pps: f64,
+    /// Bits per second over the interval.
+    pub bps: f64,
+}
+
+impl Report {
+    /// The report for `current`, with rates against `previous` (the last
+    /// report's snapshot, or the empty one taken at attach time).
+    pub fn between(
+        interface: &str,
+        previous: &Snapshot,
+        current: &Snapshot,
+        top: Option<usize>,
+    ) -> Self {
+        let seconds = current
+            .taken
+            .saturating_duration_since(previous.taken)
+            .as_secs_f64();
+        // An entry claimed by a run still on its CPU can be read with no
+        // packets for an instant: no row for it.
+        let counted = || current.sources.iter().filter(|(_, c)| c.packets > 0);
+        let source_count = counted().count();
+        let sources = top_by_packets(counted(), top)
+            .into_iter()
+            .map(|(address, now)| {
+                let before = previous.sources.get(&address).copied().unwrap_or_default();
+                let rate = Rate::between(&now, &before, seconds);
+                SourceRow {
+                    address,
+                    packets: now.packets,
+                    bytes: now.bytes,
+                    pps: rate.pps,
+                    bps: rate.bps,
+                }
+            })
+            .collect();
+        Self {
+            time: rfc3339(current.wall),
+            interface: interface.to_owned(),
+            interval_s: Some(seconds),
+            totals: current.totals(),
+            unattributed: current.unattributed(),
+            sources,
+            source_count,
+            attachment: None,
+        }
+    }
+}
+
+/// Packets and bits per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rate {
+    pub pps: f64,
+    pub bps: f64,
+}
+
+impl Rate {
+    /// What was counted from `before` to `now` (see [`Counter::since`]),
+    /// per second of `seconds`; nothing when no time passed.
+    pub fn between(now: &Counter, before: &Counter, seconds: f64) -> Self {
+        if seconds <= 0.0 {
+            return Self::default();
+        }
+        let delta = now.since(before);
+        Self {
+            pps: delta.packets as f64 / seconds,
+            bps: delta.bytes as f64 * 8.0 / seconds,
+        }
+    }
+
+    pub fn add(&mut self, other: &Rate) {
+        self.pps += other.pps;
+        self.bps += other.bps;
+    }
+}
+
+/// The order sources are listed in: packets descending, then bytes
+/// descending, then address ascending, so that equal counts always print in
+/// the same order. Greater is listed first.
+fn rank(address: IpAddr, counter: &Counter) -> (u64, u64, Reverse<IpAddr>) {
+    (counter.packets, counter.bytes, Reverse(address))
+}
+
+/// The `top` first sources in [`rank`] order (all of them when `top` is
+/// `None`). With a limit this keeps a heap of `top` entries, so a million
+/// sources cost one pass and no million-row list.
+pub fn top_by_packets(
+    sources: impl Iterator<Item = (IpAddr, Counter)>,
+    top: Option<usize>,
+) -> Vec<(IpAddr, Counter)> {
+    let ranked = |(address, counter): (IpAddr, Counter)| Ranked {
+        key: rank(address, &counter),
+        counter,
+    };
+    let mut rows: Vec<Ranked> = match top {
+        None => sources.map(ranked).collect(),
+        Some(top) => {
+            // A min-heap of the best `top` so far: its root is the one to beat.
+            let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(top + 1);
+            for source in sources {
+                let candidate = ranked(source);
+                if best.len() < top {
+                    best.push(Reverse(candidate));
+                } else if let Some(mut worst) = best.peek_mut()
+                    && candidate > worst.0
+                {
+                    *worst = Reverse(candidate);
+                }
+            }
+            best.into_iter().map(|Reverse(r)| r).collect()
+        }
+    };
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    rows.into_iter().map(|r| (r.key.2.0, r.counter)).collect()
+}
+
+/// A source with its [`rank`] key; ordered by the key alone.
+struct Ranked {
+    key: (u64, u64, Reverse<IpAddr>),
+    counter: Counter,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// RFC 3339 in UTC to the second. RFC 3339 ends with the year 9999; a
+/// later time (a replayed capture may hold any timestamp) prints as its
+/// last second.
+fn rfc3339(time: SystemTime) -> String {
+    let last = UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND);
+    humantime::format_rfc3339_seconds(time.min(last)).to_string()
+}
+
+/// 9999-12-31T23:59:59Z, in seconds since the epoch.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use super::*;
+
+    fn snapshot_at(seconds: u64, sources: &[(IpAddr, u64, u64)]) -> Snapshot {
+        let base = Snapshot::empty();
+        Snapshot {
+            taken: base.taken + Duration::from_secs(seconds),
+            wall: UNIX_EPOCH + Duration::from_secs(1_795_000_000 + seconds),
+            sources: sources
+                .iter()
+                .map(|&(a, packets, bytes)| (a, Counter { packets, bytes }))
+                .collect(),
+            slots: Default::default(),
+        }
+    }
+
+    fn v4(last: u8) -> IpAddr {
+        Ipv4Addr::new(198, 18, 0, last).into()
+    }
+
+    #[test]
+    fn rates_use_the_elapsed_time_and_new_sources_count_from_zero() {
+        let before = snapshot_at(0, &[(v4(1), 100, 10_000)]);
+        let after = snapshot_at(2, &[(v4(1), 300, 30_000), (v4(2), 50, 5_000)]);
+        let mut before = before;
+        before.taken = after.taken - Duration::from_secs(2);
+        let report = Report::between("x0", &before, &after, None);
+        assert_eq!(report.interval_s, Some(2.0));
+        assert_eq!(report.sources[0].address, v4(1));
+        assert_eq!(report.sources[0].pps, 100.0);
+        assert_eq!(report.sources[0].bps, 80_000.0);
+        assert_eq!(report.sources[1].pps, 25.0);
+        assert_eq!(report.sources[1].bps, 20_000.0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_top_cut_equals_the_head_of_the_full_order(
+            counts in proptest::collection::vec((0u8..40, 0u8..4, 0u8..3), 0..200),
+            top in 0usize..50,
+        ) {
+            // Small ranges, so equal packets and equal bytes are common.
+            let sources: Vec<(IpAddr, Counter)> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, &(packets, bytes, _))| {
+                    let address = Ipv4Addr::from(0xc612_0000 + i as u32).into();
+                    (address, Counter { packets: packets.into(), bytes: bytes.into() })
+                })
+                .collect();
+            let all = top_by_packets(sources.iter().copied(), None);
+            for pair in all.windows(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                proptest::prop_assert!(rank(a.0, &a.1) > rank(b.0, &b.1));
+            }
+            let cut = top_by_packets(sources.iter().copied(), Some(top));
+            proptest::prop_assert_eq!(&cut[..], &all[..top.min(all.len())]);
+        }
+    }
+
+    #[test]
+    fn any_time_prints_as_rfc3339_even_past_the_year_9999() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_counter_that_went_backwards_is_no_change_never_a_negative_rate() {
+        let c = |packets, bytes| Counter { packets, bytes };
+        assert_eq!(Rate::between(&c(5, 50), &c(10, 100), 1.0), Rate::default());
+        assert_eq!(Rate::between(&c(10, 10), &c(10, 10), 0.0), Rate::default());
+    }
+
+    #[test]
+    fn sources_sort_by_packets_then_bytes_then_address_and_top_cuts() {
+        let v6: IpAddr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into();
+        let current = snapshot_at(
+            1,
+            &[
+                (v4(3), 5, 500),
+                (v4(1), 5, 500),
+                (v6, 9, 900),
+                (v4(2), 5, 600),
+            ],
+        );
+        let report = Report::between("x0", &Snapshot::empty(), &current, Some(3));
+        let order: Vec<IpAddr> = report.sources.iter().map(|row| row.address).collect();
+        assert_eq!(order, vec![v6, v4(2), v4(1)]);
+        assert_eq!(report.source_count, 4);
+    }
+}

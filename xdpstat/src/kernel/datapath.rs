@@ -1,0 +1,478 @@
+//! One watched interface's kernel side: the embedded XDP program loaded with
+//! maps of its own, attached with a BPF link, and read back into snapshots.
+//!
+//! Every interface gets its own load of the program, so its counters and its
+//! `--max-sources` capacity are its own and need no interface key on the
+//! per-packet path.
+
+use std::{
+    os::fd::AsFd as _,
+    sync::{Mutex, PoisonError},
+    time::{Instant, SystemTime},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        ProgramError, ProgramInfo, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType,
+        loaded_links, xdp::XdpLinkId,
+    },
+};
+use xdpstat_common::{
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, NO_ENTRY, PAGES_V4_MAP,
+    PAGES_V6_MAP, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
+    SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE, V4Entry, V6Entry, table_entries,
+};
+
+use crate::{
+    counts::snapshot::{ClassSlots, Snapshot},
+    counts::sources::{SourceTable, SourceTableBuilder},
+    error::XdpstatError,
+    kernel::attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
+    kernel::tables::{ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
+};
+
+/// The XDP program, built by `build.rs` and embedded so nothing is read from
+/// disk at run time.
+static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpstat"));
+
+/// Frames up to this long are linear under BPF_PROG_TEST_RUN (a 4 KiB page
+/// less the XDP headroom and `skb_shared_info`); longer ones need the
+/// multi-buffer program.
+pub const LINEAR_TEST_FRAME_MAX: usize = 4096 - 256 - 320;
+
+/// The most of a frame a replay runs: BPF_PROG_TEST_RUN takes a linear
+/// part and at most 17 pages of fragments (about 70 KB); the rest of a
+/// longer frame is counted through its wire length.
+pub const REPLAY_RUN_MAX: usize = 64 * 1024;
+
+/// Which build of the program: the plain one, or the one that handles
+/// multi-buffer frames (and pays a helper call per frame for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Linear,
+    Frags,
+    /// Never attached: `xdpstat replay` runs captures through it.
+    Replay,
+}
+
+impl Variant {
+    fn program_name(self) -> &'static str {
+        match self {
+            Variant::Linear => PROGRAM_NAME,
+            Variant::Frags => FRAGS_PROGRAM_NAME,
+            Variant::Replay => REPLAY_PROGRAM_NAME,
+        }
+    }
+}
+
+/// A loaded copy of the XDP program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    max_sources: u32,
+    link: Option<(String, Variant, XdpLinkId)>,
+    /// The kernel's id of the BPF link, when the attachment is one.
+    link_id: Option<u32>,
+    tables: Mutex<Tables>,
+}
+
+impl Datapath {
+    /// Loads the program with source tables planned for `max_sources`
+    /// sources per address family. Nothing is attached yet.
+    pub fn load(max_sources: u32) -> Result<Self, XdpstatError> {
+        if max_sources == 0 {
+            return Err(XdpstatError::Usage(
+                "--max-sources must be at least 1".into(),
+            ));
+        }
+        let entries = table_entries(max_sources);
+        let pages = |entry: usize| {
+            u32::try_from((entries as usize * entry).div_ceil(TABLE_PAGE)).unwrap_or(u32::MAX)
+        };
+        let seed = random_seed()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(TABLE_ENTRIES_GLOBAL, &entries, true)
+            .override_global(HASH_SEED_GLOBAL, &seed, true)
+            .map_max_entries(SOURCES_V4_MAP, entries)
+            .map_max_entries(SOURCES_V6_MAP, entries)
+            .map_max_entries(PAGES_V4_MAP, pages(size_of::<V4Entry>()))
+            .map_max_entries(PAGES_V6_MAP, pages(size_of::<V6Entry>()))
+            .load(PROGRAM_OBJECT)
+            .map_err(|e| XdpstatError::Load { source: e.into() })?;
+        for variant in [Variant::Linear, Variant::Frags, Variant::Replay] {
+            program_mut(&mut ebpf, variant)?
+                .load()
+                .map_err(|e| XdpstatError::Load { source: e.into() })?;
+        }
+        let array_fd = |name: &'static str| match ebpf.map(name) {
+            Some(Map::Array(data)) => Ok(data.fd().as_fd()),
+            _ => Err(XdpstatError::Map {
+                map: name,
+                source: "not an array in the object file".into(),
+            }),
+        };
+        let tables = Tables::open(
+            TableFds {
+                entries: array_fd(SOURCES_V4_MAP)?,
+                pages: array_fd(PAGES_V4_MAP)?,
+            },
+            TableFds {
+                entries: array_fd(SOURCES_V6_MAP)?,
+                pages: array_fd(PAGES_V6_MAP)?,
+            },
+            entries as usize,
+            max_sources as usize,
+        )?;
+        Ok(Self {
+            ebpf,
+            max_sources,
+            link: None,
+            link_id: None,
+            tables: Mutex::new(tables),
+        })
+    }
+
+    /// Sources each table is planned for.
+    pub fn max_sources(&self) -> u32 {
+        self.max_sources
+    }
+
+    /// Attaches to `interface` (a name in the calling thread's network
+    /// namespace) and reports the mode and link kind that were obtained.
+    /// In each mode the plain program is tried first; an interface that
+    /// refuses it (a jumbo MTU needs multi-buffer support) gets the frags one.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, XdpstatError> {
+        let mut last_refusal = None;
+        for &xdp_mode in mode.tries() {
+            for variant in [Variant::Linear, Variant::Frags] {
+                let program = program_mut(&mut self.ebpf, variant)?;
+                match program.attach(interface, xdp_mode) {
+                    Ok(link_id) => {
+                        self.link = Some((interface.to_owned(), variant, link_id));
+                        self.link_id = self.kernel_link_id();
+                        let link = if self.link_id.is_some() {
+                            LinkKind::BpfLink
+                        } else if self.program_id().is_some() {
+                            LinkKind::Netlink
+                        } else {
+                            LinkKind::Unknown
+                        };
+                        return Ok(Attached {
+                            interface: interface.to_owned(),
+                            mode: ObtainedMode::from(xdp_mode),
+                            link,
+                            multi_buffer: variant == Variant::Frags,
+                        });
+                    }
+                    Err(error) => {
+                        let error = attach_error(interface, xdp_mode, mode, error);
+                        match error {
+                            XdpstatError::ModeRefused { .. } => last_refusal = Some(error),
+                            other => return Err(other),
+                        }
+                    }
+                }
+            }
+        }
+        Err(last_refusal.unwrap_or_else(|| XdpstatError::Attach {
+            interface: interface.to_owned(),
+            source: "no attach mode to try".into(),
+        }))
+    }
+
+    /// Detaches from the interface, if attached. An interface that is gone
+    /// took the attachment with it: nothing to fail then.
+    pub fn detach(&mut self) -> Result<(), XdpstatError> {
+        let gone = self.interface_gone();
+        let Some((interface, variant, link_id)) = self.link.take() else {
+            return Ok(());
+        };
+        self.link_id = None;
+        if gone {
+            return Ok(());
+        }
+        let program = program_mut(&mut self.ebpf, variant)?;
+        program.detach(link_id).map_err(|e| XdpstatError::Detach {
+            interface,
+            source: e.into(),
+        })
+    }
+
+    /// The id of the BPF link holding our attachment (detached by the
+    /// kernel when xdpstat dies), or `None` for a netlink attachment
+    /// (which stays behind).
+    fn kernel_link_id(&self) -> Option<u32> {
+        let program_id = self.program_id()?;
+        loaded_links()
+            .flatten()
+            .find(|link| {
+                link.program_id() == program_id && matches!(link.link_type(), Ok(LinkType::Xdp))
+            })
+            .map(|link| link.id())
+    }
+
+    /// Whether the interface this datapath was attached to has been
+    /// removed. Asked of the BPF link, so it holds whichever network
+    /// namespace the interface was in; for a netlink attachment, the name
+    /// is looked up in the calling thread's namespace.
+    pub fn interface_gone(&self) -> bool {
+        let Some((interface, ..)) = &self.link else {
+            return false;
+        };
+        match self.link_id {
+            Some(id) => matches!(crate::kernel::bpf_sys::xdp_link_ifindex(id), Ok(None)),
+            None => nix::net::if_::if_nametoindex(interface.as_str()).is_err(),
+        }
+    }
+
+    /// The kernel's id of the attached program (the plain one when nothing
+    /// is attached).
+    pub fn program_id(&self) -> Option<u32> {
+        let variant = self.link.as_ref().map_or(Variant::Linear, |(_, v, _)| *v);
+        let program: &Xdp = self.ebpf.program(variant.program_name())?.try_into().ok()?;
+        program.info().ok().map(|info| info.id())
+    }
+
+    /// The kernel's view of the attached program (the plain one when
+    /// nothing is attached), run-time statistics included.
+    pub fn program_info(&self) -> Result<ProgramInfo, XdpstatError> {
+        let variant = self.link.as_ref().map_or(Variant::Linear, |(_, v, _)| *v);
+        let program: &Xdp = self
+            .ebpf
+            .program(variant.program_name())
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| XdpstatError::Load {
+                source: format!("no program named {}", variant.program_name()).into(),
+            })?;
+        program
+            .info()
+            .map_err(|e| XdpstatError::Load { source: e.into() })
+    }
+
+    /// Runs one frame through the program with BPF_PROG_TEST_RUN and returns
+    /// the XDP action it chose. Counts land in the maps as for live traffic.
+    /// Frames longer than [`LINEAR_TEST_FRAME_MAX`] go through the frags
+    /// program, as a jumbo-MTU interface would have them.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
+        self.test_run_repeated(frame, 1)
+    }
+
+    /// Runs the same frame `repeat` times in one BPF_PROG_TEST_RUN call.
+    pub fn test_run_repeated(&self, frame: &[u8], repeat: u32) -> Result<u32, ProgramError> {
+        let variant = if frame.len() > LINEAR_TEST_FRAME_MAX {
+            Variant::Frags
+        } else {
+            Variant::Linear
+        };
+        self.timed_test_run(variant, frame, repeat)
+            .map(|result| result.return_value)
+    }
+
+    /// Runs a captured frame through the replay build, counted as
+    /// `wire_len` bytes long: the frame's length on the wire, which may be
+    /// more than the bytes run (a snap length, or a frame longer than
+    /// [`REPLAY_RUN_MAX`], of which the first part is run).
+    pub fn replay_run(&self, frame: &[u8], wire_len: u64) -> Result<u32, ProgramError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(REPLAY_PROGRAM_NAME)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        let run = &frame[..frame.len().min(REPLAY_RUN_MAX)];
+        let mut data = Vec::with_capacity(REPLAY_METADATA + run.len());
+        data.extend_from_slice(&wire_len.max(run.len() as u64).to_ne_bytes());
+        data.extend_from_slice(run);
+        // struct xdp_md: data (the metadata's length), data_end, data_meta
+        // (0), ingress_ifindex, rx_queue_index, egress_ifindex.
+        let context: [u32; 6] = [REPLAY_METADATA as u32, data.len() as u32, 0, 0, 0, 0];
+        let context: Vec<u8> = context.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let options = TestRunOptions {
+            data_in: Some(&data),
+            ctx_in: Some(&context),
+            ..TestRunOptions::default()
+        };
+        program.test_run(options).map(|result| result.return_value)
+    }
+
+    /// Runs `frame` `repeat` times through one variant of the program and
+    /// returns the kernel's result: `duration` is the mean time of one run.
+    pub fn timed_test_run(
+        &self,
+        variant: Variant,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunResult, ProgramError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(variant.program_name())
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        program.test_run(options)
+    }
+
+    /// Reads every counter into a snapshot. `interface` only labels errors.
+    ///
+    /// The tables are read before the CPU states, and the program starts a
+    /// new run before it settles the old one: a run settled in between is
+    /// missing from this snapshot (and in the next one), not counted twice.
+    pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
+        let taken = Instant::now();
+        let wall = SystemTime::now();
+        let maps = self.table_maps()?;
+        let SourcesRead {
+            sources,
+            retired_v4,
+            retired_v6,
+        } = self.lock_tables().read(&maps, interface)?;
+        let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
+        let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map: CPU_STATE_MAP,
+            source: e.into(),
+        })?;
+        let mut sources = sources;
+        let (slots, busy) = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
+        self.lock_tables().mark_busy(&busy.v4, &busy.v6);
+        Ok(Snapshot {
+            taken,
+            wall,
+            sources: sources.finish(),
+            slots,
+        })
+    }
+
+    /// After a snapshot: if a table is nearly full, retires its idle
+    /// entries so new senders find room (see `tables.rs`). Returns the
+    /// sources it retired with their final counts, which from now on are in
+    /// `unattributed`.
+    pub fn retire_idle(&self) -> Result<SourceTable, XdpstatError> {
+        self.lock_tables().retire_idle()
+    }
+
+    /// Chooses how the tables are read (memory-mapped by default; the
+    /// benchmarks compare per-key reads).
+    pub fn set_read_method(&self, method: ReadMethod) {
+        self.lock_tables().set_method(method);
+    }
+
+    /// How snapshots read the tables.
+    pub fn read_method(&self) -> ReadMethod {
+        self.lock_tables().method()
+    }
+
+    fn lock_tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn table_maps(&self) -> Result<TableMaps<'_>, XdpstatError> {
+        let map = |name: &'static str| {
+            self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
+                map: name,
+                source: "not in the object file".into(),
+            })
+        };
+        Ok(TableMaps {
+            v4: map(SOURCES_V4_MAP)?,
+            v6: map(SOURCES_V6_MAP)?,
+        })
+    }
+
+    fn map<'a, M>(&'a self, name: &'static str) -> Result<M, XdpstatError>
+    where
+        M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
+            map: name,
+            source: "not in the object file".into(),
+        })?;
+        M::try_from(map).map_err(|e| XdpstatError::Map {
+            map: name,
+            source: e.into(),
+        })
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        // Best effort: aya would detach on drop as well, but this keeps the
+        // order explicit (link first, then program and maps).
+        let _ = self.detach();
+    }
+}
+
+/// A random hash seed, so nobody can choose sources that collide.
+fn random_seed() -> Result<u64, XdpstatError> {
+    let mut seed = [0u8; 8];
+    // SAFETY: getrandom fills the buffer it is given.
+    let filled = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if filled != seed.len() as isize {
+        return Err(XdpstatError::Load {
+            source: format!("getrandom: {}", std::io::Error::last_os_error()).into(),
+        });
+    }
+    Ok(u64::from_ne_bytes(seed))
+}
+
+fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatError> {
+    let name = variant.program_name();
+    let program = ebpf.program_mut(name).ok_or_else(|| XdpstatError::Load {
+        source: format!("the embedded object has no program named {name}").into(),
+    })?;
+    program
+        .try_into()
+        .map_err(|e: ProgramError| XdpstatError::Load { source: e.into() })
+}
+
+/// The table entries the CPUs' runs will settle into.
+#[derive(Debug, Default)]
+struct BusyEntries {
+    v4: Vec<u32>,
+    v6: Vec<u32>,
+}
+
+/// Adds the CPUs' current runs to their sources and sums the class
+/// counters. Unattributed is what the CPUs could not settle into an entry,
+/// the runs in progress that found none, and `retired_*`, what retired
+/// entries had counted.
+fn fold_cpu_states(
+    states: &PerCpuValues<CpuState>,
+    retired_v4: Counter,
+    retired_v6: Counter,
+    sources: &mut SourceTableBuilder,
+) -> (ClassSlots, BusyEntries) {
+    let mut slots = ClassSlots {
+        unattributed_v4: retired_v4,
+        unattributed_v6: retired_v6,
+        ..ClassSlots::default()
+    };
+    let mut busy = BusyEntries::default();
+    for state in states.iter() {
+        slots.non_ip.add(&state.non_ip);
+        slots.malformed.add(&state.malformed);
+        slots.unattributed_v4.add(&state.unattributed_v4);
+        slots.unattributed_v6.add(&state.unattributed_v6);
+        if state.run_v4.packets != 0 {
+            if state.run_v4_entry == NO_ENTRY {
+                slots.unattributed_v4.add(&state.run_v4);
+            } else {
+                sources.push_v4(state.run_v4_source, state.run_v4);
+                busy.v4.push(state.run_v4_entry);
+            }
+        }
+        if state.run_v6.packets != 0 {
+            if state.run_v6_entry == NO_ENTRY {
+                slots.unattributed_v6.add(&state.run_v6);
+            } else {
+                sources.push_v6(state.run_v6_source, state.run_v6);
+                busy.v6.push(state.run_v6_entry);
+            }
+        }
+    }
+    (slots, busy)
+}

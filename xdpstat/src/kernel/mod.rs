@@ -1,0 +1,10 @@
+//! The kernel side of xdpstat: the embedded XDP program loaded, attached
+//! and read back ([`datapath`]), the source tables seen from user space
+//! ([`tables`]), and what xdpstat needs of the kernel and the process.
+
+pub mod attach;
+pub(crate) mod bpf_sys;
+pub mod datapath;
+pub(crate) mod mapped;
+pub mod privilege;
+pub mod tables;

@@ -1,0 +1,537 @@
+//! The datapath's source tables seen from user space: read them into a
+//! [`SourceTableBuilder`], and retire idle entries when a table fills up so that
+//! new senders find room.
+//!
+//! A table is an open-addressing hash table in a memory-mappable BPF
+//! array, so reading a million sources is a walk through memory, 2 MiB at
+//! a time; pages no entry ever used are skipped.
+//! Retiring is exact: the entry is marked draining (probes pass it by), a
+//! grace period ensures no program still adds to it, then it is cleared for
+//! reuse; its final counts, read then, are reported as unattributed.
+
+use std::{
+    marker::PhantomData,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
+    sync::atomic::Ordering,
+};
+
+use aya::{
+    Pod,
+    maps::{Array, Map, MapData},
+};
+use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix};
+
+use crate::{
+    counts::sources::{SourceTable, SourceTableBuilder},
+    error::{XdpstatError, one_line},
+    kernel::bpf_sys::Grace,
+    kernel::mapped::MappedArray,
+};
+
+/// Any constant: it only has to scatter positions.
+const TIE_SALT: u64 = 0x7ab1_e5ee_d000_0001;
+
+/// How the tables are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMethod {
+    /// Walk the memory-mapped tables.
+    Mapped,
+    /// One BPF_MAP_LOOKUP_ELEM system call per table entry, the way most
+    /// tools read BPF maps; kept for the benchmarks.
+    PerKey,
+}
+
+/// One read of both tables.
+pub struct SourcesRead {
+    pub sources: SourceTableBuilder,
+    /// Everything the retired IPv4 and IPv6 entries ever counted.
+    pub retired_v4: Counter,
+    pub retired_v6: Counter,
+}
+
+/// An entry type of a table, read and written one 8-byte word at a time
+/// (see `mapped.rs`): the state word first, at offset 0.
+trait TableEntry: Pod {
+    /// Offsets of the words that hold the address.
+    const ADDRESS_WORDS: &'static [usize];
+    /// Offset of the packet counter; the byte counter follows it.
+    const PACKETS: usize;
+    /// The address from its words, in memory order.
+    fn address(words: &[u64]) -> IpAddr;
+    /// An entry read whole (by a system call, for the per-key read).
+    fn decode(&self) -> EntryRead;
+}
+
+impl TableEntry for V4Entry {
+    const ADDRESS_WORDS: &'static [usize] = &[8];
+    const PACKETS: usize = 16;
+    fn address(words: &[u64]) -> IpAddr {
+        let bytes = words[0].to_ne_bytes();
+        Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
+    }
+    fn decode(&self) -> EntryRead {
+        EntryRead {
+            state: self.state,
+            address: Ipv4Addr::from(self.address).into(),
+            counter: self.counter,
+        }
+    }
+}
+
+impl TableEntry for V6Entry {
+    const ADDRESS_WORDS: &'static [usize] = &[8, 16];
+    const PACKETS: usize = 24;
+    fn address(words: &[u64]) -> IpAddr {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&words[0].to_ne_bytes());
+        bytes[8..].copy_from_slice(&words[1].to_ne_bytes());
+        Ipv6Addr::from(bytes).into()
+    }
+    fn decode(&self) -> EntryRead {
+        EntryRead {
+            state: self.state,
+            address: Ipv6Addr::from(self.address).into(),
+            counter: self.counter,
+        }
+    }
+}
+
+/// What one read of an entry found.
+struct EntryRead {
+    state: u64,
+    address: IpAddr,
+    counter: Counter,
+}
+
+/// Reads entry `at` of `window`. The state is loaded first, with acquire
+/// ordering: the datapath writes an entry's address before it marks the
+/// entry READY (x86 keeps stores in order; on arm64 the datapath's plain
+/// stores carry no release, which BPF only has from Linux 6.15, so a read
+/// racing a claim by nanoseconds may see the entry with no packets yet).
+/// Counters are loaded after the address; an add racing the read shows up
+/// in the next one.
+fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
+    let state = window.load(at, 0, Ordering::Acquire);
+    let mut words = [0u64; 2];
+    for (word, &offset) in words.iter_mut().zip(E::ADDRESS_WORDS) {
+        *word = window.load(at, offset, Ordering::Relaxed);
+    }
+    EntryRead {
+        state,
+        address: E::address(&words[..E::ADDRESS_WORDS.len()]),
+        counter: Counter {
+            packets: window.load(at, E::PACKETS, Ordering::Relaxed),
+            bytes: window.load(at, E::PACKETS + 8, Ordering::Relaxed),
+        },
+    }
+}
+
+/// Bytes of a table mapped at a time. A table is read (and retired
+/// entries written) one window at a time, each unmapped before the next:
+/// a mapped page counts as xdpstat's resident memory, and a table for a
+/// million sources is tens of megabytes.
+const WINDOW_BYTES: usize = 2 << 20;
+
+/// One family's table and what xdpstat remembers about it.
+struct Table<E> {
+    fd: OwnedFd,
+    len: usize,
+    /// The page flags, small enough to stay mapped.
+    pages: MappedArray<u64>,
+    /// Per entry, the low 32 bits of its packets at the last read, and a
+    /// bit set when they did not move between the last two reads (idle).
+    seen: Vec<u32>,
+    idle: Vec<u64>,
+    /// Entries counting a source at the last read.
+    in_use: usize,
+    /// The final counts of every entry retired so far.
+    retired: Counter,
+    _entries: PhantomData<E>,
+}
+
+impl<E: TableEntry> Table<E> {
+    fn open(entries: BorrowedFd<'_>, pages: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            fd: entries.try_clone_to_owned()?,
+            len,
+            pages: MappedArray::map(pages, pages_for::<E>(len))?,
+            // Zeroed allocations: the parts never written cost no memory.
+            seen: vec![0; len],
+            idle: vec![0; len.div_ceil(64)],
+            in_use: 0,
+            retired: Counter::default(),
+            _entries: PhantomData,
+        })
+    }
+
+    const PER_PAGE: usize = TABLE_PAGE / size_of::<E>();
+    const PER_WINDOW: usize = WINDOW_BYTES / size_of::<E>();
+
+    /// The entries `[first, first + PER_WINDOW)` (or to the end), mapped.
+    fn window(&self, first: usize) -> std::io::Result<MappedArray<E>> {
+        MappedArray::map_range(
+            self.fd.as_fd(),
+            first,
+            Self::PER_WINDOW.min(self.len - first),
+        )
+    }
+
+    fn set_idle(&mut self, index: usize, idle: bool) {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if idle {
+            self.idle[word] |= bit;
+        } else {
+            self.idle[word] &= !bit;
+        }
+    }
+
+    /// Adds every entry that holds a source to `sources`.
+    fn read(
+        &mut self,
+        sources: &mut SourceTableBuilder,
+        per_key: Option<&Array<&MapData, E>>,
+    ) -> Result<(), String> {
+        self.in_use = 0;
+        for first in (0..self.len).step_by(Self::PER_WINDOW) {
+            let last = (first + Self::PER_WINDOW).min(self.len);
+            let flags = &self.pages;
+            let used = |page: usize| per_key.is_some() || flags.get(page) != 0;
+            let pages = first / Self::PER_PAGE..last.div_ceil(Self::PER_PAGE);
+            let used_pages: Vec<usize> = pages.filter(|&page| used(page)).collect();
+            if used_pages.is_empty() {
+                // Never used: nothing to read, nothing remembered.
+                continue;
+            }
+            let window = match per_key {
+                Some(_) => None,
+                None => Some(self.window(first).map_err(|e| format!("mapping: {e}"))?),
+            };
+            for page in used_pages {
+                let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(last);
+                for index in entries {
+                    let entry = match (per_key, &window) {
+                        (Some(array), _) => {
+                            E::decode(&array.get(&(index as u32), 0).map_err(|e| one_line(&e))?)
+                        }
+                        (None, Some(window)) => load_entry(window, index - first),
+                        (None, None) => unreachable!("mapped above"),
+                    };
+                    self.account(index, &entry, sources);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in one entry. An entry that holds a source is in the read even
+    /// with no packets yet: its source's first run is still on a CPU.
+    fn account(&mut self, index: usize, entry: &EntryRead, sources: &mut SourceTableBuilder) {
+        if entry.state != entry_state::READY {
+            self.seen[index] = 0;
+            self.set_idle(index, false);
+            return;
+        }
+        self.in_use += 1;
+        sources.push(entry.address, entry.counter);
+        let low = entry.counter.packets as u32;
+        // An entry with no packets has its first run in progress: busy.
+        let unchanged = low != 0 && self.seen[index] == low;
+        self.seen[index] = low;
+        self.set_idle(index, unchanged);
+    }
+
+    /// Entries a CPU's run will settle into are busy, whatever their
+    /// counters say: a source whose packets all sit in one CPU's run sends.
+    fn mark_busy(&mut self, entries: &[u32]) {
+        for &index in entries {
+            if (index as usize) < self.len {
+                self.set_idle(index as usize, false);
+            }
+        }
+    }
+
+    /// The `wanted` idle entries with the fewest packets, by position. Ties
+    /// (a flood leaves thousands of one-packet entries) are broken by a hash
+    /// of the position, so freed entries spread over the whole table and
+    /// every source's probe window finds some.
+    fn idle(&self, wanted: usize) -> Vec<usize> {
+        if wanted == 0 {
+            return Vec::new();
+        }
+        let mut idle: Vec<(u32, u64, usize)> = Vec::new();
+        for (word, &bits) in self.idle.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let index = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                idle.push((self.seen[index], mix(index as u64, TIE_SALT), index));
+            }
+        }
+        if idle.len() > wanted {
+            idle.select_nth_unstable(wanted);
+            idle.truncate(wanted);
+        }
+        let mut victims: Vec<usize> = idle.into_iter().map(|(_, _, index)| index).collect();
+        victims.sort_unstable();
+        victims
+    }
+
+    /// Applies `write` to each victim (sorted) through windows of the table.
+    fn write_each(
+        &self,
+        victims: &[usize],
+        mut write: impl FnMut(&MappedArray<E>, usize),
+    ) -> std::io::Result<()> {
+        let mut rest = victims;
+        while let Some(&index) = rest.first() {
+            let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
+            let window = self.window(first)?;
+            let inside = rest
+                .iter()
+                .take_while(|&&i| i < first + Self::PER_WINDOW)
+                .count();
+            for &index in &rest[..inside] {
+                write(&window, index - first);
+            }
+            rest = &rest[inside..];
+        }
+        Ok(())
+    }
+
+    /// Marks the victims draining: from now on a probe passes them by and
+    /// a run that kept one of them looks for another entry.
+    fn drain(&self, victims: &[usize]) -> std::io::Result<()> {
+        self.write_each(victims, |window, at| {
+            window.store(at, 0, entry_state::DRAINING, Ordering::Relaxed)
+        })
+    }
+
+    /// After a grace period: reads each victim's final counts and clears
+    /// it for reuse; returns each victim's source and final counts.
+    ///
+    /// What orders what: no program adds to a drained entry once the grace
+    /// period has passed (`Grace::wait`), so the counts read here are final.
+    /// The counters and the address are zeroed first and the state word is
+    /// released last (a release store): a CPU can only claim the entry by
+    /// a compare-and-exchange on the state word that sees RETIRED, and BPF
+    /// atomics that fetch are fully ordered, so its adds land on the zeroed
+    /// counters, never under a zeroing store still in flight. On x86 stores
+    /// stay in program order anyway; on arm64 the release store is what
+    /// keeps the zeroing ahead of the state.
+    fn clear(&mut self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Counter)>> {
+        let mut retired = Vec::with_capacity(victims.len());
+        self.write_each(victims, |window, at| {
+            let entry = load_entry(window, at);
+            retired.push((entry.address, entry.counter));
+            window.store(at, E::PACKETS, 0, Ordering::Relaxed);
+            window.store(at, E::PACKETS + 8, 0, Ordering::Relaxed);
+            for &offset in E::ADDRESS_WORDS {
+                window.store(at, offset, 0, Ordering::Relaxed);
+            }
+            window.store(at, 0, entry_state::RETIRED, Ordering::Release);
+        })?;
+        for (_, counter) in &retired {
+            self.retired.add(counter);
+        }
+        for &index in victims {
+            self.seen[index] = 0;
+            self.set_idle(index, false);
+        }
+        self.in_use -= victims.len().min(self.in_use);
+        Ok(retired)
+    }
+}
+
+fn pages_for<E>(entries: usize) -> usize {
+    (entries * size_of::<E>()).div_ceil(TABLE_PAGE).max(1)
+}
+
+/// The array maps a per-key read goes through.
+pub struct TableMaps<'a> {
+    pub v4: &'a Map,
+    pub v6: &'a Map,
+}
+
+/// Both families' tables.
+pub struct Tables {
+    v4: Table<V4Entry>,
+    v6: Table<V6Entry>,
+    max_sources: usize,
+    method: ReadMethod,
+    grace: Grace,
+}
+
+/// The descriptors of one family's table and page flags.
+pub struct TableFds<'a> {
+    pub entries: BorrowedFd<'a>,
+    pub pages: BorrowedFd<'a>,
+}
+
+impl Tables {
+    /// Maps the tables of a datapath with `len` entries per table, planned
+    /// for `max_sources` sources each.
+    pub fn open(
+        v4: TableFds<'_>,
+        v6: TableFds<'_>,
+        len: usize,
+        max_sources: usize,
+    ) -> Result<Self, XdpstatError> {
+        let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
+            map: "source tables",
+            source: format!("{what}: {e}").into(),
+        };
+        Ok(Self {
+            v4: Table::open(v4.entries, v4.pages, len).map_err(|e| failed("mapping IPv4", e))?,
+            v6: Table::open(v6.entries, v6.pages, len).map_err(|e| failed("mapping IPv6", e))?,
+            max_sources,
+            method: ReadMethod::Mapped,
+            grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
+        })
+    }
+
+    pub fn set_method(&mut self, method: ReadMethod) {
+        self.method = method;
+    }
+
+    pub fn method(&self) -> ReadMethod {
+        self.method
+    }
+
+    /// Reads both tables. `interface` labels errors.
+    pub fn read(
+        &mut self,
+        maps: &TableMaps<'_>,
+        interface: &str,
+    ) -> Result<SourcesRead, XdpstatError> {
+        // Sized by the last read, so the vectors rarely grow.
+        let (len4, len6) = (self.v4.in_use, self.v6.in_use);
+        let mut sources = SourceTableBuilder::with_capacity(len4 + len4 / 16, len6 + len6 / 16);
+        let failed = |map: &'static str, e: &dyn std::fmt::Display| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map,
+            source: e.to_string().into(),
+        };
+        match self.method {
+            ReadMethod::Mapped => {
+                self.v4
+                    .read(&mut sources, None)
+                    .map_err(|e| failed("SOURCES_V4", &e))?;
+                self.v6
+                    .read(&mut sources, None)
+                    .map_err(|e| failed("SOURCES_V6", &e))?;
+            }
+            ReadMethod::PerKey => {
+                let v4: Array<&MapData, V4Entry> =
+                    Array::try_from(maps.v4).map_err(|e| failed("SOURCES_V4", &one_line(&e)))?;
+                let v6: Array<&MapData, V6Entry> =
+                    Array::try_from(maps.v6).map_err(|e| failed("SOURCES_V6", &one_line(&e)))?;
+                self.v4
+                    .read(&mut sources, Some(&v4))
+                    .map_err(|e| failed("SOURCES_V4", &e))?;
+                self.v6
+                    .read(&mut sources, Some(&v6))
+                    .map_err(|e| failed("SOURCES_V6", &e))?;
+            }
+        }
+        Ok(SourcesRead {
+            sources,
+            retired_v4: self.v4.retired,
+            retired_v6: self.v6.retired,
+        })
+    }
+
+    /// Marks the entries the CPUs' runs will settle into as busy (read
+    /// after the tables, with the CPU states).
+    pub fn mark_busy(&mut self, v4: &[u32], v6: &[u32]) {
+        self.v4.mark_busy(v4);
+        self.v6.mark_busy(v6);
+    }
+
+    /// When a table holds more than seven eighths of `max_sources` after
+    /// the last read, retires its idle entries (no packet between the last
+    /// two reads, and no CPU's run about to settle into them), fewest
+    /// packets first, down to three quarters. Returns the retired sources
+    /// with their final counts (a source two entries held, summed).
+    pub fn retire_idle(&mut self) -> Result<SourceTable, XdpstatError> {
+        let high = self.max_sources - self.max_sources / 8;
+        let low = self.max_sources * 3 / 4;
+        let wanted = |in_use: usize| if in_use > high { in_use - low } else { 0 };
+        let v4 = self.v4.idle(wanted(self.v4.in_use));
+        let v6 = self.v6.idle(wanted(self.v6.in_use));
+        if v4.is_empty() && v6.is_empty() {
+            return Ok(SourceTable::default());
+        }
+        let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
+            map: "source tables",
+            source: format!("retiring idle entries: {what}: {e}").into(),
+        };
+        self.v4.drain(&v4).map_err(|e| failed("marking", e))?;
+        self.v6.drain(&v6).map_err(|e| failed("marking", e))?;
+        // From here on no program can still be adding to a drained entry.
+        self.grace
+            .wait()
+            .map_err(|e| failed("waiting for a grace period", e))?;
+        let mut retired = self.v4.clear(&v4).map_err(|e| failed("clearing", e))?;
+        retired.extend(self.v6.clear(&v6).map_err(|e| failed("clearing", e))?);
+        Ok(retired.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry's words as a host of either byte order loads them from the
+    /// same memory image: `load` is what `u64::from_ne_bytes` is there.
+    fn words_of(image: &[u8], load: fn([u8; 8]) -> u64) -> Vec<u64> {
+        image
+            .chunks_exact(8)
+            .map(|chunk| load(chunk.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn entry_addresses_decode_alike_on_hosts_of_either_byte_order() {
+        // The datapath stores the address as on the wire, at byte 8.
+        let mut v4 = [0u8; 32];
+        v4[8..12].copy_from_slice(&[198, 18, 0, 1]);
+        let mut v6 = [0u8; 64];
+        v6[8..24].copy_from_slice(&"2001:db8::c".parse::<Ipv6Addr>().unwrap().octets());
+        // Decoding turns each loaded word back into its bytes in memory
+        // order: to_le_bytes on a little-endian host, to_be_bytes on a
+        // big-endian one.
+        type Host = (fn([u8; 8]) -> u64, fn(u64) -> [u8; 8]);
+        let hosts: [Host; 2] = [
+            (u64::from_le_bytes, u64::to_le_bytes),
+            (u64::from_be_bytes, u64::to_be_bytes),
+        ];
+        for (load, store) in hosts {
+            let words = words_of(&v4, load);
+            let bytes = store(words[1]);
+            assert_eq!(
+                Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]),
+                Ipv4Addr::new(198, 18, 0, 1)
+            );
+            let words = words_of(&v6, load);
+            let mut address = [0u8; 16];
+            address[..8].copy_from_slice(&store(words[1]));
+            address[8..].copy_from_slice(&store(words[2]));
+            assert_eq!(
+                Ipv6Addr::from(address),
+                "2001:db8::c".parse::<Ipv6Addr>().unwrap()
+            );
+        }
+        // And this host's own decoding, through the real functions.
+        let native = words_of(&v4, u64::from_ne_bytes);
+        assert_eq!(
+            V4Entry::address(&native[1..2]),
+            IpAddr::from([198, 18, 0, 1])
+        );
+        let native = words_of(&v6, u64::from_ne_bytes);
+        assert_eq!(
+            V6Entry::address(&native[1..3]),
+            "2001:db8::c".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,614 @@
+//! What Prometheus sees of xdpstat: the exposition built after every read
+//! (class totals, unattributed, sources held and planned, program info,
+//! read time, and the top sources by rate with one `source="other"` series
+//! for the rest), kept ready for scrapes in both text formats.
+//!
+//! Per-source series stay bounded and honest. Each interval, the
+//! `--metrics-top` sources with the most packets in it are shown (while
+//! fewer send, the ones shown before stay, so series do not vanish in a
+//! lull). A shown source's series adds the packets it sent while shown;
+//! `other` adds everything else: packets of sources not shown, the
+//! unattributed ones, and the whole count of a series that ends when its
+//! source leaves the shown set. So every IPv4 and IPv6 packet is in exactly
+//! one series, `sum(xdpstat_source_packets_total)` equals the `ipv4` plus
+//! `ipv6` class counters of the same exposition, and no series goes down
+//! while it exists; a source that comes back after its series ended starts
+//! a new one from zero (a counter reset to Prometheus). The reads this is
+//! fed are monotonic (see `Watched::advance`); class counters are exported
+//! as the largest value read all the same.
+
+pub mod server;
+
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use hashbrown::{HashMap, HashSet};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use xdpstat_common::Counter as Count;
+
+use crate::counts::snapshot::Snapshot;
+
+/// Per-source series exported by default.
+pub const DEFAULT_TOP: usize = 50;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The latest exposition, in both formats.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    /// OpenMetrics text, for scrapers that ask for it.
+    pub openmetrics: String,
+    /// Prometheus text format 0.0.4, for everyone else.
+    pub text: String,
+}
+
+/// Where the latest exposition waits for scrapes: none until xdpstat has
+/// attached (a scrape then gets 503), then one from attach time on.
+pub type Published = Arc<RwLock<Option<Arc<Exposition>>>>;
+
+/// What one interface is, for `xdpstat_info` and capacity.
+#[derive(Clone, Debug)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub mode: String,
+    pub link: String,
+    pub program_id: Option<u32>,
+    pub capacity: Option<usize>,
+}
+
+/// One interface's exported state.
+#[derive(Debug, Default)]
+struct InterfaceState {
+    classes: [Count; 4],
+    unattributed: Count,
+    sources: (usize, usize),
+    read_seconds: f64,
+    /// The shown sources' series, in the order they were shown.
+    shown: Vec<IpAddr>,
+    exported: HashMap<IpAddr, Count>,
+    other: Count,
+}
+
+/// The exporter: fed every read, publishes an exposition after each.
+pub struct Metrics {
+    interfaces: Vec<(InterfaceInfo, InterfaceState)>,
+    top: usize,
+    published: Published,
+}
+
+impl Metrics {
+    /// An exporter for `interfaces`, with a first (all-zero) exposition
+    /// published, so scrapes before the first read get an answer.
+    pub fn new(interfaces: Vec<InterfaceInfo>, top: usize) -> Self {
+        Self::publishing_to(Published::default(), interfaces, top)
+    }
+
+    /// Like [`Metrics::new`], publishing to `published` (which a server
+    /// may already be serving).
+    pub fn publishing_to(published: Published, interfaces: Vec<InterfaceInfo>, top: usize) -> Self {
+        let metrics = Self {
+            interfaces: interfaces
+                .into_iter()
+                .map(|info| (info, InterfaceState::default()))
+                .collect(),
+            top,
+            published,
+        };
+        metrics.publish();
+        metrics
+    }
+
+    /// The handle scrapes read from.
+    pub fn published(&self) -> Published {
+        Arc::clone(&self.published)
+    }
+
+    /// Takes in interface `index`'s read `current` (after `previous`), which
+    /// took `read` to make, and publishes a new exposition.
+    pub fn update(
+        &mut self,
+        index: usize,
+        previous: &Snapshot,
+        current: &Snapshot,
+        read: Duration,
+    ) {
+        let top = self.top;
+        let Some((_, state)) = self.interfaces.get_mut(index) else {
+            return;
+        };
+        let totals = current.totals();
+        for (kept, now) in state.classes.iter_mut().zip([
+            totals.ipv4,
+            totals.ipv6,
+            totals.non_ip,
+            totals.malformed,
+        ]) {
+            *kept = monotonic(kept, &now);
+        }
+        state.unattributed = monotonic(&state.unattributed, &current.unattributed());
+        state.sources = current.sources.family_lens();
+        state.read_seconds = read.as_secs_f64();
+        // This interval's increments, biggest packet rates first.
+        let mut deltas: Vec<(IpAddr, Count)> = current
+            .sources
+            .since(&previous.sources)
+            .map(|(address, now, before)| (address, now.since(&before)))
+            .filter(|(_, delta)| delta.packets > 0)
+            .collect();
+        state
+            .other
+            .add(&current.unattributed().since(&previous.unattributed()));
+        let cut = top.min(deltas.len());
+        if cut < deltas.len() {
+            deltas.select_nth_unstable_by(cut, |a, b| {
+                b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0))
+            });
+        }
+        let mut shown: Vec<IpAddr> = deltas[..cut].iter().map(|(a, _)| *a).collect();
+        let mut is_shown: HashSet<IpAddr> = shown.iter().copied().collect();
+        // Room left (fewer senders than series): the sources shown last time
+        // stay, so series do not vanish when traffic pauses.
+        for &address in &state.shown {
+            if shown.len() >= top {
+                break;
+            }
+            if is_shown.insert(address) {
+                shown.push(address);
+            }
+        }
+        for (address, delta) in &deltas {
+            if is_shown.contains(address) {
+                state.exported.entry(*address).or_default().add(delta);
+            } else {
+                state.other.add(delta);
+            }
+        }
+        // A series that ends hands its count to `other`: the sum stays.
+        for address in std::mem::replace(&mut state.shown, shown) {
+            if !is_shown.contains(&address)
+                && let Some(count) = state.exported.remove(&address)
+            {
+                state.other.add(&count);
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let started = Instant::now();
+        let openmetrics = self.encode(started);
+        let text = openmetrics_to_text(&openmetrics);
+        let exposition = Arc::new(Exposition { openmetrics, text });
+        *self
+            .published
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(exposition);
+    }
+
+    fn encode(&self, started: Instant) -> String {
+        let mut registry = Registry::with_prefix("xdpstat");
+        let packets = Family::<Labels, Counter>::default();
+        let bytes = Family::<Labels, Counter>::default();
+        let source_packets = Family::<Labels, Counter>::default();
+        let source_bytes = Family::<Labels, Counter>::default();
+        let sources = Family::<Labels, Gauge>::default();
+        let capacity = Family::<Labels, Gauge>::default();
+        let info = Family::<Labels, Gauge>::default();
+        let read = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        for (interface, state) in &self.interfaces {
+            let name = || ("interface", interface.name.clone());
+            for (class, count) in ["ipv4", "ipv6", "non_ip", "malformed", "unattributed"]
+                .into_iter()
+                .zip(state.classes.iter().chain([&state.unattributed]))
+            {
+                let labels = vec![name(), ("class", class.to_owned())];
+                packets.get_or_create(&labels).inc_by(count.packets);
+                bytes.get_or_create(&labels).inc_by(count.bytes);
+            }
+            for (family, held) in [("ipv4", state.sources.0), ("ipv6", state.sources.1)] {
+                sources
+                    .get_or_create(&vec![name(), ("family", family.to_owned())])
+                    .set(held as i64);
+            }
+            if let Some(planned) = interface.capacity {
+                capacity.get_or_create(&vec![name()]).set(planned as i64);
+            }
+            info.get_or_create(&vec![
+                name(),
+                ("mode", interface.mode.clone()),
+                ("link", interface.link.clone()),
+                (
+                    "program_id",
+                    interface
+                        .program_id
+                        .map_or(String::new(), |id| id.to_string()),
+                ),
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ])
+            .set(1);
+            read.get_or_create(&vec![name()]).set(state.read_seconds);
+            for address in &state.shown {
+                let counter = state.exported.get(address).copied().unwrap_or_default();
+                let labels = vec![name(), ("source", address.to_string())];
+                source_packets
+                    .get_or_create(&labels)
+                    .inc_by(counter.packets);
+                source_bytes.get_or_create(&labels).inc_by(counter.bytes);
+            }
+            let labels = vec![name(), ("source", "other".to_owned())];
+            source_packets
+                .get_or_create(&labels)
+                .inc_by(state.other.packets);
+            source_bytes
+                .get_or_create(&labels)
+                .inc_by(state.other.bytes);
+        }
+        registry.register(
+            "packets",
+            "Packets counted at the XDP hook, by class (unattributed: IPv4/IPv6 packets no source entry holds, also in their class)",
+            packets,
+        );
+        registry.register("bytes", "Bytes counted at the XDP hook, by class", bytes);
+        registry.register(
+            "source_packets",
+            "Packets of the top sources by rate, counted while they were in the top (--metrics-top); source=\"other\" holds every other source's",
+            source_packets,
+        );
+        registry.register(
+            "source_bytes",
+            "Bytes of the top sources by rate, counted while they were in the top; source=\"other\" holds the rest",
+            source_bytes,
+        );
+        registry.register("sources", "Sources the tables hold, by family", sources);
+        registry.register(
+            "source_capacity",
+            "Sources per family the tables are planned for (--max-sources)",
+            capacity,
+        );
+        registry.register("info", "How xdpstat is attached to the interface", info);
+        registry.register(
+            "read_duration_seconds",
+            "Time the last read of the interface's counters took",
+            read,
+        );
+        let render = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        render.set(started.elapsed().as_secs_f64());
+        registry.register(
+            "exposition_duration_seconds",
+            "Time building the previous exposition took",
+            render,
+        );
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+/// The larger of what was exported and what was read, field by field.
+fn monotonic(exported: &Count, read: &Count) -> Count {
+    Count {
+        packets: exported.packets.max(read.packets),
+        bytes: exported.bytes.max(read.bytes),
+    }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: the
+/// same samples, counters' HELP and TYPE named after their `_total`
+/// samples, no `_created` samples, no `# EOF`.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut counters: Vec<&str> = Vec::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.push(name);
+        }
+    }
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let mut renamed = None;
+        for prefix in ["# HELP ", "# TYPE ", "# UNIT "] {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let name = rest.split(' ').next().unwrap_or_default();
+                if prefix == "# UNIT " {
+                    renamed = Some(String::new());
+                } else if counters.contains(&name) {
+                    renamed = Some(format!("{prefix}{name}_total{}", &rest[name.len()..]));
+                }
+            }
+        }
+        match renamed {
+            Some(line) if line.is_empty() => {}
+            Some(line) => {
+                let _ = writeln!(text, "{line}");
+            }
+            None => {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                if !name.ends_with("_created") {
+                    let _ = writeln!(text, "{line}");
+                }
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::counts::sources::SourceTable;
+
+    fn c(packets: u64, bytes: u64) -> Count {
+        Count { packets, bytes }
+    }
+
+    fn snapshot(base: &Snapshot, seconds: u64, sources: &[(&str, u64)]) -> Snapshot {
+        let mut snapshot = base.clone();
+        snapshot.taken = base.taken + Duration::from_secs(seconds);
+        snapshot.sources = sources
+            .iter()
+            .map(|&(a, packets)| (a.parse().unwrap(), c(packets, packets * 100)))
+            .collect::<SourceTable>();
+        snapshot
+    }
+
+    fn info(name: &str) -> InterfaceInfo {
+        InterfaceInfo {
+            name: name.into(),
+            mode: "native".into(),
+            link: "bpf link".into(),
+            program_id: Some(42),
+            capacity: Some(65_536),
+        }
+    }
+
+    /// Every sample of the text exposition, parsed back by prometheus-parse.
+    fn samples(metrics: &Metrics) -> Vec<prometheus_parse::Sample> {
+        let exposition = metrics.published().read().unwrap().clone().unwrap();
+        let lines = exposition.text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines).unwrap().samples
+    }
+
+    fn value(
+        samples: &[prometheus_parse::Sample],
+        metric: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<f64> {
+        samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    }
+
+    #[test]
+    fn the_exposition_parses_back_with_every_series() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 2);
+        let base = Snapshot::empty();
+        let now = snapshot(
+            &base,
+            1,
+            &[("198.18.0.1", 30), ("198.18.0.2", 20), ("2001:db8::1", 5)],
+        );
+        metrics.update(0, &base, &now, Duration::from_millis(3));
+        let samples = samples(&metrics);
+        let eth0 = ("interface", "eth0");
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[eth0, ("class", "ipv4")]
+            ),
+            Some(50.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[eth0, ("class", "ipv6")]
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(&samples, "xdpstat_bytes_total", &[eth0, ("class", "ipv4")]),
+            Some(5000.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[eth0, ("class", "unattributed")]
+            ),
+            Some(0.0)
+        );
+        let source = |s: &str| {
+            value(
+                &samples,
+                "xdpstat_source_packets_total",
+                &[eth0, ("source", s)],
+            )
+        };
+        assert_eq!(source("198.18.0.1"), Some(30.0));
+        assert_eq!(source("198.18.0.2"), Some(20.0));
+        assert_eq!(source("2001:db8::1"), None, "beyond the top 2");
+        assert_eq!(source("other"), Some(5.0));
+        assert_eq!(
+            value(&samples, "xdpstat_sources", &[eth0, ("family", "ipv4")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&samples, "xdpstat_source_capacity", &[eth0]),
+            Some(65_536.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_info",
+                &[eth0, ("mode", "native"), ("program_id", "42")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&samples, "xdpstat_read_duration_seconds", &[eth0]),
+            Some(0.003)
+        );
+        // The OpenMetrics form has the same samples and ends with # EOF.
+        let exposition = metrics.published().read().unwrap().clone().unwrap();
+        assert_eq!(exposition.openmetrics.lines().last(), Some("# EOF"));
+        let lines = exposition.openmetrics.lines().map(|l| Ok(l.to_owned()));
+        let openmetrics = prometheus_parse::Scrape::parse(lines).unwrap().samples;
+        assert_eq!(
+            value(
+                &openmetrics,
+                "xdpstat_source_packets_total",
+                &[eth0, ("source", "other")]
+            ),
+            Some(5.0)
+        );
+    }
+
+    /// The source series of an exposition by source, and their sum.
+    fn source_series(samples: &[prometheus_parse::Sample]) -> HashMap<String, f64> {
+        samples
+            .iter()
+            .filter(|s| s.metric == "xdpstat_source_packets_total")
+            .map(|s| {
+                let prometheus_parse::Value::Counter(v) = s.value else {
+                    panic!("a counter");
+                };
+                (s.labels.get("source").unwrap().to_owned(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_many_more_senders_than_series_every_ip_packet_is_in_one_series() {
+        const SOURCES: u32 = 500;
+        const TOP: usize = 50;
+        let mut metrics = Metrics::new(vec![info("eth0")], TOP);
+        let base = Snapshot::empty();
+        let mut previous = base.clone();
+        let mut counts = vec![0u64; SOURCES as usize];
+        let mut unattributed = 0u64;
+        let mut last: HashMap<String, f64> = HashMap::new();
+        let mut ended_and_back = 0;
+        // A deterministic churn: each interval a different, shifting third
+        // of the sources sends, some in bursts; some packets unattributed.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for interval in 1..=200u64 {
+            for (n, count) in counts.iter_mut().enumerate() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if (n as u64 + interval).is_multiple_of(3) {
+                    *count += 1 + seed % 20 + if seed.is_multiple_of(97) { 5_000 } else { 0 };
+                }
+            }
+            unattributed += interval % 7;
+            let mut read = base.clone();
+            read.taken = base.taken + Duration::from_secs(interval);
+            read.sources = counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(n, &p)| {
+                    let [_, _, hi, lo] = (n as u32).to_be_bytes();
+                    (IpAddr::from([198, 18, hi, lo]), c(p, p * 100))
+                })
+                .collect::<SourceTable>();
+            read.slots.unattributed_v4 = c(unattributed, unattributed * 100);
+            metrics.update(0, &previous, &read, Duration::ZERO);
+            let samples = samples(&metrics);
+            let series = source_series(&samples);
+            assert!(series.len() <= TOP + 1, "{} series", series.len());
+            let class = |class| {
+                value(
+                    &samples,
+                    "xdpstat_packets_total",
+                    &[("interface", "eth0"), ("class", class)],
+                )
+                .unwrap()
+            };
+            let sum: f64 = series.values().sum();
+            assert_eq!(
+                sum,
+                class("ipv4") + class("ipv6"),
+                "interval {interval}: every IP packet in exactly one series"
+            );
+            for (source, &v) in &series {
+                match last.get(source) {
+                    Some(&before) => assert!(v >= before, "{source} went back"),
+                    None if interval > 1 => ended_and_back += 1,
+                    None => {}
+                }
+            }
+            last = series;
+            previous = read;
+        }
+        assert!(ended_and_back > 0, "the churn ended and began series");
+    }
+
+    #[test]
+    fn a_shown_source_that_stays_quiet_for_hours_is_no_trouble() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 1);
+        let base = Snapshot::empty();
+        let quiet = snapshot(&base, 1, &[("198.18.0.1", 10)]);
+        metrics.update(0, &base, &quiet, Duration::ZERO);
+        // Two hours of one-second reads with nobody sending: the series stays.
+        let mut previous = quiet;
+        for seconds in 2..7_200 {
+            let mut read = previous.clone();
+            read.taken = base.taken + Duration::from_secs(seconds);
+            metrics.update(0, &previous, &read, Duration::ZERO);
+            previous = read;
+        }
+        let series = source_series(&samples(&metrics));
+        assert_eq!(series["198.18.0.1"], 10.0);
+        // Then another source sends: the quiet one's series ends into other.
+        let mut read = previous.clone();
+        read.sources
+            .insert("198.18.0.2".parse().unwrap(), c(3, 300));
+        metrics.update(0, &previous, &read, Duration::ZERO);
+        let series = source_series(&samples(&metrics));
+        assert_eq!(series.get("198.18.0.1"), None);
+        assert_eq!(series["198.18.0.2"], 3.0);
+        assert_eq!(series["other"], 10.0);
+    }
+
+    #[test]
+    fn class_counters_never_go_back_even_if_a_read_does() {
+        let mut metrics = Metrics::new(vec![info("eth0")], 5);
+        let base = Snapshot::empty();
+        let high = snapshot(&base, 1, &[("198.18.0.1", 10)]);
+        let low = snapshot(&base, 2, &[("198.18.0.1", 9)]);
+        metrics.update(0, &base, &high, Duration::ZERO);
+        metrics.update(0, &high, &low, Duration::ZERO);
+        let samples = samples(&metrics);
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_packets_total",
+                &[("interface", "eth0"), ("class", "ipv4")]
+            ),
+            Some(10.0)
+        );
+    }
+}

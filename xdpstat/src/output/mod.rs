@@ -1,0 +1,227 @@
+//! Turns reports into what lands on stdout: an aligned plain-text table for
+//! people and pipes, or one JSON object per line for programs.
+
+pub mod metrics;
+pub(crate) mod tui;
+
+use std::io::{self, Write};
+
+use crate::counts::report::Report;
+
+/// The output formats of the report stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text, one block per interface per interval.
+    #[default]
+    Plain,
+    /// One JSON object per line, per interface, per interval.
+    Json,
+    /// The full-screen live view (the default when stdout is a terminal);
+    /// the final report after it is plain text.
+    Tui,
+}
+
+impl Format {
+    /// Rows shown when `--top` is not given: 20 for people, all for programs.
+    pub fn default_top(self) -> Option<usize> {
+        match self {
+            Self::Plain => Some(20),
+            Self::Json | Self::Tui => None,
+        }
+    }
+
+    /// The format asked for, or the view on a terminal and plain text
+    /// anywhere else (a pipe, a file).
+    pub fn resolve(asked: Option<Format>, stdout_is_terminal: bool) -> Format {
+        match asked {
+            Some(format) => format,
+            None if stdout_is_terminal => Self::Tui,
+            None => Self::Plain,
+        }
+    }
+}
+
+/// Writes one report in `format`.
+pub fn write_report(out: &mut dyn Write, format: Format, report: &Report) -> io::Result<()> {
+    match format {
+        Format::Plain | Format::Tui => write_plain(out, report),
+        Format::Json => {
+            // `From` keeps the kind of an I/O error (a closed pipe stays BrokenPipe).
+            serde_json::to_writer(&mut *out, report).map_err(io::Error::from)?;
+            out.write_all(b"\n")
+        }
+    }?;
+    out.flush()
+}
+
+fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let interval = match report.interval_s {
+        Some(seconds) => format!(", rates over {seconds:.2} s"),
+        None => String::new(),
+    };
+    let attachment = match &report.attachment {
+        Some(how) => format!(" ({how})"),
+        None => String::new(),
+    };
+    writeln!(
+        out,
+        "{}{attachment} at {}{interval}",
+        report.interface, report.time
+    )?;
+    writeln!(out, "  {:<14}{:>14}{:>16}", "class", "packets", "bytes")?;
+    let totals = &report.totals;
+    for (name, counter) in [
+        ("ipv4", totals.ipv4),
+        ("ipv6", totals.ipv6),
+        ("non_ip", totals.non_ip),
+        ("malformed", totals.malformed),
+        ("unattributed", report.unattributed),
+    ] {
+        writeln!(
+            out,
+            "  {name:<14}{:>14}{:>16}",
+            counter.packets, counter.bytes
+        )?;
+    }
+    writeln!(
+        out,
+        "  sources: {} (showing {})",
+        report.source_count,
+        report.sources.len()
+    )?;
+    if !report.sources.is_empty() {
+        writeln!(
+            out,
+            "  {:<40}{:>14}{:>16}{:>12}{:>12}",
+            "address", "packets", "bytes", "pkt/s", "bit/s"
+        )?;
+        for row in &report.sources {
+            writeln!(
+                out,
+                "  {:<40}{:>14}{:>16}{:>12}{:>12}",
+                row.address.to_string(),
+                row.packets,
+                row.bytes,
+                si(row.pps),
+                si(row.bps)
+            )?;
+        }
+    }
+    writeln!(out)
+}
+
+/// A count as people read it: exact below 1000, else with an SI prefix.
+pub fn human_count(value: u64) -> String {
+    if value < 1000 {
+        value.to_string()
+    } else {
+        si(value as f64)
+    }
+}
+
+/// A rate with an SI prefix (k, M, G, T) and one decimal.
+pub fn si(value: f64) -> String {
+    const PREFIXES: [&str; 5] = ["", "k", "M", "G", "T"];
+    let mut scaled = value;
+    let mut prefix = 0;
+    // Compare the rounded value, so 999.97 prints as 1.0k, not 1000.0.
+    while (scaled * 10.0).round() >= 10_000.0 && prefix + 1 < PREFIXES.len() {
+        scaled /= 1000.0;
+        prefix += 1;
+    }
+    format!("{scaled:.1}{}", PREFIXES[prefix])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv4Addr, Ipv6Addr},
+        time::{Duration, UNIX_EPOCH},
+    };
+
+    use xdpstat_common::Counter;
+
+    use super::*;
+    use crate::counts::snapshot::{ClassSlots, Snapshot};
+
+    fn sample() -> Report {
+        let start = Snapshot::empty();
+        let mut now = Snapshot::empty();
+        now.taken = start.taken + Duration::from_millis(1_000);
+        now.wall = UNIX_EPOCH + Duration::from_secs(1_795_557_601);
+        let sources: [(IpAddr, u64, u64); 3] = [
+            (Ipv4Addr::new(198, 18, 0, 10).into(), 1_500, 96_000),
+            (
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xbeef).into(),
+                700,
+                84_000,
+            ),
+            (Ipv4Addr::new(198, 18, 7, 1).into(), 3, 192),
+        ];
+        now.sources = sources
+            .iter()
+            .map(|&(a, packets, bytes)| (a, Counter { packets, bytes }))
+            .collect();
+        now.slots = ClassSlots {
+            non_ip: Counter {
+                packets: 4,
+                bytes: 240,
+            },
+            malformed: Counter {
+                packets: 1,
+                bytes: 30,
+            },
+            unattributed_v4: Counter {
+                packets: 2,
+                bytes: 128,
+            },
+            unattributed_v6: Counter::default(),
+        };
+        let mut report = Report::between("demo0", &start, &now, Some(2));
+        report.attachment = Some("native XDP, bpf link".into());
+        report
+    }
+
+    #[test]
+    fn plain_report() {
+        let mut out = Vec::new();
+        write_report(&mut out, Format::Plain, &sample()).unwrap();
+        insta::assert_snapshot!(String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn json_report_follows_the_schema() {
+        let mut out = Vec::new();
+        write_report(&mut out, Format::Json, &sample()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "one object per line");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        insta::assert_json_snapshot!(value);
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "interface",
+                "interval_s",
+                "sources",
+                "time",
+                "totals",
+                "unattributed"
+            ]
+        );
+    }
+
+    #[test]
+    fn si_prefixes() {
+        assert_eq!(si(0.0), "0.0");
+        assert_eq!(si(999.0), "999.0");
+        assert_eq!(si(999.97), "1.0k");
+        assert_eq!(si(1_500.0), "1.5k");
+        assert_eq!(si(2_000_000_000.0), "2.0G");
+    }
+}

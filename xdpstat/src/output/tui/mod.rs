@@ -1,0 +1,133 @@
+//! `--format tui`, the default on a terminal: the full-screen live view.
+//! This is the thin shell around [`TopView`]: it owns the terminal (raw
+//! mode and the alternate screen, given back on every way out, a panic
+//! included), reads the counters every interval, passes key presses on and
+//! redraws, at most [`FRAMES_PER_SECOND`] times a second.
+
+pub(crate) mod render;
+pub(crate) mod view;
+
+use std::{
+    io,
+    time::{Duration, Instant},
+};
+
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+
+use crate::{
+    error::{XdpstatError, one_line},
+    output::tui::view::{Action, Pane, TopView},
+    run::live::{CounterSource, Ended, LiveOptions, Watched},
+};
+
+/// Redraws per second at most, however fast keys arrive.
+const FRAMES_PER_SECOND: u32 = 10;
+/// How often the loop looks at the stop flag while waiting for keys.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Gives the terminal back when dropped: on return, on error and on
+/// unwinding (`ratatui::init` also restores it from the panic hook).
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// Runs the view until a quit key, `stop`, or `--duration`.
+pub fn run<S: CounterSource>(
+    watched: &mut [Watched<S>],
+    options: LiveOptions,
+    stop: &dyn Fn() -> bool,
+) -> Result<Ended, XdpstatError> {
+    let panes = watched
+        .iter()
+        .map(|one| {
+            Pane::new(
+                &one.attached.interface,
+                &one.attached.to_string(),
+                one.source.capacity(),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let mut view = TopView::new(panes, start);
+    let mut terminal = ratatui::try_init().map_err(terminal_error)?;
+    let _restore = Restore;
+    let deadline = options.duration.map(|d| start + d);
+    let mut next_read = start;
+    let frame_gap = Duration::from_secs(1) / FRAMES_PER_SECOND;
+    let mut last_frame: Option<Instant> = None;
+    let mut dirty = true;
+    loop {
+        let now = Instant::now();
+        if stop() {
+            return Ok(Ended::Stopped);
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok(Ended::DurationElapsed);
+        }
+        if now >= next_read {
+            read(watched, &mut view);
+            if watched.iter().all(|one| one.gone) {
+                return Ok(Ended::AllGone);
+            }
+            dirty = true;
+            next_read += options.interval;
+            if next_read <= now {
+                next_read = now + options.interval;
+            }
+        }
+        if dirty && last_frame.is_none_or(|at| now.duration_since(at) >= frame_gap) {
+            terminal
+                .draw(|frame| render::draw(frame, &mut view, Instant::now()))
+                .map_err(terminal_error)?;
+            last_frame = Some(Instant::now());
+            dirty = false;
+        }
+        let wait = next_read
+            .saturating_duration_since(Instant::now())
+            .min(STOP_POLL);
+        if event::poll(wait).map_err(terminal_error)? {
+            match event::read().map_err(terminal_error)? {
+                Event::Key(key) if key.kind != KeyEventKind::Release => {
+                    if view.key(key) == Action::Quit {
+                        return Ok(Ended::Stopped);
+                    }
+                    dirty = true;
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reads every interface into the view; a failed read is shown and
+/// counting goes on.
+fn read<S: CounterSource>(watched: &mut [Watched<S>], view: &mut TopView) {
+    view.notice = None;
+    for (index, one) in watched.iter_mut().enumerate() {
+        if one.gone {
+            continue;
+        }
+        let gone = one.source.interface_gone();
+        match one.advance() {
+            Ok((previous, current)) => view.update(index, &previous, current),
+            Err(error) => view.notice = Some(one_line(&error)),
+        }
+        if gone {
+            one.gone = true;
+            view.mark_gone(index);
+        }
+    }
+    view.refresh();
+}
+
+fn terminal_error(error: io::Error) -> XdpstatError {
+    XdpstatError::Output(io::Error::new(
+        error.kind(),
+        format!("the terminal: {error}"),
+    ))
+}

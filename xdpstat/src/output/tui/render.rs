@@ -1,0 +1,516 @@
+//! Draws a [`TopView`] into a ratatui frame: tabs, the pane's header, a
+//! status line and the table of sources, plus the help and the filter
+//! prompt. Only the rows that fit are built; columns drop out, least useful
+//! first, when the terminal is narrow.
+
+use std::time::{Duration, Instant};
+
+use ratatui::{
+    Frame,
+    layout::{Alignment, Constraint, Layout, Rect},
+    style::{Modifier, Style},
+    text::{Line, Span},
+    widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Table, Tabs},
+};
+
+use crate::{
+    output::tui::view::{HISTORY, Pane, Row, TopView},
+    output::{human_count, si},
+};
+
+/// Header lines: title, column names, five classes, sources.
+const HEADER_LINES: u16 = 8;
+
+/// A table column: its title, width, alignment, and how to fill it.
+struct Column {
+    title: &'static str,
+    width: u16,
+    /// Numbers align right, the sparkline left.
+    right: bool,
+    cell: fn(&Row, &Pane) -> String,
+}
+
+impl Column {
+    fn text(&self, text: &str) -> String {
+        if self.right {
+            format!("{text:>w$}", w = usize::from(self.width))
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+/// The columns, in the order they give way on a narrow terminal (the last
+/// goes first). The address column takes what is left.
+const COLUMNS: [Column; 6] = [
+    Column {
+        title: "pkt/s",
+        width: 8,
+        right: true,
+        cell: |row, _| si(row.rate.pps),
+    },
+    Column {
+        title: "bit/s",
+        width: 8,
+        right: true,
+        cell: |row, _| si(row.rate.bps),
+    },
+    Column {
+        title: "packets",
+        width: 8,
+        right: true,
+        cell: |row, _| human_count(row.packets),
+    },
+    Column {
+        title: "share",
+        width: 6,
+        right: true,
+        cell: |row, _| format!("{:.1}%", row.share * 100.0),
+    },
+    Column {
+        title: "bytes",
+        width: 8,
+        right: true,
+        cell: |row, _| human_count(row.bytes),
+    },
+    Column {
+        title: "recent",
+        width: HISTORY as u16,
+        right: false,
+        cell: |row, pane| sparkline(pane, row),
+    },
+];
+
+/// Columns shown left to right, by their index in [`COLUMNS`].
+const ORDER: [usize; 6] = [2, 4, 0, 1, 3, 5];
+
+/// The narrowest address column (an IPv4 address).
+const ADDRESS_MIN: u16 = 15;
+
+pub fn draw(frame: &mut Frame, view: &mut TopView, now: Instant) {
+    let tabs = u16::from(view.has_all());
+    let [tabs_area, header_area, status_area, table_area] = Layout::vertical([
+        Constraint::Length(tabs),
+        Constraint::Length(HEADER_LINES),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(frame.area());
+    if view.has_all() {
+        draw_tabs(frame, view, tabs_area);
+    }
+    draw_header(frame, view, now, header_area);
+    draw_status(frame, view, status_area);
+    draw_table(frame, view, table_area);
+    if view.help {
+        draw_help(frame);
+    }
+}
+
+fn draw_tabs(frame: &mut Frame, view: &TopView, area: Rect) {
+    let names = view
+        .panes()
+        .iter()
+        .map(|pane| pane.name.clone())
+        .chain(["all".to_owned()]);
+    let tabs = Tabs::new(names)
+        .select(view.selected)
+        .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    frame.render_widget(tabs, area);
+}
+
+fn draw_header(frame: &mut Frame, view: &TopView, now: Instant, area: Rect) {
+    let pane = view.pane();
+    let header = &pane.header;
+    let mut title = vec![Span::styled(
+        pane.name.clone(),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    if !pane.attachment.is_empty() {
+        title.push(Span::raw(format!(" ({})", pane.attachment)));
+    }
+    title.push(Span::raw(format!(" up {}", clock(view.uptime(now)))));
+    match header.interval_s {
+        Some(seconds) => title.push(Span::raw(format!(
+            ", rates over {seconds:.2} s (bytes in B, bit/s in bits)"
+        ))),
+        None => title.push(Span::raw(", rates after the second read")),
+    }
+    let mut lines = vec![Line::from(title)];
+    lines.push(Line::from(format!(
+        "  {:<13}{:>9}{:>9}{:>9}{:>9}",
+        "class", "packets", "bytes", "pkt/s", "bit/s"
+    )));
+    let totals = &header.totals;
+    for (at, (name, counter)) in [
+        ("ipv4", totals.ipv4),
+        ("ipv6", totals.ipv6),
+        ("non_ip", totals.non_ip),
+        ("malformed", totals.malformed),
+        ("unattributed", header.unattributed),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rate = header.rates[at];
+        lines.push(Line::from(format!(
+            "  {name:<13}{:>9}{:>9}{:>9}{:>9}",
+            human_count(counter.packets),
+            human_count(counter.bytes),
+            si(rate.pps),
+            si(rate.bps)
+        )));
+    }
+    let (v4, v6) = header.sources;
+    let capacity = match header.capacity {
+        Some(capacity) => format!(" of {capacity} per family"),
+        None => String::new(),
+    };
+    lines.push(Line::from(format!(
+        "  sources: {v4} IPv4, {v6} IPv6{capacity}"
+    )));
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+fn draw_status(frame: &mut Frame, view: &TopView, area: Rect) {
+    let line = if let Some(text) = &view.typing {
+        Line::from(format!(
+            "filter (prefix or CIDR, Enter to apply, Esc to cancel): {text}_"
+        ))
+    } else {
+        let mut parts = vec![
+            format!(
+                "sort: {} {}",
+                view.sort.name(),
+                if view.reversed { "(reversed)" } else { "" }
+            )
+            .trim_end()
+            .to_owned(),
+        ];
+        if let Some(filter) = &view.filter {
+            parts.push(format!(
+                "filter: {} ({} of {})",
+                filter.text(),
+                view.row_count(),
+                view.pane().rows.len()
+            ));
+        }
+        if let Some(error) = &view.filter_error {
+            parts.push(error.clone());
+        }
+        if let Some(notice) = &view.notice {
+            parts.push(notice.clone());
+        }
+        if view.paused {
+            parts.push("PAUSED (p resumes; counting goes on)".into());
+        }
+        parts.push("? help, q quit".into());
+        Line::from(parts.join(" | "))
+    };
+    frame.render_widget(
+        Paragraph::new(line).style(Style::new().add_modifier(Modifier::REVERSED)),
+        area,
+    );
+}
+
+fn draw_table(frame: &mut Frame, view: &mut TopView, area: Rect) {
+    // One line for the column titles.
+    view.page = usize::from(area.height.saturating_sub(1));
+    if view.row_count() == 0 {
+        let text = if view.filter.is_some() {
+            "no source matches the filter"
+        } else {
+            "no sources yet"
+        };
+        frame.render_widget(
+            Paragraph::new(text).alignment(Alignment::Center),
+            area.inner(ratatui::layout::Margin::new(0, 1)),
+        );
+        return;
+    }
+    let shown = fitting_columns(area.width);
+    let pane = view.pane();
+    let titles = std::iter::once(Cell::from("address")).chain(
+        shown
+            .iter()
+            .map(|&c| Cell::from(COLUMNS[c].text(COLUMNS[c].title))),
+    );
+    let rows = view.rows().skip(view.scroll).take(view.page).map(|row| {
+        let cells = std::iter::once(Cell::from(row.address.to_string())).chain(
+            shown
+                .iter()
+                .map(|&c| Cell::from(COLUMNS[c].text(&(COLUMNS[c].cell)(row, pane)))),
+        );
+        TableRow::new(cells)
+    });
+    let widths = std::iter::once(Constraint::Min(ADDRESS_MIN))
+        .chain(shown.iter().map(|&c| Constraint::Length(COLUMNS[c].width)));
+    let table = Table::new(rows, widths)
+        .header(TableRow::new(titles).style(Style::new().add_modifier(Modifier::BOLD)))
+        .column_spacing(1);
+    frame.render_widget(table, area);
+}
+
+/// The columns that fit next to the address in `width` cells, in display
+/// order.
+fn fitting_columns(width: u16) -> Vec<usize> {
+    let mut kept: Vec<usize> = (0..COLUMNS.len()).collect();
+    let needed =
+        |kept: &[usize]| ADDRESS_MIN + kept.iter().map(|&c| COLUMNS[c].width + 1).sum::<u16>();
+    while !kept.is_empty() && needed(&kept) > width {
+        kept.pop();
+    }
+    ORDER.iter().copied().filter(|c| kept.contains(c)).collect()
+}
+
+/// The source's recent packet rates as block characters, scaled to its own
+/// peak.
+fn sparkline(pane: &Pane, row: &Row) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let Some(recent) = pane.history(&row.address) else {
+        return String::new();
+    };
+    let peak = recent.iter().copied().fold(0.0, f64::max);
+    recent
+        .iter()
+        .map(|&pps| {
+            if pps <= 0.0 || peak <= 0.0 {
+                ' '
+            } else {
+                let level = (pps / peak * (BARS.len() - 1) as f64).round() as usize;
+                BARS[level.min(BARS.len() - 1)]
+            }
+        })
+        .collect()
+}
+
+fn clock(uptime: Duration) -> String {
+    let seconds = uptime.as_secs();
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+fn draw_help(frame: &mut Frame) {
+    const KEYS: [(&str, &str); 9] = [
+        ("q, Esc, Ctrl-C", "quit (detach and restore the terminal)"),
+        ("s", "sort by pkt/s, bit/s, packets, bytes, address in turn"),
+        ("r", "reverse the sort"),
+        ("p", "pause the display (counting goes on)"),
+        (
+            "/",
+            "filter by address prefix (198.18.) or CIDR (2001:db8::/32)",
+        ),
+        ("Tab", "next interface (and \"all\")"),
+        ("Up, Down", "scroll a line"),
+        ("PgUp, PgDn", "scroll a page"),
+        ("?", "this help (any key closes it)"),
+    ];
+    let area = frame.area();
+    let width = area.width.min(76);
+    let height = area.height.min(KEYS.len() as u16 + 2);
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(keys, what)| Line::from(format!("{keys:<15}{what}")))
+        .collect();
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" keys ")),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{
+        Terminal,
+        backend::TestBackend,
+        crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers},
+    };
+    use xdpstat_common::Counter;
+
+    use super::*;
+    use crate::{
+        counts::snapshot::{ClassSlots, Snapshot},
+        counts::sources::SourceTable,
+        output::tui::view::Pane,
+    };
+
+    fn c(packets: u64, bytes: u64) -> Counter {
+        Counter { packets, bytes }
+    }
+
+    /// Two reads a second apart of a fake interface.
+    fn pane(name: &str, scale: u64, sources: &[(&str, u64, u64)]) -> Pane {
+        let before = Snapshot::empty();
+        let mut after = before.clone();
+        after.taken = before.taken + Duration::from_secs(1);
+        after.sources = sources
+            .iter()
+            .map(|&(a, packets, bytes)| (a.parse().unwrap(), c(packets * scale, bytes * scale)))
+            .collect::<SourceTable>();
+        after.slots = ClassSlots {
+            non_ip: c(4 * scale, 240 * scale),
+            malformed: c(scale, 60 * scale),
+            unattributed_v4: c(2 * scale, 128 * scale),
+            unattributed_v6: Counter::default(),
+        };
+        let mut pane = Pane::new(name, "native XDP, bpf link", Some(65_536));
+        pane.update(&before, &after);
+        pane
+    }
+
+    fn sample() -> Pane {
+        pane(
+            "eth0",
+            1,
+            &[
+                ("198.18.0.10", 15_000, 9_600_000),
+                ("2001:db8::beef", 7_000, 8_400_000),
+                ("198.18.7.1", 300, 19_200),
+                ("198.18.3.3", 42, 2_688),
+            ],
+        )
+    }
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent {
+            code,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: KeyEventState::NONE,
+        }
+    }
+
+    fn typed(view: &mut TopView, text: &str) {
+        for c in text.chars() {
+            view.key(key(KeyCode::Char(c)));
+        }
+        view.key(key(KeyCode::Enter));
+    }
+
+    /// The screen as text, one line per row, trailing blanks cut.
+    fn screen(view: &mut TopView, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        let now = view.started + Duration::from_secs(3_723);
+        terminal.draw(|frame| draw(frame, view, now)).unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..height)
+            .map(|y| {
+                let line: String = (0..width).map(|x| buffer[(x, y)].symbol()).collect();
+                line.trim_end().to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn one_interface_header_and_table() {
+        let mut view = TopView::new(vec![sample()], Instant::now());
+        insta::assert_snapshot!(screen(&mut view, 100, 16));
+    }
+
+    #[test]
+    fn sorted_by_bytes_reversed() {
+        let mut view = TopView::new(vec![sample()], Instant::now());
+        for _ in 0..3 {
+            view.key(key(KeyCode::Char('s')));
+        }
+        view.key(key(KeyCode::Char('r')));
+        insta::assert_snapshot!(screen(&mut view, 100, 16));
+    }
+
+    #[test]
+    fn filtered_by_cidr_and_by_prefix() {
+        let mut view = TopView::new(vec![sample()], Instant::now());
+        view.key(key(KeyCode::Char('/')));
+        typed(&mut view, "198.18.0.0/20");
+        insta::assert_snapshot!("cidr", screen(&mut view, 100, 16));
+        view.key(key(KeyCode::Char('/')));
+        typed(&mut view, "2001:db8:");
+        insta::assert_snapshot!("prefix", screen(&mut view, 100, 16));
+        view.key(key(KeyCode::Char('/')));
+        typed(&mut view, "10.0.0.0/40");
+        insta::assert_snapshot!("bad", screen(&mut view, 100, 16));
+    }
+
+    #[test]
+    fn a_narrow_terminal_drops_columns() {
+        let mut view = TopView::new(vec![sample()], Instant::now());
+        insta::assert_snapshot!("w60", screen(&mut view, 60, 16));
+        insta::assert_snapshot!("w30", screen(&mut view, 30, 6));
+    }
+
+    #[test]
+    fn several_interfaces_have_tabs_and_an_all_view() {
+        let second = pane(
+            "eth1",
+            2,
+            &[("198.18.0.10", 1_000, 64_000), ("198.18.9.9", 10, 640)],
+        );
+        let mut view = TopView::new(vec![sample(), second], Instant::now());
+        view.key(key(KeyCode::Tab));
+        insta::assert_snapshot!("eth1", screen(&mut view, 100, 17));
+        view.key(key(KeyCode::Tab));
+        insta::assert_snapshot!("all", screen(&mut view, 100, 17));
+    }
+
+    #[test]
+    fn a_hundred_thousand_sources_sort_filter_and_draw_only_what_fits() {
+        let before = Snapshot::empty();
+        let mut after = before.clone();
+        after.taken = before.taken + Duration::from_secs(1);
+        after.sources = (0..100_000u32)
+            .map(|n| {
+                let address = std::net::Ipv4Addr::from(0xc612_0000 + n).into();
+                (address, c(u64::from(n % 977), u64::from(n)))
+            })
+            .collect::<SourceTable>();
+        let mut pane = Pane::new("eth0", "native XDP, bpf link", Some(131_072));
+        pane.update(&before, &after);
+        let mut view = TopView::new(vec![pane], Instant::now());
+        let text = screen(&mut view, 100, 30);
+        assert!(text.contains("sources: 100000 IPv4, 0 IPv6"));
+        assert_eq!(
+            view.page,
+            30 - 9 - 1,
+            "rows under the header, status and titles"
+        );
+        assert!(
+            text.lines().nth(10).unwrap().contains("976"),
+            "the biggest first:\n{text}"
+        );
+        view.key(key(KeyCode::Char('/')));
+        typed(&mut view, "198.19.133.0/24");
+        assert_eq!(view.row_count(), 256);
+        view.key(key(KeyCode::End));
+        let text = screen(&mut view, 100, 30);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("198.19.133."))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn empty_state_help_and_pause() {
+        let mut view = TopView::new(
+            vec![Pane::new("eth0", "generic XDP, bpf link", None)],
+            Instant::now(),
+        );
+        insta::assert_snapshot!("empty", screen(&mut view, 80, 14));
+        view.key(key(KeyCode::Char('p')));
+        view.key(key(KeyCode::Char('?')));
+        insta::assert_snapshot!("help", screen(&mut view, 80, 14));
+    }
+}

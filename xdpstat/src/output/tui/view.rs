@@ -1,0 +1,681 @@
+//! What the terminal view shows, without a terminal: per-interface panes
+//! built from pairs of snapshots, the "all" pane, sorting, filtering,
+//! scrolling, pausing and the keys that change them. `tui_render.rs` draws
+//! it; `tui.rs` feeds it snapshots and key presses. Everything here is
+//! plain data, so the tests drive it with fake snapshots.
+
+use std::{
+    cmp::Ordering,
+    collections::VecDeque,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use hashbrown::HashMap;
+use ipnet::IpNet;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use xdpstat_common::Counter;
+
+use crate::{
+    counts::report::Rate,
+    counts::snapshot::{ClassTotals, Snapshot},
+};
+
+/// Rates kept for each source's sparkline.
+pub const HISTORY: usize = 12;
+
+/// One source's line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub address: IpAddr,
+    pub packets: u64,
+    pub bytes: u64,
+    pub rate: Rate,
+    /// The source's share of the pane's IP bits per second, 0 to 1.
+    pub share: f64,
+}
+
+/// The header figures of a pane.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Header {
+    pub totals: ClassTotals,
+    pub unattributed: Counter,
+    /// Rates of ipv4, ipv6, non_ip, malformed and unattributed.
+    pub rates: [Rate; 5],
+    /// Seconds the rates are over (`None` before the second read).
+    pub interval_s: Option<f64>,
+    /// Sources listed per family, and the planned capacity per family.
+    pub sources: (usize, usize),
+    pub capacity: Option<usize>,
+}
+
+/// One interface's pane (or the "all" pane).
+#[derive(Debug, Default)]
+pub struct Pane {
+    pub name: String,
+    /// How it is attached (`native XDP, bpf link`); empty for "all".
+    pub attachment: String,
+    pub header: Header,
+    pub rows: Vec<Row>,
+    /// Recent packet rates by source, oldest first.
+    history: HashMap<IpAddr, VecDeque<f64>>,
+}
+
+impl Pane {
+    pub fn new(name: &str, attachment: &str, capacity: Option<usize>) -> Self {
+        Self {
+            name: name.to_owned(),
+            attachment: attachment.to_owned(),
+            header: Header {
+                capacity,
+                ..Header::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Takes in one interval: `current` against `previous`.
+    pub fn update(&mut self, previous: &Snapshot, current: &Snapshot) {
+        let seconds = current
+            .taken
+            .saturating_duration_since(previous.taken)
+            .as_secs_f64();
+        let (now, before) = (current.totals(), previous.totals());
+        let (now_u, before_u) = (current.unattributed(), previous.unattributed());
+        self.header.rates = [
+            Rate::between(&now.ipv4, &before.ipv4, seconds),
+            Rate::between(&now.ipv6, &before.ipv6, seconds),
+            Rate::between(&now.non_ip, &before.non_ip, seconds),
+            Rate::between(&now.malformed, &before.malformed, seconds),
+            Rate::between(&now_u, &before_u, seconds),
+        ];
+        self.header.totals = now;
+        self.header.unattributed = now_u;
+        self.header.interval_s = (seconds > 0.0).then_some(seconds);
+        self.header.sources = current.sources.family_lens();
+        let ip_bps = self.header.rates[0].bps + self.header.rates[1].bps;
+        self.rows.clear();
+        self.rows.reserve(current.sources.len());
+        let mut history = HashMap::with_capacity(current.sources.len());
+        for (address, counter, earlier) in current.sources.since(&previous.sources) {
+            let rate = Rate::between(&counter, &earlier, seconds);
+            let mut recent = self.history.remove(&address).unwrap_or_default();
+            if recent.len() == HISTORY {
+                recent.pop_front();
+            }
+            recent.push_back(rate.pps);
+            history.insert(address, recent);
+            self.rows.push(Row {
+                address,
+                packets: counter.packets,
+                bytes: counter.bytes,
+                rate,
+                share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
+            });
+        }
+        // Sources no longer listed take their history with them.
+        self.history = history;
+    }
+
+    /// Recent packet rates of `address`, oldest first.
+    pub fn history(&self, address: &IpAddr) -> Option<&VecDeque<f64>> {
+        self.history.get(address)
+    }
+}
+
+/// The column the table is sorted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortKey {
+    #[default]
+    Pps,
+    Bps,
+    Packets,
+    Bytes,
+    Address,
+}
+
+impl SortKey {
+    fn next(self) -> Self {
+        match self {
+            Self::Pps => Self::Bps,
+            Self::Bps => Self::Packets,
+            Self::Packets => Self::Bytes,
+            Self::Bytes => Self::Address,
+            Self::Address => Self::Pps,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pps => "pkt/s",
+            Self::Bps => "bit/s",
+            Self::Packets => "packets",
+            Self::Bytes => "bytes",
+            Self::Address => "address",
+        }
+    }
+
+    /// The natural order: biggest first by the key; rows equal under it
+    /// by packets, then bytes (biggest first), then address ascending, so
+    /// a quiet moment (every rate 0) still shows the big senders first.
+    fn compare(self, a: &Row, b: &Row) -> Ordering {
+        let rest = || {
+            b.packets
+                .cmp(&a.packets)
+                .then(b.bytes.cmp(&a.bytes))
+                .then(a.address.cmp(&b.address))
+        };
+        match self {
+            Self::Pps => b.rate.pps.total_cmp(&a.rate.pps).then_with(rest),
+            Self::Bps => b.rate.bps.total_cmp(&a.rate.bps).then_with(rest),
+            Self::Packets => rest(),
+            Self::Bytes => b.bytes.cmp(&a.bytes).then_with(rest),
+            Self::Address => a.address.cmp(&b.address),
+        }
+    }
+}
+
+/// Which sources the table shows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    /// A network: `198.18.0.0/15`, `2001:db8::/32`.
+    Network(IpNet),
+    /// A prefix of the address's text: `198.18.`, `2001:db8:`.
+    Prefix(String),
+}
+
+impl Filter {
+    /// Parses what the user typed after `/`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.contains('/') {
+            return text
+                .parse()
+                .map(Self::Network)
+                .map_err(|_| format!("{text:?} is not a network like 198.18.0.0/15"));
+        }
+        let allowed = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
+        if text.is_empty() || !text.chars().all(allowed) {
+            return Err(format!("{text:?} is not an address prefix like 198.18."));
+        }
+        Ok(Self::Prefix(text.to_ascii_lowercase()))
+    }
+
+    pub fn matches(&self, address: &IpAddr) -> bool {
+        match self {
+            Self::Network(network) => network.contains(address),
+            Self::Prefix(prefix) => address.to_string().starts_with(prefix.as_str()),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match self {
+            Self::Network(network) => network.to_string(),
+            Self::Prefix(prefix) => prefix.clone(),
+        }
+    }
+}
+
+/// What a key asks the shell to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Redraw (the view changed) or nothing to do.
+    Continue,
+    Quit,
+}
+
+/// The whole view.
+#[derive(Debug)]
+pub struct TopView {
+    panes: Vec<Pane>,
+    all: Pane,
+    /// The pane shown: an interface, or `panes.len()` for "all".
+    pub selected: usize,
+    pub sort: SortKey,
+    pub reversed: bool,
+    pub paused: bool,
+    pub filter: Option<Filter>,
+    /// Text being typed after `/`, and the last filter error.
+    pub typing: Option<String>,
+    /// A failed read, shown until the next good one.
+    pub notice: Option<String>,
+    pub filter_error: Option<String>,
+    pub help: bool,
+    /// The first row shown.
+    pub scroll: usize,
+    /// Rows the table showed at the last draw (for paging).
+    pub page: usize,
+    pub started: Instant,
+    /// The rows of the selected pane, filtered and sorted.
+    visible: Vec<usize>,
+}
+
+impl TopView {
+    /// A view of `panes` (one per interface), started at `started`.
+    pub fn new(panes: Vec<Pane>, started: Instant) -> Self {
+        let mut view = Self {
+            panes,
+            all: Pane::new("all", "", None),
+            selected: 0,
+            sort: SortKey::default(),
+            reversed: false,
+            paused: false,
+            filter: None,
+            typing: None,
+            notice: None,
+            filter_error: None,
+            help: false,
+            scroll: 0,
+            page: 20,
+            started,
+            visible: Vec::new(),
+        };
+        view.refresh();
+        view
+    }
+
+    pub fn panes(&self) -> &[Pane] {
+        &self.panes
+    }
+
+    /// Whether there is an "all" tab (more than one interface).
+    pub fn has_all(&self) -> bool {
+        self.panes.len() > 1
+    }
+
+    /// The pane on screen.
+    pub fn pane(&self) -> &Pane {
+        self.panes.get(self.selected).unwrap_or(&self.all)
+    }
+
+    /// The rows on screen, in order (all of them; the renderer slices).
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = &Row> {
+        let pane = self.pane();
+        self.visible.iter().map(move |&at| &pane.rows[at])
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.visible.len()
+    }
+
+    /// Takes in a new interval for pane `index`, unless paused.
+    pub fn update(&mut self, index: usize, previous: &Snapshot, current: &Snapshot) {
+        if self.paused {
+            return;
+        }
+        if let Some(pane) = self.panes.get_mut(index) {
+            pane.update(previous, current);
+        }
+    }
+
+    /// Marks interface `index` as removed: its pane keeps its final counts
+    /// and says so in its title.
+    pub fn mark_gone(&mut self, index: usize) {
+        if let Some(pane) = self.panes.get_mut(index) {
+            pane.attachment = "gone: the interface was removed, counts are final".into();
+        }
+    }
+
+    /// Recomputes the "all" pane and the visible rows; call after updates.
+    pub fn refresh(&mut self) {
+        if self.has_all() {
+            self.all = merged(&self.panes);
+        }
+        let pane = self.panes.get(self.selected).unwrap_or(&self.all);
+        let mut visible: Vec<usize> = match &self.filter {
+            Some(filter) => (0..pane.rows.len())
+                .filter(|&at| filter.matches(&pane.rows[at].address))
+                .collect(),
+            None => (0..pane.rows.len()).collect(),
+        };
+        let (sort, reversed) = (self.sort, self.reversed);
+        visible.sort_unstable_by(|&a, &b| {
+            let order = sort.compare(&pane.rows[a], &pane.rows[b]);
+            if reversed { order.reverse() } else { order }
+        });
+        self.visible = visible;
+        self.scroll = self.scroll.min(self.visible.len().saturating_sub(1));
+    }
+
+    /// Applies one key press.
+    pub fn key(&mut self, key: KeyEvent) -> Action {
+        if let Some(text) = &mut self.typing {
+            match key.code {
+                KeyCode::Enter => {
+                    let text = self.typing.take().unwrap_or_default();
+                    if text.trim().is_empty() {
+                        self.filter = None;
+                        self.filter_error = None;
+                    } else {
+                        match Filter::parse(&text) {
+                            Ok(filter) => {
+                                self.filter = Some(filter);
+                                self.filter_error = None;
+                            }
+                            Err(error) => self.filter_error = Some(error),
+                        }
+                    }
+                    self.scroll = 0;
+                    self.refresh();
+                }
+                KeyCode::Esc => self.typing = None,
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => text.push(c),
+                KeyCode::Char('c') => return Action::Quit,
+                _ => {}
+            }
+            return Action::Continue;
+        }
+        if self.help {
+            // Any key closes the help; the quitting ones also quit.
+            self.help = false;
+            if !matches!(key.code, KeyCode::Char('q') | KeyCode::Esc) && !is_ctrl_c(&key) {
+                return Action::Continue;
+            }
+        }
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => return Action::Quit,
+            _ if is_ctrl_c(&key) => return Action::Quit,
+            KeyCode::Char('s') => {
+                self.sort = self.sort.next();
+                self.refresh();
+            }
+            KeyCode::Char('r') => {
+                self.reversed = !self.reversed;
+                self.refresh();
+            }
+            KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('/') => self.typing = Some(String::new()),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Tab => {
+                let tabs = self.panes.len() + usize::from(self.has_all());
+                self.selected = (self.selected + 1) % tabs.max(1);
+                self.scroll = 0;
+                self.refresh();
+            }
+            KeyCode::BackTab => {
+                let tabs = (self.panes.len() + usize::from(self.has_all())).max(1);
+                self.selected = (self.selected + tabs - 1) % tabs;
+                self.scroll = 0;
+                self.refresh();
+            }
+            KeyCode::Down => self.scroll_by(1),
+            KeyCode::Up => self.scroll_by(-1),
+            KeyCode::PageDown => self.scroll_by(self.page.max(1) as isize),
+            KeyCode::PageUp => self.scroll_by(-(self.page.max(1) as isize)),
+            KeyCode::Home => self.scroll = 0,
+            KeyCode::End => self.scroll_by(isize::MAX / 2),
+            _ => {}
+        }
+        Action::Continue
+    }
+
+    fn scroll_by(&mut self, rows: isize) {
+        let last = self.visible.len().saturating_sub(1);
+        self.scroll = self.scroll.saturating_add_signed(rows).min(last);
+    }
+
+    /// Time since the view started.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+}
+
+fn is_ctrl_c(key: &KeyEvent) -> bool {
+    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)
+}
+
+/// The "all" pane: every interface's sources merged by address.
+fn merged(panes: &[Pane]) -> Pane {
+    let mut all = Pane::new("all", "", None);
+    let mut rows: HashMap<IpAddr, Row> = HashMap::new();
+    let mut interval: Option<f64> = None;
+    for pane in panes {
+        let header = &pane.header;
+        for (sum, add) in [
+            (&mut all.header.totals.ipv4, &header.totals.ipv4),
+            (&mut all.header.totals.ipv6, &header.totals.ipv6),
+            (&mut all.header.totals.non_ip, &header.totals.non_ip),
+            (&mut all.header.totals.malformed, &header.totals.malformed),
+            (&mut all.header.unattributed, &header.unattributed),
+        ] {
+            sum.add(add);
+        }
+        for (sum, add) in all.header.rates.iter_mut().zip(&header.rates) {
+            sum.add(add);
+        }
+        interval = match (interval, header.interval_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for row in &pane.rows {
+            rows.entry(row.address)
+                .and_modify(|sum| {
+                    sum.packets += row.packets;
+                    sum.bytes += row.bytes;
+                    sum.rate.add(&row.rate);
+                })
+                .or_insert_with(|| row.clone());
+        }
+        for (address, recent) in &pane.history {
+            let sum = all.history.entry(*address).or_default();
+            for (at, pps) in recent.iter().enumerate() {
+                match sum.get_mut(at) {
+                    Some(total) => *total += pps,
+                    None => sum.push_back(*pps),
+                }
+            }
+        }
+    }
+    all.header.interval_s = interval;
+    let ip_bps = all.header.rates[0].bps + all.header.rates[1].bps;
+    all.rows = rows
+        .into_values()
+        .map(|mut row| {
+            row.share = if ip_bps > 0.0 {
+                row.rate.bps / ip_bps
+            } else {
+                0.0
+            };
+            row
+        })
+        .collect();
+    all.header.sources = all.rows.iter().fold((0, 0), |(v4, v6), row| {
+        if row.address.is_ipv4() {
+            (v4 + 1, v6)
+        } else {
+            (v4, v6 + 1)
+        }
+    });
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ratatui::crossterm::event::KeyEventKind;
+
+    use super::*;
+    use crate::counts::sources::SourceTable;
+
+    fn c(packets: u64, bytes: u64) -> Counter {
+        Counter { packets, bytes }
+    }
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent {
+            code,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: ratatui::crossterm::event::KeyEventState::NONE,
+        }
+    }
+
+    fn at(base: &Snapshot, seconds: f64, sources: &[(&str, Counter)]) -> Snapshot {
+        let mut snapshot = base.clone();
+        snapshot.taken = base.taken + Duration::from_secs_f64(seconds);
+        snapshot.sources = sources
+            .iter()
+            .map(|(a, counter)| (a.parse().unwrap(), *counter))
+            .collect::<SourceTable>();
+        snapshot
+    }
+
+    #[test]
+    fn rates_use_the_elapsed_time_and_a_count_that_went_backwards_is_no_change() {
+        let base = Snapshot::empty();
+        let before = at(
+            &base,
+            0.0,
+            &[("198.18.0.1", c(100, 10_000)), ("198.18.0.2", c(50, 500))],
+        );
+        // 2.5 s later: .1 sent 250 more; .2 reads lower (the live loop keeps
+        // reads monotonic, so only a bare pair of snapshots can show this).
+        let after = at(
+            &base,
+            2.5,
+            &[("198.18.0.1", c(350, 35_000)), ("198.18.0.2", c(5, 50))],
+        );
+        let mut pane = Pane::new("x0", "native XDP", Some(64));
+        pane.update(&before, &after);
+        assert_eq!(
+            pane.rows[0].rate,
+            Rate {
+                pps: 100.0,
+                bps: 80_000.0
+            }
+        );
+        assert_eq!(pane.rows[1].rate, Rate::default());
+        assert_eq!(pane.header.interval_s, Some(2.5));
+    }
+
+    #[test]
+    fn rows_equal_under_the_sort_key_keep_the_natural_order_of_the_others() {
+        // Everything quiet (every rate 0): 200 one-packet sources and one
+        // with 31 packets; the big one comes first under every key but
+        // address, and equal rows go by bytes, then address.
+        let base = Snapshot::empty();
+        let mut sources: Vec<(String, Counter)> = (0..200u32)
+            .map(|n| {
+                let [_, _, hi, lo] = n.to_be_bytes();
+                (format!("198.18.{hi}.{lo}"), c(1, 60))
+            })
+            .collect();
+        sources.push(("198.19.0.1".into(), c(31, 1_860)));
+        sources.push(("198.18.255.1".into(), c(1, 1_500)));
+        let sources: Vec<(&str, Counter)> = sources.iter().map(|(a, c)| (a.as_str(), *c)).collect();
+        let now = at(&base, 1.0, &sources);
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&now, &now);
+        let mut view = TopView::new(vec![pane], base.taken);
+        for key in [SortKey::Pps, SortKey::Bps, SortKey::Packets, SortKey::Bytes] {
+            view.sort = key;
+            view.refresh();
+            let rows: Vec<String> = view
+                .rows()
+                .take(3)
+                .map(|row| row.address.to_string())
+                .collect();
+            assert_eq!(
+                rows,
+                ["198.19.0.1", "198.18.255.1", "198.18.0.0"],
+                "sorted by {}",
+                key.name()
+            );
+        }
+    }
+
+    #[test]
+    fn keys_sort_reverse_filter_pause_and_quit() {
+        let base = Snapshot::empty();
+        let now = at(
+            &base,
+            1.0,
+            &[
+                ("198.18.0.1", c(10, 100)),
+                ("198.18.0.2", c(30, 30)),
+                ("2001:db8::1", c(20, 2_000)),
+            ],
+        );
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&base, &now);
+        let mut view = TopView::new(vec![pane], base.taken);
+        let order = |view: &TopView| -> Vec<String> {
+            view.rows().map(|row| row.address.to_string()).collect()
+        };
+        assert_eq!(
+            order(&view),
+            ["198.18.0.2", "2001:db8::1", "198.18.0.1"],
+            "pkt/s"
+        );
+        view.key(key(KeyCode::Char('s')));
+        assert_eq!(
+            order(&view),
+            ["2001:db8::1", "198.18.0.1", "198.18.0.2"],
+            "bit/s"
+        );
+        view.key(key(KeyCode::Char('r')));
+        assert_eq!(order(&view), ["198.18.0.2", "198.18.0.1", "2001:db8::1"]);
+        for c in "/198.18.".chars() {
+            view.key(key(KeyCode::Char(c)));
+        }
+        view.key(key(KeyCode::Enter));
+        assert_eq!(order(&view), ["198.18.0.2", "198.18.0.1"]);
+        for c in "/2001:db8::/32".chars() {
+            view.key(key(KeyCode::Char(c)));
+        }
+        view.key(key(KeyCode::Enter));
+        assert_eq!(order(&view), ["2001:db8::1"]);
+        for c in "/nope".chars() {
+            view.key(key(KeyCode::Char(c)));
+        }
+        view.key(key(KeyCode::Enter));
+        assert!(view.filter_error.is_some(), "a bad filter is reported");
+        assert_eq!(order(&view), ["2001:db8::1"], "and the old one stays");
+        view.key(key(KeyCode::Char('/')));
+        view.key(key(KeyCode::Enter));
+        assert_eq!(view.row_count(), 3, "an empty filter shows everything");
+        view.key(key(KeyCode::Char('p')));
+        let later = at(&base, 2.0, &[("198.18.0.9", c(1, 1))]);
+        view.update(0, &now, &later);
+        view.refresh();
+        assert_eq!(view.row_count(), 3, "paused: the view does not move");
+        assert_eq!(view.key(key(KeyCode::Char('x'))), Action::Continue);
+        view.key(key(KeyCode::Char('?')));
+        assert!(view.help);
+        assert_eq!(view.key(key(KeyCode::Char('s'))), Action::Continue);
+        assert!(!view.help, "any key closes the help");
+        assert_eq!(view.key(key(KeyCode::Char('q'))), Action::Quit);
+        assert_eq!(view.key(key(KeyCode::Esc)), Action::Quit);
+        let ctrl_c = KeyEvent {
+            modifiers: KeyModifiers::CONTROL,
+            ..key(KeyCode::Char('c'))
+        };
+        assert_eq!(view.key(ctrl_c), Action::Quit);
+    }
+
+    #[test]
+    fn scrolling_stays_inside_the_rows() {
+        let base = Snapshot::empty();
+        let sources: Vec<(String, Counter)> = (0..50u8)
+            .map(|n| (Ipv4Addr::new(198, 18, 0, n).to_string(), c(u64::from(n), 1)))
+            .collect();
+        let sources: Vec<(&str, Counter)> = sources.iter().map(|(a, c)| (a.as_str(), *c)).collect();
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&base, &at(&base, 1.0, &sources));
+        let mut view = TopView::new(vec![pane], base.taken);
+        view.page = 10;
+        view.key(key(KeyCode::PageDown));
+        assert_eq!(view.scroll, 10);
+        view.key(key(KeyCode::End));
+        assert_eq!(view.scroll, 49);
+        view.key(key(KeyCode::Down));
+        assert_eq!(view.scroll, 49);
+        view.key(key(KeyCode::Home));
+        view.key(key(KeyCode::Up));
+        assert_eq!(view.scroll, 0);
+    }
+}

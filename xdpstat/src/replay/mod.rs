@@ -1,0 +1,333 @@
+//! `xdpstat replay FILE...`: runs every Ethernet frame of pcap and pcapng
+//! captures through the same XDP program `xdpstat` attaches, with
+//! BPF_PROG_TEST_RUN, and prints the report a live run would have printed.
+//! No interface is touched. Each file gets a fresh load of the program, so
+//! its report is its own.
+
+pub mod capture;
+pub(crate) mod input;
+
+use std::{
+    io::{IsTerminal as _, Write},
+    path::Path,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{
+    cli::ReplayArgs,
+    counts::report::Report,
+    counts::snapshot::Snapshot,
+    error::{Cause, XdpstatError, one_line},
+    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX, REPLAY_RUN_MAX},
+    kernel::privilege::{Needs, check_capabilities, check_kernel},
+    output::{Format, write_report},
+    replay::capture::{CaptureError, Frame},
+    replay::input::Input,
+};
+
+/// The shortest frame BPF_PROG_TEST_RUN runs: an Ethernet header.
+const ETHERNET_HEADER: usize = 14;
+/// A file that takes longer than this gets a progress bar on a terminal.
+const PROGRESS_AFTER: Duration = Duration::from_secs(1);
+
+/// What one file's replay ran.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Frames run through the program.
+    pub frames: u64,
+    /// Frames too short for BPF_PROG_TEST_RUN (under 14 bytes), not run.
+    pub runts: u64,
+    /// Records longer than their snap length, cut to it (as libpcap does).
+    pub cut_to_snaplen: u64,
+    /// Frames longer than BPF_PROG_TEST_RUN runs: their first
+    /// [`REPLAY_RUN_MAX`] bytes ran, and they count their whole length.
+    pub longer_than_a_run: u64,
+    /// First and last frame timestamps.
+    pub first: Option<Duration>,
+    pub last: Option<Duration>,
+}
+
+/// Replays every file and prints a report for each; a file that cannot be
+/// read whole is named on stderr (with what was read of it reported), and
+/// the result says so after the others have run.
+pub fn replay(
+    args: &ReplayArgs,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<(), XdpstatError> {
+    check_kernel()?;
+    check_capabilities(Needs::Attach)?;
+    let format = match args.format {
+        Some(Format::Json) => Format::Json,
+        Some(Format::Tui) => {
+            return Err(XdpstatError::Usage(
+                "replay prints reports: --format plain or --format json".into(),
+            ));
+        }
+        _ => Format::Plain,
+    };
+    let top = args.top.or(format.default_top());
+    let mut failed = 0;
+    for file in &args.files {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let name = file.display().to_string();
+        match replay_file(file, args.max_sources, stop) {
+            Ok((report_at, replayed, problem)) => {
+                if replayed.cut_to_snaplen > 0 {
+                    eprintln!(
+                        "xdpstat: {name}: {} records were longer than the snap length and were cut to it, as libpcap does",
+                        replayed.cut_to_snaplen
+                    );
+                }
+                if replayed.runts > 0 {
+                    eprintln!(
+                        "xdpstat: {name}: {} frames shorter than an Ethernet header were not run \
+                         (the kernel does not run them; a driver drops them before XDP)",
+                        replayed.runts
+                    );
+                }
+                if let Some(problem) = &problem {
+                    eprintln!(
+                        "xdpstat: {name}: {problem}; the report holds the {} frames before it",
+                        replayed.frames
+                    );
+                    failed += 1;
+                }
+                let report = report_for(&name, report_at, &replayed, top);
+                match write_report(out, format, &report) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other.map_err(XdpstatError::Output)?,
+                }
+            }
+            Err(error) => {
+                eprintln!("xdpstat: {}", one_line(&error));
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(XdpstatError::SomeCapturesFailed {
+            failed,
+            files: args.files.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Replays one file (or standard input, `-`): the snapshot after it, what
+/// ran, and the problem that ended it early, if one did.
+pub fn replay_file(
+    path: &Path,
+    max_sources: u32,
+    stop: &AtomicBool,
+) -> Result<(Snapshot, Replayed, Option<CaptureError>), XdpstatError> {
+    let failed = |source: Cause| XdpstatError::Capture {
+        file: path.display().to_string(),
+        source,
+    };
+    let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
+    let datapath = Datapath::load(max_sources)?;
+    let mut replayed = Replayed::default();
+    let started = Instant::now();
+    let size = input.size();
+    let mut progress: Option<ProgressBar> = None;
+    // The reader fills batches of frames; one worker per CPU runs them, so
+    // the test-run system calls of several CPUs overlap. Frames run out of
+    // order across CPUs, which changes no count. At most two batches per
+    // worker wait, and a batch holds at most BATCH_BYTES, so memory stays
+    // bounded whatever the capture holds.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (batches, incoming) = mpsc::sync_channel::<Batch>(2 * workers);
+    let incoming = Mutex::new(incoming);
+    let ((stats, outcome), run_error) = std::thread::scope(|scope| {
+        let runners: Vec<_> = (0..workers)
+            .map(|_| scope.spawn(|| run_batches(&datapath, &incoming, stop)))
+            .collect();
+        let mut batch = Batch::default();
+        let mut sending = true;
+        let outcome = capture::read(&mut input, &mut |frame: Frame<'_>, position| {
+            if !sending || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            replayed.first.get_or_insert(frame.timestamp);
+            replayed.last = Some(frame.timestamp);
+            if frame.data.len() < ETHERNET_HEADER {
+                replayed.runts += 1;
+                return;
+            }
+            if frame.data.len() > REPLAY_RUN_MAX {
+                replayed.longer_than_a_run += 1;
+            }
+            batch.push(
+                &frame.data[..frame.data.len().min(REPLAY_RUN_MAX)],
+                frame.wire_len,
+            );
+            replayed.frames += 1;
+            if batch.is_full() {
+                // A closed channel means every runner stopped on an error.
+                sending = batches.send(std::mem::take(&mut batch)).is_ok();
+            }
+            if replayed.frames % 65_536 == 0 {
+                show_progress(&mut progress, started, size, position);
+            }
+        });
+        if sending && !batch.is_empty() {
+            let _ = batches.send(batch);
+        }
+        drop(batches);
+        let run_error = runners
+            .into_iter()
+            .map(|runner| {
+                runner
+                    .join()
+                    .unwrap_or_else(|_| Err("a replay thread panicked".into()))
+            })
+            .find_map(Result::err);
+        (outcome, run_error)
+    });
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    replayed.cut_to_snaplen = stats.cut_to_snaplen;
+    if let Some(error) = run_error {
+        return Err(failed(format!("BPF_PROG_TEST_RUN failed: {error}").into()));
+    }
+    let snapshot = datapath.snapshot(&path.display().to_string())?;
+    match outcome {
+        Ok(()) | Err(CaptureError::Stopped { .. }) => Ok((snapshot, replayed, None)),
+        // Nothing could be read at all: say so as an error.
+        Err(
+            error @ (CaptureError::LinkType { .. }
+            | CaptureError::NotACapture(_)
+            | CaptureError::Empty),
+        ) if replayed.frames == 0 => Err(failed(error.into())),
+        Err(error) => Ok((snapshot, replayed, Some(error))),
+    }
+}
+
+/// Frames to run, packed into one buffer, each with its wire length.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    frames: Vec<(usize, u32)>,
+}
+
+impl Batch {
+    const FRAMES: usize = 1024;
+    /// Bytes a batch holds at most (plus one frame).
+    const BYTES: usize = 1 << 20;
+
+    fn push(&mut self, data: &[u8], wire_len: u32) {
+        self.bytes.extend_from_slice(data);
+        self.frames.push((self.bytes.len(), wire_len));
+    }
+
+    fn is_full(&self) -> bool {
+        self.frames.len() >= Self::FRAMES || self.bytes.len() >= Self::BYTES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn frames(&self) -> impl Iterator<Item = (&[u8], u32)> {
+        let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _)| end));
+        starts
+            .zip(&self.frames)
+            .map(|(start, &(end, wire_len))| (&self.bytes[start..end], wire_len))
+    }
+}
+
+/// One worker: runs batches until the channel closes; the first failed
+/// test run ends it (and, once all have ended, the reader's sends fail).
+fn run_batches(
+    datapath: &Datapath,
+    incoming: &Mutex<mpsc::Receiver<Batch>>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    loop {
+        let batch = match incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv()
+        {
+            Ok(batch) => batch,
+            Err(_) => return Ok(()),
+        };
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        for (frame, wire_len) in batch.frames() {
+            // A whole frame that is linear runs through the plain build, as
+            // live traffic does; the replay build (with the wire length as
+            // metadata, about 3 times slower a frame) is for the rest.
+            let whole = wire_len as usize == frame.len() && frame.len() <= LINEAR_TEST_FRAME_MAX;
+            let run = if whole {
+                datapath.test_run(frame)
+            } else {
+                datapath.replay_run(frame, u64::from(wire_len))
+            };
+            run.map_err(|e| one_line(&e))?;
+        }
+    }
+}
+
+/// Shows (after a second, on a terminal) how far into the input the
+/// replay is: of the file's size, or bytes read from a stream.
+fn show_progress(
+    progress: &mut Option<ProgressBar>,
+    started: Instant,
+    size: Option<u64>,
+    position: u64,
+) {
+    if progress.is_none() {
+        if started.elapsed() < PROGRESS_AFTER || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::stderr());
+        let template = if size.is_some() {
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}"
+        } else {
+            "{spinner} {bytes} {bytes_per_sec}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        *progress = Some(bar);
+    }
+    if let Some(bar) = progress {
+        bar.set_position(position);
+    }
+}
+
+/// The live report's schema for a capture: the interface is the file, no
+/// interval (`interval_s` is null), rates are averages over the capture's
+/// span (first to last frame), and the time is the last frame's.
+fn report_for(name: &str, after: Snapshot, replayed: &Replayed, top: Option<usize>) -> Report {
+    let span = match (replayed.first, replayed.last) {
+        (Some(first), Some(last)) => last.saturating_sub(first),
+        _ => Duration::ZERO,
+    };
+    let mut before = Snapshot::empty();
+    before.taken = after.taken.checked_sub(span).unwrap_or(after.taken);
+    let mut after = after;
+    after.wall = replayed
+        .last
+        .map_or_else(SystemTime::now, |last| UNIX_EPOCH + last);
+    let mut report = Report::between(name, &before, &after, top);
+    report.interval_s = None;
+    report.attachment = Some(format!(
+        "replayed through BPF_PROG_TEST_RUN: {} frames",
+        replayed.frames
+    ));
+    report
+}

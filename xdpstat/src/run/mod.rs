@@ -1,0 +1,6 @@
+//! What drives xdpstat: the report loop every interface goes through
+//! ([`live`]), `xdpstat IFACE...` ([`watch`]) and `xdpstat demo` ([`demo`]).
+
+pub mod demo;
+pub mod live;
+pub mod watch;

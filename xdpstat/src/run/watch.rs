@@ -1,0 +1,179 @@
+//! `xdpstat IFACE...`: attach to the named interfaces, report until stopped,
+//! detach. Also the pieces the demo shares: start-up checks and detaching.
+
+use std::{
+    io::{IsTerminal as _, Write},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use crate::{
+    cli::{AttachArgs, MetricsArgs, ReportArgs},
+    error::XdpstatError,
+    kernel::attach::{AttachMode, LinkKind},
+    kernel::privilege::{Needs, check_capabilities, check_kernel},
+    output::metrics::server::MetricsServer,
+    output::metrics::{InterfaceInfo, Metrics, Published},
+    output::tui,
+    output::{Format, write_report},
+    run::live::{self, Ended, LiveOptions, Watched},
+};
+
+/// Watches `interfaces` until `stop` is set, `--duration` passes or stdout closes.
+pub fn watch(
+    interfaces: &[String],
+    report: &ReportArgs,
+    attach: &AttachArgs,
+    metrics: &MetricsArgs,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<(), XdpstatError> {
+    for (index, interface) in interfaces.iter().enumerate() {
+        if interfaces[..index].contains(interface) {
+            return Err(XdpstatError::DuplicateInterface {
+                interface: interface.clone(),
+            });
+        }
+    }
+    check_kernel()?;
+    check_capabilities(Needs::Attach)?;
+    let server = serve_metrics(metrics)?;
+    let mut watched = Vec::with_capacity(interfaces.len());
+    for interface in interfaces {
+        // On error, `watched` drops and detaches what was already attached.
+        let one = Watched::attach(interface, attach.mode, attach.max_sources)?;
+        announce(&one, attach.mode);
+        watched.push(one);
+    }
+    if let Some((_, published)) = &server {
+        feed_metrics(&mut watched, published, metrics.metrics_top);
+    }
+    let result = show(&mut watched, report, out, &|| stop.load(Ordering::Relaxed));
+    drop(server);
+    let detached = detach_all(&mut watched);
+    if result? == Ended::AllGone {
+        return Err(XdpstatError::AllInterfacesGone);
+    }
+    detached
+}
+
+/// With `--metrics`, binds the metrics address and starts serving (an
+/// empty exposition until [`feed_metrics`]); done before attaching, so a
+/// bad address fails with nothing attached.
+pub fn serve_metrics(
+    args: &MetricsArgs,
+) -> Result<Option<(MetricsServer, Published)>, XdpstatError> {
+    let Some(address) = args.metrics else {
+        return Ok(None);
+    };
+    let published = Published::default();
+    let server = MetricsServer::start(address, Arc::clone(&published))?;
+    eprintln!("xdpstat: metrics on http://{}/metrics", server.address());
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "xdpstat: warning: metrics on {address} can be reached from other hosts and name the sources of your traffic; bind to 127.0.0.1 unless that is what you want"
+        );
+    }
+    Ok(Some((server, published)))
+}
+
+/// Has every read of `watched` feed an exporter publishing to `published`.
+pub fn feed_metrics(watched: &mut [Watched], published: &Published, top: usize) {
+    let interfaces = watched
+        .iter()
+        .map(|one| InterfaceInfo {
+            name: one.attached.interface.clone(),
+            mode: one.attached.mode.to_string(),
+            link: match one.attached.link {
+                LinkKind::BpfLink => "bpf link",
+                LinkKind::Netlink => "netlink",
+                LinkKind::Unknown => "unknown",
+            }
+            .to_owned(),
+            program_id: one.source.program_id(),
+            capacity: Some(one.source.max_sources() as usize),
+        })
+        .collect();
+    let metrics = Arc::new(Mutex::new(Metrics::publishing_to(
+        Arc::clone(published),
+        interfaces,
+        top,
+    )));
+    for (index, one) in watched.iter_mut().enumerate() {
+        let metrics = Arc::clone(&metrics);
+        one.observe(Box::new(move |previous, current, took| {
+            metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .update(index, previous, current, took);
+        }));
+    }
+}
+
+/// Reports until `stop` says so, `--duration` passes or stdout closes: as
+/// a stream of reports, or in the full-screen view followed by a final
+/// plain report once the terminal is given back.
+pub fn show(
+    watched: &mut [Watched],
+    report: &ReportArgs,
+    out: &mut dyn Write,
+    stop: &dyn Fn() -> bool,
+) -> Result<Ended, XdpstatError> {
+    let options = live_options(report, std::io::stdout().is_terminal());
+    if options.format != Format::Tui {
+        return live::run(watched, options, out, stop);
+    }
+    let ended = tui::run(watched, options, stop)?;
+    let top = report.top.or(Format::Plain.default_top());
+    for one in watched.iter_mut() {
+        let gone = one.gone;
+        let last = one.report(top)?;
+        match write_report(out, Format::Plain, &last) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            other => other.map_err(XdpstatError::Output)?,
+        }
+        if gone {
+            one.gone = false;
+            live::note_if_gone(one, true, true);
+        }
+    }
+    Ok(ended)
+}
+
+/// The loop's options from the command line.
+pub fn live_options(report: &ReportArgs, stdout_is_terminal: bool) -> LiveOptions {
+    let format = Format::resolve(report.format, stdout_is_terminal);
+    LiveOptions {
+        interval: report.interval,
+        duration: report.duration,
+        format,
+        top: report.top.or(format.default_top()),
+    }
+}
+
+/// Tells the user on stderr where xdpstat is attached, and warns when the
+/// attachment could outlive the process.
+pub fn announce(watched: &Watched, asked: AttachMode) {
+    eprintln!(
+        "xdpstat: attached to {} ({}), up to {} sources per address family; Ctrl-C to stop",
+        watched.attached.interface,
+        watched.attached,
+        watched.source.max_sources()
+    );
+    for warning in watched.attached.warnings(asked) {
+        eprintln!("xdpstat: warning: {warning}");
+    }
+}
+
+/// Detaches every interface; reports the first failure after trying all.
+pub fn detach_all(watched: &mut [Watched]) -> Result<(), XdpstatError> {
+    let mut first_error = None;
+    for one in watched.iter_mut() {
+        if let Err(error) = one.source.detach() {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
