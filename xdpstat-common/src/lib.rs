@@ -16,6 +16,10 @@ pub const PROGRAM_NAME: &str = "xdpstat";
 /// the whole frame whenever a program without frags support may attach.
 pub const FRAGS_PROGRAM_NAME: &str = "xdpstat_frags";
 
+/// Name of the build that counts at tc ingress through a tcx link
+/// (`--hook tcx`, Linux 6.6), beside another program on the XDP hook.
+pub const TCX_PROGRAM_NAME: &str = "xdpstat_tcx";
+
 /// Name of the build `xdpstat replay` runs captures through with
 /// BPF_PROG_TEST_RUN: the same counting rules, with each frame's length on
 /// the wire handed in as [`REPLAY_METADATA`] bytes of XDP metadata, since a

@@ -17,14 +17,15 @@
 //!    frame included.
 //! 7. Every frame gets `XDP_PASS`: counting never changes traffic.
 //!
-//! Three programs share this code. `xdpstat` measures a frame as
+//! Four programs share this code. `xdpstat` measures a frame as
 //! `data_end - data`: the kernel only attaches a program without multi-buffer
 //! support where every frame it sees is linear, so that is the whole frame.
 //! `xdpstat_frags` is for interfaces that refuse it (a jumbo MTU) and asks
 //! `bpf_xdp_get_buff_len` (Linux 5.18), a helper call that costs about 5 ns.
 //! `xdpstat_replay` is never attached: `xdpstat replay` runs captured
 //! frames through it and hands it each frame's length on the wire as XDP
-//! metadata, since a capture may hold only part of a frame.
+//! metadata, since a capture may hold only part of a frame. `xdpstat_tcx`
+//! counts at tc ingress instead (`--hook tcx`), beside another XDP program.
 //!
 //! Where the counts go (see `CpuState`): a packet from the same source as
 //! the CPU's previous one only bumps the current run's counter in the CPU's
@@ -48,9 +49,9 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
     helpers::bpf_xdp_get_buff_len,
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY,
@@ -92,6 +93,8 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 
 /// What the parser decided about one frame.
 enum Verdict {
@@ -104,14 +107,16 @@ enum Verdict {
 #[xdp]
 pub fn xdpstat(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    count(start, end, (end - start) as u64)
+    count(start, end, 1, (end - start) as u64);
+    xdp_action::XDP_PASS
 }
 
 #[xdp(frags)]
 pub fn xdpstat_frags(ctx: XdpContext) -> u32 {
     // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    count(ctx.data(), ctx.data_end(), len)
+    count(ctx.data(), ctx.data_end(), 1, len);
+    xdp_action::XDP_PASS
 }
 
 #[xdp(frags)]
@@ -125,14 +130,101 @@ pub fn xdpstat_replay(ctx: XdpContext) -> u32 {
         // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
         unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
     };
-    count(start, end, len)
+    count(start, end, 1, len);
+    xdp_action::XDP_PASS
 }
 
-/// Counts the frame in `[start, end)`, `len` bytes long in all.
+/// `--hook tcx`: the same rules at tc ingress, through a tcx link (Linux
+/// 6.6), for interfaces whose XDP hook another program holds. What differs
+/// from XDP: tc sees only what XDP passed, after GRO, and after the stack
+/// took the outer VLAN tag off into the socket buffer. So a merged buffer
+/// counts its `gso_segs` packets and the bytes they had on the wire (the
+/// merged length plus the headers every segment but the first carried), and
+/// a tag the stack took off counts its 4 bytes on every segment.
+#[classifier]
+pub fn xdpstat_tcx(ctx: TcContext) -> i32 {
+    // SAFETY: the live `__sk_buff` the kernel handed us; plain field reads.
+    let (len, segments, vlan_present) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (u64::from(skb.len), skb.gso_segs, skb.vlan_present != 0)
+    };
+    // Headers are read from the linear part; a buffer whose headers are
+    // not all there yet (rare at ingress) has them pulled in first.
+    if ((ctx.data_end() - ctx.data()) as u64) < HEADERS_PULLED.min(len) {
+        let _ = ctx.pull_data(HEADERS_PULLED.min(len) as u32);
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let segments = u64::from(segments.max(1));
+    let mut bytes = len;
+    if segments > 1 {
+        bytes += (segments - 1) * segment_headers(start, end);
+    }
+    if vlan_present {
+        bytes += segments * VLAN_HLEN as u64;
+    }
+    count(start, end, segments, bytes);
+    TCX_NEXT
+}
+
+/// tcx: let the next program (or the stack) decide.
+const TCX_NEXT: i32 = -1;
+/// Bytes of headers a tcx program makes sure are in the linear part.
+const HEADERS_PULLED: u64 = 128;
+
+/// The bytes of headers each segment of a merged TCP or UDP buffer
+/// carries: Ethernet and tags, IP, and TCP (its data offset) or UDP.
 #[inline(always)]
-fn count(start: usize, end: usize, len: u64) -> u32 {
+fn segment_headers(start: usize, end: usize) -> u64 {
+    let Some(mut ethertype) = be16_at(start, 12, end) else {
+        return 0;
+    };
+    let mut offset = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        match be16_at(start, offset + 2, end) {
+            Some(inner) => ethertype = inner,
+            None => return 0,
+        }
+        offset += VLAN_HLEN;
+    }
+    let (protocol, transport) = match ethertype {
+        ETH_P_IP => {
+            let Some(ip) = in_frame(start, offset, IPV4_HLEN, end) else {
+                return 0;
+            };
+            // SAFETY: `in_frame` checked the 20 header bytes are in the frame.
+            let (version_ihl, protocol) = unsafe { (*(ip as *const u8), *((ip + 9) as *const u8)) };
+            (protocol, offset + usize::from(version_ihl & 0x0f) * 4)
+        }
+        ETH_P_IPV6 => {
+            let Some(ip) = in_frame(start, offset, IPV6_HLEN, end) else {
+                return 0;
+            };
+            // SAFETY: as above, 40 bytes.
+            (unsafe { *((ip + 6) as *const u8) }, offset + IPV6_HLEN)
+        }
+        _ => return 0,
+    };
+    let transport_len = match protocol {
+        IPPROTO_TCP => match in_frame(start, transport, 20, end) {
+            // SAFETY: `in_frame` checked the 20 TCP header bytes.
+            Some(tcp) => usize::from(unsafe { *((tcp + 12) as *const u8) } >> 4) * 4,
+            None => return 0,
+        },
+        IPPROTO_UDP => 8,
+        _ => 0,
+    };
+    (transport + transport_len) as u64
+}
+
+/// Counts the frame in `[start, end)` as `packets` packets of `len` bytes
+/// in all (one packet but for a GRO-merged buffer at tcx).
+#[inline(always)]
+fn count(start: usize, end: usize, packets: u64, len: u64) {
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
+        return;
     };
     // SAFETY: this CPU's slot of a live array; XDP does not nest on a CPU, so
     // nothing else touches it while this program runs.
@@ -148,6 +240,7 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
                 unattributed: &mut state.unattributed_v4,
             },
             source,
+            packets,
             len,
         ),
         Verdict::Ipv6(source) => track::<V6Entry>(
@@ -160,12 +253,12 @@ fn count(start: usize, end: usize, len: u64) -> u32 {
                 unattributed: &mut state.unattributed_v6,
             },
             source,
+            packets,
             len,
         ),
-        Verdict::NonIp => bump(&mut state.non_ip, len),
-        Verdict::Malformed => bump(&mut state.malformed, len),
+        Verdict::NonIp => bump(&mut state.non_ip, packets, len),
+        Verdict::Malformed => bump(&mut state.malformed, packets, len),
     }
-    xdp_action::XDP_PASS
 }
 
 /// An IPv6 address as two 8-byte words (a byte-wise compare would be 16
@@ -262,15 +355,16 @@ fn track<E: Entry>(
     pages: &Array<u64>,
     run: Run<'_, E::Address>,
     source: E::Address,
+    packets: u64,
     len: u64,
 ) {
     if run.counter.packets != 0 && E::same(run.source, &source) {
-        bump(run.counter, len);
+        bump(run.counter, packets, len);
         return;
     }
     let (finished, finished_source, finished_entry) = (*run.counter, *run.source, *run.entry);
     let entry = entry_for::<E>(table, pages, &source);
-    start_run(run.counter, len);
+    start_run(run.counter, packets, len);
     *run.source = source;
     *run.entry = entry;
     if finished.packets != 0
@@ -508,20 +602,20 @@ unsafe fn atomic_add(counter: *mut Counter, run: &Counter) {
     }
 }
 
-/// Starts a run with one packet of `len` bytes (volatile, so the compiler
-/// keeps it ahead of settling the run it replaces).
+/// Starts a run with `packets` packets of `len` bytes (volatile, so the
+/// compiler keeps it ahead of settling the run it replaces).
 #[inline(always)]
-fn start_run(run: &mut Counter, len: u64) {
+fn start_run(run: &mut Counter, packets: u64, len: u64) {
     // SAFETY: plain stores to a live counter.
     unsafe {
-        core::ptr::write_volatile(&raw mut run.packets, 1);
+        core::ptr::write_volatile(&raw mut run.packets, packets);
         core::ptr::write_volatile(&raw mut run.bytes, len);
     }
 }
 
 #[inline(always)]
-fn bump(counter: &mut Counter, len: u64) {
-    counter.packets = counter.packets.wrapping_add(1);
+fn bump(counter: &mut Counter, packets: u64, len: u64) {
+    counter.packets = counter.packets.wrapping_add(packets);
     counter.bytes = counter.bytes.wrapping_add(len);
 }
 

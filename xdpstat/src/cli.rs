@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{kernel::attach::AttachMode, output::Format};
+use crate::{
+    kernel::attach::{AttachMode, Hook},
+    output::Format,
+};
 
 /// Count packets and bytes per source IP address at the XDP hook, before the
 /// kernel's network stack sees them, and print the counts every interval
@@ -124,6 +127,11 @@ pub struct AttachArgs {
     /// Attach mode: auto tries native XDP, then generic.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub mode: AttachMode,
+
+    /// Where to count: the XDP hook, or tc ingress through a tcx link
+    /// (Linux 6.6), beside a program that holds the XDP hook.
+    #[arg(long, value_enum, default_value_t = Hook::Xdp)]
+    pub hook: Hook,
 
     /// Sources per address family and interface the tables are planned for;
     /// past 7/8 of it, idle sources are retired and their packets reported

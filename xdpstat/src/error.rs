@@ -47,7 +47,7 @@ pub enum XdpstatError {
 
     /// Another XDP program already sits on the interface.
     #[error(
-        "{interface}: another XDP program is already attached ({existing}); see it with `ip link show dev {interface}` and detach it first (`ip link set dev {interface} xdp off`)"
+        "{interface}: another XDP program holds the XDP hook ({existing}); count beside it at tc ingress with `--hook tcx`, or detach it first (`ip link show dev {interface}` shows it)"
     )]
     AlreadyAttached {
         /// The interface.

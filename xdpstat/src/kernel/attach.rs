@@ -45,12 +45,25 @@ impl AttachMode {
     }
 }
 
+/// Where in the receive path xdpstat counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hook {
+    /// The XDP hook: the earliest point, every frame the driver receives.
+    #[default]
+    Xdp,
+    /// tc ingress through a tcx link (Linux 6.6): beside a program that
+    /// holds the XDP hook, counting what it passed.
+    Tcx,
+}
+
 /// The mode the program ended up running in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObtainedMode {
     Native,
     Generic,
     Offload,
+    /// At tc ingress (`--hook tcx`), not on the XDP hook.
+    Tcx,
 }
 
 impl From<XdpMode> for ObtainedMode {
@@ -70,6 +83,7 @@ impl fmt::Display for ObtainedMode {
             Self::Native => "native",
             Self::Generic => "generic",
             Self::Offload => "offload",
+            Self::Tcx => "tcx",
         })
     }
 }
@@ -132,6 +146,10 @@ impl fmt::Display for Attached {
             LinkKind::Netlink => "netlink",
             LinkKind::Unknown => "link kind unknown",
         };
+        if self.mode == ObtainedMode::Tcx {
+            // GRO-merged buffers count as the segments they were.
+            return write!(f, "tcx ingress, {link}");
+        }
         write!(f, "{} XDP, {link}", self.mode)?;
         if self.mode == ObtainedMode::Generic {
             // Generic XDP runs in the stack after GRO has merged segments.

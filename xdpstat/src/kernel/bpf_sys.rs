@@ -81,15 +81,16 @@ struct LinkInfo {
     id: u32,
     prog_id: u32,
     _pad: u32,
-    /// `xdp.ifindex` for an XDP link: 0 once the interface is gone.
+    /// `xdp.ifindex` or `tcx.ifindex`: 0 once the interface is gone.
     xdp_ifindex: u32,
     _rest: [u32; 11],
 }
 
-/// The interface index an XDP link `link_id` is attached to: `None` once
-/// the interface is gone (the kernel detaches the link then and reports
-/// index 0; Linux 5.9).
-pub fn xdp_link_ifindex(link_id: u32) -> io::Result<Option<u32>> {
+/// The interface index an XDP or tcx link `link_id` is attached to: `None`
+/// once the interface is gone (the kernel detaches the link then and
+/// reports index 0). Both kinds keep the index first in their member of
+/// the info's union.
+pub fn link_ifindex(link_id: u32) -> io::Result<Option<u32>> {
     let mut by_id = GetFdByIdAttr {
         id: link_id,
         ..GetFdByIdAttr::default()

@@ -15,14 +15,19 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        ProgramError, ProgramInfo, TestRun, TestRunOptions, TestRunResult, Xdp, links::LinkType,
-        loaded_links, xdp::XdpLinkId,
+        LinkOrder, ProgramError, ProgramInfo, SchedClassifier, TcAttachType, TestRun,
+        TestRunOptions, TestRunResult, Xdp,
+        links::LinkType,
+        loaded_links,
+        tc::{SchedClassifierLinkId, TcAttachOptions},
+        xdp::XdpLinkId,
     },
 };
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, NO_ENTRY, PAGES_V4_MAP,
     PAGES_V6_MAP, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
-    SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE, V4Entry, V6Entry, table_entries,
+    SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE, TCX_PROGRAM_NAME, V4Entry, V6Entry,
+    table_entries,
 };
 
 use crate::{
@@ -67,11 +72,32 @@ impl Variant {
     }
 }
 
+/// How a datapath is attached, and where.
+enum Attachment {
+    Xdp {
+        interface: String,
+        variant: Variant,
+        id: XdpLinkId,
+    },
+    Tcx {
+        interface: String,
+        id: SchedClassifierLinkId,
+    },
+}
+
+impl Attachment {
+    fn interface(&self) -> &str {
+        match self {
+            Self::Xdp { interface, .. } | Self::Tcx { interface, .. } => interface,
+        }
+    }
+}
+
 /// A loaded copy of the XDP program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
-    link: Option<(String, Variant, XdpLinkId)>,
+    link: Option<Attachment>,
     /// The kernel's id of the BPF link, when the attachment is one.
     link_id: Option<u32>,
     tables: Mutex<Tables>,
@@ -148,8 +174,12 @@ impl Datapath {
             for variant in [Variant::Linear, Variant::Frags] {
                 let program = program_mut(&mut self.ebpf, variant)?;
                 match program.attach(interface, xdp_mode) {
-                    Ok(link_id) => {
-                        self.link = Some((interface.to_owned(), variant, link_id));
+                    Ok(id) => {
+                        self.link = Some(Attachment::Xdp {
+                            interface: interface.to_owned(),
+                            variant,
+                            id,
+                        });
                         self.link_id = self.kernel_link_id();
                         let link = if self.link_id.is_some() {
                             LinkKind::BpfLink
@@ -181,19 +211,69 @@ impl Datapath {
         }))
     }
 
+    /// Attaches at tc ingress of `interface` through a tcx link (Linux
+    /// 6.6): beside whatever holds the XDP hook, counting what it passed.
+    pub fn attach_tcx(&mut self, interface: &str) -> Result<Attached, XdpstatError> {
+        let program = tcx_program(&mut self.ebpf)?;
+        program
+            .load()
+            .map_err(|e| XdpstatError::Load { source: e.into() })?;
+        let id = program
+            .attach_with_options(
+                interface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|error| match error {
+                ProgramError::UnknownInterface { .. } => XdpstatError::UnknownInterface {
+                    interface: interface.to_owned(),
+                },
+                ProgramError::TcError(aya::programs::tc::TcError::IoError(ref io))
+                    if io.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    XdpstatError::UnknownInterface {
+                        interface: interface.to_owned(),
+                    }
+                }
+                other => XdpstatError::Attach {
+                    interface: interface.to_owned(),
+                    source: other.into(),
+                },
+            })?;
+        self.link = Some(Attachment::Tcx {
+            interface: interface.to_owned(),
+            id,
+        });
+        self.link_id = self.kernel_link_id();
+        Ok(Attached {
+            interface: interface.to_owned(),
+            mode: ObtainedMode::Tcx,
+            link: if self.link_id.is_some() {
+                LinkKind::BpfLink
+            } else {
+                LinkKind::Unknown
+            },
+            multi_buffer: false,
+        })
+    }
+
     /// Detaches from the interface, if attached. An interface that is gone
     /// took the attachment with it: nothing to fail then.
     pub fn detach(&mut self) -> Result<(), XdpstatError> {
         let gone = self.interface_gone();
-        let Some((interface, variant, link_id)) = self.link.take() else {
+        let Some(attachment) = self.link.take() else {
             return Ok(());
         };
         self.link_id = None;
         if gone {
             return Ok(());
         }
-        let program = program_mut(&mut self.ebpf, variant)?;
-        program.detach(link_id).map_err(|e| XdpstatError::Detach {
+        let interface = attachment.interface().to_owned();
+        let detached = match attachment {
+            Attachment::Xdp { variant, id, .. } => program_mut(&mut self.ebpf, variant)?.detach(id),
+            Attachment::Tcx { id, .. } => tcx_program(&mut self.ebpf)?.detach(id),
+        };
+        detached.map_err(|e| XdpstatError::Detach {
             interface,
             source: e.into(),
         })
@@ -207,7 +287,8 @@ impl Datapath {
         loaded_links()
             .flatten()
             .find(|link| {
-                link.program_id() == program_id && matches!(link.link_type(), Ok(LinkType::Xdp))
+                link.program_id() == program_id
+                    && matches!(link.link_type(), Ok(LinkType::Xdp | LinkType::Tcx))
             })
             .map(|link| link.id())
     }
@@ -217,37 +298,39 @@ impl Datapath {
     /// namespace the interface was in; for a netlink attachment, the name
     /// is looked up in the calling thread's namespace.
     pub fn interface_gone(&self) -> bool {
-        let Some((interface, ..)) = &self.link else {
+        let Some(attachment) = &self.link else {
             return false;
         };
         match self.link_id {
-            Some(id) => matches!(crate::kernel::bpf_sys::xdp_link_ifindex(id), Ok(None)),
-            None => nix::net::if_::if_nametoindex(interface.as_str()).is_err(),
+            Some(id) => matches!(crate::kernel::bpf_sys::link_ifindex(id), Ok(None)),
+            None => nix::net::if_::if_nametoindex(attachment.interface()).is_err(),
         }
     }
 
     /// The kernel's id of the attached program (the plain one when nothing
     /// is attached).
     pub fn program_id(&self) -> Option<u32> {
-        let variant = self.link.as_ref().map_or(Variant::Linear, |(_, v, _)| *v);
-        let program: &Xdp = self.ebpf.program(variant.program_name())?.try_into().ok()?;
-        program.info().ok().map(|info| info.id())
+        self.program_info().ok().map(|info| info.id())
     }
 
     /// The kernel's view of the attached program (the plain one when
     /// nothing is attached), run-time statistics included.
     pub fn program_info(&self) -> Result<ProgramInfo, XdpstatError> {
-        let variant = self.link.as_ref().map_or(Variant::Linear, |(_, v, _)| *v);
-        let program: &Xdp = self
-            .ebpf
-            .program(variant.program_name())
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| XdpstatError::Load {
-                source: format!("no program named {}", variant.program_name()).into(),
-            })?;
-        program
-            .info()
-            .map_err(|e| XdpstatError::Load { source: e.into() })
+        let name = match &self.link {
+            Some(Attachment::Tcx { .. }) => TCX_PROGRAM_NAME,
+            Some(Attachment::Xdp { variant, .. }) => variant.program_name(),
+            None => Variant::Linear.program_name(),
+        };
+        let info = match self.ebpf.program(name) {
+            Some(aya::programs::Program::Xdp(program)) => program.info(),
+            Some(aya::programs::Program::SchedClassifier(program)) => program.info(),
+            _ => {
+                return Err(XdpstatError::Load {
+                    source: format!("no program named {name}").into(),
+                });
+            }
+        };
+        info.map_err(|e| XdpstatError::Load { source: e.into() })
     }
 
     /// Runs one frame through the program with BPF_PROG_TEST_RUN and returns
@@ -417,6 +500,18 @@ fn random_seed() -> Result<u64, XdpstatError> {
         });
     }
     Ok(u64::from_ne_bytes(seed))
+}
+
+/// The tcx build of the program.
+fn tcx_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, XdpstatError> {
+    let program = ebpf
+        .program_mut(TCX_PROGRAM_NAME)
+        .ok_or_else(|| XdpstatError::Load {
+            source: format!("the embedded object has no program named {TCX_PROGRAM_NAME}").into(),
+        })?;
+    program
+        .try_into()
+        .map_err(|e: ProgramError| XdpstatError::Load { source: e.into() })
 }
 
 fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, XdpstatError> {

@@ -2,7 +2,7 @@
 //! XDP programs on this kernel, so the user hears which capability or kernel
 //! feature is missing instead of a bare EPERM or EINVAL.
 
-use crate::error::XdpstatError;
+use crate::{error::XdpstatError, kernel::attach::Hook};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -56,7 +56,7 @@ fn missing_capabilities(effective: u64, needs: Needs) -> Vec<&'static str> {
 /// Fails when the kernel is older than the oldest one with every feature the
 /// program uses: BPF links for XDP (5.9) and multi-buffer XDP with
 /// `bpf_xdp_get_buff_len` (5.18).
-pub fn check_kernel() -> Result<(), XdpstatError> {
+pub fn check_kernel(hook: Hook) -> Result<(), XdpstatError> {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -65,6 +65,11 @@ pub fn check_kernel() -> Result<(), XdpstatError> {
             release,
             needed: "5.18",
             why: "multi-buffer XDP and BPF links for XDP",
+        }),
+        Some(version) if hook == Hook::Tcx && version < (6, 6) => Err(XdpstatError::KernelTooOld {
+            release,
+            needed: "6.6",
+            why: "tcx links, which --hook tcx attaches with",
         }),
         // An unparsable release is left to the loader to judge.
         _ => Ok(()),

@@ -7,6 +7,7 @@
 pub mod capture;
 pub(crate) mod input;
 
+use crate::kernel::attach::Hook;
 use std::{
     io::{IsTerminal as _, Write},
     path::Path,
@@ -62,7 +63,7 @@ pub fn replay(
     out: &mut dyn Write,
     stop: &AtomicBool,
 ) -> Result<(), XdpstatError> {
-    check_kernel()?;
+    check_kernel(Hook::Xdp)?;
     check_capabilities(Needs::Attach)?;
     let format = match args.format {
         Some(Format::Json) => Format::Json,

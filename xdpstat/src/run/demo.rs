@@ -4,6 +4,7 @@
 //! VLAN-tagged, plus a little ARP and one malformed sender, at different
 //! rates so the top-talkers order means something.
 
+use crate::{kernel::attach::Hook, run::watch::check_attach_args};
 use std::{
     io::Write,
     net::{Ipv4Addr, Ipv6Addr},
@@ -15,7 +16,7 @@ use crate::{
     cli::DemoArgs,
     error::XdpstatError,
     kernel::datapath::Datapath,
-    kernel::privilege::{Needs, check_capabilities, check_kernel},
+    kernel::privilege::{Needs, check_capabilities},
     run::live::Watched,
     run::watch::{announce, detach_all, feed_metrics, serve_metrics, show},
 };
@@ -42,7 +43,7 @@ const MAX_FRAMES: u64 = 2_000_000;
 
 /// Runs the demo until `stop` is set or its duration passes.
 pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), XdpstatError> {
-    check_kernel()?;
+    check_attach_args(&args.attach)?;
     check_capabilities(Needs::AttachAndNamespaces)?;
     let server = serve_metrics(&args.metrics)?;
     let mut report = args.report.clone();
@@ -56,7 +57,10 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
         sender_ns.name()
     );
     let mut datapath = Datapath::load(args.attach.max_sources)?;
-    let attached = watched_ns.run(|| datapath.attach(WATCHED_LINK, args.attach.mode))??;
+    let attached = watched_ns.run(|| match args.attach.hook {
+        Hook::Xdp => datapath.attach(WATCHED_LINK, args.attach.mode),
+        Hook::Tcx => datapath.attach_tcx(WATCHED_LINK),
+    })??;
     let mut watched = vec![Watched::new(attached, datapath)];
     announce(&watched[0], args.attach.mode);
     if let Some((_, published)) = &server {

@@ -13,7 +13,7 @@ use crate::{
     counts::snapshot::Snapshot,
     counts::sources::SourceTable,
     error::{XdpstatError, one_line},
-    kernel::attach::{AttachMode, Attached},
+    kernel::attach::{AttachMode, Attached, Hook},
     kernel::datapath::Datapath,
     output::{Format, write_report},
 };
@@ -81,14 +81,19 @@ pub struct Watched<S = Datapath> {
 }
 
 impl Watched<Datapath> {
-    /// Loads a fresh copy of the program and attaches it to `interface`.
+    /// Loads a fresh copy of the program and attaches it to `interface`,
+    /// on the XDP hook in `mode` or at tc ingress.
     pub fn attach(
         interface: &str,
         mode: AttachMode,
+        hook: Hook,
         max_sources: u32,
     ) -> Result<Self, XdpstatError> {
         let mut datapath = Datapath::load(max_sources)?;
-        let attached = datapath.attach(interface, mode)?;
+        let attached = match hook {
+            Hook::Xdp => datapath.attach(interface, mode)?,
+            Hook::Tcx => datapath.attach_tcx(interface)?,
+        };
         Ok(Self::new(attached, datapath))
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use crate::{
     cli::{AttachArgs, MetricsArgs, ReportArgs},
     error::XdpstatError,
-    kernel::attach::{AttachMode, LinkKind},
+    kernel::attach::{AttachMode, Hook, LinkKind},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
     output::metrics::server::MetricsServer,
     output::metrics::{InterfaceInfo, Metrics, Published},
@@ -37,13 +37,13 @@ pub fn watch(
             });
         }
     }
-    check_kernel()?;
+    check_attach_args(attach)?;
     check_capabilities(Needs::Attach)?;
     let server = serve_metrics(metrics)?;
     let mut watched = Vec::with_capacity(interfaces.len());
     for interface in interfaces {
         // On error, `watched` drops and detaches what was already attached.
-        let one = Watched::attach(interface, attach.mode, attach.max_sources)?;
+        let one = Watched::attach(interface, attach.mode, attach.hook, attach.max_sources)?;
         announce(&one, attach.mode);
         watched.push(one);
     }
@@ -57,6 +57,17 @@ pub fn watch(
         return Err(XdpstatError::AllInterfacesGone);
     }
     detached
+}
+
+/// Checks the kernel for what the hook needs, and that `--mode` (an XDP
+/// hook's) is not given with `--hook tcx`.
+pub fn check_attach_args(attach: &AttachArgs) -> Result<(), XdpstatError> {
+    if attach.hook == Hook::Tcx && attach.mode != AttachMode::Auto {
+        return Err(XdpstatError::Usage(
+            "--mode chooses how to attach to the XDP hook; --hook tcx counts at tc ingress and takes no --mode".into(),
+        ));
+    }
+    check_kernel(attach.hook)
 }
 
 /// With `--metrics`, binds the metrics address and starts serving (an
