@@ -80,6 +80,7 @@ fn count_and_stop(test: &str, mode: &str, signal: Signal) {
         return;
     }
     let net = TestNet::new();
+    let started = std::time::SystemTime::now();
     let (option, expected_mode) = match mode {
         "generic" => ("--mode", "generic XDP, bpf link"),
         "tcx" => ("--hook", "tcx ingress, bpf link"),
@@ -107,6 +108,19 @@ fn count_and_stop(test: &str, mode: &str, signal: Signal) {
     assert!(status.success(), "exit status {status}, stderr {stderr:?}");
     let last: Value = serde_json::from_str(rest.last().expect("a final report")).unwrap();
     traffic.assert_counted(&last);
+    // Counting began at the attach, after this test started (to the second).
+    let since = humantime::parse_rfc3339(last["counting_since"].as_str().unwrap()).unwrap();
+    let started_second = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            started
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    assert!(
+        since >= started_second && since <= std::time::SystemTime::now(),
+        "{last}"
+    );
     assert!(!net.xdp_attached(), "the program must be gone after exit");
 }
 
@@ -570,8 +584,9 @@ fn a_second_program_on_the_interface_is_named() {
     let _first = Xdpstat::start(&net.watched, &["xs0"]);
     let stderr = one_line_failure(Some(&net.watched), &[], &["xs0"]);
     assert!(
-        stderr.contains("xs0: another XDP program is already attached (program id")
+        stderr.contains("xs0: another XDP program holds the XDP hook (program id")
             && stderr.contains("name xdpstat)")
+            && stderr.contains("--hook tcx")
             && stderr.contains("ip link show dev xs0"),
         "{stderr}"
     );

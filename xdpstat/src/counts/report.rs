@@ -23,6 +23,10 @@ pub struct Report {
     /// Seconds between the two reads the rates come from; `None` when there
     /// is no interval (a replay).
     pub interval_s: Option<f64>,
+    /// When the counts began (RFC 3339, UTC): the attach, or a replayed
+    /// capture's first frame. Not when this process started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counting_since: Option<String>,
     pub totals: ClassTotals,
     /// What no source entry holds (no entry within reach, or retired).
     pub unattributed: Counter,
@@ -83,12 +87,21 @@ impl Report {
             time: rfc3339(current.wall),
             interface: interface.to_owned(),
             interval_s: Some(seconds),
+            counting_since: None,
             totals: current.totals(),
             unattributed: current.unattributed(),
             sources,
             source_count,
             attachment: None,
         }
+    }
+}
+
+impl Report {
+    /// The report, saying that its counts began at `since`.
+    pub fn counting_since(mut self, since: SystemTime) -> Self {
+        self.counting_since = Some(rfc3339(since));
+        self
     }
 }
 

@@ -192,7 +192,8 @@ mod tests {
     #[test]
     fn json_report_follows_the_schema() {
         let mut out = Vec::new();
-        write_report(&mut out, Format::Json, &sample()).unwrap();
+        let sample = sample().counting_since(UNIX_EPOCH + Duration::from_secs(1_795_550_000));
+        write_report(&mut out, Format::Json, &sample).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1, "one object per line");
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -206,6 +207,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "counting_since",
                 "interface",
                 "interval_s",
                 "sources",

@@ -326,6 +326,9 @@ fn report_for(name: &str, after: Snapshot, replayed: &Replayed, top: Option<usiz
         .map_or_else(SystemTime::now, |last| UNIX_EPOCH + last);
     let mut report = Report::between(name, &before, &after, top);
     report.interval_s = None;
+    if let Some(first) = replayed.first {
+        report = report.counting_since(UNIX_EPOCH + first);
+    }
     report.attachment = Some(format!(
         "replayed through BPF_PROG_TEST_RUN: {} frames",
         replayed.frames

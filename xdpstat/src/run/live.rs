@@ -5,7 +5,7 @@
 
 use std::{
     io::{self, Write},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
@@ -77,6 +77,8 @@ pub struct Watched<S = Datapath> {
     previous: Snapshot,
     /// Sources retired after the last read, to take out of it.
     retired: SourceTable,
+    /// When counting began: the attach.
+    counting_since: SystemTime,
     observer: Option<Observer>,
 }
 
@@ -108,6 +110,7 @@ impl<S: CounterSource> Watched<S> {
             gone: false,
             previous: Snapshot::empty(),
             retired: SourceTable::default(),
+            counting_since: SystemTime::now(),
             observer: None,
         }
     }
@@ -122,8 +125,10 @@ impl<S: CounterSource> Watched<S> {
     pub fn report(&mut self, top: Option<usize>) -> Result<Report, XdpstatError> {
         let interface = self.attached.interface.clone();
         let attachment = self.attached.to_string();
+        let counting_since = self.counting_since;
         let (previous, current) = self.advance()?;
-        let mut report = Report::between(&interface, &previous, current, top);
+        let mut report =
+            Report::between(&interface, &previous, current, top).counting_since(counting_since);
         report.attachment = Some(attachment);
         Ok(report)
     }
