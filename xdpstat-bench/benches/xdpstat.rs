@@ -184,6 +184,7 @@ fn print_hot(hot: &HotSource, repeat: u32) {
         ("xdpstat", hot.xdpstat),
         ("xdpstat, multi-buffer build", hot.xdpstat_frags),
         ("xdpstat, IPv6 frame", hot.xdpstat_ipv6),
+        ("xdpstat, --hook tcx", hot.xdpstat_tcx),
     ] {
         println!("   {name:<34} {ns:>9.1} {:>9.1}", over(ns));
     }
@@ -216,6 +217,12 @@ fn print_zipf(zipf: &OverVeth, packets: usize) {
         "xdpstat",
         zipf.xdpstat,
         zipf.xdpstat - zipf.floor
+    );
+    println!(
+        "   {:<34} {:>9.1} {:>9.1}",
+        "xdpstat, --hook tcx",
+        zipf.xdpstat_tcx,
+        zipf.xdpstat_tcx - zipf.floor
     );
     let ratio = (zipf.xdpstat - zipf.floor) / (zipf.seed_65536 - zipf.floor);
     println!(

@@ -41,6 +41,8 @@ pub struct HotSource {
     pub xdpstat: f64,
     pub xdpstat_frags: f64,
     pub xdpstat_ipv6: f64,
+    /// The tcx build, on a socket buffer made of the frame.
+    pub xdpstat_tcx: f64,
 }
 
 pub fn hot_source(repeat: u32, rounds: usize) -> Result<HotSource> {
@@ -52,7 +54,7 @@ pub fn hot_source(repeat: u32, rounds: usize) -> Result<HotSource> {
     let seed_65536 = Reference::seed(65_536)?;
     let xdpstat = Datapath::load(DEFAULT_MAX_SOURCES)?;
     let ns = |d: Duration| d.as_nanos() as f64;
-    let mut runs: [Vec<f64>; 6] = Default::default();
+    let mut runs: [Vec<f64>; 7] = Default::default();
     for _ in 0..rounds {
         // Interleaved, so a slow moment of the machine hits every program.
         runs[0].push(ns(floor.time_per_run(&frame, repeat)?));
@@ -67,6 +69,7 @@ pub fn hot_source(repeat: u32, rounds: usize) -> Result<HotSource> {
         runs[5].push(ns(xdpstat
             .timed_test_run(Variant::Linear, &v6_frame, repeat)?
             .duration));
+        runs[6].push(ns(xdpstat.timed_tcx_test_run(&frame, repeat)?.duration));
     }
     let [
         floor,
@@ -75,6 +78,7 @@ pub fn hot_source(repeat: u32, rounds: usize) -> Result<HotSource> {
         xdpstat,
         xdpstat_frags,
         xdpstat_ipv6,
+        xdpstat_tcx,
     ] = runs.map(median);
     Ok(HotSource {
         floor,
@@ -83,6 +87,7 @@ pub fn hot_source(repeat: u32, rounds: usize) -> Result<HotSource> {
         xdpstat,
         xdpstat_frags,
         xdpstat_ipv6,
+        xdpstat_tcx,
     })
 }
 
@@ -93,19 +98,22 @@ pub struct OverVeth {
     pub floor: f64,
     pub seed_65536: f64,
     pub xdpstat: f64,
+    /// xdpstat at tc ingress on the same traffic.
+    pub xdpstat_tcx: f64,
     /// Packets each program ran on per round (all programs see the same).
     pub packets: u64,
 }
 
 pub fn over_veth(link: &Link, frames: &[Vec<u8>], rounds: usize) -> Result<OverVeth> {
     let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let mut per_packet: [Vec<f64>; 3] = Default::default();
+    let mut per_packet: [Vec<f64>; 4] = Default::default();
     let mut packets = 0;
     for _ in 0..rounds {
         let programs = [
             Program::Reference(Reference::floor()?, None),
             Program::Reference(Reference::seed(65_536)?, None),
             Program::Xdpstat(Box::new(Datapath::load(DEFAULT_MAX_SOURCES)?)),
+            Program::XdpstatTcx(Box::new(Datapath::load(DEFAULT_MAX_SOURCES)?)),
         ];
         for (index, mut program) in programs.into_iter().enumerate() {
             let (cost, runs) = cost_over_veth(link, &mut program, frames)?;
@@ -113,11 +121,12 @@ pub fn over_veth(link: &Link, frames: &[Vec<u8>], rounds: usize) -> Result<OverV
             packets = runs;
         }
     }
-    let [floor, seed_65536, xdpstat] = per_packet.map(median);
+    let [floor, seed_65536, xdpstat, xdpstat_tcx] = per_packet.map(median);
     Ok(OverVeth {
         floor,
         seed_65536,
         xdpstat,
+        xdpstat_tcx,
         packets,
     })
 }

@@ -14,6 +14,8 @@ use crate::reference::Reference;
 pub enum Program {
     Reference(Reference, Option<XdpLinkId>),
     Xdpstat(Box<Datapath>),
+    /// xdpstat at tc ingress (`--hook tcx`).
+    XdpstatTcx(Box<Datapath>),
 }
 
 /// The kernel's counters for one program (`kernel.bpf_stats_enabled`).
@@ -49,6 +51,9 @@ impl Program {
             Program::Xdpstat(datapath) => {
                 namespace.run(|| datapath.attach(interface, AttachMode::Native))??;
             }
+            Program::XdpstatTcx(datapath) => {
+                namespace.run(|| datapath.attach_tcx(interface))??;
+            }
         }
         Ok(())
     }
@@ -60,7 +65,7 @@ impl Program {
                     reference.program_mut()?.detach(link)?;
                 }
             }
-            Program::Xdpstat(datapath) => datapath.detach()?,
+            Program::Xdpstat(datapath) | Program::XdpstatTcx(datapath) => datapath.detach()?,
         }
         Ok(())
     }
@@ -68,7 +73,9 @@ impl Program {
     pub fn stats(&mut self) -> Result<RunStats> {
         let info: ProgramInfo = match self {
             Program::Reference(reference, _) => reference.program_mut()?.info()?,
-            Program::Xdpstat(datapath) => datapath.program_info()?,
+            Program::Xdpstat(datapath) | Program::XdpstatTcx(datapath) => {
+                datapath.program_info()?
+            }
         };
         Ok(RunStats {
             run_time: info.run_time(),

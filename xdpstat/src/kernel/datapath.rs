@@ -131,6 +131,9 @@ impl Datapath {
                 .load()
                 .map_err(|e| XdpstatError::Load { source: e.into() })?;
         }
+        tcx_program(&mut ebpf)?
+            .load()
+            .map_err(|e| XdpstatError::Load { source: e.into() })?;
         let array_fd = |name: &'static str| match ebpf.map(name) {
             Some(Map::Array(data)) => Ok(data.fd().as_fd()),
             _ => Err(XdpstatError::Map {
@@ -214,11 +217,7 @@ impl Datapath {
     /// Attaches at tc ingress of `interface` through a tcx link (Linux
     /// 6.6): beside whatever holds the XDP hook, counting what it passed.
     pub fn attach_tcx(&mut self, interface: &str) -> Result<Attached, XdpstatError> {
-        let program = tcx_program(&mut self.ebpf)?;
-        program
-            .load()
-            .map_err(|e| XdpstatError::Load { source: e.into() })?;
-        let id = program
+        let id = tcx_program(&mut self.ebpf)?
             .attach_with_options(
                 interface,
                 TcAttachType::Ingress,
@@ -376,6 +375,26 @@ impl Datapath {
             ..TestRunOptions::default()
         };
         program.test_run(options).map(|result| result.return_value)
+    }
+
+    /// Runs `frame` `repeat` times through the tcx build with
+    /// BPF_PROG_TEST_RUN (a socket buffer is made of it); `duration` is the
+    /// mean time of one run.
+    pub fn timed_tcx_test_run(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunResult, ProgramError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(TCX_PROGRAM_NAME)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
     }
 
     /// Runs `frame` `repeat` times through one variant of the program and
