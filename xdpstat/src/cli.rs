@@ -69,7 +69,8 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Captures to replay (pcap in either byte order, micro- or nanosecond,
-    /// or pcapng), each with a report of its own.
+    /// or pcapng), each with a report of its own; `-` is standard input, and
+    /// a pipe replays as it is written (`tcpdump -w - | xdpstat replay -`).
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<std::path::PathBuf>,
 
