@@ -334,3 +334,41 @@ fn beside_xdp_filter_on_the_xdp_hook_tcx_counts_everything_it_passes() {
     drop(filter);
     common::eventually("xdp-filter unloading", || !net.xdp_attached());
 }
+
+/// The tcx link says when its interface is gone, as an XDP link does:
+/// the final report, one line, exit 1.
+#[test]
+fn a_removed_interface_ends_a_tcx_run_with_its_final_report() {
+    let test = "a_removed_interface_ends_a_tcx_run_with_its_final_report";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "0.1",
+            "--hook",
+            "tcx",
+            "xs0",
+        ],
+    );
+    let frame = common::ipv4_frame(std::net::Ipv4Addr::new(198, 18, 0, 9), &[], 50);
+    net.send(&frame, 12);
+    xdpstat.report_where(|r| total_packets(r) >= 12);
+    net.watched.ip(&["link", "del", "xs0"]).unwrap();
+    let (status, rest, stderr) = xdpstat.finish();
+    assert_eq!(status.code(), Some(1), "{stderr:?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("xs0 is gone")),
+        "{stderr:?}"
+    );
+    let last: Value = serde_json::from_str(rest.last().expect("a final report")).unwrap();
+    assert_eq!(
+        source(&last, "198.18.0.9"),
+        Some((12, 12 * frame.len() as u64))
+    );
+}
