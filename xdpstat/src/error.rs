@@ -13,7 +13,7 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 pub enum XdpstatError {
     /// The process lacks capabilities that loading or attaching XDP needs.
     #[error(
-        "missing capabilities: {missing}; run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_net_admin+ep <path to xdpstat>`"
+        "missing capabilities: {missing}; run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_perfmon,cap_net_admin+ep <path to xdpstat>`"
     )]
     MissingCapabilities {
         /// Names of the missing capabilities, comma-separated.

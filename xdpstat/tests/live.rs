@@ -623,8 +623,54 @@ fn without_privileges_the_missing_capabilities_are_named() {
     ];
     assert_eq!(
         one_line_failure(None, &nobody, &["lo"]),
-        "xdpstat: missing capabilities: CAP_BPF (loading the XDP program), CAP_NET_ADMIN (attaching to an interface); run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_net_admin+ep <path to xdpstat>`"
+        "xdpstat: missing capabilities: CAP_BPF (loading the XDP program), CAP_PERFMON (the verifier's packet pointer checks), CAP_NET_ADMIN (attaching to an interface); run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_perfmon,cap_net_admin+ep <path to xdpstat>`"
     );
+}
+
+/// What the README promises is enough: an unprivileged user with CAP_BPF,
+/// CAP_PERFMON and CAP_NET_ADMIN (what the systemd unit grants) attaches
+/// with a BPF link (found among its own descriptors: listing the host's
+/// links would need CAP_SYS_ADMIN), counts exactly, and notices a removed
+/// interface.
+#[test]
+fn with_cap_bpf_cap_perfmon_and_cap_net_admin_alone_it_counts_and_notices_removal() {
+    let test = "with_cap_bpf_cap_perfmon_and_cap_net_admin_alone_it_counts_and_notices_removal";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let caps = "+bpf,+perfmon,+net_admin";
+    let (inheritable, ambient) = (
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+    );
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &inheritable,
+        &ambient,
+    ];
+    let mut xdpstat = Xdpstat::from_command(common::xdpstat_command(
+        Some(&net.watched),
+        &nobody,
+        &["--format", "json", "--interval", "0.2", "xs0"],
+    ));
+    let attached = xdpstat.stderr_line(|l| l.contains("attached to xs0"));
+    assert!(attached.contains("(native XDP, bpf link)"), "{attached}");
+    let traffic = Traffic::new();
+    traffic.send(&net);
+    let report = xdpstat.report_where(|r| total_packets(r) >= Traffic::FRAMES);
+    traffic.assert_counted(&report);
+    net.watched.ip(&["link", "del", "xs0"]).unwrap();
+    let (status, _, stderr) = xdpstat.finish();
+    assert_eq!(status.code(), Some(1), "{stderr:?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("xs0 is gone")),
+        "{stderr:?}"
+    );
+    assert!(!stderr.iter().any(|l| l.contains("warning")), "{stderr:?}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The bpf(2) uses aya cannot do for xdpstat: wait until no XDP program
-//! still uses a table entry it looked up before (an RCU grace period), and
-//! ask an XDP link which interface it is on (aya's `LinkInfo` does not say).
+//! still uses a table entry it looked up before (an RCU grace period), find
+//! this process's own link to a program and ask it which interface it is on
+//! (aya's `LinkInfo` does not say, and listing every link on the host needs
+//! CAP_SYS_ADMIN, which xdpstat does not).
 //!
 //! The wait is an update of an array of maps. aya 0.14 can update one
 //! (`ArrayOfMaps::set`) but not create one outside a loaded object (the
@@ -15,7 +17,6 @@ use std::{
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -54,15 +55,6 @@ fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     }
 }
 
-/// The `link_id` member of `union bpf_attr` for BPF_LINK_GET_FD_BY_ID.
-#[repr(C)]
-#[derive(Default)]
-struct GetFdByIdAttr {
-    id: u32,
-    next_id: u32,
-    open_flags: u32,
-}
-
 /// The `info` member of `union bpf_attr`.
 #[repr(C)]
 #[derive(Default)]
@@ -86,18 +78,46 @@ struct LinkInfo {
     _rest: [u32; 11],
 }
 
-/// The interface index an XDP or tcx link `link_id` is attached to: `None`
-/// once the interface is gone (the kernel detaches the link then and
-/// reports index 0). Both kinds keep the index first in their member of
-/// the info's union.
-pub fn link_ifindex(link_id: u32) -> io::Result<Option<u32>> {
-    let mut by_id = GetFdByIdAttr {
-        id: link_id,
-        ..GetFdByIdAttr::default()
-    };
-    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut by_id)?;
-    // SAFETY: BPF_LINK_GET_FD_BY_ID returned a new descriptor we now own.
-    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+/// A descriptor of this process's BPF link to program `program_id`, if it
+/// holds one (an XDP attachment through netlink has none). Found among the
+/// process's own descriptors by their `/proc/self/fdinfo` (`prog_id:`), and
+/// duplicated: the caller must drop it before detaching, since an open
+/// descriptor keeps a link attached.
+pub fn own_link(program_id: u32) -> Option<OwnedFd> {
+    let wanted = format!("prog_id:\t{program_id}");
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let is_link = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link");
+        if !is_link {
+            continue;
+        }
+        let name = entry.file_name();
+        let Ok(info) =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", name.to_string_lossy()))
+        else {
+            continue;
+        };
+        if !info.lines().any(|line| line == wanted) {
+            continue;
+        }
+        let fd: i32 = name.to_string_lossy().parse().ok()?;
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor this process holds; the
+        // new descriptor is ours.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return None;
+        }
+        // SAFETY: a fresh descriptor from fcntl, owned from here on.
+        return Some(unsafe { OwnedFd::from_raw_fd(dup) });
+    }
+    None
+}
+
+/// The interface index the XDP or tcx link behind `link` is attached to:
+/// `None` once the interface is gone (the kernel detaches the link then and
+/// reports index 0). Both kinds keep the index first in their member of the
+/// info's union.
+pub fn link_ifindex(link: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<u32>> {
     let mut info = LinkInfo::default();
     let mut attr = InfoAttr {
         bpf_fd: link.as_raw_fd() as u32,

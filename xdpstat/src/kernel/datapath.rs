@@ -6,7 +6,7 @@
 //! per-packet path.
 
 use std::{
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, OwnedFd},
     sync::{Mutex, PoisonError},
     time::{Instant, SystemTime},
 };
@@ -17,8 +17,6 @@ use aya::{
     programs::{
         LinkOrder, ProgramError, ProgramInfo, SchedClassifier, TcAttachType, TestRun,
         TestRunOptions, TestRunResult, Xdp,
-        links::LinkType,
-        loaded_links,
         tc::{SchedClassifierLinkId, TcAttachOptions},
         xdp::XdpLinkId,
     },
@@ -98,8 +96,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     link: Option<Attachment>,
-    /// The kernel's id of the BPF link, when the attachment is one.
-    link_id: Option<u32>,
+    /// Our own descriptor of the BPF link, when the attachment is one.
+    link_fd: Option<OwnedFd>,
     tables: Mutex<Tables>,
 }
 
@@ -157,7 +155,7 @@ impl Datapath {
             ebpf,
             max_sources,
             link: None,
-            link_id: None,
+            link_fd: None,
             tables: Mutex::new(tables),
         })
     }
@@ -183,8 +181,8 @@ impl Datapath {
                             variant,
                             id,
                         });
-                        self.link_id = self.kernel_link_id();
-                        let link = if self.link_id.is_some() {
+                        self.link_fd = self.own_link();
+                        let link = if self.link_fd.is_some() {
                             LinkKind::BpfLink
                         } else if self.program_id().is_some() {
                             LinkKind::Netlink
@@ -243,11 +241,11 @@ impl Datapath {
             interface: interface.to_owned(),
             id,
         });
-        self.link_id = self.kernel_link_id();
+        self.link_fd = self.own_link();
         Ok(Attached {
             interface: interface.to_owned(),
             mode: ObtainedMode::Tcx,
-            link: if self.link_id.is_some() {
+            link: if self.link_fd.is_some() {
                 LinkKind::BpfLink
             } else {
                 LinkKind::Unknown
@@ -263,7 +261,8 @@ impl Datapath {
         let Some(attachment) = self.link.take() else {
             return Ok(());
         };
-        self.link_id = None;
+        // Our copy of the link's descriptor would keep it attached.
+        self.link_fd = None;
         if gone {
             return Ok(());
         }
@@ -278,18 +277,11 @@ impl Datapath {
         })
     }
 
-    /// The id of the BPF link holding our attachment (detached by the
-    /// kernel when xdpstat dies), or `None` for a netlink attachment
-    /// (which stays behind).
-    fn kernel_link_id(&self) -> Option<u32> {
-        let program_id = self.program_id()?;
-        loaded_links()
-            .flatten()
-            .find(|link| {
-                link.program_id() == program_id
-                    && matches!(link.link_type(), Ok(LinkType::Xdp | LinkType::Tcx))
-            })
-            .map(|link| link.id())
+    /// Our own descriptor of the BPF link holding our attachment (which
+    /// the kernel detaches when xdpstat dies), or `None` for a netlink
+    /// attachment (which stays behind).
+    fn own_link(&self) -> Option<OwnedFd> {
+        crate::kernel::bpf_sys::own_link(self.program_id()?)
     }
 
     /// Whether the interface this datapath was attached to has been
@@ -300,8 +292,8 @@ impl Datapath {
         let Some(attachment) = &self.link else {
             return false;
         };
-        match self.link_id {
-            Some(id) => matches!(crate::kernel::bpf_sys::link_ifindex(id), Ok(None)),
+        match &self.link_fd {
+            Some(link) => matches!(crate::kernel::bpf_sys::link_ifindex(link.as_fd()), Ok(None)),
             None => nix::net::if_::if_nametoindex(attachment.interface()).is_err(),
         }
     }

@@ -6,6 +6,7 @@ use crate::{error::XdpstatError, kernel::attach::Hook};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// What a command needs from the process's capabilities.
@@ -43,6 +44,11 @@ fn missing_capabilities(effective: u64, needs: Needs) -> Vec<&'static str> {
     let mut missing = Vec::new();
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF (loading the XDP program)");
+    }
+    // The verifier lets a program compare and offset packet pointers the
+    // way every packet parser does only with CAP_PERFMON (Linux 5.8).
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON (the verifier's packet pointer checks)");
     }
     if !has(CAP_NET_ADMIN) {
         missing.push("CAP_NET_ADMIN (attaching to an interface)");
@@ -100,12 +106,18 @@ mod tests {
             missing_capabilities(0, Needs::Attach),
             [
                 "CAP_BPF (loading the XDP program)",
+                "CAP_PERFMON (the verifier's packet pointer checks)",
                 "CAP_NET_ADMIN (attaching to an interface)"
             ]
         );
-        let bpf_and_net_admin = (1 << CAP_BPF) | (1 << CAP_NET_ADMIN);
-        assert!(missing_capabilities(bpf_and_net_admin, Needs::Attach).is_empty());
-        // CAP_SYS_ADMIN stands in for CAP_BPF, not for CAP_NET_ADMIN.
+        let enough = (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN);
+        assert!(missing_capabilities(enough, Needs::Attach).is_empty());
+        assert_eq!(
+            missing_capabilities((1 << CAP_BPF) | (1 << CAP_NET_ADMIN), Needs::Attach),
+            ["CAP_PERFMON (the verifier's packet pointer checks)"]
+        );
+        // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, not for
+        // CAP_NET_ADMIN.
         assert_eq!(
             missing_capabilities(1 << CAP_SYS_ADMIN, Needs::Attach),
             ["CAP_NET_ADMIN (attaching to an interface)"]
