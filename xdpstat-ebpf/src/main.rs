@@ -175,20 +175,9 @@ const HEADERS_PULLED: u64 = 128;
 /// carries: Ethernet and tags, IP, and TCP (its data offset) or UDP.
 #[inline(always)]
 fn segment_headers(start: usize, end: usize) -> u64 {
-    let Some(mut ethertype) = be16_at(start, 12, end) else {
+    let Some((ethertype, offset)) = past_vlan_tags(start, end) else {
         return 0;
     };
-    let mut offset = ETH_HLEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        match be16_at(start, offset + 2, end) {
-            Some(inner) => ethertype = inner,
-            None => return 0,
-        }
-        offset += VLAN_HLEN;
-    }
     let (protocol, transport) = match ethertype {
         ETH_P_IP => {
             let Some(ip) = in_frame(start, offset, IPV4_HLEN, end) else {
@@ -277,20 +266,9 @@ fn words(address: &Ipv6Key) -> (u64, u64) {
 /// Applies the counting rules to the frame in `[start, end)`.
 #[inline(always)]
 fn classify(start: usize, end: usize) -> Verdict {
-    let Some(mut ethertype) = be16_at(start, 12, end) else {
+    let Some((ethertype, offset)) = past_vlan_tags(start, end) else {
         return Verdict::Malformed;
     };
-    let mut offset = ETH_HLEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        match be16_at(start, offset + 2, end) {
-            Some(inner) => ethertype = inner,
-            None => return Verdict::Malformed,
-        }
-        offset += VLAN_HLEN;
-    }
     match ethertype {
         ETH_P_IP => match in_frame(start, offset, IPV4_HLEN, end) {
             // SAFETY: `in_frame` checked the 20 header bytes are in the frame.
@@ -316,6 +294,23 @@ fn classify(start: usize, end: usize) -> Verdict {
         },
         _ => Verdict::NonIp,
     }
+}
+
+/// The ethertype after the Ethernet header and up to two VLAN tags, and
+/// where what it announces begins; `None` when the frame ends inside the
+/// Ethernet header or a tag.
+#[inline(always)]
+fn past_vlan_tags(start: usize, end: usize) -> Option<(u16, usize)> {
+    let mut ethertype = be16_at(start, 12, end)?;
+    let mut offset = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = be16_at(start, offset + 2, end)?;
+        offset += VLAN_HLEN;
+    }
+    Some((ethertype, offset))
 }
 
 /// Address of the `len` bytes at `offset` when all of them lie before `end`.

@@ -14,29 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{PATIENCE, TestNet, ipv4_frame, ipv6_frame, pair, source, total_packets};
+use common::{
+    PATIENCE, Scratch, TestNet, have, ipv4_frame, ipv6_frame, pair, source, total_packets,
+};
 use serde_json::Value;
 use xdpstat_lab::frames::VlanTag;
-
-/// A scratch directory removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("xdpstat-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn replay_command(args: &[&str]) -> Command {
     let words: Vec<&str> = std::iter::once("replay")
@@ -58,23 +40,6 @@ fn reports(output: &Output) -> Vec<Value> {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Whether `tool` runs here; in CI it must.
-fn have(test: &str, tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        common::skip(
-            test,
-            &format!("{tool} is not installed (.ci/setup installs it)"),
-        );
-    }
-    found
 }
 
 /// How many frames tcpdump reads from `file` so far (0 if none yet).

@@ -162,12 +162,7 @@ fn iperf3_counts(test: &str, mode: &str) -> Option<(u64, u64)> {
     if !common::privileged(test) {
         return None;
     }
-    if std::process::Command::new("iperf3")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skip(test, "iperf3 is not installed (.ci/setup installs it)");
+    if !common::have(test, "iperf3") {
         return None;
     }
     let net = TestNet::new();
@@ -189,46 +184,7 @@ fn iperf3_counts(test: &str, mode: &str) -> Option<(u64, u64)> {
             "xs0",
         ],
     );
-    let in_namespace = |namespace: &xdpstat_lab::netns::Namespace, args: &[&str]| {
-        let mut command = std::process::Command::new("ip");
-        command
-            .args(["netns", "exec", namespace.name(), "timeout", "30"])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        command
-    };
-    let mut server = in_namespace(&net.watched, &["iperf3", "-s", "-1", "-B", "198.18.200.1"])
-        .spawn()
-        .expect("iperf3 server");
-    // The server listens within moments; the client retries until then.
-    let deadline = std::time::Instant::now() + common::PATIENCE;
-    loop {
-        let client = in_namespace(
-            &net.sender,
-            &[
-                "iperf3",
-                "-c",
-                "198.18.200.1",
-                "-n",
-                "8M",
-                "-B",
-                "198.18.200.2",
-            ],
-        )
-        .output()
-        .expect("iperf3 client");
-        if client.status.success() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "iperf3 client: {}",
-            String::from_utf8_lossy(&client.stderr)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = server.wait();
+    common::iperf3_8mb(&net, "198.18.200.1", "198.18.200.2");
     // The last segments may still be on their way when iperf3 is done:
     // wait until xdpstat has counted every frame the kernel received.
     let report = xdpstat.report_where(|r| total_packets(r) == kernel_rx(&net.watched, "xs0").0);

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TestNet, Xdpstat, ipv4_frame, ipv6_frame, pair, source, total_packets};
+use common::{Scratch, TestNet, Xdpstat, ipv4_frame, ipv6_frame, pair, source, total_packets};
 use pcap_file::{
     DataLink, Endianness, TsResolution,
     pcap::{PcapHeader, PcapPacket, PcapWriter},
@@ -49,26 +49,6 @@ fn arp() -> Vec<u8> {
 /// The frames every format test writes: 3 x a, 2 x b, 1 x c, 1 ARP.
 fn traffic() -> Vec<Vec<u8>> {
     vec![a(), b(), a(), c(), arp(), b(), a()]
-}
-
-/// A scratch directory removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("xdpstat-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn pcap(

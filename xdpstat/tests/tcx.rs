@@ -8,42 +8,14 @@ mod common;
 use std::{
     net::SocketAddr,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{PATIENCE, TestNet, Xdpstat, source, total_packets};
+use common::{PATIENCE, TestNet, Xdpstat, have, in_namespace, source, total_packets};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use xdpstat_lab::netns::Namespace;
-
-/// Whether `tool` runs here; in CI it must.
-fn have(test: &str, tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        common::skip(
-            test,
-            &format!("{tool} is not installed (.ci/setup installs it)"),
-        );
-    }
-    found
-}
-
-/// `command ARGS` inside `namespace`, bounded in time.
-fn in_namespace(namespace: &Namespace, args: &[&str]) -> Command {
-    let mut command = Command::new("ip");
-    command
-        .args(["netns", "exec", namespace.name(), "timeout", "30"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
 
 /// The metrics address xdpstat announced on stderr.
 fn metrics_address(xdpstat: &mut Xdpstat) -> SocketAddr {
@@ -122,36 +94,7 @@ fn tcx_counts_gro_merged_tcp_as_the_segments_the_xdp_hook_sees() {
         .concat(),
     );
     let tcx_program = program_id(&net.watched, metrics_address(&mut tcx));
-    let mut server = in_namespace(&net.watched, &["iperf3", "-s", "-1", "-B", "198.18.201.1"])
-        .spawn()
-        .expect("iperf3 server");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let client = in_namespace(
-            &net.sender,
-            &[
-                "iperf3",
-                "-c",
-                "198.18.201.1",
-                "-n",
-                "8M",
-                "-B",
-                "198.18.201.2",
-            ],
-        )
-        .output()
-        .expect("iperf3 client");
-        if client.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "iperf3 client: {}",
-            String::from_utf8_lossy(&client.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = server.wait();
+    common::iperf3_8mb(&net, "198.18.201.1", "198.18.201.2");
     // Once traffic has stopped, both have counted the same: wait for the
     // XDP count to stand still and the tcx count to reach it.
     let mut settled = xdp.report_where(|r| source(r, "198.18.201.2").is_some());

@@ -335,3 +335,82 @@ pub fn pin_to_one_cpu() {
     one.set(cpu).expect("CPU in range");
     sched_setaffinity(Pid::from_raw(0), &one).expect("pin to one CPU");
 }
+
+/// A scratch directory removed at the end of the test.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xdpstat-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether the program `tool` runs here; when not, the test says so and
+/// skips (in CI, where `.ci/setup` installs it, it fails).
+pub fn have(test: &str, tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        skip(
+            test,
+            &format!("{tool} is not installed (.ci/setup installs it)"),
+        );
+    }
+    found
+}
+
+/// `ARGS` run inside `namespace` (through `ip netns exec`), bounded to 30 s.
+pub fn in_namespace(namespace: &Namespace, args: &[&str]) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", namespace.name(), "timeout", "30"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// 8 MB of TCP with iperf3 from `client` in the sender namespace to
+/// `server` in the watched one (addresses already on the links); returns
+/// when the server has received it all.
+pub fn iperf3_8mb(net: &TestNet, server: &str, client: &str) {
+    let mut listening = in_namespace(&net.watched, &["iperf3", "-s", "-1", "-B", server])
+        .spawn()
+        .expect("iperf3 server");
+    // The server listens within moments; the client retries until then.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let sent = in_namespace(
+            &net.sender,
+            &["iperf3", "-c", server, "-n", "8M", "-B", client],
+        )
+        .output()
+        .expect("iperf3 client");
+        if sent.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "iperf3 client: {}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_with_timeout(&mut listening);
+}
