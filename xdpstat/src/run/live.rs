@@ -72,8 +72,10 @@ pub type Observer = Box<dyn FnMut(&Snapshot, &Snapshot, Duration) + Send>;
 pub struct Watched<S = Datapath> {
     pub attached: Attached,
     pub source: S,
-    /// The interface was removed; its last report has been given.
+    /// The interface was removed: the last read held its final counts.
     pub gone: bool,
+    /// Whether stderr has been told it is gone.
+    gone_said: bool,
     previous: Snapshot,
     /// Sources retired after the last read, to take out of it.
     retired: SourceTable,
@@ -108,11 +110,30 @@ impl<S: CounterSource> Watched<S> {
             attached,
             source,
             gone: false,
+            gone_said: false,
             previous: Snapshot::empty(),
             retired: SourceTable::default(),
             counting_since: SystemTime::now(),
             observer: None,
         }
+    }
+
+    /// Says once on stderr that the interface is gone, after the report of
+    /// its final counts (`reported` is false when that read failed).
+    pub fn say_if_gone(&mut self, reported: bool) {
+        if !self.gone || self.gone_said {
+            return;
+        }
+        self.gone_said = true;
+        let what = if reported {
+            "the report above holds its final counts"
+        } else {
+            "its final counts could not be read"
+        };
+        eprintln!(
+            "xdpstat: {} is gone (the interface was removed); {what}",
+            self.attached.interface
+        );
     }
 
     /// Has `observer` told of every read from now on (the metrics exporter).
@@ -142,6 +163,9 @@ impl<S: CounterSource> Watched<S> {
     /// since the last read are moved to `unattributed` in it, and this read
     /// never goes below it ([`Snapshot::keep_monotonic`]).
     pub fn advance(&mut self) -> Result<(Snapshot, &Snapshot), XdpstatError> {
+        // Asked before the read, so that a read after the interface went
+        // holds its final counts.
+        self.gone = self.source.interface_gone();
         let started = Instant::now();
         let mut current = self.source.snapshot(&self.attached.interface)?;
         let took = started.elapsed();
@@ -183,25 +207,6 @@ pub enum Ended {
     AllGone,
 }
 
-/// Checks whether `one` is gone, before a read; says so once, after the
-/// read that holds its final counts (`reported` is false when that read
-/// failed). Returns whether it is gone.
-pub fn note_if_gone<S: CounterSource>(one: &mut Watched<S>, gone: bool, reported: bool) -> bool {
-    if gone && !one.gone {
-        one.gone = true;
-        let what = if reported {
-            "the report above holds its final counts"
-        } else {
-            "its final counts could not be read"
-        };
-        eprintln!(
-            "xdpstat: {} is gone (the interface was removed); {what}",
-            one.attached.interface
-        );
-    }
-    one.gone
-}
-
 /// Runs until `stop` says so, `duration` passes, or stdout closes.
 pub fn run<S: CounterSource>(
     watched: &mut [Watched<S>],
@@ -216,8 +221,6 @@ pub fn run<S: CounterSource>(
         let wake = deadline.map_or(next, |d| d.min(next));
         let ended = wait_until(wake, stop, deadline);
         for one in watched.iter_mut().filter(|one| !one.gone) {
-            // Asked before the read, so that read holds the final counts.
-            let gone = one.source.interface_gone();
             let reported = match one.report(options.top) {
                 Ok(report) => match write_report(out, options.format, &report) {
                     Ok(()) => true,
@@ -232,7 +235,7 @@ pub fn run<S: CounterSource>(
                     false
                 }
             };
-            note_if_gone(one, gone, reported);
+            one.say_if_gone(reported);
         }
         if let Some(ended) = ended {
             return Ok(ended);

@@ -139,16 +139,12 @@ pub fn show(
     let ended = tui::run(watched, options, stop)?;
     let top = report.top.or(Format::Plain.default_top());
     for one in watched.iter_mut() {
-        let gone = one.gone;
         let last = one.report(top)?;
         match write_report(out, Format::Plain, &last) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
             other => other.map_err(XdpstatError::Output)?,
         }
-        if gone {
-            one.gone = false;
-            live::note_if_gone(one, true, true);
-        }
+        one.say_if_gone(true);
     }
     Ok(ended)
 }

@@ -112,13 +112,12 @@ fn read<S: CounterSource>(watched: &mut [Watched<S>], view: &mut TopView) {
         if one.gone {
             continue;
         }
-        let gone = one.source.interface_gone();
         match one.advance() {
             Ok((previous, current)) => view.update(index, &previous, current),
             Err(error) => view.notice = Some(one_line(&error)),
         }
-        if gone {
-            one.gone = true;
+        // Said on stderr once the terminal is given back.
+        if one.gone {
             view.mark_gone(index);
         }
     }
