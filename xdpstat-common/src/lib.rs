@@ -149,6 +149,7 @@ pub struct Counter {
 
 impl Counter {
     /// Adds another counter to this one (wrapping, as the kernel side does).
+    #[inline(always)]
     pub fn add(&mut self, other: &Counter) {
         self.packets = self.packets.wrapping_add(other.packets);
         self.bytes = self.bytes.wrapping_add(other.bytes);
@@ -160,6 +161,38 @@ impl Counter {
     /// as one interval's traffic).
     pub fn since(&self, before: &Counter) -> Counter {
         self.saturating_sub(before)
+    }
+
+    /// Field by field, the larger of this counter and `other`.
+    pub fn at_least(&self, other: &Counter) -> Counter {
+        Counter {
+            packets: if self.packets > other.packets {
+                self.packets
+            } else {
+                other.packets
+            },
+            bytes: if self.bytes > other.bytes {
+                self.bytes
+            } else {
+                other.bytes
+            },
+        }
+    }
+
+    /// Field by field, the smaller of this counter and `other`.
+    pub fn at_most(&self, other: &Counter) -> Counter {
+        Counter {
+            packets: if self.packets < other.packets {
+                self.packets
+            } else {
+                other.packets
+            },
+            bytes: if self.bytes < other.bytes {
+                self.bytes
+            } else {
+                other.bytes
+            },
+        }
     }
 
     /// This counter less `other`, each field floored at zero.

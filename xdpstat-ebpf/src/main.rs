@@ -365,7 +365,7 @@ fn track<E: Entry>(
     if finished.packets != 0
         && !settle::<E>(table, pages, finished_entry, &finished_source, &finished)
     {
-        add(run.unattributed, &finished);
+        run.unattributed.add(&finished);
     }
 }
 
@@ -446,30 +446,38 @@ fn settle<E: Entry>(
     if index == NO_ENTRY {
         return false;
     }
-    let mut index = index;
-    for _ in 0..2 {
-        let Some(entry) = table.get_ptr_mut(index) else {
-            return false;
-        };
-        // SAFETY: a live table entry; its state word is read whole.
-        let entry = unsafe { &mut *entry };
-        if unsafe { core::ptr::read_volatile(entry.state()) } == entry_state::READY
-            && entry.holds(address)
-        {
-            // SAFETY: a live entry counting this source; the adds are atomic
-            // because every CPU counting the source adds to it. User space
-            // marks an entry draining and then waits for a grace period
-            // before it reads the final counts, so an add that saw READY
-            // here lands before that read.
-            unsafe { atomic_add(entry.counter(), run) };
-            return true;
-        }
-        index = entry_for::<E>(table, pages, address);
-        if index == NO_ENTRY {
-            return false;
-        }
+    if add_if_held(table, index, address, run) {
+        return true;
     }
-    false
+    let index = entry_for::<E>(table, pages, address);
+    index != NO_ENTRY && add_if_held(table, index, address, run)
+}
+
+/// Adds `run` to entry `index` if that entry counts `address`.
+#[inline(always)]
+fn add_if_held<E: Entry>(
+    table: &Array<E>,
+    index: u32,
+    address: &E::Address,
+    run: &Counter,
+) -> bool {
+    let Some(entry) = table.get_ptr_mut(index) else {
+        return false;
+    };
+    // SAFETY: a live table entry; its state word is read whole.
+    let entry = unsafe { &mut *entry };
+    if unsafe { core::ptr::read_volatile(entry.state()) } != entry_state::READY
+        || !entry.holds(address)
+    {
+        return false;
+    }
+    // SAFETY: a live entry counting this source; the adds are atomic
+    // because every CPU counting the source adds to it. User space marks
+    // an entry draining and then waits for a grace period before it reads
+    // the final counts, so an add that saw READY here lands before that
+    // read.
+    unsafe { atomic_add(entry.counter(), run) };
+    true
 }
 
 /// The index of `address`'s entry, claiming a free one for a new source;
@@ -610,14 +618,10 @@ fn start_run(run: &mut Counter, packets: u64, len: u64) {
 
 #[inline(always)]
 fn bump(counter: &mut Counter, packets: u64, len: u64) {
-    counter.packets = counter.packets.wrapping_add(packets);
-    counter.bytes = counter.bytes.wrapping_add(len);
-}
-
-#[inline(always)]
-fn add(counter: &mut Counter, other: &Counter) {
-    counter.packets = counter.packets.wrapping_add(other.packets);
-    counter.bytes = counter.bytes.wrapping_add(other.bytes);
+    counter.add(&Counter {
+        packets,
+        bytes: len,
+    });
 }
 
 #[cfg(not(test))]

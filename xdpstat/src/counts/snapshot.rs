@@ -79,8 +79,7 @@ impl Snapshot {
             (&mut slots.unattributed_v4, previous.slots.unattributed_v4),
             (&mut slots.unattributed_v6, previous.slots.unattributed_v6),
         ] {
-            now.packets = now.packets.max(before.packets);
-            now.bytes = now.bytes.max(before.bytes);
+            *now = now.at_least(&before);
         }
     }
 

@@ -172,8 +172,7 @@ impl SourceTable {
             for (key, counter) in now.iter_mut() {
                 while floor.next_if(|(k, _)| k < key).is_some() {}
                 if let Some((_, before)) = floor.next_if(|(k, _)| k == key) {
-                    counter.packets = counter.packets.max(before.packets);
-                    counter.bytes = counter.bytes.max(before.bytes);
+                    *counter = counter.at_least(before);
                 }
             }
         }
@@ -190,10 +189,7 @@ impl SourceTable {
             for (key, gone) in retired {
                 if let Some(at) = find(now, key) {
                     let held = now[at].1;
-                    let moved = Counter {
-                        packets: held.packets.min(gone.packets),
-                        bytes: held.bytes.min(gone.bytes),
-                    };
+                    let moved = held.at_most(gone);
                     taken.add(&moved);
                     now[at].1 = held.saturating_sub(&moved);
                 }

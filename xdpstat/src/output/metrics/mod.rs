@@ -131,9 +131,9 @@ impl Metrics {
             totals.non_ip,
             totals.malformed,
         ]) {
-            *kept = monotonic(kept, &now);
+            *kept = kept.at_least(&now);
         }
-        state.unattributed = monotonic(&state.unattributed, &current.unattributed());
+        state.unattributed = state.unattributed.at_least(&current.unattributed());
         state.sources = current.sources.family_lens();
         state.read_seconds = read.as_secs_f64();
         // This interval's increments, biggest packet rates first.
@@ -290,14 +290,6 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &registry);
         out
-    }
-}
-
-/// The larger of what was exported and what was read, field by field.
-fn monotonic(exported: &Count, read: &Count) -> Count {
-    Count {
-        packets: exported.packets.max(read.packets),
-        bytes: exported.bytes.max(read.bytes),
     }
 }
 
