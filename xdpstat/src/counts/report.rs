@@ -95,9 +95,7 @@ impl Report {
             attachment: None,
         }
     }
-}
 
-impl Report {
     /// The report, saying that its counts began at `since`.
     pub fn counting_since(mut self, since: SystemTime) -> Self {
         self.counting_since = Some(rfc3339(since));

@@ -9,7 +9,7 @@ use std::{
     fs::File,
     io::{self, Read},
     os::{
-        fd::{AsFd, AsRawFd, FromRawFd as _, OwnedFd},
+        fd::{AsFd, AsRawFd},
         unix::fs::OpenOptionsExt as _,
     },
     path::Path,
@@ -25,7 +25,7 @@ pub const STDIN: &str = "-";
 
 /// A capture's bytes, read until the end or until `stop` is set.
 pub struct Input<'a> {
-    fd: OwnedFd,
+    file: File,
     /// Regular files are read directly; anything else is polled first.
     regular: bool,
     /// The size of a regular file when opened, for progress.
@@ -49,21 +49,20 @@ impl<'a> Input<'a> {
     /// it is: opening a named pipe with no writer yet would otherwise wait
     /// for one, deaf to Ctrl-C.
     pub fn open(path: &Path, stop: &'a AtomicBool) -> Result<Self, OpenError> {
-        let fd: OwnedFd = if path.as_os_str() == STDIN {
-            io::stdin()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(OpenError::Open)?
+        let file = if path.as_os_str() == STDIN {
+            File::from(
+                io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(OpenError::Open)?,
+            )
         } else {
             File::options()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(path)
                 .map_err(OpenError::Open)?
-                .into()
         };
-        // SAFETY: a descriptor of ours, borrowed for the call only.
-        let file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
         let metadata = file.metadata().map_err(OpenError::Stat)?;
         if metadata.is_dir() {
             return Err(OpenError::Directory);
@@ -73,7 +72,7 @@ impl<'a> Input<'a> {
         // standard input's are shared with whoever else holds it.
         let regular = metadata.file_type().is_file();
         Ok(Self {
-            fd,
+            file,
             regular,
             size: regular.then_some(metadata.len()),
             stop,
@@ -98,7 +97,7 @@ impl Read for Input<'_> {
             }
             if !self.regular {
                 let mut poll = libc::pollfd {
-                    fd: self.fd.as_raw_fd(),
+                    fd: self.file.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 };
@@ -121,21 +120,13 @@ impl Read for Input<'_> {
                     return Ok(0);
                 }
             }
-            // SAFETY: reads into the caller's buffer, within its length.
-            let read = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if read >= 0 {
-                return Ok(read as usize);
-            }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
-                _ => return Err(error),
+            match self.file.read(buffer) {
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) => {}
+                done => return done,
             }
         }
     }
