@@ -357,10 +357,11 @@ impl Datapath {
         let mut data = Vec::with_capacity(REPLAY_METADATA + run.len());
         data.extend_from_slice(&wire_len.max(run.len() as u64).to_ne_bytes());
         data.extend_from_slice(run);
-        // struct xdp_md: data (the metadata's length), data_end, data_meta
-        // (0), ingress_ifindex, rx_queue_index, egress_ifindex.
-        let context: [u32; 6] = [REPLAY_METADATA as u32, data.len() as u32, 0, 0, 0, 0];
-        let context: Vec<u8> = context.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        // struct xdp_md: data (the metadata's length), data_end, then
+        // data_meta, ingress_ifindex, rx_queue_index, egress_ifindex, all 0.
+        let mut context = [0u8; 24];
+        context[..4].copy_from_slice(&(REPLAY_METADATA as u32).to_ne_bytes());
+        context[4..8].copy_from_slice(&(data.len() as u32).to_ne_bytes());
         let options = TestRunOptions {
             data_in: Some(&data),
             ctx_in: Some(&context),
@@ -419,20 +420,23 @@ impl Datapath {
         let taken = Instant::now();
         let wall = SystemTime::now();
         let maps = self.table_maps()?;
+        // One hold of the tables for the whole read: what is busy is
+        // marked against the same read the idle marks came from.
+        let mut tables = self.lock_tables();
         let SourcesRead {
-            sources,
+            mut sources,
             retired_v4,
             retired_v6,
-        } = self.lock_tables().read(&maps, interface)?;
+        } = tables.read(&maps, interface)?;
         let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
         let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
             interface: interface.to_owned(),
             map: CPU_STATE_MAP,
             source: e.into(),
         })?;
-        let mut sources = sources;
         let (slots, busy) = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
-        self.lock_tables().mark_busy(&busy.v4, &busy.v6);
+        tables.mark_busy(&busy.v4, &busy.v6);
+        drop(tables);
         Ok(Snapshot {
             taken,
             wall,

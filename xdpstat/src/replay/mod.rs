@@ -26,7 +26,7 @@ use crate::{
     counts::report::Report,
     counts::snapshot::Snapshot,
     error::{Cause, XdpstatError, one_line},
-    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX, REPLAY_RUN_MAX},
+    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
     output::{Format, write_report},
     replay::capture::{CaptureError, Frame},
@@ -47,9 +47,6 @@ pub struct Replayed {
     pub runts: u64,
     /// Records longer than their snap length, cut to it (as libpcap does).
     pub cut_to_snaplen: u64,
-    /// Frames longer than BPF_PROG_TEST_RUN runs: their first
-    /// [`REPLAY_RUN_MAX`] bytes ran, and they count their whole length.
-    pub longer_than_a_run: u64,
     /// First and last frame timestamps.
     pub first: Option<Duration>,
     pub last: Option<Duration>,
@@ -144,8 +141,8 @@ pub fn replay_file(
     // The reader fills batches of frames; one worker per CPU runs them, so
     // the test-run system calls of several CPUs overlap. Frames run out of
     // order across CPUs, which changes no count. At most two batches per
-    // worker wait, and a batch holds at most BATCH_BYTES, so memory stays
-    // bounded whatever the capture holds.
+    // worker wait, and a batch holds at most `Batch::BYTES` and one frame
+    // (at most 256 KiB), so memory stays bounded whatever the capture holds.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (batches, incoming) = mpsc::sync_channel::<Batch>(2 * workers);
     let incoming = Mutex::new(incoming);
@@ -165,13 +162,7 @@ pub fn replay_file(
                 replayed.runts += 1;
                 return;
             }
-            if frame.data.len() > REPLAY_RUN_MAX {
-                replayed.longer_than_a_run += 1;
-            }
-            batch.push(
-                &frame.data[..frame.data.len().min(REPLAY_RUN_MAX)],
-                frame.wire_len,
-            );
+            batch.push(frame.data, frame.wire_len);
             replayed.frames += 1;
             if batch.is_full() {
                 // A closed channel means every runner stopped on an error.
