@@ -365,11 +365,9 @@ fn a_standard_mtu_gets_the_plain_program() {
     assert!(!attached.contains("multi-buffer"), "{attached}");
 }
 
-#[test]
-fn several_interfaces_get_a_report_each() {
-    if !common::privileged("several_interfaces_get_a_report_each") {
-        return;
-    }
+/// The test link, a second pair (`xs2` watched, `xs3` sending through the
+/// returned socket), and xdpstat reporting JSON on both watched ends.
+fn two_watched_links() -> (TestNet, xdpstat_lab::packet_socket::PacketSocket, Xdpstat) {
     let net = TestNet::new();
     xdpstat_lab::netns::veth_pair(&net.watched, "xs2", &net.sender, "xs3").unwrap();
     let second = net
@@ -377,10 +375,19 @@ fn several_interfaces_get_a_report_each() {
         .run(|| xdpstat_lab::packet_socket::PacketSocket::bind("xs3"))
         .unwrap()
         .unwrap();
-    let mut xdpstat = Xdpstat::start(
+    let xdpstat = Xdpstat::start(
         &net.watched,
         &["--format", "json", "--interval", "0.2", "xs0", "xs2"],
     );
+    (net, second, xdpstat)
+}
+
+#[test]
+fn several_interfaces_get_a_report_each() {
+    if !common::privileged("several_interfaces_get_a_report_each") {
+        return;
+    }
+    let (net, second, mut xdpstat) = two_watched_links();
     let a = ipv4_frame(A, &[], 10);
     let c = ipv6_frame(C, &[], 10);
     net.send(&a, 7);
@@ -403,17 +410,7 @@ fn removed_interfaces_get_a_final_report_and_the_last_one_ends_the_run() {
     if !common::privileged("removed_interfaces_get_a_final_report_and_the_last_one_ends_the_run") {
         return;
     }
-    let net = TestNet::new();
-    xdpstat_lab::netns::veth_pair(&net.watched, "xs2", &net.sender, "xs3").unwrap();
-    let second = net
-        .sender
-        .run(|| xdpstat_lab::packet_socket::PacketSocket::bind("xs3"))
-        .unwrap()
-        .unwrap();
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &["--format", "json", "--interval", "0.2", "xs0", "xs2"],
-    );
+    let (net, second, mut xdpstat) = two_watched_links();
     let a = ipv4_frame(A, &[], 10);
     let c = ipv6_frame(C, &[], 10);
     for _ in 0..9 {
