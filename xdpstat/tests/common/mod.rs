@@ -386,10 +386,18 @@ pub fn in_namespace(namespace: &Namespace, args: &[&str]) -> Command {
     command
 }
 
-/// 8 MB of TCP with iperf3 from `client` in the sender namespace to
-/// `server` in the watched one (addresses already on the links); returns
-/// when the server has received it all.
-pub fn iperf3_8mb(net: &TestNet, server: &str, client: &str) {
+/// 8 MB of TCP with iperf3 from `{network}.2` on `xs1` to `{network}.1` on
+/// `xs0` (a /24 of 198.18.0.0/15; the addresses are put on the links
+/// here); returns when the server has received it all.
+pub fn iperf3_8mb(net: &TestNet, network: &str) {
+    let (server, client) = (format!("{network}.1"), format!("{network}.2"));
+    net.watched
+        .ip(&["addr", "add", &format!("{server}/24"), "dev", "xs0"])
+        .unwrap();
+    net.sender
+        .ip(&["addr", "add", &format!("{client}/24"), "dev", "xs1"])
+        .unwrap();
+    let (server, client) = (server.as_str(), client.as_str());
     let mut listening = in_namespace(&net.watched, &["iperf3", "-s", "-1", "-B", server])
         .spawn()
         .expect("iperf3 server");
