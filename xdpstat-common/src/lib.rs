@@ -253,6 +253,74 @@ pub const NO_ENTRY: u32 = u32::MAX;
 // SAFETY: `Counter` is `#[repr(C)]`, two `u64`s, no padding, any bit pattern valid.
 unsafe impl aya::Pod for Counter {}
 
+/// One-entry array saying what a loaded datapath is and where it counts:
+/// written by user space, never read by the programs. `xdpstat status`
+/// finds every running datapath by it, and a persisted one keeps in it
+/// what user space would otherwise lose on exit (retired counts).
+pub const META_MAP: &str = "XDPSTAT_META";
+
+/// The layout of a persisted datapath's pinned state that this build reads
+/// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
+/// maps. Bump it with any change to them; the kernel checks only map types
+/// and sizes, so this number is what refuses pins another build made.
+pub const PIN_LAYOUT: u32 = 1;
+
+/// How a datapath is attached, as [`Meta::attach`] records it.
+pub mod meta_attach {
+    pub const XDP_NATIVE: u32 = 1;
+    pub const XDP_GENERIC: u32 = 2;
+    pub const XDP_OFFLOAD: u32 = 3;
+    pub const TCX: u32 = 4;
+}
+
+/// What [`META_MAP`] holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// [`PIN_LAYOUT`] once the datapath is attached; 0 while it is being
+    /// set up (pins left with 0 are from an xdpstat that died doing so).
+    pub layout: u32,
+    /// One of [`meta_attach`].
+    pub attach: u32,
+    /// Non-zero when the XDP program is the multi-buffer build.
+    pub multi_buffer: u32,
+    /// Non-zero when the datapath is pinned and outlives its process.
+    pub persisted: u32,
+    pub max_sources: u32,
+    pub table_entries: u32,
+    pub ifindex: u32,
+    /// The kernel's id of the BPF link that attaches it.
+    pub link_id: u32,
+    /// Kernel ids of the source tables and their page flags, for readers
+    /// that find this map by id.
+    pub sources_v4_id: u32,
+    pub sources_v6_id: u32,
+    pub pages_v4_id: u32,
+    pub pages_v6_id: u32,
+    pub hash_seed: u64,
+    /// Inode of the network namespace the interface is in.
+    pub netns: u64,
+    /// When counting began, in nanoseconds since the Unix epoch.
+    pub since_ns: u64,
+    /// Everything entries retired so far had counted.
+    pub retired_v4: Counter,
+    pub retired_v6: Counter,
+    /// Non-zero while a batch of retired entries is being cleared: their
+    /// counts are already in `retired_*`, so entries still draining must
+    /// not be added again by whoever finishes the batch.
+    pub retiring: u64,
+    /// NUL-padded interface name.
+    pub interface: [u8; 16],
+    /// NUL-padded version of the xdpstat that attached the running program.
+    pub version: [u8; 32],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, twelve u32 then u64s, `Counter`s and byte arrays
+// of 16 and 32: no implicit padding (checked by `meta_has_no_padding`),
+// any bit pattern valid.
+unsafe impl aya::Pod for Meta {}
+
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, u64, 4 bytes, u32, two u64: no padding, any bit pattern valid.
 unsafe impl aya::Pod for V4Entry {}
@@ -312,6 +380,10 @@ mod tests {
             6 * size_of::<Counter>() + 16 + 4 + 3 * 4
         );
         assert_eq!(size_of::<V4Entry>(), 32);
+        assert_eq!(
+            size_of::<Meta>(),
+            12 * 4 + 4 * 8 + 2 * size_of::<Counter>() + 16 + 32
+        );
         assert_eq!(size_of::<V6Entry>(), 64);
     }
 }

@@ -54,7 +54,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use xdpstat_common::{
-    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY,
+    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, Meta, NO_ENTRY,
     REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix, table_entries,
 };
 
@@ -79,6 +79,11 @@ static PAGES_V4: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map(name = "PAGES_V6")]
 static PAGES_V6: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Never read here: user space writes what this datapath is, and keeps
+/// what must outlive it when it is persisted.
+#[map(name = "XDPSTAT_META")]
+static XDPSTAT_META: Array<Meta> = Array::with_max_entries(1, 0);
 
 #[map(name = "CPU_STATE")]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);

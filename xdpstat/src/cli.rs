@@ -2,12 +2,13 @@
 //! interfaces, `xdpstat demo` on a private veth pair it makes itself. Doc
 //! comments here are the `--help` text.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     kernel::attach::{AttachMode, Hook},
+    kernel::pins::DEFAULT_PIN_ROOT,
     output::Format,
 };
 
@@ -35,8 +36,55 @@ pub struct Cli {
     #[command(flatten)]
     pub metrics: MetricsArgs,
 
+    #[command(flatten)]
+    pub persist: PersistArgs,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Counting that outlives the process.
+#[derive(Debug, Args, Clone)]
+pub struct PersistArgs {
+    /// Pin the program's maps and link on bpffs so counting goes on when
+    /// xdpstat exits, and pick up what an earlier `--persist` run pinned:
+    /// the same counts, nothing missed in between. `xdpstat detach IFACE`
+    /// removes it.
+    #[arg(long)]
+    pub persist: bool,
+
+    /// Where `--persist` pins (bpffs is mounted there if it is not).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT, requires = "persist")]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Persisted interfaces to detach from; their pins and counts go.
+    #[arg(value_name = "IFACE", required = true)]
+    pub interfaces: Vec<String>,
+
+    /// The pin root `--persist` used.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Plain)]
+    pub format: StatusFormat,
+
+    /// The pin root `--persist` used.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
+}
+
+/// How `xdpstat status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Plain,
+    Json,
 }
 
 /// Prometheus metrics, next to whatever `--format` shows.
@@ -64,6 +112,12 @@ pub enum Command {
     /// program with BPF_PROG_TEST_RUN (no interface is touched) and print
     /// the report a live run would have printed, one per file.
     Replay(ReplayArgs),
+    /// Detach from persisted interfaces (`--persist`) and remove their
+    /// pins. An interface with nothing attached is said so, and is no error.
+    Detach(DetachArgs),
+    /// List every interface where xdpstat's program is attached, persisted
+    /// or not, with the process reading it.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +238,23 @@ mod tests {
     }
 
     #[test]
+    fn persistence_options_and_commands() {
+        let cli = Cli::try_parse_from(["xdpstat", "--persist", "eth0"]).unwrap();
+        assert!(cli.persist.persist);
+        assert_eq!(cli.persist.pin_dir, PathBuf::from(DEFAULT_PIN_ROOT));
+        let cli = Cli::try_parse_from(["xdpstat", "detach", "eth0", "eth1"]).unwrap();
+        match cli.command {
+            Some(Command::Detach(args)) => assert_eq!(args.interfaces, ["eth0", "eth1"]),
+            other => panic!("expected detach, got {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["xdpstat", "status", "--format", "json"]).unwrap();
+        match cli.command {
+            Some(Command::Status(args)) => assert_eq!(args.format, StatusFormat::Json),
+            other => panic!("expected status, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn demo_is_a_subcommand() {
         let cli = Cli::try_parse_from(["xdpstat", "demo", "--duration", "3"]).unwrap();
         match cli.command {
@@ -201,5 +272,7 @@ mod tests {
         assert!(Cli::try_parse_from(["xdpstat", "--interval", "abc", "eth0"]).is_err());
         assert!(Cli::try_parse_from(["xdpstat", "--max-sources", "0", "eth0"]).is_err());
         assert!(Cli::try_parse_from(["xdpstat", "--mode", "turbo", "eth0"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "--pin-dir", "/x", "eth0"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "detach"]).is_err());
     }
 }

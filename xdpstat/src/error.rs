@@ -177,6 +177,37 @@ pub enum XdpstatError {
         source: Cause,
     },
 
+    /// A persisted interface's pin directory cannot be used.
+    #[error("{}: the pinned state cannot be used", dir.display())]
+    Pins {
+        /// The interface's directory under the pin root.
+        dir: std::path::PathBuf,
+        #[source]
+        source: Cause,
+    },
+
+    /// Another xdpstat reads the persisted interface: one reader at a time.
+    #[error("{interface} is already counted by xdpstat{}; one xdpstat reads a persisted interface at a time", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRead {
+        interface: String,
+        /// The holder of the lock, when `/proc/locks` names it.
+        pid: Option<u32>,
+    },
+
+    /// The pins were written by an xdpstat whose layout this one cannot read.
+    #[error("{interface}: the pinned state in {} {why}; nothing was changed; `xdpstat detach {interface}` removes it (and its counts)", dir.display())]
+    IncompatiblePins {
+        interface: String,
+        dir: std::path::PathBuf,
+        why: String,
+    },
+
+    /// The command line asks for another setup than the persisted one.
+    #[error(
+        "{interface} is persisted {what}; run `xdpstat detach {interface}` first to change that (its counts go with it)"
+    )]
+    PersistedDifferently { interface: String, what: String },
+
     /// Writing the report failed.
     #[error("writing the report failed")]
     Output(#[source] io::Error),

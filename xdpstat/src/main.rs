@@ -12,6 +12,8 @@ use xdpstat::{
     error::{XdpstatError, one_line},
     replay::replay,
     run::demo::demo,
+    run::detach::detach,
+    run::status::status,
     run::watch::watch,
 };
 
@@ -45,11 +47,14 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
     match &cli.command {
         Some(Command::Demo(args)) => demo(args, &mut out, &stop),
         Some(Command::Replay(args)) => replay(args, &mut out, &stop),
+        Some(Command::Detach(args)) => detach(args),
+        Some(Command::Status(args)) => status(args, &mut out),
         None => watch(
             &cli.interfaces,
             &cli.report,
             &cli.attach,
             &cli.metrics,
+            &cli.persist,
             &mut out,
             &stop,
         ),

@@ -199,7 +199,7 @@ impl Ord for Ranked {
 /// RFC 3339 in UTC to the second. RFC 3339 ends with the year 9999; a
 /// later time (a replayed capture may hold any timestamp) prints as its
 /// last second.
-fn rfc3339(time: SystemTime) -> String {
+pub fn rfc3339(time: SystemTime) -> String {
     let last = UNIX_EPOCH + Duration::from_secs(LAST_RFC3339_SECOND);
     humantime::format_rfc3339_seconds(time.min(last)).to_string()
 }

@@ -2,7 +2,8 @@
 //! still uses a table entry it looked up before (an RCU grace period), find
 //! this process's own link to a program and ask it which interface it is on
 //! (aya's `LinkInfo` does not say, and listing every link on the host needs
-//! CAP_SYS_ADMIN, which xdpstat does not).
+//! CAP_SYS_ADMIN, which xdpstat does not), and pin a link aya does not own
+//! or open one by id.
 //!
 //! The wait is an update of an array of maps. aya 0.14 can update one
 //! (`ArrayOfMaps::set`) but not create one outside a loaded object (the
@@ -10,12 +11,20 @@
 //! declare one in the XDP program, so the two maps are created here.
 
 use std::{
+    ffi::CString,
     io,
     mem::size_of,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
@@ -113,11 +122,24 @@ pub fn own_link(program_id: u32) -> Option<OwnedFd> {
     None
 }
 
-/// The interface index the XDP or tcx link behind `link` is attached to:
-/// `None` once the interface is gone (the kernel detaches the link then and
-/// reports index 0). Both kinds keep the index first in their member of the
-/// info's union.
-pub fn link_ifindex(link: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<u32>> {
+/// `link_type` of an XDP link and of a tcx link.
+pub const LINK_TYPE_XDP: u32 = 6;
+pub const LINK_TYPE_TCX: u32 = 11;
+
+/// What the kernel says of a BPF link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkFacts {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    /// The interface an XDP or tcx link is attached to: 0 once the
+    /// interface is gone (the kernel detaches the link then). Both kinds
+    /// keep the index first in their member of the info's union.
+    pub ifindex: u32,
+}
+
+/// The kernel's facts about the link behind `link`.
+pub fn link_facts(link: BorrowedFd<'_>) -> io::Result<LinkFacts> {
     let mut info = LinkInfo::default();
     let mut attr = InfoAttr {
         bpf_fd: link.as_raw_fd() as u32,
@@ -125,7 +147,74 @@ pub fn link_ifindex(link: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<u32>
         info: &raw mut info as u64,
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok((info.xdp_ifindex != 0).then_some(info.xdp_ifindex))
+    Ok(LinkFacts {
+        link_type: info.link_type,
+        id: info.id,
+        prog_id: info.prog_id,
+        ifindex: info.xdp_ifindex,
+    })
+}
+
+/// The interface index the XDP or tcx link behind `link` is attached to:
+/// `None` once the interface is gone.
+pub fn link_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    let ifindex = link_facts(link)?.ifindex;
+    Ok((ifindex != 0).then_some(ifindex))
+}
+
+/// The `obj_pin` / `obj_get` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))
+}
+
+/// Pins the BPF object behind `fd` (a link here) at `path` on bpffs.
+pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let path = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+    };
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// Opens the BPF object pinned at `path`.
+pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
+    let path = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        ..ObjAttr::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: BPF_OBJ_GET returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Opens the BPF link with kernel id `id` (needs CAP_SYS_ADMIN).
+pub fn link_by_id(id: u32) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct IdAttr {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = IdAttr {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: BPF_LINK_GET_FD_BY_ID returned a new file descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn create_map(attr: &mut MapCreateAttr) -> io::Result<OwnedFd> {

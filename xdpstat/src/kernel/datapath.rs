@@ -7,6 +7,7 @@
 
 use std::{
     os::fd::{AsFd as _, OwnedFd},
+    path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
     time::{Instant, SystemTime},
 };
@@ -17,22 +18,25 @@ use aya::{
     programs::{
         LinkOrder, ProgramError, ProgramInfo, SchedClassifier, TcAttachType, TestRun,
         TestRunOptions, TestRunResult, Xdp,
-        tc::{SchedClassifierLinkId, TcAttachOptions},
-        xdp::XdpLinkId,
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions},
+        xdp::{XdpLink, XdpLinkId},
     },
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, NO_ENTRY, PAGES_V4_MAP,
-    PAGES_V6_MAP, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
-    SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE, TCX_PROGRAM_NAME, V4Entry, V6Entry,
-    table_entries,
+    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
+    NO_ENTRY, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA,
+    REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
+    TCX_PROGRAM_NAME, V4Entry, V6Entry, table_entries,
 };
 
 use crate::{
     counts::snapshot::{ClassSlots, Snapshot},
     counts::sources::{SourceTable, SourceTableBuilder},
-    error::XdpstatError,
+    error::{Cause, XdpstatError},
     kernel::attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
+    kernel::meta::{self, Record},
+    kernel::pins::{PINNED_MAPS, PinDir},
     kernel::tables::{ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
 };
 
@@ -95,33 +99,61 @@ impl Attachment {
 pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
+    seed: u64,
     link: Option<Attachment>,
     /// Our own descriptor of the BPF link, when the attachment is one.
     link_fd: Option<OwnedFd>,
     tables: Mutex<Tables>,
+    /// The locked pin directory of a persisted datapath, which stays
+    /// attached when xdpstat exits.
+    persisted: Option<PinDir>,
 }
 
 impl Datapath {
     /// Loads the program with source tables planned for `max_sources`
     /// sources per address family. Nothing is attached yet.
     pub fn load(max_sources: u32) -> Result<Self, XdpstatError> {
+        Self::load_with(max_sources, None, None)
+    }
+
+    /// Loads the program; with `pins`, its maps are the ones pinned there
+    /// (created and pinned if absent), and with `resume`, the record of
+    /// those pins, whose table size and hash seed the program must keep.
+    pub fn load_with(
+        max_sources: u32,
+        pins: Option<&PinDir>,
+        resume: Option<&Meta>,
+    ) -> Result<Self, XdpstatError> {
         if max_sources == 0 {
             return Err(XdpstatError::Usage(
                 "--max-sources must be at least 1".into(),
             ));
         }
-        let entries = table_entries(max_sources);
-        let pages = |entry: usize| {
-            u32::try_from((entries as usize * entry).div_ceil(TABLE_PAGE)).unwrap_or(u32::MAX)
+        let entries = resume.map_or_else(|| table_entries(max_sources), |meta| meta.table_entries);
+        let seed = match resume {
+            Some(meta) => meta.hash_seed,
+            None => random_seed()?,
         };
-        let seed = random_seed()?;
-        let mut ebpf = EbpfLoader::new()
+        let pin_paths: Vec<(&'static str, PathBuf)> = pins
+            .map(|dir| {
+                PINNED_MAPS
+                    .iter()
+                    .map(|&name| (name, dir.file(name)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(TABLE_ENTRIES_GLOBAL, &entries, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .map_max_entries(SOURCES_V4_MAP, entries)
             .map_max_entries(SOURCES_V6_MAP, entries)
-            .map_max_entries(PAGES_V4_MAP, pages(size_of::<V4Entry>()))
-            .map_max_entries(PAGES_V6_MAP, pages(size_of::<V6Entry>()))
+            .map_max_entries(PAGES_V4_MAP, page_flags_len(entries, size_of::<V4Entry>()))
+            .map_max_entries(PAGES_V6_MAP, page_flags_len(entries, size_of::<V6Entry>()));
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(PROGRAM_OBJECT)
             .map_err(|e| XdpstatError::Load { source: e.into() })?;
         for variant in [Variant::Linear, Variant::Frags, Variant::Replay] {
@@ -132,6 +164,18 @@ impl Datapath {
         tcx_program(&mut ebpf)?
             .load()
             .map_err(|e| XdpstatError::Load { source: e.into() })?;
+        let record = match ebpf.take_map(META_MAP) {
+            Some(Map::Array(data)) => Record::open(data).map_err(|e| XdpstatError::Map {
+                map: META_MAP,
+                source: e.into(),
+            })?,
+            _ => {
+                return Err(XdpstatError::Map {
+                    map: META_MAP,
+                    source: "not an array in the object file".into(),
+                });
+            }
+        };
         let array_fd = |name: &'static str| match ebpf.map(name) {
             Some(Map::Array(data)) => Ok(data.fd().as_fd()),
             _ => Err(XdpstatError::Map {
@@ -150,13 +194,16 @@ impl Datapath {
             },
             entries as usize,
             max_sources as usize,
+            record,
         )?;
         Ok(Self {
             ebpf,
             max_sources,
+            seed,
             link: None,
             link_fd: None,
             tables: Mutex::new(tables),
+            persisted: None,
         })
     }
 
@@ -255,8 +302,13 @@ impl Datapath {
     }
 
     /// Detaches from the interface, if attached. An interface that is gone
-    /// took the attachment with it: nothing to fail then.
+    /// took the attachment with it: nothing to fail then. A persisted
+    /// datapath stays attached: its pins hold it.
     pub fn detach(&mut self) -> Result<(), XdpstatError> {
+        if self.persisted.is_some() {
+            self.link_fd = None;
+            return Ok(());
+        }
         let gone = self.interface_gone();
         let Some(attachment) = self.link.take() else {
             return Ok(());
@@ -275,6 +327,155 @@ impl Datapath {
             interface,
             source: e.into(),
         })
+    }
+
+    /// Replaces the program of the link pinned at `link` with this one's
+    /// (one BPF_LINK_UPDATE: no packet goes uncounted) and takes the
+    /// attachment over. `meta` is the pinned record: how it is attached.
+    pub fn take_over(
+        &mut self,
+        interface: &str,
+        link: &Path,
+        meta: &Meta,
+    ) -> Result<Attached, XdpstatError> {
+        let failed = |e: Cause| XdpstatError::Attach {
+            interface: interface.to_owned(),
+            source: e,
+        };
+        let mode = meta::attach_mode(meta.attach).ok_or_else(|| {
+            failed(format!("unknown attachment {} in the record", meta.attach).into())
+        })?;
+        let pinned = FdLink::from(PinnedLink::from_pin(link).map_err(|e| failed(e.into()))?);
+        let multi_buffer = meta.multi_buffer != 0;
+        self.link = Some(if mode == ObtainedMode::Tcx {
+            let link = SchedClassifierLink::try_from(pinned).map_err(|e| failed(e.into()))?;
+            let id = tcx_program(&mut self.ebpf)?
+                .attach_to_link(link)
+                .map_err(|e| failed(e.into()))?;
+            Attachment::Tcx {
+                interface: interface.to_owned(),
+                id,
+            }
+        } else {
+            let variant = if multi_buffer {
+                Variant::Frags
+            } else {
+                Variant::Linear
+            };
+            let link = XdpLink::try_from(pinned).map_err(|e| failed(e.into()))?;
+            let id = program_mut(&mut self.ebpf, variant)?
+                .attach_to_link(link)
+                .map_err(|e| failed(e.into()))?;
+            Attachment::Xdp {
+                interface: interface.to_owned(),
+                variant,
+                id,
+            }
+        });
+        self.link_fd = self.own_link();
+        Ok(Attached {
+            interface: interface.to_owned(),
+            mode,
+            link: LinkKind::BpfLink,
+            multi_buffer,
+        })
+    }
+
+    /// Pins the BPF link of this datapath's attachment at `path`.
+    pub fn pin_link(&self, path: &Path) -> Result<(), XdpstatError> {
+        let link = self.link_fd.as_ref().ok_or_else(|| {
+            XdpstatError::Usage(
+                "--persist needs a BPF link, and this kernel attached through netlink".into(),
+            )
+        })?;
+        crate::kernel::bpf_sys::pin(link.as_fd(), path).map_err(|e| XdpstatError::Pins {
+            dir: path.to_owned(),
+            source: e.into(),
+        })
+    }
+
+    /// Keeps the datapath attached past the process: its pins, in `dir`
+    /// (locked until this datapath is dropped), hold it.
+    pub fn keep_pinned(&mut self, dir: PinDir) {
+        self.persisted = Some(dir);
+    }
+
+    /// The pin directory, when persisted.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.persisted.as_ref().map(PinDir::path)
+    }
+
+    /// Writes what this datapath is to its record, for `xdpstat status`
+    /// and for the xdpstat that picks persisted pins up later; the layout
+    /// goes in last, in the same write, marking the record complete.
+    pub fn write_record(
+        &self,
+        attached: &Attached,
+        since: SystemTime,
+        persisted: bool,
+    ) -> Result<(), XdpstatError> {
+        let failed = |e: Cause| XdpstatError::Map {
+            map: META_MAP,
+            source: e,
+        };
+        let map_id = |name: &'static str| -> Result<u32, XdpstatError> {
+            match self.ebpf.map(name) {
+                Some(Map::Array(data)) => data
+                    .info()
+                    .map(|info| info.id())
+                    .map_err(|e| failed(e.into())),
+                _ => Err(failed(format!("no array {name}").into())),
+            }
+        };
+        let ids = [
+            map_id(SOURCES_V4_MAP)?,
+            map_id(SOURCES_V6_MAP)?,
+            map_id(PAGES_V4_MAP)?,
+            map_id(PAGES_V6_MAP)?,
+        ];
+        let link = match &self.link_fd {
+            Some(link) => {
+                crate::kernel::bpf_sys::link_facts(link.as_fd()).map_err(|e| failed(e.into()))?
+            }
+            None => crate::kernel::bpf_sys::LinkFacts {
+                link_type: 0,
+                id: 0,
+                prog_id: 0,
+                ifindex: nix::net::if_::if_nametoindex(attached.interface.as_str()).unwrap_or(0),
+            },
+        };
+        let netns = crate::kernel::pins::netns_inode().map_err(|e| failed(e.into()))?;
+        let entries = self.lock_tables().entries() as u32;
+        self.lock_tables()
+            .record_mut()
+            .update(|meta| {
+                meta.attach = meta::attach_code(attached.mode);
+                meta.multi_buffer = u32::from(attached.multi_buffer);
+                meta.persisted = u32::from(persisted);
+                meta.max_sources = self.max_sources;
+                meta.table_entries = entries;
+                meta.ifindex = link.ifindex;
+                meta.link_id = link.id;
+                [
+                    meta.sources_v4_id,
+                    meta.sources_v6_id,
+                    meta.pages_v4_id,
+                    meta.pages_v6_id,
+                ] = ids;
+                meta.hash_seed = self.seed;
+                meta.netns = netns;
+                meta.since_ns = meta::nanos(since);
+                meta.interface = meta::field(&attached.interface);
+                meta.version = meta::field(env!("CARGO_PKG_VERSION"));
+                meta.layout = PIN_LAYOUT;
+            })
+            .map_err(|e| failed(e.into()))
+    }
+
+    /// Finishes a retirement a persisted xdpstat died in the middle of
+    /// (see `Tables::finish_retiring`).
+    pub fn finish_retiring(&self) -> Result<(), XdpstatError> {
+        self.lock_tables().finish_retiring()
     }
 
     /// Our own descriptor of the BPF link holding our attachment (which
@@ -502,6 +703,12 @@ impl Drop for Datapath {
         // order explicit (link first, then program and maps).
         let _ = self.detach();
     }
+}
+
+/// Length of the page-flag array of a table of `entries` entries of
+/// `entry_size` bytes: one flag per 4 KiB page.
+pub fn page_flags_len(entries: u32, entry_size: usize) -> u32 {
+    u32::try_from((entries as usize * entry_size).div_ceil(TABLE_PAGE)).unwrap_or(u32::MAX)
 }
 
 /// A random hash seed, so nobody can choose sources that collide.

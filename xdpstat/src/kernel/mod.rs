@@ -6,5 +6,8 @@ pub mod attach;
 pub(crate) mod bpf_sys;
 pub mod datapath;
 pub(crate) mod mapped;
+pub mod meta;
+pub mod persist;
+pub mod pins;
 pub mod privilege;
 pub mod tables;

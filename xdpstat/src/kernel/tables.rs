@@ -27,6 +27,7 @@ use crate::{
     error::{XdpstatError, one_line},
     kernel::bpf_sys::Grace,
     kernel::mapped::MappedArray,
+    kernel::meta::Record,
 };
 
 /// Any constant: it only has to scatter positions.
@@ -145,8 +146,6 @@ struct Table<E> {
     idle: Vec<u64>,
     /// Entries counting a source at the last read.
     in_use: usize,
-    /// The final counts of every entry retired so far.
-    retired: Counter,
     _entries: PhantomData<E>,
 }
 
@@ -160,7 +159,6 @@ impl<E: TableEntry> Table<E> {
             seen: vec![0; len],
             idle: vec![0; len.div_ceil(64)],
             in_use: 0,
-            retired: Counter::default(),
             _entries: PhantomData,
         })
     }
@@ -307,23 +305,29 @@ impl<E: TableEntry> Table<E> {
         })
     }
 
-    /// After a grace period: reads each victim's final counts and clears
-    /// it for reuse; returns each victim's source and final counts.
-    ///
-    /// What orders what: no program adds to a drained entry once the grace
-    /// period has passed (`Grace::wait`), so the counts read here are final.
-    /// The counters and the address are zeroed first and the state word is
-    /// released last (a release store): a CPU can only claim the entry by
-    /// a compare-and-exchange on the state word that sees RETIRED, and BPF
-    /// atomics that fetch are fully ordered, so its adds land on the zeroed
-    /// counters, never under a zeroing store still in flight. On x86 stores
-    /// stay in program order anyway; on arm64 the release store is what
-    /// keeps the zeroing ahead of the state.
-    fn clear(&mut self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Counter)>> {
-        let mut retired = Vec::with_capacity(victims.len());
+    /// After a grace period: each victim's source and final counts (no
+    /// program adds to a drained entry once the grace period has passed,
+    /// `Grace::wait`).
+    fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Counter)>> {
+        let mut finals = Vec::with_capacity(victims.len());
         self.write_each(victims, |window, at| {
             let entry = load_entry(window, at);
-            retired.push((entry.address, entry.counter));
+            finals.push((entry.address, entry.counter));
+        })?;
+        Ok(finals)
+    }
+
+    /// Clears the victims for reuse.
+    ///
+    /// What orders what: the counters and the address are zeroed first and
+    /// the state word is released last (a release store): a CPU can only
+    /// claim the entry by a compare-and-exchange on the state word that
+    /// sees RETIRED, and BPF atomics that fetch are fully ordered, so its
+    /// adds land on the zeroed counters, never under a zeroing store still
+    /// in flight. On x86 stores stay in program order anyway; on arm64 the
+    /// release store is what keeps the zeroing ahead of the state.
+    fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
+        self.write_each(victims, |window, at| {
             window.store(at, E::PACKETS, 0, Ordering::Relaxed);
             window.store(at, E::PACKETS + 8, 0, Ordering::Relaxed);
             for &offset in E::ADDRESS_WORDS {
@@ -331,16 +335,41 @@ impl<E: TableEntry> Table<E> {
             }
             window.store(at, 0, entry_state::RETIRED, Ordering::Release);
         })?;
-        for (_, counter) in &retired {
-            self.retired.add(counter);
-        }
         for &index in victims {
             self.seen[index] = 0;
             self.set_idle(index, false);
         }
         self.in_use -= victims.len().min(self.in_use);
-        Ok(retired)
+        Ok(())
     }
+
+    /// Entries left draining: a retirement that an xdpstat died in.
+    fn draining(&self) -> std::io::Result<Vec<usize>> {
+        let mut draining = Vec::new();
+        for first in (0..self.len).step_by(Self::PER_WINDOW) {
+            let last = (first + Self::PER_WINDOW).min(self.len);
+            let pages = first / Self::PER_PAGE..last.div_ceil(Self::PER_PAGE);
+            if !pages.clone().any(|page| self.pages.get(page) != 0) {
+                continue;
+            }
+            let window = self.window(first)?;
+            for index in first..last {
+                if window.load(index - first, 0, Ordering::Acquire) == entry_state::DRAINING {
+                    draining.push(index);
+                }
+            }
+        }
+        Ok(draining)
+    }
+}
+
+/// The sum of some final counts.
+fn sum(finals: &[(IpAddr, Counter)]) -> Counter {
+    let mut total = Counter::default();
+    for (_, counter) in finals {
+        total.add(counter);
+    }
+    total
 }
 
 fn pages_for<E>(entries: usize) -> usize {
@@ -360,6 +389,9 @@ pub struct Tables {
     max_sources: usize,
     method: ReadMethod,
     grace: Grace,
+    /// The datapath's record, which keeps what retired entries counted
+    /// (pinned with the tables when persisted).
+    record: Record,
 }
 
 /// The descriptors of one family's table and page flags.
@@ -376,6 +408,7 @@ impl Tables {
         v6: TableFds<'_>,
         len: usize,
         max_sources: usize,
+        record: Record,
     ) -> Result<Self, XdpstatError> {
         let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
             map: "source tables",
@@ -387,7 +420,17 @@ impl Tables {
             max_sources,
             method: ReadMethod::Mapped,
             grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
+            record,
         })
+    }
+
+    /// Entries per table.
+    pub fn entries(&self) -> usize {
+        self.v4.len
+    }
+
+    pub fn record_mut(&mut self) -> &mut Record {
+        &mut self.record
     }
 
     pub fn set_method(&mut self, method: ReadMethod) {
@@ -434,10 +477,11 @@ impl Tables {
                     .map_err(|e| failed("SOURCES_V6", &e))?;
             }
         }
+        let record = self.record.get();
         Ok(SourcesRead {
             sources,
-            retired_v4: self.v4.retired,
-            retired_v6: self.v6.retired,
+            retired_v4: record.retired_v4,
+            retired_v6: record.retired_v6,
         })
     }
 
@@ -468,14 +512,92 @@ impl Tables {
         };
         self.v4.drain(&v4).map_err(|e| failed("marking", e))?;
         self.v6.drain(&v6).map_err(|e| failed("marking", e))?;
+        self.retire_drained(&v4, &v6, true)
+    }
+
+    /// After a grace period, moves the drained entries' final counts to
+    /// the record's retired totals and clears the entries, in an order that
+    /// a process killed at any point leaves exact: the record gets the new
+    /// totals and a `retiring` mark in one write before any entry is
+    /// cleared, and loses the mark after the last. Entries found draining
+    /// later were counted if the mark is set, and not if it is clear
+    /// ([`Tables::finish_retiring`]). `add` is false when they were.
+    fn retire_drained(
+        &mut self,
+        v4: &[usize],
+        v6: &[usize],
+        add: bool,
+    ) -> Result<SourceTable, XdpstatError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| XdpstatError::Map {
+            map: "source tables",
+            source: format!("retiring idle entries: {what}: {e}").into(),
+        };
         // From here on no program can still be adding to a drained entry.
         self.grace
             .wait()
-            .map_err(|e| failed("waiting for a grace period", e))?;
-        let mut retired = self.v4.clear(&v4).map_err(|e| failed("clearing", e))?;
-        retired.extend(self.v6.clear(&v6).map_err(|e| failed("clearing", e))?);
-        Ok(retired.into_iter().collect())
+            .map_err(|e| failed("waiting for a grace period", &e))?;
+        let mut finals = self.v4.finals(v4).map_err(|e| failed("reading", &e))?;
+        let finals_v6 = self.v6.finals(v6).map_err(|e| failed("reading", &e))?;
+        let (sum_v4, sum_v6) = (sum(&finals), sum(&finals_v6));
+        finals.extend(finals_v6);
+        self.record
+            .update(|meta| {
+                if add {
+                    meta.retired_v4.add(&sum_v4);
+                    meta.retired_v6.add(&sum_v6);
+                }
+                meta.retiring = 1;
+            })
+            .map_err(|e| failed("recording", &one_line(&e)))?;
+        self.v4.clear(v4).map_err(|e| failed("clearing", &e))?;
+        self.v6.clear(v6).map_err(|e| failed("clearing", &e))?;
+        self.record
+            .update(|meta| meta.retiring = 0)
+            .map_err(|e| failed("recording", &one_line(&e)))?;
+        Ok(finals.into_iter().collect())
     }
+
+    /// Finishes a retirement that a persisted xdpstat was killed in: its
+    /// entries are still draining (no program adds to them or claims them).
+    /// Their counts are in the retired totals if the record's mark says so;
+    /// otherwise they are added now.
+    pub fn finish_retiring(&mut self) -> Result<(), XdpstatError> {
+        let failed = |e: std::io::Error| XdpstatError::Map {
+            map: "source tables",
+            source: format!("finishing a retirement: {e}").into(),
+        };
+        let v4 = self.v4.draining().map_err(failed)?;
+        let v6 = self.v6.draining().map_err(failed)?;
+        let counted = self.record.get().retiring != 0;
+        if v4.is_empty() && v6.is_empty() {
+            if counted {
+                self.record
+                    .update(|meta| meta.retiring = 0)
+                    .map_err(|e| failed(std::io::Error::other(one_line(&e))))?;
+            }
+            return Ok(());
+        }
+        self.retire_drained(&v4, &v6, !counted).map(drop)
+    }
+}
+
+/// How many sources a datapath's tables hold, read through descriptors of
+/// its maps (another process's datapath, for `xdpstat status`).
+pub fn sources_held(
+    v4: TableFds<'_>,
+    v6: TableFds<'_>,
+    len: usize,
+) -> std::io::Result<(usize, usize)> {
+    let mut table_v4 = Table::<V4Entry>::open(v4.entries, v4.pages, len)?;
+    let mut table_v6 = Table::<V6Entry>::open(v6.entries, v6.pages, len)?;
+    let mut scratch = SourceTableBuilder::with_capacity(0, 0);
+    table_v4
+        .read(&mut scratch, None)
+        .map_err(std::io::Error::other)?;
+    table_v6
+        .read(&mut scratch, None)
+        .map_err(std::io::Error::other)?;
+    Ok((table_v4.in_use, table_v6.in_use))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::{
     io::{self, Write},
+    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -86,19 +87,38 @@ pub struct Watched<S = Datapath> {
 
 impl Watched<Datapath> {
     /// Loads a fresh copy of the program and attaches it to `interface`,
-    /// on the XDP hook in `mode` or at tc ingress.
+    /// on the XDP hook in `mode` or at tc ingress; with `persist`, the
+    /// state is pinned under that root (and picked up from there when an
+    /// earlier xdpstat left it), and counting began when it was first
+    /// pinned.
     pub fn attach(
         interface: &str,
         mode: AttachMode,
         hook: Hook,
         max_sources: u32,
+        persist: Option<&Path>,
     ) -> Result<Self, XdpstatError> {
+        if let Some(root) = persist {
+            let persisted =
+                crate::kernel::persist::attach(interface, mode, hook, max_sources, root)?;
+            let mut watched = Self::new(persisted.attached, persisted.datapath);
+            watched.counting_since = persisted.since;
+            if persisted.resumed {
+                // Rates start from now; the counts from when they began.
+                watched.previous = watched.source.snapshot(interface)?;
+            }
+            return Ok(watched);
+        }
         let mut datapath = Datapath::load(max_sources)?;
         let attached = match hook {
             Hook::Xdp => datapath.attach(interface, mode)?,
             Hook::Tcx => datapath.attach_tcx(interface)?,
         };
-        Ok(Self::new(attached, datapath))
+        let since = SystemTime::now();
+        datapath.write_record(&attached, since, false)?;
+        let mut watched = Self::new(attached, datapath);
+        watched.counting_since = since;
+        Ok(watched)
     }
 }
 
@@ -136,9 +156,17 @@ impl<S: CounterSource> Watched<S> {
         );
     }
 
-    /// Has `observer` told of every read from now on (the metrics exporter).
-    pub fn observe(&mut self, observer: Observer) {
+    /// Has `observer` told of every read from now on (the metrics exporter),
+    /// starting with what was counted before this process began reading
+    /// (a persisted interface's counts so far), as if read just now.
+    pub fn observe(&mut self, mut observer: Observer) {
+        observer(&Snapshot::empty(), &self.previous, Duration::ZERO);
         self.observer = Some(observer);
+    }
+
+    /// When counting began.
+    pub fn counting_since(&self) -> SystemTime {
+        self.counting_since
     }
 
     /// One interval's work: reads the counters, computes the report against

@@ -2,5 +2,7 @@
 //! ([`live`]), `xdpstat IFACE...` ([`watch`]) and `xdpstat demo` ([`demo`]).
 
 pub mod demo;
+pub mod detach;
 pub mod live;
+pub mod status;
 pub mod watch;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    cli::{AttachArgs, MetricsArgs, ReportArgs},
+    cli::{AttachArgs, MetricsArgs, PersistArgs, ReportArgs},
     error::XdpstatError,
     kernel::attach::{AttachMode, Hook, LinkKind},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
@@ -27,6 +27,7 @@ pub fn watch(
     report: &ReportArgs,
     attach: &AttachArgs,
     metrics: &MetricsArgs,
+    persist: &PersistArgs,
     out: &mut dyn Write,
     stop: &AtomicBool,
 ) -> Result<(), XdpstatError> {
@@ -43,7 +44,13 @@ pub fn watch(
     let mut watched = Vec::with_capacity(interfaces.len());
     for interface in interfaces {
         // On error, `watched` drops and detaches what was already attached.
-        let one = Watched::attach(interface, attach.mode, attach.hook, attach.max_sources)?;
+        let one = Watched::attach(
+            interface,
+            attach.mode,
+            attach.hook,
+            attach.max_sources,
+            persist.persist.then_some(persist.pin_dir.as_path()),
+        )?;
         announce(&one, attach.mode);
         watched.push(one);
     }
@@ -169,6 +176,16 @@ pub fn announce(watched: &Watched, asked: AttachMode) {
         watched.attached,
         watched.source.max_sources()
     );
+    if let Some(dir) = watched.source.pin_dir() {
+        eprintln!(
+            "xdpstat: {}: persisted in {}, counting since {}; it keeps counting after xdpstat exits (`xdpstat detach {}` ends that)",
+            watched.attached.interface,
+            dir.display(),
+            crate::counts::report::rfc3339(watched.counting_since()),
+            watched.attached.interface
+        );
+        return;
+    }
     for warning in watched.attached.warnings(asked) {
         eprintln!("xdpstat: warning: {warning}");
     }
@@ -178,6 +195,12 @@ pub fn announce(watched: &Watched, asked: AttachMode) {
 pub fn detach_all(watched: &mut [Watched]) -> Result<(), XdpstatError> {
     let mut first_error = None;
     for one in watched.iter_mut() {
+        if one.source.pin_dir().is_some() && !one.gone {
+            eprintln!(
+                "xdpstat: {} stays attached and counting (persisted); `xdpstat {} --persist` picks the counts up again",
+                one.attached.interface, one.attached.interface
+            );
+        }
         if let Err(error) = one.source.detach() {
             first_error.get_or_insert(error);
         }

@@ -1,0 +1,148 @@
+//! `xdpstat IFACE --persist`: count through maps and a BPF link pinned on
+//! bpffs, so counting goes on between xdpstat processes. The first run
+//! pins; every later one takes the lock, checks the pins, loads this
+//! build's program on the pinned maps and swaps it into the pinned link
+//! (an upgrade is the same swap), and continues the same counts.
+
+use std::{path::Path, time::SystemTime};
+
+use xdpstat_common::Meta;
+
+use crate::{
+    error::XdpstatError,
+    kernel::attach::{AttachMode, Attached, Hook, ObtainedMode},
+    kernel::datapath::Datapath,
+    kernel::meta,
+    kernel::pins::{self, Found, LINK_PIN, PinDir},
+};
+
+/// A persisted datapath, attached, and when its counts began.
+pub struct Persisted {
+    pub datapath: Datapath,
+    pub attached: Attached,
+    pub since: SystemTime,
+    /// Whether pins were picked up (not made anew).
+    pub resumed: bool,
+}
+
+/// Attaches to `interface` with its state pinned under `root`, picking up
+/// what an earlier xdpstat pinned there.
+pub fn attach(
+    interface: &str,
+    mode: AttachMode,
+    hook: Hook,
+    max_sources: u32,
+    root: &Path,
+) -> Result<Persisted, XdpstatError> {
+    let ifindex =
+        nix::net::if_::if_nametoindex(interface).map_err(|_| XdpstatError::UnknownInterface {
+            interface: interface.to_owned(),
+        })?;
+    pins::ensure_bpffs(root)?;
+    let netns = pins::netns_inode().map_err(|e| XdpstatError::Pins {
+        dir: root.to_owned(),
+        source: format!("reading the network namespace: {e}").into(),
+    })?;
+    let dir = PinDir::lock(root, netns, interface)?;
+    let resume = match dir.inspect(interface, ifindex)? {
+        Found::Nothing => None,
+        Found::Incomplete => {
+            eprintln!(
+                "xdpstat: {interface}: removing the pins an xdpstat left unfinished in {}",
+                dir.path().display()
+            );
+            dir.clear()?;
+            None
+        }
+        Found::Stale(why) => {
+            eprintln!(
+                "xdpstat: {interface}: the pins in {} are stale ({why}); removed them, counting starts anew",
+                dir.path().display()
+            );
+            dir.clear()?;
+            None
+        }
+        Found::Resumable(meta) => Some(meta),
+    };
+    if let Some(meta) = &resume {
+        check_same(interface, meta, mode, hook, max_sources)?;
+    }
+    let mut datapath = Datapath::load_with(max_sources, Some(&dir), resume.as_ref())?;
+    let (attached, since) = match &resume {
+        Some(meta) => {
+            let attached = datapath.take_over(interface, &dir.file(LINK_PIN), meta)?;
+            datapath.finish_retiring()?;
+            (attached, meta::time(meta.since_ns))
+        }
+        None => {
+            let attached = match hook {
+                Hook::Xdp => datapath.attach(interface, mode)?,
+                Hook::Tcx => datapath.attach_tcx(interface)?,
+            };
+            datapath.pin_link(&dir.file(LINK_PIN))?;
+            (attached, SystemTime::now())
+        }
+    };
+    datapath.write_record(&attached, since, true)?;
+    datapath.keep_pinned(dir);
+    Ok(Persisted {
+        datapath,
+        attached,
+        since,
+        resumed: resume.is_some(),
+    })
+}
+
+/// Refuses a command line that asks for another setup than the pinned one.
+fn check_same(
+    interface: &str,
+    meta: &Meta,
+    mode: AttachMode,
+    hook: Hook,
+    max_sources: u32,
+) -> Result<(), XdpstatError> {
+    let differs = |what: String| {
+        Err(XdpstatError::PersistedDifferently {
+            interface: interface.to_owned(),
+            what,
+        })
+    };
+    let pinned = meta::attach_mode(meta.attach);
+    let pinned_hook = if pinned == Some(ObtainedMode::Tcx) {
+        Hook::Tcx
+    } else {
+        Hook::Xdp
+    };
+    if pinned_hook != hook {
+        return differs(format!(
+            "on the {} hook, not {}",
+            hook_name(pinned_hook),
+            hook_name(hook)
+        ));
+    }
+    let asked = match mode {
+        AttachMode::Auto => None,
+        AttachMode::Native => Some(ObtainedMode::Native),
+        AttachMode::Generic => Some(ObtainedMode::Generic),
+        AttachMode::Offload => Some(ObtainedMode::Offload),
+    };
+    if let (Some(asked), Some(pinned)) = (asked, pinned)
+        && asked != pinned
+    {
+        return differs(format!("in {pinned} mode, not {asked}"));
+    }
+    if meta.max_sources != max_sources {
+        return differs(format!(
+            "with --max-sources {}, not {max_sources}",
+            meta.max_sources
+        ));
+    }
+    Ok(())
+}
+
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Xdp => "xdp",
+        Hook::Tcx => "tcx",
+    }
+}

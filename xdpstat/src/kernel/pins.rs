@@ -1,0 +1,368 @@
+//! Where a persisted interface's state lives on bpffs, and what is found
+//! there: one directory per interface and network namespace
+//! (`<root>/net<inode>/<name>`) holding the pinned maps, the pinned BPF
+//! link and the META record; a lock on that directory, held by the one
+//! xdpstat that reads it; and the checks that decide whether the pins can
+//! be picked up again, are stale, or were written by a build that cannot
+//! read them.
+
+use std::{
+    fs::File,
+    io,
+    os::{fd::AsRawFd as _, linux::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use aya::maps::MapData;
+use xdpstat_common::{
+    CPU_STATE_MAP, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT,
+    SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
+};
+
+use crate::{
+    error::{XdpstatError, one_line},
+    kernel::{bpf_sys, datapath::page_flags_len, meta},
+};
+
+/// Where `--persist` pins unless `--pin-dir` says otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xdpstat";
+
+/// The name of the pinned BPF link in an interface's directory.
+pub const LINK_PIN: &str = "link";
+
+/// Every map a persisted datapath pins, by name.
+pub const PINNED_MAPS: [&str; 6] = [
+    SOURCES_V4_MAP,
+    SOURCES_V6_MAP,
+    PAGES_V4_MAP,
+    PAGES_V6_MAP,
+    CPU_STATE_MAP,
+    META_MAP,
+];
+
+/// `f_type` of bpffs (the field is as wide as a C long; the magic fits 32 bits).
+const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+
+/// Whether `path` is on a BPF filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as u32 == BPF_FS_MAGIC)
+}
+
+/// Makes sure `root` is a directory on bpffs: the default root's parent
+/// `/sys/fs/bpf` gets bpffs mounted if it has none; any other root gets
+/// it mounted on itself.
+pub fn ensure_bpffs(root: &Path) -> Result<(), XdpstatError> {
+    let failed = |what: String, e: io::Error| XdpstatError::Pins {
+        dir: root.to_owned(),
+        source: format!("{what}: {e}").into(),
+    };
+    if root.is_dir() && is_bpffs(root) {
+        return Ok(());
+    }
+    let mount_at = if root.starts_with("/sys/fs/bpf") {
+        Path::new("/sys/fs/bpf")
+    } else {
+        root
+    };
+    std::fs::create_dir_all(mount_at).map_err(|e| failed("creating it".into(), e))?;
+    if !is_bpffs(mount_at) {
+        mount_bpffs(mount_at)
+            .map_err(|e| failed(format!("mounting bpffs on {}", mount_at.display()), e))?;
+    }
+    std::fs::create_dir_all(root).map_err(|e| failed("creating it".into(), e))
+}
+
+fn mount_bpffs(at: &Path) -> io::Result<()> {
+    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
+    // SAFETY: NUL-terminated strings that outlive the call; no data.
+    let result = unsafe {
+        libc::mount(
+            c"bpffs".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The inode of the calling thread's network namespace: with the
+/// interface's name, it names the interface on this host.
+pub fn netns_inode() -> io::Result<u64> {
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.st_ino())
+}
+
+/// The directory of `interface` in network namespace `netns` under `root`.
+pub fn dir_of(root: &Path, netns: u64, interface: &str) -> PathBuf {
+    root.join(format!("net{netns}")).join(interface)
+}
+
+/// What an interface's directory holds.
+#[derive(Debug)]
+pub enum Found {
+    /// No pins: nothing persisted.
+    Nothing,
+    /// Pins an xdpstat left while it set them up (it died then): nothing
+    /// counted through them that a report has shown.
+    Incomplete,
+    /// Pins that cannot be picked up again, and why (the interface they
+    /// counted is gone, or its index belongs to another interface now).
+    Stale(String),
+    /// Pins to continue from.
+    Resumable(Meta),
+}
+
+/// An interface's pin directory, locked by this process.
+#[derive(Debug)]
+pub struct PinDir {
+    path: PathBuf,
+    /// Holds the `flock`; closed (and so unlocked) on drop or process death.
+    _lock: File,
+}
+
+impl PinDir {
+    /// Creates (if needed) and locks the directory of `interface`. Another
+    /// xdpstat holding it is refused with its pid.
+    pub fn lock(root: &Path, netns: u64, interface: &str) -> Result<Self, XdpstatError> {
+        let path = dir_of(root, netns, interface);
+        let failed = |what: &str, e: io::Error| XdpstatError::Pins {
+            dir: path.clone(),
+            source: format!("{what}: {e}").into(),
+        };
+        // A `detach` may remove the directory between our open and our
+        // lock: then the lock is on a directory nobody sees; try again.
+        for _ in 0..8 {
+            std::fs::create_dir_all(&path).map_err(|e| failed("creating it", e))?;
+            let dir = File::open(&path).map_err(|e| failed("opening it", e))?;
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::WouldBlock {
+                    return Err(XdpstatError::AlreadyRead {
+                        interface: interface.to_owned(),
+                        pid: lock_holder(&path),
+                    });
+                }
+                return Err(failed("locking it", error));
+            }
+            let locked = dir.metadata().map_err(|e| failed("reading it", e))?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.st_ino() == locked.st_ino() && now.st_dev() == locked.st_dev() => {
+                    return Ok(Self { path, _lock: dir });
+                }
+                _ => continue,
+            }
+        }
+        Err(failed(
+            "locking it",
+            io::Error::other("it keeps being removed"),
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the pin named `name` goes.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Whether anything is pinned here.
+    fn has_pins(&self) -> bool {
+        std::fs::read_dir(&self.path).is_ok_and(|mut entries| entries.next().is_some())
+    }
+
+    /// Decides what the pins here are, for `interface`, which has index
+    /// `ifindex` now. Pins another layout wrote are an error: nothing is
+    /// changed then.
+    pub fn inspect(&self, interface: &str, ifindex: u32) -> Result<Found, XdpstatError> {
+        let incompatible = |why: String| XdpstatError::IncompatiblePins {
+            interface: interface.to_owned(),
+            dir: self.path.clone(),
+            why,
+        };
+        let meta_path = self.file(META_MAP);
+        if !meta_path.exists() {
+            return Ok(if self.has_pins() {
+                Found::Incomplete
+            } else {
+                Found::Nothing
+            });
+        }
+        let map = MapData::from_pin(&meta_path).map_err(|e| self.error("opening META", &e))?;
+        let info = map.info().map_err(|e| self.error("reading META", &e))?;
+        if info.value_size() as usize != size_of::<Meta>() || info.max_entries() != 1 {
+            return Err(incompatible(format!(
+                "was written by an xdpstat with another layout (a {}-byte record; this one writes {} bytes)",
+                info.value_size(),
+                size_of::<Meta>()
+            )));
+        }
+        let meta = meta::read(map).map_err(|e| self.error("reading META", &e))?;
+        if meta.layout == 0 {
+            return Ok(Found::Incomplete);
+        }
+        if meta.layout != PIN_LAYOUT {
+            return Err(incompatible(format!(
+                "has layout {}, and this xdpstat reads layout {PIN_LAYOUT}",
+                meta.layout
+            )));
+        }
+        if let Some(why) = self.maps_differ(&meta) {
+            return Err(incompatible(why));
+        }
+        let link = match bpf_sys::open_pinned(&self.file(LINK_PIN)) {
+            Ok(link) => link,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Found::Stale("its link pin is gone".into()));
+            }
+            Err(e) => return Err(self.error("opening the link", &e)),
+        };
+        let facts = bpf_sys::link_facts(std::os::fd::AsFd::as_fd(&link))
+            .map_err(|e| self.error("reading the link", &e))?;
+        let tcx = meta::attach_mode(meta.attach) == Some(crate::kernel::attach::ObtainedMode::Tcx);
+        let expected = if tcx {
+            bpf_sys::LINK_TYPE_TCX
+        } else {
+            bpf_sys::LINK_TYPE_XDP
+        };
+        if facts.link_type != expected {
+            return Err(incompatible(format!(
+                "has a link of type {} where its record says {}",
+                facts.link_type,
+                if tcx { "tcx" } else { "xdp" }
+            )));
+        }
+        if facts.ifindex == 0 {
+            return Ok(Found::Stale(format!(
+                "the interface it counted on, index {}, is gone",
+                meta.ifindex
+            )));
+        }
+        if facts.ifindex != ifindex {
+            return Ok(Found::Stale(format!(
+                "it counts on interface index {}, and {interface} is index {ifindex} now",
+                facts.ifindex
+            )));
+        }
+        Ok(Found::Resumable(meta))
+    }
+
+    /// Why the pinned maps cannot be the ones `meta` describes, if they
+    /// cannot (a type, entry size or length this build does not use).
+    fn maps_differ(&self, meta: &Meta) -> Option<String> {
+        let entries = meta.table_entries;
+        let expected = [
+            (SOURCES_V4_MAP, size_of::<V4Entry>(), entries),
+            (SOURCES_V6_MAP, size_of::<V6Entry>(), entries),
+            (
+                PAGES_V4_MAP,
+                8,
+                page_flags_len(entries, size_of::<V4Entry>()),
+            ),
+            (
+                PAGES_V6_MAP,
+                8,
+                page_flags_len(entries, size_of::<V6Entry>()),
+            ),
+            (CPU_STATE_MAP, size_of::<CpuState>(), 1),
+        ];
+        for (name, value_size, max_entries) in expected {
+            let info = match aya::maps::MapInfo::from_pin(self.file(name)) {
+                Ok(info) => info,
+                Err(e) => return Some(format!("has no usable {name} ({})", one_line(&e))),
+            };
+            if info.value_size() as usize != value_size || info.max_entries() != max_entries {
+                return Some(format!(
+                    "has a {name} of {} entries of {} bytes, where this xdpstat needs {max_entries} of {value_size}",
+                    info.max_entries(),
+                    info.value_size()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Removes every pin here: a pinned link nobody else holds detaches.
+    pub fn clear(&self) -> Result<(), XdpstatError> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| self.error("listing it", &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| self.error("listing it", &e))?;
+            std::fs::remove_file(entry.path()).map_err(|e| self.error("removing a pin", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every pin and the directory (and the namespace's directory
+    /// when it is left empty).
+    pub fn remove(self) -> Result<(), XdpstatError> {
+        self.clear()?;
+        std::fs::remove_dir(&self.path).map_err(|e| self.error("removing it", &e))?;
+        if let Some(parent) = self.path.parent() {
+            // Another interface of the namespace may still be there.
+            let _ = std::fs::remove_dir(parent);
+        }
+        Ok(())
+    }
+
+    fn error(&self, what: &str, e: &dyn std::fmt::Display) -> XdpstatError {
+        XdpstatError::Pins {
+            dir: self.path.clone(),
+            source: format!("{what}: {e}").into(),
+        }
+    }
+}
+
+/// The pid of the process holding the lock on directory `path`, from
+/// `/proc/locks` (a lock, unlike a pid file, dies with its process).
+pub fn lock_holder(path: &Path) -> Option<u32> {
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.st_dev();
+    let wanted = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.st_ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Every interface directory under `root`: `(netns inode, name, path)`.
+pub fn list(root: &Path) -> Vec<(u64, String, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(namespaces) = std::fs::read_dir(root) else {
+        return found;
+    };
+    for namespace in namespaces.flatten() {
+        let name = namespace.file_name().to_string_lossy().into_owned();
+        let Some(netns) = name.strip_prefix("net").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(interfaces) = std::fs::read_dir(namespace.path()) else {
+            continue;
+        };
+        for interface in interfaces.flatten() {
+            found.push((
+                netns,
+                interface.file_name().to_string_lossy().into_owned(),
+                interface.path(),
+            ));
+        }
+    }
+    found.sort();
+    found
+}

@@ -1,0 +1,316 @@
+//! `xdpstat status`: every interface on this host where xdpstat's program
+//! is attached, persisted or not. Persisted ones are found by their pin
+//! directories (so one no process reads is listed too); running ones by
+//! the record map (`XDPSTAT_META`) their process holds open, which also
+//! names the process.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{MapData, MapInfo};
+use serde::Serialize;
+use xdpstat_common::{META_MAP, Meta, PIN_LAYOUT};
+
+use crate::{
+    cli::{StatusArgs, StatusFormat},
+    counts::report::rfc3339,
+    error::{XdpstatError, one_line},
+    kernel::{
+        bpf_sys,
+        meta::{self, attach_mode},
+        pins::{self, LINK_PIN},
+        tables::{TableFds, sources_held},
+    },
+};
+
+/// One interface xdpstat counts on (or pins that say it did).
+#[derive(Debug, Serialize)]
+pub struct Instance {
+    pub interface: String,
+    /// Inode of the interface's network namespace.
+    pub netns: u64,
+    /// `xdp` or `tcx`.
+    pub hook: &'static str,
+    /// native, generic, offload, or tcx.
+    pub mode: String,
+    pub program_id: Option<u32>,
+    /// The xdpstat version that attached the running program.
+    pub version: String,
+    /// RFC 3339.
+    pub counting_since: String,
+    pub persisted: bool,
+    pub pin_dir: Option<PathBuf>,
+    pub sources_held: Option<Held>,
+    /// The xdpstat process reading it, if one runs.
+    pub reader_pid: Option<u32>,
+    /// `counting`, or why not: `stale: ...`, `incomplete`.
+    pub state: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Held {
+    pub ipv4: usize,
+    pub ipv6: usize,
+}
+
+/// Prints every instance found.
+pub fn status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
+    let instances = find(&args.pin_dir);
+    let written = match args.format {
+        StatusFormat::Json => serde_json::to_writer_pretty(&mut *out, &instances)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out)),
+        StatusFormat::Plain => write_plain(out, &instances),
+    };
+    written.map_err(XdpstatError::Output)
+}
+
+/// Every instance: persisted ones under `root`, then running ones.
+pub fn find(root: &Path) -> Vec<Instance> {
+    let readers = meta_holders();
+    let mut seen = HashSet::new();
+    let mut instances = Vec::new();
+    if pins::is_bpffs(root) {
+        for (netns, name, dir) in pins::list(root) {
+            instances.push(persisted(netns, &name, &dir, &readers, &mut seen));
+        }
+    }
+    for (&map_id, &pid) in &readers {
+        if seen.contains(&map_id) {
+            continue;
+        }
+        let Ok(meta) = meta_by_id(map_id) else {
+            continue;
+        };
+        if meta.layout != PIN_LAYOUT {
+            continue;
+        }
+        let link = bpf_sys::link_by_id(meta.link_id)
+            .and_then(|fd| bpf_sys::link_facts(fd.as_fd()))
+            .ok();
+        let mut instance = describe(&meta, link, Some(pid));
+        instance.persisted = meta.persisted != 0;
+        instances.push(instance);
+    }
+    instances
+}
+
+/// The instance a pin directory holds.
+fn persisted(
+    netns: u64,
+    name: &str,
+    dir: &Path,
+    readers: &HashMap<u32, u32>,
+    seen: &mut HashSet<u32>,
+) -> Instance {
+    let reader = pins::lock_holder(dir);
+    let meta_map = MapData::from_pin(dir.join(META_MAP)).ok();
+    if let Some(id) = meta_map
+        .as_ref()
+        .and_then(|m| m.info().ok())
+        .map(|i| i.id())
+    {
+        seen.insert(id);
+        let _ = readers;
+    }
+    let meta = meta_map.and_then(|map| meta::read(map).ok());
+    let Some(meta) = meta.filter(|meta| meta.layout != 0) else {
+        let mut instance = describe(&Meta::default(), None, reader);
+        instance.interface = name.to_owned();
+        instance.netns = netns;
+        instance.persisted = true;
+        instance.pin_dir = Some(dir.to_owned());
+        instance.state = "incomplete: pins an xdpstat left while setting up".into();
+        return instance;
+    };
+    let link = bpf_sys::open_pinned(&dir.join(LINK_PIN))
+        .and_then(|fd| bpf_sys::link_facts(fd.as_fd()))
+        .ok();
+    let mut instance = describe(&meta, link, reader);
+    instance.interface = name.to_owned();
+    instance.persisted = true;
+    instance.pin_dir = Some(dir.to_owned());
+    if meta.layout != PIN_LAYOUT {
+        instance.state = format!(
+            "incompatible: layout {} (this xdpstat reads {PIN_LAYOUT})",
+            meta.layout
+        );
+    } else if instance.state == "counting" {
+        // The index may belong to another interface now (in this
+        // namespace only: another namespace's names are not ours to see).
+        let here = pins::netns_inode().ok() == Some(netns);
+        let now = nix::net::if_::if_nametoindex(name).ok();
+        if let (true, Some(link)) = (here, link)
+            && now != Some(link.ifindex)
+        {
+            instance.state = match now {
+                Some(index) => format!(
+                    "stale: counts on interface index {}, and {name} is index {index} now",
+                    link.ifindex
+                ),
+                None => format!("stale: {name} no longer exists"),
+            };
+        }
+    }
+    instance
+}
+
+/// An instance from its record and its link.
+fn describe(meta: &Meta, link: Option<bpf_sys::LinkFacts>, reader: Option<u32>) -> Instance {
+    let mode = attach_mode(meta.attach);
+    let state = match link {
+        None => "stale: its link is gone".to_owned(),
+        Some(link) if link.ifindex == 0 => format!(
+            "stale: the interface it counted on, index {}, is gone",
+            meta.ifindex
+        ),
+        Some(_) => "counting".to_owned(),
+    };
+    let held = held(meta).ok().map(|(ipv4, ipv6)| Held { ipv4, ipv6 });
+    Instance {
+        interface: meta::text(&meta.interface),
+        netns: meta.netns,
+        hook: if mode == Some(crate::kernel::attach::ObtainedMode::Tcx) {
+            "tcx"
+        } else {
+            "xdp"
+        },
+        mode: mode.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
+        program_id: link.map(|l| l.prog_id).filter(|&id| id != 0),
+        version: meta::text(&meta.version),
+        counting_since: rfc3339(meta::time(meta.since_ns)),
+        persisted: meta.persisted != 0,
+        pin_dir: None,
+        sources_held: held,
+        reader_pid: reader,
+        state,
+    }
+}
+
+/// Sources the instance's tables hold, counted now.
+fn held(meta: &Meta) -> Result<(usize, usize), String> {
+    let open = |id: u32| {
+        MapInfo::from_id(id)
+            .and_then(|info| info.fd())
+            .map_err(|e| one_line(&e))
+    };
+    let (v4, v4_pages) = (open(meta.sources_v4_id)?, open(meta.pages_v4_id)?);
+    let (v6, v6_pages) = (open(meta.sources_v6_id)?, open(meta.pages_v6_id)?);
+    sources_held(
+        TableFds {
+            entries: v4.as_fd(),
+            pages: v4_pages.as_fd(),
+        },
+        TableFds {
+            entries: v6.as_fd(),
+            pages: v6_pages.as_fd(),
+        },
+        meta.table_entries as usize,
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn meta_by_id(id: u32) -> Result<Meta, String> {
+    let fd = MapInfo::from_id(id)
+        .and_then(|info| info.fd())
+        .map_err(|e| one_line(&e))?;
+    let fd = fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
+    let map = MapData::from_fd(fd).map_err(|e| one_line(&e))?;
+    meta::read(map).map_err(|e| one_line(&e))
+}
+
+/// Record maps other processes hold open: map id to pid.
+fn meta_holders() -> HashMap<u32, u32> {
+    let me = std::process::id();
+    let mut holders = HashMap::new();
+    let mut names: HashMap<u32, bool> = HashMap::new();
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return holders;
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let is_map = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-map");
+            if !is_map {
+                continue;
+            }
+            let info = process.path().join("fdinfo").join(fd.file_name());
+            let Some(map_id) = std::fs::read_to_string(info).ok().and_then(|text| {
+                text.lines()
+                    .find_map(|line| line.strip_prefix("map_id:"))
+                    .and_then(|id| id.trim().parse::<u32>().ok())
+            }) else {
+                continue;
+            };
+            let is_meta = *names.entry(map_id).or_insert_with(|| {
+                MapInfo::from_id(map_id).is_ok_and(|info| info.name_as_str() == Some(META_MAP))
+            });
+            if is_meta {
+                holders.entry(map_id).or_insert(pid);
+            }
+        }
+    }
+    holders
+}
+
+fn write_plain(out: &mut dyn Write, instances: &[Instance]) -> std::io::Result<()> {
+    if instances.is_empty() {
+        return writeln!(out, "xdpstat is attached to no interface on this host");
+    }
+    writeln!(
+        out,
+        "{:<16} {:>12} {:<4} {:<8} {:>8} {:<8} {:<20} {:<9} {:>15} {:>8}  STATE",
+        "INTERFACE",
+        "NETNS",
+        "HOOK",
+        "MODE",
+        "PROGRAM",
+        "VERSION",
+        "COUNTING SINCE",
+        "PERSISTED",
+        "SOURCES v4/v6",
+        "READER"
+    )?;
+    for one in instances {
+        let dash = || "-".to_owned();
+        writeln!(
+            out,
+            "{:<16} {:>12} {:<4} {:<8} {:>8} {:<8} {:<20} {:<9} {:>15} {:>8}  {}",
+            one.interface,
+            one.netns,
+            one.hook,
+            one.mode,
+            one.program_id.map_or_else(dash, |id| id.to_string()),
+            if one.version.is_empty() {
+                "-"
+            } else {
+                &one.version
+            },
+            one.counting_since,
+            if one.persisted { "yes" } else { "no" },
+            one.sources_held
+                .as_ref()
+                .map_or_else(dash, |held| format!("{}/{}", held.ipv4, held.ipv6)),
+            one.reader_pid.map_or_else(dash, |pid| pid.to_string()),
+            one.state
+        )?;
+    }
+    Ok(())
+}
