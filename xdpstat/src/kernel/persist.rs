@@ -9,8 +9,10 @@ use std::{path::Path, time::SystemTime};
 use xdpstat_common::Meta;
 
 use crate::{
+    counts::report::rfc3339,
     error::XdpstatError,
     kernel::attach::{AttachMode, Attached, Hook, ObtainedMode},
+    kernel::bpf_sys,
     kernel::datapath::Datapath,
     kernel::meta,
     kernel::pins::{self, Found, LINK_PIN, PinDir},
@@ -70,9 +72,23 @@ pub fn attach(
     let mut datapath = Datapath::load_with(max_sources, Some(&dir), resume.as_ref())?;
     let (attached, since) = match &resume {
         Some(meta) => {
-            let attached = datapath.take_over(interface, &dir.file(LINK_PIN), meta)?;
+            let link = dir.file(LINK_PIN);
+            let old = bpf_sys::open_pinned(&link)
+                .and_then(|fd| bpf_sys::link_facts(std::os::fd::AsFd::as_fd(&fd)))
+                .map(|facts| facts.prog_id)
+                .unwrap_or(0);
+            let attached = datapath.take_over(interface, &link, meta)?;
             datapath.finish_retiring()?;
-            (attached, meta::time(meta.since_ns))
+            let since = meta::time(meta.since_ns);
+            eprintln!(
+                "xdpstat: {interface}: picked up the counts pinned in {} (counting since {}); this xdpstat's program (xdpstat {}, id {}) replaced the one xdpstat {} attached (id {old}) in one link update",
+                dir.path().display(),
+                rfc3339(since),
+                env!("CARGO_PKG_VERSION"),
+                datapath.program_id().unwrap_or(0),
+                meta::text(&meta.version),
+            );
+            (attached, since)
         }
         None => {
             let attached = match hook {

@@ -1,0 +1,580 @@
+//! `--persist`: counts that outlive the process. Traffic keeps flowing
+//! while xdpstat is stopped by SIGTERM and killed by SIGKILL, and the last
+//! report holds every frame sent; one reader at a time; pins of another
+//! layout refused with nothing changed; stale pins found and reported;
+//! `status` and `detach`.
+//!
+//! xdpstat runs in the test's network namespace but in the host's mount
+//! namespace (`nsenter --net`), so its pins stay between processes, under
+//! a bpffs mounted on a directory of the test's own, removed at the end
+//! even when the test fails.
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::linux::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Array, Map, MapData};
+use common::{TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, pair, privileged, source};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use xdpstat_common::{META_MAP, Meta};
+use xdpstat_lab::{
+    frames::{self, ethertype},
+    netns::{Namespace, veth_pair},
+};
+
+/// A pin root of the test's own, on a bpffs xdpstat mounts there; on drop
+/// the pins are removed (which detaches what they hold), the bpffs
+/// unmounted and the directory removed.
+struct PinRoot(PathBuf);
+
+impl PinRoot {
+    fn new(test: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("xdpstat-pins-{test}-{}", std::process::id()));
+        let root = Self(path);
+        root.clean();
+        std::fs::create_dir_all(&root.0).unwrap();
+        root
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The directory of `interface` in `namespace`.
+    fn dir(&self, namespace: &Namespace, interface: &str) -> PathBuf {
+        let inode = std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
+            .unwrap()
+            .st_ino();
+        self.0.join(format!("net{inode}")).join(interface)
+    }
+
+    fn clean(&self) {
+        if let Ok(namespaces) = std::fs::read_dir(&self.0) {
+            for namespace in namespaces.flatten() {
+                if namespace.path().is_dir() {
+                    let _ = std::fs::remove_dir_all(namespace.path());
+                }
+            }
+        }
+        let path = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; unmounting what may not be mounted.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+/// `xdpstat ARGS` in `namespace`'s network namespace and the host's mount
+/// namespace.
+fn nsenter(namespace: &Namespace, args: &[&str]) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{}", namespace.name()))
+        .arg(env!("CARGO_BIN_EXE_xdpstat"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts a persisted xdpstat on `xs0` and waits until it has attached.
+fn start_persisted(net: &TestNet, root: &PinRoot, extra: &[&str]) -> Xdpstat {
+    let mut args = vec![
+        "xs0",
+        "--persist",
+        "--pin-dir",
+        root.arg(),
+        "--format",
+        "json",
+        "--interval",
+        "0.2",
+    ];
+    args.extend_from_slice(extra);
+    let mut one = Xdpstat::from_command(nsenter(&net.watched, &args));
+    one.stderr_line(|line| line.contains("attached to xs0 "));
+    one
+}
+
+/// Runs `xdpstat ARGS` (nsentered into `namespace`) to its end.
+fn run(namespace: &Namespace, args: &[&str]) -> (i32, String, String) {
+    let (status, stdout, stderr) = Xdpstat::from_command(nsenter(namespace, args)).finish();
+    (
+        status.code().unwrap_or(-1),
+        stdout.join("\n"),
+        stderr.join("\n"),
+    )
+}
+
+/// The id of the XDP program on `xs0`, if any.
+fn xdp_program(net: &TestNet) -> Option<u64> {
+    let text = net
+        .watched
+        .ip_output(&["-json", "-details", "link", "show", "dev", "xs0"])
+        .unwrap();
+    let links: Value = serde_json::from_str(&text).unwrap();
+    links[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+/// `xdpstat status --format json` for `root`: the entries of `namespace`.
+fn status(root: &PinRoot, namespace: &Namespace) -> Vec<Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_xdpstat"))
+        .args(["status", "--format", "json", "--pin-dir", root.arg()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let inode = std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
+        .unwrap()
+        .st_ino();
+    let all: Value = serde_json::from_slice(&output.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|one| one["netns"].as_u64() == Some(inode))
+        .cloned()
+        .collect()
+}
+
+/// The test's frames: `(frame, source)`, where source is `None` for the
+/// classes with no source.
+struct Traffic {
+    v4: Vec<(Ipv4Addr, Vec<u8>)>,
+    v6: Vec<(Ipv6Addr, Vec<u8>)>,
+    non_ip: Vec<u8>,
+    malformed: Vec<u8>,
+}
+
+impl Traffic {
+    fn new(sources: u8) -> Self {
+        let v4 = (1..=sources)
+            .map(|i| {
+                let address = Ipv4Addr::new(198, 18, 40, i);
+                (address, ipv4_frame(address, &[], 20 + usize::from(i)))
+            })
+            .collect();
+        let v6 = (1..=sources)
+            .map(|i| {
+                let address = Ipv6Addr::new(0x2001, 0xdb8, 0x40, 0, 0, 0, 0, u16::from(i));
+                (address, ipv6_frame(address, &[], 10 + usize::from(i)))
+            })
+            .collect();
+        // An experimental EtherType, and an IPv4 header cut short.
+        let non_ip = frames::ethernet(&[], 0x88b5, &[0u8; 46]);
+        let malformed = frames::ethernet(&[], ethertype::IPV4, &[0x45, 0, 0]);
+        Self {
+            v4,
+            v6,
+            non_ip,
+            malformed,
+        }
+    }
+
+    fn frames_per_round(&self) -> usize {
+        self.v4.len() + self.v6.len() + 2
+    }
+
+    fn send_round(&self, net: &TestNet) {
+        for (_, frame) in &self.v4 {
+            net.send(frame, 1);
+        }
+        for (_, frame) in &self.v6 {
+            net.send(frame, 1);
+        }
+        net.send(&self.non_ip, 1);
+        net.send(&self.malformed, 1);
+    }
+
+    /// Asserts that `report` holds exactly `rounds` rounds of traffic.
+    fn assert_exact(&self, report: &Value, rounds: u64) {
+        let mut v4 = (0, 0);
+        for (address, frame) in &self.v4 {
+            let expected = (rounds, rounds * frame.len() as u64);
+            assert_eq!(
+                source(report, &address.to_string()),
+                Some(expected),
+                "{address}"
+            );
+            v4 = (v4.0 + expected.0, v4.1 + expected.1);
+        }
+        let mut v6 = (0, 0);
+        for (address, frame) in &self.v6 {
+            let expected = (rounds, rounds * frame.len() as u64);
+            assert_eq!(
+                source(report, &address.to_string()),
+                Some(expected),
+                "{address}"
+            );
+            v6 = (v6.0 + expected.0, v6.1 + expected.1);
+        }
+        let totals = &report["totals"];
+        assert_eq!(pair(&totals["ipv4"]), v4);
+        assert_eq!(pair(&totals["ipv6"]), v6);
+        assert_eq!(
+            pair(&totals["non_ip"]),
+            (rounds, rounds * self.non_ip.len() as u64)
+        );
+        assert_eq!(
+            pair(&totals["malformed"]),
+            (rounds, rounds * self.malformed.len() as u64)
+        );
+        assert_eq!(pair(&report["unattributed"]), (0, 0));
+        assert_eq!(
+            report["sources"].as_array().unwrap().len(),
+            self.v4.len() + self.v6.len()
+        );
+    }
+}
+
+/// A class counter from a Prometheus exposition.
+fn class_counter(exposition: &str, metric: &str, class: &str) -> f64 {
+    let prefix = format!("{metric}{{interface=\"xs0\",class=\"{class}\"}} ");
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {metric} for {class} in:\n{exposition}"))
+        .parse()
+        .unwrap()
+}
+
+fn scrape(namespace: &Namespace, port: u16) -> String {
+    namespace
+        .run(|| {
+            let mut response = ureq::get(format!("http://127.0.0.1:{port}/metrics"))
+                .call()
+                .expect("scrape");
+            response.body_mut().read_to_string().unwrap()
+        })
+        .unwrap()
+}
+
+/// A loopback port free in `namespace` (bound and released).
+fn free_port(namespace: &Namespace) -> u16 {
+    namespace
+        .run(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .unwrap()
+}
+
+#[test]
+fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
+    if !privileged("counts_survive_sigterm_and_sigkill_while_traffic_flows") {
+        return;
+    }
+    let net = TestNet::new();
+    net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
+    let root = PinRoot::new("restarts");
+    let traffic = Traffic::new(40);
+    // Bounded: at most 400 rounds of 82 frames (32,800), ~5 s paced.
+    const MAX_ROUNDS: usize = 400;
+    let rounds = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let port = free_port(&net.watched);
+    let port_arg = format!("127.0.0.1:{port}");
+
+    let first = start_persisted(&net, &root, &["--metrics", &port_arg]);
+    let first_program = xdp_program(&net).expect("attached");
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            let started = Instant::now();
+            while rounds.load(Ordering::Relaxed) < MAX_ROUNDS
+                && !stop.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                traffic.send_round(&net);
+                rounds.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(12));
+            }
+        });
+        // Waits until the sender has sent `more` rounds past now (or is done).
+        let advance = |more: usize| {
+            let target = rounds.load(Ordering::Relaxed) + more;
+            eventually("the sender to go on", || {
+                rounds.load(Ordering::Relaxed) >= target.min(MAX_ROUNDS) || sender.is_finished()
+            });
+        };
+
+        let mut first = first;
+        let seen = first.report_where(|r| pair(&r["totals"]["ipv4"]).0 > 0);
+        let since = seen["counting_since"].as_str().unwrap().to_owned();
+        advance(20);
+        let before = scrape(&net.watched, port);
+        first.signal(Signal::SIGTERM);
+        let (status, _, stderr) = first.finish();
+        assert!(status.success(), "{stderr:?}");
+        assert!(
+            stderr.iter().any(|l| l.contains("stays attached")),
+            "{stderr:?}"
+        );
+        // Counting goes on with no xdpstat running. The record says an
+        // older xdpstat attached the program: the next one swaps its own in.
+        set_version(&root.dir(&net.watched, "xs0").join(META_MAP), "0.0.1-old");
+        advance(30);
+
+        let mut second = start_persisted(&net, &root, &["--metrics", &port_arg]);
+        second.stderr_line(|line| {
+            line.contains("picked up the counts") && line.contains("xdpstat 0.0.1-old attached")
+        });
+        let second_program = xdp_program(&net).expect("attached");
+        assert_ne!(second_program, first_program, "the program was swapped in");
+        let report = second.report_where(|_| true);
+        assert_eq!(report["counting_since"], since.as_str());
+        let after = scrape(&net.watched, port);
+        for class in ["ipv4", "ipv6", "non_ip", "malformed"] {
+            for metric in ["xdpstat_packets_total", "xdpstat_bytes_total"] {
+                let (was, is) = (
+                    class_counter(&before, metric, class),
+                    class_counter(&after, metric, class),
+                );
+                assert!(is >= was, "{metric} {class} went from {was} to {is}");
+            }
+        }
+        advance(20);
+        second.signal(Signal::SIGKILL);
+        let _ = second.finish();
+        advance(30);
+
+        let mut third = start_persisted(&net, &root, &[]);
+        assert_ne!(xdp_program(&net), Some(second_program));
+        advance(20);
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        let sent = rounds.load(Ordering::Relaxed) as u64;
+        let expected_v4 = sent * traffic.v4.len() as u64;
+        let report = third.report_where(|r| {
+            pair(&r["totals"]["ipv4"]).0 >= expected_v4 && {
+                let totals = &r["totals"];
+                pair(&totals["ipv6"]).0 >= sent * traffic.v6.len() as u64
+                    && pair(&totals["malformed"]).0 >= sent
+                    && pair(&totals["non_ip"]).0 >= sent
+            }
+        });
+        assert_eq!(report["counting_since"], since.as_str());
+        traffic.assert_exact(&report, sent);
+        eprintln!(
+            "{} frames sent across a SIGTERM and a SIGKILL restart, every one counted",
+            sent as usize * traffic.frames_per_round()
+        );
+        third.signal(Signal::SIGTERM);
+        assert!(third.finish().0.success());
+    });
+    let (code, stdout, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("detached"), "{stdout}");
+    assert!(!root.dir(&net.watched, "xs0").exists());
+    assert_eq!(xdp_program(&net), None, "detach removed the attachment");
+}
+
+/// Writes `version` into the pinned record, as another release would have.
+fn set_version(record: &Path, version: &str) {
+    let map = MapData::from_pin(record).unwrap();
+    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
+    let mut meta = array.get(&0, 0).unwrap();
+    meta.version = [0; 32];
+    meta.version[..version.len()].copy_from_slice(version.as_bytes());
+    array.set(0, meta, 0).unwrap();
+}
+
+/// Writes `layout` into the pinned record, as another build would have.
+fn set_layout(record: &Path, layout: u32) {
+    let map = MapData::from_pin(record).unwrap();
+    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
+    let mut meta = array.get(&0, 0).unwrap();
+    meta.layout = layout;
+    array.set(0, meta, 0).unwrap();
+}
+
+#[test]
+fn one_reader_status_foreign_layouts_and_stale_pins() {
+    if !privileged("one_reader_status_foreign_layouts_and_stale_pins") {
+        return;
+    }
+    let net = TestNet::new();
+    let root = PinRoot::new("checks");
+    let dir = root.dir(&net.watched, "xs0");
+
+    // One reader at a time, refused with the first one's pid.
+    let first = start_persisted(&net, &root, &[]);
+    let (code, _, stderr) = run(
+        &net.watched,
+        &[
+            "xs0",
+            "--persist",
+            "--pin-dir",
+            root.arg(),
+            "--duration",
+            "1",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    // Detaching under a reader is refused too.
+    let (code, _, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+
+    // Status: the persisted instance with its reader, and one that is not
+    // persisted, on the sender's side.
+    let other = Xdpstat::start(&net.sender, &["xs1", "--format", "json"]);
+    let listed = status(&root, &net.watched);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let xs0 = &listed[0];
+    assert_eq!(xs0["interface"], "xs0");
+    assert_eq!(xs0["persisted"], true);
+    assert_eq!(xs0["hook"], "xdp");
+    assert_eq!(xs0["mode"], "native");
+    assert_eq!(xs0["state"], "counting");
+    assert_eq!(xs0["reader_pid"], first.pid().as_raw());
+    assert_eq!(xs0["program_id"].as_u64(), xdp_program(&net));
+    assert_eq!(xs0["pin_dir"], dir.to_str().unwrap());
+    assert_eq!(xs0["version"], env!("CARGO_PKG_VERSION"));
+    let listed = status(&root, &net.sender);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["interface"], "xs1");
+    assert_eq!(listed[0]["persisted"], false);
+    assert_eq!(listed[0]["reader_pid"], other.pid().as_raw());
+    drop(other);
+
+    // With no reader, still listed, and counting.
+    first.signal(Signal::SIGTERM);
+    assert!(first.finish().0.success());
+    let program = xdp_program(&net).expect("still attached");
+    let listed = status(&root, &net.watched);
+    assert_eq!(listed[0]["reader_pid"], Value::Null);
+    assert_eq!(listed[0]["state"], "counting");
+
+    // Pins of another layout: refused in one line naming detach; nothing changed.
+    set_layout(&dir.join(META_MAP), 99);
+    let pins = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let pins_before = pins();
+    assert_eq!(pins_before.len(), 7, "{pins_before:?}");
+    let (code, _, stderr) = run(&net.watched, &["xs0", "--persist", "--pin-dir", root.arg()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("layout 99"), "{stderr}");
+    assert!(stderr.contains("xdpstat detach xs0"), "{stderr}");
+    assert_eq!(xdp_program(&net), Some(program), "nothing was changed");
+    assert_eq!(pins(), pins_before);
+
+    // Detach removes it all, whatever the layout; a second detach is no error.
+    let (code, stdout, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("detached"), "{stdout}");
+    assert!(!dir.exists());
+    assert_eq!(xdp_program(&net), None);
+    let (code, stdout, _) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing to detach"), "{stdout}");
+
+    // Stale pins: the interface they counted on is removed and another
+    // takes its name.
+    let first = start_persisted(&net, &root, &[]);
+    first.signal(Signal::SIGTERM);
+    assert!(first.finish().0.success());
+    net.watched.ip(&["link", "del", "xs0"]).unwrap();
+    let listed = status(&root, &net.watched);
+    assert!(
+        listed[0]["state"].as_str().unwrap().starts_with("stale"),
+        "{listed:?}"
+    );
+    veth_pair(&net.watched, "xs0", &net.sender, "xs9").unwrap();
+    let mut again = start_persisted(&net, &root, &[]);
+    again.stderr_line(|line| line.contains("stale") && line.contains("counting starts anew"));
+    let report = again.report_where(|_| true);
+    assert_eq!(pair(&report["totals"]["ipv4"]), (0, 0));
+    again.signal(Signal::SIGTERM);
+    assert!(again.finish().0.success());
+    let (code, _, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn what_retired_entries_counted_survives_a_restart() {
+    if !privileged("what_retired_entries_counted_survives_a_restart") {
+        return;
+    }
+    let net = TestNet::new();
+    let root = PinRoot::new("retired");
+    // 16 sources planned: past 14 held, idle ones are retired down to 12.
+    let mut first = start_persisted(&net, &root, &["--max-sources", "16"]);
+    for i in 1..=15u8 {
+        net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 41, i), &[], 30), 1);
+    }
+    let report = first.report_where(|r| pair(&r["unattributed"]).0 > 0);
+    let retired = pair(&report["unattributed"]);
+    assert_eq!(pair(&report["totals"]["ipv4"]).0, 15);
+    first.signal(Signal::SIGTERM);
+    assert!(first.finish().0.success());
+
+    let mut second = start_persisted(&net, &root, &["--max-sources", "16"]);
+    let report = second.report_where(|_| true);
+    assert_eq!(pair(&report["unattributed"]), retired);
+    assert_eq!(pair(&report["totals"]["ipv4"]).0, 15);
+    let held: u64 = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| pair(s).0)
+        .sum();
+    assert_eq!(held + retired.0, 15);
+    // Asking for another table size is refused, naming detach.
+    second.signal(Signal::SIGTERM);
+    assert!(second.finish().0.success());
+    let (code, _, stderr) = run(
+        &net.watched,
+        &[
+            "xs0",
+            "--persist",
+            "--pin-dir",
+            root.arg(),
+            "--max-sources",
+            "32",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--max-sources 16") && stderr.contains("xdpstat detach xs0"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(
+        &net.watched,
+        &[
+            "xs0",
+            "--persist",
+            "--pin-dir",
+            root.arg(),
+            "--max-sources",
+            "16",
+            "--hook",
+            "tcx",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("on the xdp hook"), "{stderr}");
+}
