@@ -578,3 +578,121 @@ fn what_retired_entries_counted_survives_a_restart() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("on the xdp hook"), "{stderr}");
 }
+
+/// Marks the pinned IPv4 entry holding `address` draining, as an xdpstat
+/// killed in the middle of retiring it leaves it; returns its counts.
+fn leave_draining(dir: &Path, address: Ipv4Addr) -> (u64, u64) {
+    use xdpstat_common::{V4Entry, entry_state};
+    let map = MapData::from_pin(dir.join("SOURCES_V4")).unwrap();
+    let mut table: Array<MapData, V4Entry> = Array::try_from(Map::Array(map)).unwrap();
+    for index in 0..table.len() {
+        let mut entry = table.get(&index, 0).unwrap();
+        if entry.state == entry_state::READY && entry.address == address.octets() {
+            entry.state = entry_state::DRAINING;
+            table.set(index, entry, 0).unwrap();
+            return (entry.counter.packets, entry.counter.bytes);
+        }
+    }
+    panic!("no entry holds {address}");
+}
+
+/// Changes the pinned record as `change` says.
+fn edit_record(dir: &Path, change: impl FnOnce(&mut Meta)) {
+    let map = MapData::from_pin(dir.join(META_MAP)).unwrap();
+    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
+    let mut meta = array.get(&0, 0).unwrap();
+    change(&mut meta);
+    array.set(0, meta, 0).unwrap();
+}
+
+#[test]
+fn a_retirement_cut_short_by_a_kill_is_finished_exactly() {
+    if !privileged("a_retirement_cut_short_by_a_kill_is_finished_exactly") {
+        return;
+    }
+    let net = TestNet::new();
+    let root = PinRoot::new("cut-short");
+    let dir = root.dir(&net.watched, "xs0");
+    let (a, b, c) = (
+        Ipv4Addr::new(198, 18, 42, 1),
+        Ipv4Addr::new(198, 18, 42, 2),
+        Ipv4Addr::new(198, 18, 42, 3),
+    );
+    let mut first = start_persisted(&net, &root, &[]);
+    net.send(&ipv4_frame(a, &[], 40), 3);
+    net.send(&ipv4_frame(b, &[], 50), 5);
+    // `c` starts a run, so `b`'s packets are settled into its entry.
+    net.send(&ipv4_frame(c, &[], 60), 1);
+    first.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 9);
+    first.signal(Signal::SIGKILL);
+    let _ = first.finish();
+
+    // Killed after draining `a`, before recording anything: `a`'s counts
+    // are in no total yet; the next xdpstat moves them to unattributed.
+    let drained_a = leave_draining(&dir, a);
+    assert_eq!(drained_a.0, 3);
+    let mut second = start_persisted(&net, &root, &[]);
+    let report = second.report_where(|_| true);
+    assert_eq!(pair(&report["unattributed"]), drained_a);
+    assert_eq!(pair(&report["totals"]["ipv4"]).0, 9);
+    assert_eq!(source(&report, &a.to_string()), None);
+    second.signal(Signal::SIGKILL);
+    let _ = second.finish();
+
+    // Killed after recording `b`'s counts (the mark set), before clearing
+    // its entry: they are counted once, not again.
+    let drained_b = leave_draining(&dir, b);
+    assert_eq!(drained_b.0, 5);
+    edit_record(&dir, |meta| {
+        meta.retired_v4.packets += drained_b.0;
+        meta.retired_v4.bytes += drained_b.1;
+        meta.retiring = 1;
+    });
+    let mut third = start_persisted(&net, &root, &[]);
+    let report = third.report_where(|_| true);
+    assert_eq!(
+        pair(&report["unattributed"]),
+        (drained_a.0 + drained_b.0, drained_a.1 + drained_b.1)
+    );
+    assert_eq!(pair(&report["totals"]["ipv4"]).0, 9);
+    // The entries are free again: both sources come back with entries.
+    net.send(&ipv4_frame(a, &[], 40), 1);
+    net.send(&ipv4_frame(b, &[], 50), 1);
+    let report = third.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 11);
+    assert_eq!(source(&report, &a.to_string()).map(|s| s.0), Some(1));
+    assert_eq!(source(&report, &b.to_string()).map(|s| s.0), Some(1));
+    third.signal(Signal::SIGTERM);
+    assert!(third.finish().0.success());
+}
+
+#[test]
+fn a_persisted_tcx_count_continues_across_a_restart() {
+    if !privileged("a_persisted_tcx_count_continues_across_a_restart") {
+        return;
+    }
+    let net = TestNet::new();
+    let root = PinRoot::new("tcx");
+    let source_address = Ipv6Addr::new(0x2001, 0xdb8, 0x43, 0, 0, 0, 0, 1);
+    let frame = ipv6_frame(source_address, &[], 100);
+    let mut first = start_persisted(&net, &root, &["--hook", "tcx"]);
+    net.send(&frame, 7);
+    first.report_where(|r| pair(&r["totals"]["ipv6"]).0 == 7);
+    first.signal(Signal::SIGTERM);
+    assert!(first.finish().0.success());
+    net.send(&frame, 5);
+    let listed = status(&root, &net.watched);
+    assert_eq!(listed[0]["hook"], "tcx");
+    assert_eq!(listed[0]["state"], "counting");
+    let mut second = start_persisted(&net, &root, &["--hook", "tcx"]);
+    net.send(&frame, 4);
+    let report = second.report_where(|r| pair(&r["totals"]["ipv6"]).0 == 16);
+    assert_eq!(
+        source(&report, &source_address.to_string()),
+        Some((16, 16 * frame.len() as u64))
+    );
+    second.signal(Signal::SIGTERM);
+    assert!(second.finish().0.success());
+    let (code, _, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!root.dir(&net.watched, "xs0").exists());
+}
