@@ -696,3 +696,70 @@ fn a_persisted_tcx_count_continues_across_a_restart() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!root.dir(&net.watched, "xs0").exists());
 }
+
+/// What the systemd unit grants is enough: root's ownership of the pins
+/// but no capability beyond CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, on a
+/// bpffs someone else mounted (systemd does). Without one there, the
+/// mount it would need is refused in one line.
+#[test]
+fn the_units_capabilities_are_enough_to_persist_and_pick_up() {
+    let test = "the_units_capabilities_are_enough_to_persist_and_pick_up";
+    if !privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let root = PinRoot::new("unit-caps");
+    let restricted = |args: &[&str]| {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", net.watched.name()))
+            .args([
+                "setpriv",
+                "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+                "--inh-caps=-all,+bpf,+perfmon,+net_admin",
+                env!("CARGO_BIN_EXE_xdpstat"),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Xdpstat::from_command(command)
+    };
+    let args = [
+        "xs0",
+        "--persist",
+        "--pin-dir",
+        root.arg(),
+        "--format",
+        "json",
+        "--interval",
+        "0.2",
+    ];
+    let (status, _, stderr) = restricted(&args).finish();
+    assert_eq!(status.code(), Some(2), "{stderr:?}");
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].contains("mounting bpffs"), "{stderr:?}");
+
+    let mounted = Command::new("mount")
+        .args(["-t", "bpf", "bpffs", root.arg()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let frame = ipv4_frame(Ipv4Addr::new(198, 18, 44, 1), &[], 64);
+    let mut first = restricted(&args);
+    first.stderr_line(|line| line.contains("attached to xs0 "));
+    net.send(&frame, 6);
+    first.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 6);
+    first.signal(Signal::SIGTERM);
+    assert!(first.finish().0.success());
+    net.send(&frame, 4);
+    let mut second = restricted(&args);
+    second.stderr_line(|line| line.contains("picked up the counts"));
+    let report = second.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 10);
+    assert_eq!(
+        source(&report, "198.18.44.1"),
+        Some((10, 10 * frame.len() as u64))
+    );
+    second.signal(Signal::SIGTERM);
+    assert!(second.finish().0.success());
+}
