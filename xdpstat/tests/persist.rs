@@ -492,6 +492,25 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     assert_eq!(code, 0);
     assert!(stdout.contains("nothing to detach"), "{stdout}");
 
+    // Pins an xdpstat left while setting up (it died before its record was
+    // complete): removed, said so, counting starts anew.
+    let first = start_persisted(&net, &root, &[]);
+    net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 45, 1), &[], 30), 2);
+    first.signal(Signal::SIGTERM);
+    assert!(first.finish().0.success());
+    edit_record(&dir, |meta| meta.layout = 0);
+    let listed = status(&root, &net.watched);
+    assert!(
+        listed[0]["state"].as_str().unwrap().starts_with("incomplete"),
+        "{listed:?}"
+    );
+    let mut again = start_persisted(&net, &root, &[]);
+    again.stderr_line(|line| line.contains("left unfinished"));
+    let report = again.report_where(|_| true);
+    assert_eq!(pair(&report["totals"]["ipv4"]), (0, 0));
+    again.signal(Signal::SIGTERM);
+    assert!(again.finish().0.success());
+
     // Stale pins: the interface they counted on is removed and another
     // takes its name.
     let first = start_persisted(&net, &root, &[]);
