@@ -56,6 +56,13 @@ pub enum XdpstatError {
         existing: String,
     },
 
+    /// xdpstat's own program holds the XDP hook: another xdpstat, running
+    /// or persisted.
+    #[error(
+        "{interface}: xdpstat already counts here ({existing}); `xdpstat status` says who reads it, `xdpstat {interface} --persist` reads persisted counts, `xdpstat detach {interface}` ends them"
+    )]
+    XdpstatAttached { interface: String, existing: String },
+
     /// The kernel refused to attach in the mode that was asked for.
     #[error("{interface}: the kernel refused {mode} mode (try --mode {alternatives})")]
     ModeRefused {

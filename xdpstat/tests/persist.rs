@@ -460,6 +460,13 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     let listed = status(&root, &net.watched);
     assert_eq!(listed[0]["reader_pid"], Value::Null);
     assert_eq!(listed[0]["state"], "counting");
+    // A run without --persist is told who holds the hook.
+    let (code, _, stderr) = run(&net.watched, &["xs0", "--duration", "1"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("xdpstat already counts here") && stderr.contains("--persist"),
+        "{stderr}"
+    );
 
     // Pins of another layout: refused in one line naming detach; nothing changed.
     set_layout(&dir.join(META_MAP), 99);
@@ -501,7 +508,10 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     edit_record(&dir, |meta| meta.layout = 0);
     let listed = status(&root, &net.watched);
     assert!(
-        listed[0]["state"].as_str().unwrap().starts_with("incomplete"),
+        listed[0]["state"]
+            .as_str()
+            .unwrap()
+            .starts_with("incomplete"),
         "{listed:?}"
     );
     let mut again = start_persisted(&net, &root, &[]);

@@ -180,10 +180,20 @@ pub(crate) fn attach_error(
         _ => None,
     };
     match errno {
-        Some(libc::EBUSY) | Some(libc::EEXIST) => XdpstatError::AlreadyAttached {
-            interface: interface.to_owned(),
-            existing: existing_program(interface),
-        },
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            let existing = existing_program(interface);
+            if existing.contains("name xdpstat") {
+                XdpstatError::XdpstatAttached {
+                    interface: interface.to_owned(),
+                    existing,
+                }
+            } else {
+                XdpstatError::AlreadyAttached {
+                    interface: interface.to_owned(),
+                    existing,
+                }
+            }
+        }
         // ERANGE: the MTU is too large for a program without multi-buffer
         // support (veth and several drivers answer so).
         Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENODEV) | Some(libc::ERANGE) => {
