@@ -12,7 +12,7 @@
 mod common;
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::linux::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -78,11 +78,12 @@ impl Drop for PinRoot {
 }
 
 /// `xdpstat ARGS` in `namespace`'s network namespace and the host's mount
-/// namespace.
-fn nsenter(namespace: &Namespace, args: &[&str]) -> Command {
+/// namespace, behind `prefix` (such as `setpriv ...`).
+fn nsenter(namespace: &Namespace, prefix: &[&str], args: &[&str]) -> Command {
     let mut command = Command::new("nsenter");
     command
         .arg(format!("--net=/run/netns/{}", namespace.name()))
+        .args(prefix)
         .arg(env!("CARGO_BIN_EXE_xdpstat"))
         .args(args)
         .stdin(Stdio::null())
@@ -93,6 +94,14 @@ fn nsenter(namespace: &Namespace, args: &[&str]) -> Command {
 
 /// Starts a persisted xdpstat on `xs0` and waits until it has attached.
 fn start_persisted(net: &TestNet, root: &PinRoot, extra: &[&str]) -> Xdpstat {
+    let mut one = spawn_persisted(net, root, &[], extra);
+    one.stderr_line(|line| line.contains("attached to xs0 "));
+    one
+}
+
+/// Starts a persisted xdpstat on `xs0` behind `prefix`, reporting JSON
+/// every 0.2 s.
+fn spawn_persisted(net: &TestNet, root: &PinRoot, prefix: &[&str], extra: &[&str]) -> Xdpstat {
     let mut args = vec![
         "xs0",
         "--persist",
@@ -104,14 +113,26 @@ fn start_persisted(net: &TestNet, root: &PinRoot, extra: &[&str]) -> Xdpstat {
         "0.2",
     ];
     args.extend_from_slice(extra);
-    let mut one = Xdpstat::from_command(nsenter(&net.watched, &args));
-    one.stderr_line(|line| line.contains("attached to xs0 "));
-    one
+    Xdpstat::from_command(nsenter(&net.watched, prefix, &args))
+}
+
+/// Stops `one` with SIGTERM; it must exit 0.
+fn stop(one: Xdpstat) {
+    one.signal(Signal::SIGTERM);
+    let (status, _, stderr) = one.finish();
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// `xdpstat detach xs0`, which must succeed; returns what it printed.
+fn detach(net: &TestNet, root: &PinRoot) -> String {
+    let (code, stdout, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
 }
 
 /// Runs `xdpstat ARGS` (nsentered into `namespace`) to its end.
 fn run(namespace: &Namespace, args: &[&str]) -> (i32, String, String) {
-    let (status, stdout, stderr) = Xdpstat::from_command(nsenter(namespace, args)).finish();
+    let (status, stdout, stderr) = Xdpstat::from_command(nsenter(namespace, &[], args)).finish();
     (
         status.code().unwrap_or(-1),
         stdout.join("\n"),
@@ -151,8 +172,8 @@ fn status(root: &PinRoot, namespace: &Namespace) -> Vec<Value> {
 /// The test's frames: `(frame, source)`, where source is `None` for the
 /// classes with no source.
 struct Traffic {
-    v4: Vec<(Ipv4Addr, Vec<u8>)>,
-    v6: Vec<(Ipv6Addr, Vec<u8>)>,
+    v4: Vec<(IpAddr, Vec<u8>)>,
+    v6: Vec<(IpAddr, Vec<u8>)>,
     non_ip: Vec<u8>,
     malformed: Vec<u8>,
 }
@@ -162,13 +183,19 @@ impl Traffic {
         let v4 = (1..=sources)
             .map(|i| {
                 let address = Ipv4Addr::new(198, 18, 40, i);
-                (address, ipv4_frame(address, &[], 20 + usize::from(i)))
+                (
+                    address.into(),
+                    ipv4_frame(address, &[], 20 + usize::from(i)),
+                )
             })
             .collect();
         let v6 = (1..=sources)
             .map(|i| {
                 let address = Ipv6Addr::new(0x2001, 0xdb8, 0x40, 0, 0, 0, 0, u16::from(i));
-                (address, ipv6_frame(address, &[], 10 + usize::from(i)))
+                (
+                    address.into(),
+                    ipv6_frame(address, &[], 10 + usize::from(i)),
+                )
             })
             .collect();
         // An experimental EtherType, and an IPv4 header cut short.
@@ -187,10 +214,7 @@ impl Traffic {
     }
 
     fn send_round(&self, net: &TestNet) {
-        for (_, frame) in &self.v4 {
-            net.send(frame, 1);
-        }
-        for (_, frame) in &self.v6 {
+        for (_, frame) in self.v4.iter().chain(&self.v6) {
             net.send(frame, 1);
         }
         net.send(&self.non_ip, 1);
@@ -199,26 +223,18 @@ impl Traffic {
 
     /// Asserts that `report` holds exactly `rounds` rounds of traffic.
     fn assert_exact(&self, report: &Value, rounds: u64) {
-        let mut v4 = (0, 0);
-        for (address, frame) in &self.v4 {
-            let expected = (rounds, rounds * frame.len() as u64);
-            assert_eq!(
-                source(report, &address.to_string()),
-                Some(expected),
-                "{address}"
-            );
-            v4 = (v4.0 + expected.0, v4.1 + expected.1);
-        }
-        let mut v6 = (0, 0);
-        for (address, frame) in &self.v6 {
-            let expected = (rounds, rounds * frame.len() as u64);
-            assert_eq!(
-                source(report, &address.to_string()),
-                Some(expected),
-                "{address}"
-            );
-            v6 = (v6.0 + expected.0, v6.1 + expected.1);
-        }
+        // Each family's sources, exact; returns the family's sum.
+        let family = |sources: &[(IpAddr, Vec<u8>)]| {
+            let mut sum = (0, 0);
+            for (address, frame) in sources {
+                let expected = (rounds, rounds * frame.len() as u64);
+                let counted = source(report, &address.to_string());
+                assert_eq!(counted, Some(expected), "{address}");
+                sum = (sum.0 + expected.0, sum.1 + expected.1);
+            }
+            sum
+        };
+        let (v4, v6) = (family(&self.v4), family(&self.v6));
         let totals = &report["totals"];
         assert_eq!(pair(&totals["ipv4"]), v4);
         assert_eq!(pair(&totals["ipv6"]), v6);
@@ -273,6 +289,15 @@ fn free_port(namespace: &Namespace) -> u16 {
         .unwrap()
 }
 
+/// Changes the pinned record as `change` says.
+fn edit_record(dir: &Path, change: impl FnOnce(&mut Meta)) {
+    let map = MapData::from_pin(dir.join(META_MAP)).unwrap();
+    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
+    let mut meta = array.get(&0, 0).unwrap();
+    change(&mut meta);
+    array.set(0, meta, 0).unwrap();
+}
+
 #[test]
 fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
     if !privileged("counts_survive_sigterm_and_sigkill_while_traffic_flows") {
@@ -285,7 +310,7 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
     // Bounded: at most 400 rounds of 82 frames (32,800), ~5 s paced.
     const MAX_ROUNDS: usize = 400;
     let rounds = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
     let port = free_port(&net.watched);
     let port_arg = format!("127.0.0.1:{port}");
 
@@ -295,7 +320,7 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
         let sender = scope.spawn(|| {
             let started = Instant::now();
             while rounds.load(Ordering::Relaxed) < MAX_ROUNDS
-                && !stop.load(Ordering::Relaxed)
+                && !done.load(Ordering::Relaxed)
                 && started.elapsed() < Duration::from_secs(60)
             {
                 traffic.send_round(&net);
@@ -325,7 +350,10 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
         );
         // Counting goes on with no xdpstat running. The record says an
         // older xdpstat attached the program: the next one swaps its own in.
-        set_version(&root.dir(&net.watched, "xs0").join(META_MAP), "0.0.1-old");
+        edit_record(&root.dir(&net.watched, "xs0"), |meta| {
+            meta.version = [0; 32];
+            meta.version[..9].copy_from_slice(b"0.0.1-old");
+        });
         advance(30);
 
         let mut second = start_persisted(&net, &root, &["--metrics", &port_arg]);
@@ -354,7 +382,7 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
         let mut third = start_persisted(&net, &root, &[]);
         assert_ne!(xdp_program(&net), Some(second_program));
         advance(20);
-        stop.store(true, Ordering::Relaxed);
+        done.store(true, Ordering::Relaxed);
         sender.join().unwrap();
         let sent = rounds.load(Ordering::Relaxed) as u64;
         let expected_v4 = sent * traffic.v4.len() as u64;
@@ -372,33 +400,12 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
             "{} frames sent across a SIGTERM and a SIGKILL restart, every one counted",
             sent as usize * traffic.frames_per_round()
         );
-        third.signal(Signal::SIGTERM);
-        assert!(third.finish().0.success());
+        stop(third);
     });
-    let (code, stdout, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("detached"), "{stdout}");
+    let said = detach(&net, &root);
+    assert!(said.contains("detached"), "{said}");
     assert!(!root.dir(&net.watched, "xs0").exists());
     assert_eq!(xdp_program(&net), None, "detach removed the attachment");
-}
-
-/// Writes `version` into the pinned record, as another release would have.
-fn set_version(record: &Path, version: &str) {
-    let map = MapData::from_pin(record).unwrap();
-    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
-    let mut meta = array.get(&0, 0).unwrap();
-    meta.version = [0; 32];
-    meta.version[..version.len()].copy_from_slice(version.as_bytes());
-    array.set(0, meta, 0).unwrap();
-}
-
-/// Writes `layout` into the pinned record, as another build would have.
-fn set_layout(record: &Path, layout: u32) {
-    let map = MapData::from_pin(record).unwrap();
-    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
-    let mut meta = array.get(&0, 0).unwrap();
-    meta.layout = layout;
-    array.set(0, meta, 0).unwrap();
 }
 
 #[test]
@@ -454,8 +461,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     drop(other);
 
     // With no reader, still listed, and counting.
-    first.signal(Signal::SIGTERM);
-    assert!(first.finish().0.success());
+    stop(first);
     let program = xdp_program(&net).expect("still attached");
     let listed = status(&root, &net.watched);
     assert_eq!(listed[0]["reader_pid"], Value::Null);
@@ -469,7 +475,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     );
 
     // Pins of another layout: refused in one line naming detach; nothing changed.
-    set_layout(&dir.join(META_MAP), 99);
+    edit_record(&dir, |meta| meta.layout = 99);
     let pins = || {
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
@@ -490,21 +496,18 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     assert_eq!(pins(), pins_before);
 
     // Detach removes it all, whatever the layout; a second detach is no error.
-    let (code, stdout, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("detached"), "{stdout}");
+    let said = detach(&net, &root);
+    assert!(said.contains("detached"), "{said}");
     assert!(!dir.exists());
     assert_eq!(xdp_program(&net), None);
-    let (code, stdout, _) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
-    assert_eq!(code, 0);
-    assert!(stdout.contains("nothing to detach"), "{stdout}");
+    let said = detach(&net, &root);
+    assert!(said.contains("nothing to detach"), "{said}");
 
     // Pins an xdpstat left while setting up (it died before its record was
     // complete): removed, said so, counting starts anew.
     let first = start_persisted(&net, &root, &[]);
     net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 45, 1), &[], 30), 2);
-    first.signal(Signal::SIGTERM);
-    assert!(first.finish().0.success());
+    stop(first);
     edit_record(&dir, |meta| meta.layout = 0);
     let listed = status(&root, &net.watched);
     assert!(
@@ -518,14 +521,12 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     again.stderr_line(|line| line.contains("left unfinished"));
     let report = again.report_where(|_| true);
     assert_eq!(pair(&report["totals"]["ipv4"]), (0, 0));
-    again.signal(Signal::SIGTERM);
-    assert!(again.finish().0.success());
+    stop(again);
 
     // Stale pins: the interface they counted on is removed and another
     // takes its name.
     let first = start_persisted(&net, &root, &[]);
-    first.signal(Signal::SIGTERM);
-    assert!(first.finish().0.success());
+    stop(first);
     net.watched.ip(&["link", "del", "xs0"]).unwrap();
     let listed = status(&root, &net.watched);
     assert!(
@@ -537,10 +538,8 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     again.stderr_line(|line| line.contains("stale") && line.contains("counting starts anew"));
     let report = again.report_where(|_| true);
     assert_eq!(pair(&report["totals"]["ipv4"]), (0, 0));
-    again.signal(Signal::SIGTERM);
-    assert!(again.finish().0.success());
-    let (code, _, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
-    assert_eq!(code, 0, "{stderr}");
+    stop(again);
+    detach(&net, &root);
 }
 
 #[test]
@@ -558,8 +557,7 @@ fn what_retired_entries_counted_survives_a_restart() {
     let report = first.report_where(|r| pair(&r["unattributed"]).0 > 0);
     let retired = pair(&report["unattributed"]);
     assert_eq!(pair(&report["totals"]["ipv4"]).0, 15);
-    first.signal(Signal::SIGTERM);
-    assert!(first.finish().0.success());
+    stop(first);
 
     let mut second = start_persisted(&net, &root, &["--max-sources", "16"]);
     let report = second.report_where(|_| true);
@@ -573,8 +571,7 @@ fn what_retired_entries_counted_survives_a_restart() {
         .sum();
     assert_eq!(held + retired.0, 15);
     // Asking for another table size is refused, naming detach.
-    second.signal(Signal::SIGTERM);
-    assert!(second.finish().0.success());
+    stop(second);
     let (code, _, stderr) = run(
         &net.watched,
         &[
@@ -623,15 +620,6 @@ fn leave_draining(dir: &Path, address: Ipv4Addr) -> (u64, u64) {
         }
     }
     panic!("no entry holds {address}");
-}
-
-/// Changes the pinned record as `change` says.
-fn edit_record(dir: &Path, change: impl FnOnce(&mut Meta)) {
-    let map = MapData::from_pin(dir.join(META_MAP)).unwrap();
-    let mut array: Array<MapData, Meta> = Array::try_from(Map::Array(map)).unwrap();
-    let mut meta = array.get(&0, 0).unwrap();
-    change(&mut meta);
-    array.set(0, meta, 0).unwrap();
 }
 
 #[test]
@@ -690,8 +678,7 @@ fn a_retirement_cut_short_by_a_kill_is_finished_exactly() {
     let report = third.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 11);
     assert_eq!(source(&report, &a.to_string()).map(|s| s.0), Some(1));
     assert_eq!(source(&report, &b.to_string()).map(|s| s.0), Some(1));
-    third.signal(Signal::SIGTERM);
-    assert!(third.finish().0.success());
+    stop(third);
 }
 
 #[test]
@@ -706,8 +693,7 @@ fn a_persisted_tcx_count_continues_across_a_restart() {
     let mut first = start_persisted(&net, &root, &["--hook", "tcx"]);
     net.send(&frame, 7);
     first.report_where(|r| pair(&r["totals"]["ipv6"]).0 == 7);
-    first.signal(Signal::SIGTERM);
-    assert!(first.finish().0.success());
+    stop(first);
     net.send(&frame, 5);
     let listed = status(&root, &net.watched);
     assert_eq!(listed[0]["hook"], "tcx");
@@ -719,10 +705,8 @@ fn a_persisted_tcx_count_continues_across_a_restart() {
         source(&report, &source_address.to_string()),
         Some((16, 16 * frame.len() as u64))
     );
-    second.signal(Signal::SIGTERM);
-    assert!(second.finish().0.success());
-    let (code, _, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
-    assert_eq!(code, 0, "{stderr}");
+    stop(second);
+    detach(&net, &root);
     assert!(!root.dir(&net.watched, "xs0").exists());
 }
 
@@ -738,33 +722,13 @@ fn the_units_capabilities_are_enough_to_persist_and_pick_up() {
     }
     let net = TestNet::new();
     let root = PinRoot::new("unit-caps");
-    let restricted = |args: &[&str]| {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/run/netns/{}", net.watched.name()))
-            .args([
-                "setpriv",
-                "--bounding-set=-all,+bpf,+perfmon,+net_admin",
-                "--inh-caps=-all,+bpf,+perfmon,+net_admin",
-                env!("CARGO_BIN_EXE_xdpstat"),
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        Xdpstat::from_command(command)
-    };
-    let args = [
-        "xs0",
-        "--persist",
-        "--pin-dir",
-        root.arg(),
-        "--format",
-        "json",
-        "--interval",
-        "0.2",
+    let setpriv = [
+        "setpriv",
+        "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+        "--inh-caps=-all,+bpf,+perfmon,+net_admin",
     ];
-    let (status, _, stderr) = restricted(&args).finish();
+    let restricted = || spawn_persisted(&net, &root, &setpriv, &[]);
+    let (status, _, stderr) = restricted().finish();
     assert_eq!(status.code(), Some(2), "{stderr:?}");
     assert_eq!(stderr.len(), 1, "{stderr:?}");
     assert!(stderr[0].contains("mounting bpffs"), "{stderr:?}");
@@ -775,20 +739,18 @@ fn the_units_capabilities_are_enough_to_persist_and_pick_up() {
         .unwrap();
     assert!(mounted.success());
     let frame = ipv4_frame(Ipv4Addr::new(198, 18, 44, 1), &[], 64);
-    let mut first = restricted(&args);
+    let mut first = restricted();
     first.stderr_line(|line| line.contains("attached to xs0 "));
     net.send(&frame, 6);
     first.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 6);
-    first.signal(Signal::SIGTERM);
-    assert!(first.finish().0.success());
+    stop(first);
     net.send(&frame, 4);
-    let mut second = restricted(&args);
+    let mut second = restricted();
     second.stderr_line(|line| line.contains("picked up the counts"));
     let report = second.report_where(|r| pair(&r["totals"]["ipv4"]).0 == 10);
     assert_eq!(
         source(&report, "198.18.44.1"),
         Some((10, 10 * frame.len() as u64))
     );
-    second.signal(Signal::SIGTERM);
-    assert!(second.finish().0.success());
+    stop(second);
 }
