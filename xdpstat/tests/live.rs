@@ -529,12 +529,13 @@ fn a_second_program_on_the_interface_is_named() {
     }
     let net = TestNet::new();
     let _first = Xdpstat::start(&net.watched, &["xs0"]);
+    // xdpstat's own program is named as such, with where to turn.
     let stderr = one_line_failure(Some(&net.watched), &[], &["xs0"]);
     assert!(
-        stderr.contains("xs0: another XDP program holds the XDP hook (program id")
+        stderr.contains("xs0: xdpstat already counts here (program id")
             && stderr.contains("name xdpstat)")
-            && stderr.contains("--hook tcx")
-            && stderr.contains("ip link show dev xs0"),
+            && stderr.contains("`xdpstat status`")
+            && stderr.contains("`xdpstat detach xs0`"),
         "{stderr}"
     );
 }

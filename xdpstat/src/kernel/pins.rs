@@ -290,8 +290,25 @@ impl PinDir {
         None
     }
 
-    /// Removes every pin here: a pinned link nobody else holds detaches.
+    /// Removes every pin here: the link first (nobody else holding it, the
+    /// kernel detaches it), the record last, so that a removal cut short
+    /// leaves pins the next start finds stale or unfinished.
     pub fn clear(&self) -> Result<(), XdpstatError> {
+        match std::fs::remove_file(self.file(LINK_PIN)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(self.error("removing the link pin", &e));
+            }
+            _ => {}
+        }
+        for name in PINNED_MAPS.iter().filter(|&&name| name != META_MAP) {
+            match std::fs::remove_file(self.file(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(self.error("removing a pin", &e));
+                }
+                _ => {}
+            }
+        }
+        // The record, and anything else found here.
         let entries = std::fs::read_dir(&self.path).map_err(|e| self.error("listing it", &e))?;
         for entry in entries {
             let entry = entry.map_err(|e| self.error("listing it", &e))?;
