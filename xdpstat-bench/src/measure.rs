@@ -303,6 +303,7 @@ pub fn report_cost(
         mode: ObtainedMode::Native,
         link: LinkKind::BpfLink,
         multi_buffer: false,
+        native_refused: None,
     };
     let mut watched = Watched::new(attached, datapath);
     let interval = |watched: &mut Watched| -> Result<(f64, usize)> {

@@ -80,7 +80,7 @@ pub struct StatusArgs {
     pub pin_dir: PathBuf,
 }
 
-/// How `xdpstat status` prints.
+/// How `xdpstat status` and `xdpstat doctor` print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StatusFormat {
     Plain,
@@ -118,6 +118,30 @@ pub enum Command {
     /// List every interface where xdpstat's program is attached, persisted
     /// or not, with the process reading it.
     Status(StatusArgs),
+    /// Check the host and interfaces for what attaching needs, and say why
+    /// it would fail or end in generic mode and what to do; changes nothing.
+    /// Exit status 1 when a check fails.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Interfaces to check (none: the host only).
+    #[arg(value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Plain)]
+    pub format: StatusFormat,
+
+    /// The --max-sources to judge memory for.
+    #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_sources: u32,
+
+    /// The pin root `--persist` uses.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -64,12 +64,14 @@ pub enum XdpstatError {
     XdpstatAttached { interface: String, existing: String },
 
     /// The kernel refused to attach in the mode that was asked for.
-    #[error("{interface}: the kernel refused {mode} mode (try --mode {alternatives})")]
+    #[error("{interface}: the kernel refused {mode} mode{} (try --mode {alternatives})", why.as_ref().map(|why| format!(" ({why})")).unwrap_or_default())]
     ModeRefused {
         /// The interface.
         interface: String,
         /// The mode that was asked for.
         mode: String,
+        /// What the doctor's checks found behind the refusal.
+        why: Option<String>,
         /// The modes worth trying instead.
         alternatives: &'static str,
         /// The kernel's answer.
@@ -215,9 +217,27 @@ pub enum XdpstatError {
     )]
     PersistedDifferently { interface: String, what: String },
 
+    /// `xdpstat doctor` found checks that fail (they are printed above).
+    #[error("{failed} check(s) failed (see above)")]
+    ChecksFailed { failed: usize },
+
     /// Writing the report failed.
     #[error("writing the report failed")]
     Output(#[source] io::Error),
+}
+
+impl XdpstatError {
+    /// The interface whose attach failed, for errors `xdpstat doctor IFACE`
+    /// can say more about.
+    pub fn doctor_can_explain(&self) -> Option<&str> {
+        match self {
+            Self::ModeRefused { interface, .. }
+            | Self::AlreadyAttached { interface, .. }
+            | Self::XdpstatAttached { interface, .. }
+            | Self::Attach { interface, .. } => Some(interface),
+            _ => None,
+        }
+    }
 }
 
 /// Flattens an error and its sources into one line, the way users see it.

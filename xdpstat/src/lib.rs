@@ -9,9 +9,11 @@
 //! - [`output`]: where counts go: text and JSON, the live view, Prometheus.
 //! - [`run`]: what drives it: the report loop, `xdpstat IFACE...`, the demo.
 //! - [`replay`]: captures read and run through the same program.
+//! - [`doctor`]: why attaching would fail, found before trying.
 
 pub mod cli;
 pub mod counts;
+pub mod doctor;
 pub mod error;
 pub mod kernel;
 pub mod output;

@@ -9,6 +9,7 @@ use std::{
 use clap::Parser as _;
 use xdpstat::{
     cli::{Cli, Command},
+    doctor::doctor,
     error::{XdpstatError, one_line},
     replay::replay,
     run::demo::demo,
@@ -24,13 +25,21 @@ fn main() -> ExitCode {
         // Partial success: the readable captures were reported, or every
         // interface's final counts before it went away.
         Err(
-            error @ (XdpstatError::SomeCapturesFailed { .. } | XdpstatError::AllInterfacesGone),
+            error @ (XdpstatError::SomeCapturesFailed { .. }
+            | XdpstatError::AllInterfacesGone
+            | XdpstatError::ChecksFailed { .. }),
         ) => {
             eprintln!("xdpstat: {}", one_line(&error));
             ExitCode::from(1)
         }
         Err(error) => {
-            eprintln!("xdpstat: {}", one_line(&error));
+            match error.doctor_can_explain() {
+                Some(interface) => eprintln!(
+                    "xdpstat: {}; run 'xdpstat doctor {interface}' for details",
+                    one_line(&error)
+                ),
+                None => eprintln!("xdpstat: {}", one_line(&error)),
+            }
             ExitCode::from(2)
         }
     }
@@ -49,6 +58,7 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
         Some(Command::Replay(args)) => replay(args, &mut out, &stop),
         Some(Command::Detach(args)) => detach(args),
         Some(Command::Status(args)) => status(args, &mut out),
+        Some(Command::Doctor(args)) => doctor(args, &mut out),
         None => watch(
             &cli.interfaces,
             &cli.report,

@@ -555,6 +555,12 @@ fn a_refused_mode_suggests_the_others() {
         "{stderr}"
     );
     assert!(stderr.contains("os error"), "{stderr}");
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("; run 'xdpstat doctor xs0' for details"),
+        "{stderr}"
+    );
     assert!(!net.xdp_attached());
 }
 

@@ -107,6 +107,8 @@ pub struct Attached {
     pub link: LinkKind,
     /// Whether the interface needed the multi-buffer build of the program.
     pub multi_buffer: bool,
+    /// Why native mode was refused, when auto mode settled for generic.
+    pub native_refused: Option<String>,
 }
 
 impl Attached {
@@ -115,8 +117,12 @@ impl Attached {
     pub fn warnings(&self, asked: AttachMode) -> Vec<String> {
         let mut warnings: Vec<String> = self.link_warning().into_iter().collect();
         if self.mode == ObtainedMode::Generic && asked == AttachMode::Auto {
+            let why = self
+                .native_refused
+                .as_deref()
+                .map_or_else(String::new, |why| format!(" ({why})"));
             warnings.push(format!(
-                "{}: native XDP was refused, so xdpstat attached in generic mode, which runs after GRO: a batch of TCP segments merged by GRO counts as one packet, with its headers counted once; `xdpstat --mode native {}` says why native was refused",
+                "{}: native XDP was refused{why}, so xdpstat attached in generic mode, which runs after GRO: a batch of TCP segments merged by GRO counts as one packet, with its headers counted once; run 'xdpstat doctor {}' for details",
                 self.interface, self.interface
             ));
         }
@@ -203,6 +209,10 @@ pub(crate) fn attach_error(
                     AttachMode::Auto => "native or generic".to_owned(),
                     _ => ObtainedMode::from(tried).to_string(),
                 },
+                why: match tried {
+                    XdpMode::Driver => crate::doctor::refusal_cause(interface),
+                    _ => None,
+                },
                 alternatives: asked.alternatives(),
                 source: error.into(),
             }
@@ -275,6 +285,7 @@ mod tests {
             mode,
             link: LinkKind::BpfLink,
             multi_buffer: false,
+            native_refused: None,
         };
         let generic = attached(ObtainedMode::Generic);
         assert_eq!(

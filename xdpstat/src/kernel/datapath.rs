@@ -218,6 +218,7 @@ impl Datapath {
     /// refuses it (a jumbo MTU needs multi-buffer support) gets the frags one.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, XdpstatError> {
         let mut last_refusal = None;
+        let mut native_refused = None;
         for &xdp_mode in mode.tries() {
             for variant in [Variant::Linear, Variant::Frags] {
                 let program = program_mut(&mut self.ebpf, variant)?;
@@ -241,12 +242,25 @@ impl Datapath {
                             mode: ObtainedMode::from(xdp_mode),
                             link,
                             multi_buffer: variant == Variant::Frags,
+                            native_refused: native_refused.clone(),
                         });
                     }
                     Err(error) => {
                         let error = attach_error(interface, xdp_mode, mode, error);
                         match error {
-                            XdpstatError::ModeRefused { .. } => last_refusal = Some(error),
+                            XdpstatError::ModeRefused {
+                                ref why,
+                                ref source,
+                                ..
+                            } => {
+                                if xdp_mode == aya::programs::XdpMode::Driver {
+                                    // The cause found, else the kernel's answer.
+                                    native_refused = Some(why.clone().unwrap_or_else(|| {
+                                        crate::error::one_line(source.as_ref())
+                                    }));
+                                }
+                                last_refusal = Some(error);
+                            }
                             other => return Err(other),
                         }
                     }
@@ -298,6 +312,7 @@ impl Datapath {
                 LinkKind::Unknown
             },
             multi_buffer: false,
+            native_refused: None,
         })
     }
 
@@ -378,6 +393,7 @@ impl Datapath {
             mode,
             link: LinkKind::BpfLink,
             multi_buffer,
+            native_refused: None,
         })
     }
 

@@ -5,8 +5,10 @@
 pub mod attach;
 pub(crate) mod bpf_sys;
 pub mod datapath;
+pub(crate) mod ethtool;
 pub(crate) mod mapped;
 pub mod meta;
+pub mod netlink;
 pub mod persist;
 pub mod pins;
 pub mod privilege;

@@ -20,9 +20,7 @@ pub enum Needs {
 
 /// Fails with the missing capabilities, named, when the effective set lacks them.
 pub fn check_capabilities(needs: Needs) -> Result<(), XdpstatError> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = effective_capabilities(&status).unwrap_or(0);
-    let missing = missing_capabilities(effective, needs);
+    let missing = missing_for(needs);
     if missing.is_empty() {
         Ok(())
     } else {
@@ -30,6 +28,22 @@ pub fn check_capabilities(needs: Needs) -> Result<(), XdpstatError> {
             missing: missing.join(", "),
         })
     }
+}
+
+/// The capabilities `needs` asks for that this process lacks, each with
+/// what it is for.
+pub fn missing_for(needs: Needs) -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    missing_capabilities(effective_capabilities(&status).unwrap_or(0), needs)
+}
+
+/// The running kernel's release and its version, when it parses.
+pub fn kernel() -> (String, Option<(u32, u32)>) {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let version = kernel_version(&release);
+    (release, version)
 }
 
 fn effective_capabilities(status: &str) -> Option<u64> {
@@ -63,10 +77,8 @@ fn missing_capabilities(effective: u64, needs: Needs) -> Vec<&'static str> {
 /// program uses: BPF links for XDP (5.9) and multi-buffer XDP with
 /// `bpf_xdp_get_buff_len` (5.18).
 pub fn check_kernel(hook: Hook) -> Result<(), XdpstatError> {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match kernel_version(&release) {
+    let (release, version) = kernel();
+    match version {
         Some(version) if version < (5, 18) => Err(XdpstatError::KernelTooOld {
             release,
             needed: "5.18",

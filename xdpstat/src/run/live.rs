@@ -377,6 +377,7 @@ mod tests {
             mode: ObtainedMode::Native,
             link: LinkKind::BpfLink,
             multi_buffer: false,
+            native_refused: None,
         };
         let source = Scripted {
             reads,
