@@ -122,6 +122,18 @@ fn each_interface_check_finds_what_blocks_attaching_and_changes_nothing() {
     assert_eq!(links(&net.watched), holding, "doctor changed nothing");
     drop(first);
 
+    // A program at tcx ingress is listed; the XDP hook is free again.
+    let beside = Xdpstat::start(&net.watched, &["xs0", "--hook", "tcx", "--format", "json"]);
+    let (code, checks) = doctor(ns, &[], &["xs0"]);
+    assert_eq!(code, 0, "{checks:?}");
+    let tcx = check(&checks, xs0, "tcx_ingress");
+    assert!(
+        tcx["detail"].as_str().unwrap().contains("xdpstat_tcx"),
+        "{tcx}"
+    );
+    assert_eq!(status(&checks, xs0, "xdp_hook"), "ok");
+    drop(beside);
+
     // A bridge: no native XDP, and a device whose ports carry its traffic;
     // its port says whose port it is.
     net.watched
