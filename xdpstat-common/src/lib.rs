@@ -6,6 +6,8 @@
 //! free of padding so the kernel's bytes and Rust's agree.
 #![no_std]
 
+pub mod sketch;
+
 /// Name of the XDP program in the object file (and, truncated to 15 bytes,
 /// the name the kernel and `ip link` show).
 pub const PROGRAM_NAME: &str = "xdpstat";
@@ -164,6 +166,7 @@ impl Counter {
     }
 
     /// Field by field, the larger of this counter and `other`.
+    #[inline(always)]
     pub fn at_least(&self, other: &Counter) -> Counter {
         Counter {
             packets: if self.packets > other.packets {
@@ -180,6 +183,7 @@ impl Counter {
     }
 
     /// Field by field, the smaller of this counter and `other`.
+    #[inline(always)]
     pub fn at_most(&self, other: &Counter) -> Counter {
         Counter {
             packets: if self.packets < other.packets {
@@ -263,7 +267,7 @@ pub const META_MAP: &str = "XDPSTAT_META";
 /// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
 /// maps. Bump it with any change to them; the kernel checks only map types
 /// and sizes, so this number is what refuses pins another build made.
-pub const PIN_LAYOUT: u32 = 1;
+pub const PIN_LAYOUT: u32 = 2;
 
 /// How a datapath is attached, as [`Meta::attach`] records it.
 pub mod meta_attach {
@@ -297,6 +301,9 @@ pub struct Meta {
     pub sources_v6_id: u32,
     pub pages_v4_id: u32,
     pub pages_v6_id: u32,
+    /// The prefix lengths the sketches count under.
+    pub prefix_v4: u32,
+    pub prefix_v6: u32,
     pub hash_seed: u64,
     /// Inode of the network namespace the interface is in.
     pub netns: u64,
@@ -316,7 +323,7 @@ pub struct Meta {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, twelve u32 then u64s, `Counter`s and byte arrays
+// SAFETY: `#[repr(C)]`, fourteen u32 then u64s, `Counter`s and byte arrays
 // of 16 and 32: no implicit padding (checked by `meta_has_no_padding`),
 // any bit pattern valid.
 unsafe impl aya::Pod for Meta {}
@@ -382,7 +389,7 @@ mod tests {
         assert_eq!(size_of::<V4Entry>(), 32);
         assert_eq!(
             size_of::<Meta>(),
-            12 * 4 + 4 * 8 + 2 * size_of::<Counter>() + 16 + 32
+            14 * 4 + 4 * 8 + 2 * size_of::<Counter>() + 16 + 32
         );
         assert_eq!(size_of::<V6Entry>(), 64);
     }

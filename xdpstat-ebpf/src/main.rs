@@ -55,7 +55,11 @@ use aya_ebpf::{
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, Meta, NO_ENTRY,
-    REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix, table_entries,
+    REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix,
+    sketch::{
+        Heavy, PrefixKey, SKETCH_ROWS, SKETCH_WIDTH, conservative_add, offer, sketch_cell,
+    },
+    table_entries,
 };
 
 /// Entries in each table; the loader sets it and sizes the tables to match.
@@ -84,6 +88,25 @@ static PAGES_V6: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// what must outlive it when it is persisted.
 #[map(name = "XDPSTAT_META")]
 static XDPSTAT_META: Array<Meta> = Array::with_max_entries(1, 0);
+
+/// Prefix masks as on the wire; the loader sets them from `--prefix-len`.
+#[unsafe(no_mangle)]
+static PREFIX_V4_MASK: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static PREFIX_V6_MASK: [u64; 2] = [u64::MAX, u64::MAX];
+
+/// The prefix sketches and their heavy-hitter tables (see
+/// `xdpstat_common::sketch`): only runs no table entry took touch them.
+#[map(name = "SKETCH_V4")]
+static SKETCH_V4: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(SKETCH_ROWS as u32 * SKETCH_WIDTH, 0);
+#[map(name = "SKETCH_V6")]
+static SKETCH_V6: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(SKETCH_ROWS as u32 * SKETCH_WIDTH, 0);
+#[map(name = "HEAVY_V4")]
+static HEAVY_V4: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "HEAVY_V6")]
+static HEAVY_V6: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "CPU_STATE")]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
@@ -371,6 +394,29 @@ fn track<E: Entry>(
         && !settle::<E>(table, pages, finished_entry, &finished_source, &finished)
     {
         run.unattributed.add(&finished);
+        E::sketch(&finished_source, &finished);
+    }
+}
+
+/// Counts a run no entry took under its prefix, in this CPU's sketch, and
+/// offers the prefix to this CPU's heavy-hitter table.
+#[inline(always)]
+fn sketch_add(sketch: &PerCpuArray<Counter>, heavy: &PerCpuArray<Heavy>, key: &PrefixKey, run: &Counter) {
+    // SAFETY: a global the loader sets; read once, as the kernel has it.
+    let seed = unsafe { core::ptr::read_volatile(&HASH_SEED) };
+    let mut cells = [core::ptr::null_mut::<Counter>(); SKETCH_ROWS];
+    for (row, cell) in cells.iter_mut().enumerate() {
+        match sketch.get_ptr_mut(sketch_cell(key, row, seed)) {
+            Some(pointer) => *cell = pointer,
+            None => return,
+        }
+    }
+    // SAFETY: this CPU's cells of a live per-CPU array (XDP does not nest
+    // on a CPU); distinct rows are distinct cells.
+    let estimate = conservative_add(cells.map(|cell| unsafe { &mut *cell }), run);
+    if let Some(table) = heavy.get_ptr_mut(0) {
+        // SAFETY: as above, this CPU's slot.
+        offer(unsafe { &mut *table }, key, &estimate, seed);
     }
 }
 
@@ -386,6 +432,8 @@ trait Entry {
     }
     fn state(&mut self) -> *mut u64;
     fn counter(&mut self) -> *mut Counter;
+    /// Counts a run no entry took in the family's prefix sketch.
+    fn sketch(address: &Self::Address, run: &Counter);
 }
 
 impl Entry for V4Entry {
@@ -397,6 +445,13 @@ impl Entry for V4Entry {
     #[inline(always)]
     fn hash(address: &Ipv4Key, seed: u64) -> u64 {
         mix(u64::from(u32::from_ne_bytes(*address)), seed)
+    }
+    #[inline(always)]
+    fn sketch(address: &Ipv4Key, run: &Counter) {
+        // SAFETY: a global the loader sets.
+        let mask = unsafe { core::ptr::read_volatile(&PREFIX_V4_MASK) };
+        let key = [u64::from(u32::from_ne_bytes(*address) & mask), 0];
+        sketch_add(&SKETCH_V4, &HEAVY_V4, &key, run);
     }
     #[inline(always)]
     fn address(&mut self) -> &mut Ipv4Key {
@@ -422,6 +477,13 @@ impl Entry for V6Entry {
     fn hash(address: &Ipv6Key, seed: u64) -> u64 {
         let (a, b) = words(address);
         mix(a ^ mix(b, seed), seed)
+    }
+    #[inline(always)]
+    fn sketch(address: &Ipv6Key, run: &Counter) {
+        // SAFETY: a global the loader sets.
+        let mask = unsafe { core::ptr::read_volatile(&PREFIX_V6_MASK) };
+        let (a, b) = words(address);
+        sketch_add(&SKETCH_V6, &HEAVY_V6, &[a & mask[0], b & mask[1]], run);
     }
     #[inline(always)]
     fn address(&mut self) -> &mut Ipv6Key {
