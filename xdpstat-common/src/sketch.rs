@@ -108,7 +108,14 @@ pub fn heavy_slots(key: &PrefixKey, seed: u64) -> (usize, usize) {
     let hash = mix(key[0] ^ mix(key[1], !seed), !seed);
     let first = (hash as usize) % HEAVY_SLOTS;
     let second = ((hash >> 32) as usize) % HEAVY_SLOTS;
-    (first, if second == first { (first + 1) % HEAVY_SLOTS } else { second })
+    (
+        first,
+        if second == first {
+            (first + 1) % HEAVY_SLOTS
+        } else {
+            second
+        },
+    )
 }
 
 /// Offers a prefix with its new estimate to a heavy-hitter table: held in

@@ -56,9 +56,7 @@ use aya_ebpf::{
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, Meta, NO_ENTRY,
     REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix,
-    sketch::{
-        Heavy, PrefixKey, SKETCH_ROWS, SKETCH_WIDTH, conservative_add, offer, sketch_cell,
-    },
+    sketch::{Heavy, PrefixKey, SKETCH_ROWS, SKETCH_WIDTH, conservative_add, offer, sketch_cell},
     table_entries,
 };
 
@@ -401,7 +399,12 @@ fn track<E: Entry>(
 /// Counts a run no entry took under its prefix, in this CPU's sketch, and
 /// offers the prefix to this CPU's heavy-hitter table.
 #[inline(always)]
-fn sketch_add(sketch: &PerCpuArray<Counter>, heavy: &PerCpuArray<Heavy>, key: &PrefixKey, run: &Counter) {
+fn sketch_add(
+    sketch: &PerCpuArray<Counter>,
+    heavy: &PerCpuArray<Heavy>,
+    key: &PrefixKey,
+    run: &Counter,
+) {
     // SAFETY: a global the loader sets; read once, as the kernel has it.
     let seed = unsafe { core::ptr::read_volatile(&HASH_SEED) };
     let mut cells = [core::ptr::null_mut::<Counter>(); SKETCH_ROWS];

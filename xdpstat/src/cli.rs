@@ -7,6 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    counts::prefixes::PrefixLens,
     kernel::attach::{AttachMode, Hook},
     kernel::pins::DEFAULT_PIN_ROOT,
     output::Format,
@@ -165,6 +166,10 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sources: u32,
+
+    /// Network prefix lengths, IPv4,IPv6, that traffic is also totalled under.
+    #[arg(long, value_name = "V4,V6", default_value = "24,48")]
+    pub prefix_len: PrefixLens,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +223,12 @@ pub struct AttachArgs {
     #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sources: u32,
+
+    /// Network prefix lengths, IPv4,IPv6, that traffic is also totalled
+    /// under (exact where xdpstat knows the sources, estimated with a
+    /// bound for a flood the tables cannot hold).
+    #[arg(long, value_name = "V4,V6", default_value = "24,48")]
+    pub prefix_len: PrefixLens,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -1,7 +1,8 @@
 //! Counts as user space holds them: one read of an interface's counters
-//! ([`snapshot`]), its sources ([`sources`]), and the report two reads make
-//! ([`report`]).
+//! ([`snapshot`]), its sources ([`sources`]) and network prefixes
+//! ([`prefixes`]), and the report two reads make ([`report`]).
 
+pub mod prefixes;
 pub mod report;
 pub mod snapshot;
 pub mod sources;

@@ -32,12 +32,46 @@ pub struct Report {
     pub unattributed: Counter,
     /// Sources by packets, descending, cut to `--top`.
     pub sources: Vec<SourceRow>,
+    /// Network prefixes by packets, descending, cut to `--top`.
+    pub prefixes: Vec<PrefixRow>,
+    /// How the prefix totals were made, both families: `exact`, what
+    /// xdpstat had the facts of; `sketched`, what no entry held (counted
+    /// into the sketches, estimated per prefix); `unkept`, retired counts
+    /// no prefix holds.
+    /// `exact + sketched + unkept` is `ipv4 + ipv6`.
+    pub prefix_parts: PrefixParts,
     /// How many sources the map holds (before the `--top` cut).
     #[serde(skip)]
     pub source_count: usize,
     /// How the program is attached, for the plain header (`native XDP, bpf link`).
     #[serde(skip)]
     pub attachment: Option<String>,
+}
+
+/// The parts the prefix totals are made of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PrefixParts {
+    pub exact: Counter,
+    pub sketched: Counter,
+    pub unkept: Counter,
+}
+
+/// One prefix's line in a report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrefixRow {
+    /// `198.51.100.0/24`, `2001:db8:bad::/48`.
+    pub prefix: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    pub bps: f64,
+    /// Whether part of the count is the sketch's estimate: never below
+    /// the truth, above it by at most `error_packets` (probability 1 − δ).
+    pub estimated: bool,
+    pub error_packets: u64,
+    /// The exact part.
+    pub exact_packets: u64,
+    pub exact_bytes: u64,
 }
 
 /// One source's line in a report.
@@ -83,6 +117,32 @@ impl Report {
                 }
             })
             .collect();
+        let prefixes = current
+            .prefixes
+            .ranked(top)
+            .into_iter()
+            .map(|(prefix, count)| {
+                let now = count.total();
+                let before = previous
+                    .prefixes
+                    .rows
+                    .get(&prefix)
+                    .map(|c| c.total())
+                    .unwrap_or_default();
+                let rate = Rate::between(&now, &before, seconds);
+                PrefixRow {
+                    prefix: prefix.to_string(),
+                    packets: now.packets,
+                    bytes: now.bytes,
+                    pps: rate.pps,
+                    bps: rate.bps,
+                    estimated: count.estimated.packets > 0,
+                    error_packets: count.error_packets,
+                    exact_packets: count.exact.packets,
+                    exact_bytes: count.exact.bytes,
+                }
+            })
+            .collect();
         Self {
             time: rfc3339(current.wall),
             interface: interface.to_owned(),
@@ -91,6 +151,12 @@ impl Report {
             totals: current.totals(),
             unattributed: current.unattributed(),
             sources,
+            prefixes,
+            prefix_parts: PrefixParts {
+                exact: current.prefixes.exact_total(),
+                sketched: current.prefixes.sketched,
+                unkept: current.prefixes.unkept,
+            },
             source_count,
             attachment: None,
         }
@@ -226,6 +292,7 @@ mod tests {
                 .map(|&(a, packets, bytes)| (a, Counter { packets, bytes }))
                 .collect(),
             slots: Default::default(),
+            prefixes: Default::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use xdpstat_common::Counter;
 
-use crate::counts::sources::SourceTable;
+use crate::counts::{prefixes::Prefixes, sources::SourceTable};
 
 /// Cumulative counters of one interface at one moment.
 #[derive(Clone, Debug)]
@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub sources: SourceTable,
     /// The class slots, summed over CPUs.
     pub slots: ClassSlots,
+    /// Traffic per network prefix.
+    pub prefixes: Prefixes,
 }
 
 /// The counters the datapath keeps outside the source tables.
@@ -48,6 +50,7 @@ impl Snapshot {
             wall: SystemTime::now(),
             sources: SourceTable::default(),
             slots: ClassSlots::default(),
+            prefixes: Prefixes::default(),
         }
     }
 
@@ -72,6 +75,7 @@ impl Snapshot {
     /// [`Snapshot::retire`].) Class slots only ever grow in the kernel.
     pub fn keep_monotonic(&mut self, previous: &Snapshot) {
         self.sources.raise_to(&previous.sources);
+        self.prefixes.keep_monotonic(&previous.prefixes);
         let slots = &mut self.slots;
         for (now, before) in [
             (&mut slots.non_ip, previous.slots.non_ip),

@@ -27,10 +27,16 @@ use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
     NO_ENTRY, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA,
     REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
-    TCX_PROGRAM_NAME, V4Entry, V6Entry, table_entries,
+    TCX_PROGRAM_NAME, V4Entry, V6Entry,
+    sketch::{
+        HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
+        SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, error_bound, sketch_cell,
+    },
+    table_entries,
 };
 
 use crate::{
+    counts::prefixes::{PrefixLens, Prefixes},
     counts::snapshot::{ClassSlots, Snapshot},
     counts::sources::{SourceTable, SourceTableBuilder},
     error::{Cause, XdpstatError},
@@ -100,6 +106,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     max_sources: u32,
     seed: u64,
+    /// The prefix lengths the sketches count under.
+    lens: PrefixLens,
     link: Option<Attachment>,
     /// Our own descriptor of the BPF link, when the attachment is one.
     link_fd: Option<OwnedFd>,
@@ -113,7 +121,7 @@ impl Datapath {
     /// Loads the program with source tables planned for `max_sources`
     /// sources per address family. Nothing is attached yet.
     pub fn load(max_sources: u32) -> Result<Self, XdpstatError> {
-        Self::load_with(max_sources, None, None)
+        Self::load_with(max_sources, PrefixLens::default(), None, None)
     }
 
     /// Loads the program; with `pins`, its maps are the ones pinned there
@@ -121,6 +129,7 @@ impl Datapath {
     /// those pins, whose table size and hash seed the program must keep.
     pub fn load_with(
         max_sources: u32,
+        lens: PrefixLens,
         pins: Option<&PinDir>,
         resume: Option<&Meta>,
     ) -> Result<Self, XdpstatError> {
@@ -142,10 +151,13 @@ impl Datapath {
                     .collect()
             })
             .unwrap_or_default();
+        let (v4_mask, v6_mask) = (lens.v4_mask(), lens.v6_mask());
         let mut loader = EbpfLoader::new();
         loader
             .override_global(TABLE_ENTRIES_GLOBAL, &entries, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
+            .override_global(PREFIX_V4_MASK_GLOBAL, &v4_mask, true)
+            .override_global(PREFIX_V6_MASK_GLOBAL, &v6_mask, true)
             .map_max_entries(SOURCES_V4_MAP, entries)
             .map_max_entries(SOURCES_V6_MAP, entries)
             .map_max_entries(PAGES_V4_MAP, page_flags_len(entries, size_of::<V4Entry>()))
@@ -195,11 +207,13 @@ impl Datapath {
             entries as usize,
             max_sources as usize,
             record,
+            lens,
         )?;
         Ok(Self {
             ebpf,
             max_sources,
             seed,
+            lens,
             link: None,
             link_fd: None,
             tables: Mutex::new(tables),
@@ -479,6 +493,8 @@ impl Datapath {
                     meta.pages_v6_id,
                 ] = ids;
                 meta.hash_seed = self.seed;
+                meta.prefix_v4 = u32::from(self.lens.v4);
+                meta.prefix_v6 = u32::from(self.lens.v6);
                 meta.netns = netns;
                 meta.since_ns = meta::nanos(since);
                 meta.interface = meta::field(&attached.interface);
@@ -651,15 +667,84 @@ impl Datapath {
             map: CPU_STATE_MAP,
             source: e.into(),
         })?;
-        let (slots, busy) = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
-        tables.mark_busy(&busy.v4, &busy.v6);
+        let folded = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
+        tables.mark_busy(&folded.busy.v4, &folded.busy.v6);
+        let sources = sources.finish();
+        let mut prefixes = Prefixes::default();
+        for (address, counter) in sources.iter() {
+            prefixes.add_exact(self.lens.of(address), &counter);
+        }
+        tables.add_retired_prefixes(&mut prefixes);
         drop(tables);
+        // Runs in progress that no entry took go into the sketch when they
+        // settle: counted with it now, so that no count moves from one part
+        // to another between reads (which would count it twice once each
+        // part is kept from going backwards).
+        for counter in &folded.unheld {
+            prefixes.sketched.add(counter);
+        }
+        self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
         Ok(Snapshot {
             taken,
             wall,
-            sources: sources.finish(),
-            slots,
+            sources,
+            slots: folded.slots,
+            prefixes,
         })
+    }
+
+    /// Adds the sketches' estimates for their heavy-hitter prefixes: each
+    /// CPU's table names candidates; a candidate's estimate is, row by row,
+    /// its cell summed over the CPUs, and the smallest of the rows.
+    fn add_estimates(
+        &self,
+        prefixes: &mut Prefixes,
+        sketched: &[Counter; 2],
+        interface: &str,
+    ) -> Result<(), XdpstatError> {
+        let failed = |map: &'static str, e: aya::maps::MapError| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map,
+            source: e.into(),
+        };
+        for (v6, (sketch_map, heavy_map)) in [
+            (false, (SKETCH_V4_MAP, HEAVY_V4_MAP)),
+            (true, (SKETCH_V6_MAP, HEAVY_V6_MAP)),
+        ] {
+            let counted = sketched[usize::from(v6)];
+            prefixes.sketched.add(&counted);
+            if counted.packets == 0 {
+                continue;
+            }
+            let heavy: PerCpuArray<&MapData, Heavy> = self.map(heavy_map)?;
+            let sketch: PerCpuArray<&MapData, Counter> = self.map(sketch_map)?;
+            let mut candidates: Vec<PrefixKey> = Vec::new();
+            for table in heavy.get(&0, 0).map_err(|e| failed(heavy_map, e))?.iter() {
+                for slot in &table.slots {
+                    if slot.estimate.packets != 0 && !candidates.contains(&slot.key) {
+                        candidates.push(slot.key);
+                    }
+                }
+            }
+            let error = error_bound(counted.packets);
+            for key in candidates {
+                let mut estimate: Option<Counter> = None;
+                for row in 0..SKETCH_ROWS {
+                    let cells = sketch
+                        .get(&sketch_cell(&key, row, self.seed), 0)
+                        .map_err(|e| failed(sketch_map, e))?;
+                    let mut cell = Counter::default();
+                    for per_cpu in cells.iter() {
+                        cell.add(per_cpu);
+                    }
+                    estimate = Some(estimate.map_or(cell, |low| low.at_most(&cell)));
+                }
+                if let Some(estimate) = estimate.filter(|e| e.packets > 0) {
+                    prefixes.add_estimate(self.lens.of_key(&key, v6), &estimate, error);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After a snapshot: if a table is nearly full, retires its idle
@@ -769,6 +854,17 @@ struct BusyEntries {
     v6: Vec<u32>,
 }
 
+/// What the CPU states add to a read.
+struct Folded {
+    slots: ClassSlots,
+    busy: BusyEntries,
+    /// Runs in progress that no entry took.
+    unheld: Vec<Counter>,
+    /// What went into the IPv4 and IPv6 sketches: the runs no entry took
+    /// that have settled.
+    sketched: [Counter; 2],
+}
+
 /// Adds the CPUs' current runs to their sources and sums the class
 /// counters. Unattributed is what the CPUs could not settle into an entry,
 /// the runs in progress that found none, and `retired_*`, what retired
@@ -778,21 +874,26 @@ fn fold_cpu_states(
     retired_v4: Counter,
     retired_v6: Counter,
     sources: &mut SourceTableBuilder,
-) -> (ClassSlots, BusyEntries) {
+) -> Folded {
     let mut slots = ClassSlots {
         unattributed_v4: retired_v4,
         unattributed_v6: retired_v6,
         ..ClassSlots::default()
     };
     let mut busy = BusyEntries::default();
+    let mut unheld = Vec::new();
+    let mut sketched = [Counter::default(); 2];
     for state in states.iter() {
         slots.non_ip.add(&state.non_ip);
         slots.malformed.add(&state.malformed);
         slots.unattributed_v4.add(&state.unattributed_v4);
         slots.unattributed_v6.add(&state.unattributed_v6);
+        sketched[0].add(&state.unattributed_v4);
+        sketched[1].add(&state.unattributed_v6);
         if state.run_v4.packets != 0 {
             if state.run_v4_entry == NO_ENTRY {
                 slots.unattributed_v4.add(&state.run_v4);
+                unheld.push(state.run_v4);
             } else {
                 sources.push_v4(state.run_v4_source, state.run_v4);
                 busy.v4.push(state.run_v4_entry);
@@ -801,11 +902,17 @@ fn fold_cpu_states(
         if state.run_v6.packets != 0 {
             if state.run_v6_entry == NO_ENTRY {
                 slots.unattributed_v6.add(&state.run_v6);
+                unheld.push(state.run_v6);
             } else {
                 sources.push_v6(state.run_v6_source, state.run_v6);
                 busy.v6.push(state.run_v6_entry);
             }
         }
     }
-    (slots, busy)
+    Folded {
+        slots,
+        busy,
+        unheld,
+        sketched,
+    }
 }

@@ -9,6 +9,7 @@ use std::{path::Path, time::SystemTime};
 use xdpstat_common::Meta;
 
 use crate::{
+    cli::AttachArgs,
     counts::report::rfc3339,
     error::XdpstatError,
     kernel::attach::{AttachMode, Attached, Hook, ObtainedMode},
@@ -29,13 +30,8 @@ pub struct Persisted {
 
 /// Attaches to `interface` with its state pinned under `root`, picking up
 /// what an earlier xdpstat pinned there.
-pub fn attach(
-    interface: &str,
-    mode: AttachMode,
-    hook: Hook,
-    max_sources: u32,
-    root: &Path,
-) -> Result<Persisted, XdpstatError> {
+pub fn attach(interface: &str, args: &AttachArgs, root: &Path) -> Result<Persisted, XdpstatError> {
+    let (mode, hook, max_sources) = (args.mode, args.hook, args.max_sources);
     let ifindex =
         nix::net::if_::if_nametoindex(interface).map_err(|_| XdpstatError::UnknownInterface {
             interface: interface.to_owned(),
@@ -67,9 +63,10 @@ pub fn attach(
         Found::Resumable(meta) => Some(meta),
     };
     if let Some(meta) = &resume {
-        check_same(interface, meta, mode, hook, max_sources)?;
+        check_same(interface, meta, args)?;
     }
-    let mut datapath = Datapath::load_with(max_sources, Some(&dir), resume.as_ref())?;
+    let mut datapath =
+        Datapath::load_with(max_sources, args.prefix_len, Some(&dir), resume.as_ref())?;
     let (attached, since) = match &resume {
         Some(meta) => {
             let link = dir.file(LINK_PIN);
@@ -110,13 +107,8 @@ pub fn attach(
 }
 
 /// Refuses a command line that asks for another setup than the pinned one.
-fn check_same(
-    interface: &str,
-    meta: &Meta,
-    mode: AttachMode,
-    hook: Hook,
-    max_sources: u32,
-) -> Result<(), XdpstatError> {
+fn check_same(interface: &str, meta: &Meta, args: &AttachArgs) -> Result<(), XdpstatError> {
+    let (mode, hook, max_sources) = (args.mode, args.hook, args.max_sources);
     let differs = |what: String| {
         Err(XdpstatError::PersistedDifferently {
             interface: interface.to_owned(),
@@ -146,6 +138,13 @@ fn check_same(
         && asked != pinned
     {
         return differs(format!("in {pinned} mode, not {asked}"));
+    }
+    let lens = args.prefix_len;
+    if (meta.prefix_v4, meta.prefix_v6) != (u32::from(lens.v4), u32::from(lens.v6)) {
+        return differs(format!(
+            "with --prefix-len {},{}, not {lens}",
+            meta.prefix_v4, meta.prefix_v6
+        ));
     }
     if meta.max_sources != max_sources {
         return differs(format!(

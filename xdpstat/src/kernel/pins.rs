@@ -15,8 +15,11 @@ use std::{
 
 use aya::maps::MapData;
 use xdpstat_common::{
-    CPU_STATE_MAP, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT,
+    CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT,
     SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
+    sketch::{
+        HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
+    },
 };
 
 use crate::{
@@ -31,12 +34,16 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xdpstat";
 pub const LINK_PIN: &str = "link";
 
 /// Every map a persisted datapath pins, by name.
-pub const PINNED_MAPS: [&str; 6] = [
+pub const PINNED_MAPS: [&str; 10] = [
     SOURCES_V4_MAP,
     SOURCES_V6_MAP,
     PAGES_V4_MAP,
     PAGES_V6_MAP,
     CPU_STATE_MAP,
+    SKETCH_V4_MAP,
+    SKETCH_V6_MAP,
+    HEAVY_V4_MAP,
+    HEAVY_V6_MAP,
     META_MAP,
 ];
 
@@ -259,6 +266,7 @@ impl PinDir {
     /// cannot (a type, entry size or length this build does not use).
     fn maps_differ(&self, meta: &Meta) -> Option<String> {
         let entries = meta.table_entries;
+        let sketch_len = SKETCH_ROWS as u32 * SKETCH_WIDTH;
         let expected = [
             (SOURCES_V4_MAP, size_of::<V4Entry>(), entries),
             (SOURCES_V6_MAP, size_of::<V6Entry>(), entries),
@@ -273,6 +281,10 @@ impl PinDir {
                 page_flags_len(entries, size_of::<V6Entry>()),
             ),
             (CPU_STATE_MAP, size_of::<CpuState>(), 1),
+            (SKETCH_V4_MAP, size_of::<Counter>(), sketch_len),
+            (SKETCH_V6_MAP, size_of::<Counter>(), sketch_len),
+            (HEAVY_V4_MAP, size_of::<Heavy>(), 1),
+            (HEAVY_V6_MAP, size_of::<Heavy>(), 1),
         ];
         for (name, value_size, max_entries) in expected {
             let info = match aya::maps::MapInfo::from_pin(self.file(name)) {

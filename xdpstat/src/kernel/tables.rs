@@ -10,6 +10,7 @@
 //! reuse; its final counts, read then, are reported as unattributed.
 
 use std::{
+    collections::HashMap,
     marker::PhantomData,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, BorrowedFd, OwnedFd},
@@ -22,7 +23,10 @@ use aya::{
 };
 use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix};
 
+use ipnet::IpNet;
+
 use crate::{
+    counts::prefixes::{PrefixLens, Prefixes},
     counts::sources::{SourceTable, SourceTableBuilder},
     error::{XdpstatError, one_line},
     kernel::bpf_sys::Grace,
@@ -392,7 +396,17 @@ pub struct Tables {
     /// The datapath's record, which keeps what retired entries counted
     /// (pinned with the tables when persisted).
     record: Record,
+    /// What retired entries counted, per prefix, while this process read
+    /// them; and what they counted that no prefix here holds.
+    lens: PrefixLens,
+    retired_prefixes: HashMap<IpNet, Counter>,
+    retired_unkept: Counter,
 }
+
+/// The most prefixes retired counts are kept for (a spoofed IPv6 flood
+/// could otherwise make them grow without end); past it, retired counts
+/// are `unkept`.
+const RETIRED_PREFIXES_MAX: usize = 1 << 18;
 
 /// The descriptors of one family's table and page flags.
 pub struct TableFds<'a> {
@@ -409,6 +423,7 @@ impl Tables {
         len: usize,
         max_sources: usize,
         record: Record,
+        lens: PrefixLens,
     ) -> Result<Self, XdpstatError> {
         let failed = |what: &str, e: std::io::Error| XdpstatError::Map {
             map: "source tables",
@@ -420,8 +435,24 @@ impl Tables {
             max_sources,
             method: ReadMethod::Mapped,
             grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
+            retired_unkept: {
+                // Retired before this process: no prefix is known for it.
+                let mut before = record.get().retired_v4;
+                before.add(&record.get().retired_v6);
+                before
+            },
             record,
+            lens,
+            retired_prefixes: HashMap::new(),
         })
+    }
+
+    /// Adds what retired entries counted, per prefix, to `prefixes`.
+    pub fn add_retired_prefixes(&self, prefixes: &mut Prefixes) {
+        for (prefix, counter) in &self.retired_prefixes {
+            prefixes.add_exact(*prefix, counter);
+        }
+        prefixes.unkept = self.retired_unkept;
     }
 
     /// Entries per table.
@@ -540,6 +571,19 @@ impl Tables {
         let finals_v6 = self.v6.finals(v6).map_err(|e| failed("reading", &e))?;
         let (sum_v4, sum_v6) = (sum(&finals), sum(&finals_v6));
         finals.extend(finals_v6);
+        for (address, counter) in &finals {
+            let prefix = self.lens.of(*address);
+            if self.retired_prefixes.len() < RETIRED_PREFIXES_MAX
+                || self.retired_prefixes.contains_key(&prefix)
+            {
+                self.retired_prefixes
+                    .entry(prefix)
+                    .or_default()
+                    .add(counter);
+            } else {
+                self.retired_unkept.add(counter);
+            }
+        }
         self.record
             .update(|meta| {
                 if add {

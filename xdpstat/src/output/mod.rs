@@ -107,7 +107,48 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             )?;
         }
     }
+    if !report.prefixes.is_empty() {
+        write_prefixes(out, report)?;
+    }
     writeln!(out)
+}
+
+/// The prefix rows; an estimated count shows `~` and its bound.
+fn write_prefixes(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let parts = &report.prefix_parts;
+    let ip = parts.exact.packets + parts.sketched.packets + parts.unkept.packets;
+    let exact = if ip == 0 {
+        100.0
+    } else {
+        parts.exact.packets as f64 * 100.0 / ip as f64
+    };
+    writeln!(
+        out,
+        "  prefixes: showing {}; {exact:.1}% of IP packets exactly by prefix",
+        report.prefixes.len()
+    )?;
+    writeln!(
+        out,
+        "  {:<40}{:>14}{:>16}{:>12}{:>12}",
+        "prefix", "packets", "bytes", "pkt/s", "bit/s"
+    )?;
+    for row in &report.prefixes {
+        let packets = if row.estimated {
+            format!("~{} ±{}", row.packets, row.error_packets)
+        } else {
+            row.packets.to_string()
+        };
+        writeln!(
+            out,
+            "  {:<40}{:>14}{:>16}{:>12}{:>12}",
+            row.prefix,
+            packets,
+            row.bytes,
+            si(row.pps),
+            si(row.bps)
+        )?;
+    }
+    Ok(())
 }
 
 /// A count as people read it: exact below 1000, else with an SI prefix.

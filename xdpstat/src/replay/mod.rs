@@ -23,6 +23,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
     cli::ReplayArgs,
+    counts::prefixes::PrefixLens,
     counts::report::Report,
     counts::snapshot::Snapshot,
     error::{Cause, XdpstatError, one_line},
@@ -78,7 +79,7 @@ pub fn replay(
             break;
         }
         let name = file.display().to_string();
-        match replay_file(file, args.max_sources, stop) {
+        match replay_file(file, args.max_sources, args.prefix_len, stop) {
             Ok((report_at, replayed, problem)) => {
                 if replayed.cut_to_snaplen > 0 {
                     eprintln!(
@@ -126,6 +127,7 @@ pub fn replay(
 pub fn replay_file(
     path: &Path,
     max_sources: u32,
+    lens: PrefixLens,
     stop: &AtomicBool,
 ) -> Result<(Snapshot, Replayed, Option<CaptureError>), XdpstatError> {
     let failed = |source: Cause| XdpstatError::Capture {
@@ -133,7 +135,7 @@ pub fn replay_file(
         source,
     };
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
-    let datapath = Datapath::load(max_sources)?;
+    let datapath = Datapath::load_with(max_sources, lens, None, None)?;
     let mut replayed = Replayed::default();
     let started = Instant::now();
     let size = input.size();

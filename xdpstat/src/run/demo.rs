@@ -56,7 +56,8 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
         watched_ns.name(),
         sender_ns.name()
     );
-    let mut datapath = Datapath::load(args.attach.max_sources)?;
+    let mut datapath =
+        Datapath::load_with(args.attach.max_sources, args.attach.prefix_len, None, None)?;
     let attached = watched_ns.run(|| match args.attach.hook {
         Hook::Xdp => datapath.attach(WATCHED_LINK, args.attach.mode),
         Hook::Tcx => datapath.attach_tcx(WATCHED_LINK),

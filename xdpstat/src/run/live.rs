@@ -10,11 +10,12 @@ use std::{
 };
 
 use crate::{
+    cli::AttachArgs,
     counts::report::Report,
     counts::snapshot::Snapshot,
     counts::sources::SourceTable,
     error::{XdpstatError, one_line},
-    kernel::attach::{AttachMode, Attached, Hook},
+    kernel::attach::{Attached, Hook},
     kernel::datapath::Datapath,
     output::{Format, write_report},
 };
@@ -87,20 +88,17 @@ pub struct Watched<S = Datapath> {
 
 impl Watched<Datapath> {
     /// Loads a fresh copy of the program and attaches it to `interface`,
-    /// on the XDP hook in `mode` or at tc ingress; with `persist`, the
+    /// as `args` say (the XDP hook in a mode, or tc ingress); with `persist`, the
     /// state is pinned under that root (and picked up from there when an
     /// earlier xdpstat left it), and counting began when it was first
     /// pinned.
     pub fn attach(
         interface: &str,
-        mode: AttachMode,
-        hook: Hook,
-        max_sources: u32,
+        args: &AttachArgs,
         persist: Option<&Path>,
     ) -> Result<Self, XdpstatError> {
         if let Some(root) = persist {
-            let persisted =
-                crate::kernel::persist::attach(interface, mode, hook, max_sources, root)?;
+            let persisted = crate::kernel::persist::attach(interface, args, root)?;
             let mut watched = Self::new(persisted.attached, persisted.datapath);
             watched.counting_since = persisted.since;
             if persisted.resumed {
@@ -109,9 +107,9 @@ impl Watched<Datapath> {
             }
             return Ok(watched);
         }
-        let mut datapath = Datapath::load(max_sources)?;
-        let attached = match hook {
-            Hook::Xdp => datapath.attach(interface, mode)?,
+        let mut datapath = Datapath::load_with(args.max_sources, args.prefix_len, None, None)?;
+        let attached = match args.hook {
+            Hook::Xdp => datapath.attach(interface, args.mode)?,
             Hook::Tcx => datapath.attach_tcx(interface)?,
         };
         let since = SystemTime::now();

@@ -46,9 +46,7 @@ pub fn watch(
         // On error, `watched` drops and detaches what was already attached.
         let one = Watched::attach(
             interface,
-            attach.mode,
-            attach.hook,
-            attach.max_sources,
+            attach,
             persist.persist.then_some(persist.pin_dir.as_path()),
         )?;
         announce(&one, attach.mode);
