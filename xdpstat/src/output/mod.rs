@@ -183,7 +183,10 @@ mod tests {
     use xdpstat_common::Counter;
 
     use super::*;
-    use crate::counts::snapshot::{ClassSlots, Snapshot};
+    use crate::counts::{
+        prefixes::PrefixLens,
+        snapshot::{ClassSlots, Snapshot},
+    };
 
     fn sample() -> Report {
         let start = Snapshot::empty();
@@ -218,6 +221,25 @@ mod tests {
             },
             unattributed_v6: Counter::default(),
         };
+        // Prefixes as a read makes them: the held sources exactly, and the
+        // two unattributed packets as a sketch's estimate.
+        let lens = PrefixLens::default();
+        for &(address, packets, bytes) in &sources {
+            now.prefixes
+                .add_exact(lens.of(address), &Counter { packets, bytes });
+        }
+        now.prefixes.add_estimate(
+            "198.51.100.0/24".parse().unwrap(),
+            &Counter {
+                packets: 2,
+                bytes: 128,
+            },
+            1,
+        );
+        now.prefixes.sketched = Counter {
+            packets: 2,
+            bytes: 128,
+        };
         let mut report = Report::between("demo0", &start, &now, Some(2));
         report.attachment = Some("native XDP, bpf link".into());
         report
@@ -251,6 +273,8 @@ mod tests {
                 "counting_since",
                 "interface",
                 "interval_s",
+                "prefix_parts",
+                "prefixes",
                 "sources",
                 "time",
                 "totals",
