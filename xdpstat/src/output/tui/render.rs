@@ -166,9 +166,22 @@ fn draw_header(frame: &mut Frame, view: &TopView, now: Instant, area: Rect) {
         Some(capacity) => format!(" of {capacity} per family"),
         None => String::new(),
     };
-    lines.push(Line::from(format!(
-        "  sources: {v4} IPv4, {v6} IPv6{capacity}"
-    )));
+    if view.prefixes {
+        let (exact, ip) = header.exact_by_prefix;
+        let share = if ip == 0 {
+            100.0
+        } else {
+            exact as f64 * 100.0 / ip as f64
+        };
+        lines.push(Line::from(format!(
+            "  prefixes: {}, {share:.1}% of IP packets exactly (~ marks an estimate)",
+            pane.prefix_rows.len()
+        )));
+    } else {
+        lines.push(Line::from(format!(
+            "  sources: {v4} IPv4, {v6} IPv6{capacity}"
+        )));
+    }
     frame.render_widget(Paragraph::new(lines), area);
 }
 
@@ -192,7 +205,7 @@ fn draw_status(frame: &mut Frame, view: &TopView, area: Rect) {
                 "filter: {} ({} of {})",
                 filter.text(),
                 view.row_count(),
-                view.pane().rows.len()
+                view.pane().shown(view.prefixes).len()
             ));
         }
         if let Some(error) = &view.filter_error {
@@ -217,10 +230,11 @@ fn draw_table(frame: &mut Frame, view: &mut TopView, area: Rect) {
     // One line for the column titles.
     view.page = usize::from(area.height.saturating_sub(1));
     if view.row_count() == 0 {
-        let text = if view.filter.is_some() {
-            "no source matches the filter"
-        } else {
-            "no sources yet"
+        let text = match (view.filter.is_some(), view.prefixes) {
+            (true, false) => "no source matches the filter",
+            (true, true) => "no prefix matches the filter",
+            (false, false) => "no sources yet",
+            (false, true) => "no prefixes yet",
         };
         frame.render_widget(
             Paragraph::new(text).alignment(Alignment::Center),
@@ -230,13 +244,14 @@ fn draw_table(frame: &mut Frame, view: &mut TopView, area: Rect) {
     }
     let shown = fitting_columns(area.width);
     let pane = view.pane();
-    let titles = std::iter::once(Cell::from("address")).chain(
+    let first = if view.prefixes { "prefix" } else { "address" };
+    let titles = std::iter::once(Cell::from(first)).chain(
         shown
             .iter()
             .map(|&c| Cell::from(COLUMNS[c].text(COLUMNS[c].title))),
     );
     let rows = view.rows().skip(view.scroll).take(view.page).map(|row| {
-        let cells = std::iter::once(Cell::from(row.address.to_string())).chain(
+        let cells = std::iter::once(Cell::from(row.label())).chain(
             shown
                 .iter()
                 .map(|&c| Cell::from(COLUMNS[c].text(&(COLUMNS[c].cell)(row, pane)))),
@@ -266,6 +281,9 @@ fn fitting_columns(width: u16) -> Vec<usize> {
 /// The source's recent packet rates as block characters, scaled to its own
 /// peak.
 fn sparkline(pane: &Pane, row: &Row) -> String {
+    if row.prefix_len.is_some() {
+        return String::new();
+    }
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let Some(recent) = pane.history(&row.address) else {
         return String::new();
@@ -295,11 +313,12 @@ fn clock(uptime: Duration) -> String {
 }
 
 fn draw_help(frame: &mut Frame) {
-    const KEYS: [(&str, &str); 9] = [
+    const KEYS: [(&str, &str); 10] = [
         ("q, Esc, Ctrl-C", "quit (detach and restore the terminal)"),
         ("s", "sort by pkt/s, bit/s, packets, bytes, address in turn"),
         ("r", "reverse the sort"),
         ("p", "pause the display (counting goes on)"),
+        ("g", "sources or network prefixes (--prefix-len)"),
         (
             "/",
             "filter by address prefix (198.18.) or CIDR (2001:db8::/32)",
@@ -364,6 +383,16 @@ mod tests {
             unattributed_v4: c(2 * scale, 128 * scale),
             unattributed_v6: Counter::default(),
         };
+        let lens = crate::counts::prefixes::PrefixLens::default();
+        for (address, counter) in after.sources.iter() {
+            after.prefixes.add_exact(lens.of(address), &counter);
+        }
+        after.prefixes.add_estimate(
+            "198.51.100.0/24".parse().unwrap(),
+            &c(2 * scale, 128 * scale),
+            1,
+        );
+        after.prefixes.sketched = c(2 * scale, 128 * scale);
         let mut pane = Pane::new(name, "native XDP, bpf link", Some(65_536));
         pane.update(&before, &after);
         pane
@@ -500,6 +529,29 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn g_shows_the_prefixes_and_how_much_they_explain_exactly() {
+        let mut view = TopView::new(vec![sample()], Instant::now());
+        view.key(key(KeyCode::Char('g')));
+        view.refresh();
+        let text = screen(&mut view, 100, 24);
+        assert!(text.contains("prefix "), "{text}");
+        assert!(text.contains("198.18.0.0/24"), "{text}");
+        assert!(text.contains("2001:db8::/48"), "{text}");
+        assert!(text.contains("~198.51.100.0/24"), "{text}");
+        // 198.18.0/24, 198.18.3/24, 198.18.7/24, 2001:db8::/48 and the
+        // estimate; all but 2 of 22,344 IP packets exactly.
+        assert!(
+            text.contains("prefixes: 5, 100.0% of IP packets exactly"),
+            "{text}"
+        );
+        view.key(key(KeyCode::Char('g')));
+        view.refresh();
+        let text = screen(&mut view, 100, 24);
+        assert!(text.contains("198.18.0.10"), "{text}");
+        assert!(!text.contains("/24"), "{text}");
     }
 
     #[test]

@@ -24,15 +24,38 @@ use crate::{
 /// Rates kept for each source's sparkline.
 pub const HISTORY: usize = 12;
 
-/// One source's line.
+/// One source's line, or one prefix's (`prefix_len` set).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub address: IpAddr,
+    /// For a prefix row: its length.
+    pub prefix_len: Option<u8>,
+    /// For a prefix row: part of its count is the sketch's estimate.
+    pub estimated: bool,
     pub packets: u64,
     pub bytes: u64,
     pub rate: Rate,
     /// The source's share of the pane's IP bits per second, 0 to 1.
     pub share: f64,
+}
+
+impl Row {
+    /// Adds another interface's row of the same address or prefix.
+    fn absorb(&mut self, other: &Row) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.rate.add(&other.rate);
+        self.estimated |= other.estimated;
+    }
+
+    /// The address, or the prefix (`~` marks an estimate).
+    pub fn label(&self) -> String {
+        match self.prefix_len {
+            Some(len) if self.estimated => format!("~{}/{len}", self.address),
+            Some(len) => format!("{}/{len}", self.address),
+            None => self.address.to_string(),
+        }
+    }
 }
 
 /// The header figures of a pane.
@@ -47,6 +70,8 @@ pub struct Header {
     /// Sources listed per family, and the planned capacity per family.
     pub sources: (usize, usize),
     pub capacity: Option<usize>,
+    /// IP packets the prefix view explains exactly, and all IP packets.
+    pub exact_by_prefix: (u64, u64),
 }
 
 /// One interface's pane (or the "all" pane).
@@ -57,6 +82,8 @@ pub struct Pane {
     pub attachment: String,
     pub header: Header,
     pub rows: Vec<Row>,
+    /// The prefix rows (shown instead of `rows` after `g`).
+    pub prefix_rows: Vec<Row>,
     /// Recent packet rates by source, oldest first.
     history: HashMap<IpAddr, VecDeque<f64>>,
 }
@@ -107,6 +134,8 @@ impl Pane {
             history.insert(address, recent);
             self.rows.push(Row {
                 address,
+                prefix_len: None,
+                estimated: false,
                 packets: counter.packets,
                 bytes: counter.bytes,
                 rate,
@@ -115,6 +144,53 @@ impl Pane {
         }
         // Sources no longer listed take their history with them.
         self.history = history;
+        self.update_prefixes(previous, current, seconds, ip_bps);
+    }
+
+    /// The prefix rows of one interval.
+    fn update_prefixes(
+        &mut self,
+        previous: &Snapshot,
+        current: &Snapshot,
+        seconds: f64,
+        ip_bps: f64,
+    ) {
+        let prefixes = &current.prefixes;
+        let exact = prefixes.exact_total().packets;
+        let ip = self.header.totals.ipv4.packets + self.header.totals.ipv6.packets;
+        self.header.exact_by_prefix = (exact, ip);
+        self.prefix_rows = prefixes
+            .rows
+            .iter()
+            .map(|(prefix, count)| {
+                let now = count.total();
+                let before = previous
+                    .prefixes
+                    .rows
+                    .get(prefix)
+                    .map(|c| c.total())
+                    .unwrap_or_default();
+                let rate = Rate::between(&now, &before, seconds);
+                Row {
+                    address: prefix.network(),
+                    prefix_len: Some(prefix.prefix_len()),
+                    estimated: count.estimated.packets > 0,
+                    packets: now.packets,
+                    bytes: now.bytes,
+                    rate,
+                    share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
+                }
+            })
+            .collect();
+    }
+
+    /// The rows on show: the prefixes', or the sources'.
+    pub fn shown(&self, prefixes: bool) -> &[Row] {
+        if prefixes {
+            &self.prefix_rows
+        } else {
+            &self.rows
+        }
     }
 
     /// Recent packet rates of `address`, oldest first.
@@ -234,6 +310,8 @@ pub struct TopView {
     pub sort: SortKey,
     pub reversed: bool,
     pub paused: bool,
+    /// Prefixes instead of sources (`g`).
+    pub prefixes: bool,
     pub filter: Option<Filter>,
     /// Text being typed after `/`, and the last filter error.
     pub typing: Option<String>,
@@ -260,6 +338,7 @@ impl TopView {
             sort: SortKey::default(),
             reversed: false,
             paused: false,
+            prefixes: false,
             filter: None,
             typing: None,
             notice: None,
@@ -290,8 +369,8 @@ impl TopView {
 
     /// The rows on screen, in order (all of them; the renderer slices).
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &Row> {
-        let pane = self.pane();
-        self.visible.iter().map(move |&at| &pane.rows[at])
+        let rows = self.pane().shown(self.prefixes);
+        self.visible.iter().map(move |&at| &rows[at])
     }
 
     pub fn row_count(&self) -> usize {
@@ -322,15 +401,16 @@ impl TopView {
             self.all = merged(&self.panes);
         }
         let pane = self.panes.get(self.selected).unwrap_or(&self.all);
+        let rows = pane.shown(self.prefixes);
         let mut visible: Vec<usize> = match &self.filter {
-            Some(filter) => (0..pane.rows.len())
-                .filter(|&at| filter.matches(&pane.rows[at].address))
+            Some(filter) => (0..rows.len())
+                .filter(|&at| filter.matches(&rows[at].address))
                 .collect(),
-            None => (0..pane.rows.len()).collect(),
+            None => (0..rows.len()).collect(),
         };
         let (sort, reversed) = (self.sort, self.reversed);
         visible.sort_unstable_by(|&a, &b| {
-            let order = sort.compare(&pane.rows[a], &pane.rows[b]);
+            let order = sort.compare(&rows[a], &rows[b]);
             if reversed { order.reverse() } else { order }
         });
         self.visible = visible;
@@ -387,6 +467,10 @@ impl TopView {
                 self.refresh();
             }
             KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('g') => {
+                self.prefixes = !self.prefixes;
+                self.scroll = 0;
+            }
             KeyCode::Char('/') => self.typing = Some(String::new()),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab => {
@@ -431,6 +515,7 @@ fn is_ctrl_c(key: &KeyEvent) -> bool {
 fn merged(panes: &[Pane]) -> Pane {
     let mut all = Pane::new("all", "", None);
     let mut rows: HashMap<IpAddr, Row> = HashMap::new();
+    let mut prefix_rows: HashMap<(IpAddr, Option<u8>), Row> = HashMap::new();
     let mut interval: Option<f64> = None;
     for pane in panes {
         let header = &pane.header;
@@ -452,13 +537,17 @@ fn merged(panes: &[Pane]) -> Pane {
         };
         for row in &pane.rows {
             rows.entry(row.address)
-                .and_modify(|sum| {
-                    sum.packets += row.packets;
-                    sum.bytes += row.bytes;
-                    sum.rate.add(&row.rate);
-                })
+                .and_modify(|sum| sum.absorb(row))
                 .or_insert_with(|| row.clone());
         }
+        for row in &pane.prefix_rows {
+            prefix_rows
+                .entry((row.address, row.prefix_len))
+                .and_modify(|sum| sum.absorb(row))
+                .or_insert_with(|| row.clone());
+        }
+        all.header.exact_by_prefix.0 += header.exact_by_prefix.0;
+        all.header.exact_by_prefix.1 += header.exact_by_prefix.1;
         for (address, recent) in &pane.history {
             let sum = all.history.entry(*address).or_default();
             for (at, pps) in recent.iter().enumerate() {
@@ -471,17 +560,16 @@ fn merged(panes: &[Pane]) -> Pane {
     }
     all.header.interval_s = interval;
     let ip_bps = all.header.rates[0].bps + all.header.rates[1].bps;
-    all.rows = rows
-        .into_values()
-        .map(|mut row| {
-            row.share = if ip_bps > 0.0 {
-                row.rate.bps / ip_bps
-            } else {
-                0.0
-            };
-            row
-        })
-        .collect();
+    let share = |mut row: Row| {
+        row.share = if ip_bps > 0.0 {
+            row.rate.bps / ip_bps
+        } else {
+            0.0
+        };
+        row
+    };
+    all.rows = rows.into_values().map(share).collect();
+    all.prefix_rows = prefix_rows.into_values().map(share).collect();
     all.header.sources = all.rows.iter().fold((0, 0), |(v4, v6), row| {
         if row.address.is_ipv4() {
             (v4 + 1, v6)
