@@ -16,6 +16,11 @@
 //! a new one from zero (a counter reset to Prometheus). The reads this is
 //! fed are monotonic (see `Watched::advance`); class counters are exported
 //! as the largest value read all the same.
+//!
+//! Network prefixes (`--prefix-len`) get series the same way,
+//! `xdpstat_prefix_packets_total{prefix="198.51.100.0/24"}` and `other`:
+//! their sum is the `ipv4` plus `ipv6` class counters, or more where the
+//! sketch's estimates run over the truth (by at most their stated bound).
 
 pub mod server;
 
@@ -27,6 +32,7 @@ use std::{
 };
 
 use hashbrown::{HashMap, HashSet};
+use ipnet::IpNet;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -71,10 +77,87 @@ struct InterfaceState {
     unattributed: Count,
     sources: (usize, usize),
     read_seconds: f64,
-    /// The shown sources' series, in the order they were shown.
-    shown: Vec<IpAddr>,
-    exported: HashMap<IpAddr, Count>,
+    /// The top sources' series and `other`.
+    by_source: TopSeries<IpAddr>,
+    /// The top prefixes' series and `other`.
+    by_prefix: TopSeries<IpNet>,
+}
+
+/// Series for the top keys by packets in an interval, plus `other`: a
+/// shown key's series adds what it counted while shown, `other` the rest
+/// (a series that ends hands it its count), so no series goes down while it
+/// exists and their sum is everything fed.
+#[derive(Debug)]
+struct TopSeries<K> {
+    /// The shown keys' series, in the order they were shown.
+    shown: Vec<K>,
+    exported: HashMap<K, Count>,
     other: Count,
+}
+
+impl<K> Default for TopSeries<K> {
+    fn default() -> Self {
+        Self {
+            shown: Vec::new(),
+            exported: HashMap::new(),
+            other: Count::default(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash + Ord> TopSeries<K> {
+    /// Takes in one interval: each key's increment, and `rest`, what
+    /// belongs to no key.
+    fn feed(&mut self, mut deltas: Vec<(K, Count)>, rest: &Count, top: usize) {
+        deltas.retain(|(_, delta)| delta.packets > 0);
+        self.other.add(rest);
+        let cut = top.min(deltas.len());
+        if cut < deltas.len() {
+            deltas.select_nth_unstable_by(cut, |a, b| {
+                b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0))
+            });
+        }
+        let mut shown: Vec<K> = deltas[..cut].iter().map(|(key, _)| *key).collect();
+        let mut is_shown: HashSet<K> = shown.iter().copied().collect();
+        // Room left (fewer senders than series): the keys shown last time
+        // stay, so series do not vanish when traffic pauses.
+        for &key in &self.shown {
+            if shown.len() >= top {
+                break;
+            }
+            if is_shown.insert(key) {
+                shown.push(key);
+            }
+        }
+        for (key, delta) in &deltas {
+            if is_shown.contains(key) {
+                self.exported.entry(*key).or_default().add(delta);
+            } else {
+                self.other.add(delta);
+            }
+        }
+        // A series that ends hands its count to `other`: the sum stays.
+        for key in std::mem::replace(&mut self.shown, shown) {
+            if !is_shown.contains(&key)
+                && let Some(count) = self.exported.remove(&key)
+            {
+                self.other.add(&count);
+            }
+        }
+    }
+
+    /// The series: each shown key's, then `other`'s (key `None`).
+    fn series(&self) -> impl Iterator<Item = (Option<K>, Count)> + '_ {
+        self.shown
+            .iter()
+            .map(|key| {
+                (
+                    Some(*key),
+                    self.exported.get(key).copied().unwrap_or_default(),
+                )
+            })
+            .chain(std::iter::once((None, self.other)))
+    }
 }
 
 /// The exporter: fed every read, publishes an exposition after each.
@@ -136,49 +219,39 @@ impl Metrics {
         state.unattributed = state.unattributed.at_least(&current.unattributed());
         state.sources = current.sources.family_lens();
         state.read_seconds = read.as_secs_f64();
-        // This interval's increments, biggest packet rates first.
-        let mut deltas: Vec<(IpAddr, Count)> = current
+        // This interval's increments, per source and per prefix.
+        let deltas: Vec<(IpAddr, Count)> = current
             .sources
             .since(&previous.sources)
             .map(|(address, now, before)| (address, now.since(&before)))
-            .filter(|(_, delta)| delta.packets > 0)
             .collect();
-        state
-            .other
-            .add(&current.unattributed().since(&previous.unattributed()));
-        let cut = top.min(deltas.len());
-        if cut < deltas.len() {
-            deltas.select_nth_unstable_by(cut, |a, b| {
-                b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0))
-            });
+        let unattributed = current.unattributed().since(&previous.unattributed());
+        state.by_source.feed(deltas, &unattributed, top);
+        let prefix_deltas: Vec<(IpNet, Count)> = current
+            .prefixes
+            .rows
+            .iter()
+            .map(|(prefix, count)| {
+                let before = previous
+                    .prefixes
+                    .rows
+                    .get(prefix)
+                    .map(|c| c.total())
+                    .unwrap_or_default();
+                (*prefix, count.total().since(&before))
+            })
+            .collect();
+        // What no prefix holds: the IP packets of the interval beyond the
+        // prefixes' increments (none when estimates overshoot).
+        let (mut ip_now, mut ip_before) = (totals.ipv4, previous.totals().ipv4);
+        ip_now.add(&totals.ipv6);
+        ip_before.add(&previous.totals().ipv6);
+        let mut in_prefixes = Count::default();
+        for (_, delta) in &prefix_deltas {
+            in_prefixes.add(delta);
         }
-        let mut shown: Vec<IpAddr> = deltas[..cut].iter().map(|(a, _)| *a).collect();
-        let mut is_shown: HashSet<IpAddr> = shown.iter().copied().collect();
-        // Room left (fewer senders than series): the sources shown last time
-        // stay, so series do not vanish when traffic pauses.
-        for &address in &state.shown {
-            if shown.len() >= top {
-                break;
-            }
-            if is_shown.insert(address) {
-                shown.push(address);
-            }
-        }
-        for (address, delta) in &deltas {
-            if is_shown.contains(address) {
-                state.exported.entry(*address).or_default().add(delta);
-            } else {
-                state.other.add(delta);
-            }
-        }
-        // A series that ends hands its count to `other`: the sum stays.
-        for address in std::mem::replace(&mut state.shown, shown) {
-            if !is_shown.contains(&address)
-                && let Some(count) = state.exported.remove(&address)
-            {
-                state.other.add(&count);
-            }
-        }
+        let rest = ip_now.since(&ip_before).saturating_sub(&in_prefixes);
+        state.by_prefix.feed(prefix_deltas, &rest, top);
         self.publish();
     }
 
@@ -199,6 +272,8 @@ impl Metrics {
         let bytes = Family::<Labels, Counter>::default();
         let source_packets = Family::<Labels, Counter>::default();
         let source_bytes = Family::<Labels, Counter>::default();
+        let prefix_packets = Family::<Labels, Counter>::default();
+        let prefix_bytes = Family::<Labels, Counter>::default();
         let sources = Family::<Labels, Gauge>::default();
         let capacity = Family::<Labels, Gauge>::default();
         let info = Family::<Labels, Gauge>::default();
@@ -235,21 +310,22 @@ impl Metrics {
             ])
             .set(1);
             read.get_or_create(&vec![name()]).set(state.read_seconds);
-            for address in &state.shown {
-                let counter = state.exported.get(address).copied().unwrap_or_default();
-                let labels = vec![name(), ("source", address.to_string())];
+            for (address, counter) in state.by_source.series() {
+                let source = address.map_or_else(|| "other".to_owned(), |a| a.to_string());
+                let labels = vec![name(), ("source", source)];
                 source_packets
                     .get_or_create(&labels)
                     .inc_by(counter.packets);
                 source_bytes.get_or_create(&labels).inc_by(counter.bytes);
             }
-            let labels = vec![name(), ("source", "other".to_owned())];
-            source_packets
-                .get_or_create(&labels)
-                .inc_by(state.other.packets);
-            source_bytes
-                .get_or_create(&labels)
-                .inc_by(state.other.bytes);
+            for (prefix, counter) in state.by_prefix.series() {
+                let prefix = prefix.map_or_else(|| "other".to_owned(), |p| p.to_string());
+                let labels = vec![name(), ("prefix", prefix)];
+                prefix_packets
+                    .get_or_create(&labels)
+                    .inc_by(counter.packets);
+                prefix_bytes.get_or_create(&labels).inc_by(counter.bytes);
+            }
         }
         registry.register(
             "packets",
@@ -266,6 +342,16 @@ impl Metrics {
             "source_bytes",
             "Bytes of the top sources by rate, counted while they were in the top; source=\"other\" holds the rest",
             source_bytes,
+        );
+        registry.register(
+            "prefix_packets",
+            "Packets of the top network prefixes (--prefix-len) by rate, counted while they were in the top; estimates included; prefix=\"other\" holds the rest",
+            prefix_packets,
+        );
+        registry.register(
+            "prefix_bytes",
+            "Bytes of the top network prefixes by rate, counted while they were in the top; prefix=\"other\" holds the rest",
+            prefix_bytes,
         );
         registry.register("sources", "Sources the tables hold, by family", sources);
         registry.register(
@@ -342,7 +428,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::counts::sources::SourceTable;
+    use crate::counts::{prefixes::PrefixLens, sources::SourceTable};
 
     fn c(packets: u64, bytes: u64) -> Count {
         Count { packets, bytes }
@@ -501,6 +587,7 @@ mod tests {
         let mut counts = vec![0u64; SOURCES as usize];
         let mut unattributed = 0u64;
         let mut last: HashMap<String, f64> = HashMap::new();
+        let mut last_prefix: HashMap<String, f64> = HashMap::new();
         let mut ended_and_back = 0;
         // A deterministic churn: each interval a different, shifting third
         // of the sources sends, some in bursts; some packets unattributed.
@@ -527,8 +614,25 @@ mod tests {
                 })
                 .collect::<SourceTable>();
             read.slots.unattributed_v4 = c(unattributed, unattributed * 100);
+            // /30s: 125 prefixes for 50 series; unattributed packets in none.
+            let lens: PrefixLens = "30,64".parse().unwrap();
+            for (address, counter) in read.sources.iter() {
+                read.prefixes.add_exact(lens.of(address), &counter);
+            }
             metrics.update(0, &previous, &read, Duration::ZERO);
             let samples = samples(&metrics);
+            let prefix_series: HashMap<String, f64> = samples
+                .iter()
+                .filter(|s| s.metric == "xdpstat_prefix_packets_total")
+                .map(|s| {
+                    let v = match s.value {
+                        prometheus_parse::Value::Counter(v) => v,
+                        _ => f64::NAN,
+                    };
+                    (s.labels.get("prefix").unwrap().to_owned(), v)
+                })
+                .collect();
+            assert!(prefix_series.len() <= TOP + 1);
             let series = source_series(&samples);
             assert!(series.len() <= TOP + 1, "{} series", series.len());
             let class = |class| {
@@ -545,6 +649,17 @@ mod tests {
                 class("ipv4") + class("ipv6"),
                 "interval {interval}: every IP packet in exactly one series"
             );
+            assert_eq!(
+                prefix_series.values().sum::<f64>(),
+                class("ipv4") + class("ipv6"),
+                "interval {interval}: every IP packet in exactly one prefix series"
+            );
+            for (prefix, &v) in &prefix_series {
+                if let Some(&before) = last_prefix.get(prefix) {
+                    assert!(v >= before, "{prefix} went back");
+                }
+            }
+            last_prefix = prefix_series;
             for (source, &v) in &series {
                 match last.get(source) {
                     Some(&before) => assert!(v >= before, "{source} went back"),
