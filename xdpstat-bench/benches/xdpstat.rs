@@ -287,6 +287,22 @@ fn print_flood(flood: &Flood, zipf: &OverVeth) {
             }
         );
     }
+    if let Some(top) = &flood.top_prefix {
+        let within = top.reported >= top.sent && top.reported <= top.sent + top.error_packets;
+        println!(
+            "   top prefix {}: sent {}, reported {} ({}, bound +{}: {})",
+            top.prefix,
+            top.sent,
+            top.reported,
+            if top.estimated {
+                "partly estimated"
+            } else {
+                "exact"
+            },
+            top.error_packets,
+            if within { "within" } else { "NOT WITHIN" }
+        );
+    }
     println!();
 }
 

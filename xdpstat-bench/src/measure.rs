@@ -183,6 +183,19 @@ pub struct Flood {
     pub listed: usize,
     /// Entries the housekeeping retired during the flood.
     pub retired: usize,
+    /// The report's top network prefix: what it reported, what was sent
+    /// from it (both passes), whether part is the sketch's estimate, and
+    /// the estimate's bound.
+    pub top_prefix: Option<TopPrefix>,
+}
+
+/// The flood report's top prefix against the truth.
+pub struct TopPrefix {
+    pub prefix: String,
+    pub reported: u64,
+    pub sent: u64,
+    pub estimated: bool,
+    pub error_packets: u64,
 }
 
 pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> Result<Flood> {
@@ -226,6 +239,27 @@ pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> R
             unreachable!("made as xdpstat above")
         };
         let snapshot = datapath.snapshot(WATCHED)?;
+        let top_prefix =
+            snapshot
+                .prefixes
+                .ranked(Some(1))
+                .into_iter()
+                .next()
+                .map(|(prefix, count)| {
+                    let from_it = sources
+                        .iter()
+                        .filter(|&&n| {
+                            prefix.contains(&std::net::IpAddr::from(benchmark_address(n)))
+                        })
+                        .count() as u64;
+                    TopPrefix {
+                        prefix: prefix.to_string(),
+                        reported: count.total().packets,
+                        sent: 2 * from_it,
+                        estimated: count.estimated.packets > 0,
+                        error_packets: count.error_packets,
+                    }
+                });
         let big = big_sent
             .iter()
             .enumerate()
@@ -235,10 +269,10 @@ pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> R
                 (2 * sent, reported)
             })
             .collect();
-        Ok::<_, anyhow::Error>((runs, snapshot, big, retired))
+        Ok::<_, anyhow::Error>((runs, snapshot, big, retired, top_prefix))
     })();
     program.detach()?;
-    let (runs, snapshot, big, retired) = outcome?;
+    let (runs, snapshot, big, retired, top_prefix) = outcome?;
     Ok(Flood {
         floor: costs.floor,
         seed_65536: costs.seed_65536,
@@ -251,6 +285,7 @@ pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> R
         big,
         listed: snapshot.sources.len(),
         retired,
+        top_prefix,
     })
 }
 

@@ -7,7 +7,12 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use ipnet::IpNet;
 
 use common::{TestNet, Xdpstat, ipv4_frame, ipv6_frame, pair, privileged};
 use serde_json::Value;
@@ -53,8 +58,15 @@ fn packets(value: &Value) -> u64 {
 }
 
 /// Checks the flood's report: the attack's prefix on top, within its
-/// bound, and every packet accounted for.
-fn check_flood_report(report: &Value, family: &str, attack_prefix: &str, sent: u64) {
+/// bound, every listed prefix never below what it sent and within its
+/// bound above, and every packet accounted for.
+fn check_flood_report(
+    report: &Value,
+    family: &str,
+    attack_prefix: &str,
+    sent: u64,
+    truth: &HashMap<String, u64>,
+) {
     let total = pair(&report["totals"][family]);
     assert_eq!(total.0, sent);
     let prefixes = report["prefixes"].as_array().unwrap();
@@ -80,6 +92,16 @@ fn check_flood_report(report: &Value, family: &str, attack_prefix: &str, sent: u
     // No read came while the frames were sent, so no entry was retired
     // for the attack to take: it was counted by the sketch.
     assert_eq!(top["estimated"], true, "{top}");
+    for row in prefixes {
+        let prefix = row["prefix"].as_str().unwrap();
+        let sent_from = truth.get(prefix).copied().unwrap_or(0);
+        let counted = row["packets"].as_u64().unwrap();
+        let error = row["error_packets"].as_u64().unwrap();
+        assert!(
+            (sent_from..=sent_from + error).contains(&counted),
+            "{prefix}: sent {sent_from}, counted {counted}, bound {error}"
+        );
+    }
     // Every packet is in some prefix's exact part, in the sketch, or
     // retired where no prefix was kept.
     let parts = &report["prefix_parts"];
@@ -138,9 +160,24 @@ fn run_flood(test: &str, flood: Vec<IpAddr>, attack: Vec<IpAddr>, family: &str, 
     let frames = flood_with_attack(&flood, &attack);
     let sent = frames.len() as u64;
     assert_eq!(sent, 26_000);
+    // What each prefix sent: the flood's one packet per source, 24 per
+    // attack source.
+    let lens = |address: &IpAddr| match address {
+        IpAddr::V4(_) => 24,
+        IpAddr::V6(_) => 48,
+    };
+    let mut truth: HashMap<String, u64> = HashMap::new();
+    for (address, packets) in flood
+        .iter()
+        .map(|a| (a, 1))
+        .chain(attack.iter().map(|a| (a, 24)))
+    {
+        let prefix = IpNet::new(*address, lens(address)).unwrap().trunc();
+        *truth.entry(prefix.to_string()).or_default() += packets;
+    }
     send_paced(&net, &frames);
     let report = xdpstat.report_where(|r| packets(&r["totals"][family]) >= sent);
-    check_flood_report(&report, family, prefix, sent);
+    check_flood_report(&report, family, prefix, sent, &truth);
 }
 
 #[test]

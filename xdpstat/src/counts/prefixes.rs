@@ -88,6 +88,21 @@ impl PrefixLens {
         ]
     }
 
+    /// The sketch key of `prefix` (its network address's wire bytes as
+    /// the datapath reads them).
+    pub fn key_of(prefix: &IpNet) -> PrefixKey {
+        match prefix.network() {
+            IpAddr::V4(address) => [u64::from(u32::from_ne_bytes(address.octets())), 0],
+            IpAddr::V6(address) => {
+                let octets = address.octets();
+                [
+                    u64::from_ne_bytes(octets[..8].try_into().unwrap_or_default()),
+                    u64::from_ne_bytes(octets[8..].try_into().unwrap_or_default()),
+                ]
+            }
+        }
+    }
+
     /// The prefix a sketch key of family `v6` stands for.
     pub fn of_key(&self, key: &PrefixKey, v6: bool) -> IpNet {
         if v6 {
@@ -221,6 +236,11 @@ mod tests {
             lens.of_key(&key, false),
             "198.19.7.0/24".parse::<IpNet>().unwrap()
         );
+        for text in ["198.19.7.0/24", "2001:db8:bad::/48"] {
+            let prefix: IpNet = text.parse().unwrap();
+            let key = PrefixLens::key_of(&prefix);
+            assert_eq!(lens.of_key(&key, prefix.addr().is_ipv6()), prefix);
+        }
         let all: PrefixLens = "32,128".parse().unwrap();
         assert_eq!(all.v4_mask(), u32::MAX);
         assert_eq!(all.v6_mask(), [u64::MAX, u64::MAX]);

@@ -6,6 +6,7 @@
 //! per-packet path.
 
 use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
@@ -30,7 +31,7 @@ use xdpstat_common::{
     TCX_PROGRAM_NAME, V4Entry, V6Entry,
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
-        SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, error_bound, sketch_cell,
+        SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
     },
     table_entries,
 };
@@ -677,11 +678,16 @@ impl Datapath {
         tables.add_retired_prefixes(&mut prefixes);
         drop(tables);
         // Runs in progress that no entry took go into the sketch when they
-        // settle: counted with it now, so that no count moves from one part
-        // to another between reads (which would count it twice once each
-        // part is kept from going backwards).
-        for counter in &folded.unheld {
+        // settle: counted with its part now (their prefix's estimate grows
+        // by exactly the run when it settles), so that no count moves from
+        // the exact part to the estimate between reads, which would count
+        // it twice once each part is kept from going backwards.
+        for counter in &folded.sketched {
             prefixes.sketched.add(counter);
+        }
+        for (address, counter) in &folded.unheld {
+            prefixes.sketched.add(counter);
+            prefixes.add_estimate(self.lens.of(*address), counter, 0);
         }
         self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
         Ok(Snapshot {
@@ -693,9 +699,12 @@ impl Datapath {
         })
     }
 
-    /// Adds the sketches' estimates for their heavy-hitter prefixes: each
-    /// CPU's table names candidates; a candidate's estimate is, row by row,
-    /// its cell summed over the CPUs, and the smallest of the rows.
+    /// Adds the sketches' estimates, for every prefix the read already has
+    /// and for the prefixes the CPUs' heavy-hitter tables name: a
+    /// prefix's estimate is, row by row, its cell summed over the CPUs, and
+    /// the smallest of the rows. Never below what the sketch holds for it,
+    /// so no listed prefix is ever counted short. The sketches are only
+    /// read when something went into them (a table overflowed).
     fn add_estimates(
         &self,
         prefixes: &mut Prefixes,
@@ -712,34 +721,44 @@ impl Datapath {
             (true, (SKETCH_V6_MAP, HEAVY_V6_MAP)),
         ] {
             let counted = sketched[usize::from(v6)];
-            prefixes.sketched.add(&counted);
             if counted.packets == 0 {
                 continue;
             }
             let heavy: PerCpuArray<&MapData, Heavy> = self.map(heavy_map)?;
             let sketch: PerCpuArray<&MapData, Counter> = self.map(sketch_map)?;
-            let mut candidates: Vec<PrefixKey> = Vec::new();
+            let mut keys: Vec<PrefixKey> = prefixes
+                .rows
+                .keys()
+                .filter(|prefix| prefix.addr().is_ipv6() == v6)
+                .map(PrefixLens::key_of)
+                .collect();
             for table in heavy.get(&0, 0).map_err(|e| failed(heavy_map, e))?.iter() {
                 for slot in &table.slots {
-                    if slot.estimate.packets != 0 && !candidates.contains(&slot.key) {
-                        candidates.push(slot.key);
+                    if slot.estimate.packets != 0 {
+                        keys.push(slot.key);
                     }
                 }
             }
-            let error = error_bound(counted.packets);
-            for key in candidates {
-                let mut estimate: Option<Counter> = None;
-                for row in 0..SKETCH_ROWS {
-                    let cells = sketch
-                        .get(&sketch_cell(&key, row, self.seed), 0)
-                        .map_err(|e| failed(sketch_map, e))?;
-                    let mut cell = Counter::default();
-                    for per_cpu in cells.iter() {
-                        cell.add(per_cpu);
-                    }
-                    estimate = Some(estimate.map_or(cell, |low| low.at_most(&cell)));
+            keys.sort_unstable();
+            keys.dedup();
+            // The whole sketch, summed over the CPUs: one read per cell.
+            let mut cells = vec![Counter::default(); SKETCH_ROWS * SKETCH_WIDTH as usize];
+            for (index, cell) in cells.iter_mut().enumerate() {
+                for per_cpu in sketch
+                    .get(&(index as u32), 0)
+                    .map_err(|e| failed(sketch_map, e))?
+                    .iter()
+                {
+                    cell.add(per_cpu);
                 }
-                if let Some(estimate) = estimate.filter(|e| e.packets > 0) {
+            }
+            let error = error_bound(counted.packets);
+            for key in keys {
+                let mut estimate = cells[sketch_cell(&key, 0, self.seed) as usize];
+                for row in 1..SKETCH_ROWS {
+                    estimate = estimate.at_most(&cells[sketch_cell(&key, row, self.seed) as usize]);
+                }
+                if estimate.packets > 0 {
                     prefixes.add_estimate(self.lens.of_key(&key, v6), &estimate, error);
                 }
             }
@@ -858,8 +877,8 @@ struct BusyEntries {
 struct Folded {
     slots: ClassSlots,
     busy: BusyEntries,
-    /// Runs in progress that no entry took.
-    unheld: Vec<Counter>,
+    /// Runs in progress that no entry took, by source.
+    unheld: Vec<(IpAddr, Counter)>,
     /// What went into the IPv4 and IPv6 sketches: the runs no entry took
     /// that have settled.
     sketched: [Counter; 2],
@@ -893,7 +912,7 @@ fn fold_cpu_states(
         if state.run_v4.packets != 0 {
             if state.run_v4_entry == NO_ENTRY {
                 slots.unattributed_v4.add(&state.run_v4);
-                unheld.push(state.run_v4);
+                unheld.push((Ipv4Addr::from(state.run_v4_source).into(), state.run_v4));
             } else {
                 sources.push_v4(state.run_v4_source, state.run_v4);
                 busy.v4.push(state.run_v4_entry);
@@ -902,7 +921,7 @@ fn fold_cpu_states(
         if state.run_v6.packets != 0 {
             if state.run_v6_entry == NO_ENTRY {
                 slots.unattributed_v6.add(&state.run_v6);
-                unheld.push(state.run_v6);
+                unheld.push((Ipv6Addr::from(state.run_v6_source).into(), state.run_v6));
             } else {
                 sources.push_v6(state.run_v6_source, state.run_v6);
                 busy.v6.push(state.run_v6_entry);
