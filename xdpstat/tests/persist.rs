@@ -486,7 +486,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
         names
     };
     let pins_before = pins();
-    assert_eq!(pins_before.len(), 7, "{pins_before:?}");
+    assert_eq!(pins_before.len(), 11, "{pins_before:?}");
     let (code, _, stderr) = run(&net.watched, &["xs0", "--persist", "--pin-dir", root.arg()]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -603,6 +603,21 @@ fn what_retired_entries_counted_survives_a_restart() {
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("on the xdp hook"), "{stderr}");
+    let (code, _, stderr) = run(
+        &net.watched,
+        &[
+            "xs0",
+            "--persist",
+            "--pin-dir",
+            root.arg(),
+            "--max-sources",
+            "16",
+            "--prefix-len",
+            "16,48",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--prefix-len 24,48"), "{stderr}");
 }
 
 /// Marks the pinned IPv4 entry holding `address` draining, as an xdpstat
