@@ -623,40 +623,48 @@ fn retiring_while_another_cpu_claims_entries_loses_nothing() {
     if !two_cpus("retiring_while_another_cpu_claims_entries_loses_nothing") {
         return;
     }
-    const FRAMES: u32 = 60_000;
-    let done = std::sync::atomic::AtomicBool::new(false);
+    // Until the housekeeping has retired 100 entries (however slow its
+    // reads are), at most 2,000,000 frames.
+    const MAX_FRAMES: u32 = 2_000_000;
+    const WANTED: usize = 100;
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+    let done = AtomicBool::new(false);
+    let sent = AtomicU32::new(0);
+    let retired_so_far = AtomicUsize::new(0);
     let len = ipv4_frame(v4(1), &[], &[], 10).len() as u64;
-    let retired = std::thread::scope(|scope| {
-        let (datapath, done) = (&datapath, &done);
+    std::thread::scope(|scope| {
+        let (datapath, done, sent, retired_so_far) = (&datapath, &done, &sent, &retired_so_far);
         scope.spawn(move || {
             pin_to(1);
             // New sources all the time, and a few that come back.
-            for n in 0..FRAMES {
-                let source = if n % 3 == 0 { n % 97 } else { n };
+            let mut n = 0;
+            while n < MAX_FRAMES && retired_so_far.load(Ordering::Acquire) < WANTED {
+                let source = if n % 3 == 0 { n % 97 } else { n % 60_000 };
                 let [_, _, hi, lo] = source.to_be_bytes();
                 run(
                     datapath,
                     &ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10),
                 );
+                n += 1;
             }
-            done.store(true, std::sync::atomic::Ordering::Release);
+            sent.store(n, Ordering::Release);
+            done.store(true, Ordering::Release);
         });
-        let housekeeping = scope.spawn(move || {
+        scope.spawn(move || {
             pin_to(0);
-            let mut retired = 0;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
+            while !done.load(Ordering::Acquire) {
                 datapath.snapshot("test").expect("maps read");
-                retired += datapath.retire_idle().expect("retire").len();
+                let retired = datapath.retire_idle().expect("retire").len();
+                retired_so_far.fetch_add(retired, Ordering::AcqRel);
             }
-            retired
         });
-        housekeeping.join().expect("housekeeping thread")
     });
+    let retired = retired_so_far.load(Ordering::Acquire);
     assert!(
-        retired >= 100,
+        retired >= WANTED,
         "the race was run: {retired} entries retired"
     );
-    let total = u64::from(FRAMES);
+    let total = u64::from(sent.load(Ordering::Acquire));
     assert_eq!(classes(&snapshot(&datapath))[0], c(total, total * len));
 }
 

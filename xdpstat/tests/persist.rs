@@ -570,54 +570,26 @@ fn what_retired_entries_counted_survives_a_restart() {
         .map(|s| pair(s).0)
         .sum();
     assert_eq!(held + retired.0, 15);
-    // Asking for another table size is refused, naming detach.
     stop(second);
-    let (code, _, stderr) = run(
-        &net.watched,
-        &[
-            "xs0",
-            "--persist",
-            "--pin-dir",
-            root.arg(),
-            "--max-sources",
-            "32",
-        ],
-    );
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("--max-sources 16") && stderr.contains("xdpstat detach xs0"),
-        "{stderr}"
-    );
-    let (code, _, stderr) = run(
-        &net.watched,
-        &[
-            "xs0",
-            "--persist",
-            "--pin-dir",
-            root.arg(),
-            "--max-sources",
-            "16",
-            "--hook",
-            "tcx",
-        ],
-    );
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("on the xdp hook"), "{stderr}");
-    let (code, _, stderr) = run(
-        &net.watched,
-        &[
-            "xs0",
-            "--persist",
-            "--pin-dir",
-            root.arg(),
-            "--max-sources",
-            "16",
-            "--prefix-len",
-            "16,48",
-        ],
-    );
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--prefix-len 24,48"), "{stderr}");
+    // Another setup than the pinned one is refused, naming the pinned one
+    // and detach.
+    for (extra, said) in [
+        (["--max-sources", "32"], "--max-sources 16"),
+        (["--hook", "tcx"], "on the xdp hook"),
+        (["--prefix-len", "16,48"], "--prefix-len 24,48"),
+    ] {
+        let mut args = vec!["xs0", "--persist", "--pin-dir", root.arg()];
+        if extra[0] != "--max-sources" {
+            args.extend(["--max-sources", "16"]);
+        }
+        args.extend(extra);
+        let (code, _, stderr) = run(&net.watched, &args);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(said) && stderr.contains("xdpstat detach xs0"),
+            "{stderr}"
+        );
+    }
 }
 
 /// Marks the pinned IPv4 entry holding `address` draining, as an xdpstat

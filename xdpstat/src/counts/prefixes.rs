@@ -176,6 +176,14 @@ impl Prefixes {
         self.unkept = self.unkept.at_least(&previous.unkept);
     }
 
+    /// The total of `prefix` in this read (nothing when it is not listed).
+    pub fn total_of(&self, prefix: &IpNet) -> Counter {
+        self.rows
+            .get(prefix)
+            .map(PrefixCount::total)
+            .unwrap_or_default()
+    }
+
     /// Sum of the exact parts.
     pub fn exact_total(&self) -> Counter {
         let mut total = Counter::default();

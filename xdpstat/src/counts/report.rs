@@ -123,12 +123,7 @@ impl Report {
             .into_iter()
             .map(|(prefix, count)| {
                 let now = count.total();
-                let before = previous
-                    .prefixes
-                    .rows
-                    .get(&prefix)
-                    .map(|c| c.total())
-                    .unwrap_or_default();
+                let before = previous.prefixes.total_of(&prefix);
                 let rate = Rate::between(&now, &before, seconds);
                 PrefixRow {
                     prefix: prefix.to_string(),

@@ -232,12 +232,7 @@ impl Metrics {
             .rows
             .iter()
             .map(|(prefix, count)| {
-                let before = previous
-                    .prefixes
-                    .rows
-                    .get(prefix)
-                    .map(|c| c.total())
-                    .unwrap_or_default();
+                let before = previous.prefixes.total_of(prefix);
                 (*prefix, count.total().since(&before))
             })
             .collect();

@@ -164,12 +164,7 @@ impl Pane {
             .iter()
             .map(|(prefix, count)| {
                 let now = count.total();
-                let before = previous
-                    .prefixes
-                    .rows
-                    .get(prefix)
-                    .map(|c| c.total())
-                    .unwrap_or_default();
+                let before = previous.prefixes.total_of(prefix);
                 let rate = Rate::between(&now, &before, seconds);
                 Row {
                     address: prefix.network(),
