@@ -11,6 +11,8 @@ use std::{
 };
 
 use ipnet::IpNet;
+
+use crate::counts::sources::SourceTable;
 use xdpstat_common::{
     Counter,
     sketch::{DEFAULT_PREFIX_V4, DEFAULT_PREFIX_V6, PrefixKey},
@@ -154,6 +156,28 @@ impl Prefixes {
         self.rows.entry(prefix).or_default().exact.add(counter);
     }
 
+    /// Adds the sources of `held` to their prefixes' exact parts. Sources
+    /// come in address order, so a prefix's are consecutive: one map
+    /// update per prefix, not per source (a million sources is a few
+    /// thousand prefixes).
+    pub fn add_held(&mut self, lens: &PrefixLens, held: &SourceTable) {
+        let mut current: Option<(IpNet, Counter)> = None;
+        for (address, counter) in held.iter() {
+            let prefix = lens.of(address);
+            match &mut current {
+                Some((open, sum)) if *open == prefix => sum.add(&counter),
+                _ => {
+                    if let Some((done, sum)) = current.replace((prefix, counter)) {
+                        self.add_exact(done, &sum);
+                    }
+                }
+            }
+        }
+        if let Some((done, sum)) = current {
+            self.add_exact(done, &sum);
+        }
+    }
+
     pub fn add_estimate(&mut self, prefix: IpNet, estimate: &Counter, error_packets: u64) {
         let row = self.rows.entry(prefix).or_default();
         row.estimated.add(estimate);
@@ -293,6 +317,29 @@ mod tests {
         );
         now.keep_monotonic(&before);
         assert_eq!(now.rows[&a].exact.packets, 5);
+        let held: SourceTable = [
+            ("198.18.1.9", 2),
+            ("198.18.1.1", 3),
+            ("198.18.2.1", 4),
+            ("2001:db8::1", 5),
+            ("2001:db8:1::1", 6),
+        ]
+        .into_iter()
+        .map(|(a, p)| {
+            (
+                a.parse::<IpAddr>().unwrap(),
+                Counter {
+                    packets: p,
+                    bytes: p,
+                },
+            )
+        })
+        .collect();
+        let mut summed = Prefixes::default();
+        summed.add_held(&PrefixLens::default(), &held);
+        assert_eq!(summed.rows.len(), 4);
+        assert_eq!(summed.rows[&a].exact.packets, 5);
+        assert_eq!(summed.exact_total().packets, 20);
         assert_eq!(now.rows[&b].estimated.packets, 9);
         assert_eq!(now.exact_total().packets, 5);
     }

@@ -672,9 +672,7 @@ impl Datapath {
         tables.mark_busy(&folded.busy.v4, &folded.busy.v6);
         let sources = sources.finish();
         let mut prefixes = Prefixes::default();
-        for (address, counter) in sources.iter() {
-            prefixes.add_exact(self.lens.of(address), &counter);
-        }
+        prefixes.add_held(&self.lens, &sources);
         tables.add_retired_prefixes(&mut prefixes);
         drop(tables);
         // Runs in progress that no entry took go into the sketch when they
