@@ -161,20 +161,40 @@ impl Prefixes {
     /// update per prefix, not per source (a million sources is a few
     /// thousand prefixes).
     pub fn add_held(&mut self, lens: &PrefixLens, held: &SourceTable) {
-        let mut current: Option<(IpNet, Counter)> = None;
-        for (address, counter) in held.iter() {
-            let prefix = lens.of(address);
+        let v4_mask = u32::MAX.checked_shl(32 - u32::from(lens.v4)).unwrap_or(0);
+        self.add_runs(held.v4().iter().map(|(a, c)| (a & v4_mask, c)), |network| {
+            IpNet::new(Ipv4Addr::from(network).into(), lens.v4)
+        });
+        let v6_mask = u128::MAX.checked_shl(128 - u32::from(lens.v6)).unwrap_or(0);
+        self.add_runs(held.v6().iter().map(|(a, c)| (a & v6_mask, c)), |network| {
+            IpNet::new(Ipv6Addr::from(network).into(), lens.v6)
+        });
+    }
+
+    /// Sums consecutive equal networks and adds each sum once.
+    fn add_runs<'a, N: PartialEq + Copy>(
+        &mut self,
+        sources: impl Iterator<Item = (N, &'a Counter)>,
+        prefix: impl Fn(N) -> Result<IpNet, ipnet::PrefixLenError>,
+    ) {
+        let mut current: Option<(N, Counter)> = None;
+        let mut done = |this: &mut Self, (network, sum): (N, Counter)| {
+            if let Ok(prefix) = prefix(network) {
+                this.add_exact(prefix, &sum);
+            }
+        };
+        for (network, counter) in sources {
             match &mut current {
-                Some((open, sum)) if *open == prefix => sum.add(&counter),
+                Some((open, sum)) if *open == network => sum.add(counter),
                 _ => {
-                    if let Some((done, sum)) = current.replace((prefix, counter)) {
-                        self.add_exact(done, &sum);
+                    if let Some(finished) = current.replace((network, *counter)) {
+                        done(self, finished);
                     }
                 }
             }
         }
-        if let Some((done, sum)) = current {
-            self.add_exact(done, &sum);
+        if let Some(finished) = current {
+            done(self, finished);
         }
     }
 
@@ -217,18 +237,24 @@ impl Prefixes {
         total
     }
 
-    /// The prefixes by packets, descending (ties by address), cut to `top`.
+    /// The prefixes by packets, descending (ties by bytes, then address),
+    /// cut to `top`: the head is selected first and only it is sorted.
     pub fn ranked(&self, top: Option<usize>) -> Vec<(IpNet, PrefixCount)> {
-        let mut rows: Vec<(IpNet, PrefixCount)> = self.rows.iter().map(|(p, c)| (*p, *c)).collect();
-        rows.sort_by(|a, b| {
-            b.1.total()
-                .packets
-                .cmp(&a.1.total().packets)
-                .then(b.1.total().bytes.cmp(&a.1.total().bytes))
-                .then(a.0.cmp(&b.0))
-        });
-        rows.truncate(top.unwrap_or(usize::MAX));
-        rows
+        let mut rows: Vec<(Counter, IpNet, PrefixCount)> =
+            self.rows.iter().map(|(p, c)| (c.total(), *p, *c)).collect();
+        let order = |a: &(Counter, IpNet, PrefixCount), b: &(Counter, IpNet, PrefixCount)| {
+            b.0.packets
+                .cmp(&a.0.packets)
+                .then(b.0.bytes.cmp(&a.0.bytes))
+                .then(a.1.cmp(&b.1))
+        };
+        let keep = top.unwrap_or(usize::MAX).min(rows.len());
+        if keep < rows.len() && keep > 0 {
+            rows.select_nth_unstable_by(keep - 1, order);
+        }
+        rows.truncate(keep);
+        rows.sort_unstable_by(order);
+        rows.into_iter().map(|(_, p, c)| (p, c)).collect()
     }
 }
 

@@ -138,6 +138,16 @@ impl SourceTable {
     }
 
     /// Every source and its counter: IPv4 then IPv6, each by address.
+    /// The IPv4 sources as numbers, in address order.
+    pub fn v4(&self) -> &[(u32, Counter)] {
+        &self.v4
+    }
+
+    /// The IPv6 sources as numbers, in address order.
+    pub fn v6(&self) -> &[(u128, Counter)] {
+        &self.v6
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, Counter)> + '_ {
         let v4 = self
             .v4
