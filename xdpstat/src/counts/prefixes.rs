@@ -178,7 +178,7 @@ impl Prefixes {
         prefix: impl Fn(N) -> Result<IpNet, ipnet::PrefixLenError>,
     ) {
         let mut current: Option<(N, Counter)> = None;
-        let mut done = |this: &mut Self, (network, sum): (N, Counter)| {
+        let done = |this: &mut Self, (network, sum): (N, Counter)| {
             if let Ok(prefix) = prefix(network) {
                 this.add_exact(prefix, &sum);
             }

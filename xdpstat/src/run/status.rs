@@ -76,7 +76,7 @@ pub fn find(root: &Path) -> Vec<Instance> {
     let mut instances = Vec::new();
     if pins::is_bpffs(root) {
         for (netns, name, dir) in pins::list(root) {
-            instances.push(persisted(netns, &name, &dir, &readers, &mut seen));
+            instances.push(persisted(netns, &name, &dir, &mut seen));
         }
     }
     for (&map_id, &pid) in &readers {
@@ -100,31 +100,34 @@ pub fn find(root: &Path) -> Vec<Instance> {
 }
 
 /// The instance a pin directory holds.
-fn persisted(
-    netns: u64,
-    name: &str,
-    dir: &Path,
-    readers: &HashMap<u32, u32>,
-    seen: &mut HashSet<u32>,
-) -> Instance {
+fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Instance {
     let reader = pins::lock_holder(dir);
     let meta_map = MapData::from_pin(dir.join(META_MAP)).ok();
-    if let Some(id) = meta_map
-        .as_ref()
-        .and_then(|m| m.info().ok())
-        .map(|i| i.id())
-    {
-        seen.insert(id);
-        let _ = readers;
+    let info = meta_map.as_ref().and_then(|map| map.info().ok());
+    if let Some(info) = &info {
+        seen.insert(info.id());
     }
-    let meta = meta_map.and_then(|map| meta::read(map).ok());
+    // A record of another size is another layout's: not to be read as ours.
+    let foreign = info
+        .as_ref()
+        .map(|info| info.value_size())
+        .filter(|&size| size as usize != size_of::<Meta>());
+    let meta = match foreign {
+        Some(_) => None,
+        None => meta_map.and_then(|map| meta::read(map).ok()),
+    };
     let Some(meta) = meta.filter(|meta| meta.layout != 0) else {
         let mut instance = describe(&Meta::default(), None, reader);
         instance.interface = name.to_owned();
         instance.netns = netns;
         instance.persisted = true;
         instance.pin_dir = Some(dir.to_owned());
-        instance.state = "incomplete: pins an xdpstat left while setting up".into();
+        instance.state = match foreign {
+            Some(size) => format!(
+                "incompatible: a {size}-byte record from another xdpstat's layout (`xdpstat detach` removes it)"
+            ),
+            None => "incomplete: pins an xdpstat left while setting up".into(),
+        };
         return instance;
     };
     let link = bpf_sys::open_pinned(&dir.join(LINK_PIN))
