@@ -221,6 +221,15 @@ impl Counter {
 /// first packet and settles into `unattributed_*`. So a source is in a read
 /// exactly when a table entry holds it. A run counter with no packets means
 /// no run.
+///
+/// A reader copies the slot while the datapath may be switching runs (the
+/// kernel copies a per-CPU value one long at a time, in address order). So
+/// the run sources and entries come before the run counters, and a switch
+/// zeroes the counter, then writes the source and entry, then the new
+/// counter: a copy sees no run, or the old run whole, or the new run whole,
+/// or the old source with the new run's first packet (which the old
+/// source's entry outgrows as soon as its run settles), never the old run's
+/// count under the new source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
@@ -233,10 +242,6 @@ pub struct CpuState {
     pub unattributed_v4: Counter,
     /// IPv6 runs no table entry could take.
     pub unattributed_v6: Counter,
-    /// The current IPv4 run.
-    pub run_v4: Counter,
-    /// The current IPv6 run.
-    pub run_v6: Counter,
     /// Source of the current IPv6 run.
     pub run_v6_source: Ipv6Key,
     /// Source of the current IPv4 run.
@@ -246,8 +251,12 @@ pub struct CpuState {
     pub run_v4_entry: u32,
     /// Index of the IPv6 table entry the run settles into, or [`NO_ENTRY`].
     pub run_v6_entry: u32,
-    /// Explicit tail padding, so the layout has no bytes Rust leaves undefined.
+    /// Explicit padding, so the layout has no bytes Rust leaves undefined.
     pub _pad: u32,
+    /// The current IPv4 run.
+    pub run_v4: Counter,
+    /// The current IPv6 run.
+    pub run_v6: Counter,
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -387,6 +396,14 @@ mod tests {
             6 * size_of::<Counter>() + 16 + 4 + 3 * 4
         );
         assert_eq!(size_of::<V4Entry>(), 32);
+        // The order a switch of runs relies on (see `CpuState`).
+        assert!(
+            core::mem::offset_of!(CpuState, run_v4_entry) < core::mem::offset_of!(CpuState, run_v4)
+                && core::mem::offset_of!(CpuState, run_v6_entry)
+                    < core::mem::offset_of!(CpuState, run_v4)
+                && core::mem::offset_of!(CpuState, run_v4)
+                    < core::mem::offset_of!(CpuState, run_v6)
+        );
         assert_eq!(
             size_of::<Meta>(),
             14 * 4 + 4 * 8 + 2 * size_of::<Counter>() + 16 + 32

@@ -385,9 +385,16 @@ fn track<E: Entry>(
     }
     let (finished, finished_source, finished_entry) = (*run.counter, *run.source, *run.entry);
     let entry = entry_for::<E>(table, pages, &source);
+    // No run, then the new source and entry, then the new run's count: a
+    // reader copying the slot meanwhile never sees the old count under
+    // the new source (see `CpuState`). Volatile keeps the stores in order.
+    start_run(run.counter, 0, 0);
+    // SAFETY: plain stores to this CPU's live slot.
+    unsafe {
+        core::ptr::write_volatile(run.source, source);
+        core::ptr::write_volatile(run.entry, entry);
+    }
     start_run(run.counter, packets, len);
-    *run.source = source;
-    *run.entry = entry;
     if finished.packets != 0
         && !settle::<E>(table, pages, finished_entry, &finished_source, &finished)
     {
