@@ -56,6 +56,16 @@ pub enum Hook {
     Tcx,
 }
 
+impl Hook {
+    /// The name `--hook` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Tcx => "tcx",
+        }
+    }
+}
+
 /// The mode the program ended up running in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObtainedMode {

@@ -476,8 +476,9 @@ impl Datapath {
             },
         };
         let netns = crate::kernel::pins::netns_inode().map_err(|e| failed(e.into()))?;
-        let entries = self.lock_tables().entries() as u32;
-        self.lock_tables()
+        let mut tables = self.lock_tables();
+        let entries = tables.entries() as u32;
+        tables
             .record_mut()
             .update(|meta| {
                 meta.attach = meta::attach_code(attached.mode);

@@ -124,8 +124,8 @@ fn check_same(interface: &str, meta: &Meta, args: &AttachArgs) -> Result<(), Xdp
     if pinned_hook != hook {
         return differs(format!(
             "on the {} hook, not {}",
-            hook_name(pinned_hook),
-            hook_name(hook)
+            pinned_hook.name(),
+            hook.name()
         ));
     }
     let asked = match mode {
@@ -153,11 +153,4 @@ fn check_same(interface: &str, meta: &Meta, args: &AttachArgs) -> Result<(), Xdp
         ));
     }
     Ok(())
-}
-
-fn hook_name(hook: Hook) -> &'static str {
-    match hook {
-        Hook::Xdp => "xdp",
-        Hook::Tcx => "tcx",
-    }
 }

@@ -306,13 +306,8 @@ impl PinDir {
     /// kernel detaches it), the record last, so that a removal cut short
     /// leaves pins the next start finds stale or unfinished.
     pub fn clear(&self) -> Result<(), XdpstatError> {
-        match std::fs::remove_file(self.file(LINK_PIN)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(self.error("removing the link pin", &e));
-            }
-            _ => {}
-        }
-        for name in PINNED_MAPS.iter().filter(|&&name| name != META_MAP) {
+        let maps = PINNED_MAPS.iter().filter(|&&name| name != META_MAP);
+        for name in std::iter::once(&LINK_PIN).chain(maps) {
             match std::fs::remove_file(self.file(name)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(self.error("removing a pin", &e));

@@ -90,20 +90,15 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         report.sources.len()
     )?;
     if !report.sources.is_empty() {
-        writeln!(
-            out,
-            "  {:<40}{:>14}{:>16}{:>12}{:>12}",
-            "address", "packets", "bytes", "pkt/s", "bit/s"
-        )?;
+        table_row(out, "address", "packets", "bytes", "pkt/s", "bit/s")?;
         for row in &report.sources {
-            writeln!(
+            table_row(
                 out,
-                "  {:<40}{:>14}{:>16}{:>12}{:>12}",
-                row.address.to_string(),
-                row.packets,
-                row.bytes,
-                si(row.pps),
-                si(row.bps)
+                &row.address.to_string(),
+                &row.packets.to_string(),
+                &row.bytes.to_string(),
+                &si(row.pps),
+                &si(row.bps),
             )?;
         }
     }
@@ -117,38 +112,53 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
 fn write_prefixes(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     let parts = &report.prefix_parts;
     let ip = parts.exact.packets + parts.sketched.packets + parts.unkept.packets;
-    let exact = if ip == 0 {
-        100.0
-    } else {
-        parts.exact.packets as f64 * 100.0 / ip as f64
-    };
     writeln!(
         out,
-        "  prefixes: showing {}; {exact:.1}% of IP packets exactly by prefix",
-        report.prefixes.len()
+        "  prefixes: showing {}; {:.1}% of IP packets exactly by prefix",
+        report.prefixes.len(),
+        percent(parts.exact.packets, ip)
     )?;
-    writeln!(
-        out,
-        "  {:<40}{:>14}{:>16}{:>12}{:>12}",
-        "prefix", "packets", "bytes", "pkt/s", "bit/s"
-    )?;
+    table_row(out, "prefix", "packets", "bytes", "pkt/s", "bit/s")?;
     for row in &report.prefixes {
         let packets = if row.estimated {
             format!("~{} ±{}", row.packets, row.error_packets)
         } else {
             row.packets.to_string()
         };
-        writeln!(
+        table_row(
             out,
-            "  {:<40}{:>14}{:>16}{:>12}{:>12}",
-            row.prefix,
-            packets,
-            row.bytes,
-            si(row.pps),
-            si(row.bps)
+            &row.prefix,
+            &packets,
+            &row.bytes.to_string(),
+            &si(row.pps),
+            &si(row.bps),
         )?;
     }
     Ok(())
+}
+
+/// One line of the sources' or the prefixes' table.
+fn table_row(
+    out: &mut dyn Write,
+    first: &str,
+    packets: &str,
+    bytes: &str,
+    pps: &str,
+    bps: &str,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "  {first:<40}{packets:>14}{bytes:>16}{pps:>12}{bps:>12}"
+    )
+}
+
+/// `part` as a percentage of `whole` (all of nothing is 100%).
+pub fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 /// A count as people read it: exact below 1000, else with an SI prefix.

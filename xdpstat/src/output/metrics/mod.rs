@@ -238,9 +238,10 @@ impl Metrics {
             .collect();
         // What no prefix holds: the IP packets of the interval beyond the
         // prefixes' increments (none when estimates overshoot).
-        let (mut ip_now, mut ip_before) = (totals.ipv4, previous.totals().ipv4);
+        let before = previous.totals();
+        let (mut ip_now, mut ip_before) = (totals.ipv4, before.ipv4);
         ip_now.add(&totals.ipv6);
-        ip_before.add(&previous.totals().ipv6);
+        ip_before.add(&before.ipv6);
         let mut in_prefixes = Count::default();
         for (_, delta) in &prefix_deltas {
             in_prefixes.add(delta);

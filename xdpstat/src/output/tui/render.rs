@@ -168,11 +168,7 @@ fn draw_header(frame: &mut Frame, view: &TopView, now: Instant, area: Rect) {
     };
     if view.prefixes {
         let (exact, ip) = header.exact_by_prefix;
-        let share = if ip == 0 {
-            100.0
-        } else {
-            exact as f64 * 100.0 / ip as f64
-        };
+        let share = crate::output::percent(exact, ip);
         lines.push(Line::from(format!(
             "  prefixes: {}, {share:.1}% of IP packets exactly (~ marks an estimate)",
             pane.prefix_rows.len()
