@@ -207,18 +207,7 @@ fn beside_xdp_filter_on_the_xdp_hook_tcx_counts_everything_it_passes() {
         "names xdp-filter's program: {error}"
     );
     // On tcx, it counts what xdp-filter passes, exactly.
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "--format",
-            "json",
-            "--interval",
-            "0.1",
-            "--hook",
-            "tcx",
-            "xs0",
-        ],
-    );
+    let mut xdpstat = start_tcx(&net);
     // Well-formed UDP (xdp-filter aborts on a header it cannot parse).
     let udp4 = |source: [u8; 4], payload: usize| {
         let mut frame = Vec::new();
@@ -281,18 +270,7 @@ fn a_removed_interface_ends_a_tcx_run_with_its_final_report() {
         return;
     }
     let net = TestNet::new();
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "--format",
-            "json",
-            "--interval",
-            "0.1",
-            "--hook",
-            "tcx",
-            "xs0",
-        ],
-    );
+    let mut xdpstat = start_tcx(&net);
     let frame = common::ipv4_frame(std::net::Ipv4Addr::new(198, 18, 0, 9), &[], 50);
     net.send(&frame, 12);
     xdpstat.report_where(|r| total_packets(r) >= 12);
@@ -308,4 +286,20 @@ fn a_removed_interface_ends_a_tcx_run_with_its_final_report() {
         source(&last, "198.18.0.9"),
         Some((12, 12 * frame.len() as u64))
     );
+}
+
+/// xdpstat at tc ingress of `xs0`, reporting JSON every 0.1 s.
+fn start_tcx(net: &TestNet) -> Xdpstat {
+    Xdpstat::start(
+        &net.watched,
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "0.1",
+            "--hook",
+            "tcx",
+            "xs0",
+        ],
+    )
 }
