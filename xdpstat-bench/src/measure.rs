@@ -425,8 +425,13 @@ pub fn replay_speed(frames: usize) -> Result<ReplaySpeed> {
     drop(writer);
     let stop = AtomicBool::new(false);
     let started = Instant::now();
-    let outcome =
-        xdpstat::replay::replay_file(&path, DEFAULT_MAX_SOURCES, Default::default(), &stop);
+    let outcome = xdpstat::replay::replay_file(
+        &path,
+        DEFAULT_MAX_SOURCES,
+        Default::default(),
+        &Default::default(),
+        &stop,
+    );
     let seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
     let (snapshot, replayed, problem) = outcome?;

@@ -6,6 +6,7 @@
 //! free of padding so the kernel's bytes and Rust's agree.
 #![no_std]
 
+pub mod rules;
 pub mod sketch;
 
 /// Name of the XDP program in the object file (and, truncated to 15 bytes,
@@ -30,9 +31,10 @@ pub const TCX_PROGRAM_NAME: &str = "xdpstat_tcx";
 /// 256 KiB).
 pub const REPLAY_PROGRAM_NAME: &str = "xdpstat_replay";
 
-/// Bytes of XDP metadata before a replayed frame: its wire length, a u64
-/// in the host's byte order.
-pub const REPLAY_METADATA: usize = 8;
+/// Bytes of XDP metadata before a replayed frame: its wire length, then
+/// its capture time in nanoseconds (the clock of rate limits in a
+/// replay), two u64 in the host's byte order.
+pub const REPLAY_METADATA: usize = 16;
 
 /// Memory-mappable array of [`V4Entry`]: the IPv4 source table, an
 /// open-addressing hash table the datapath probes and user space walks.
@@ -257,6 +259,12 @@ pub struct CpuState {
     pub run_v4: Counter,
     /// The current IPv6 run.
     pub run_v6: Counter,
+    /// Packets under each verdict but `passed`, indexed by
+    /// [`rules::verdict`], counted per packet (so exact whatever the runs).
+    pub acted: [Counter; rules::verdict::ACTED],
+    /// Packets a limit rule judged by its shared bucket: their source had
+    /// no row in the ruled table (it was full).
+    pub shared_bucket: Counter,
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -276,7 +284,7 @@ pub const META_MAP: &str = "XDPSTAT_META";
 /// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
 /// maps. Bump it with any change to them; the kernel checks only map types
 /// and sizes, so this number is what refuses pins another build made.
-pub const PIN_LAYOUT: u32 = 2;
+pub const PIN_LAYOUT: u32 = 3;
 
 /// How a datapath is attached, as [`Meta::attach`] records it.
 pub mod meta_attach {
@@ -346,7 +354,7 @@ unsafe impl aya::Pod for V4Entry {}
 unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, 6 `Counter`s, byte arrays of 16 and 4 bytes, three
+// SAFETY: `#[repr(C)]`, 11 `Counter`s, byte arrays of 16 and 4 bytes, three
 // u32: no implicit padding (checked by `cpu_state_has_no_padding`), any bit
 // pattern valid.
 unsafe impl aya::Pod for CpuState {}
@@ -393,7 +401,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            6 * size_of::<Counter>() + 16 + 4 + 3 * 4
+            11 * size_of::<Counter>() + 16 + 4 + 3 * 4
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

@@ -15,7 +15,16 @@
 //! 5. Everything else, including a third VLAN tag: class `non_ip`.
 //! 6. Bytes are the whole frame's length, all fragments of a multi-buffer
 //!    frame included.
-//! 7. Every frame gets `XDP_PASS`: counting never changes traffic.
+//! 7. Counting never changes traffic: a frame is dropped only by a rule
+//!    (`--rules`) in force, and only an IPv4 or IPv6 one; everything else
+//!    gets `XDP_PASS` (`TCX_NEXT` at tc).
+//!
+//! Rules (see `xdpstat_common::rules`): after counting, an IP packet's
+//! source is looked up in the rule set in force (an LPM trie per family,
+//! skipped when the family has no rules); the longest match decides
+//! whether it passes, is dropped, or is limited by its source's bucket.
+//! Every verdict but `passed` is counted per packet in the CPU state, per
+//! rule in `RULE_HITS`, and per source in the ruled table.
 //!
 //! Four programs share this code. `xdpstat` measures a frame as
 //! `data_end - data`: the kernel only attaches a program without multi-buffer
@@ -47,15 +56,19 @@
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, xdp_action},
-    helpers::bpf_xdp_get_buff_len,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{classifier, map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{
+        Array, HashMap, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{TcContext, XdpContext},
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, Meta, NO_ENTRY,
     REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix,
+    rules::{MAX_RULES, Rule, RuledRow, action, conform, ruleset, verdict},
     sketch::{Heavy, PrefixKey, SKETCH_ROWS, SKETCH_WIDTH, conservative_add, offer, sketch_cell},
     table_entries,
 };
@@ -109,6 +122,31 @@ static HEAVY_V6: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "CPU_STATE")]
 static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 
+/// Which rule slot is in force, and which families have rules there.
+#[map(name = "RULESET")]
+static RULESET: Array<u64> = Array::with_max_entries(1, 0);
+#[map(name = "RULES_V4_0")]
+static RULES_V4_0: LpmTrie<Ipv4Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULES_V4_1")]
+static RULES_V4_1: LpmTrie<Ipv4Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULES_V6_0")]
+static RULES_V6_0: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULES_V6_1")]
+static RULES_V6_1: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULE_HITS")]
+static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
+#[map(name = "RULE_BUCKETS")]
+static RULE_BUCKETS: Array<u64> = Array::with_max_entries(2 * MAX_RULES, 0);
+/// Sources a drop or limit rule matched; the loader sizes them from
+/// `--max-sources`. Not preallocated: a row removed while a CPU still
+/// holds it is freed only after that CPU is done with it.
+#[map(name = "RULED_V4")]
+static RULED_V4: HashMap<Ipv4Key, RuledRow> =
+    HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
+#[map(name = "RULED_V6")]
+static RULED_V6: HashMap<Ipv6Key, RuledRow> =
+    HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
+
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const MAX_VLAN_TAGS: usize = 2;
@@ -133,31 +171,62 @@ enum Verdict {
 #[xdp]
 pub fn xdpstat(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    count(start, end, 1, (end - start) as u64);
-    xdp_action::XDP_PASS
+    xdp_verdict(count(start, end, 1, (end - start) as u64, Clock::Kernel))
 }
 
 #[xdp(frags)]
 pub fn xdpstat_frags(ctx: XdpContext) -> u32 {
     // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    count(ctx.data(), ctx.data_end(), 1, len);
-    xdp_action::XDP_PASS
+    xdp_verdict(count(ctx.data(), ctx.data_end(), 1, len, Clock::Kernel))
 }
 
 #[xdp(frags)]
 pub fn xdpstat_replay(ctx: XdpContext) -> u32 {
     let (meta, start, end) = (ctx.metadata(), ctx.data(), ctx.data_end());
-    let len = if meta + REPLAY_METADATA <= start {
-        // SAFETY: the check above keeps the read inside the metadata, which
-        // `xdpstat replay` fills with the frame's length on the wire.
-        unsafe { core::ptr::read_unaligned(meta as *const u64) }
+    let (len, clock) = if meta + REPLAY_METADATA <= start {
+        // SAFETY: the check above keeps the reads inside the metadata,
+        // which `xdpstat replay` fills with the frame's length on the wire
+        // and its capture time.
+        unsafe {
+            (
+                core::ptr::read_unaligned(meta as *const u64),
+                Clock::Given(core::ptr::read_unaligned((meta + 8) as *const u64)),
+            )
+        }
     } else {
         // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
-        unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
+        (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, Clock::Kernel)
     };
-    count(start, end, 1, len);
-    xdp_action::XDP_PASS
+    xdp_verdict(count(start, end, 1, len, clock))
+}
+
+#[inline(always)]
+fn xdp_verdict(drop: bool) -> u32 {
+    if drop {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Where a rate limit's time comes from: the kernel's monotonic clock,
+/// or a replayed frame's capture time.
+#[derive(Clone, Copy)]
+enum Clock {
+    Kernel,
+    Given(u64),
+}
+
+impl Clock {
+    #[inline(always)]
+    fn now(self) -> u64 {
+        match self {
+            // SAFETY: a helper with no arguments.
+            Clock::Kernel => unsafe { bpf_ktime_get_ns() },
+            Clock::Given(now) => now,
+        }
+    }
 }
 
 /// `--hook tcx`: the same rules at tc ingress, through a tcx link (Linux
@@ -188,12 +257,17 @@ pub fn xdpstat_tcx(ctx: TcContext) -> i32 {
     if vlan_present {
         bytes += segments * VLAN_HLEN as u64;
     }
-    count(start, end, segments, bytes);
-    TCX_NEXT
+    if count(start, end, segments, bytes, Clock::Kernel) {
+        TC_ACT_SHOT
+    } else {
+        TCX_NEXT
+    }
 }
 
 /// tcx: let the next program (or the stack) decide.
 const TCX_NEXT: i32 = -1;
+/// tc: drop the buffer.
+const TC_ACT_SHOT: i32 = 2;
 /// Bytes of headers a tcx program makes sure are in the linear part.
 const HEADERS_PULLED: u64 = 128;
 
@@ -235,45 +309,203 @@ fn segment_headers(start: usize, end: usize) -> u64 {
 }
 
 /// Counts the frame in `[start, end)` as `packets` packets of `len` bytes
-/// in all (one packet but for a GRO-merged buffer at tcx).
+/// in all (one packet but for a GRO-merged buffer at tcx), then judges it
+/// by the rules in force; true when a rule drops it.
 #[inline(always)]
-fn count(start: usize, end: usize, packets: u64, len: u64) {
+fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool {
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
-        return;
+        return false;
     };
     // SAFETY: this CPU's slot of a live array; XDP does not nest on a CPU, so
     // nothing else touches it while this program runs.
     let state = unsafe { &mut *state };
     match classify(start, end) {
-        Verdict::Ipv4(source) => track::<V4Entry>(
-            &SOURCES_V4,
-            &PAGES_V4,
-            Run {
-                counter: &mut state.run_v4,
-                source: &mut state.run_v4_source,
-                entry: &mut state.run_v4_entry,
-                unattributed: &mut state.unattributed_v4,
-            },
-            source,
-            packets,
-            len,
-        ),
-        Verdict::Ipv6(source) => track::<V6Entry>(
-            &SOURCES_V6,
-            &PAGES_V6,
-            Run {
-                counter: &mut state.run_v6,
-                source: &mut state.run_v6_source,
-                entry: &mut state.run_v6_entry,
-                unattributed: &mut state.unattributed_v6,
-            },
-            source,
-            packets,
-            len,
-        ),
-        Verdict::NonIp => bump(&mut state.non_ip, packets, len),
-        Verdict::Malformed => bump(&mut state.malformed, packets, len),
+        Verdict::Ipv4(source) => {
+            track::<V4Entry>(
+                &SOURCES_V4,
+                &PAGES_V4,
+                Run {
+                    counter: &mut state.run_v4,
+                    source: &mut state.run_v4_source,
+                    entry: &mut state.run_v4_entry,
+                    unattributed: &mut state.unattributed_v4,
+                },
+                source,
+                packets,
+                len,
+            );
+            judge(
+                [&RULES_V4_0, &RULES_V4_1],
+                &RULED_V4,
+                ruleset::V4,
+                Key::new(32, source),
+                state,
+                packets,
+                len,
+                clock,
+            )
+        }
+        Verdict::Ipv6(source) => {
+            track::<V6Entry>(
+                &SOURCES_V6,
+                &PAGES_V6,
+                Run {
+                    counter: &mut state.run_v6,
+                    source: &mut state.run_v6_source,
+                    entry: &mut state.run_v6_entry,
+                    unattributed: &mut state.unattributed_v6,
+                },
+                source,
+                packets,
+                len,
+            );
+            judge(
+                [&RULES_V6_0, &RULES_V6_1],
+                &RULED_V6,
+                ruleset::V6,
+                Key::new(128, source),
+                state,
+                packets,
+                len,
+                clock,
+            )
+        }
+        Verdict::NonIp => {
+            bump(&mut state.non_ip, packets, len);
+            false
+        }
+        Verdict::Malformed => {
+            bump(&mut state.malformed, packets, len);
+            false
+        }
     }
+}
+
+/// Judges a packet from `source` by the rule set in force, counts its
+/// verdict, and says whether to drop it. A family with no rules costs one
+/// array read.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn judge<A: Copy>(
+    tries: [&LpmTrie<A, Rule>; 2],
+    ruled: &HashMap<A, RuledRow>,
+    family: u64,
+    source: Key<A>,
+    state: &mut CpuState,
+    packets: u64,
+    len: u64,
+    clock: Clock,
+) -> bool {
+    let Some(word) = RULESET.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: a live array value, read once: the whole packet is judged by
+    // the slot it names.
+    let word = unsafe { core::ptr::read_volatile(word) };
+    if word & family == 0 {
+        return false;
+    }
+    let slot = (word & ruleset::SLOT) as u32;
+    let found = if slot == 0 {
+        tries[0].get(&source)
+    } else {
+        tries[1].get(&source)
+    };
+    let Some(rule) = found else {
+        return false;
+    };
+    let (index, rule_action, enforce) = (rule.index, rule.action, rule.enforce != 0);
+    let (interval, tolerance) = (rule.interval_ns, rule.tolerance_ns);
+    let at = slot * MAX_RULES + index;
+    if let Some(hits) = RULE_HITS.get_ptr_mut(at) {
+        // SAFETY: this CPU's counter of a live per-CPU array.
+        bump(unsafe { &mut *hits }, packets, len);
+    }
+    if rule_action == action::PASS {
+        return false;
+    }
+    let address = source.data;
+    let row = row_for(ruled, &address);
+    let acted = if rule_action == action::DROP {
+        if enforce {
+            verdict::DROPPED
+        } else {
+            verdict::WOULD_DROP
+        }
+    } else {
+        let now = clock.now();
+        let bucket = match row {
+            // SAFETY: a live row; its bucket word is only changed whole.
+            Some(row) => unsafe { &raw mut (*row).tat },
+            None => {
+                bump(&mut state.shared_bucket, packets, len);
+                match RULE_BUCKETS.get_ptr_mut(at) {
+                    Some(bucket) => bucket,
+                    None => return false,
+                }
+            }
+        };
+        // SAFETY: a live, aligned bucket word.
+        if unsafe { take(bucket, now, packets, interval, tolerance) } {
+            return false;
+        }
+        if enforce {
+            verdict::LIMITED
+        } else {
+            verdict::WOULD_LIMIT
+        }
+    };
+    if let Some(counter) = state.acted.get_mut(acted) {
+        bump(counter, packets, len);
+    }
+    if let Some(row) = row {
+        // SAFETY: a live row; every CPU judging the source adds to it.
+        unsafe {
+            if let Some(counter) = (*row).acted.get_mut(acted) {
+                atomic_add(
+                    counter,
+                    &Counter {
+                        packets,
+                        bytes: len,
+                    },
+                );
+            }
+        }
+    }
+    acted == verdict::DROPPED || acted == verdict::LIMITED
+}
+
+/// The ruled table's row for `address`, added if new; `None` when the
+/// table is full.
+#[inline(always)]
+fn row_for<A: Copy>(ruled: &HashMap<A, RuledRow>, address: &A) -> Option<*mut RuledRow> {
+    if let Some(row) = ruled.get_ptr_mut(address) {
+        return Some(row);
+    }
+    // Another CPU may add it first: then ours is refused and both use its.
+    let _ = ruled.insert(address, RuledRow::default(), u64::from(BPF_NOEXIST));
+    ruled.get_ptr_mut(address)
+}
+
+/// Takes `packets` packets' worth from the bucket word at `bucket` if they
+/// conform to the rate; false when they are over it. Another CPU changing
+/// the word meanwhile makes this one look again, a few times at most
+/// (then the packets count as over the rate: never more than the rate
+/// passes).
+#[inline(always)]
+unsafe fn take(bucket: *mut u64, now: u64, packets: u64, interval: u64, tolerance: u64) -> bool {
+    for _ in 0..4 {
+        // SAFETY: the caller's live, aligned word.
+        let seen = unsafe { core::ptr::read_volatile(bucket) };
+        let Some(next) = conform(seen, now, packets, interval, tolerance) else {
+            return false;
+        };
+        // SAFETY: as above.
+        if unsafe { compare_exchange(bucket, seen, next) } {
+            return true;
+        }
+    }
+    false
 }
 
 /// An IPv6 address as two 8-byte words (a byte-wise compare would be 16

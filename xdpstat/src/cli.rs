@@ -123,6 +123,8 @@ pub enum Command {
     /// it would fail or end in generic mode and what to do; changes nothing.
     /// Exit status 1 when a check fails.
     Doctor(DoctorArgs),
+    /// Work with rules files (`--rules`).
+    Rules(RulesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +172,31 @@ pub struct ReplayArgs {
     /// Network prefix lengths, IPv4,IPv6, that traffic is also totalled under.
     #[arg(long, value_name = "V4,V6", default_value = "24,48")]
     pub prefix_len: PrefixLens,
+
+    /// What these rules would have done to the captured traffic (rate
+    /// limits keep time by the capture's timestamps).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Check a rules file and print what each rule would do; needs no
+    /// privilege. Exit status 2 and the file's line on a bad file.
+    Check(RulesCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RulesCheckArgs {
+    /// The rules file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +256,12 @@ pub struct AttachArgs {
     /// bound for a flood the tables cannot hold).
     #[arg(long, value_name = "V4,V6", default_value = "24,48")]
     pub prefix_len: PrefixLens,
+
+    /// Drop and rate-limit rules (TOML; `xdpstat rules check FILE` shows
+    /// what they would do). Dry run unless the file says `mode =
+    /// "enforce"`; SIGHUP reloads the file.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

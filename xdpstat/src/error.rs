@@ -224,6 +224,18 @@ pub enum XdpstatError {
     /// Writing the report failed.
     #[error("writing the report failed")]
     Output(#[source] io::Error),
+
+    /// A rules file was refused (file and line in the message).
+    #[error(transparent)]
+    Rules(#[from] crate::rules::file::RulesError),
+
+    /// The rules could not be written into the datapath.
+    #[error("{interface}: putting the rules in force failed")]
+    RulesNotInForce {
+        interface: String,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl XdpstatError {

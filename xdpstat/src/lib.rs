@@ -10,6 +10,7 @@
 //! - [`run`]: what drives it: the report loop, `xdpstat IFACE...`, the demo.
 //! - [`replay`]: captures read and run through the same program.
 //! - [`doctor`]: why attaching would fail, found before trying.
+//! - [`rules`]: drop and rate-limit rules, read from a file and checked.
 
 pub mod cli;
 pub mod counts;
@@ -18,4 +19,5 @@ pub mod error;
 pub mod kernel;
 pub mod output;
 pub mod replay;
+pub mod rules;
 pub mod run;

@@ -8,7 +8,7 @@ use std::{
 
 use clap::Parser as _;
 use xdpstat::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, RulesArgs, RulesCommand},
     doctor::doctor,
     error::{XdpstatError, one_line},
     replay::replay,
@@ -59,6 +59,9 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
         Some(Command::Detach(args)) => detach(args),
         Some(Command::Status(args)) => status(args, &mut out),
         Some(Command::Doctor(args)) => doctor(args, &mut out),
+        Some(Command::Rules(RulesArgs {
+            command: RulesCommand::Check(args),
+        })) => xdpstat::rules::check(args, &mut out),
         None => watch(
             &cli.interfaces,
             &cli.report,

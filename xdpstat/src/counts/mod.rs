@@ -1,8 +1,10 @@
 //! Counts as user space holds them: one read of an interface's counters
 //! ([`snapshot`]), its sources ([`sources`]) and network prefixes
-//! ([`prefixes`]), and the report two reads make ([`report`]).
+//! ([`prefixes`]), what the rules did ([`verdicts`]), and the report two
+//! reads make ([`report`]).
 
 pub mod prefixes;
 pub mod report;
 pub mod snapshot;
 pub mod sources;
+pub mod verdicts;

@@ -12,7 +12,10 @@ use std::{
 use serde::Serialize;
 use xdpstat_common::Counter;
 
-use crate::counts::snapshot::{ClassTotals, Snapshot};
+use crate::counts::{
+    snapshot::{ClassTotals, Snapshot},
+    verdicts::{RuleRow, Unattributed, Verdicts},
+};
 
 /// One interface's report, serialised as the JSON output's schema.
 #[derive(Clone, Debug, Serialize)]
@@ -40,6 +43,13 @@ pub struct Report {
     /// no prefix holds.
     /// `exact + sketched + unkept` is `ipv4 + ipv6`.
     pub prefix_parts: PrefixParts,
+    /// The rules in force and the packets each matched.
+    pub rules: Vec<RuleRow>,
+    /// Verdicts other than `passed` no source's row holds (its source
+    /// found the ruled table full, or its row was retired).
+    pub unattributed_verdicts: Unattributed,
+    /// Packets limit rules judged by their shared bucket (see the README).
+    pub limit_shared_bucket: Counter,
     /// How many sources the map holds (before the `--top` cut).
     #[serde(skip)]
     pub source_count: usize,
@@ -84,6 +94,8 @@ pub struct SourceRow {
     pub pps: f64,
     /// Bits per second over the interval.
     pub bps: f64,
+    /// What the rules did to its packets.
+    pub verdicts: Verdicts,
 }
 
 impl Report {
@@ -114,6 +126,7 @@ impl Report {
                     bytes: now.bytes,
                     pps: rate.pps,
                     bps: rate.bps,
+                    verdicts: current.verdicts.of_source(&address, &now),
                 }
             })
             .collect();
@@ -152,6 +165,9 @@ impl Report {
                 sketched: current.prefixes.sketched,
                 unkept: current.prefixes.unkept,
             },
+            rules: current.verdicts.rules.iter().map(RuleRow::from).collect(),
+            unattributed_verdicts: current.verdicts.unattributed().into(),
+            limit_shared_bucket: current.verdicts.shared_bucket,
             source_count,
             attachment: None,
         }
@@ -288,6 +304,7 @@ mod tests {
                 .collect(),
             slots: Default::default(),
             prefixes: Default::default(),
+            verdicts: Default::default(),
         }
     }
 

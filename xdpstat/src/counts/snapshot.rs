@@ -7,7 +7,11 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use xdpstat_common::Counter;
 
-use crate::counts::{prefixes::Prefixes, sources::SourceTable};
+use crate::counts::{
+    prefixes::Prefixes,
+    sources::SourceTable,
+    verdicts::{VerdictRead, Verdicts},
+};
 
 /// Cumulative counters of one interface at one moment.
 #[derive(Clone, Debug)]
@@ -22,6 +26,8 @@ pub struct Snapshot {
     pub slots: ClassSlots,
     /// Traffic per network prefix.
     pub prefixes: Prefixes,
+    /// What the rules did.
+    pub verdicts: VerdictRead,
 }
 
 /// The counters the datapath keeps outside the source tables.
@@ -33,13 +39,16 @@ pub struct ClassSlots {
     pub unattributed_v6: Counter,
 }
 
-/// Totals per class, in the report's vocabulary.
+/// Totals per class, in the report's vocabulary, and per verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ClassTotals {
     pub ipv4: Counter,
     pub ipv6: Counter,
     pub non_ip: Counter,
     pub malformed: Counter,
+    /// Every frame under exactly one verdict (non-IP and malformed frames
+    /// always pass).
+    pub verdicts: Verdicts,
 }
 
 impl Snapshot {
@@ -51,6 +60,7 @@ impl Snapshot {
             sources: SourceTable::default(),
             slots: ClassSlots::default(),
             prefixes: Prefixes::default(),
+            verdicts: VerdictRead::default(),
         }
     }
 
@@ -60,11 +70,16 @@ impl Snapshot {
         let (mut ipv4, mut ipv6) = self.sources.family_sums();
         ipv4.add(&self.slots.unattributed_v4);
         ipv6.add(&self.slots.unattributed_v6);
+        let mut all = ipv4;
+        for counter in [&ipv6, &self.slots.non_ip, &self.slots.malformed] {
+            all.add(counter);
+        }
         ClassTotals {
             ipv4,
             ipv6,
             non_ip: self.slots.non_ip,
             malformed: self.slots.malformed,
+            verdicts: Verdicts::of(&all, &self.verdicts.acted),
         }
     }
 

@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Instant, SystemTime},
 };
 
@@ -29,6 +29,7 @@ use xdpstat_common::{
     NO_ENTRY, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA,
     REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
     TCX_PROGRAM_NAME, V4Entry, V6Entry,
+    rules::{RULED_V4_MAP, RULED_V6_MAP},
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
         SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
@@ -40,11 +41,14 @@ use crate::{
     counts::prefixes::{PrefixLens, Prefixes},
     counts::snapshot::{ClassSlots, Snapshot},
     counts::sources::{SourceTable, SourceTableBuilder},
+    counts::verdicts::VerdictRead,
     error::{Cause, XdpstatError},
     kernel::attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
     kernel::meta::{self, Record},
     kernel::pins::{PINNED_MAPS, PinDir},
+    kernel::rulemaps::RuleMaps,
     kernel::tables::{ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
+    rules::RuleSet,
 };
 
 /// The XDP program, built by `build.rs` and embedded so nothing is read from
@@ -113,6 +117,8 @@ pub struct Datapath {
     /// Our own descriptor of the BPF link, when the attachment is one.
     link_fd: Option<OwnedFd>,
     tables: Mutex<Tables>,
+    /// The rule maps, taken out of `ebpf` (shared with the SIGHUP reload).
+    rules: Arc<Mutex<RuleMaps>>,
     /// The locked pin directory of a persisted datapath, which stays
     /// attached when xdpstat exits.
     persisted: Option<PinDir>,
@@ -162,7 +168,9 @@ impl Datapath {
             .map_max_entries(SOURCES_V4_MAP, entries)
             .map_max_entries(SOURCES_V6_MAP, entries)
             .map_max_entries(PAGES_V4_MAP, page_flags_len(entries, size_of::<V4Entry>()))
-            .map_max_entries(PAGES_V6_MAP, page_flags_len(entries, size_of::<V6Entry>()));
+            .map_max_entries(PAGES_V6_MAP, page_flags_len(entries, size_of::<V6Entry>()))
+            .map_max_entries(RULED_V4_MAP, max_sources)
+            .map_max_entries(RULED_V6_MAP, max_sources);
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -189,6 +197,12 @@ impl Datapath {
                 });
             }
         };
+        let rules = RuleMaps::take(&mut ebpf, max_sources, resume.is_some()).map_err(|e| {
+            XdpstatError::Map {
+                map: "rules",
+                source: e,
+            }
+        })?;
         let array_fd = |name: &'static str| match ebpf.map(name) {
             Some(Map::Array(data)) => Ok(data.fd().as_fd()),
             _ => Err(XdpstatError::Map {
@@ -218,8 +232,28 @@ impl Datapath {
             link: None,
             link_fd: None,
             tables: Mutex::new(tables),
+            rules: Arc::new(Mutex::new(rules)),
             persisted: None,
         })
+    }
+
+    /// The rule maps, for whoever reloads the rules.
+    pub fn rule_maps(&self) -> Arc<Mutex<RuleMaps>> {
+        Arc::clone(&self.rules)
+    }
+
+    /// Puts `set` in force in place of the rules in force (none at first),
+    /// atomically: each packet is judged by one set or the other whole.
+    /// On failure the rules in force stay. `interface` labels errors.
+    pub fn put_rules(&self, set: &RuleSet, interface: &str) -> Result<(), XdpstatError> {
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .put(set)
+            .map_err(|source| XdpstatError::RulesNotInForce {
+                interface: interface.to_owned(),
+                source,
+            })
     }
 
     /// Sources each table is planned for.
@@ -578,11 +612,17 @@ impl Datapath {
             .map(|result| result.return_value)
     }
 
-    /// Runs a captured frame through the replay build, counted as
-    /// `wire_len` bytes long: the frame's length on the wire, which may be
+    /// Runs a captured frame through the replay build at `time_ns` (its
+    /// capture time: the clock of rate limits), counted as `wire_len`
+    /// bytes long: the frame's length on the wire, which may be
     /// more than the bytes run (a snap length, or a frame longer than
     /// [`REPLAY_RUN_MAX`], of which the first part is run).
-    pub fn replay_run(&self, frame: &[u8], wire_len: u64) -> Result<u32, ProgramError> {
+    pub fn replay_run(
+        &self,
+        frame: &[u8],
+        wire_len: u64,
+        time_ns: u64,
+    ) -> Result<u32, ProgramError> {
         let program: &Xdp = self
             .ebpf
             .program(REPLAY_PROGRAM_NAME)
@@ -591,6 +631,7 @@ impl Datapath {
         let run = &frame[..frame.len().min(REPLAY_RUN_MAX)];
         let mut data = Vec::with_capacity(REPLAY_METADATA + run.len());
         data.extend_from_slice(&wire_len.max(run.len() as u64).to_ne_bytes());
+        data.extend_from_slice(&time_ns.to_ne_bytes());
         data.extend_from_slice(run);
         // struct xdp_md: data (the metadata's length), data_end, then
         // data_meta, ingress_ifindex, rx_queue_index, egress_ifindex, all 0.
@@ -689,13 +730,47 @@ impl Datapath {
             prefixes.add_estimate(self.lens.of(*address), counter, 0);
         }
         self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
+        let verdicts = self.read_verdicts(interface)?;
         Ok(Snapshot {
             taken,
             wall,
             sources,
             slots: folded.slots,
             prefixes,
+            verdicts,
         })
+    }
+
+    /// What the rules did: the CPUs' verdict totals (read after the ruled
+    /// rows, so no row holds more than the totals say), each ruled
+    /// source's, each rule's hits. Then makes room in a ruled table that
+    /// is filling up.
+    fn read_verdicts(&self, interface: &str) -> Result<VerdictRead, XdpstatError> {
+        let failed = |source| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map: "rules",
+            source,
+        };
+        let mut maps = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let rules = maps.hits().map_err(failed)?;
+        let ruled = maps.ruled().map_err(failed)?;
+        let mut read = VerdictRead {
+            rules,
+            ..VerdictRead::default()
+        };
+        // The CPU states were read before the rows: a packet acted on in
+        // between is in a row and not yet in the totals; read them again.
+        let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
+        let states = states.get(&0, 0).map_err(|e| failed(e.into()))?;
+        for state in states.iter() {
+            for (total, part) in read.acted.iter_mut().zip(&state.acted) {
+                total.add(part);
+            }
+            read.shared_bucket.add(&state.shared_bucket);
+        }
+        maps.retire_idle(&ruled).map_err(failed)?;
+        read.ruled = ruled.into_iter().collect();
+        Ok(read)
     }
 
     /// Adds the sketches' estimates, for every prefix the read already has

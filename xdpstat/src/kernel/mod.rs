@@ -12,4 +12,5 @@ pub mod netlink;
 pub mod persist;
 pub mod pins;
 pub mod privilege;
+pub mod rulemaps;
 pub mod tables;

@@ -17,6 +17,7 @@ use crate::{
     kernel::datapath::Datapath,
     kernel::meta,
     kernel::pins::{self, Found, LINK_PIN, PinDir},
+    rules::RuleSet,
 };
 
 /// A persisted datapath, attached, and when its counts began.
@@ -30,7 +31,12 @@ pub struct Persisted {
 
 /// Attaches to `interface` with its state pinned under `root`, picking up
 /// what an earlier xdpstat pinned there.
-pub fn attach(interface: &str, args: &AttachArgs, root: &Path) -> Result<Persisted, XdpstatError> {
+pub fn attach(
+    interface: &str,
+    args: &AttachArgs,
+    root: &Path,
+    rules: &RuleSet,
+) -> Result<Persisted, XdpstatError> {
     let (mode, hook, max_sources) = (args.mode, args.hook, args.max_sources);
     let ifindex =
         nix::net::if_::if_nametoindex(interface).map_err(|_| XdpstatError::UnknownInterface {
@@ -67,6 +73,9 @@ pub fn attach(interface: &str, args: &AttachArgs, root: &Path) -> Result<Persist
     }
     let mut datapath =
         Datapath::load_with(max_sources, args.prefix_len, Some(&dir), resume.as_ref())?;
+    // The pinned rules stay in force until these replace them, in one
+    // write: a restart leaves no instant without rules.
+    datapath.put_rules(rules, interface)?;
     let (attached, since) = match &resume {
         Some(meta) => {
             let link = dir.file(LINK_PIN);

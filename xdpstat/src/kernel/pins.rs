@@ -17,6 +17,10 @@ use aya::maps::MapData;
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT,
     SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
+    rules::{
+        MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULED_V4_MAP, RULED_V6_MAP, RULES_V4_MAPS,
+        RULES_V6_MAPS, RULESET_MAP, Rule, RuledRow,
+    },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
     },
@@ -34,7 +38,16 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xdpstat";
 pub const LINK_PIN: &str = "link";
 
 /// Every map a persisted datapath pins, by name.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 19] = [
+    RULESET_MAP,
+    RULES_V4_MAPS[0],
+    RULES_V4_MAPS[1],
+    RULES_V6_MAPS[0],
+    RULES_V6_MAPS[1],
+    RULE_HITS_MAP,
+    RULE_BUCKETS_MAP,
+    RULED_V4_MAP,
+    RULED_V6_MAP,
     SOURCES_V4_MAP,
     SOURCES_V6_MAP,
     PAGES_V4_MAP,
@@ -285,6 +298,15 @@ impl PinDir {
             (SKETCH_V6_MAP, size_of::<Counter>(), sketch_len),
             (HEAVY_V4_MAP, size_of::<Heavy>(), 1),
             (HEAVY_V6_MAP, size_of::<Heavy>(), 1),
+            (RULESET_MAP, 8, 1),
+            (RULES_V4_MAPS[0], size_of::<Rule>(), MAX_RULES),
+            (RULES_V4_MAPS[1], size_of::<Rule>(), MAX_RULES),
+            (RULES_V6_MAPS[0], size_of::<Rule>(), MAX_RULES),
+            (RULES_V6_MAPS[1], size_of::<Rule>(), MAX_RULES),
+            (RULE_HITS_MAP, size_of::<Counter>(), 2 * MAX_RULES),
+            (RULE_BUCKETS_MAP, 8, 2 * MAX_RULES),
+            (RULED_V4_MAP, size_of::<RuledRow>(), meta.max_sources),
+            (RULED_V6_MAP, size_of::<RuledRow>(), meta.max_sources),
         ];
         for (name, value_size, max_entries) in expected {
             let info = match aya::maps::MapInfo::from_pin(self.file(name)) {

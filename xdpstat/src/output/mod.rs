@@ -89,6 +89,11 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         report.source_count,
         report.sources.len()
     )?;
+    // Rules in force, or counts of what earlier ones did: show verdicts.
+    let ruled = !report.rules.is_empty() || report.totals.verdicts.acted();
+    if ruled {
+        writeln!(out, "  verdicts: {}", report.totals.verdicts.line())?;
+    }
     if !report.sources.is_empty() {
         table_row(out, "address", "packets", "bytes", "pkt/s", "bit/s")?;
         for row in &report.sources {
@@ -100,12 +105,35 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
                 &si(row.pps),
                 &si(row.bps),
             )?;
+            if ruled && row.verdicts.acted() {
+                writeln!(out, "    {}", row.verdicts.column())?;
+            }
         }
     }
     if !report.prefixes.is_empty() {
         write_prefixes(out, report)?;
     }
+    if ruled {
+        write_rules(out, report)?;
+    }
     writeln!(out)
+}
+
+/// The rules in force and the packets each matched.
+fn write_rules(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    writeln!(out, "  rules: {}", report.rules.len())?;
+    table_row(out, "prefix", "packets", "bytes", "action", "mode")?;
+    for rule in &report.rules {
+        table_row(
+            out,
+            &rule.prefix,
+            &rule.packets.to_string(),
+            &rule.bytes.to_string(),
+            rule.action,
+            rule.mode,
+        )?;
+    }
+    Ok(())
 }
 
 /// The prefix rows; an estimated count shows `~` and its bound.
@@ -283,14 +311,110 @@ mod tests {
                 "counting_since",
                 "interface",
                 "interval_s",
+                "limit_shared_bucket",
                 "prefix_parts",
                 "prefixes",
+                "rules",
                 "sources",
                 "time",
                 "totals",
-                "unattributed"
+                "unattributed",
+                "unattributed_verdicts"
             ]
         );
+    }
+
+    /// The sample with a drop rule (enforced) over 198.18.0.0/16 that
+    /// dropped 1,000 of the first source's packets and 2 no row holds,
+    /// and a dry-run limit over 2001:db8::/32.
+    fn ruled_sample() -> Report {
+        use xdpstat_common::rules::{Rule, action, verdict};
+
+        use crate::counts::verdicts::VerdictRead;
+        use crate::kernel::rulemaps::{InForce, RuleHits};
+        let c = |packets, bytes| Counter { packets, bytes };
+        let mut report = sample();
+        let mut read = VerdictRead::default();
+        read.acted[verdict::DROPPED] = c(1_002, 64_128);
+        read.acted[verdict::WOULD_LIMIT] = c(200, 24_000);
+        let mut first = [Counter::default(); verdict::ACTED];
+        first[verdict::DROPPED] = c(1_000, 64_000);
+        read.ruled.insert(report.sources[0].address, first);
+        let mut second = [Counter::default(); verdict::ACTED];
+        second[verdict::WOULD_LIMIT] = c(200, 24_000);
+        read.ruled.insert(report.sources[1].address, second);
+        let rule = |prefix: &str, code, enforce, index| InForce {
+            prefix: prefix.parse().unwrap(),
+            kernel: Rule {
+                index,
+                action: code,
+                enforce,
+                ..Rule::default()
+            },
+        };
+        read.rules = vec![
+            RuleHits {
+                rule: rule("198.18.0.0/16", action::DROP, 1, 0),
+                counter: c(1_505, 96_320),
+            },
+            RuleHits {
+                rule: rule("2001:db8::/32", action::LIMIT, 0, 1),
+                counter: c(700, 84_000),
+            },
+        ];
+        // As `Report::between` makes it from a read with these verdicts.
+        let mut now = Snapshot::empty();
+        now.verdicts = read;
+        report.totals.verdicts =
+            crate::counts::verdicts::Verdicts::of(&total_frames(&report), &now.verdicts.acted);
+        for row in &mut report.sources {
+            row.verdicts = now.verdicts.of_source(
+                &row.address,
+                &Counter {
+                    packets: row.packets,
+                    bytes: row.bytes,
+                },
+            );
+        }
+        report.rules = now
+            .verdicts
+            .rules
+            .iter()
+            .map(crate::counts::verdicts::RuleRow::from)
+            .collect();
+        report.unattributed_verdicts = now.verdicts.unattributed().into();
+        report
+    }
+
+    fn total_frames(report: &Report) -> Counter {
+        let t = &report.totals;
+        let mut all = t.ipv4;
+        for part in [t.ipv6, t.non_ip, t.malformed] {
+            all.add(&part);
+        }
+        all
+    }
+
+    #[test]
+    fn plain_report_with_rules() {
+        let mut out = Vec::new();
+        write_report(&mut out, Format::Plain, &ruled_sample()).unwrap();
+        insta::assert_snapshot!(String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn json_report_with_rules() {
+        let mut out = Vec::new();
+        write_report(&mut out, Format::Json, &ruled_sample()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        insta::assert_json_snapshot!(value);
+        let verdicts = &value["totals"]["verdicts"];
+        let sum: u64 = ["passed", "dropped", "limited", "would_drop", "would_limit"]
+            .iter()
+            .map(|k| verdicts[k]["packets"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, total_frames(&ruled_sample()).packets);
+        assert_eq!(value["unattributed_verdicts"]["dropped"]["packets"], 2);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::rules::RuleSet;
 use crate::{
     cli::ReplayArgs,
     counts::prefixes::PrefixLens,
@@ -73,13 +74,17 @@ pub fn replay(
         _ => Format::Plain,
     };
     let top = args.top.or(format.default_top());
+    let rules = match &args.rules {
+        Some(path) => crate::rules::file::load(path)?,
+        None => RuleSet::default(),
+    };
     let mut failed = 0;
     for file in &args.files {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let name = file.display().to_string();
-        match replay_file(file, args.max_sources, args.prefix_len, stop) {
+        match replay_file(file, args.max_sources, args.prefix_len, &rules, stop) {
             Ok((report_at, replayed, problem)) => {
                 if replayed.cut_to_snaplen > 0 {
                     eprintln!(
@@ -128,6 +133,7 @@ pub fn replay_file(
     path: &Path,
     max_sources: u32,
     lens: PrefixLens,
+    rules: &RuleSet,
     stop: &AtomicBool,
 ) -> Result<(Snapshot, Replayed, Option<CaptureError>), XdpstatError> {
     let failed = |source: Cause| XdpstatError::Capture {
@@ -136,6 +142,10 @@ pub fn replay_file(
     };
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
     let datapath = Datapath::load_with(max_sources, lens, None, None)?;
+    datapath.put_rules(rules, &path.display().to_string())?;
+    // A rate limit keeps time by the frames' timestamps, in capture order:
+    // then one worker runs every frame, each with its time.
+    let timed = rules.has_limits();
     let mut replayed = Replayed::default();
     let started = Instant::now();
     let size = input.size();
@@ -145,12 +155,16 @@ pub fn replay_file(
     // order across CPUs, which changes no count. At most two batches per
     // worker wait, and a batch holds at most `Batch::BYTES` and one frame
     // (at most 256 KiB), so memory stays bounded whatever the capture holds.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = if timed {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
     let (batches, incoming) = mpsc::sync_channel::<Batch>(2 * workers);
     let incoming = Mutex::new(incoming);
     let ((stats, outcome), run_error) = std::thread::scope(|scope| {
         let runners: Vec<_> = (0..workers)
-            .map(|_| scope.spawn(|| run_batches(&datapath, &incoming, stop)))
+            .map(|_| scope.spawn(|| run_batches(&datapath, &incoming, timed, stop)))
             .collect();
         let mut batch = Batch::default();
         let mut sending = true;
@@ -164,7 +178,7 @@ pub fn replay_file(
                 replayed.runts += 1;
                 return;
             }
-            batch.push(frame.data, frame.wire_len);
+            batch.push(frame.data, frame.wire_len, frame.timestamp);
             replayed.frames += 1;
             if batch.is_full() {
                 // A closed channel means every runner stopped on an error.
@@ -208,11 +222,12 @@ pub fn replay_file(
     }
 }
 
-/// Frames to run, packed into one buffer, each with its wire length.
+/// Frames to run, packed into one buffer, each with its wire length and
+/// capture time.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
-    frames: Vec<(usize, u32)>,
+    frames: Vec<(usize, u32, u64)>,
 }
 
 impl Batch {
@@ -220,9 +235,10 @@ impl Batch {
     /// Bytes a batch holds at most (plus one frame).
     const BYTES: usize = 1 << 20;
 
-    fn push(&mut self, data: &[u8], wire_len: u32) {
+    fn push(&mut self, data: &[u8], wire_len: u32, time: Duration) {
         self.bytes.extend_from_slice(data);
-        self.frames.push((self.bytes.len(), wire_len));
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.frames.push((self.bytes.len(), wire_len, nanos));
     }
 
     fn is_full(&self) -> bool {
@@ -233,11 +249,11 @@ impl Batch {
         self.frames.is_empty()
     }
 
-    fn frames(&self) -> impl Iterator<Item = (&[u8], u32)> {
-        let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _)| end));
+    fn frames(&self) -> impl Iterator<Item = (&[u8], u32, u64)> {
+        let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _, _)| end));
         starts
             .zip(&self.frames)
-            .map(|(start, &(end, wire_len))| (&self.bytes[start..end], wire_len))
+            .map(|(start, &(end, wire_len, time))| (&self.bytes[start..end], wire_len, time))
     }
 }
 
@@ -246,6 +262,7 @@ impl Batch {
 fn run_batches(
     datapath: &Datapath,
     incoming: &Mutex<mpsc::Receiver<Batch>>,
+    timed: bool,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     loop {
@@ -260,15 +277,16 @@ fn run_batches(
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        for (frame, wire_len) in batch.frames() {
+        for (frame, wire_len, time) in batch.frames() {
             // A whole frame that is linear runs through the plain build, as
-            // live traffic does; the replay build (with the wire length as
-            // metadata, about 3 times slower a frame) is for the rest.
+            // live traffic does; the replay build (with the wire length and
+            // time as metadata, about 3 times slower a frame) is for the
+            // rest, and for every frame when rate limits need the time.
             let whole = wire_len as usize == frame.len() && frame.len() <= LINEAR_TEST_FRAME_MAX;
-            let run = if whole {
+            let run = if whole && !timed {
                 datapath.test_run(frame)
             } else {
-                datapath.replay_run(frame, u64::from(wire_len))
+                datapath.replay_run(frame, u64::from(wire_len), time)
             };
             run.map_err(|e| one_line(&e))?;
         }

@@ -44,6 +44,7 @@ const MAX_FRAMES: u64 = 2_000_000;
 /// Runs the demo until `stop` is set or its duration passes.
 pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), XdpstatError> {
     check_attach_args(&args.attach)?;
+    let rules = crate::run::watch::load_rules(&args.attach)?;
     check_capabilities(Needs::AttachAndNamespaces)?;
     let server = serve_metrics(&args.metrics)?;
     let mut report = args.report.clone();
@@ -58,6 +59,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     );
     let mut datapath =
         Datapath::load_with(args.attach.max_sources, args.attach.prefix_len, None, None)?;
+    datapath.put_rules(&rules, WATCHED_LINK)?;
     let attached = watched_ns.run(|| match args.attach.hook {
         Hook::Xdp => datapath.attach(WATCHED_LINK, args.attach.mode),
         Hook::Tcx => datapath.attach_tcx(WATCHED_LINK),

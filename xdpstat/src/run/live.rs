@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::rules::RuleSet;
 use crate::{
     cli::AttachArgs,
     counts::report::Report,
@@ -88,7 +89,8 @@ pub struct Watched<S = Datapath> {
 
 impl Watched<Datapath> {
     /// Loads a fresh copy of the program and attaches it to `interface`,
-    /// as `args` say (the XDP hook in a mode, or tc ingress); with `persist`, the
+    /// as `args` say (the XDP hook in a mode, or tc ingress), with `rules` in
+    /// force from the first packet; with `persist`, the
     /// state is pinned under that root (and picked up from there when an
     /// earlier xdpstat left it), and counting began when it was first
     /// pinned.
@@ -96,9 +98,10 @@ impl Watched<Datapath> {
         interface: &str,
         args: &AttachArgs,
         persist: Option<&Path>,
+        rules: &RuleSet,
     ) -> Result<Self, XdpstatError> {
         if let Some(root) = persist {
-            let persisted = crate::kernel::persist::attach(interface, args, root)?;
+            let persisted = crate::kernel::persist::attach(interface, args, root, rules)?;
             let mut watched = Self::new(persisted.attached, persisted.datapath);
             watched.counting_since = persisted.since;
             if persisted.resumed {
@@ -108,6 +111,8 @@ impl Watched<Datapath> {
             return Ok(watched);
         }
         let mut datapath = Datapath::load_with(args.max_sources, args.prefix_len, None, None)?;
+        // In force before the first packet.
+        datapath.put_rules(rules, interface)?;
         let attached = match args.hook {
             Hook::Xdp => datapath.attach(interface, args.mode)?,
             Hook::Tcx => datapath.attach_tcx(interface)?,

@@ -4,5 +4,6 @@
 pub mod demo;
 pub mod detach;
 pub mod live;
+pub mod reload;
 pub mod status;
 pub mod watch;

@@ -18,7 +18,9 @@ use crate::{
     output::metrics::{InterfaceInfo, Metrics, Published},
     output::tui,
     output::{Format, write_report},
+    rules::RuleSet,
     run::live::{self, Ended, LiveOptions, Watched},
+    run::reload::on_sighup,
 };
 
 /// Watches `interfaces` until `stop` is set, `--duration` passes or stdout closes.
@@ -39,6 +41,8 @@ pub fn watch(
         }
     }
     check_attach_args(attach)?;
+    // A bad rules file is refused before anything is attached.
+    let rules = load_rules(attach)?;
     check_capabilities(Needs::Attach)?;
     let server = serve_metrics(metrics)?;
     let mut watched = Vec::with_capacity(interfaces.len());
@@ -48,9 +52,17 @@ pub fn watch(
             interface,
             attach,
             persist.persist.then_some(persist.pin_dir.as_path()),
+            &rules,
         )?;
         announce(&one, attach.mode);
         watched.push(one);
+    }
+    if let Some(path) = &attach.rules {
+        let targets = watched
+            .iter()
+            .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
+            .collect();
+        on_sighup(path.clone(), targets)?;
     }
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, metrics.metrics_top);
@@ -62,6 +74,14 @@ pub fn watch(
         return Err(XdpstatError::AllInterfacesGone);
     }
     detached
+}
+
+/// The rules `--rules` names, checked (none: an empty set).
+pub fn load_rules(attach: &AttachArgs) -> Result<RuleSet, XdpstatError> {
+    match &attach.rules {
+        Some(path) => Ok(crate::rules::file::load(path)?),
+        None => Ok(RuleSet::default()),
+    }
 }
 
 /// Checks the kernel for what the hook needs, and that `--mode` (an XDP

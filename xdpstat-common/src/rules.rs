@@ -1,0 +1,170 @@
+//! What the datapath and the loader agree on about rules: the rule sets'
+//! maps and values, the verdicts, and the rate limit's arithmetic (shared
+//! so that the replay oracle and the tests run the very code the XDP
+//! program runs).
+//!
+//! A rule set lives in one of two slots, each an LPM trie per family; the
+//! one-word [`RULESET_MAP`] names the slot in force. A reload fills the
+//! other slot and then flips the word: a packet reads the word once, so it
+//! sees one rule set whole, never half of each.
+//!
+//! Rate limits are a token bucket per source, kept as one word: the time
+//! its bucket would be full again, the "theoretical arrival time" of the
+//! generic cell rate algorithm. A packet at `now` conforms when, after
+//! taking its cost, the bucket is still no more than `burst` packets in
+//! debt: then the word moves on by the cost; a packet over the rate leaves
+//! it as it was. Over any span of time, a source passes at most `burst`
+//! packets plus the rate times the span.
+
+use crate::Counter;
+
+/// Array of one `u64`: which slot is in force and which families have
+/// rules (see [`ruleset`]).
+pub const RULESET_MAP: &str = "RULESET";
+/// LPM tries of [`Rule`], keyed by IPv4 prefix: slot 0 and slot 1.
+pub const RULES_V4_MAPS: [&str; 2] = ["RULES_V4_0", "RULES_V4_1"];
+/// LPM tries of [`Rule`], keyed by IPv6 prefix.
+pub const RULES_V6_MAPS: [&str; 2] = ["RULES_V6_0", "RULES_V6_1"];
+/// Per-CPU array of [`Counter`]: each rule's hits, at
+/// `slot * MAX_RULES + rule index`.
+pub const RULE_HITS_MAP: &str = "RULE_HITS";
+/// Array of `u64`, indexed as the hits: each limit rule's shared bucket,
+/// for sources that found no row in the ruled table.
+pub const RULE_BUCKETS_MAP: &str = "RULE_BUCKETS";
+/// Hash maps from a source address to its [`RuledRow`]: every source a
+/// drop or limit rule matched, up to `--max-sources` per family.
+pub const RULED_V4_MAP: &str = "RULED_V4";
+pub const RULED_V6_MAP: &str = "RULED_V6";
+
+/// Rules one rule set may hold, both families together.
+pub const MAX_RULES: u32 = 32_768;
+
+/// The bits of the [`RULESET_MAP`] word.
+pub mod ruleset {
+    /// The slot in force (0 or 1).
+    pub const SLOT: u64 = 1;
+    /// Set when the slot in force has IPv4 rules.
+    pub const V4: u64 = 2;
+    /// Set when the slot in force has IPv6 rules.
+    pub const V6: u64 = 4;
+}
+
+/// What a rule does to the packets it matches.
+pub mod action {
+    pub const PASS: u32 = 0;
+    pub const DROP: u32 = 1;
+    pub const LIMIT: u32 = 2;
+}
+
+/// Verdicts other than `passed`, as indices of [`RuledRow::acted`] and of
+/// the CPU state's `acted`: every packet not counted under one of these
+/// passed.
+pub mod verdict {
+    pub const DROPPED: usize = 0;
+    pub const LIMITED: usize = 1;
+    pub const WOULD_DROP: usize = 2;
+    pub const WOULD_LIMIT: usize = 3;
+    /// How many there are.
+    pub const ACTED: usize = 4;
+}
+
+/// A rule as the datapath finds it in a trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// Its index in its rule set: where its hits and shared bucket are.
+    pub index: u32,
+    /// One of [`action`].
+    pub action: u32,
+    /// Non-zero when the rule acts; zero when it only counts what it
+    /// would do (dry run).
+    pub enforce: u32,
+    pub _pad: u32,
+    /// Nanoseconds a packet costs a limit rule's bucket: 10⁹ / pps,
+    /// rounded up, so the rate never exceeds the rule's.
+    pub interval_ns: u64,
+    /// How far into debt a bucket may go: `burst * interval_ns`.
+    pub tolerance_ns: u64,
+}
+
+/// One ruled source: its bucket and its packets under each verdict but
+/// `passed`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuledRow {
+    /// The bucket: when it would be full again (see the module's text).
+    pub tat: u64,
+    pub _pad: u64,
+    /// Indexed by [`verdict`].
+    pub acted: [Counter; verdict::ACTED],
+}
+
+/// The bucket word after `packets` packets at `now` when they conform to
+/// the rate, or `None` when they are over it (the word stays).
+#[inline(always)]
+pub fn conform(
+    tat: u64,
+    now: u64,
+    packets: u64,
+    interval_ns: u64,
+    tolerance_ns: u64,
+) -> Option<u64> {
+    let from = if tat > now { tat } else { now };
+    // Both at most 10^9 (a packet a second; the loader caps rates) and
+    // 2^16 (GRO segments): no overflow, and no 128-bit multiply, which
+    // BPF does not have.
+    let next = from.wrapping_add(interval_ns.wrapping_mul(packets));
+    if next - now > tolerance_ns {
+        None
+    } else {
+        Some(next)
+    }
+}
+
+/// A limit rule's bucket parameters for `pps` packets per second with
+/// room for `burst` packets at once.
+pub const fn bucket(pps: u64, burst: u64) -> (u64, u64) {
+    let interval = 1_000_000_000u64.div_ceil(if pps == 0 { 1 } else { pps });
+    // Both at most 10^9 (the loader caps rates and bursts): at most 10^18.
+    (interval, interval.wrapping_mul(burst))
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, four u32 then two u64: no padding, any bit pattern valid.
+unsafe impl aya::Pod for Rule {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, two u64 then four `Counter`s: no padding, any bit pattern valid.
+unsafe impl aya::Pod for RuledRow {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_passes_its_burst_at_once_then_its_rate() {
+        let (interval, tolerance) = bucket(1000, 200);
+        assert_eq!(interval, 1_000_000);
+        let (mut tat, now) = (0u64, 5_000_000_000u64);
+        let mut passed = 0;
+        for _ in 0..1000 {
+            if let Some(next) = conform(tat, now, 1, interval, tolerance) {
+                tat = next;
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 200);
+        // One millisecond later, one more packet's worth.
+        assert!(conform(tat, now + 999_999, 1, interval, tolerance).is_none());
+        assert!(conform(tat, now + 1_000_000, 1, interval, tolerance).is_some());
+    }
+
+    #[test]
+    fn rates_round_down_never_up() {
+        let (interval, _) = bucket(3, 1);
+        assert!(3 * interval >= 1_000_000_000);
+        assert_eq!(bucket(0, 5).0, 1_000_000_000);
+        assert_eq!(size_of::<Rule>(), 32);
+        assert_eq!(size_of::<RuledRow>(), 16 + 4 * size_of::<Counter>());
+    }
+}

@@ -1,0 +1,375 @@
+//! The datapath's rule maps seen from user space: put a rule set in force
+//! (atomically, by filling the idle slot and flipping the ruleset word),
+//! read each rule's hits and each ruled source's verdicts, and make room
+//! in the ruled tables when they fill up.
+//!
+//! A rule's hits carry over a reload when the new set has the same rule
+//! (prefix, action, rate and mode): the old slot's final count, read after
+//! a grace period, becomes the new rule's base. Slots are cleaned right
+//! after they leave force, so the idle slot is always empty.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::maps::{
+    Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    lpm_trie::{Key, LpmTrie},
+};
+use ipnet::IpNet;
+use xdpstat_common::{
+    Counter,
+    rules::{
+        MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULED_V4_MAP, RULED_V6_MAP, RULES_V4_MAPS,
+        RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, RuledRow, action, ruleset, verdict,
+    },
+};
+
+use crate::{
+    error::{Cause, one_line},
+    kernel::bpf_sys::Grace,
+    rules::{Mode, RuleSet},
+};
+
+/// One rule in force, as the datapath has it and as the report names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InForce {
+    pub prefix: IpNet,
+    pub kernel: KernelRule,
+}
+
+impl InForce {
+    /// `drop`, `limit`, `pass`.
+    pub fn action(&self) -> &'static str {
+        match self.kernel.action {
+            action::DROP => "drop",
+            action::LIMIT => "limit",
+            _ => "pass",
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.kernel.enforce != 0 {
+            Mode::Enforce
+        } else {
+            Mode::DryRun
+        }
+    }
+}
+
+/// A rule's hits so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleHits {
+    pub rule: InForce,
+    pub counter: Counter,
+}
+
+/// The verdicts of one ruled source, indexed by [`verdict`].
+pub type Acted = [Counter; verdict::ACTED];
+
+/// The rule maps of one datapath.
+pub struct RuleMaps {
+    ruleset: Array<MapData, u64>,
+    v4: [LpmTrie<MapData, [u8; 4], KernelRule>; 2],
+    v6: [LpmTrie<MapData, [u8; 16], KernelRule>; 2],
+    hits: PerCpuArray<MapData, Counter>,
+    buckets: Array<MapData, u64>,
+    ruled_v4: BpfHashMap<MapData, [u8; 4], RuledRow>,
+    ruled_v6: BpfHashMap<MapData, [u8; 16], RuledRow>,
+    /// The rules in force, by index, and the hits each carried over.
+    in_force: Vec<InForce>,
+    base: Vec<Counter>,
+    /// Per slot, how many indices may hold counts or buckets.
+    dirty: [u32; 2],
+    /// Per ruled source, its acted packets at the last read (to find the
+    /// idle ones when a ruled table fills).
+    seen: HashMap<IpAddr, u64>,
+    max_sources: usize,
+    grace: Grace,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> Cause {
+    format!("{what}: {e}").into()
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, Cause>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| failed(name, "not in the object file"))?;
+    T::try_from(map).map_err(|e| failed(name, one_line(&e)))
+}
+
+impl RuleMaps {
+    /// Takes the rule maps out of a loaded datapath. `picked_up` is true
+    /// when they are pinned ones an earlier xdpstat filled: its rules are
+    /// then read back, so their hits carry over to this run's rules.
+    pub fn take(ebpf: &mut aya::Ebpf, max_sources: u32, picked_up: bool) -> Result<Self, Cause> {
+        let mut maps = Self {
+            ruleset: take(ebpf, RULESET_MAP)?,
+            v4: [take(ebpf, RULES_V4_MAPS[0])?, take(ebpf, RULES_V4_MAPS[1])?],
+            v6: [take(ebpf, RULES_V6_MAPS[0])?, take(ebpf, RULES_V6_MAPS[1])?],
+            hits: take(ebpf, RULE_HITS_MAP)?,
+            buckets: take(ebpf, RULE_BUCKETS_MAP)?,
+            ruled_v4: take(ebpf, RULED_V4_MAP)?,
+            ruled_v6: take(ebpf, RULED_V6_MAP)?,
+            in_force: Vec::new(),
+            base: Vec::new(),
+            dirty: if picked_up { [MAX_RULES; 2] } else { [0; 2] },
+            seen: HashMap::new(),
+            max_sources: max_sources as usize,
+            grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
+        };
+        if picked_up {
+            let slot = maps.slot()?;
+            maps.in_force = maps.read_slot(slot)?;
+            maps.base = vec![Counter::default(); maps.in_force.len()];
+            // The idle slot may hold a reload an xdpstat died in.
+            maps.clean(1 - slot)?;
+        }
+        Ok(maps)
+    }
+
+    /// The slot in force.
+    fn slot(&self) -> Result<u32, Cause> {
+        let word = self
+            .ruleset
+            .get(&0, 0)
+            .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
+        Ok((word & ruleset::SLOT) as u32)
+    }
+
+    /// The rules in `slot`, by index.
+    fn read_slot(&self, slot: u32) -> Result<Vec<InForce>, Cause> {
+        let mut rules = Vec::new();
+        for entry in self.v4[slot as usize].iter() {
+            let (key, rule) = entry.map_err(|e| failed("reading IPv4 rules", one_line(&e)))?;
+            let prefix = IpNet::new(Ipv4Addr::from(key.data()).into(), key.prefix_len() as u8)
+                .map_err(|e| failed("an IPv4 rule", e))?;
+            rules.push(InForce {
+                prefix,
+                kernel: rule,
+            });
+        }
+        for entry in self.v6[slot as usize].iter() {
+            let (key, rule) = entry.map_err(|e| failed("reading IPv6 rules", one_line(&e)))?;
+            let prefix = IpNet::new(Ipv6Addr::from(key.data()).into(), key.prefix_len() as u8)
+                .map_err(|e| failed("an IPv6 rule", e))?;
+            rules.push(InForce {
+                prefix,
+                kernel: rule,
+            });
+        }
+        rules.sort_by_key(|rule| rule.kernel.index);
+        Ok(rules)
+    }
+
+    /// Empties `slot`: its tries, and the hits and buckets of the indices
+    /// it used.
+    fn clean(&mut self, slot: u32) -> Result<(), Cause> {
+        let s = slot as usize;
+        let keys: Vec<_> = self.v4[s].keys().filter_map(Result::ok).collect();
+        for key in keys {
+            self.v4[s]
+                .remove(&key)
+                .map_err(|e| failed("removing an IPv4 rule", one_line(&e)))?;
+        }
+        let keys: Vec<_> = self.v6[s].keys().filter_map(Result::ok).collect();
+        for key in keys {
+            self.v6[s]
+                .remove(&key)
+                .map_err(|e| failed("removing an IPv6 rule", one_line(&e)))?;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| failed(what, e))?;
+        for index in 0..self.dirty[s] {
+            let at = slot * MAX_RULES + index;
+            let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                .map_err(|e| failed(RULE_HITS_MAP, e))?;
+            self.hits
+                .set(at, zeros, 0)
+                .map_err(|e| failed(RULE_HITS_MAP, one_line(&e)))?;
+            self.buckets
+                .set(at, 0, 0)
+                .map_err(|e| failed(RULE_BUCKETS_MAP, one_line(&e)))?;
+        }
+        self.dirty[s] = 0;
+        Ok(())
+    }
+
+    /// Puts `set` in force in place of the rules in force: fills the idle
+    /// slot, flips the ruleset word (one write: every packet after it is
+    /// judged by the new rules whole), waits for packets judged by the old
+    /// ones, carries their hits over, and empties the old slot.
+    pub fn put(&mut self, set: &RuleSet) -> Result<(), Cause> {
+        if set.rules.is_empty() && self.in_force.is_empty() {
+            return Ok(());
+        }
+        let old = self.slot()?;
+        let new = 1 - old;
+        if self.dirty[new as usize] != 0 {
+            self.clean(new)?;
+        }
+        let mut word = u64::from(new);
+        let mut in_force = Vec::with_capacity(set.rules.len());
+        for (index, rule) in set.rules.iter().enumerate() {
+            let kernel = rule.kernel(index as u32);
+            match rule.prefix {
+                IpNet::V4(prefix) => {
+                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.addr().octets());
+                    self.v4[new as usize]
+                        .insert(&key, kernel, 0)
+                        .map_err(|e| failed("writing an IPv4 rule", one_line(&e)))?;
+                    word |= ruleset::V4;
+                }
+                IpNet::V6(prefix) => {
+                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.addr().octets());
+                    self.v6[new as usize]
+                        .insert(&key, kernel, 0)
+                        .map_err(|e| failed("writing an IPv6 rule", one_line(&e)))?;
+                    word |= ruleset::V6;
+                }
+            }
+            in_force.push(InForce {
+                prefix: rule.prefix,
+                kernel,
+            });
+        }
+        self.dirty[new as usize] = in_force.len() as u32;
+        self.ruleset
+            .set(0, word, 0)
+            .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
+        // In force from here on: what is left is bookkeeping, and failing
+        // at it leaves the old slot to be cleaned by the next reload.
+        if let Err(e) = self.carry_over(old, in_force) {
+            eprintln!("xdpstat: rules in force; cleaning up the previous rules: {e}");
+        }
+        Ok(())
+    }
+
+    /// After the flip to `in_force`: waits for packets judged by the rules
+    /// in `old`, carries their hits over to the same rules in the new set,
+    /// and empties `old`.
+    fn carry_over(&mut self, old: u32, in_force: Vec<InForce>) -> Result<(), Cause> {
+        let previous = std::mem::take(&mut self.in_force);
+        let previous_base = std::mem::take(&mut self.base);
+        self.in_force = in_force;
+        self.base = vec![Counter::default(); self.in_force.len()];
+        self.dirty[old as usize] = self.dirty[old as usize].max(previous.len() as u32);
+        // No packet is judged by the old slot any more once this returns.
+        self.grace
+            .wait()
+            .map_err(|e| failed("waiting for a grace period", e))?;
+        let old_hits = self.hits_of(old, &previous, &previous_base)?;
+        for (rule, carried) in self.in_force.iter().zip(self.base.iter_mut()) {
+            let same = |hits: &&RuleHits| {
+                hits.rule.prefix == rule.prefix
+                    && KernelRule {
+                        index: rule.kernel.index,
+                        ..hits.rule.kernel
+                    } == rule.kernel
+            };
+            if let Some(hits) = old_hits.iter().find(same) {
+                *carried = hits.counter;
+            }
+        }
+        self.clean(old)
+    }
+
+    /// Each rule of `rules` (in force in `slot`) with its hits: `base` and
+    /// what its slot counted, over every CPU.
+    fn hits_of(
+        &self,
+        slot: u32,
+        rules: &[InForce],
+        base: &[Counter],
+    ) -> Result<Vec<RuleHits>, Cause> {
+        let mut all = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.iter().enumerate() {
+            let mut counter = base.get(index).copied().unwrap_or_default();
+            let values = self
+                .hits
+                .get(&(slot * MAX_RULES + index as u32), 0)
+                .map_err(|e| failed(RULE_HITS_MAP, one_line(&e)))?;
+            for per_cpu in values.iter() {
+                counter.add(per_cpu);
+            }
+            all.push(RuleHits {
+                rule: rule.clone(),
+                counter,
+            });
+        }
+        Ok(all)
+    }
+
+    /// The rules in force with their hits.
+    pub fn hits(&self) -> Result<Vec<RuleHits>, Cause> {
+        self.hits_of(self.slot()?, &self.in_force, &self.base)
+    }
+
+    /// Whether any rule is in force.
+    pub fn any(&self) -> bool {
+        !self.in_force.is_empty()
+    }
+
+    /// Every ruled source with its verdicts.
+    pub fn ruled(&self) -> Result<Vec<(IpAddr, Acted)>, Cause> {
+        let mut rows = Vec::new();
+        for entry in self.ruled_v4.iter() {
+            // A row removed between listing and reading is simply gone.
+            let Ok((address, row)) = entry else { continue };
+            rows.push((IpAddr::from(Ipv4Addr::from(address)), row.acted));
+        }
+        for entry in self.ruled_v6.iter() {
+            let Ok((address, row)) = entry else { continue };
+            rows.push((IpAddr::from(Ipv6Addr::from(address)), row.acted));
+        }
+        Ok(rows)
+    }
+
+    /// After a read (`rows`): when a family's ruled table holds more than
+    /// seven eighths of `--max-sources`, removes the rows that had no
+    /// packet acted on since the read before, fewest first, down to three
+    /// quarters. Their verdicts stay in the totals (counted per CPU) and
+    /// are no longer any source's: the report's `unattributed_verdicts`.
+    /// A removed source that comes back starts with a full bucket.
+    pub fn retire_idle(&mut self, rows: &[(IpAddr, Acted)]) -> Result<(), Cause> {
+        let high = self.max_sources - self.max_sources / 8;
+        let low = self.max_sources * 3 / 4;
+        let mut seen = HashMap::with_capacity(rows.len());
+        let mut idle: [Vec<(u64, IpAddr)>; 2] = [Vec::new(), Vec::new()];
+        let mut held = [0usize; 2];
+        for (address, acted) in rows {
+            let packets: u64 = acted.iter().map(|c| c.packets).sum();
+            let family = usize::from(address.is_ipv6());
+            held[family] += 1;
+            if self.seen.get(address) == Some(&packets) {
+                idle[family].push((packets, *address));
+            }
+            seen.insert(*address, packets);
+        }
+        self.seen = seen;
+        for family in 0..2 {
+            if held[family] <= high {
+                continue;
+            }
+            let victims = &mut idle[family];
+            victims.sort_unstable();
+            victims.truncate(held[family] - low);
+            for (_, address) in victims.iter() {
+                let removed = match address {
+                    IpAddr::V4(v4) => self.ruled_v4.remove(&v4.octets()),
+                    IpAddr::V6(v6) => self.ruled_v6.remove(&v6.octets()),
+                };
+                match removed {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(failed("removing an idle ruled source", one_line(&e))),
+                }
+                self.seen.remove(address);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Rules: what xdpstat does to the traffic it counts, beyond counting it.
+//! A rule set is read from a TOML file ([`file`]), checked before anything
+//! is attached, written into the datapath's rule maps
+//! (`kernel::rulemaps`), and replaced whole on SIGHUP.
+//!
+//! The longest matching prefix decides; a source no rule matches passes,
+//! and so does every frame that is not IPv4 or IPv6 (non-IP, malformed):
+//! rules are about sources, and those have none.
+
+pub mod file;
+
+use std::io::Write;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use xdpstat_common::rules::{self as kernel, action, bucket};
+
+use crate::{cli::RulesCheckArgs, error::XdpstatError};
+
+/// Whether a rule acts or only counts what it would do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    DryRun,
+    Enforce,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::DryRun => "dry-run",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// What a rule does to the packets it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    Drop,
+    /// At most `pps` packets a second from each source in the prefix, with
+    /// room for `burst` at once.
+    Limit {
+        pps: u64,
+        burst: u64,
+    },
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Drop => "drop",
+            Action::Limit { .. } => "limit",
+        }
+    }
+}
+
+/// One checked rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub prefix: IpNet,
+    pub action: Action,
+    /// The file's mode unless the rule names its own.
+    pub mode: Mode,
+    /// Where the rule begins in its file.
+    pub line: usize,
+}
+
+impl Rule {
+    /// The rule as the datapath holds it, at `index` in its set.
+    pub fn kernel(&self, index: u32) -> kernel::Rule {
+        let (code, (interval_ns, tolerance_ns)) = match self.action {
+            Action::Pass => (action::PASS, (0, 0)),
+            Action::Drop => (action::DROP, (0, 0)),
+            Action::Limit { pps, burst } => (action::LIMIT, bucket(pps, burst)),
+        };
+        kernel::Rule {
+            index,
+            action: code,
+            enforce: u32::from(self.mode == Mode::Enforce),
+            _pad: 0,
+            interval_ns,
+            tolerance_ns,
+        }
+    }
+
+    /// What the rule does, in a few words (`drop`, `limit 1000 pps, burst 200`).
+    pub fn describe(&self) -> String {
+        match self.action {
+            Action::Limit { pps, burst } => format!("limit {pps} pps, burst {burst}"),
+            other => other.name().to_owned(),
+        }
+    }
+
+    /// The verdict the rule gives a packet it acts on, as the report names it.
+    pub fn verdict(&self) -> &'static str {
+        match (self.action, self.mode) {
+            (Action::Pass, _) => "passed",
+            (Action::Drop, Mode::Enforce) => "dropped",
+            (Action::Drop, Mode::DryRun) => "would_drop",
+            (Action::Limit { .. }, Mode::Enforce) => "limited",
+            (Action::Limit { .. }, Mode::DryRun) => "would_limit",
+        }
+    }
+}
+
+/// A checked rules file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// The file's mode (each rule has its own copy, overridden or not).
+    pub mode: Mode,
+    /// In file order; a rule's index is its position.
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Whether any rule limits a rate (and so needs each packet's time).
+    pub fn has_limits(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule.action, Action::Limit { .. }))
+    }
+
+    /// The rule that decides for `address`: the longest matching prefix.
+    pub fn decide(&self, address: std::net::IpAddr) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.prefix.contains(&address))
+            .max_by_key(|rule| rule.prefix.prefix_len())
+    }
+}
+
+/// `xdpstat rules check FILE`: reads and checks the file, prints what each
+/// rule would do, and exits 2 on a bad file. Needs no privilege.
+pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
+    let set = file::load(&args.file)?;
+    let write = XdpstatError::Output;
+    let enforced = set.rules.iter().filter(|r| r.mode == Mode::Enforce).count();
+    writeln!(
+        out,
+        "{}: {} rule{}, mode {} ({} enforced, {} dry run)",
+        args.file.display(),
+        set.rules.len(),
+        if set.rules.len() == 1 { "" } else { "s" },
+        set.mode.name(),
+        enforced,
+        set.rules.len() - enforced
+    )
+    .map_err(write)?;
+    for rule in &set.rules {
+        let effect = match (rule.action, rule.mode) {
+            (Action::Pass, _) => "passes (an exception to shorter prefixes)".to_owned(),
+            (Action::Drop, Mode::Enforce) => "drops every packet: dropped".to_owned(),
+            (Action::Drop, Mode::DryRun) => "passes every packet, counted as would_drop".to_owned(),
+            (Action::Limit { pps, burst }, Mode::Enforce) => {
+                format!("drops what each source sends over {pps} pps (burst {burst}): limited")
+            }
+            (Action::Limit { pps, burst }, Mode::DryRun) => format!(
+                "passes every packet; what each source sends over {pps} pps (burst {burst}) is counted as would_limit"
+            ),
+        };
+        writeln!(
+            out,
+            "  line {:<4} {:<24} {:<26} {:<8} {effect}",
+            rule.line,
+            rule.prefix.to_string(),
+            rule.describe(),
+            rule.mode.name(),
+        )
+        .map_err(write)?;
+    }
+    writeln!(
+        out,
+        "sources no rule matches pass; non-IP and malformed frames always pass"
+    )
+    .map_err(write)?;
+    Ok(())
+}
