@@ -3,8 +3,8 @@
 //! read each rule's hits and each ruled source's verdicts, and make room
 //! in the ruled tables when they fill up.
 //!
-//! A rule's hits carry over a reload when the new set has the same rule
-//! (prefix, action, rate and mode): the old slot's final count, read after
+//! A rule's hits carry over a reload when the new set has a rule with the
+//! same prefix and action (its mode or rate may change): the old slot's final count, read after
 //! a grace period, becomes the new rule's base. Slots are cleaned right
 //! after they leave force, so the idle slot is always empty.
 
@@ -265,11 +265,7 @@ impl RuleMaps {
         let old_hits = self.hits_of(old, &previous, &previous_base)?;
         for (rule, carried) in self.in_force.iter().zip(self.base.iter_mut()) {
             let same = |hits: &&RuleHits| {
-                hits.rule.prefix == rule.prefix
-                    && KernelRule {
-                        index: rule.kernel.index,
-                        ..hits.rule.kernel
-                    } == rule.kernel
+                hits.rule.prefix == rule.prefix && hits.rule.kernel.action == rule.kernel.action
             };
             if let Some(hits) = old_hits.iter().find(same) {
                 *carried = hits.counter;

@@ -1,0 +1,473 @@
+//! Rules on veth, checked against what arrived: a packet socket on the
+//! watched end counts, per source, the frames that got past XDP, and they
+//! must be exactly xdpstat's `passed`; per source, every frame sent is
+//! under exactly one verdict. Also: a rate limit against its bound, a
+//! reload under traffic (and a failed one), bad files refused before
+//! anything is attached, and `rules check` without privilege.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Scratch, TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, one_line_failure, pair,
+    privileged, run_to_end,
+};
+use etherparse::{NetSlice, SlicedPacket};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use xdpstat_lab::{frames, packet_socket::Listener};
+
+const VERDICTS: [&str; 5] = ["passed", "dropped", "limited", "would_drop", "would_limit"];
+
+/// Counts, per IP source, the frames received on `xs0` past XDP.
+struct Arrived {
+    counts: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Arrived {
+    fn on(net: &TestNet) -> Self {
+        let listener = net
+            .watched
+            .run(|| Listener::bind("xs0", Duration::from_millis(50)))
+            .expect("enter namespace")
+            .expect("listening socket");
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (counts, done) = (Arc::clone(&counts), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 65_536];
+                while !done.load(Ordering::Relaxed) {
+                    let Ok(Some(len)) = listener.recv(&mut buffer) else {
+                        continue;
+                    };
+                    let source = match SlicedPacket::from_ethernet(&buffer[..len]) {
+                        Ok(SlicedPacket {
+                            net: Some(NetSlice::Ipv4(ip)),
+                            ..
+                        }) => IpAddr::V4(ip.header().source_addr()),
+                        Ok(SlicedPacket {
+                            net: Some(NetSlice::Ipv6(ip)),
+                            ..
+                        }) => IpAddr::V6(ip.header().source_addr()),
+                        _ => continue,
+                    };
+                    *counts.lock().unwrap().entry(source).or_default() += 1;
+                }
+            })
+        };
+        Self {
+            counts,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.lock().unwrap().values().sum()
+    }
+
+    fn of(&self, source: &IpAddr) -> u64 {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(source)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Arrived {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn frame(source: IpAddr) -> Vec<u8> {
+    match source {
+        IpAddr::V4(a) => ipv4_frame(a, &[], 40),
+        IpAddr::V6(a) => ipv6_frame(a, &[], 40),
+    }
+}
+
+/// Sends `count` frames from each source, interleaved, paced so the veth
+/// ring never overflows.
+fn send_each(net: &TestNet, sources: &[(IpAddr, u64)]) -> u64 {
+    let mut sent = 0;
+    let most = sources.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    for round in 0..most {
+        for (source, count) in sources {
+            if round < *count {
+                net.send(&frame(*source), 1);
+                sent += 1;
+                if sent % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            }
+        }
+    }
+    sent
+}
+
+fn verdicts_of(value: &Value) -> HashMap<&'static str, u64> {
+    VERDICTS
+        .iter()
+        .map(|&name| (name, pair(&value[name]).0))
+        .collect()
+}
+
+/// The source's row in a report.
+fn row<'a>(report: &'a Value, source: &IpAddr) -> &'a Value {
+    report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == source.to_string())
+        .unwrap_or_else(|| panic!("{source} not in {report}"))
+}
+
+/// Waits until xdpstat counted `sent` IP frames and the listener got as
+/// many as xdpstat let through; then checks, per source, that what
+/// arrived is `passed` plus what a dry run only would have dropped or
+/// limited, and that the verdicts add up to what was sent.
+fn settle_and_check(xdpstat: &mut Xdpstat, arrived: &Arrived, sent: &[(IpAddr, u64)]) -> Value {
+    let total: u64 = sent.iter().map(|(_, n)| n).sum();
+    let report = xdpstat
+        .report_where(|r| pair(&r["totals"]["ipv4"]).0 + pair(&r["totals"]["ipv6"]).0 >= total);
+    let through = |verdicts: &HashMap<&str, u64>| {
+        verdicts["passed"] + verdicts["would_drop"] + verdicts["would_limit"]
+    };
+    let let_through: u64 = sent
+        .iter()
+        .map(|(source, _)| through(&verdicts_of(&row(&report, source)["verdicts"])))
+        .sum();
+    eventually("the frames let through arriving", || {
+        arrived.total() >= let_through
+    });
+    assert_eq!(
+        arrived.total(),
+        let_through,
+        "arrived past XDP vs let through"
+    );
+    for (source, count) in sent {
+        let verdicts = verdicts_of(&row(&report, source)["verdicts"]);
+        assert_eq!(
+            verdicts.values().sum::<u64>(),
+            *count,
+            "{source}: every frame under one verdict: {verdicts:?}"
+        );
+        assert_eq!(
+            arrived.of(source),
+            through(&verdicts),
+            "{source}: arrived vs let through: {verdicts:?}"
+        );
+    }
+    let totals = verdicts_of(&report["totals"]["verdicts"]);
+    let others = pair(&report["totals"]["non_ip"]).0 + pair(&report["totals"]["malformed"]).0;
+    assert_eq!(totals.values().sum::<u64>(), total + others, "{totals:?}");
+    report
+}
+
+fn v4(c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, c, d))
+}
+
+fn v6(group: u16, last: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, group, 0, 0, 0, 0, last))
+}
+
+const RULES: &str = r#"
+[[rule]]
+prefix = "198.18.8.0/24"
+action = "drop"
+
+[[rule]]
+prefix = "198.18.8.7/32"
+action = "pass"
+
+[[rule]]
+prefix = "2001:db8:bad::/48"
+action = "drop"
+"#;
+
+fn hits(report: &Value, prefix: &str) -> u64 {
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == prefix)
+        .map(|r| r["packets"].as_u64().unwrap())
+        .unwrap_or_else(|| panic!("no rule {prefix} in {}", report["rules"]))
+}
+
+/// The traffic of the drop and pass tests: dropped, excepted, unmatched.
+fn mixed() -> Vec<(IpAddr, u64)> {
+    vec![
+        (v4(8, 1), 300),
+        (v4(8, 2), 200),
+        (v4(8, 7), 250),
+        (v4(9, 1), 150),
+        (v6(0xbad, 1), 220),
+        (v6(0xbad, 2), 80),
+        (v6(0x600d, 1), 120),
+    ]
+}
+
+fn run_mixed(test: &str, mode: &str) -> Value {
+    let scratch = Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    std::fs::write(&file, format!("mode = \"{mode}\"\n{RULES}")).unwrap();
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--format",
+            "json",
+            "--interval",
+            "0.5",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    );
+    let traffic = mixed();
+    send_each(&net, &traffic);
+    // Non-IP frames always pass, whatever the rules.
+    let arp = frames::arp_request(Ipv4Addr::new(198, 18, 8, 1), Ipv4Addr::new(198, 18, 0, 1));
+    net.send(&arp, 5);
+    let report = settle_and_check(&mut xdpstat, &arrived, &traffic);
+    assert_eq!(pair(&report["totals"]["non_ip"]).0, 5);
+    assert_eq!(hits(&report, "198.18.8.0/24"), 500);
+    assert_eq!(hits(&report, "198.18.8.7/32"), 250);
+    assert_eq!(hits(&report, "2001:db8:bad::/48"), 300);
+    report
+}
+
+#[test]
+fn enforced_drop_rules_drop_exactly_their_sources_and_an_exception_passes() {
+    let test = "enforced_drop_rules_drop_exactly_their_sources_and_an_exception_passes";
+    if !privileged(test) {
+        return;
+    }
+    let report = run_mixed(test, "enforce");
+    let totals = verdicts_of(&report["totals"]["verdicts"]);
+    assert_eq!(totals["dropped"], 300 + 200 + 220 + 80);
+    assert_eq!(totals["would_drop"], 0);
+    assert_eq!(totals["passed"], 250 + 150 + 120 + 5);
+    assert_eq!(
+        verdicts_of(&row(&report, &v4(8, 7))["verdicts"])["passed"],
+        250
+    );
+}
+
+#[test]
+fn a_dry_run_passes_everything_and_counts_what_it_would_drop() {
+    let test = "a_dry_run_passes_everything_and_counts_what_it_would_drop";
+    if !privileged(test) {
+        return;
+    }
+    let report = run_mixed(test, "dry-run");
+    let totals = verdicts_of(&report["totals"]["verdicts"]);
+    assert_eq!(totals["dropped"], 0);
+    assert_eq!(totals["would_drop"], 300 + 200 + 220 + 80);
+    assert_eq!(
+        verdicts_of(&row(&report, &v6(0xbad, 2))["verdicts"])["would_drop"],
+        80
+    );
+}
+
+#[test]
+fn a_limit_passes_its_burst_and_its_rate_and_no_more() {
+    let test = "a_limit_passes_its_burst_and_its_rate_and_no_more";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    std::fs::write(
+        &file,
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.5.0/24\"\naction = \"limit\"\npps = 1000\nburst = 1000\n",
+    )
+    .unwrap();
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    );
+    let limited = v4(5, 5);
+    let free = v4(6, 6);
+    let began = Instant::now();
+    // 5,000 frames within a second, and 500 from a source no rule matches.
+    let traffic = [(limited, 5_000), (free, 500)];
+    send_each(&net, &traffic);
+    let report = settle_and_check(&mut xdpstat, &arrived, &traffic);
+    // Every frame was judged between `began` and this report.
+    let span = began.elapsed().as_secs_f64();
+    let verdicts = verdicts_of(&row(&report, &limited)["verdicts"]);
+    let bound = 1_000 + (1_000.0 * span).ceil() as u64;
+    assert!(
+        verdicts["passed"] >= 1_000 && verdicts["passed"] <= bound,
+        "passed {} of 5,000 in {span:.3} s, bound {bound}",
+        verdicts["passed"]
+    );
+    assert_eq!(verdicts["limited"], 5_000 - verdicts["passed"]);
+    assert_eq!(verdicts_of(&row(&report, &free)["verdicts"])["passed"], 500);
+}
+
+#[test]
+fn sighup_swaps_rules_under_traffic_and_a_bad_file_keeps_them() {
+    let test = "sighup_swaps_rules_under_traffic_and_a_bad_file_keeps_them";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    let rules = |mode: &str| {
+        format!("mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"drop\"\n")
+    };
+    std::fs::write(&file, rules("dry-run")).unwrap();
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    );
+    let ruled = v4(8, 8);
+    let other = v4(9, 9);
+    // Traffic in three phases; reloads happen between and during them.
+    let phase = [(ruled, 2_000), (other, 500)];
+    send_each(&net, &phase);
+    std::fs::write(&file, rules("enforce")).unwrap();
+    xdpstat.signal(Signal::SIGHUP);
+    // Sent while the reload happens: each frame under one verdict or the other.
+    send_each(&net, &phase);
+    xdpstat.stderr_line(|line| line.contains("rules reloaded from"));
+    std::fs::write(
+        &file,
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.8.1/24\"\naction = \"drop\"\n",
+    )
+    .unwrap();
+    xdpstat.signal(Signal::SIGHUP);
+    let refused = xdpstat.stderr_line(|line| line.contains("reload refused"));
+    assert!(
+        refused.contains("rules.toml:3: 198.18.8.1/24 has host bits set"),
+        "{refused}"
+    );
+    send_each(&net, &phase);
+    let sent = [(ruled, 6_000), (other, 1_500)];
+    let report = settle_and_check(&mut xdpstat, &arrived, &sent);
+    let verdicts = verdicts_of(&row(&report, &ruled)["verdicts"]);
+    // The first phase only would have been dropped, the last one was.
+    assert!(verdicts["would_drop"] >= 2_000, "{verdicts:?}");
+    assert!(verdicts["dropped"] >= 2_000, "{verdicts:?}");
+    assert_eq!(verdicts["passed"], 0);
+    assert_eq!(verdicts["would_drop"] + verdicts["dropped"], 6_000);
+    // The rule is the same before and after: its hits carried over.
+    assert_eq!(hits(&report, "198.18.8.0/24"), 6_000);
+}
+
+#[test]
+fn bad_rules_files_are_refused_before_anything_is_attached() {
+    let test = "bad_rules_files_are_refused_before_anything_is_attached";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let net = TestNet::new();
+    for (text, expected) in [
+        (
+            "[[rule]]\nprefix = \"198.51.100.1/24\"\naction = \"drop\"\n",
+            ":2: 198.51.100.1/24 has host bits set",
+        ),
+        (
+            "[[rule]]\nprefix = \"198.51.100.0/24\"\naction = \"limit\"\npps = 0\n",
+            ":4: pps = 0",
+        ),
+        (
+            "mode = \"enforce\"\n[[rule]]\nprefix = \"::/0\"\naction = \"drop\"\n",
+            ":3: ::/0 matches every IPv6 source",
+        ),
+        ("<html>", ":1: "),
+    ] {
+        let file = scratch.path("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let line = one_line_failure(
+            Some(&net.watched),
+            &[],
+            &["xs0", "--rules", file.to_str().unwrap(), "--duration", "1"],
+        );
+        assert!(line.contains(expected), "{line}");
+        assert!(!net.xdp_attached(), "nothing attached after {line}");
+    }
+}
+
+#[test]
+fn rules_check_needs_no_privilege_and_says_what_each_rule_does() {
+    let scratch = Scratch::new("rules_check_needs_no_privilege_and_says_what_each_rule_does");
+    let file = scratch.path("rules.toml");
+    std::fs::write(&file, format!("mode = \"enforce\"\n{RULES}")).unwrap();
+    let path = file.to_str().unwrap();
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    let as_nobody = nix::unistd::geteuid().is_root() && common::have("rules_check", "setpriv");
+    let prefix: &[&str] = if as_nobody { &nobody } else { &[] };
+    // The file must be readable by whoever runs the check.
+    let _ = std::fs::set_permissions(
+        scratch.0.as_path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    );
+    let _ = std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let (status, stdout, stderr) = run_to_end(None, prefix, &["rules", "check", path]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("3 rules, mode enforce (3 enforced, 0 dry run)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("198.18.8.7/32"), "{stdout}");
+    assert!(stdout.contains("drops every packet: dropped"), "{stdout}");
+    std::fs::write(&file, "[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"drop\"\n[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"pass\"\n").unwrap();
+    let line = one_line_failure(None, prefix, &["rules", "check", path]);
+    assert!(
+        line.contains("rules.toml:5: prefix 198.18.8.0/24 appears twice"),
+        "{line}"
+    );
+}
