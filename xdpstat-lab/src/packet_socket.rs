@@ -161,7 +161,7 @@ impl Listener {
                     _ => Err(error),
                 };
             }
-            if from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
                 return Ok(Some(got as usize));
             }
         }

@@ -81,6 +81,10 @@ struct InterfaceState {
     by_source: TopSeries<IpAddr>,
     /// The top prefixes' series and `other`.
     by_prefix: TopSeries<IpNet>,
+    /// Packets and bytes per verdict (never going back).
+    verdicts: [Count; 5],
+    /// The rules' hits: the top rules' series and `other`.
+    by_rule: TopSeries<IpNet>,
 }
 
 /// Series for the top keys by packets in an interval, plus `other`: a
@@ -248,6 +252,24 @@ impl Metrics {
         }
         let rest = ip_now.since(&ip_before).saturating_sub(&in_prefixes);
         state.by_prefix.feed(prefix_deltas, &rest, top);
+        for (kept, (_, now)) in state.verdicts.iter_mut().zip(totals.verdicts.named()) {
+            *kept = kept.at_least(&now);
+        }
+        let rule_deltas: Vec<(IpNet, Count)> = current
+            .verdicts
+            .rules
+            .iter()
+            .map(|hits| {
+                let before = previous
+                    .verdicts
+                    .rules
+                    .iter()
+                    .find(|old| old.rule.prefix == hits.rule.prefix)
+                    .map_or(Count::default(), |old| old.counter);
+                (hits.rule.prefix, hits.counter.since(&before))
+            })
+            .collect();
+        state.by_rule.feed(rule_deltas, &Count::default(), top);
         self.publish();
     }
 
@@ -274,6 +296,9 @@ impl Metrics {
         let capacity = Family::<Labels, Gauge>::default();
         let info = Family::<Labels, Gauge>::default();
         let read = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let verdict_packets = Family::<Labels, Counter>::default();
+        let verdict_bytes = Family::<Labels, Counter>::default();
+        let rule_packets = Family::<Labels, Counter>::default();
         for (interface, state) in &self.interfaces {
             let name = || ("interface", interface.name.clone());
             for (class, count) in ["ipv4", "ipv6", "non_ip", "malformed", "unattributed"]
@@ -314,6 +339,20 @@ impl Metrics {
                     .inc_by(counter.packets);
                 source_bytes.get_or_create(&labels).inc_by(counter.bytes);
             }
+            for (verdict, count) in ["passed", "dropped", "limited", "would_drop", "would_limit"]
+                .into_iter()
+                .zip(&state.verdicts)
+            {
+                let labels = vec![name(), ("verdict", verdict.to_owned())];
+                verdict_packets.get_or_create(&labels).inc_by(count.packets);
+                verdict_bytes.get_or_create(&labels).inc_by(count.bytes);
+            }
+            for (prefix, counter) in state.by_rule.series() {
+                let rule = prefix.map_or_else(|| "other".to_owned(), |p| p.to_string());
+                rule_packets
+                    .get_or_create(&vec![name(), ("rule", rule)])
+                    .inc_by(counter.packets);
+            }
             for (prefix, counter) in state.by_prefix.series() {
                 let prefix = prefix.map_or_else(|| "other".to_owned(), |p| p.to_string());
                 let labels = vec![name(), ("prefix", prefix)];
@@ -348,6 +387,21 @@ impl Metrics {
             "prefix_bytes",
             "Bytes of the top network prefixes by rate, counted while they were in the top; prefix=\"other\" holds the rest",
             prefix_bytes,
+        );
+        registry.register(
+            "verdict_packets",
+            "Frames by verdict under the rules (passed, dropped, limited, would_drop, would_limit)",
+            verdict_packets,
+        );
+        registry.register(
+            "verdict_bytes",
+            "Bytes by verdict under the rules",
+            verdict_bytes,
+        );
+        registry.register(
+            "rule_packets",
+            "Packets each rule matched (the top rules by packets, and other)",
+            rule_packets,
         );
         registry.register("sources", "Sources the tables hold, by family", sources);
         registry.register(

@@ -42,7 +42,7 @@ impl Column {
 
 /// The columns, in the order they give way on a narrow terminal (the last
 /// goes first). The address column takes what is left.
-const COLUMNS: [Column; 6] = [
+const COLUMNS: [Column; 7] = [
     Column {
         title: "pkt/s",
         width: 8,
@@ -79,10 +79,17 @@ const COLUMNS: [Column; 6] = [
         right: false,
         cell: |row, pane| sparkline(pane, row),
     },
+    Column {
+        title: "verdicts",
+        width: 22,
+        right: false,
+        cell: |row, _| row.verdict.clone(),
+    },
 ];
 
-/// Columns shown left to right, by their index in [`COLUMNS`].
-const ORDER: [usize; 6] = [2, 4, 0, 1, 3, 5];
+/// Columns shown left to right, by their index in [`COLUMNS`]; the
+/// verdicts column is the first to go on a narrow screen.
+const ORDER: [usize; 7] = [2, 4, 0, 1, 3, 5, 6];
 
 /// The narrowest address column (an IPv4 address).
 const ADDRESS_MIN: u16 = 15;
@@ -309,12 +316,16 @@ fn clock(uptime: Duration) -> String {
 }
 
 fn draw_help(frame: &mut Frame) {
-    const KEYS: [(&str, &str); 10] = [
+    const KEYS: [(&str, &str); 11] = [
         ("q, Esc, Ctrl-C", "quit (detach and restore the terminal)"),
         ("s", "sort by pkt/s, bit/s, packets, bytes, address in turn"),
         ("r", "reverse the sort"),
         ("p", "pause the display (counting goes on)"),
         ("g", "sources or network prefixes (--prefix-len)"),
+        (
+            "v",
+            "only sources a rule dropped or limited (or would have)",
+        ),
         (
             "/",
             "filter by address prefix (198.18.) or CIDR (2001:db8::/32)",

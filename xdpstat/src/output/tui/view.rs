@@ -37,6 +37,10 @@ pub struct Row {
     pub rate: Rate,
     /// The source's share of the pane's IP bits per second, 0 to 1.
     pub share: f64,
+    /// Packets a rule dropped or limited, or would have (sources only).
+    pub acted: u64,
+    /// What the rules did to it, in a few words (`-`: all passed).
+    pub verdict: String,
 }
 
 impl Row {
@@ -46,6 +50,14 @@ impl Row {
         self.bytes += other.bytes;
         self.rate.add(&other.rate);
         self.estimated |= other.estimated;
+        self.acted += other.acted;
+        if other.acted > 0 {
+            self.verdict = if self.acted == other.acted {
+                other.verdict.clone()
+            } else {
+                format!("acted {}", self.acted)
+            };
+        }
     }
 
     /// The address, or the prefix (`~` marks an estimate).
@@ -132,6 +144,7 @@ impl Pane {
             }
             recent.push_back(rate.pps);
             history.insert(address, recent);
+            let verdicts = current.verdicts.of_source(&address, &counter);
             self.rows.push(Row {
                 address,
                 prefix_len: None,
@@ -140,6 +153,8 @@ impl Pane {
                 bytes: counter.bytes,
                 rate,
                 share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
+                acted: counter.packets - verdicts.passed.packets,
+                verdict: verdicts.column(),
             });
         }
         // Sources no longer listed take their history with them.
@@ -174,6 +189,8 @@ impl Pane {
                     bytes: now.bytes,
                     rate,
                     share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
+                    acted: 0,
+                    verdict: String::new(),
                 }
             })
             .collect();
@@ -307,6 +324,8 @@ pub struct TopView {
     pub paused: bool,
     /// Prefixes instead of sources (`g`).
     pub prefixes: bool,
+    /// Only sources a rule dropped or limited (or would have).
+    pub acted_only: bool,
     pub filter: Option<Filter>,
     /// Text being typed after `/`, and the last filter error.
     pub typing: Option<String>,
@@ -334,6 +353,7 @@ impl TopView {
             reversed: false,
             paused: false,
             prefixes: false,
+            acted_only: false,
             filter: None,
             typing: None,
             notice: None,
@@ -397,12 +417,15 @@ impl TopView {
         }
         let pane = self.panes.get(self.selected).unwrap_or(&self.all);
         let rows = pane.shown(self.prefixes);
-        let mut visible: Vec<usize> = match &self.filter {
-            Some(filter) => (0..rows.len())
-                .filter(|&at| filter.matches(&rows[at].address))
-                .collect(),
-            None => (0..rows.len()).collect(),
-        };
+        let acted_only = self.acted_only && !self.prefixes;
+        let mut visible: Vec<usize> = (0..rows.len())
+            .filter(|&at| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(&rows[at].address))
+                    && (!acted_only || rows[at].acted > 0)
+            })
+            .collect();
         let (sort, reversed) = (self.sort, self.reversed);
         visible.sort_unstable_by(|&a, &b| {
             let order = sort.compare(&rows[a], &rows[b]);
@@ -462,6 +485,11 @@ impl TopView {
                 self.refresh();
             }
             KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('v') => {
+                self.acted_only = !self.acted_only;
+                self.scroll = 0;
+                self.refresh();
+            }
             KeyCode::Char('g') => {
                 self.prefixes = !self.prefixes;
                 self.scroll = 0;
