@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use xdpstat::kernel::privilege::{Needs, check_capabilities};
 use xdpstat_bench::{
     measure::{self, Flood, HotSource, OverVeth, ReportCost},
+    rules::{self, BesideXdpFilter, RulesRow},
     traffic::{self, Link},
 };
 
@@ -46,7 +47,7 @@ fn run() -> Result<()> {
         .context("XDPSTAT_BENCH_SCALE")?
         .unwrap_or(1.0);
     let scaled = |n: f64| (n * scale).max(1.0) as usize;
-    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,report picks sections (all by default).
+    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,rules,report picks sections (all by default).
     let only = std::env::var("XDPSTAT_BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     let started = Instant::now();
@@ -84,6 +85,21 @@ fn run() -> Result<()> {
             rate / 1e6,
             verdict(rate >= 1e6)
         );
+    }
+    if wanted("rules") {
+        let link = Link::new()?;
+        let zipf_packets = scaled(200_000.0);
+        let sources = traffic::zipf_sources(zipf_packets, ZIPF_SOURCES, 7)?;
+        let frames: Vec<Vec<u8>> = sources.iter().map(|&n| traffic::ipv4_frame(n)).collect();
+        let repeat = scaled(1_000_000.0) as u32;
+        let rows = rules::rules_cost(&link, &frames, repeat, ROUNDS)?;
+        print_rules(&rows, repeat, zipf_packets);
+        if which::which("xdp-filter").is_ok() {
+            let beside = rules::beside_xdp_filter(&link, &sources, scaled(1_000.0), ROUNDS)?;
+            print_beside_xdp_filter(&beside);
+        } else {
+            println!("8. Beside xdp-filter: skipped, xdp-filter is not installed\n");
+        }
     }
     if wanted("report") {
         let million = scaled(1_000_000.0) as u32;
@@ -304,6 +320,48 @@ fn print_flood(flood: &Flood, zipf: &OverVeth) {
         );
     }
     println!();
+}
+
+fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {
+    println!(
+        "7. Rules: ns per packet with no rules, 10 rules, and 10,000 IPv4 + 10,000 IPv6\n   \
+         prefixes (dry run: the traffic is the same). Hot: one source, BPF_PROG_TEST_RUN x {repeat};\n   \
+         Zipf: {packets} frames over veth (run-time statistics), median of {ROUNDS} rounds."
+    );
+    println!(
+        "   {:<28}{:>8}{:>10}{:>10}",
+        "rule set", "rules", "hot", "Zipf"
+    );
+    for row in rows {
+        println!(
+            "   {:<28}{:>8}{:>10.1}{:>10.1}",
+            row.name, row.rules, row.hot, row.zipf
+        );
+    }
+    if let [none, .., most] = rows {
+        println!(
+            "   lookup in the largest set: {:+.1} ns hot, {:+.1} ns Zipf, over no rules\n",
+            most.hot - none.hot,
+            most.zipf - none.zipf
+        );
+    }
+}
+
+fn print_beside_xdp_filter(beside: &BesideXdpFilter) {
+    println!(
+        "8. Beside xdp-filter (xdp-tools): each drops the same {} exact source addresses\n   \
+         from {} Zipf UDP frames over veth ({} from those addresses), native XDP,\n   \
+         ns per packet, median of {ROUNDS} rounds.",
+        beside.addresses, beside.packets, beside.from_dropped
+    );
+    println!("   {:<28}{:>10.1}", "xdp-filter", beside.xdp_filter);
+    println!(
+        "   {:<28}{:>10.1}   (counts every packet; dropped {} of {} sent from those addresses)\n",
+        "xdpstat --rules (enforce)",
+        beside.xdpstat,
+        beside.xdpstat_dropped,
+        2 * ROUNDS as u64 * beside.from_dropped
+    );
 }
 
 fn print_report_cost(cost: &ReportCost) {

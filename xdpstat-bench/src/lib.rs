@@ -5,4 +5,5 @@
 pub mod measure;
 pub mod program;
 pub mod reference;
+pub mod rules;
 pub mod traffic;

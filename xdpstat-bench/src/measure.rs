@@ -133,7 +133,11 @@ pub fn over_veth(link: &Link, frames: &[Vec<u8>], rounds: usize) -> Result<OverV
 
 /// Attaches, sends `frames` once to warm up (every source inserted), then
 /// again measured; returns ns per run of the measured pass and its runs.
-fn cost_over_veth(link: &Link, program: &mut Program, frames: &[Vec<u8>]) -> Result<(f64, u64)> {
+pub(crate) fn cost_over_veth(
+    link: &Link,
+    program: &mut Program,
+    frames: &[Vec<u8>],
+) -> Result<(f64, u64)> {
     program.attach(&link.watched, WATCHED)?;
     let result = (|| {
         link.send_all(frames)?;

@@ -112,7 +112,8 @@ pub struct V4Entry {
     pub state: u64,
     /// The address as on the wire.
     pub address: Ipv4Key,
-    pub _pad: u32,
+    /// The rule the source matched, remembered (see `rules::cached`).
+    pub rule: u32,
     /// Updated with atomic adds by every CPU that counts the source.
     pub counter: Counter,
 }
@@ -127,7 +128,9 @@ pub struct V6Entry {
     pub address: Ipv6Key,
     /// Updated with atomic adds by every CPU that counts the source.
     pub counter: Counter,
-    pub _pad: [u64; 3],
+    /// The rule the source matched, remembered (see `rules::cached`).
+    pub rule: u32,
+    pub _pad: [u32; 5],
 }
 
 /// Per-CPU array with one [`CpuState`].
@@ -350,7 +353,7 @@ unsafe impl aya::Pod for Meta {}
 unsafe impl aya::Pod for V4Entry {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, u64, 16 bytes, five u64: no padding, any bit pattern valid.
+// SAFETY: `#[repr(C)]`, u64, 16 bytes, two u64, six u32: no padding, any bit pattern valid.
 unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]

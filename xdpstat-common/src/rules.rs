@@ -29,12 +29,15 @@ pub const RULES_V6_MAPS: [&str; 2] = ["RULES_V6_0", "RULES_V6_1"];
 /// `slot * MAX_RULES + rule index`.
 pub const RULE_HITS_MAP: &str = "RULE_HITS";
 /// Array of `u64`, indexed as the hits: each limit rule's shared bucket,
-/// for sources that found no row in the ruled table.
+/// for sources no table entry holds.
 pub const RULE_BUCKETS_MAP: &str = "RULE_BUCKETS";
-/// Hash maps from a source address to its [`RuledRow`]: every source a
-/// drop or limit rule matched, up to `--max-sources` per family.
-pub const RULED_V4_MAP: &str = "RULED_V4";
-pub const RULED_V6_MAP: &str = "RULED_V6";
+/// Array of [`Rule`], indexed as the hits: the rules of both slots by
+/// index, for sources whose row remembers their rule.
+pub const RULES_MAP: &str = "RULES";
+/// Memory-mappable arrays of [`SourceRow`], one per source table entry (at
+/// the entry's index): the entry's source's bucket and verdicts.
+pub const ROWS_V4_MAP: &str = "ROWS_V4";
+pub const ROWS_V6_MAP: &str = "ROWS_V6";
 
 /// Rules one rule set may hold, both families together.
 pub const MAX_RULES: u32 = 32_768;
@@ -47,6 +50,21 @@ pub mod ruleset {
     pub const V4: u64 = 2;
     /// Set when the slot in force has IPv6 rules.
     pub const V6: u64 = 4;
+    /// The rule set's generation, bits 16 to 31: new with every rule set
+    /// put in force (never 0), so a row's remembered rule from an older
+    /// set is known stale.
+    pub const GENERATION_SHIFT: u32 = 16;
+    pub const GENERATION_MASK: u64 = 0xffff << GENERATION_SHIFT;
+}
+
+/// A table entry's remembered rule (its `rule` word): the generation it
+/// was found under (high 16 bits) and the rule's index plus one (low 16
+/// bits; 0: no rule matched). 0 as a whole: nothing remembered. In the
+/// entry itself, so a packet whose source no rule matches costs no memory
+/// beyond the entry it is counted in.
+pub mod cached {
+    pub const RULE_MASK: u32 = 0xffff;
+    pub const GENERATION_SHIFT: u32 = 16;
 }
 
 /// What a rule does to the packets it matches.
@@ -56,7 +74,7 @@ pub mod action {
     pub const LIMIT: u32 = 2;
 }
 
-/// Verdicts other than `passed`, as indices of [`RuledRow::acted`] and of
+/// Verdicts other than `passed`, as indices of [`SourceRow::acted`] and of
 /// the CPU state's `acted`: every packet not counted under one of these
 /// passed.
 pub mod verdict {
@@ -87,14 +105,13 @@ pub struct Rule {
     pub tolerance_ns: u64,
 }
 
-/// One ruled source: its bucket and its packets under each verdict but
-/// `passed`.
+/// What the rules did to one table entry's source: its bucket and its
+/// packets under each verdict but `passed`. Zeroed with its entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuledRow {
+pub struct SourceRow {
     /// The bucket: when it would be full again (see the module's text).
     pub tat: u64,
-    pub _pad: u64,
     /// Indexed by [`verdict`].
     pub acted: [Counter; verdict::ACTED],
 }
@@ -134,8 +151,8 @@ pub const fn bucket(pps: u64, burst: u64) -> (u64, u64) {
 unsafe impl aya::Pod for Rule {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, two u64 then four `Counter`s: no padding, any bit pattern valid.
-unsafe impl aya::Pod for RuledRow {}
+// SAFETY: `#[repr(C)]`, u64 then four `Counter`s: no padding, any bit pattern valid.
+unsafe impl aya::Pod for SourceRow {}
 
 #[cfg(test)]
 mod tests {
@@ -165,6 +182,6 @@ mod tests {
         assert!(3 * interval >= 1_000_000_000);
         assert_eq!(bucket(0, 5).0, 1_000_000_000);
         assert_eq!(size_of::<Rule>(), 32);
-        assert_eq!(size_of::<RuledRow>(), 16 + 4 * size_of::<Counter>());
+        assert_eq!(size_of::<SourceRow>(), 8 + 4 * size_of::<Counter>());
     }
 }

@@ -24,7 +24,7 @@
 //! skipped when the family has no rules); the longest match decides
 //! whether it passes, is dropped, or is limited by its source's bucket.
 //! Every verdict but `passed` is counted per packet in the CPU state, per
-//! rule in `RULE_HITS`, and per source in the ruled table.
+//! rule in `RULE_HITS`, and per source in the row beside its table entry.
 //!
 //! Four programs share this code. `xdpstat` measures a frame as
 //! `data_end - data`: the kernel only attaches a program without multi-buffer
@@ -56,11 +56,11 @@
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{classifier, map, xdp},
     maps::{
-        Array, HashMap, PerCpuArray,
+        Array, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{TcContext, XdpContext},
@@ -68,7 +68,7 @@ use aya_ebpf::{
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, MAX_PROBES, Meta, NO_ENTRY,
     REPLAY_METADATA, TABLE_PAGE, V4Entry, V6Entry, entry_state, home, mix,
-    rules::{MAX_RULES, Rule, RuledRow, action, conform, ruleset, verdict},
+    rules::{MAX_RULES, Rule, SourceRow, action, cached, conform, ruleset, verdict},
     sketch::{Heavy, PrefixKey, SKETCH_ROWS, SKETCH_WIDTH, conservative_add, offer, sketch_cell},
     table_entries,
 };
@@ -137,15 +137,16 @@ static RULES_V6_1: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_RULES,
 static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
 #[map(name = "RULE_BUCKETS")]
 static RULE_BUCKETS: Array<u64> = Array::with_max_entries(2 * MAX_RULES, 0);
-/// Sources a drop or limit rule matched; the loader sizes them from
-/// `--max-sources`. Not preallocated: a row removed while a CPU still
-/// holds it is freed only after that CPU is done with it.
-#[map(name = "RULED_V4")]
-static RULED_V4: HashMap<Ipv4Key, RuledRow> =
-    HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
-#[map(name = "RULED_V6")]
-static RULED_V6: HashMap<Ipv6Key, RuledRow> =
-    HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
+#[map(name = "RULES")]
+static RULES: Array<Rule> = Array::with_max_entries(2 * MAX_RULES, 0);
+/// One row per table entry, at the entry's index; the loader sizes them as
+/// the tables (or to one row when no rules can come).
+#[map(name = "ROWS_V4")]
+static ROWS_V4: Array<SourceRow> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+#[map(name = "ROWS_V6")]
+static ROWS_V6: Array<SourceRow> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -321,7 +322,7 @@ fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool
     let state = unsafe { &mut *state };
     match classify(start, end) {
         Verdict::Ipv4(source) => {
-            track::<V4Entry>(
+            let entry = track::<V4Entry>(
                 &SOURCES_V4,
                 &PAGES_V4,
                 Run {
@@ -334,19 +335,26 @@ fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool
                 packets,
                 len,
             );
-            judge(
-                [&RULES_V4_0, &RULES_V4_1],
-                &RULED_V4,
-                ruleset::V4,
-                Key::new(32, source),
+            judge::<V4Entry>(
+                Family {
+                    table: &SOURCES_V4,
+                    rows: &ROWS_V4,
+                    tries: [&RULES_V4_0, &RULES_V4_1],
+                    bit: ruleset::V4,
+                    bits: 32,
+                },
+                &source,
+                entry,
                 state,
-                packets,
-                len,
-                clock,
+                Packet {
+                    packets,
+                    len,
+                    clock,
+                },
             )
         }
         Verdict::Ipv6(source) => {
-            track::<V6Entry>(
+            let entry = track::<V6Entry>(
                 &SOURCES_V6,
                 &PAGES_V6,
                 Run {
@@ -359,15 +367,22 @@ fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool
                 packets,
                 len,
             );
-            judge(
-                [&RULES_V6_0, &RULES_V6_1],
-                &RULED_V6,
-                ruleset::V6,
-                Key::new(128, source),
+            judge::<V6Entry>(
+                Family {
+                    table: &SOURCES_V6,
+                    rows: &ROWS_V6,
+                    tries: [&RULES_V6_0, &RULES_V6_1],
+                    bit: ruleset::V6,
+                    bits: 128,
+                },
+                &source,
+                entry,
                 state,
-                packets,
-                len,
-                clock,
+                Packet {
+                    packets,
+                    len,
+                    clock,
+                },
             )
         }
         Verdict::NonIp => {
@@ -381,20 +396,38 @@ fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool
     }
 }
 
-/// Judges a packet from `source` by the rule set in force, counts its
-/// verdict, and says whether to drop it. A family with no rules costs one
-/// array read.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn judge<A: Copy>(
-    tries: [&LpmTrie<A, Rule>; 2],
-    ruled: &HashMap<A, RuledRow>,
-    family: u64,
-    source: Key<A>,
-    state: &mut CpuState,
+/// One family's rule maps and table.
+struct Family<'a, E: Entry> {
+    table: &'a Array<E>,
+    rows: &'a Array<SourceRow>,
+    tries: [&'a LpmTrie<E::Address, Rule>; 2],
+    /// Its bit in the ruleset word.
+    bit: u64,
+    /// Address bits, the trie key's length for a lookup.
+    bits: u32,
+}
+
+/// One frame as rules see it.
+struct Packet {
     packets: u64,
     len: u64,
     clock: Clock,
+}
+
+/// Judges a packet from `source` (held by table entry `entry`, or by none)
+/// by the rule set in force, counts its verdict, and says whether to drop
+/// it. A family with no rules costs one array read. A source an entry
+/// holds has a row at the entry's index, which remembers its rule (one
+/// trie lookup per source and rule set, not per packet), keeps its bucket
+/// and counts its verdicts; a source no entry holds is looked up in the
+/// trie every time and limited by its rule's shared bucket.
+#[inline(always)]
+fn judge<E: Entry>(
+    family: Family<'_, E>,
+    source: &E::Address,
+    entry: u32,
+    state: &mut CpuState,
+    packet: Packet,
 ) -> bool {
     let Some(word) = RULESET.get_ptr(0) else {
         return false;
@@ -402,21 +435,56 @@ fn judge<A: Copy>(
     // SAFETY: a live array value, read once: the whole packet is judged by
     // the slot it names.
     let word = unsafe { core::ptr::read_volatile(word) };
-    if word & family == 0 {
+    if word & family.bit == 0 {
         return false;
     }
     let slot = (word & ruleset::SLOT) as u32;
-    let found = if slot == 0 {
-        tries[0].get(&source)
-    } else {
-        tries[1].get(&source)
+    let generation = ((word & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT) as u32;
+    let held = held_entry(family.table, entry, source);
+    // The rule: remembered by the entry under this generation, or found in
+    // the slot's trie (and then remembered).
+    let remembered = match held {
+        // SAFETY: a live entry; its rule word is read whole.
+        Some(entry) => unsafe { core::ptr::read_volatile(entry) },
+        None => 0,
     };
-    let Some(rule) = found else {
+    let index = if remembered != 0 && remembered >> cached::GENERATION_SHIFT == generation {
+        match remembered & cached::RULE_MASK {
+            0 => return false,
+            plus_one => plus_one - 1,
+        }
+    } else {
+        let key = Key::new(family.bits, *source);
+        let found = if slot == 0 {
+            family.tries[0].get(&key)
+        } else {
+            family.tries[1].get(&key)
+        };
+        let index = found.map(|rule| rule.index);
+        if let Some(entry) = held {
+            let plus_one = index.map_or(0, |index| (index + 1) & cached::RULE_MASK);
+            // SAFETY: a live entry's rule word; any CPU may store the same
+            // answer.
+            unsafe {
+                core::ptr::write_volatile(entry, generation << cached::GENERATION_SHIFT | plus_one);
+            }
+        }
+        match index {
+            Some(index) => index,
+            None => return false,
+        }
+    };
+    let at = slot * MAX_RULES + index;
+    let Some(rule) = RULES.get(at) else {
         return false;
     };
-    let (index, rule_action, enforce) = (rule.index, rule.action, rule.enforce != 0);
+    let (rule_action, enforce) = (rule.action, rule.enforce != 0);
     let (interval, tolerance) = (rule.interval_ns, rule.tolerance_ns);
-    let at = slot * MAX_RULES + index;
+    let (packets, len) = (packet.packets, packet.len);
+    let row = match held {
+        Some(_) => family.rows.get_ptr_mut(entry),
+        None => None,
+    };
     if let Some(hits) = RULE_HITS.get_ptr_mut(at) {
         // SAFETY: this CPU's counter of a live per-CPU array.
         bump(unsafe { &mut *hits }, packets, len);
@@ -424,8 +492,6 @@ fn judge<A: Copy>(
     if rule_action == action::PASS {
         return false;
     }
-    let address = source.data;
-    let row = row_for(ruled, &address);
     let acted = if rule_action == action::DROP {
         if enforce {
             verdict::DROPPED
@@ -433,7 +499,7 @@ fn judge<A: Copy>(
             verdict::WOULD_DROP
         }
     } else {
-        let now = clock.now();
+        let now = packet.clock.now();
         let bucket = match row {
             // SAFETY: a live row; its bucket word is only changed whole.
             Some(row) => unsafe { &raw mut (*row).tat },
@@ -475,16 +541,24 @@ fn judge<A: Copy>(
     acted == verdict::DROPPED || acted == verdict::LIMITED
 }
 
-/// The ruled table's row for `address`, added if new; `None` when the
-/// table is full.
+/// The rule word of entry `index` when that entry counts `address`
+/// (READY: user space retires an entry by marking it draining and waiting
+/// a grace period before it clears the entry and its row, so neither is
+/// cleared under this packet).
 #[inline(always)]
-fn row_for<A: Copy>(ruled: &HashMap<A, RuledRow>, address: &A) -> Option<*mut RuledRow> {
-    if let Some(row) = ruled.get_ptr_mut(address) {
-        return Some(row);
+fn held_entry<E: Entry>(table: &Array<E>, index: u32, address: &E::Address) -> Option<*mut u32> {
+    if index == NO_ENTRY {
+        return None;
     }
-    // Another CPU may add it first: then ours is refused and both use its.
-    let _ = ruled.insert(address, RuledRow::default(), u64::from(BPF_NOEXIST));
-    ruled.get_ptr_mut(address)
+    let entry = table.get_ptr_mut(index)?;
+    // SAFETY: a live table entry; its state word is read whole.
+    let entry = unsafe { &mut *entry };
+    if unsafe { core::ptr::read_volatile(entry.state()) } != entry_state::READY
+        || !entry.holds(address)
+    {
+        return None;
+    }
+    Some(entry.rule())
 }
 
 /// Takes `packets` packets' worth from the bucket word at `bucket` if they
@@ -602,6 +676,8 @@ struct Run<'a, A> {
 /// into `unattributed`). The new run is written before the old one
 /// settles: a reader racing this misses the old run for one read rather
 /// than counting it twice (user space keeps counts from going backwards).
+/// Returns the index of the entry the packet's run settles into
+/// ([`NO_ENTRY`]: none).
 #[inline(always)]
 fn track<E: Entry>(
     table: &Array<E>,
@@ -610,10 +686,10 @@ fn track<E: Entry>(
     source: E::Address,
     packets: u64,
     len: u64,
-) {
+) -> u32 {
     if run.counter.packets != 0 && E::same(run.source, &source) {
         bump(run.counter, packets, len);
-        return;
+        return *run.entry;
     }
     let (finished, finished_source, finished_entry) = (*run.counter, *run.source, *run.entry);
     let entry = entry_for::<E>(table, pages, &source);
@@ -633,6 +709,7 @@ fn track<E: Entry>(
         run.unattributed.add(&finished);
         E::sketch(&finished_source, &finished);
     }
+    entry
 }
 
 /// Counts a run no entry took under its prefix, in this CPU's sketch, and
@@ -674,6 +751,8 @@ trait Entry {
     }
     fn state(&mut self) -> *mut u64;
     fn counter(&mut self) -> *mut Counter;
+    /// The remembered rule (see `xdpstat_common::rules::cached`).
+    fn rule(&mut self) -> *mut u32;
     /// Counts a run no entry took in the family's prefix sketch.
     fn sketch(address: &Self::Address, run: &Counter);
 }
@@ -707,6 +786,10 @@ impl Entry for V4Entry {
     fn counter(&mut self) -> *mut Counter {
         &raw mut self.counter
     }
+    #[inline(always)]
+    fn rule(&mut self) -> *mut u32 {
+        &raw mut self.rule
+    }
 }
 
 impl Entry for V6Entry {
@@ -738,6 +821,10 @@ impl Entry for V6Entry {
     #[inline(always)]
     fn counter(&mut self) -> *mut Counter {
         &raw mut self.counter
+    }
+    #[inline(always)]
+    fn rule(&mut self) -> *mut u32 {
+        &raw mut self.rule
     }
 }
 

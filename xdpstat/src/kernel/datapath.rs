@@ -29,7 +29,7 @@ use xdpstat_common::{
     NO_ENTRY, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA,
     REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TABLE_PAGE,
     TCX_PROGRAM_NAME, V4Entry, V6Entry,
-    rules::{RULED_V4_MAP, RULED_V6_MAP},
+    rules::{ROWS_V4_MAP, ROWS_V6_MAP},
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
         SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
@@ -128,17 +128,21 @@ impl Datapath {
     /// Loads the program with source tables planned for `max_sources`
     /// sources per address family. Nothing is attached yet.
     pub fn load(max_sources: u32) -> Result<Self, XdpstatError> {
-        Self::load_with(max_sources, PrefixLens::default(), None, None)
+        Self::load_with(max_sources, PrefixLens::default(), None, None, true)
     }
 
     /// Loads the program; with `pins`, its maps are the ones pinned there
     /// (created and pinned if absent), and with `resume`, the record of
     /// those pins, whose table size and hash seed the program must keep.
+    /// `rule_rows`: a row per table entry for what rules do to each source
+    /// (80 bytes an entry; a persisted datapath always has them, since
+    /// rules may come with any restart).
     pub fn load_with(
         max_sources: u32,
         lens: PrefixLens,
         pins: Option<&PinDir>,
         resume: Option<&Meta>,
+        rule_rows: bool,
     ) -> Result<Self, XdpstatError> {
         if max_sources == 0 {
             return Err(XdpstatError::Usage(
@@ -159,6 +163,8 @@ impl Datapath {
             })
             .unwrap_or_default();
         let (v4_mask, v6_mask) = (lens.v4_mask(), lens.v6_mask());
+        let rule_rows = rule_rows || pins.is_some();
+        let rows = if rule_rows { entries } else { 1 };
         let mut loader = EbpfLoader::new();
         loader
             .override_global(TABLE_ENTRIES_GLOBAL, &entries, true)
@@ -169,8 +175,8 @@ impl Datapath {
             .map_max_entries(SOURCES_V6_MAP, entries)
             .map_max_entries(PAGES_V4_MAP, page_flags_len(entries, size_of::<V4Entry>()))
             .map_max_entries(PAGES_V6_MAP, page_flags_len(entries, size_of::<V6Entry>()))
-            .map_max_entries(RULED_V4_MAP, max_sources)
-            .map_max_entries(RULED_V6_MAP, max_sources);
+            .map_max_entries(ROWS_V4_MAP, rows)
+            .map_max_entries(ROWS_V6_MAP, rows);
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -197,12 +203,27 @@ impl Datapath {
                 });
             }
         };
-        let rules = RuleMaps::take(&mut ebpf, max_sources, resume.is_some()).map_err(|e| {
-            XdpstatError::Map {
+        let mut table_fds = Vec::with_capacity(2);
+        for name in [SOURCES_V4_MAP, SOURCES_V6_MAP] {
+            let fd = match ebpf.map(name) {
+                Some(Map::Array(data)) => data.fd().as_fd().try_clone_to_owned(),
+                _ => Err(std::io::Error::other("not an array in the object file")),
+            }
+            .map_err(|e| XdpstatError::Map {
+                map: name,
+                source: e.into(),
+            })?;
+            table_fds.push(fd);
+        }
+        let table_fds: [OwnedFd; 2] = table_fds.try_into().map_err(|_| XdpstatError::Map {
+            map: SOURCES_V4_MAP,
+            source: "two source tables".into(),
+        })?;
+        let rules = RuleMaps::take(&mut ebpf, table_fds, entries as usize, resume.is_some())
+            .map_err(|e| XdpstatError::Map {
                 map: "rules",
                 source: e,
-            }
-        })?;
+            })?;
         let array_fd = |name: &'static str| match ebpf.map(name) {
             Some(Map::Array(data)) => Ok(data.fd().as_fd()),
             _ => Err(XdpstatError::Map {
@@ -214,10 +235,12 @@ impl Datapath {
             TableFds {
                 entries: array_fd(SOURCES_V4_MAP)?,
                 pages: array_fd(PAGES_V4_MAP)?,
+                rows: rule_rows.then(|| array_fd(ROWS_V4_MAP)).transpose()?,
             },
             TableFds {
                 entries: array_fd(SOURCES_V6_MAP)?,
                 pages: array_fd(PAGES_V6_MAP)?,
+                rows: rule_rows.then(|| array_fd(ROWS_V6_MAP)).transpose()?,
             },
             entries as usize,
             max_sources as usize,
@@ -701,6 +724,7 @@ impl Datapath {
         let mut tables = self.lock_tables();
         let SourcesRead {
             mut sources,
+            ruled,
             retired_v4,
             retired_v6,
         } = tables.read(&maps, interface)?;
@@ -730,7 +754,7 @@ impl Datapath {
             prefixes.add_estimate(self.lens.of(*address), counter, 0);
         }
         self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
-        let verdicts = self.read_verdicts(interface)?;
+        let verdicts = self.read_verdicts(ruled, interface)?;
         Ok(Snapshot {
             taken,
             wall,
@@ -741,19 +765,25 @@ impl Datapath {
         })
     }
 
-    /// What the rules did: the CPUs' verdict totals (read after the ruled
-    /// rows, so no row holds more than the totals say), each ruled
-    /// source's, each rule's hits. Then makes room in a ruled table that
-    /// is filling up.
-    fn read_verdicts(&self, interface: &str) -> Result<VerdictRead, XdpstatError> {
+    /// What the rules did: the CPUs' verdict totals (read after the rows,
+    /// `ruled`, so no row holds more than the totals say), each ruled
+    /// source's, each rule's hits.
+    fn read_verdicts(
+        &self,
+        ruled: Vec<(IpAddr, crate::kernel::tables::Acted)>,
+        interface: &str,
+    ) -> Result<VerdictRead, XdpstatError> {
         let failed = |source| XdpstatError::MapRead {
             interface: interface.to_owned(),
             map: "rules",
             source,
         };
-        let mut maps = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
-        let rules = maps.hits().map_err(failed)?;
-        let ruled = maps.ruled().map_err(failed)?;
+        let rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hits()
+            .map_err(failed)?;
         let mut read = VerdictRead {
             rules,
             ..VerdictRead::default()
@@ -768,7 +798,6 @@ impl Datapath {
             }
             read.shared_bucket.add(&state.shared_bucket);
         }
-        maps.retire_idle(&ruled).map_err(failed)?;
         read.ruled = ruled.into_iter().collect();
         Ok(read)
     }

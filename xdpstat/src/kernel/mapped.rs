@@ -102,6 +102,13 @@ impl<T> MappedArray<T> {
     pub fn store(&self, index: usize, offset: usize, word: u64, order: Ordering) {
         self.word_ref(index, offset).store(word, order)
     }
+
+    /// Clears the `bits` of the word `offset` bytes into value `index`, in
+    /// one atomic read-modify-write.
+    pub fn clear_bits(&self, index: usize, offset: usize, bits: u64) {
+        self.word_ref(index, offset)
+            .fetch_and(!bits, Ordering::AcqRel);
+    }
 }
 
 impl MappedArray<u64> {

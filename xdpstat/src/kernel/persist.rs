@@ -71,8 +71,13 @@ pub fn attach(
     if let Some(meta) = &resume {
         check_same(interface, meta, args)?;
     }
-    let mut datapath =
-        Datapath::load_with(max_sources, args.prefix_len, Some(&dir), resume.as_ref())?;
+    let mut datapath = Datapath::load_with(
+        max_sources,
+        args.prefix_len,
+        Some(&dir),
+        resume.as_ref(),
+        true,
+    )?;
     // The pinned rules stay in force until these replace them, in one
     // write: a restart leaves no instant without rules.
     datapath.put_rules(rules, interface)?;

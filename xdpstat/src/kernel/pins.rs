@@ -18,8 +18,8 @@ use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT,
     SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
     rules::{
-        MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULED_V4_MAP, RULED_V6_MAP, RULES_V4_MAPS,
-        RULES_V6_MAPS, RULESET_MAP, Rule, RuledRow,
+        MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP,
+        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
     },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
@@ -38,7 +38,7 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xdpstat";
 pub const LINK_PIN: &str = "link";
 
 /// Every map a persisted datapath pins, by name.
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 20] = [
     RULESET_MAP,
     RULES_V4_MAPS[0],
     RULES_V4_MAPS[1],
@@ -46,8 +46,9 @@ pub const PINNED_MAPS: [&str; 19] = [
     RULES_V6_MAPS[1],
     RULE_HITS_MAP,
     RULE_BUCKETS_MAP,
-    RULED_V4_MAP,
-    RULED_V6_MAP,
+    RULES_MAP,
+    ROWS_V4_MAP,
+    ROWS_V6_MAP,
     SOURCES_V4_MAP,
     SOURCES_V6_MAP,
     PAGES_V4_MAP,
@@ -305,8 +306,9 @@ impl PinDir {
             (RULES_V6_MAPS[1], size_of::<Rule>(), MAX_RULES),
             (RULE_HITS_MAP, size_of::<Counter>(), 2 * MAX_RULES),
             (RULE_BUCKETS_MAP, 8, 2 * MAX_RULES),
-            (RULED_V4_MAP, size_of::<RuledRow>(), meta.max_sources),
-            (RULED_V6_MAP, size_of::<RuledRow>(), meta.max_sources),
+            (RULES_MAP, size_of::<Rule>(), 2 * MAX_RULES),
+            (ROWS_V4_MAP, size_of::<SourceRow>(), entries),
+            (ROWS_V6_MAP, size_of::<SourceRow>(), entries),
         ];
         for (name, value_size, max_entries) in expected {
             let info = match aya::maps::MapInfo::from_pin(self.file(name)) {

@@ -1,7 +1,7 @@
 //! The datapath's rule maps seen from user space: put a rule set in force
-//! (atomically, by filling the idle slot and flipping the ruleset word),
-//! read each rule's hits and each ruled source's verdicts, and make room
-//! in the ruled tables when they fill up.
+//! (atomically, by filling the idle slot and flipping the ruleset word)
+//! and read each rule's hits. (Each source's verdicts are in the rows
+//! beside the table entries, read with the tables.)
 //!
 //! A rule's hits carry over a reload when the new set has a rule with the
 //! same prefix and action (its mode or rate may change): the old slot's final count, read after
@@ -9,26 +9,26 @@
 //! after they leave force, so the idle slot is always empty.
 
 use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, OwnedFd},
 };
 
 use aya::maps::{
-    Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    Array, Map, MapData, MapError, PerCpuArray, PerCpuValues,
     lpm_trie::{Key, LpmTrie},
 };
 use ipnet::IpNet;
 use xdpstat_common::{
     Counter,
     rules::{
-        MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULED_V4_MAP, RULED_V6_MAP, RULES_V4_MAPS,
-        RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, RuledRow, action, ruleset, verdict,
+        MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS,
+        RULESET_MAP, Rule as KernelRule, action, ruleset,
     },
 };
 
 use crate::{
     error::{Cause, one_line},
-    kernel::bpf_sys::Grace,
+    kernel::{bpf_sys::Grace, tables::forget_remembered_rules},
     rules::{Mode, RuleSet},
 };
 
@@ -65,8 +65,7 @@ pub struct RuleHits {
     pub counter: Counter,
 }
 
-/// The verdicts of one ruled source, indexed by [`verdict`].
-pub type Acted = [Counter; verdict::ACTED];
+pub use crate::kernel::tables::Acted;
 
 /// The rule maps of one datapath.
 pub struct RuleMaps {
@@ -75,17 +74,16 @@ pub struct RuleMaps {
     v6: [LpmTrie<MapData, [u8; 16], KernelRule>; 2],
     hits: PerCpuArray<MapData, Counter>,
     buckets: Array<MapData, u64>,
-    ruled_v4: BpfHashMap<MapData, [u8; 4], RuledRow>,
-    ruled_v6: BpfHashMap<MapData, [u8; 16], RuledRow>,
+    by_index: Array<MapData, KernelRule>,
+    /// The source tables (IPv4, IPv6) and their length, for making their
+    /// entries forget their rules when generations come round.
+    tables: [OwnedFd; 2],
+    entries: usize,
     /// The rules in force, by index, and the hits each carried over.
     in_force: Vec<InForce>,
     base: Vec<Counter>,
     /// Per slot, how many indices may hold counts or buckets.
     dirty: [u32; 2],
-    /// Per ruled source, its acted packets at the last read (to find the
-    /// idle ones when a ruled table fills).
-    seen: HashMap<IpAddr, u64>,
-    max_sources: usize,
     grace: Grace,
 }
 
@@ -107,20 +105,25 @@ impl RuleMaps {
     /// Takes the rule maps out of a loaded datapath. `picked_up` is true
     /// when they are pinned ones an earlier xdpstat filled: its rules are
     /// then read back, so their hits carry over to this run's rules.
-    pub fn take(ebpf: &mut aya::Ebpf, max_sources: u32, picked_up: bool) -> Result<Self, Cause> {
+    /// `tables` are the datapath's source tables, of `entries` entries.
+    pub fn take(
+        ebpf: &mut aya::Ebpf,
+        tables: [OwnedFd; 2],
+        entries: usize,
+        picked_up: bool,
+    ) -> Result<Self, Cause> {
         let mut maps = Self {
             ruleset: take(ebpf, RULESET_MAP)?,
             v4: [take(ebpf, RULES_V4_MAPS[0])?, take(ebpf, RULES_V4_MAPS[1])?],
             v6: [take(ebpf, RULES_V6_MAPS[0])?, take(ebpf, RULES_V6_MAPS[1])?],
             hits: take(ebpf, RULE_HITS_MAP)?,
             buckets: take(ebpf, RULE_BUCKETS_MAP)?,
-            ruled_v4: take(ebpf, RULED_V4_MAP)?,
-            ruled_v6: take(ebpf, RULED_V6_MAP)?,
+            by_index: take(ebpf, RULES_MAP)?,
+            tables,
+            entries,
             in_force: Vec::new(),
             base: Vec::new(),
             dirty: if picked_up { [MAX_RULES; 2] } else { [0; 2] },
-            seen: HashMap::new(),
-            max_sources: max_sources as usize,
             grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
         };
         if picked_up {
@@ -135,11 +138,13 @@ impl RuleMaps {
 
     /// The slot in force.
     fn slot(&self) -> Result<u32, Cause> {
-        let word = self
-            .ruleset
+        Ok((self.word()? & ruleset::SLOT) as u32)
+    }
+
+    fn word(&self) -> Result<u64, Cause> {
+        self.ruleset
             .get(&0, 0)
-            .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
-        Ok((word & ruleset::SLOT) as u32)
+            .map_err(|e| failed(RULESET_MAP, one_line(&e)))
     }
 
     /// The rules in `slot`, by index.
@@ -207,15 +212,31 @@ impl RuleMaps {
         if set.rules.is_empty() && self.in_force.is_empty() {
             return Ok(());
         }
-        let old = self.slot()?;
+        let previous = self.word()?;
+        let old = (previous & ruleset::SLOT) as u32;
         let new = 1 - old;
         if self.dirty[new as usize] != 0 {
             self.clean(new)?;
         }
-        let mut word = u64::from(new);
+        // A new generation, never 0; entries remember rules by generation,
+        // so before one comes round again, every entry forgets.
+        let generation = (previous & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT;
+        let generation = if generation >= 0xffff {
+            for (table, v6) in self.tables.iter().zip([false, true]) {
+                forget_remembered_rules(table.as_fd(), self.entries, v6)
+                    .map_err(|e| failed("making the entries forget their rules", e))?;
+            }
+            1
+        } else {
+            generation + 1
+        };
+        let mut word = u64::from(new) | generation << ruleset::GENERATION_SHIFT;
         let mut in_force = Vec::with_capacity(set.rules.len());
         for (index, rule) in set.rules.iter().enumerate() {
             let kernel = rule.kernel(index as u32);
+            self.by_index
+                .set(new * MAX_RULES + index as u32, kernel, 0)
+                .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
             match rule.prefix {
                 IpNet::V4(prefix) => {
                     let key = Key::new(u32::from(prefix.prefix_len()), prefix.addr().octets());
@@ -308,64 +329,5 @@ impl RuleMaps {
     /// Whether any rule is in force.
     pub fn any(&self) -> bool {
         !self.in_force.is_empty()
-    }
-
-    /// Every ruled source with its verdicts.
-    pub fn ruled(&self) -> Result<Vec<(IpAddr, Acted)>, Cause> {
-        let mut rows = Vec::new();
-        for entry in self.ruled_v4.iter() {
-            // A row removed between listing and reading is simply gone.
-            let Ok((address, row)) = entry else { continue };
-            rows.push((IpAddr::from(Ipv4Addr::from(address)), row.acted));
-        }
-        for entry in self.ruled_v6.iter() {
-            let Ok((address, row)) = entry else { continue };
-            rows.push((IpAddr::from(Ipv6Addr::from(address)), row.acted));
-        }
-        Ok(rows)
-    }
-
-    /// After a read (`rows`): when a family's ruled table holds more than
-    /// seven eighths of `--max-sources`, removes the rows that had no
-    /// packet acted on since the read before, fewest first, down to three
-    /// quarters. Their verdicts stay in the totals (counted per CPU) and
-    /// are no longer any source's: the report's `unattributed_verdicts`.
-    /// A removed source that comes back starts with a full bucket.
-    pub fn retire_idle(&mut self, rows: &[(IpAddr, Acted)]) -> Result<(), Cause> {
-        let high = self.max_sources - self.max_sources / 8;
-        let low = self.max_sources * 3 / 4;
-        let mut seen = HashMap::with_capacity(rows.len());
-        let mut idle: [Vec<(u64, IpAddr)>; 2] = [Vec::new(), Vec::new()];
-        let mut held = [0usize; 2];
-        for (address, acted) in rows {
-            let packets: u64 = acted.iter().map(|c| c.packets).sum();
-            let family = usize::from(address.is_ipv6());
-            held[family] += 1;
-            if self.seen.get(address) == Some(&packets) {
-                idle[family].push((packets, *address));
-            }
-            seen.insert(*address, packets);
-        }
-        self.seen = seen;
-        for family in 0..2 {
-            if held[family] <= high {
-                continue;
-            }
-            let victims = &mut idle[family];
-            victims.sort_unstable();
-            victims.truncate(held[family] - low);
-            for (_, address) in victims.iter() {
-                let removed = match address {
-                    IpAddr::V4(v4) => self.ruled_v4.remove(&v4.octets()),
-                    IpAddr::V6(v6) => self.ruled_v6.remove(&v6.octets()),
-                };
-                match removed {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(failed("removing an idle ruled source", one_line(&e))),
-                }
-                self.seen.remove(address);
-            }
-        }
-        Ok(())
     }
 }

@@ -21,7 +21,10 @@ use aya::{
     Pod,
     maps::{Array, Map, MapData},
 };
-use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix};
+use xdpstat_common::{
+    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix,
+    rules::{SourceRow, verdict},
+};
 
 use ipnet::IpNet;
 
@@ -50,6 +53,9 @@ pub enum ReadMethod {
 /// One read of both tables.
 pub struct SourcesRead {
     pub sources: SourceTableBuilder,
+    /// The sources a rule acted on (or would have), with their verdicts
+    /// but `passed`, from the rows beside their entries.
+    pub ruled: Vec<(IpAddr, Acted)>,
     /// Everything the retired IPv4 and IPv6 entries ever counted.
     pub retired_v4: Counter,
     pub retired_v6: Counter,
@@ -62,6 +68,10 @@ trait TableEntry: Pod {
     const ADDRESS_WORDS: &'static [usize];
     /// Offset of the packet counter; the byte counter follows it.
     const PACKETS: usize;
+    /// Offset of the word holding the remembered rule, and the rule's
+    /// bits in it as the host loads the word.
+    const RULE_WORD: usize;
+    const RULE_BITS: u64;
     /// The address from its words, in memory order.
     fn address(words: &[u64]) -> IpAddr;
     /// An entry read whole (by a system call, for the per-key read).
@@ -71,6 +81,9 @@ trait TableEntry: Pod {
 impl TableEntry for V4Entry {
     const ADDRESS_WORDS: &'static [usize] = &[8];
     const PACKETS: usize = 16;
+    // Bytes 12 to 15: the second half of the address's word.
+    const RULE_WORD: usize = 8;
+    const RULE_BITS: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
     fn address(words: &[u64]) -> IpAddr {
         let bytes = words[0].to_ne_bytes();
         Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
@@ -87,6 +100,9 @@ impl TableEntry for V4Entry {
 impl TableEntry for V6Entry {
     const ADDRESS_WORDS: &'static [usize] = &[8, 16];
     const PACKETS: usize = 24;
+    // Bytes 40 to 43, beside padding.
+    const RULE_WORD: usize = 40;
+    const RULE_BITS: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
     fn address(words: &[u64]) -> IpAddr {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&words[0].to_ne_bytes());
@@ -132,6 +148,25 @@ fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
     }
 }
 
+/// A source's verdicts but `passed`, indexed by [`verdict`].
+pub type Acted = [Counter; verdict::ACTED];
+
+/// Words in a [`SourceRow`], and the offset of its acted counters (after
+/// the bucket).
+const ROW_WORDS: usize = size_of::<SourceRow>() / 8;
+const ROW_ACTED: usize = 8;
+
+/// The verdicts in row `at` of `window`.
+fn load_acted(window: &MappedArray<SourceRow>, at: usize) -> Acted {
+    let mut acted = Acted::default();
+    for (index, counter) in acted.iter_mut().enumerate() {
+        let offset = ROW_ACTED + index * size_of::<Counter>();
+        counter.packets = window.load(at, offset, Ordering::Relaxed);
+        counter.bytes = window.load(at, offset + 8, Ordering::Relaxed);
+    }
+    acted
+}
+
 /// Bytes of a table mapped at a time. A table is read (and retired
 /// entries written) one window at a time, each unmapped before the next:
 /// a mapped page counts as xdpstat's resident memory, and a table for a
@@ -142,6 +177,9 @@ const WINDOW_BYTES: usize = 2 << 20;
 struct Table<E> {
     fd: OwnedFd,
     len: usize,
+    /// The rows beside the entries (see `xdpstat_common::rules`), when the
+    /// datapath has a row per entry.
+    rows: Option<OwnedFd>,
     /// The page flags, small enough to stay mapped.
     pages: MappedArray<u64>,
     /// Per entry, the low 32 bits of its packets at the last read, and a
@@ -154,10 +192,15 @@ struct Table<E> {
 }
 
 impl<E: TableEntry> Table<E> {
-    fn open(entries: BorrowedFd<'_>, pages: BorrowedFd<'_>, len: usize) -> std::io::Result<Self> {
+    fn open(fds: &TableFds<'_>, len: usize) -> std::io::Result<Self> {
+        let (entries, pages) = (fds.entries, fds.pages);
         Ok(Self {
             fd: entries.try_clone_to_owned()?,
             len,
+            rows: match fds.rows {
+                Some(rows) => Some(rows.try_clone_to_owned()?),
+                None => None,
+            },
             pages: MappedArray::map(pages, pages_for::<E>(len))?,
             // Zeroed allocations: the parts never written cost no memory.
             seen: vec![0; len],
@@ -179,6 +222,16 @@ impl<E: TableEntry> Table<E> {
         )
     }
 
+    /// Their rows, mapped, if the datapath has rows.
+    fn rows_window(&self, first: usize) -> std::io::Result<Option<MappedArray<SourceRow>>> {
+        self.rows
+            .as_ref()
+            .map(|rows| {
+                MappedArray::map_range(rows.as_fd(), first, Self::PER_WINDOW.min(self.len - first))
+            })
+            .transpose()
+    }
+
     fn set_idle(&mut self, index: usize, idle: bool) {
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         if idle {
@@ -192,6 +245,7 @@ impl<E: TableEntry> Table<E> {
     fn read(
         &mut self,
         sources: &mut SourceTableBuilder,
+        ruled: &mut Vec<(IpAddr, Acted)>,
         per_key: Option<&Array<&MapData, E>>,
     ) -> Result<(), String> {
         self.in_use = 0;
@@ -209,6 +263,9 @@ impl<E: TableEntry> Table<E> {
                 Some(_) => None,
                 None => Some(self.window(first).map_err(|e| format!("mapping: {e}"))?),
             };
+            let rows = self
+                .rows_window(first)
+                .map_err(|e| format!("mapping rows: {e}"))?;
             for page in used_pages {
                 let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(last);
                 for index in entries {
@@ -220,6 +277,14 @@ impl<E: TableEntry> Table<E> {
                         (None, None) => unreachable!("mapped above"),
                     };
                     self.account(index, &entry, sources);
+                    if let Some(rows) = &rows
+                        && entry.state == entry_state::READY
+                    {
+                        let acted = load_acted(rows, index - first);
+                        if acted.iter().any(|c| c.packets != 0) {
+                            ruled.push((entry.address, acted));
+                        }
+                    }
                 }
             }
         }
@@ -331,12 +396,32 @@ impl<E: TableEntry> Table<E> {
     /// in flight. On x86 stores stay in program order anyway; on arm64 the
     /// release store is what keeps the zeroing ahead of the state.
     fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
+        // Their rows first: a source that claims the entry next starts
+        // with no verdicts, a full bucket and no rule remembered.
+        let mut rest = victims;
+        while let Some(&index) = rest.first() {
+            let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
+            let inside = rest
+                .iter()
+                .take_while(|&&i| i < first + Self::PER_WINDOW)
+                .count();
+            if let Some(rows) = self.rows_window(first)? {
+                for &index in &rest[..inside] {
+                    for word in 0..ROW_WORDS {
+                        rows.store(index - first, word * 8, 0, Ordering::Relaxed);
+                    }
+                }
+            }
+            rest = &rest[inside..];
+        }
         self.write_each(victims, |window, at| {
             window.store(at, E::PACKETS, 0, Ordering::Relaxed);
             window.store(at, E::PACKETS + 8, 0, Ordering::Relaxed);
             for &offset in E::ADDRESS_WORDS {
                 window.store(at, offset, 0, Ordering::Relaxed);
             }
+            // The remembered rule too (for IPv4, already in the address's word).
+            window.store(at, E::RULE_WORD, 0, Ordering::Relaxed);
             window.store(at, 0, entry_state::RETIRED, Ordering::Release);
         })?;
         for &index in victims {
@@ -408,10 +493,12 @@ pub struct Tables {
 /// are `unkept`.
 const RETIRED_PREFIXES_MAX: usize = 1 << 18;
 
-/// The descriptors of one family's table and page flags.
+/// The descriptors of one family's table, page flags and rows.
 pub struct TableFds<'a> {
     pub entries: BorrowedFd<'a>,
     pub pages: BorrowedFd<'a>,
+    /// `None` when the datapath has no row per entry (no rules can come).
+    pub rows: Option<BorrowedFd<'a>>,
 }
 
 impl Tables {
@@ -430,8 +517,8 @@ impl Tables {
             source: format!("{what}: {e}").into(),
         };
         Ok(Self {
-            v4: Table::open(v4.entries, v4.pages, len).map_err(|e| failed("mapping IPv4", e))?,
-            v6: Table::open(v6.entries, v6.pages, len).map_err(|e| failed("mapping IPv6", e))?,
+            v4: Table::open(&v4, len).map_err(|e| failed("mapping IPv4", e))?,
+            v6: Table::open(&v6, len).map_err(|e| failed("mapping IPv6", e))?,
             max_sources,
             method: ReadMethod::Mapped,
             grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
@@ -481,6 +568,7 @@ impl Tables {
         // Sized by the last read, so the vectors rarely grow.
         let (len4, len6) = (self.v4.in_use, self.v6.in_use);
         let mut sources = SourceTableBuilder::with_capacity(len4 + len4 / 16, len6 + len6 / 16);
+        let mut ruled = Vec::new();
         let failed = |map: &'static str, e: &dyn std::fmt::Display| XdpstatError::MapRead {
             interface: interface.to_owned(),
             map,
@@ -489,10 +577,10 @@ impl Tables {
         match self.method {
             ReadMethod::Mapped => {
                 self.v4
-                    .read(&mut sources, None)
+                    .read(&mut sources, &mut ruled, None)
                     .map_err(|e| failed("SOURCES_V4", &e))?;
                 self.v6
-                    .read(&mut sources, None)
+                    .read(&mut sources, &mut ruled, None)
                     .map_err(|e| failed("SOURCES_V6", &e))?;
             }
             ReadMethod::PerKey => {
@@ -501,16 +589,17 @@ impl Tables {
                 let v6: Array<&MapData, V6Entry> =
                     Array::try_from(maps.v6).map_err(|e| failed("SOURCES_V6", &one_line(&e)))?;
                 self.v4
-                    .read(&mut sources, Some(&v4))
+                    .read(&mut sources, &mut ruled, Some(&v4))
                     .map_err(|e| failed("SOURCES_V4", &e))?;
                 self.v6
-                    .read(&mut sources, Some(&v6))
+                    .read(&mut sources, &mut ruled, Some(&v6))
                     .map_err(|e| failed("SOURCES_V6", &e))?;
             }
         }
         let record = self.record.get();
         Ok(SourcesRead {
             sources,
+            ruled,
             retired_v4: record.retired_v4,
             retired_v6: record.retired_v6,
         })
@@ -625,6 +714,34 @@ impl Tables {
     }
 }
 
+/// Makes each of the `len` entries of the table behind `entries` (an IPv6
+/// one if `v6`) forget the rule it remembers (before a rule set's
+/// generation number comes round again). The rule's bits are cleared by
+/// an atomic AND, so a CPU storing the word's other half meanwhile loses
+/// nothing.
+pub fn forget_remembered_rules(
+    entries: BorrowedFd<'_>,
+    len: usize,
+    v6: bool,
+) -> std::io::Result<()> {
+    fn forget<E: TableEntry>(entries: BorrowedFd<'_>, len: usize) -> std::io::Result<()> {
+        let per_window = WINDOW_BYTES / size_of::<E>();
+        for first in (0..len).step_by(per_window) {
+            let count = per_window.min(len - first);
+            let window = MappedArray::<E>::map_range(entries, first, count)?;
+            for at in 0..count {
+                window.clear_bits(at, E::RULE_WORD, E::RULE_BITS);
+            }
+        }
+        Ok(())
+    }
+    if v6 {
+        forget::<V6Entry>(entries, len)
+    } else {
+        forget::<V4Entry>(entries, len)
+    }
+}
+
 /// How many sources a datapath's tables hold, read through descriptors of
 /// its maps (another process's datapath, for `xdpstat status`).
 pub fn sources_held(
@@ -632,14 +749,15 @@ pub fn sources_held(
     v6: TableFds<'_>,
     len: usize,
 ) -> std::io::Result<(usize, usize)> {
-    let mut table_v4 = Table::<V4Entry>::open(v4.entries, v4.pages, len)?;
-    let mut table_v6 = Table::<V6Entry>::open(v6.entries, v6.pages, len)?;
+    let mut table_v4 = Table::<V4Entry>::open(&v4, len)?;
+    let mut table_v6 = Table::<V6Entry>::open(&v6, len)?;
     let mut scratch = SourceTableBuilder::with_capacity(0, 0);
+    let mut ruled = Vec::new();
     table_v4
-        .read(&mut scratch, None)
+        .read(&mut scratch, &mut ruled, None)
         .map_err(std::io::Error::other)?;
     table_v6
-        .read(&mut scratch, None)
+        .read(&mut scratch, &mut ruled, None)
         .map_err(std::io::Error::other)?;
     Ok((table_v4.in_use, table_v6.in_use))
 }

@@ -141,7 +141,7 @@ pub fn replay_file(
         source,
     };
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
-    let datapath = Datapath::load_with(max_sources, lens, None, None)?;
+    let datapath = Datapath::load_with(max_sources, lens, None, None, !rules.rules.is_empty())?;
     datapath.put_rules(rules, &path.display().to_string())?;
     // A rate limit keeps time by the frames' timestamps, in capture order:
     // then one worker runs every frame, each with its time.

@@ -57,8 +57,13 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
         watched_ns.name(),
         sender_ns.name()
     );
-    let mut datapath =
-        Datapath::load_with(args.attach.max_sources, args.attach.prefix_len, None, None)?;
+    let mut datapath = Datapath::load_with(
+        args.attach.max_sources,
+        args.attach.prefix_len,
+        None,
+        None,
+        args.attach.rules.is_some(),
+    )?;
     datapath.put_rules(&rules, WATCHED_LINK)?;
     let attached = watched_ns.run(|| match args.attach.hook {
         Hook::Xdp => datapath.attach(WATCHED_LINK, args.attach.mode),

@@ -110,7 +110,13 @@ impl Watched<Datapath> {
             }
             return Ok(watched);
         }
-        let mut datapath = Datapath::load_with(args.max_sources, args.prefix_len, None, None)?;
+        let mut datapath = Datapath::load_with(
+            args.max_sources,
+            args.prefix_len,
+            None,
+            None,
+            args.rules.is_some(),
+        )?;
         // In force before the first packet.
         datapath.put_rules(rules, interface)?;
         let attached = match args.hook {

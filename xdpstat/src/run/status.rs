@@ -207,10 +207,12 @@ fn held(meta: &Meta) -> Result<(usize, usize), String> {
         TableFds {
             entries: v4.as_fd(),
             pages: v4_pages.as_fd(),
+            rows: None,
         },
         TableFds {
             entries: v6.as_fd(),
             pages: v6_pages.as_fd(),
+            rows: None,
         },
         meta.table_entries as usize,
     )

@@ -1,0 +1,345 @@
+//! What rules cost: the hot-source and Zipf measurements with no rules,
+//! with ten, and with 10,000 IPv4 plus 10,000 IPv6 prefixes; and xdpstat
+//! beside a real peer, xdp-filter, each dropping the same exact
+//! addresses from the same traffic.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::sys::{Stats, enable_stats};
+use ipnet::IpNet;
+use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
+use xdpstat::{
+    kernel::datapath::{Datapath, Variant},
+    rules::{Action, Mode, Rule, RuleSet},
+};
+use xdpstat_common::DEFAULT_MAX_SOURCES;
+use xdpstat_lab::frames::{self, ethertype};
+
+use crate::{
+    measure::{cost_over_veth, median},
+    program::{Program, RunStats},
+    traffic::{Link, WATCHED, benchmark_address, ipv4_frame},
+};
+
+/// One rule set's costs.
+pub struct RulesRow {
+    pub name: &'static str,
+    pub rules: usize,
+    /// ns per run, one source, BPF_PROG_TEST_RUN.
+    pub hot: f64,
+    /// ns per packet, Zipf traffic over veth.
+    pub zipf: f64,
+}
+
+fn rule(prefix: IpNet, action: Action) -> Rule {
+    Rule {
+        prefix,
+        action,
+        mode: Mode::DryRun,
+        line: 0,
+    }
+}
+
+/// Ten rules, as a user might write them: the benchmark traffic's /15
+/// limited (a rate it never reaches, so each packet takes the bucket
+/// path), part of it dropped, an exception, and rules no packet matches.
+pub fn ten_rules() -> RuleSet {
+    let limit = Action::Limit {
+        pps: 100_000_000,
+        burst: 100_000_000,
+    };
+    let rules = [
+        ("198.18.0.0/15", limit),
+        ("198.18.64.0/18", Action::Drop),
+        ("198.18.7.0/24", Action::Pass),
+        ("203.0.113.0/24", Action::Drop),
+        ("192.0.2.0/24", Action::Drop),
+        ("2001:db8:bad::/48", Action::Drop),
+        ("2001:db8:1::/48", limit),
+        ("2001:db8::/32", Action::Pass),
+        ("2001:db8:dead::/48", Action::Drop),
+        ("2001:db8:beef::/64", Action::Drop),
+    ]
+    .into_iter()
+    .map(|(prefix, action)| rule(prefix.parse().expect("a prefix"), action))
+    .collect();
+    RuleSet {
+        mode: Mode::DryRun,
+        rules,
+    }
+}
+
+/// 10,000 IPv4 and 10,000 IPv6 prefixes: IPv4 ones of every length from
+/// /8 to /32 all over the address space, 1,000 of them /32s among the
+/// benchmark's senders (dropped, dry run); IPv6 ones from /33 to /128 in
+/// 2001:db8::/32. A blocklist's shape.
+pub fn twenty_thousand() -> RuleSet {
+    let mut rng = StdRng::seed_from_u64(20_000);
+    let mut seen = std::collections::HashSet::new();
+    let mut rules = Vec::with_capacity(20_000);
+    let mut add = |prefix: IpNet, action| {
+        if seen.insert(prefix) {
+            rules.push(rule(prefix, action));
+            true
+        } else {
+            false
+        }
+    };
+    let mut v4 = 0;
+    while v4 < 1_000 {
+        let source: u32 = rng.random_range(0..20_000);
+        let address = IpAddr::from(benchmark_address(source));
+        v4 += usize::from(add(IpNet::new(address, 32).expect("/32"), Action::Drop));
+    }
+    while v4 < 10_000 {
+        let address = Ipv4Addr::from(rng.random::<u32>());
+        let len = rng.random_range(8..=32u8);
+        let prefix = IpNet::new(address.into(), len).expect("length").trunc();
+        let benchmark: IpNet = "198.18.0.0/15".parse().expect("a prefix");
+        if benchmark.contains(&prefix) || prefix.contains(&benchmark) {
+            continue;
+        }
+        v4 += usize::from(add(prefix, Action::Drop));
+    }
+    let mut v6 = 0;
+    while v6 < 10_000 {
+        let address = Ipv6Addr::from(0x2001_0db8_u128 << 96 | (rng.random::<u128>() >> 32));
+        let len = rng.random_range(33..=128u8);
+        let prefix = IpNet::new(address.into(), len).expect("length").trunc();
+        v6 += usize::from(add(prefix, Action::Drop));
+    }
+    RuleSet {
+        mode: Mode::DryRun,
+        rules,
+    }
+}
+
+/// The hot and Zipf costs of each rule set: none, ten, twenty thousand.
+pub fn rules_cost(
+    link: &Link,
+    frames: &[Vec<u8>],
+    repeat: u32,
+    rounds: usize,
+) -> Result<Vec<RulesRow>> {
+    let sets = [
+        ("no rules", RuleSet::default()),
+        ("10 rules", ten_rules()),
+        ("10,000 + 10,000 prefixes", twenty_thousand()),
+    ];
+    let hot_frame = ipv4_frame(1);
+    let mut programs = Vec::with_capacity(sets.len());
+    for (_, set) in &sets {
+        let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
+        datapath.put_rules(set, WATCHED)?;
+        programs.push(Program::Xdpstat(Box::new(datapath)));
+    }
+    let mut hot: Vec<Vec<f64>> = vec![Vec::new(); sets.len()];
+    let mut zipf: Vec<Vec<f64>> = vec![Vec::new(); sets.len()];
+    // Hot first: run-time statistics (for the veth rows) add to each run.
+    for _ in 0..rounds {
+        for (index, program) in programs.iter_mut().enumerate() {
+            let Program::Xdpstat(datapath) = program else {
+                unreachable!("made as xdpstat above")
+            };
+            let run = datapath.timed_test_run(Variant::Linear, &hot_frame, repeat)?;
+            hot[index].push(run.duration.as_nanos() as f64);
+        }
+    }
+    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    for _ in 0..rounds {
+        for (index, program) in programs.iter_mut().enumerate() {
+            zipf[index].push(cost_over_veth(link, program, frames)?.0);
+        }
+    }
+    Ok(sets
+        .iter()
+        .zip(hot.into_iter().zip(zipf))
+        .map(|((name, set), (hot, zipf))| RulesRow {
+            name,
+            rules: set.rules.len(),
+            hot: median(hot),
+            zipf: median(zipf),
+        })
+        .collect())
+}
+
+/// xdp-filter and xdpstat, each dropping the same exact addresses.
+pub struct BesideXdpFilter {
+    pub addresses: usize,
+    pub packets: u64,
+    /// Frames sent from the dropped addresses (each pass).
+    pub from_dropped: u64,
+    /// ns per packet.
+    pub xdp_filter: f64,
+    pub xdpstat: f64,
+    /// What xdpstat counted as dropped on its measured pass.
+    pub xdpstat_dropped: u64,
+}
+
+/// A well-formed UDP frame from `source` (xdp-filter parses the ports).
+fn udp_frame(source: u32) -> Vec<u8> {
+    let mut packet = frames::ipv4_packet(
+        benchmark_address(source),
+        Ipv4Addr::new(198, 19, 255, 254),
+        &[],
+        30,
+    );
+    packet[20..28].copy_from_slice(&[0x0f, 0xa0, 0x13, 0x88, 0, 30, 0, 0]);
+    frames::ethernet(&[], ethertype::IPV4, &packet)
+}
+
+/// bpffs of the measurement's own, for libxdp's pins; removed on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("xdpstat-bench-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()?;
+        if !status.success() {
+            bail!("mounting bpffs on {}", dir.display());
+        }
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// xdp-filter on the benchmark link, unloaded on drop.
+struct XdpFilter<'a> {
+    link: &'a Link,
+    bpffs: &'a Bpffs,
+}
+
+impl XdpFilter<'_> {
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.link.watched.name()))
+            .args(["timeout", "60", "xdp-filter"])
+            .args(args)
+            .env("LIBXDP_BPFFS", &self.bpffs.0)
+            .output()
+            .context("running xdp-filter")?;
+        if !output.status.success() {
+            bail!(
+                "xdp-filter {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The kernel's run-time statistics of the program on the XDP hook.
+    fn stats(&self) -> Result<RunStats> {
+        let text = self
+            .link
+            .watched
+            .ip_output(&["-json", "-details", "link", "show", "dev", WATCHED])?;
+        let id = text
+            .split("\"id\":")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|id| id.parse::<u32>().ok())
+            .context("the program id on the XDP hook")?;
+        let info = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|info| info.id() == id)
+            .context("xdp-filter's program")?;
+        Ok(RunStats {
+            run_time: info.run_time(),
+            runs: info.run_count(),
+        })
+    }
+}
+
+impl Drop for XdpFilter<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["unload", WATCHED]);
+    }
+}
+
+/// Both on the same Zipf traffic (as UDP), dropping `addresses` exact
+/// source addresses drawn from its senders.
+pub fn beside_xdp_filter(
+    link: &Link,
+    sources: &[u32],
+    addresses: usize,
+    rounds: usize,
+) -> Result<BesideXdpFilter> {
+    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let frames: Vec<Vec<u8>> = sources.iter().map(|&n| udp_frame(n)).collect();
+    let dropped: Vec<u32> = (0..addresses as u32).map(|n| 100 + 7 * n).collect();
+    let from_dropped = sources.iter().filter(|n| dropped.contains(n)).count() as u64;
+    // xdpstat: one /32 drop rule per address, enforced.
+    let set = RuleSet {
+        mode: Mode::Enforce,
+        rules: dropped
+            .iter()
+            .map(|&n| Rule {
+                prefix: IpNet::new(benchmark_address(n).into(), 32).expect("/32"),
+                action: Action::Drop,
+                mode: Mode::Enforce,
+                line: 0,
+            })
+            .collect(),
+    };
+    let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
+    datapath.put_rules(&set, WATCHED)?;
+    let mut xdpstat = Program::Xdpstat(Box::new(datapath));
+    let mut xdpstat_costs = Vec::new();
+    for _ in 0..rounds {
+        xdpstat_costs.push(cost_over_veth(link, &mut xdpstat, &frames)?.0);
+    }
+    let Program::Xdpstat(datapath) = &xdpstat else {
+        unreachable!("made as xdpstat above")
+    };
+    let snapshot = datapath.snapshot(WATCHED)?;
+    let xdpstat_dropped = snapshot.totals().verdicts.dropped.packets;
+    // xdp-filter: the same addresses, source mode, native XDP.
+    let bpffs = Bpffs::mount()?;
+    let filter = XdpFilter {
+        link,
+        bpffs: &bpffs,
+    };
+    filter.run(&["load", WATCHED, "--mode", "native"])?;
+    for &n in &dropped {
+        filter.run(&["ip", &benchmark_address(n).to_string(), "--mode", "src"])?;
+    }
+    let mut filter_costs = Vec::new();
+    for _ in 0..rounds {
+        link.send_all(&frames)?;
+        let before = filter.stats()?;
+        link.send_all(&frames)?;
+        let mut last = filter.stats()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while last.runs - before.runs < frames.len() as u64 && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            last = filter.stats()?;
+        }
+        filter_costs.push(last.per_run_since(&before)?);
+    }
+    drop(filter);
+    Ok(BesideXdpFilter {
+        addresses,
+        packets: frames.len() as u64,
+        from_dropped,
+        xdp_filter: median(filter_costs),
+        xdpstat: median(xdpstat_costs),
+        xdpstat_dropped,
+    })
+}
