@@ -741,3 +741,85 @@ fn the_units_capabilities_are_enough_to_persist_and_pick_up() {
     );
     stop(second);
 }
+
+#[test]
+fn persisted_rules_stay_in_force_across_restarts_and_go_with_the_next_run_s_rules() {
+    let test = "persisted_rules_stay_in_force_across_restarts_and_go_with_the_next_run_s_rules";
+    if !privileged(test) {
+        return;
+    }
+    let root = PinRoot::new("rules");
+    let scratch = common::Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    std::fs::write(
+        &file,
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.50.0/24\"\naction = \"drop\"\n",
+    )
+    .unwrap();
+    let rules = ["--rules", file.to_str().unwrap()];
+    let net = TestNet::new();
+    let arrived = common::Arrived::on(&net);
+    let dropped: IpAddr = Ipv4Addr::new(198, 18, 50, 5).into();
+    let kept: IpAddr = Ipv4Addr::new(198, 18, 51, 5).into();
+    let (dropped_frame, kept_frame) = (
+        ipv4_frame(Ipv4Addr::new(198, 18, 50, 5), &[], 30),
+        ipv4_frame(Ipv4Addr::new(198, 18, 51, 5), &[], 30),
+    );
+    let send = |count: usize| {
+        for round in 0..count {
+            net.send(&dropped_frame, 1);
+            net.send(&kept_frame, 1);
+            if round % 32 == 31 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+    };
+    let first = start_persisted(&net, &root, &rules);
+    send(500);
+    stop(first);
+    // No reader: the pinned program and its rules go on.
+    send(500);
+    // Frames while the next xdpstat starts, replaces the program and puts
+    // its rules in force: none of the dropped source's gets through.
+    let second = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| send(1_000));
+        let second = start_persisted(&net, &root, &rules);
+        sender.join().unwrap();
+        second
+    });
+    let mut second = second;
+    send(500);
+    let report = second.report_where(|r| pair(&r["totals"]["ipv4"]).0 >= 5_000);
+    let verdicts = |report: &Value, address: &IpAddr| {
+        let row = report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["address"] == address.to_string())
+            .unwrap_or_else(|| panic!("{address} in {report}"))
+            .clone();
+        (
+            pair(&row["verdicts"]["passed"]).0,
+            pair(&row["verdicts"]["dropped"]).0,
+        )
+    };
+    assert_eq!(verdicts(&report, &dropped), (0, 2_500));
+    assert_eq!(verdicts(&report, &kept), (2_500, 0));
+    assert_eq!(report["rules"][0]["packets"], 2_500, "hits carried over");
+    eventually("the kept frames arriving", || arrived.total() >= 2_500);
+    assert_eq!(arrived.of(&dropped), 0, "not one dropped frame got through");
+    assert_eq!(arrived.of(&kept), 2_500);
+    stop(second);
+    // The next run's rules replace the pinned ones: none.
+    let mut third = start_persisted(&net, &root, &[]);
+    send(200);
+    let report = third.report_where(|r| pair(&r["totals"]["ipv4"]).0 >= 5_400);
+    assert_eq!(verdicts(&report, &dropped), (200, 2_500));
+    assert_eq!(report["rules"], Value::Array(Vec::new()));
+    eventually("the formerly dropped frames arriving", || {
+        arrived.of(&dropped) >= 200
+    });
+    assert_eq!(arrived.of(&dropped), 200);
+    stop(third);
+    detach(&net, &root);
+}

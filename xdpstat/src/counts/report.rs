@@ -45,8 +45,8 @@ pub struct Report {
     pub prefix_parts: PrefixParts,
     /// The rules in force and the packets each matched.
     pub rules: Vec<RuleRow>,
-    /// Verdicts other than `passed` no source's row holds (its source
-    /// found the ruled table full, or its row was retired).
+    /// Verdicts other than `passed` no source holds (its source had no
+    /// table entry, or the entry was retired).
     pub unattributed_verdicts: Unattributed,
     /// Packets limit rules judged by their shared bucket (see the README).
     pub limit_shared_bucket: Counter,

@@ -16,10 +16,11 @@ use crate::kernel::rulemaps::{Acted, RuleHits};
 pub struct VerdictRead {
     /// Every packet under each verdict but `passed`, summed over CPUs.
     pub acted: Acted,
-    /// Packets a limit rule judged by its shared bucket (their source found
-    /// no row in the full ruled table).
+    /// Packets a limit rule judged by its shared bucket (their source had
+    /// no table entry, so no row of its own).
     pub shared_bucket: Counter,
-    /// Per ruled source (a drop or limit rule matched it).
+    /// Per source a drop or limit rule acted on (or would have), from the
+    /// row beside its table entry.
     pub ruled: HashMap<IpAddr, Acted>,
     /// The rules in force and their hits.
     pub rules: Vec<RuleHits>,
@@ -108,8 +109,8 @@ impl Verdicts {
 }
 
 impl VerdictRead {
-    /// What the ruled sources' rows do not hold of the acted totals:
-    /// verdicts of sources that found no row, or whose row was retired.
+    /// What the sources' rows do not hold of the acted totals: verdicts of
+    /// sources no table entry held, or whose entry was retired.
     pub fn unattributed(&self) -> Acted {
         let mut rest = self.acted;
         for acted in self.ruled.values() {

@@ -422,3 +422,85 @@ pub fn iperf3_8mb(net: &TestNet, network: &str) {
     }
     wait_with_timeout(&mut listening);
 }
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use etherparse::{NetSlice, SlicedPacket};
+use xdpstat_lab::packet_socket::Listener;
+
+/// Counts, per IP source, the frames received on `xs0` past XDP.
+pub struct Arrived {
+    counts: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Arrived {
+    pub fn on(net: &TestNet) -> Self {
+        let listener = net
+            .watched
+            .run(|| Listener::bind("xs0", Duration::from_millis(50)))
+            .expect("enter namespace")
+            .expect("listening socket");
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (counts, done) = (Arc::clone(&counts), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 65_536];
+                while !done.load(Ordering::Relaxed) {
+                    let Ok(Some(len)) = listener.recv(&mut buffer) else {
+                        continue;
+                    };
+                    let source = match SlicedPacket::from_ethernet(&buffer[..len]) {
+                        Ok(SlicedPacket {
+                            net: Some(NetSlice::Ipv4(ip)),
+                            ..
+                        }) => IpAddr::V4(ip.header().source_addr()),
+                        Ok(SlicedPacket {
+                            net: Some(NetSlice::Ipv6(ip)),
+                            ..
+                        }) => IpAddr::V6(ip.header().source_addr()),
+                        _ => continue,
+                    };
+                    *counts.lock().unwrap().entry(source).or_default() += 1;
+                }
+            })
+        };
+        Self {
+            counts,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.lock().unwrap().values().sum()
+    }
+
+    pub fn of(&self, source: &IpAddr) -> u64 {
+        self.counts
+            .lock()
+            .unwrap()
+            .get(source)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Arrived {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -528,6 +528,75 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_and_rule_hits_are_series_that_never_go_back() {
+        use xdpstat_common::rules::{Rule, action, verdict};
+
+        use crate::kernel::rulemaps::{InForce, RuleHits};
+        let mut metrics = Metrics::new(vec![info("eth0")], 1);
+        let base = Snapshot::empty();
+        let mut now = snapshot(&base, 1, &[("198.18.0.1", 30), ("198.18.9.9", 20)]);
+        now.verdicts.acted[verdict::DROPPED] = c(12, 1_200);
+        now.verdicts.acted[verdict::WOULD_LIMIT] = c(3, 300);
+        let rule = |prefix: &str, index| InForce {
+            prefix: prefix.parse().unwrap(),
+            kernel: Rule {
+                index,
+                action: action::DROP,
+                enforce: 1,
+                ..Rule::default()
+            },
+        };
+        now.verdicts.rules = vec![
+            RuleHits {
+                rule: rule("198.18.0.0/24", 0),
+                counter: c(30, 3_000),
+            },
+            RuleHits {
+                rule: rule("198.18.9.0/24", 1),
+                counter: c(20, 2_000),
+            },
+        ];
+        metrics.update(0, &base, &now, Duration::from_millis(1));
+        let samples = samples(&metrics);
+        let verdict = |name| {
+            value(
+                &samples,
+                "xdpstat_verdict_packets_total",
+                &[("interface", "eth0"), ("verdict", name)],
+            )
+        };
+        assert_eq!(verdict("dropped"), Some(12.0));
+        assert_eq!(verdict("would_limit"), Some(3.0));
+        assert_eq!(verdict("limited"), Some(0.0));
+        assert_eq!(verdict("passed"), Some(50.0 - 15.0));
+        let rule_hits = |name| {
+            value(
+                &samples,
+                "xdpstat_rule_packets_total",
+                &[("interface", "eth0"), ("rule", name)],
+            )
+        };
+        // One series for the top rule, `other` for the rest.
+        assert_eq!(rule_hits("198.18.0.0/24"), Some(30.0));
+        assert_eq!(rule_hits("other"), Some(20.0));
+        // A read lower than the last (a reload that changed the rules)
+        // leaves the verdict counters where they were.
+        let mut later = now.clone();
+        later.taken += Duration::from_secs(1);
+        later.verdicts.acted[verdict::DROPPED] = c(2, 200);
+        metrics.update(0, &now, &later, Duration::from_millis(1));
+        let samples = self::samples(&metrics);
+        assert_eq!(
+            value(
+                &samples,
+                "xdpstat_verdict_packets_total",
+                &[("interface", "eth0"), ("verdict", "dropped")],
+            ),
+            Some(12.0)
+        );
+    }
+
+    #[test]
     fn the_exposition_parses_back_with_every_series() {
         let mut metrics = Metrics::new(vec![info("eth0")], 2);
         let base = Snapshot::empty();

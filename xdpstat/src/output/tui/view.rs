@@ -700,6 +700,50 @@ mod tests {
     }
 
     #[test]
+    fn v_shows_only_the_sources_a_rule_acted_on_and_their_verdicts() {
+        use xdpstat_common::rules::verdict;
+        let base = Snapshot::empty();
+        let mut now = at(
+            &base,
+            1.0,
+            &[
+                ("198.18.0.1", c(10, 100)),
+                ("198.18.0.2", c(30, 30)),
+                ("2001:db8::1", c(20, 2_000)),
+            ],
+        );
+        let mut acted = [Counter::default(); verdict::ACTED];
+        acted[verdict::DROPPED] = c(25, 25);
+        now.verdicts
+            .ruled
+            .insert("198.18.0.2".parse().unwrap(), acted);
+        let mut acted = [Counter::default(); verdict::ACTED];
+        acted[verdict::WOULD_LIMIT] = c(5, 500);
+        now.verdicts
+            .ruled
+            .insert("2001:db8::1".parse().unwrap(), acted);
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&base, &now);
+        let mut view = TopView::new(vec![pane], base.taken);
+        let shown = |view: &TopView| -> Vec<(String, String)> {
+            view.rows()
+                .map(|row| (row.address.to_string(), row.verdict.clone()))
+                .collect()
+        };
+        assert_eq!(shown(&view).len(), 3);
+        view.key(key(KeyCode::Char('v')));
+        assert_eq!(
+            shown(&view),
+            [
+                ("198.18.0.2".to_owned(), "dropped 25".to_owned()),
+                ("2001:db8::1".to_owned(), "would_limit 5".to_owned()),
+            ]
+        );
+        view.key(key(KeyCode::Char('v')));
+        assert_eq!(shown(&view).len(), 3);
+    }
+
+    #[test]
     fn keys_sort_reverse_filter_pause_and_quit() {
         let base = Snapshot::empty();
         let now = at(

@@ -1,0 +1,237 @@
+//! Differential testing of the rules: proptest generates rule sets (drop,
+//! pass and limit, enforced or dry run, nested prefixes of both families)
+//! and frames from a small pool of sources with capture times, puts each
+//! set in force on one loaded program (so every case is also a reload,
+//! and every source's remembered rule must be forgotten), runs the frames
+//! through the real program with BPF_PROG_TEST_RUN, and compares each
+//! frame's action, each source's verdicts, the verdict totals and each
+//! rule's hits with a longest-prefix match and token buckets written here.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Mutex, OnceLock},
+};
+
+use ipnet::IpNet;
+use proptest::prelude::*;
+use xdpstat::{
+    counts::{snapshot::Snapshot, verdicts::Verdicts},
+    kernel::datapath::Datapath,
+    rules::{Action, Mode, Rule, RuleSet},
+};
+use xdpstat_common::Counter;
+use xdpstat_lab::frames::{self, ethertype};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+fn source(index: u8) -> IpAddr {
+    if index < 16 {
+        Ipv4Addr::new(198, 18, 7, index * 9).into()
+    } else {
+        Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, u16::from(index - 16) * 0x1111).into()
+    }
+}
+
+fn frame(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => frames::ethernet(
+            &[],
+            ethertype::IPV4,
+            &frames::ipv4_packet(a, Ipv4Addr::new(198, 19, 0, 1), &[], 20),
+        ),
+        IpAddr::V6(a) => frames::ethernet(
+            &[],
+            ethertype::IPV6,
+            &frames::ipv6_packet(a, "2001:db8::1".parse().unwrap(), &[], 20),
+        ),
+    }
+}
+
+/// A rule over one of the pool's sources, cut to a prefix length that
+/// often covers others too.
+fn rule() -> impl Strategy<Value = Rule> {
+    (0u8..32, 0u8..=128, 0u8..3, any::<bool>(), 1u64..4, 1u64..4).prop_map(
+        |(index, len, action, enforce, pps, burst)| {
+            let address = source(index);
+            let max = if address.is_ipv4() { 32 } else { 128 };
+            let prefix = IpNet::new(address, len.min(max)).unwrap().trunc();
+            let action = match action {
+                0 => Action::Pass,
+                1 => Action::Drop,
+                // Rates a few packets a second: the frames' times decide.
+                _ => Action::Limit {
+                    pps: pps * 1_000,
+                    burst,
+                },
+            };
+            Rule {
+                prefix,
+                action,
+                mode: if enforce { Mode::Enforce } else { Mode::DryRun },
+                line: 0,
+            }
+        },
+    )
+}
+
+fn rule_set() -> impl Strategy<Value = RuleSet> {
+    proptest::collection::vec(rule(), 0..12).prop_map(|mut rules| {
+        let mut seen = std::collections::HashSet::new();
+        rules.retain(|rule| seen.insert(rule.prefix));
+        RuleSet {
+            mode: Mode::DryRun,
+            rules,
+        }
+    })
+}
+
+/// The longest matching prefix, found the slow way.
+fn longest_match(set: &RuleSet, address: IpAddr) -> Option<(usize, &Rule)> {
+    set.rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.prefix.contains(&address))
+        .max_by_key(|(_, rule)| rule.prefix.prefix_len())
+}
+
+/// The oracle's verdict for one frame.
+#[derive(Clone, Copy)]
+enum Which {
+    Passed,
+    Dropped,
+    Limited,
+    WouldDrop,
+    WouldLimit,
+}
+
+/// A token bucket in nanoseconds of credit, refilled by the frames' times.
+struct Bucket {
+    credit: u64,
+    last: u64,
+}
+
+impl Bucket {
+    fn take(&mut self, now: u64, pps: u64, burst: u64) -> bool {
+        let cost = 1_000_000_000u64.div_ceil(pps);
+        let full = cost * burst;
+        self.credit = (self.credit + (now - self.last)).min(full);
+        self.last = now;
+        if self.credit >= cost {
+            self.credit -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn datapath() -> &'static Mutex<Datapath> {
+    static DATAPATH: OnceLock<Mutex<Datapath>> = OnceLock::new();
+    DATAPATH.get_or_init(|| Mutex::new(Datapath::load(1 << 12).expect("the program loads")))
+}
+
+/// Capture times of the cases: each far past the one before, so every
+/// bucket starts a case full.
+fn case_start() -> u64 {
+    static NEXT: Mutex<u64> = Mutex::new(1_000_000_000_000_000);
+    let mut next = NEXT.lock().unwrap();
+    *next += 1_000_000_000_000;
+    *next
+}
+
+fn verdicts_of(snapshot: &Snapshot, address: &IpAddr) -> Verdicts {
+    let total = snapshot.sources.get(address).copied().unwrap_or_default();
+    snapshot.verdicts.of_source(address, &total)
+}
+
+fn minus(after: &Verdicts, before: &Verdicts) -> [Counter; 5] {
+    let (a, b) = (after.named(), before.named());
+    std::array::from_fn(|i| a[i].1.saturating_sub(&b[i].1))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn verdicts_match_a_longest_prefix_match_and_token_buckets(
+        set in rule_set(),
+        sent in proptest::collection::vec((0u8..32, 0u64..1_500_000), 1..60),
+    ) {
+        if !common::privileged("verdicts_match_a_longest_prefix_match_and_token_buckets") {
+            return Ok(());
+        }
+        let datapath = datapath().lock().unwrap();
+        datapath.put_rules(&set, "test").unwrap();
+        let before = datapath.snapshot("test").unwrap();
+        let mut now = case_start();
+        let mut buckets: HashMap<IpAddr, Bucket> = HashMap::new();
+        let mut expected: HashMap<IpAddr, Verdicts> = HashMap::new();
+        let mut hits = vec![Counter::default(); set.rules.len()];
+        for &(index, gap) in &sent {
+            now += gap;
+            let address = source(index);
+            let frame = frame(address);
+            let one = Counter { packets: 1, bytes: frame.len() as u64 };
+            let verdict = match longest_match(&set, address) {
+                None => Which::Passed,
+                Some((at, rule)) => {
+                    hits[at].add(&one);
+                    let enforce = rule.mode == Mode::Enforce;
+                    match rule.action {
+                        Action::Pass => Which::Passed,
+                        Action::Drop if enforce => Which::Dropped,
+                        Action::Drop => Which::WouldDrop,
+                        Action::Limit { pps, burst } => {
+                            let bucket = buckets.entry(address).or_insert(Bucket {
+                                credit: u64::MAX / 2,
+                                last: now,
+                            });
+                            if bucket.take(now, pps, burst) {
+                                Which::Passed
+                            } else if enforce {
+                                Which::Limited
+                            } else {
+                                Which::WouldLimit
+                            }
+                        }
+                    }
+                }
+            };
+            let verdicts = expected.entry(address).or_default();
+            match verdict {
+                Which::Passed => verdicts.passed.add(&one),
+                Which::Dropped => verdicts.dropped.add(&one),
+                Which::Limited => verdicts.limited.add(&one),
+                Which::WouldDrop => verdicts.would_drop.add(&one),
+                Which::WouldLimit => verdicts.would_limit.add(&one),
+            }
+            let dropped = matches!(verdict, Which::Dropped | Which::Limited);
+            let action = datapath.replay_run(&frame, one.bytes, now).unwrap();
+            prop_assert_eq!(action, if dropped { XDP_DROP } else { XDP_PASS }, "{} in {:?}", address, set);
+        }
+        let after = datapath.snapshot("test").unwrap();
+        let mut totals = [Counter::default(); 5];
+        for (address, verdicts) in &expected {
+            let got = minus(&verdicts_of(&after, address), &verdicts_of(&before, address));
+            let want: [Counter; 5] = verdicts.named().map(|(_, c)| c);
+            prop_assert_eq!(got, want, "{} under {:?}", address, set);
+            for (total, part) in totals.iter_mut().zip(want) {
+                total.add(&part);
+            }
+        }
+        let got = minus(&after.totals().verdicts, &before.totals().verdicts);
+        prop_assert_eq!(got, totals, "totals under {:?}", set);
+        let rule_hits = |snapshot: &Snapshot| -> Vec<Counter> {
+            snapshot.verdicts.rules.iter().map(|hits| hits.counter).collect()
+        };
+        let (now_hits, then_hits) = (rule_hits(&after), rule_hits(&before));
+        prop_assert_eq!(now_hits.len(), set.rules.len());
+        for (at, want) in hits.iter().enumerate() {
+            prop_assert_eq!(now_hits[at].saturating_sub(&then_hits[at]), *want, "hits of {}", set.rules[at].prefix);
+        }
+    }
+}
