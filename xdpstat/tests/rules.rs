@@ -396,3 +396,98 @@ fn rules_check_needs_no_privilege_and_says_what_each_rule_does() {
         "{line}"
     );
 }
+
+#[test]
+fn at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket() {
+    let test = "at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    let rules = |mode: &str| {
+        format!("mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.98.2/32\"\naction = \"drop\"\n")
+    };
+    std::fs::write(&file, rules("enforce")).unwrap();
+    let net = TestNet::new();
+    net.watched
+        .ip(&["addr", "add", "198.18.98.1/24", "dev", "xs0"])
+        .unwrap();
+    net.sender
+        .ip(&["addr", "add", "198.18.98.2/24", "dev", "xs1"])
+        .unwrap();
+    let receiver = net
+        .watched
+        .run(|| std::net::UdpSocket::bind("198.18.98.1:5000"))
+        .unwrap()
+        .unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let sender = net
+        .sender
+        .run(|| std::net::UdpSocket::bind("198.18.98.2:0"))
+        .unwrap()
+        .unwrap();
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--hook",
+            "tcx",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    );
+    let send = |count: usize| {
+        for n in 0..count {
+            sender.send_to(&[7u8; 32], "198.18.98.1:5000").unwrap();
+            if n % 32 == 31 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    };
+    let received = |wanted: usize| {
+        let mut buffer = [0u8; 64];
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got < wanted.max(1) && Instant::now() < deadline {
+            if receiver.recv(&mut buffer).is_ok() {
+                got += 1;
+            }
+        }
+        got
+    };
+    let client: IpAddr = Ipv4Addr::new(198, 18, 98, 2).into();
+    let dropped_of = |report: &Value| pair(&row(report, &client)["verdicts"]["dropped"]).0;
+    send(200);
+    let report = xdpstat.report_where(|r| {
+        r["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["address"] == "198.18.98.2" && pair(&s["verdicts"]["dropped"]).0 >= 200)
+    });
+    assert_eq!(dropped_of(&report), 200);
+    assert_eq!(received(0), 0, "a dropped datagram reached its socket");
+    std::fs::write(&file, rules("dry-run")).unwrap();
+    xdpstat.signal(Signal::SIGHUP);
+    xdpstat.stderr_line(|line| line.contains("rules reloaded from"));
+    send(100);
+    assert_eq!(received(100), 100, "a dry run lets every datagram through");
+    let report =
+        xdpstat.report_where(|r| {
+            r["sources"].as_array().unwrap().iter().any(|s| {
+                s["address"] == "198.18.98.2" && pair(&s["verdicts"]["would_drop"]).0 >= 100
+            })
+        });
+    assert_eq!(dropped_of(&report), 200);
+    assert_eq!(
+        pair(&row(&report, &client)["verdicts"]["would_drop"]).0,
+        100
+    );
+}

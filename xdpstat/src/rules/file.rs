@@ -53,13 +53,32 @@ struct RawRule {
     force: Option<Spanned<bool>>,
 }
 
+/// The longest rules file read: far past the most rules a set holds, and
+/// short of what a mistaken path (`/dev/zero`) could make xdpstat hold.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads and checks the rules file at `path`.
 pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
-    let bytes = std::fs::read(path).map_err(|e| RulesError {
+    use std::io::Read as _;
+    let unreadable = |e: std::io::Error| RulesError {
         file: path.to_owned(),
         line: None,
         message: format!("cannot read it: {e}"),
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(RulesError {
+            file: path.to_owned(),
+            line: None,
+            message: format!(
+                "longer than {} MiB; no rules file needs that much",
+                MAX_FILE_BYTES >> 20
+            ),
+        });
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         RulesError {
@@ -348,6 +367,16 @@ burst = 200
 
     #[test]
     fn files_that_cannot_be_read_or_are_not_text_say_so() {
+        let endless = load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            endless.to_string().contains("longer than 64 MiB"),
+            "{endless}"
+        );
+        let directory = load(Path::new("/")).unwrap_err();
+        assert!(
+            directory.to_string().starts_with("/: cannot read it"),
+            "{directory}"
+        );
         let missing = load(Path::new("/nonexistent/rules.toml")).unwrap_err();
         assert!(
             missing

@@ -71,10 +71,11 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     })??;
     let mut watched = vec![Watched::new(attached, datapath)];
     announce(&watched[0], args.attach.mode);
-    if let Some(path) = &args.attach.rules {
-        let maps = watched[0].source.rule_maps();
-        crate::run::reload::on_sighup(path.clone(), vec![(WATCHED_LINK.to_owned(), maps)])?;
-    }
+    let maps = watched[0].source.rule_maps();
+    crate::run::reload::on_sighup(
+        args.attach.rules.clone(),
+        vec![(WATCHED_LINK.to_owned(), maps)],
+    )?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, args.metrics.metrics_top);
     }

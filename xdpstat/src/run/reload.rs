@@ -18,9 +18,10 @@ use crate::{
 /// One watched interface's rule maps, by name.
 pub type RuleTarget = (String, Arc<Mutex<RuleMaps>>);
 
-/// Starts the thread that reloads `path` into `targets` on each SIGHUP;
-/// it lives as long as the process.
-pub fn on_sighup(path: PathBuf, targets: Vec<RuleTarget>) -> Result<(), XdpstatError> {
+/// Starts the thread that reloads `path` into `targets` on each SIGHUP
+/// (with no rules file, says there is nothing to reload: SIGHUP never ends
+/// a run); it lives as long as the process.
+pub fn on_sighup(path: Option<PathBuf>, targets: Vec<RuleTarget>) -> Result<(), XdpstatError> {
     let mut signals = Signals::new([SIGHUP]).map_err(|e| XdpstatError::Signal {
         signal: SIGHUP,
         source: e,
@@ -29,7 +30,10 @@ pub fn on_sighup(path: PathBuf, targets: Vec<RuleTarget>) -> Result<(), XdpstatE
         .name("rules-reload".into())
         .spawn(move || {
             for _ in signals.forever() {
-                reload(&path, &targets);
+                match &path {
+                    Some(path) => reload(path, &targets),
+                    None => eprintln!("xdpstat: SIGHUP: no --rules file to reload"),
+                }
             }
         })
         .map_err(|e| XdpstatError::Signal {

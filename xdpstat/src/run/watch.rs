@@ -57,13 +57,11 @@ pub fn watch(
         announce(&one, attach.mode);
         watched.push(one);
     }
-    if let Some(path) = &attach.rules {
-        let targets = watched
-            .iter()
-            .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
-            .collect();
-        on_sighup(path.clone(), targets)?;
-    }
+    let targets = watched
+        .iter()
+        .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
+        .collect();
+    on_sighup(attach.rules.clone(), targets)?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, metrics.metrics_top);
     }
