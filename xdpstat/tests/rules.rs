@@ -108,6 +108,22 @@ fn settle_and_check(xdpstat: &mut Xdpstat, arrived: &Arrived, sent: &[(IpAddr, u
     report
 }
 
+/// xdpstat on `xs0` with the rules in `file`, JSON every `interval` s.
+fn start_with_rules(net: &TestNet, file: &std::path::Path, interval: &str) -> Xdpstat {
+    Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--format",
+            "json",
+            "--interval",
+            interval,
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    )
+}
+
 fn v4(c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, c, d))
 }
@@ -159,18 +175,7 @@ fn run_mixed(test: &str, mode: &str) -> Value {
     std::fs::write(&file, format!("mode = \"{mode}\"\n{RULES}")).unwrap();
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "xs0",
-            "--format",
-            "json",
-            "--interval",
-            "0.5",
-            "--rules",
-            file.to_str().unwrap(),
-        ],
-    );
+    let mut xdpstat = start_with_rules(&net, &file, "0.5");
     let traffic = mixed();
     send_each(&net, &traffic);
     // Non-IP frames always pass, whatever the rules.
@@ -232,18 +237,7 @@ fn a_limit_passes_its_burst_and_its_rate_and_no_more() {
     .unwrap();
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "xs0",
-            "--format",
-            "json",
-            "--interval",
-            "0.2",
-            "--rules",
-            file.to_str().unwrap(),
-        ],
-    );
+    let mut xdpstat = start_with_rules(&net, &file, "0.2");
     let limited = v4(5, 5);
     let free = v4(6, 6);
     let began = Instant::now();
@@ -278,18 +272,7 @@ fn sighup_swaps_rules_under_traffic_and_a_bad_file_keeps_them() {
     std::fs::write(&file, rules("dry-run")).unwrap();
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "xs0",
-            "--format",
-            "json",
-            "--interval",
-            "0.2",
-            "--rules",
-            file.to_str().unwrap(),
-        ],
-    );
+    let mut xdpstat = start_with_rules(&net, &file, "0.2");
     let ruled = v4(8, 8);
     let other = v4(9, 9);
     // Traffic in three phases; reloads happen between and during them.
