@@ -235,3 +235,66 @@ proptest! {
         }
     }
 }
+
+/// After 65,535 rule sets the generation comes round again: an entry that
+/// remembered a rule under the generation's last use must not be judged by
+/// it (here it would point at a drop rule; the set in force passes it).
+#[test]
+fn when_generations_come_round_no_entry_keeps_a_stale_rule() {
+    let test = "when_generations_come_round_no_entry_keeps_a_stale_rule";
+    if !common::privileged(test) {
+        return;
+    }
+    let datapath = Datapath::load(1 << 10).unwrap();
+    let sender = source(3);
+    let frame = frame(sender);
+    let prefix = |text: &str| -> IpNet { text.parse().unwrap() };
+    let rule = |prefix, action| Rule {
+        prefix,
+        action,
+        mode: Mode::Enforce,
+        line: 0,
+    };
+    let set = |rules| RuleSet {
+        mode: Mode::Enforce,
+        rules,
+    };
+    // Generation 1: the sender matches rule 0, a drop, and its entry
+    // remembers (1, rule 0).
+    datapath
+        .put_rules(
+            &set(vec![rule(IpNet::new(sender, 32).unwrap(), Action::Drop)]),
+            "test",
+        )
+        .unwrap();
+    assert_eq!(datapath.test_run(&frame).unwrap(), XDP_DROP);
+    // Much later: generation 65,535 ...
+    datapath
+        .rule_maps()
+        .lock()
+        .unwrap()
+        .set_generation(0xfffe)
+        .unwrap();
+    datapath
+        .put_rules(
+            &set(vec![rule(prefix("203.0.113.0/24"), Action::Drop)]),
+            "test",
+        )
+        .unwrap();
+    // ... and then generation 1 again, in the same slot as the first, with
+    // a drop rule at index 0 that does not match the sender and a pass
+    // rule at index 1 that does.
+    datapath
+        .put_rules(
+            &set(vec![
+                rule(prefix("203.0.113.0/24"), Action::Drop),
+                rule(prefix("198.18.7.0/24"), Action::Pass),
+            ]),
+            "test",
+        )
+        .unwrap();
+    assert_eq!(datapath.test_run(&frame).unwrap(), XDP_PASS);
+    let snapshot = datapath.snapshot("test").unwrap();
+    let verdicts = verdicts_of(&snapshot, &sender);
+    assert_eq!((verdicts.dropped.packets, verdicts.passed.packets), (1, 1));
+}

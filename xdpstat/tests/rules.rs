@@ -474,3 +474,84 @@ fn at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket() {
         100
     );
 }
+
+/// More sources than the tables hold: every packet still gets its verdict
+/// and is counted under it; what no entry holds is in
+/// `unattributed_verdicts`, and a limit keeps entry-less sources to one
+/// shared bucket.
+#[test]
+fn sources_beyond_the_tables_are_judged_and_counted_all_the_same() {
+    let test = "sources_beyond_the_tables_are_judged_and_counted_all_the_same";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    std::fs::write(
+        &file,
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.60.0/24\"\naction = \"drop\"\n\
+         [[rule]]\nprefix = \"198.18.61.0/24\"\naction = \"limit\"\npps = 100\nburst = 50\n",
+    )
+    .unwrap();
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    // 8 sources planned (32 entries); no housekeeping while it is sent.
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--format",
+            "json",
+            "--interval",
+            "3",
+            "--max-sources",
+            "8",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    );
+    let dropped: Vec<(IpAddr, u64)> = (1..=200).map(|n| (v4(60, n), 5)).collect();
+    let limited: Vec<(IpAddr, u64)> = (1..=200).map(|n| (v4(61, n), 5)).collect();
+    let began = Instant::now();
+    send_each(&net, &dropped);
+    send_each(&net, &limited);
+    let report = xdpstat.report_where(|r| pair(&r["totals"]["ipv4"]).0 >= 2_000);
+    let span = began.elapsed().as_secs_f64();
+    let totals = verdicts_of(&report["totals"]["verdicts"]);
+    assert_eq!(totals["dropped"], 1_000);
+    assert_eq!(totals["passed"] + totals["limited"], 1_000);
+    let unattributed = verdicts_of_acted(&report["unattributed_verdicts"]);
+    let held = |name: &str| -> u64 {
+        report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| pair(&s["verdicts"][name]).0)
+            .sum()
+    };
+    assert!(unattributed["dropped"] > 0, "the tables were full");
+    assert_eq!(held("dropped") + unattributed["dropped"], 1_000);
+    assert_eq!(held("limited") + unattributed["limited"], totals["limited"]);
+    // The held limited sources pass their 5 each (burst 50); the rest
+    // share one bucket: at most its burst plus its rate over the span.
+    let shared = pair(&report["limit_shared_bucket"]).0;
+    assert!(shared > 0, "entry-less sources used the shared bucket");
+    let shared_passed = shared - unattributed["limited"];
+    let bound = 50 + (100.0 * span).ceil() as u64;
+    assert!(
+        shared_passed <= bound,
+        "{shared_passed} passed the shared bucket in {span:.3} s, bound {bound}"
+    );
+    eventually("the passed frames arriving", || {
+        arrived.total() >= totals["passed"]
+    });
+    assert_eq!(arrived.total(), totals["passed"]);
+    assert!(dropped.iter().all(|(source, _)| arrived.of(source) == 0));
+}
+
+fn verdicts_of_acted(value: &Value) -> HashMap<&'static str, u64> {
+    ["dropped", "limited", "would_drop", "would_limit"]
+        .iter()
+        .map(|&name| (name, pair(&value[name]).0))
+        .collect()
+}

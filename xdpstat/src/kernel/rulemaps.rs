@@ -326,8 +326,14 @@ impl RuleMaps {
         self.hits_of(self.slot()?, &self.in_force, &self.base)
     }
 
-    /// Whether any rule is in force.
-    pub fn any(&self) -> bool {
-        !self.in_force.is_empty()
+    /// Sets the generation of the rule set in force, as if that many sets
+    /// had been put in force (the tests bring the wrap near this way
+    /// rather than with 65,535 reloads).
+    pub fn set_generation(&mut self, generation: u16) -> Result<(), Cause> {
+        let word = self.word()? & !ruleset::GENERATION_MASK
+            | u64::from(generation) << ruleset::GENERATION_SHIFT;
+        self.ruleset
+            .set(0, word, 0)
+            .map_err(|e| failed(RULESET_MAP, one_line(&e)))
     }
 }
