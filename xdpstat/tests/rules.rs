@@ -555,3 +555,53 @@ fn verdicts_of_acted(value: &Value) -> HashMap<&'static str, u64> {
         .map(|&name| (name, pair(&value[name]).0))
         .collect()
 }
+
+#[test]
+fn the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict() {
+    let test = "the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    // Drop the demo's IPv4 cast but one sender; its IPv6 cast only would be.
+    std::fs::write(
+        &file,
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.0.0/15\"\naction = \"drop\"\n\
+         [[rule]]\nprefix = \"198.18.0.10/32\"\naction = \"pass\"\n\
+         [[rule]]\nprefix = \"2001:db8::/32\"\naction = \"drop\"\nmode = \"dry-run\"\n",
+    )
+    .unwrap();
+    let (status, stdout, stderr) = run_to_end(
+        None,
+        &[],
+        &[
+            "demo",
+            "--duration",
+            "1.5",
+            "--format",
+            "json",
+            "--rules",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    let sent: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("xdpstat demo: sent ")?
+                .strip_suffix(" frames")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("demo says how much it sent: {stderr}"));
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let totals = verdicts_of(&last["totals"]["verdicts"]);
+    assert_eq!(totals.values().sum::<u64>(), sent, "{totals:?}");
+    let ipv4 = pair(&last["totals"]["ipv4"]).0;
+    let ipv6 = pair(&last["totals"]["ipv6"]).0;
+    let excepted = pair(&row(&last, &v4(0, 10))["verdicts"]["passed"]).0;
+    assert!(excepted > 0);
+    assert_eq!(totals["dropped"], ipv4 - excepted);
+    assert_eq!(totals["would_drop"], ipv6);
+}
