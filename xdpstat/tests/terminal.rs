@@ -25,7 +25,10 @@ impl Tmux {
             common::skip(test, "needs tmux (.ci/setup installs it)");
             return None;
         }
-        let name = format!("xdpstat-test-{}", std::process::id());
+        // One session per test: the tests of this binary run side by side.
+        static SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("xdpstat-test-{}-{session}", std::process::id());
         let status = Command::new("tmux")
             .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40"])
             .args([
@@ -149,4 +152,109 @@ fn the_view_in_a_real_terminal_counts_quits_and_gives_the_terminal_back() {
     assert!(!net.xdp_attached(), "SIGTERM detaches");
     tmux.send(&["echo still-works-$((40+3))", "Enter"]);
     tmux.wait_for("a working shell", |s| s.contains("still-works-43"));
+}
+
+#[test]
+fn in_the_view_a_reload_is_told_on_the_notice_line_and_v_shows_the_dropped() {
+    let test = "in_the_view_a_reload_is_told_on_the_notice_line_and_v_shows_the_dropped";
+    if !common::privileged(test) {
+        return;
+    }
+    let Some(tmux) = Tmux::start(test) else {
+        return;
+    };
+    let scratch = common::Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    let rules = |mode: &str| {
+        format!("mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.200.0/24\"\naction = \"drop\"\n")
+    };
+    std::fs::write(&file, rules("enforce")).unwrap();
+    let net = TestNet::new();
+    let binary = env!("CARGO_BIN_EXE_xdpstat");
+    tmux.send(&[
+        &format!(
+            "ip netns exec {} {binary} --interval 0.2 --rules {} xs0; echo xdpstat-exit-$?",
+            net.watched.name(),
+            file.display()
+        ),
+        "Enter",
+    ]);
+    tmux.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+    net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100), 50);
+    net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 200, 2), &[], 500), 30);
+    tmux.wait_for("the dropped source's verdict", |s| {
+        s.lines()
+            .any(|line| line.starts_with("198.18.200.2") && line.contains("dropped 30"))
+    });
+    tmux.send(&["v"]);
+    tmux.wait_for("only the dropped source", |s| {
+        row_shows(s, "198.18.200.2", 30) && !s.contains("198.18.0.1 ")
+    });
+    std::fs::write(&file, rules("dry-run")).unwrap();
+    let hup = Command::new("pkill")
+        .args(["-HUP", "-f", &format!("{binary} --interval 0.2 --rules")])
+        .status()
+        .expect("pkill");
+    assert!(hup.success(), "found xdpstat");
+    // The status line (its end cut off at 120 columns by the long path).
+    tmux.wait_for("the reload on the notice line", |s| {
+        s.lines()
+            .any(|line| line.starts_with("sort: ") && line.contains("rules reloaded from"))
+    });
+    tmux.send(&["q"]);
+    let screen = tmux.wait_for("exit 0", |s| s.contains("xdpstat-exit-0"));
+    assert!(
+        screen.contains("rules reloaded from"),
+        "said again on stderr once the terminal is back:\n{screen}"
+    );
+}
+
+#[test]
+fn a_terminal_that_hangs_up_ends_the_view_even_with_rules_to_reload() {
+    let test = "a_terminal_that_hangs_up_ends_the_view_even_with_rules_to_reload";
+    if !common::privileged(test) {
+        return;
+    }
+    let Some(tmux) = Tmux::start(test) else {
+        return;
+    };
+    let scratch = common::Scratch::new(test);
+    let file = scratch.path("rules.toml");
+    std::fs::write(
+        &file,
+        "[[rule]]\nprefix = \"198.18.0.0/15\"\naction = \"drop\"\n",
+    )
+    .unwrap();
+    let net = TestNet::new();
+    let binary = env!("CARGO_BIN_EXE_xdpstat");
+    let marker = format!("{binary} --interval 0.2 --top 47 --rules");
+    tmux.send(&[
+        &format!(
+            "ip netns exec {} {marker} {} xs0",
+            net.watched.name(),
+            file.display()
+        ),
+        "Enter",
+    ]);
+    tmux.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &marker])
+            .status()
+            .expect("pgrep")
+            .success()
+    };
+    assert!(running());
+    // A hangup (the window closed) ends xdpstat, as it always did, though
+    // SIGHUP now reloads rules.
+    drop(tmux);
+    let deadline = Instant::now() + PATIENCE;
+    while running() {
+        assert!(Instant::now() < deadline, "xdpstat outlived its terminal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !net.xdp_attached(),
+        "the kernel detached it with the process"
+    );
 }

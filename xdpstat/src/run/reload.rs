@@ -1,6 +1,8 @@
 //! SIGHUP: read the rules file again and put the new rules in force on
 //! every watched interface. A file that fails its checks changes nothing:
-//! the rules in force stay, and stderr says why.
+//! the rules in force stay, and stderr says why (while the live view holds
+//! the terminal, its notice line says it, and stderr once it is given
+//! back).
 
 use std::{
     path::PathBuf,
@@ -18,6 +20,57 @@ use crate::{
 /// One watched interface's rule maps, by name.
 pub type RuleTarget = (String, Arc<Mutex<RuleMaps>>);
 
+/// What reloads said while the live view held the terminal: lines not
+/// shown yet, and all of them for stderr afterwards.
+#[derive(Default)]
+struct Held {
+    holding: bool,
+    unseen: Vec<String>,
+    all: Vec<String>,
+}
+
+static HELD: Mutex<Held> = Mutex::new(Held {
+    holding: false,
+    unseen: Vec::new(),
+    all: Vec::new(),
+});
+
+fn held() -> std::sync::MutexGuard<'static, Held> {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Says `line` on stderr, or keeps it for the live view.
+fn say(line: String) {
+    let mut held = held();
+    if held.holding {
+        held.unseen.push(line.clone());
+        held.all.push(line);
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// From now on, reloads' lines are kept for the live view (`true`), or,
+/// with `false`, said on stderr again, the kept ones first.
+pub fn hold_messages(holding: bool) {
+    let mut held = held();
+    held.holding = holding;
+    if !holding {
+        for line in std::mem::take(&mut held.all) {
+            eprintln!("{line}");
+        }
+        held.unseen.clear();
+    }
+}
+
+/// The latest line a reload said since the last call, if any.
+pub fn latest_message() -> Option<String> {
+    let mut held = held();
+    let latest = held.unseen.pop();
+    held.unseen.clear();
+    latest
+}
+
 /// Starts the thread that reloads `path` into `targets` on each SIGHUP
 /// (with no rules file, says there is nothing to reload: SIGHUP never ends
 /// a run); it lives as long as the process.
@@ -30,9 +83,14 @@ pub fn on_sighup(path: Option<PathBuf>, targets: Vec<RuleTarget>) -> Result<(), 
         .name("rules-reload".into())
         .spawn(move || {
             for _ in signals.forever() {
+                if terminal_hung_up() {
+                    // The terminal went away (a closed window or ssh
+                    // session): end as SIGHUP always ended xdpstat there.
+                    let _ = signal_hook::low_level::emulate_default_handler(SIGHUP);
+                }
                 match &path {
                     Some(path) => reload(path, &targets),
-                    None => eprintln!("xdpstat: SIGHUP: no --rules file to reload"),
+                    None => say("xdpstat: SIGHUP: no --rules file to reload".into()),
                 }
             }
         })
@@ -43,13 +101,34 @@ pub fn on_sighup(path: Option<PathBuf>, targets: Vec<RuleTarget>) -> Result<(), 
     Ok(())
 }
 
+/// Whether standard input, output or error is a terminal that has hung
+/// up: then a SIGHUP is the terminal's, not a request to reload.
+fn terminal_hung_up() -> bool {
+    (0..3).any(|fd| {
+        let is_terminal = std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|target| {
+            let target = target.to_string_lossy();
+            target.starts_with("/dev/pts/") || target.starts_with("/dev/tty")
+        });
+        let mut poll = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        is_terminal && ready > 0 && poll.revents & libc::POLLHUP != 0
+    })
+}
+
 /// Reads `path` and puts its rules in force on every target, saying on
 /// stderr what happened.
 pub fn reload(path: &std::path::Path, targets: &[RuleTarget]) {
     let set = match file::load(path) {
         Ok(set) => set,
         Err(error) => {
-            eprintln!("xdpstat: reload refused, the rules in force stay: {error}");
+            say(format!(
+                "xdpstat: reload refused, the rules in force stay: {error}"
+            ));
             return;
         }
     };
@@ -59,16 +138,33 @@ pub fn reload(path: &std::path::Path, targets: &[RuleTarget]) {
             .unwrap_or_else(PoisonError::into_inner)
             .put(&set);
         match result {
-            Ok(()) => eprintln!(
+            Ok(()) => say(format!(
                 "xdpstat: {interface}: rules reloaded from {}: {} rule{} in force",
                 path.display(),
                 set.rules.len(),
                 if set.rules.len() == 1 { "" } else { "s" }
-            ),
-            Err(error) => eprintln!(
+            )),
+            Err(error) => say(format!(
                 "xdpstat: {interface}: reload failed, the rules in force stay: {}",
                 one_line(error.as_ref())
-            ),
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_lines_go_to_the_view_once_and_to_stderr_after() {
+        hold_messages(true);
+        say("first".into());
+        say("second".into());
+        assert_eq!(latest_message().as_deref(), Some("second"));
+        assert_eq!(latest_message(), None, "each line is shown once");
+        assert_eq!(held().all, ["first", "second"]);
+        hold_messages(false);
+        assert!(held().all.is_empty() && !held().holding);
     }
 }

@@ -22,6 +22,8 @@ use crate::{
 
 /// Redraws per second at most, however fast keys arrive.
 const FRAMES_PER_SECOND: u32 = 10;
+/// How long a reload's outcome stays on the notice line.
+const RELOAD_NOTICE: Duration = Duration::from_secs(10);
 /// How often the loop looks at the stop flag while waiting for keys.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
@@ -32,6 +34,8 @@ struct Restore;
 impl Drop for Restore {
     fn drop(&mut self) {
         ratatui::restore();
+        // What reloads said meanwhile, now that stderr is the terminal's.
+        crate::run::reload::hold_messages(false);
     }
 }
 
@@ -54,12 +58,14 @@ pub fn run<S: CounterSource>(
     let start = Instant::now();
     let mut view = TopView::new(panes, start);
     let mut terminal = ratatui::try_init().map_err(terminal_error)?;
+    crate::run::reload::hold_messages(true);
     let _restore = Restore;
     let deadline = options.duration.map(|d| start + d);
     let mut next_read = start;
     let frame_gap = Duration::from_secs(1) / FRAMES_PER_SECOND;
     let mut last_frame: Option<Instant> = None;
     let mut dirty = true;
+    let mut reloaded: Option<(String, Instant)> = None;
     loop {
         let now = Instant::now();
         if stop() {
@@ -67,6 +73,10 @@ pub fn run<S: CounterSource>(
         }
         if deadline.is_some_and(|d| now >= d) {
             return Ok(Ended::DurationElapsed);
+        }
+        if let Some(line) = crate::run::reload::latest_message() {
+            reloaded = Some((line, now));
+            dirty = true;
         }
         if now >= next_read {
             read(watched, &mut view);
@@ -78,6 +88,20 @@ pub fn run<S: CounterSource>(
             if next_read <= now {
                 next_read = now + options.interval;
             }
+        }
+        // A reload's outcome stays on the notice line for a while, unless
+        // a failed read has something to say there.
+        match &reloaded {
+            Some((line, at)) if now.duration_since(*at) < RELOAD_NOTICE => {
+                view.notice.get_or_insert_with(|| line.clone());
+            }
+            Some(_) => {
+                reloaded = None;
+                if view.notice.take().is_some() {
+                    dirty = true;
+                }
+            }
+            None => {}
         }
         if dirty && last_frame.is_none_or(|at| now.duration_since(at) >= frame_gap) {
             terminal
