@@ -43,8 +43,12 @@ pub struct Report {
     /// no prefix holds.
     /// `exact + sketched + unkept` is `ipv4 + ipv6`.
     pub prefix_parts: PrefixParts,
-    /// The rules in force and the packets each matched.
+    /// The rules in force and the packets each matched, by packets,
+    /// descending (ties in the file's order), cut to `--top`.
     pub rules: Vec<RuleRow>,
+    /// How many rules are in force (before the `--top` cut).
+    #[serde(skip)]
+    pub rule_count: usize,
     /// Verdicts other than `passed` no source holds (its source had no
     /// table entry, or the entry was retired).
     pub unattributed_verdicts: Unattributed,
@@ -165,7 +169,14 @@ impl Report {
                 sketched: current.prefixes.sketched,
                 unkept: current.prefixes.unkept,
             },
-            rules: current.verdicts.rules.iter().map(RuleRow::from).collect(),
+            rules: {
+                let mut rules: Vec<RuleRow> =
+                    current.verdicts.rules.iter().map(RuleRow::from).collect();
+                rules.sort_by_key(|rule| Reverse(rule.packets));
+                rules.truncate(top.unwrap_or(usize::MAX));
+                rules
+            },
+            rule_count: current.verdicts.rules.len(),
             unattributed_verdicts: current.verdicts.unattributed().into(),
             limit_shared_bucket: current.verdicts.shared_bucket,
             source_count,
@@ -310,6 +321,52 @@ mod tests {
 
     fn v4(last: u8) -> IpAddr {
         Ipv4Addr::new(198, 18, 0, last).into()
+    }
+
+    #[test]
+    fn rules_are_listed_by_packets_and_cut_to_top_ties_in_file_order() {
+        use xdpstat_common::rules::Rule;
+
+        use crate::kernel::rulemaps::{InForce, RuleHits};
+        let before = snapshot_at(0, &[]);
+        let mut now = snapshot_at(1, &[]);
+        now.verdicts.rules = [
+            ("198.18.1.0/24", 5),
+            ("198.18.2.0/24", 9),
+            ("198.18.3.0/24", 5),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(index, &(prefix, packets))| RuleHits {
+            rule: InForce {
+                prefix: prefix.parse().unwrap(),
+                kernel: Rule {
+                    index: index as u32,
+                    ..Rule::default()
+                },
+            },
+            counter: Counter {
+                packets,
+                bytes: packets * 100,
+            },
+        })
+        .collect();
+        let listed = |top| -> Vec<String> {
+            Report::between("eth0", &before, &now, top)
+                .rules
+                .into_iter()
+                .map(|rule| rule.prefix)
+                .collect()
+        };
+        assert_eq!(
+            listed(None),
+            ["198.18.2.0/24", "198.18.1.0/24", "198.18.3.0/24"]
+        );
+        assert_eq!(listed(Some(2)), ["198.18.2.0/24", "198.18.1.0/24"]);
+        assert_eq!(
+            Report::between("eth0", &before, &now, Some(1)).rule_count,
+            3
+        );
     }
 
     #[test]

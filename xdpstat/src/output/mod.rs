@@ -121,7 +121,12 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
 
 /// The rules in force and the packets each matched.
 fn write_rules(out: &mut dyn Write, report: &Report) -> io::Result<()> {
-    writeln!(out, "  rules: {}", report.rules.len())?;
+    writeln!(
+        out,
+        "  rules: {} (showing {})",
+        report.rule_count,
+        report.rules.len()
+    )?;
     table_row(out, "prefix", "packets", "bytes", "action", "mode")?;
     for rule in &report.rules {
         table_row(
@@ -383,6 +388,7 @@ mod tests {
             .map(crate::counts::verdicts::RuleRow::from)
             .collect();
         report.unattributed_verdicts = now.verdicts.unattributed().into();
+        report.rule_count = report.rules.len();
         report
     }
 
