@@ -162,6 +162,13 @@ impl Xdpstat {
         nix::sys::signal::kill(self.pid(), signal).expect("signal xdpstat");
     }
 
+    /// Forgets the reports already printed and waits for the next one: a
+    /// report from after whatever the caller just waited for.
+    pub fn fresh_report(&mut self) -> Value {
+        while self.stdout.try_recv().is_ok() {}
+        self.report_where(|_| true)
+    }
+
     /// Reads JSON reports until one satisfies `done`; returns it.
     pub fn report_where(&mut self, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + PATIENCE;
