@@ -161,8 +161,9 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// What the parser decided about one frame.
-enum Verdict {
+/// What the parser decided about one frame: its class, and the source of
+/// an IP one.
+enum Class {
     Ipv4(Ipv4Key),
     Ipv6(Ipv6Key),
     NonIp,
@@ -320,94 +321,55 @@ fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool
     // SAFETY: this CPU's slot of a live array; XDP does not nest on a CPU, so
     // nothing else touches it while this program runs.
     let state = unsafe { &mut *state };
+    let packet = Packet {
+        packets,
+        len,
+        clock,
+    };
     match classify(start, end) {
-        Verdict::Ipv4(source) => {
-            let entry = track::<V4Entry>(
-                &SOURCES_V4,
-                &PAGES_V4,
-                Run {
-                    counter: &mut state.run_v4,
-                    source: &mut state.run_v4_source,
-                    entry: &mut state.run_v4_entry,
-                    unattributed: &mut state.unattributed_v4,
-                },
-                source,
-                packets,
-                len,
-            );
-            judge::<V4Entry>(
-                Family {
-                    table: &SOURCES_V4,
-                    rows: &ROWS_V4,
-                    tries: [&RULES_V4_0, &RULES_V4_1],
-                    bit: ruleset::V4,
-                    bits: 32,
-                },
-                &source,
-                entry,
-                state,
-                Packet {
-                    packets,
-                    len,
-                    clock,
-                },
-            )
-        }
-        Verdict::Ipv6(source) => {
-            let entry = track::<V6Entry>(
-                &SOURCES_V6,
-                &PAGES_V6,
-                Run {
-                    counter: &mut state.run_v6,
-                    source: &mut state.run_v6_source,
-                    entry: &mut state.run_v6_entry,
-                    unattributed: &mut state.unattributed_v6,
-                },
-                source,
-                packets,
-                len,
-            );
-            judge::<V6Entry>(
-                Family {
-                    table: &SOURCES_V6,
-                    rows: &ROWS_V6,
-                    tries: [&RULES_V6_0, &RULES_V6_1],
-                    bit: ruleset::V6,
-                    bits: 128,
-                },
-                &source,
-                entry,
-                state,
-                Packet {
-                    packets,
-                    len,
-                    clock,
-                },
-            )
-        }
-        Verdict::NonIp => {
+        Class::Ipv4(source) => count_ip::<V4Entry>(state, source, packet),
+        Class::Ipv6(source) => count_ip::<V6Entry>(state, source, packet),
+        Class::NonIp => {
             bump(&mut state.non_ip, packets, len);
             false
         }
-        Verdict::Malformed => {
+        Class::Malformed => {
             bump(&mut state.malformed, packets, len);
             false
         }
     }
 }
 
-/// One family's rule maps and table.
-struct Family<'a, E: Entry> {
-    table: &'a Array<E>,
-    rows: &'a Array<SourceRow>,
-    tries: [&'a LpmTrie<E::Address, Rule>; 2],
+/// Counts a packet from `source` in its family's table, then judges it by
+/// the family's rules; true when a rule drops it.
+#[inline(always)]
+fn count_ip<E: Entry>(state: &mut CpuState, source: E::Address, packet: Packet) -> bool {
+    let family = E::family();
+    let entry = track::<E>(
+        family.table,
+        family.pages,
+        E::run(state),
+        source,
+        packet.packets,
+        packet.len,
+    );
+    judge(family, &source, entry, state, packet)
+}
+
+/// One family's table and rule maps.
+struct Family<E: Entry> {
+    table: &'static Array<E>,
+    pages: &'static Array<u64>,
+    rows: &'static Array<SourceRow>,
+    tries: [&'static LpmTrie<E::Address, Rule>; 2],
     /// Its bit in the ruleset word.
     bit: u64,
     /// Address bits, the trie key's length for a lookup.
     bits: u32,
 }
 
-/// One frame as rules see it.
+/// One frame as counting and rules see it.
+#[derive(Clone, Copy)]
 struct Packet {
     packets: u64,
     len: u64,
@@ -423,7 +385,7 @@ struct Packet {
 /// trie every time and limited by its rule's shared bucket.
 #[inline(always)]
 fn judge<E: Entry>(
-    family: Family<'_, E>,
+    family: Family<E>,
     source: &E::Address,
     entry: u32,
     state: &mut CpuState,
@@ -481,10 +443,7 @@ fn judge<E: Entry>(
     let (rule_action, enforce) = (rule.action, rule.enforce != 0);
     let (interval, tolerance) = (rule.interval_ns, rule.tolerance_ns);
     let (packets, len) = (packet.packets, packet.len);
-    let row = match held {
-        Some(_) => family.rows.get_ptr_mut(entry),
-        None => None,
-    };
+    let row = held.and_then(|_| family.rows.get_ptr_mut(entry));
     if let Some(hits) = RULE_HITS.get_ptr_mut(at) {
         // SAFETY: this CPU's counter of a live per-CPU array.
         bump(unsafe { &mut *hits }, packets, len);
@@ -597,9 +556,9 @@ fn words(address: &Ipv6Key) -> (u64, u64) {
 
 /// Applies the counting rules to the frame in `[start, end)`.
 #[inline(always)]
-fn classify(start: usize, end: usize) -> Verdict {
+fn classify(start: usize, end: usize) -> Class {
     let Some((ethertype, offset)) = past_vlan_tags(start, end) else {
-        return Verdict::Malformed;
+        return Class::Malformed;
     };
     match ethertype {
         ETH_P_IP => match in_frame(start, offset, IPV4_HLEN, end) {
@@ -608,23 +567,23 @@ fn classify(start: usize, end: usize) -> Verdict {
                 let version_ihl = *(ip as *const u8);
                 let header_len = usize::from(version_ihl & 0x0f) * 4;
                 if version_ihl >> 4 != 4 || header_len < IPV4_HLEN || ip + header_len > end {
-                    return Verdict::Malformed;
+                    return Class::Malformed;
                 }
-                Verdict::Ipv4(core::ptr::read_unaligned((ip + 12) as *const Ipv4Key))
+                Class::Ipv4(core::ptr::read_unaligned((ip + 12) as *const Ipv4Key))
             },
-            None => Verdict::Malformed,
+            None => Class::Malformed,
         },
         ETH_P_IPV6 => match in_frame(start, offset, IPV6_HLEN, end) {
             // SAFETY: `in_frame` checked the 40 header bytes are in the frame.
             Some(ip) => unsafe {
                 if *(ip as *const u8) >> 4 != 6 {
-                    return Verdict::Malformed;
+                    return Class::Malformed;
                 }
-                Verdict::Ipv6(core::ptr::read_unaligned((ip + 8) as *const Ipv6Key))
+                Class::Ipv6(core::ptr::read_unaligned((ip + 8) as *const Ipv6Key))
             },
-            None => Verdict::Malformed,
+            None => Class::Malformed,
         },
-        _ => Verdict::NonIp,
+        _ => Class::NonIp,
     }
 }
 
@@ -740,7 +699,7 @@ fn sketch_add(
 }
 
 /// An entry of a source table, over its address type.
-trait Entry {
+trait Entry: 'static {
     type Address: Copy;
     fn same(a: &Self::Address, b: &Self::Address) -> bool;
     fn hash(address: &Self::Address, seed: u64) -> u64;
@@ -755,10 +714,36 @@ trait Entry {
     fn rule(&mut self) -> *mut u32;
     /// Counts a run no entry took in the family's prefix sketch.
     fn sketch(address: &Self::Address, run: &Counter);
+    /// The family's table and rule maps.
+    fn family() -> Family<Self>
+    where
+        Self: Sized;
+    /// The family's part of a CPU's state.
+    fn run(state: &mut CpuState) -> Run<'_, Self::Address>;
 }
 
 impl Entry for V4Entry {
     type Address = Ipv4Key;
+    #[inline(always)]
+    fn family() -> Family<Self> {
+        Family {
+            table: &SOURCES_V4,
+            pages: &PAGES_V4,
+            rows: &ROWS_V4,
+            tries: [&RULES_V4_0, &RULES_V4_1],
+            bit: ruleset::V4,
+            bits: 32,
+        }
+    }
+    #[inline(always)]
+    fn run(state: &mut CpuState) -> Run<'_, Ipv4Key> {
+        Run {
+            counter: &mut state.run_v4,
+            source: &mut state.run_v4_source,
+            entry: &mut state.run_v4_entry,
+            unattributed: &mut state.unattributed_v4,
+        }
+    }
     #[inline(always)]
     fn same(a: &Ipv4Key, b: &Ipv4Key) -> bool {
         a == b
@@ -794,6 +779,26 @@ impl Entry for V4Entry {
 
 impl Entry for V6Entry {
     type Address = Ipv6Key;
+    #[inline(always)]
+    fn family() -> Family<Self> {
+        Family {
+            table: &SOURCES_V6,
+            pages: &PAGES_V6,
+            rows: &ROWS_V6,
+            tries: [&RULES_V6_0, &RULES_V6_1],
+            bit: ruleset::V6,
+            bits: 128,
+        }
+    }
+    #[inline(always)]
+    fn run(state: &mut CpuState) -> Run<'_, Ipv6Key> {
+        Run {
+            counter: &mut state.run_v6,
+            source: &mut state.run_v6_source,
+            entry: &mut state.run_v6_entry,
+            unattributed: &mut state.unattributed_v6,
+        }
+    }
     #[inline(always)]
     fn same(a: &Ipv6Key, b: &Ipv6Key) -> bool {
         words(a) == words(b)
