@@ -47,7 +47,7 @@ use crate::{
     kernel::meta::{self, Record},
     kernel::pins::{PINNED_MAPS, PinDir},
     kernel::rulemaps::RuleMaps,
-    kernel::tables::{ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
+    kernel::tables::{Acted, ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
     rules::RuleSet,
 };
 
@@ -754,7 +754,24 @@ impl Datapath {
             prefixes.add_estimate(self.lens.of(*address), counter, 0);
         }
         self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
-        let verdicts = self.read_verdicts(ruled, interface)?;
+        // The CPUs' verdict totals were read after the rows (`ruled`, with
+        // the tables), so no row holds more than the totals say.
+        let rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hits()
+            .map_err(|source| XdpstatError::MapRead {
+                interface: interface.to_owned(),
+                map: "rules",
+                source,
+            })?;
+        let verdicts = VerdictRead {
+            acted: folded.acted,
+            shared_bucket: folded.shared_bucket,
+            ruled: ruled.into_iter().collect(),
+            rules,
+        };
         Ok(Snapshot {
             taken,
             wall,
@@ -763,43 +780,6 @@ impl Datapath {
             prefixes,
             verdicts,
         })
-    }
-
-    /// What the rules did: the CPUs' verdict totals (read after the rows,
-    /// `ruled`, so no row holds more than the totals say), each ruled
-    /// source's, each rule's hits.
-    fn read_verdicts(
-        &self,
-        ruled: Vec<(IpAddr, crate::kernel::tables::Acted)>,
-        interface: &str,
-    ) -> Result<VerdictRead, XdpstatError> {
-        let failed = |source| XdpstatError::MapRead {
-            interface: interface.to_owned(),
-            map: "rules",
-            source,
-        };
-        let rules = self
-            .rules
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hits()
-            .map_err(failed)?;
-        let mut read = VerdictRead {
-            rules,
-            ..VerdictRead::default()
-        };
-        // The CPU states were read before the rows: a packet acted on in
-        // between is in a row and not yet in the totals; read them again.
-        let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
-        let states = states.get(&0, 0).map_err(|e| failed(e.into()))?;
-        for state in states.iter() {
-            for (total, part) in read.acted.iter_mut().zip(&state.acted) {
-                total.add(part);
-            }
-            read.shared_bucket.add(&state.shared_bucket);
-        }
-        read.ruled = ruled.into_iter().collect();
-        Ok(read)
     }
 
     /// Adds the sketches' estimates, for every prefix the read already has
@@ -985,6 +965,10 @@ struct Folded {
     /// What went into the IPv4 and IPv6 sketches: the runs no entry took
     /// that have settled.
     sketched: [Counter; 2],
+    /// Every packet under each verdict but `passed`, and what limit rules
+    /// judged by their shared bucket.
+    acted: Acted,
+    shared_bucket: Counter,
 }
 
 /// Adds the CPUs' current runs to their sources and sums the class
@@ -1005,7 +989,13 @@ fn fold_cpu_states(
     let mut busy = BusyEntries::default();
     let mut unheld = Vec::new();
     let mut sketched = [Counter::default(); 2];
+    let mut acted = Acted::default();
+    let mut shared_bucket = Counter::default();
     for state in states.iter() {
+        for (total, part) in acted.iter_mut().zip(&state.acted) {
+            total.add(part);
+        }
+        shared_bucket.add(&state.shared_bucket);
         slots.non_ip.add(&state.non_ip);
         slots.malformed.add(&state.malformed);
         slots.unattributed_v4.add(&state.unattributed_v4);
@@ -1036,5 +1026,7 @@ fn fold_cpu_states(
         busy,
         unheld,
         sketched,
+        acted,
+        shared_bucket,
     }
 }

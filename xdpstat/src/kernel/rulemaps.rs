@@ -9,13 +9,17 @@
 //! after they leave force, so the idle slot is always empty.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, OwnedFd},
 };
 
-use aya::maps::{
-    Array, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-    lpm_trie::{Key, LpmTrie},
+use aya::{
+    Pod,
+    maps::{
+        Array, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use ipnet::IpNet;
 use xdpstat_common::{
@@ -91,6 +95,42 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Cause {
     format!("{what}: {e}").into()
 }
 
+/// Every rule `trie` holds, its prefix's address made by `address`.
+fn trie_rules<K: Pod>(
+    trie: &LpmTrie<MapData, K, KernelRule>,
+    address: fn(K) -> IpAddr,
+) -> Result<Vec<InForce>, Cause> {
+    let mut rules = Vec::new();
+    for entry in trie.iter() {
+        let (key, kernel) = entry.map_err(|e| failed("reading the rules", one_line(&e)))?;
+        let prefix = IpNet::new(address(key.data()), key.prefix_len() as u8)
+            .map_err(|e| failed("a rule", e))?;
+        rules.push(InForce { prefix, kernel });
+    }
+    Ok(rules)
+}
+
+/// Removes every rule from `trie`.
+fn empty<K: Pod>(trie: &mut LpmTrie<MapData, K, KernelRule>) -> Result<(), Cause> {
+    let keys: Vec<Key<K>> = trie.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        trie.remove(&key)
+            .map_err(|e| failed("removing a rule", one_line(&e)))?;
+    }
+    Ok(())
+}
+
+/// Puts `kernel` in `trie` under the prefix of `len` bits of `address`.
+fn insert<K: Pod>(
+    trie: &mut LpmTrie<MapData, K, KernelRule>,
+    len: u32,
+    address: K,
+    kernel: KernelRule,
+) -> Result<(), Cause> {
+    trie.insert(&Key::new(len, address), kernel, 0)
+        .map_err(|e| failed("writing a rule", one_line(&e)))
+}
+
 fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, Cause>
 where
     T: TryFrom<Map, Error = MapError>,
@@ -149,25 +189,9 @@ impl RuleMaps {
 
     /// The rules in `slot`, by index.
     fn read_slot(&self, slot: u32) -> Result<Vec<InForce>, Cause> {
-        let mut rules = Vec::new();
-        for entry in self.v4[slot as usize].iter() {
-            let (key, rule) = entry.map_err(|e| failed("reading IPv4 rules", one_line(&e)))?;
-            let prefix = IpNet::new(Ipv4Addr::from(key.data()).into(), key.prefix_len() as u8)
-                .map_err(|e| failed("an IPv4 rule", e))?;
-            rules.push(InForce {
-                prefix,
-                kernel: rule,
-            });
-        }
-        for entry in self.v6[slot as usize].iter() {
-            let (key, rule) = entry.map_err(|e| failed("reading IPv6 rules", one_line(&e)))?;
-            let prefix = IpNet::new(Ipv6Addr::from(key.data()).into(), key.prefix_len() as u8)
-                .map_err(|e| failed("an IPv6 rule", e))?;
-            rules.push(InForce {
-                prefix,
-                kernel: rule,
-            });
-        }
+        let s = slot as usize;
+        let mut rules = trie_rules(&self.v4[s], |a| Ipv4Addr::from(a).into())?;
+        rules.extend(trie_rules(&self.v6[s], |a| Ipv6Addr::from(a).into())?);
         rules.sort_by_key(|rule| rule.kernel.index);
         Ok(rules)
     }
@@ -176,18 +200,8 @@ impl RuleMaps {
     /// it used.
     fn clean(&mut self, slot: u32) -> Result<(), Cause> {
         let s = slot as usize;
-        let keys: Vec<_> = self.v4[s].keys().filter_map(Result::ok).collect();
-        for key in keys {
-            self.v4[s]
-                .remove(&key)
-                .map_err(|e| failed("removing an IPv4 rule", one_line(&e)))?;
-        }
-        let keys: Vec<_> = self.v6[s].keys().filter_map(Result::ok).collect();
-        for key in keys {
-            self.v6[s]
-                .remove(&key)
-                .map_err(|e| failed("removing an IPv6 rule", one_line(&e)))?;
-        }
+        empty(&mut self.v4[s])?;
+        empty(&mut self.v6[s])?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| failed(what, e))?;
         for index in 0..self.dirty[s] {
             let at = slot * MAX_RULES + index;
@@ -237,22 +251,27 @@ impl RuleMaps {
             self.by_index
                 .set(new * MAX_RULES + index as u32, kernel, 0)
                 .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
-            match rule.prefix {
+            let len = u32::from(rule.prefix.prefix_len());
+            word |= match rule.prefix {
                 IpNet::V4(prefix) => {
-                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.addr().octets());
-                    self.v4[new as usize]
-                        .insert(&key, kernel, 0)
-                        .map_err(|e| failed("writing an IPv4 rule", one_line(&e)))?;
-                    word |= ruleset::V4;
+                    insert(
+                        &mut self.v4[new as usize],
+                        len,
+                        prefix.addr().octets(),
+                        kernel,
+                    )?;
+                    ruleset::V4
                 }
                 IpNet::V6(prefix) => {
-                    let key = Key::new(u32::from(prefix.prefix_len()), prefix.addr().octets());
-                    self.v6[new as usize]
-                        .insert(&key, kernel, 0)
-                        .map_err(|e| failed("writing an IPv6 rule", one_line(&e)))?;
-                    word |= ruleset::V6;
+                    insert(
+                        &mut self.v6[new as usize],
+                        len,
+                        prefix.addr().octets(),
+                        kernel,
+                    )?;
+                    ruleset::V6
                 }
-            }
+            };
             in_force.push(InForce {
                 prefix: rule.prefix,
                 kernel,
@@ -277,21 +296,23 @@ impl RuleMaps {
         let previous = std::mem::take(&mut self.in_force);
         let previous_base = std::mem::take(&mut self.base);
         self.in_force = in_force;
-        self.base = vec![Counter::default(); self.in_force.len()];
-        self.dirty[old as usize] = self.dirty[old as usize].max(previous.len() as u32);
         // No packet is judged by the old slot any more once this returns.
         self.grace
             .wait()
             .map_err(|e| failed("waiting for a grace period", e))?;
-        let old_hits = self.hits_of(old, &previous, &previous_base)?;
-        for (rule, carried) in self.in_force.iter().zip(self.base.iter_mut()) {
-            let same = |hits: &&RuleHits| {
-                hits.rule.prefix == rule.prefix && hits.rule.kernel.action == rule.kernel.action
-            };
-            if let Some(hits) = old_hits.iter().find(same) {
-                *carried = hits.counter;
-            }
-        }
+        let old_hits: HashMap<(IpNet, u32), Counter> = self
+            .hits_of(old, &previous, &previous_base)?
+            .into_iter()
+            .map(|hits| ((hits.rule.prefix, hits.rule.kernel.action), hits.counter))
+            .collect();
+        self.base = self
+            .in_force
+            .iter()
+            .map(|rule| {
+                let same = (rule.prefix, rule.kernel.action);
+                old_hits.get(&same).copied().unwrap_or_default()
+            })
+            .collect();
         self.clean(old)
     }
 

@@ -215,20 +215,19 @@ impl<E: TableEntry> Table<E> {
 
     /// The entries `[first, first + PER_WINDOW)` (or to the end), mapped.
     fn window(&self, first: usize) -> std::io::Result<MappedArray<E>> {
-        MappedArray::map_range(
-            self.fd.as_fd(),
-            first,
-            Self::PER_WINDOW.min(self.len - first),
-        )
+        self.window_of(self.fd.as_fd(), first)
+    }
+
+    /// The same window of an array beside the table (the table, its rows).
+    fn window_of<T>(&self, array: BorrowedFd<'_>, first: usize) -> std::io::Result<MappedArray<T>> {
+        MappedArray::map_range(array, first, Self::PER_WINDOW.min(self.len - first))
     }
 
     /// Their rows, mapped, if the datapath has rows.
     fn rows_window(&self, first: usize) -> std::io::Result<Option<MappedArray<SourceRow>>> {
         self.rows
             .as_ref()
-            .map(|rows| {
-                MappedArray::map_range(rows.as_fd(), first, Self::PER_WINDOW.min(self.len - first))
-            })
+            .map(|rows| self.window_of(rows.as_fd(), first))
             .transpose()
     }
 
@@ -348,12 +347,22 @@ impl<E: TableEntry> Table<E> {
     fn write_each(
         &self,
         victims: &[usize],
-        mut write: impl FnMut(&MappedArray<E>, usize),
+        write: impl FnMut(&MappedArray<E>, usize),
+    ) -> std::io::Result<()> {
+        Self::each_in_windows(victims, |first| self.window(first), write)
+    }
+
+    /// Applies `write` to each victim (sorted) in the windows of an array
+    /// beside the table (the table itself, or its rows) that `open` maps.
+    fn each_in_windows<T>(
+        victims: &[usize],
+        open: impl Fn(usize) -> std::io::Result<MappedArray<T>>,
+        mut write: impl FnMut(&MappedArray<T>, usize),
     ) -> std::io::Result<()> {
         let mut rest = victims;
         while let Some(&index) = rest.first() {
             let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
-            let window = self.window(first)?;
+            let window = open(first)?;
             let inside = rest
                 .iter()
                 .take_while(|&&i| i < first + Self::PER_WINDOW)
@@ -397,22 +406,14 @@ impl<E: TableEntry> Table<E> {
     /// release store is what keeps the zeroing ahead of the state.
     fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
         // Their rows first: a source that claims the entry next starts
-        // with no verdicts, a full bucket and no rule remembered.
-        let mut rest = victims;
-        while let Some(&index) = rest.first() {
-            let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
-            let inside = rest
-                .iter()
-                .take_while(|&&i| i < first + Self::PER_WINDOW)
-                .count();
-            if let Some(rows) = self.rows_window(first)? {
-                for &index in &rest[..inside] {
-                    for word in 0..ROW_WORDS {
-                        rows.store(index - first, word * 8, 0, Ordering::Relaxed);
-                    }
+        // with no verdicts and a full bucket.
+        if let Some(rows) = &self.rows {
+            let open = |first| self.window_of(rows.as_fd(), first);
+            Self::each_in_windows(victims, open, |rows: &MappedArray<SourceRow>, at| {
+                for word in 0..ROW_WORDS {
+                    rows.store(at, word * 8, 0, Ordering::Relaxed);
                 }
-            }
-            rest = &rest[inside..];
+            })?;
         }
         self.write_each(victims, |window, at| {
             window.store(at, E::PACKETS, 0, Ordering::Relaxed);

@@ -94,17 +94,6 @@ impl Rule {
             other => other.name().to_owned(),
         }
     }
-
-    /// The verdict the rule gives a packet it acts on, as the report names it.
-    pub fn verdict(&self) -> &'static str {
-        match (self.action, self.mode) {
-            (Action::Pass, _) => "passed",
-            (Action::Drop, Mode::Enforce) => "dropped",
-            (Action::Drop, Mode::DryRun) => "would_drop",
-            (Action::Limit { .. }, Mode::Enforce) => "limited",
-            (Action::Limit { .. }, Mode::DryRun) => "would_limit",
-        }
-    }
 }
 
 /// A checked rules file.
@@ -122,14 +111,6 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|rule| matches!(rule.action, Action::Limit { .. }))
-    }
-
-    /// The rule that decides for `address`: the longest matching prefix.
-    pub fn decide(&self, address: std::net::IpAddr) -> Option<&Rule> {
-        self.rules
-            .iter()
-            .filter(|rule| rule.prefix.contains(&address))
-            .max_by_key(|rule| rule.prefix.prefix_len())
     }
 }
 

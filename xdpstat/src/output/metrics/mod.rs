@@ -255,17 +255,18 @@ impl Metrics {
         for (kept, (_, now)) in state.verdicts.iter_mut().zip(totals.verdicts.named()) {
             *kept = kept.at_least(&now);
         }
+        let before: HashMap<IpNet, Count> = previous
+            .verdicts
+            .rules
+            .iter()
+            .map(|hits| (hits.rule.prefix, hits.counter))
+            .collect();
         let rule_deltas: Vec<(IpNet, Count)> = current
             .verdicts
             .rules
             .iter()
             .map(|hits| {
-                let before = previous
-                    .verdicts
-                    .rules
-                    .iter()
-                    .find(|old| old.rule.prefix == hits.rule.prefix)
-                    .map_or(Count::default(), |old| old.counter);
+                let before = before.get(&hits.rule.prefix).copied().unwrap_or_default();
                 (hits.rule.prefix, hits.counter.since(&before))
             })
             .collect();

@@ -83,7 +83,10 @@ const COLUMNS: [Column; 7] = [
         title: "verdicts",
         width: 22,
         right: false,
-        cell: |row, _| row.verdict.clone(),
+        cell: |row, _| match (&row.prefix_len, row.verdict.as_str()) {
+            (None, "") => "-".into(),
+            (_, verdict) => verdict.to_owned(),
+        },
     },
 ];
 

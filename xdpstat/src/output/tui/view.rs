@@ -19,6 +19,7 @@ use xdpstat_common::Counter;
 use crate::{
     counts::report::Rate,
     counts::snapshot::{ClassTotals, Snapshot},
+    counts::verdicts::Verdicts,
 };
 
 /// Rates kept for each source's sparkline.
@@ -39,7 +40,7 @@ pub struct Row {
     pub share: f64,
     /// Packets a rule dropped or limited, or would have (sources only).
     pub acted: u64,
-    /// What the rules did to it, in a few words (`-`: all passed).
+    /// What the rules did to it, in a few words (empty: all passed).
     pub verdict: String,
 }
 
@@ -144,7 +145,17 @@ impl Pane {
             }
             recent.push_back(rate.pps);
             history.insert(address, recent);
-            let verdicts = current.verdicts.of_source(&address, &counter);
+            // Looked up only when a rule acted at all: most reads have no
+            // rules, and a read may hold a million sources.
+            let ruled = &current.verdicts.ruled;
+            let (acted, verdict) = match (!ruled.is_empty()).then(|| ruled.get(&address)).flatten()
+            {
+                Some(acted) => (
+                    acted.iter().map(|c| c.packets).sum(),
+                    Verdicts::of(&counter, acted).column(),
+                ),
+                None => (0, String::new()),
+            };
             self.rows.push(Row {
                 address,
                 prefix_len: None,
@@ -153,8 +164,8 @@ impl Pane {
                 bytes: counter.bytes,
                 rate,
                 share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
-                acted: counter.packets - verdicts.passed.packets,
-                verdict: verdicts.column(),
+                acted,
+                verdict,
             });
         }
         // Sources no longer listed take their history with them.
