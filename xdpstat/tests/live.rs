@@ -652,15 +652,7 @@ fn the_demo_counts_everything_it_sends_and_cleans_up() {
         &["demo", "--duration", "1.5", "--format", "json"],
     );
     assert!(status.success(), "{stderr}");
-    let sent: u64 = stderr
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("xdpstat demo: sent ")?
-                .strip_suffix(" frames")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("demo says how much it sent: {stderr}"));
+    let sent = common::demo_sent(&stderr);
     let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(sent > 0);
     assert_eq!(

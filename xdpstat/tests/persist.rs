@@ -750,12 +750,10 @@ fn persisted_rules_stay_in_force_across_restarts_and_go_with_the_next_run_s_rule
     }
     let root = PinRoot::new("rules");
     let scratch = common::Scratch::new(test);
-    let file = scratch.path("rules.toml");
-    std::fs::write(
-        &file,
+    let file = scratch.write(
+        "rules.toml",
         "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.50.0/24\"\naction = \"drop\"\n",
-    )
-    .unwrap();
+    );
     let rules = ["--rules", file.to_str().unwrap()];
     let net = TestNet::new();
     let arrived = common::Arrived::on(&net);

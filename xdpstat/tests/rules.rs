@@ -49,9 +49,12 @@ fn send_each(net: &TestNet, sources: &[(IpAddr, u64)]) -> u64 {
     sent
 }
 
+/// Packets under each verdict `value` has (`unattributed_verdicts` has
+/// no `passed`).
 fn verdicts_of(value: &Value) -> HashMap<&'static str, u64> {
     VERDICTS
         .iter()
+        .filter(|&&name| value.get(name).is_some())
         .map(|&name| (name, pair(&value[name]).0))
         .collect()
 }
@@ -108,19 +111,19 @@ fn settle_and_check(xdpstat: &mut Xdpstat, arrived: &Arrived, sent: &[(IpAddr, u
     report
 }
 
-/// xdpstat on `xs0` with the rules in `file`, JSON every `interval` s.
-fn start_with_rules(net: &TestNet, file: &std::path::Path, interval: &str) -> Xdpstat {
+/// xdpstat on `xs0` with the rules in `file` and `more` options, JSON
+/// every `interval` s.
+fn start_with_rules(
+    net: &TestNet,
+    file: &std::path::Path,
+    interval: &str,
+    more: &[&str],
+) -> Xdpstat {
+    let rules = ["--rules", file.to_str().unwrap()];
+    let report = ["--format", "json", "--interval", interval];
     Xdpstat::start(
         &net.watched,
-        &[
-            "xs0",
-            "--format",
-            "json",
-            "--interval",
-            interval,
-            "--rules",
-            file.to_str().unwrap(),
-        ],
+        &[&["xs0"], &report[..], &rules, more].concat(),
     )
 }
 
@@ -171,11 +174,10 @@ fn mixed() -> Vec<(IpAddr, u64)> {
 
 fn run_mixed(test: &str, mode: &str) -> Value {
     let scratch = Scratch::new(test);
-    let file = scratch.path("rules.toml");
-    std::fs::write(&file, format!("mode = \"{mode}\"\n{RULES}")).unwrap();
+    let file = scratch.write("rules.toml", format!("mode = \"{mode}\"\n{RULES}"));
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = start_with_rules(&net, &file, "0.5");
+    let mut xdpstat = start_with_rules(&net, &file, "0.5", &[]);
     let traffic = mixed();
     send_each(&net, &traffic);
     // Non-IP frames always pass, whatever the rules.
@@ -229,15 +231,10 @@ fn a_limit_passes_its_burst_and_its_rate_and_no_more() {
         return;
     }
     let scratch = Scratch::new(test);
-    let file = scratch.path("rules.toml");
-    std::fs::write(
-        &file,
-        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.5.0/24\"\naction = \"limit\"\npps = 1000\nburst = 1000\n",
-    )
-    .unwrap();
+    let file = scratch.write("rules.toml", "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.5.0/24\"\naction = \"limit\"\npps = 1000\nburst = 1000\n");
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = start_with_rules(&net, &file, "0.2");
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
     let limited = v4(5, 5);
     let free = v4(6, 6);
     let began = Instant::now();
@@ -265,20 +262,19 @@ fn sighup_swaps_rules_under_traffic_and_a_bad_file_keeps_them() {
         return;
     }
     let scratch = Scratch::new(test);
-    let file = scratch.path("rules.toml");
     let rules = |mode: &str| {
         format!("mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"drop\"\n")
     };
-    std::fs::write(&file, rules("dry-run")).unwrap();
+    let file = scratch.write("rules.toml", rules("dry-run"));
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = start_with_rules(&net, &file, "0.2");
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
     let ruled = v4(8, 8);
     let other = v4(9, 9);
     // Traffic in three phases; reloads happen between and during them.
     let phase = [(ruled, 2_000), (other, 500)];
     send_each(&net, &phase);
-    std::fs::write(&file, rules("enforce")).unwrap();
+    scratch.write("rules.toml", rules("enforce"));
     xdpstat.signal(Signal::SIGHUP);
     // Sent while the reload happens: each frame under one verdict or the other.
     send_each(&net, &phase);
@@ -330,8 +326,7 @@ fn bad_rules_files_are_refused_before_anything_is_attached() {
         ),
         ("<html>", ":1: "),
     ] {
-        let file = scratch.path("bad.toml");
-        std::fs::write(&file, text).unwrap();
+        let file = scratch.write("bad.toml", text);
         let line = one_line_failure(
             Some(&net.watched),
             &[],
@@ -345,8 +340,7 @@ fn bad_rules_files_are_refused_before_anything_is_attached() {
 #[test]
 fn rules_check_needs_no_privilege_and_says_what_each_rule_does() {
     let scratch = Scratch::new("rules_check_needs_no_privilege_and_says_what_each_rule_does");
-    let file = scratch.path("rules.toml");
-    std::fs::write(&file, format!("mode = \"enforce\"\n{RULES}")).unwrap();
+    let file = scratch.write("rules.toml", format!("mode = \"enforce\"\n{RULES}"));
     let path = file.to_str().unwrap();
     let nobody = [
         "setpriv",
@@ -372,7 +366,10 @@ fn rules_check_needs_no_privilege_and_says_what_each_rule_does() {
     );
     assert!(stdout.contains("198.18.8.7/32"), "{stdout}");
     assert!(stdout.contains("drops every packet: dropped"), "{stdout}");
-    std::fs::write(&file, "[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"drop\"\n[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"pass\"\n").unwrap();
+    scratch.write(
+        "rules.toml",
+        "[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"drop\"\n[[rule]]\nprefix = \"198.18.8.0/24\"\naction = \"pass\"\n",
+    );
     let line = one_line_failure(None, prefix, &["rules", "check", path]);
     assert!(
         line.contains("rules.toml:5: prefix 198.18.8.0/24 appears twice"),
@@ -387,11 +384,10 @@ fn at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket() {
         return;
     }
     let scratch = Scratch::new(test);
-    let file = scratch.path("rules.toml");
     let rules = |mode: &str| {
         format!("mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.98.2/32\"\naction = \"drop\"\n")
     };
-    std::fs::write(&file, rules("enforce")).unwrap();
+    let file = scratch.write("rules.toml", rules("enforce"));
     let net = TestNet::new();
     net.watched
         .ip(&["addr", "add", "198.18.98.1/24", "dev", "xs0"])
@@ -412,20 +408,7 @@ fn at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket() {
         .run(|| std::net::UdpSocket::bind("198.18.98.2:0"))
         .unwrap()
         .unwrap();
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "xs0",
-            "--hook",
-            "tcx",
-            "--format",
-            "json",
-            "--interval",
-            "0.2",
-            "--rules",
-            file.to_str().unwrap(),
-        ],
-    );
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &["--hook", "tcx"]);
     let send = |count: usize| {
         for n in 0..count {
             sender.send_to(&[7u8; 32], "198.18.98.1:5000").unwrap();
@@ -457,7 +440,7 @@ fn at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket() {
     });
     assert_eq!(dropped_of(&report), 200);
     assert_eq!(received(0), 0, "a dropped datagram reached its socket");
-    std::fs::write(&file, rules("dry-run")).unwrap();
+    scratch.write("rules.toml", rules("dry-run"));
     xdpstat.signal(Signal::SIGHUP);
     xdpstat.stderr_line(|line| line.contains("rules reloaded from"));
     send(100);
@@ -486,30 +469,15 @@ fn sources_beyond_the_tables_are_judged_and_counted_all_the_same() {
         return;
     }
     let scratch = Scratch::new(test);
-    let file = scratch.path("rules.toml");
-    std::fs::write(
-        &file,
+    let file = scratch.write(
+        "rules.toml",
         "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.60.0/24\"\naction = \"drop\"\n\
          [[rule]]\nprefix = \"198.18.61.0/24\"\naction = \"limit\"\npps = 100\nburst = 50\n",
-    )
-    .unwrap();
+    );
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
     // 8 sources planned (32 entries); no housekeeping while it is sent.
-    let mut xdpstat = Xdpstat::start(
-        &net.watched,
-        &[
-            "xs0",
-            "--format",
-            "json",
-            "--interval",
-            "3",
-            "--max-sources",
-            "8",
-            "--rules",
-            file.to_str().unwrap(),
-        ],
-    );
+    let mut xdpstat = start_with_rules(&net, &file, "3", &["--max-sources", "8"]);
     let dropped: Vec<(IpAddr, u64)> = (1..=200).map(|n| (v4(60, n), 5)).collect();
     let limited: Vec<(IpAddr, u64)> = (1..=200).map(|n| (v4(61, n), 5)).collect();
     let began = Instant::now();
@@ -520,7 +488,7 @@ fn sources_beyond_the_tables_are_judged_and_counted_all_the_same() {
     let totals = verdicts_of(&report["totals"]["verdicts"]);
     assert_eq!(totals["dropped"], 1_000);
     assert_eq!(totals["passed"] + totals["limited"], 1_000);
-    let unattributed = verdicts_of_acted(&report["unattributed_verdicts"]);
+    let unattributed = verdicts_of(&report["unattributed_verdicts"]);
     let held = |name: &str| -> u64 {
         report["sources"]
             .as_array()
@@ -549,13 +517,6 @@ fn sources_beyond_the_tables_are_judged_and_counted_all_the_same() {
     assert!(dropped.iter().all(|(source, _)| arrived.of(source) == 0));
 }
 
-fn verdicts_of_acted(value: &Value) -> HashMap<&'static str, u64> {
-    ["dropped", "limited", "would_drop", "would_limit"]
-        .iter()
-        .map(|&name| (name, pair(&value[name]).0))
-        .collect()
-}
-
 #[test]
 fn the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict() {
     let test = "the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict";
@@ -563,15 +524,13 @@ fn the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict() {
         return;
     }
     let scratch = Scratch::new(test);
-    let file = scratch.path("rules.toml");
     // Drop the demo's IPv4 cast but one sender; its IPv6 cast only would be.
-    std::fs::write(
-        &file,
+    let file = scratch.write(
+        "rules.toml",
         "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.0.0/15\"\naction = \"drop\"\n\
          [[rule]]\nprefix = \"198.18.0.10/32\"\naction = \"pass\"\n\
          [[rule]]\nprefix = \"2001:db8::/32\"\naction = \"drop\"\nmode = \"dry-run\"\n",
-    )
-    .unwrap();
+    );
     let (status, stdout, stderr) = run_to_end(
         None,
         &[],
@@ -586,15 +545,7 @@ fn the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict() {
         ],
     );
     assert!(status.success(), "{stderr}");
-    let sent: u64 = stderr
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("xdpstat demo: sent ")?
-                .strip_suffix(" frames")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("demo says how much it sent: {stderr}"));
+    let sent = common::demo_sent(&stderr);
     let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let totals = verdicts_of(&last["totals"]["verdicts"]);
     assert_eq!(totals.values().sum::<u64>(), sent, "{totals:?}");

@@ -58,9 +58,8 @@ fn the_corpus_under_drop_pass_and_limit_rules_gives_exact_verdicts() {
         return;
     }
     let scratch = Scratch::new(test);
-    let rules = scratch.path("rules.toml");
-    std::fs::write(
-        &rules,
+    let rules = scratch.write(
+        "rules.toml",
         r#"mode = "enforce"
 [[rule]]
 prefix = "198.18.0.0/15"
@@ -75,8 +74,7 @@ pps = 10
 burst = 2
 mode = "dry-run"
 "#,
-    )
-    .unwrap();
+    );
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/mixed-be.pcapng");
     let report = replay_json(&rules, &corpus);
     // 198.18.200.2 (2 frames, 136 bytes) and 198.19.0.9 (1, 58) are in the
@@ -173,14 +171,12 @@ fn a_replayed_limit_keeps_time_by_the_capture_not_the_clock() {
         "the limit bites: {expected}"
     );
     for (mode, acted) in [("enforce", "limited"), ("dry-run", "would_limit")] {
-        let rules = scratch.path("rules.toml");
-        std::fs::write(
-            &rules,
+        let rules = scratch.write(
+            "rules.toml",
             format!(
                 "mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.3.0/24\"\naction = \"limit\"\npps = 40\nburst = 10\n"
             ),
-        )
-        .unwrap();
+        );
         let report = replay_json(&rules, &capture);
         assert_eq!(
             source_verdict(&report, "198.18.3.3", "passed"),

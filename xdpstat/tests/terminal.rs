@@ -61,6 +61,22 @@ impl Tmux {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs `xdpstat ARGS xs0` in `net`'s watched namespace (then says its
+    /// exit status as `xdpstat-exit-N`) and waits for the view; returns
+    /// `xdpstat ARGS` as it runs, for `pkill -f`.
+    fn view(&self, net: &TestNet, args: &str) -> String {
+        let command = format!("{} {args}", env!("CARGO_BIN_EXE_xdpstat"));
+        self.send(&[
+            &format!(
+                "ip netns exec {} {command} xs0; echo xdpstat-exit-$?",
+                net.watched.name()
+            ),
+            "Enter",
+        ]);
+        self.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+        command
+    }
+
     /// Waits until the screen satisfies `wanted`; returns it.
     fn wait_for(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + PATIENCE;
@@ -104,15 +120,7 @@ fn the_view_in_a_real_terminal_counts_quits_and_gives_the_terminal_back() {
         return;
     };
     let net = TestNet::new();
-    let binary = env!("CARGO_BIN_EXE_xdpstat");
-    let run = |marker: &str| {
-        format!(
-            "ip netns exec {} {binary} --interval 0.2 --top {marker} xs0; echo xdpstat-exit-$?",
-            net.watched.name()
-        )
-    };
-    tmux.send(&[&run("41"), "Enter"]);
-    tmux.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+    tmux.view(&net, "--interval 0.2 --top 41");
     let a = ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100);
     let b = ipv4_frame(Ipv4Addr::new(198, 18, 200, 2), &[], 500);
     net.send(&a, 50);
@@ -135,16 +143,9 @@ fn the_view_in_a_real_terminal_counts_quits_and_gives_the_terminal_back() {
 
     // Again, ended by SIGTERM this time.
     tmux.send(&["clear", "Enter"]);
-    tmux.send(&[&run("43"), "Enter"]);
-    tmux.wait_for("the view again", |s| {
-        s.contains("xs0 (") && s.contains("? help")
-    });
+    let second = tmux.view(&net, "--interval 0.2 --top 43");
     let killed = Command::new("pkill")
-        .args([
-            "-TERM",
-            "-f",
-            &format!("{binary} --interval 0.2 --top 43 xs0"),
-        ])
+        .args(["-TERM", "-f", &second])
         .status()
         .expect("pkill");
     assert!(killed.success(), "found the second xdpstat");
@@ -164,22 +165,12 @@ fn in_the_view_a_reload_is_told_on_the_notice_line_and_v_shows_the_dropped() {
         return;
     };
     let scratch = common::Scratch::new(test);
-    let file = scratch.path("rules.toml");
     let rules = |mode: &str| {
         format!("mode = \"{mode}\"\n[[rule]]\nprefix = \"198.18.200.0/24\"\naction = \"drop\"\n")
     };
-    std::fs::write(&file, rules("enforce")).unwrap();
+    let file = scratch.write("rules.toml", rules("enforce"));
     let net = TestNet::new();
-    let binary = env!("CARGO_BIN_EXE_xdpstat");
-    tmux.send(&[
-        &format!(
-            "ip netns exec {} {binary} --interval 0.2 --rules {} xs0; echo xdpstat-exit-$?",
-            net.watched.name(),
-            file.display()
-        ),
-        "Enter",
-    ]);
-    tmux.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+    let command = tmux.view(&net, &format!("--interval 0.2 --rules {}", file.display()));
     net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100), 50);
     net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 200, 2), &[], 500), 30);
     tmux.wait_for("the dropped source's verdict", |s| {
@@ -190,9 +181,9 @@ fn in_the_view_a_reload_is_told_on_the_notice_line_and_v_shows_the_dropped() {
     tmux.wait_for("only the dropped source", |s| {
         row_shows(s, "198.18.200.2", 30) && !s.contains("198.18.0.1 ")
     });
-    std::fs::write(&file, rules("dry-run")).unwrap();
+    scratch.write("rules.toml", rules("dry-run"));
     let hup = Command::new("pkill")
-        .args(["-HUP", "-f", &format!("{binary} --interval 0.2 --rules")])
+        .args(["-HUP", "-f", &command])
         .status()
         .expect("pkill");
     assert!(hup.success(), "found xdpstat");
@@ -219,24 +210,12 @@ fn a_terminal_that_hangs_up_ends_the_view_even_with_rules_to_reload() {
         return;
     };
     let scratch = common::Scratch::new(test);
-    let file = scratch.path("rules.toml");
-    std::fs::write(
-        &file,
+    let file = scratch.write(
+        "rules.toml",
         "[[rule]]\nprefix = \"198.18.0.0/15\"\naction = \"drop\"\n",
-    )
-    .unwrap();
+    );
     let net = TestNet::new();
-    let binary = env!("CARGO_BIN_EXE_xdpstat");
-    let marker = format!("{binary} --interval 0.2 --top 47 --rules");
-    tmux.send(&[
-        &format!(
-            "ip netns exec {} {marker} {} xs0",
-            net.watched.name(),
-            file.display()
-        ),
-        "Enter",
-    ]);
-    tmux.wait_for("the view", |s| s.contains("xs0 (") && s.contains("? help"));
+    let marker = tmux.view(&net, &format!("--interval 0.2 --rules {}", file.display()));
     let running = || {
         Command::new("pgrep")
             .args(["-f", &marker])

@@ -229,9 +229,15 @@ mod tests {
     use crate::counts::{
         prefixes::PrefixLens,
         snapshot::{ClassSlots, Snapshot},
+        verdicts::VerdictRead,
     };
 
     fn sample() -> Report {
+        sample_with(VerdictRead::default())
+    }
+
+    /// The sample report, made from a read whose rules did `verdicts`.
+    fn sample_with(verdicts: VerdictRead) -> Report {
         let start = Snapshot::empty();
         let mut now = Snapshot::empty();
         now.taken = start.taken + Duration::from_millis(1_000);
@@ -283,6 +289,7 @@ mod tests {
             packets: 2,
             bytes: 128,
         };
+        now.verdicts = verdicts;
         let mut report = Report::between("demo0", &start, &now, Some(2));
         report.attachment = Some("native XDP, bpf link".into());
         report
@@ -335,19 +342,21 @@ mod tests {
     fn ruled_sample() -> Report {
         use xdpstat_common::rules::{Rule, action, verdict};
 
-        use crate::counts::verdicts::VerdictRead;
         use crate::kernel::rulemaps::{InForce, RuleHits};
         let c = |packets, bytes| Counter { packets, bytes };
-        let mut report = sample();
+        let (first, second): (IpAddr, IpAddr) = (
+            Ipv4Addr::new(198, 18, 0, 10).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xbeef).into(),
+        );
         let mut read = VerdictRead::default();
         read.acted[verdict::DROPPED] = c(1_002, 64_128);
         read.acted[verdict::WOULD_LIMIT] = c(200, 24_000);
-        let mut first = [Counter::default(); verdict::ACTED];
-        first[verdict::DROPPED] = c(1_000, 64_000);
-        read.ruled.insert(report.sources[0].address, first);
-        let mut second = [Counter::default(); verdict::ACTED];
-        second[verdict::WOULD_LIMIT] = c(200, 24_000);
-        read.ruled.insert(report.sources[1].address, second);
+        let mut acted = [Counter::default(); verdict::ACTED];
+        acted[verdict::DROPPED] = c(1_000, 64_000);
+        read.ruled.insert(first, acted);
+        let mut acted = [Counter::default(); verdict::ACTED];
+        acted[verdict::WOULD_LIMIT] = c(200, 24_000);
+        read.ruled.insert(second, acted);
         let rule = |prefix: &str, code, enforce, index| InForce {
             prefix: prefix.parse().unwrap(),
             kernel: Rule {
@@ -367,29 +376,7 @@ mod tests {
                 counter: c(700, 84_000),
             },
         ];
-        // As `Report::between` makes it from a read with these verdicts.
-        let mut now = Snapshot::empty();
-        now.verdicts = read;
-        report.totals.verdicts =
-            crate::counts::verdicts::Verdicts::of(&total_frames(&report), &now.verdicts.acted);
-        for row in &mut report.sources {
-            row.verdicts = now.verdicts.of_source(
-                &row.address,
-                &Counter {
-                    packets: row.packets,
-                    bytes: row.bytes,
-                },
-            );
-        }
-        report.rules = now
-            .verdicts
-            .rules
-            .iter()
-            .map(crate::counts::verdicts::RuleRow::from)
-            .collect();
-        report.unattributed_verdicts = now.verdicts.unattributed().into();
-        report.rule_count = report.rules.len();
-        report
+        sample_with(read)
     }
 
     fn total_frames(report: &Report) -> Counter {

@@ -293,6 +293,19 @@ pub fn run_to_end(
     (status, stdout.join("\n"), stderr.join("\n"))
 }
 
+/// The frames `xdpstat demo` says on stderr it sent.
+pub fn demo_sent(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("xdpstat demo: sent ")?
+                .strip_suffix(" frames")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("demo says how much it sent: {stderr}"))
+}
+
 /// `(packets, bytes)` of a `{"packets", "bytes"}` object.
 pub fn pair(value: &Value) -> (u64, u64) {
     (
@@ -355,6 +368,13 @@ impl Scratch {
 
     pub fn path(&self, name: &str) -> std::path::PathBuf {
         self.0.join(name)
+    }
+
+    /// Writes `text` to the file `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, text: impl AsRef<[u8]>) -> std::path::PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 }
 

@@ -558,41 +558,44 @@ mod tests {
             },
         ];
         metrics.update(0, &base, &now, Duration::from_millis(1));
-        let samples = samples(&metrics);
-        let verdict = |name| {
-            value(
-                &samples,
-                "xdpstat_verdict_packets_total",
-                &[("interface", "eth0"), ("verdict", name)],
-            )
+        let series = |metrics: &Metrics, metric: &str, label: (&str, &str)| {
+            value(&samples(metrics), metric, &[("interface", "eth0"), label])
         };
-        assert_eq!(verdict("dropped"), Some(12.0));
-        assert_eq!(verdict("would_limit"), Some(3.0));
-        assert_eq!(verdict("limited"), Some(0.0));
-        assert_eq!(verdict("passed"), Some(50.0 - 15.0));
-        let rule_hits = |name| {
-            value(
-                &samples,
-                "xdpstat_rule_packets_total",
-                &[("interface", "eth0"), ("rule", name)],
-            )
-        };
+        let verdict_packets = "xdpstat_verdict_packets_total";
+        assert_eq!(
+            series(&metrics, verdict_packets, ("verdict", "dropped")),
+            Some(12.0)
+        );
+        assert_eq!(
+            series(&metrics, verdict_packets, ("verdict", "would_limit")),
+            Some(3.0)
+        );
+        assert_eq!(
+            series(&metrics, verdict_packets, ("verdict", "limited")),
+            Some(0.0)
+        );
+        assert_eq!(
+            series(&metrics, verdict_packets, ("verdict", "passed")),
+            Some(50.0 - 15.0)
+        );
         // One series for the top rule, `other` for the rest.
-        assert_eq!(rule_hits("198.18.0.0/24"), Some(30.0));
-        assert_eq!(rule_hits("other"), Some(20.0));
+        let rule_packets = "xdpstat_rule_packets_total";
+        assert_eq!(
+            series(&metrics, rule_packets, ("rule", "198.18.0.0/24")),
+            Some(30.0)
+        );
+        assert_eq!(
+            series(&metrics, rule_packets, ("rule", "other")),
+            Some(20.0)
+        );
         // A read lower than the last (a reload that changed the rules)
         // leaves the verdict counters where they were.
         let mut later = now.clone();
         later.taken += Duration::from_secs(1);
         later.verdicts.acted[verdict::DROPPED] = c(2, 200);
         metrics.update(0, &now, &later, Duration::from_millis(1));
-        let samples = self::samples(&metrics);
         assert_eq!(
-            value(
-                &samples,
-                "xdpstat_verdict_packets_total",
-                &[("interface", "eth0"), ("verdict", "dropped")],
-            ),
+            series(&metrics, verdict_packets, ("verdict", "dropped")),
             Some(12.0)
         );
     }
