@@ -62,8 +62,14 @@ pub struct PersistArgs {
 #[derive(Debug, Args)]
 pub struct DetachArgs {
     /// Persisted interfaces to detach from; their pins and counts go.
-    #[arg(value_name = "IFACE", required = true)]
+    #[arg(value_name = "IFACE", required_unless_present = "stale")]
     pub interfaces: Vec<String>,
+
+    /// Remove every pin directory `xdpstat status` lists as stale or
+    /// incomplete (an interface or network namespace that is gone, a start
+    /// that died), in any network namespace, and nothing else.
+    #[arg(long, conflicts_with = "interfaces")]
+    pub stale: bool,
 
     /// The pin root `--persist` used.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
@@ -141,6 +147,16 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "N", default_value_t = xdpstat_common::DEFAULT_MAX_SOURCES,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sources: u32,
+
+    /// The rules file the run would use (its rules and their per-source
+    /// state count in the memory judged).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+
+    /// Judge memory for a `--persist` run (which keeps rule state beside
+    /// every source, rules or not).
+    #[arg(long)]
+    pub persist: bool,
 
     /// The pin root `--persist` uses.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
@@ -342,5 +358,7 @@ mod tests {
         assert!(Cli::try_parse_from(["xdpstat", "--mode", "turbo", "eth0"]).is_err());
         assert!(Cli::try_parse_from(["xdpstat", "--pin-dir", "/x", "eth0"]).is_err());
         assert!(Cli::try_parse_from(["xdpstat", "detach"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "detach", "--stale", "eth0"]).is_err());
+        assert!(Cli::try_parse_from(["xdpstat", "detach", "--stale"]).is_ok());
     }
 }

@@ -1,7 +1,10 @@
-//! The `xdpstat` binary: parse the command line, route SIGINT and SIGTERM to
-//! a stop flag, run, and print any error once, on one line, exiting 2.
+//! The `xdpstat` binary: parse the command line, check the names and paths
+//! in it, route SIGINT and SIGTERM to a stop flag (and SIGHUP, from the
+//! first moment, to the rules reload), run, and print any error once, on
+//! one line, exiting 2.
 
 use std::{
+    path::PathBuf,
     process::ExitCode,
     sync::{Arc, atomic::AtomicBool},
 };
@@ -11,16 +14,18 @@ use xdpstat::{
     cli::{Cli, Command, RulesArgs, RulesCommand},
     doctor::doctor,
     error::{XdpstatError, one_line},
+    kernel::{ifname, pins},
     replay::replay,
     run::demo::demo,
     run::detach::detach,
+    run::reload::Hangups,
     run::status::status,
     run::watch::watch,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
+    let mut cli = Cli::parse();
+    match prepare(&mut cli).and_then(|hangups| run(&cli, hangups)) {
         Ok(()) => ExitCode::SUCCESS,
         // Partial success: the readable captures were reported, or every
         // interface's final counts before it went away.
@@ -45,7 +50,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), XdpstatError> {
+/// Refuses a name that is no interface's before it becomes part of a path
+/// or a message, makes every pin root absolute and canonical, and, for the
+/// commands that count, catches SIGHUP before anything else happens: one
+/// that arrives during start-up is a reload once the rules are in force.
+fn prepare(cli: &mut Cli) -> Result<Option<Hangups>, XdpstatError> {
+    let (names, pin_dir): (&[String], Option<&mut PathBuf>) = match &mut cli.command {
+        None => (&cli.interfaces, Some(&mut cli.persist.pin_dir)),
+        Some(Command::Detach(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
+        Some(Command::Doctor(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
+        Some(Command::Status(args)) => (&[], Some(&mut args.pin_dir)),
+        Some(_) => (&[], None),
+    };
+    for name in names {
+        ifname::check(name)?;
+    }
+    if let Some(pin_dir) = pin_dir {
+        *pin_dir = pins::pin_root(pin_dir)?;
+    }
+    match &cli.command {
+        None | Some(Command::Demo(_)) => Ok(Some(Hangups::catch()?)),
+        Some(_) => Ok(None),
+    }
+}
+
+fn run(cli: &Cli, hangups: Option<Hangups>) -> Result<(), XdpstatError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -54,7 +83,7 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match &cli.command {
-        Some(Command::Demo(args)) => demo(args, &mut out, &stop),
+        Some(Command::Demo(args)) => demo(args, &mut out, &stop, hangups),
         Some(Command::Replay(args)) => replay(args, &mut out, &stop),
         Some(Command::Detach(args)) => detach(args),
         Some(Command::Status(args)) => status(args, &mut out),
@@ -62,14 +91,6 @@ fn run(cli: &Cli) -> Result<(), XdpstatError> {
         Some(Command::Rules(RulesArgs {
             command: RulesCommand::Check(args),
         })) => xdpstat::rules::check(args, &mut out),
-        None => watch(
-            &cli.interfaces,
-            &cli.report,
-            &cli.attach,
-            &cli.metrics,
-            &cli.persist,
-            &mut out,
-            &stop,
-        ),
+        None => watch(cli, &mut out, &stop, hangups),
     }
 }

@@ -7,11 +7,11 @@
 use std::{io, path::Path};
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use xdpstat_common::{V4Entry, V6Entry, table_entries};
 
 use super::Check;
 use crate::kernel::{
     ethtool::{self, Channels},
+    memory::{Plan, map_bytes},
     netlink::{self, Link, xdp_feature},
     pins, privilege,
 };
@@ -24,7 +24,7 @@ const ONE_PAGE_MTU: u32 = 3498;
 /// XDP (or `XDP_TX`) without enough of them.
 const QUEUE_HUNGRY: [&str; 5] = ["ixgbe", "i40e", "ice", "igb", "igc"];
 
-pub fn checks(name: &str, max_sources: u32, pin_root: &Path) -> Vec<Check> {
+pub fn checks(name: &str, plan: Plan, pin_root: &Path) -> Vec<Check> {
     let link = match netlink::link(name) {
         Ok(Some(link)) => link,
         Ok(None) => {
@@ -68,7 +68,7 @@ pub fn checks(name: &str, max_sources: u32, pin_root: &Path) -> Vec<Check> {
         xdp_hook(holder.as_ref(), tcx),
         tcx_ingress(name, tcx),
         stacking(&link, lower.as_deref(), controller.as_deref()),
-        memory(max_sources, mem_available()),
+        memory(plan, mem_available()),
     ]
     .into_iter()
     .map(|check| check.on(name))
@@ -292,9 +292,8 @@ impl Holder {
             .then(|| links.iter().flatten().any(|link| link.program_id() == id));
         let persisted_in = pins::netns_inode()
             .ok()
-            .map(|netns| pins::dir_of(pin_root, netns, interface))
-            .filter(|dir| dir.is_dir())
-            .map(|dir| dir.display().to_string());
+            .and_then(|netns| pins::find(pin_root, netns, interface).ok().flatten())
+            .map(|(_, dir)| dir.display().to_string());
         Self {
             id,
             mode,
@@ -417,19 +416,6 @@ fn stacking(link: &Link, lower: Option<&str>, controller: Option<&str>) -> Check
     }
 }
 
-/// Bytes of kernel memory one interface's tables take for `max_sources`.
-pub fn table_bytes(max_sources: u32) -> (u64, u64) {
-    let entries = u64::from(table_entries(max_sources));
-    let with_flags = |entry: usize| {
-        let table = entries * entry as u64;
-        table + table.div_ceil(4096) * 8
-    };
-    (
-        with_flags(size_of::<V4Entry>()),
-        with_flags(size_of::<V6Entry>()),
-    )
-}
-
 fn mem_available() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo.lines().find_map(|line| {
@@ -444,15 +430,20 @@ fn mem_available() -> Option<u64> {
     })
 }
 
-fn memory(max_sources: u32, available: Option<u64>) -> Check {
-    let (v4, v6) = table_bytes(max_sources);
-    let total = v4 + v6;
+fn memory(plan: Plan, available: Option<u64>) -> Check {
+    let bytes = map_bytes(plan);
+    let total = bytes.total();
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     let detail = format!(
-        "--max-sources {max_sources}: {:.1} MiB of kernel memory for this interface (IPv4 {:.1}, IPv6 {:.1})",
+        "--max-sources {}{}: {:.1} MiB of kernel memory for this interface (sources IPv4 {:.1}, IPv6 {:.1}; rule rows {:.1}; rules {:.1}; sketches and the rest {:.1})",
+        plan.max_sources,
+        if plan.rule_rows { " with rules" } else { "" },
         mib(total),
-        mib(v4),
-        mib(v6)
+        mib(bytes.sources_v4),
+        mib(bytes.sources_v6),
+        mib(bytes.rows),
+        mib(bytes.rules),
+        mib(bytes.rest),
     );
     match available {
         Some(available) if total > available => Check::fail(
@@ -584,10 +575,16 @@ mod tests {
             queues(&eth, Some("virtio_net"), Ok(few), 64).status,
             Status::Ok
         );
-        assert_eq!(table_bytes(65_536).0, 131_072 * 32 + 1024 * 8);
-        assert_eq!(memory(65_536, Some(1 << 20)).status, Status::Fail);
-        assert_eq!(memory(65_536, Some(48 << 20)).status, Status::Warn);
-        assert_eq!(memory(65_536, Some(24 << 30)).status, Status::Ok);
+        let plan = Plan {
+            max_sources: 65_536,
+            rule_rows: true,
+            rules: 0,
+            cpus: 2,
+        };
+        assert_eq!(map_bytes(plan).sources_v4, 131_072 * 32 + 1024 * 8);
+        assert_eq!(memory(plan, Some(1 << 20)).status, Status::Fail);
+        assert_eq!(memory(plan, Some(100 << 20)).status, Status::Warn);
+        assert_eq!(memory(plan, Some(24 << 30)).status, Status::Ok);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::{
     cli::{DoctorArgs, StatusFormat},
     error::XdpstatError,
+    kernel::memory::{self, Plan},
 };
 
 /// How a check came out.
@@ -81,12 +82,14 @@ struct Checks<'a> {
 /// one failed (exit 1), after printing them all.
 pub fn doctor(args: &DoctorArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
     let mut checks = host::checks(&args.pin_dir);
+    let plan = Plan {
+        max_sources: args.max_sources,
+        rule_rows: args.rules.is_some() || args.persist,
+        rules: args.rules.as_deref().map_or(0, rules_in),
+        cpus: memory::possible_cpus(),
+    };
     for interface in &args.interfaces {
-        checks.extend(interface::checks(
-            interface,
-            args.max_sources,
-            &args.pin_dir,
-        ));
+        checks.extend(interface::checks(interface, plan, &args.pin_dir));
     }
     let written = match args.format {
         StatusFormat::Json => serde_json::to_writer(&mut *out, &Checks { checks: &checks })
@@ -100,6 +103,12 @@ pub fn doctor(args: &DoctorArgs, out: &mut dyn Write) -> Result<(), XdpstatError
         return Err(XdpstatError::ChecksFailed { failed });
     }
     Ok(())
+}
+
+/// How many rules the file at `path` holds (none when it cannot be read:
+/// the run itself says why).
+fn rules_in(path: &std::path::Path) -> u32 {
+    crate::rules::file::load(path).map_or(0, |set| set.rules.len() as u32)
 }
 
 fn write_plain(out: &mut dyn Write, checks: &[Check]) -> std::io::Result<()> {

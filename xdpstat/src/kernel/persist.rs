@@ -11,7 +11,7 @@ use xdpstat_common::Meta;
 use crate::{
     cli::AttachArgs,
     counts::report::rfc3339,
-    error::XdpstatError,
+    error::{XdpstatError, one_line},
     kernel::attach::{AttachMode, Attached, Hook, ObtainedMode},
     kernel::bpf_sys,
     kernel::datapath::Datapath,
@@ -29,15 +29,16 @@ pub struct Persisted {
     pub resumed: bool,
 }
 
-/// Attaches to `interface` with its state pinned under `root`, picking up
-/// what an earlier xdpstat pinned there.
+/// Attaches to `interface` with its state pinned under `root` (canonical),
+/// picking up what an earlier xdpstat pinned there, under this name or,
+/// after a rename, under the interface's earlier name. A start refused
+/// before its pins were complete leaves none behind.
 pub fn attach(
     interface: &str,
     args: &AttachArgs,
     root: &Path,
     rules: &RuleSet,
 ) -> Result<Persisted, XdpstatError> {
-    let (mode, hook, max_sources) = (args.mode, args.hook, args.max_sources);
     let ifindex =
         nix::net::if_::if_nametoindex(interface).map_err(|_| XdpstatError::UnknownInterface {
             interface: interface.to_owned(),
@@ -47,7 +48,18 @@ pub fn attach(
         dir: root.to_owned(),
         source: format!("reading the network namespace: {e}").into(),
     })?;
-    let dir = PinDir::lock(root, netns, interface)?;
+    let dir = match pins::find(root, netns, interface)? {
+        Some((pinned_as, path)) if pinned_as != interface => {
+            let mut dir = PinDir::lock_existing(root, &path, &pinned_as)?;
+            dir.rename_to(interface)?;
+            eprintln!(
+                "xdpstat: {interface}: its pins were under its earlier name {pinned_as} (the same interface, index {ifindex}); moved them to {}",
+                dir.path().display()
+            );
+            dir
+        }
+        _ => PinDir::lock(root, netns, interface)?,
+    };
     let resume = match dir.inspect(interface, ifindex)? {
         Found::Nothing => None,
         Found::Incomplete => {
@@ -71,17 +83,55 @@ pub fn attach(
     if let Some(meta) = &resume {
         check_same(interface, meta, args)?;
     }
-    let mut datapath = Datapath::load_with(
-        max_sources,
-        args.prefix_len,
-        Some(&dir),
-        resume.as_ref(),
-        true,
-    )?;
+    match start(interface, args, &dir, resume.as_ref(), rules) {
+        Ok((mut datapath, attached, since)) => {
+            datapath.keep_pinned(dir);
+            Ok(Persisted {
+                datapath,
+                attached,
+                since,
+                resumed: resume.is_some(),
+            })
+        }
+        Err(error) => {
+            // Pins made by this start would hold kernel memory for nobody.
+            if resume.is_none()
+                && let Err(cleanup) = dir.remove()
+            {
+                eprintln!("xdpstat: {interface}: {}", one_line(&cleanup));
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Loads the datapath on the pins in `dir` (picked up from `resume`, or
+/// new), puts `rules` in force and attaches or takes the pinned link over.
+fn start(
+    interface: &str,
+    args: &AttachArgs,
+    dir: &PinDir,
+    resume: Option<&Meta>,
+    rules: &RuleSet,
+) -> Result<(Datapath, Attached, SystemTime), XdpstatError> {
+    let mut datapath =
+        Datapath::load_with(args.max_sources, args.prefix_len, Some(dir), resume, true)?;
+    let pinned_rules = datapath
+        .rule_maps()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .in_force_len();
+    if args.rules.is_none() && pinned_rules > 0 {
+        eprintln!(
+            "xdpstat: {interface}: no --rules given: the {pinned_rules} rule{} the persisted run had in force {} removed (give --rules FILE to keep rules in force)",
+            if pinned_rules == 1 { "" } else { "s" },
+            if pinned_rules == 1 { "is" } else { "are" },
+        );
+    }
     // The pinned rules stay in force until these replace them, in one
     // write: a restart leaves no instant without rules.
     datapath.put_rules(rules, interface)?;
-    let (attached, since) = match &resume {
+    let (attached, since) = match resume {
         Some(meta) => {
             let link = dir.file(LINK_PIN);
             let old = bpf_sys::open_pinned(&link)
@@ -102,8 +152,8 @@ pub fn attach(
             (attached, since)
         }
         None => {
-            let attached = match hook {
-                Hook::Xdp => datapath.attach(interface, mode)?,
+            let attached = match args.hook {
+                Hook::Xdp => datapath.attach(interface, args.mode)?,
                 Hook::Tcx => datapath.attach_tcx(interface)?,
             };
             datapath.pin_link(&dir.file(LINK_PIN))?;
@@ -111,13 +161,7 @@ pub fn attach(
         }
     };
     datapath.write_record(&attached, since, true)?;
-    datapath.keep_pinned(dir);
-    Ok(Persisted {
-        datapath,
-        attached,
-        since,
-        resumed: resume.is_some(),
-    })
+    Ok((datapath, attached, since))
 }
 
 /// Refuses a command line that asks for another setup than the pinned one.

@@ -28,7 +28,7 @@ use xdpstat_common::{
 
 use crate::{
     error::{XdpstatError, one_line},
-    kernel::{bpf_sys, datapath::page_flags_len, meta},
+    kernel::{bpf_sys, datapath::page_flags_len, ifname, meta},
 };
 
 /// Where `--persist` pins unless `--pin-dir` says otherwise.
@@ -69,9 +69,45 @@ pub fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as u32 == BPF_FS_MAGIC)
 }
 
-/// Makes sure `root` is a directory on bpffs: the default root's parent
-/// `/sys/fs/bpf` gets bpffs mounted if it has none; any other root gets
-/// it mounted on itself.
+/// The pin root `given` on the command line, made absolute and canonical:
+/// the part that exists with its symbolic links resolved, the rest as
+/// written (without `.` or `..`), so that every command finds the same
+/// root whatever directory it runs in.
+pub fn pin_root(given: &Path) -> Result<PathBuf, XdpstatError> {
+    let refused =
+        |why: String| XdpstatError::Usage(format!("--pin-dir {}: {why}", given.display()));
+    let absolute = std::path::absolute(given).map_err(|e| refused(e.to_string()))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return Err(refused("no part of it exists".into())),
+        }
+    }
+    let mut root = existing
+        .canonicalize()
+        .map_err(|e| refused(format!("resolving it: {e}")))?;
+    for name in rest.iter().rev() {
+        if name == ".." || name == "." {
+            return Err(refused("'..' after a directory that does not exist".into()));
+        }
+        root.push(name);
+    }
+    if root.exists() && !root.is_dir() {
+        return Err(refused("not a directory".into()));
+    }
+    Ok(root)
+}
+
+/// Makes sure `root` (canonical, from [`pin_root`]) is a directory on
+/// bpffs. A root under `/sys/fs/bpf` gets bpffs mounted on `/sys/fs/bpf`
+/// if it has none; any other root gets it mounted on itself. bpffs is
+/// mounted only on a directory that is empty or that xdpstat creates, and
+/// stderr says so; anything else is refused with nothing changed.
 pub fn ensure_bpffs(root: &Path) -> Result<(), XdpstatError> {
     let failed = |what: String, e: io::Error| XdpstatError::Pins {
         dir: root.to_owned(),
@@ -85,10 +121,28 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), XdpstatError> {
     } else {
         root
     };
-    std::fs::create_dir_all(mount_at).map_err(|e| failed("creating it".into(), e))?;
     if !is_bpffs(mount_at) {
+        match std::fs::read_dir(mount_at) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(XdpstatError::Usage(format!(
+                        "{} is not on bpffs and is not empty: xdpstat mounts bpffs only on an empty directory (name a new or empty one with --pin-dir, or mount bpffs there yourself)",
+                        mount_at.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(mount_at).map_err(|e| failed("creating it".into(), e))?;
+            }
+            Err(e) => return Err(failed(format!("listing {}", mount_at.display()), e)),
+        }
         mount_bpffs(mount_at)
             .map_err(|e| failed(format!("mounting bpffs on {}", mount_at.display()), e))?;
+        eprintln!(
+            "xdpstat: mounted bpffs on {} for the pins (it stays mounted; `umount {}` once nothing is pinned there)",
+            mount_at.display(),
+            mount_at.display()
+        );
     }
     std::fs::create_dir_all(root).map_err(|e| failed("creating it".into(), e))
 }
@@ -119,9 +173,60 @@ pub fn netns_inode() -> io::Result<u64> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.st_ino())
 }
 
-/// The directory of `interface` in network namespace `netns` under `root`.
-pub fn dir_of(root: &Path, netns: u64, interface: &str) -> PathBuf {
-    root.join(format!("net{netns}")).join(interface)
+/// The directory of `interface` in network namespace `netns` under `root`;
+/// a name that is no interface's (one that could reach outside the root)
+/// is refused before any path is built.
+pub fn dir_of(root: &Path, netns: u64, interface: &str) -> Result<PathBuf, XdpstatError> {
+    ifname::check(interface)?;
+    Ok(root.join(format!("net{netns}")).join(interface))
+}
+
+/// The directory holding `interface`'s pins in network namespace `netns`:
+/// the one of its name, or, after a rename (which keeps the interface's
+/// index), the one whose pinned link counts on the index `interface` has
+/// now, with the name it was pinned under.
+pub fn find(
+    root: &Path,
+    netns: u64,
+    interface: &str,
+) -> Result<Option<(String, PathBuf)>, XdpstatError> {
+    let own = dir_of(root, netns, interface)?;
+    if !is_bpffs(root) {
+        return Ok(None);
+    }
+    if own.is_dir() {
+        return Ok(Some((interface.to_owned(), own)));
+    }
+    let Ok(ifindex) = nix::net::if_::if_nametoindex(interface) else {
+        return Ok(None);
+    };
+    Ok(pinned_for_index(root, netns, ifindex))
+}
+
+/// The name of interface `index` in this network namespace.
+pub fn index_name(index: u32) -> Option<String> {
+    let mut buffer = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: a buffer of IF_NAMESIZE bytes, as if_indextoname needs.
+    let name = unsafe { libc::if_indextoname(index, buffer.as_mut_ptr().cast()) };
+    if name.is_null() {
+        return None;
+    }
+    let len = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    Some(String::from_utf8_lossy(&buffer[..len]).into_owned())
+}
+
+/// The pin directory in namespace `netns` whose link counts on `ifindex`.
+fn pinned_for_index(root: &Path, netns: u64, ifindex: u32) -> Option<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root.join(format!("net{netns}"))) else {
+        return None;
+    };
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        ifname::check(&name).ok()?;
+        let link = bpf_sys::open_pinned(&entry.path().join(LINK_PIN)).ok()?;
+        let facts = bpf_sys::link_facts(std::os::fd::AsFd::as_fd(&link)).ok()?;
+        (facts.ifindex == ifindex).then(|| (name, entry.path()))
+    })
 }
 
 /// What an interface's directory holds.
@@ -143,39 +248,70 @@ pub enum Found {
 #[derive(Debug)]
 pub struct PinDir {
     path: PathBuf,
-    /// Holds the `flock`; closed (and so unlocked) on drop or process death.
-    _lock: File,
+    /// The directory, opened without following a symbolic link; holds the
+    /// `flock` (closed, and so unlocked, on drop or process death), and
+    /// pins are removed relative to it, never through a path.
+    dir: File,
 }
 
 impl PinDir {
     /// Creates (if needed) and locks the directory of `interface`. Another
     /// xdpstat holding it is refused with its pid.
     pub fn lock(root: &Path, netns: u64, interface: &str) -> Result<Self, XdpstatError> {
-        let path = dir_of(root, netns, interface);
+        Self::lock_path(root, &dir_of(root, netns, interface)?, interface, true)
+    }
+
+    /// Locks the existing pin directory `path` under `root` (found by
+    /// [`find`] or [`list`]), pinned for `interface`.
+    pub fn lock_existing(root: &Path, path: &Path, interface: &str) -> Result<Self, XdpstatError> {
+        Self::lock_path(root, path, interface, false)
+    }
+
+    fn lock_path(
+        root: &Path,
+        path: &Path,
+        interface: &str,
+        create: bool,
+    ) -> Result<Self, XdpstatError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let failed = |what: &str, e: io::Error| XdpstatError::Pins {
-            dir: path.clone(),
+            dir: path.to_owned(),
             source: format!("{what}: {e}").into(),
         };
         // A `detach` may remove the directory between our open and our
         // lock: then the lock is on a directory nobody sees; try again.
         for _ in 0..8 {
-            std::fs::create_dir_all(&path).map_err(|e| failed("creating it", e))?;
-            let dir = File::open(&path).map_err(|e| failed("opening it", e))?;
+            if create {
+                std::fs::create_dir_all(path).map_err(|e| failed("creating it", e))?;
+            }
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|e| failed("opening it", e))?;
+            check_inside(root, path, &dir)
+                .map_err(|why| failed("refused", io::Error::other(why)))?;
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let error = io::Error::last_os_error();
                 if error.kind() == io::ErrorKind::WouldBlock {
                     return Err(XdpstatError::AlreadyRead {
                         interface: interface.to_owned(),
-                        pid: lock_holder(&path),
+                        pid: lock_holder(path),
                     });
                 }
                 return Err(failed("locking it", error));
             }
             let locked = dir.metadata().map_err(|e| failed("reading it", e))?;
-            match std::fs::metadata(&path) {
+            match std::fs::symlink_metadata(path) {
                 Ok(now) if now.st_ino() == locked.st_ino() && now.st_dev() == locked.st_dev() => {
-                    return Ok(Self { path, _lock: dir });
+                    return Ok(Self {
+                        path: path.to_owned(),
+                        dir,
+                    });
+                }
+                _ if !create => {
+                    return Err(failed("locking it", io::Error::other("it was removed")));
                 }
                 _ => continue,
             }
@@ -184,6 +320,19 @@ impl PinDir {
             "locking it",
             io::Error::other("it keeps being removed"),
         ))
+    }
+
+    /// Gives the directory, locked, the name of the interface it counts
+    /// on now (after the interface was renamed).
+    pub fn rename_to(&mut self, interface: &str) -> Result<(), XdpstatError> {
+        ifname::check(interface)?;
+        let new = self.path.with_file_name(interface);
+        if new.exists() {
+            return Err(self.error("renaming it", &format!("{} exists", new.display())));
+        }
+        std::fs::rename(&self.path, &new).map_err(|e| self.error("renaming it", &e))?;
+        self.path = new;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -268,9 +417,14 @@ impl PinDir {
             )));
         }
         if facts.ifindex != ifindex {
-            return Ok(Found::Stale(format!(
-                "it counts on interface index {}, and {interface} is index {ifindex} now",
-                facts.ifindex
+            // The interface it counts on was renamed, and another took its
+            // old name: its counts are not this one's to clear.
+            let now =
+                index_name(facts.ifindex).unwrap_or_else(|| format!("index {}", facts.ifindex));
+            return Err(XdpstatError::Usage(format!(
+                "{interface}: the pins in {} count on interface index {}, now named {now}, not on {interface} (index {ifindex}); `xdpstat {now} --persist` picks them up, `xdpstat detach {now}` removes them",
+                self.path.display(),
+                facts.ifindex,
             )));
         }
         Ok(Found::Resumable(meta))
@@ -328,30 +482,58 @@ impl PinDir {
 
     /// Removes every pin here: the link first (nobody else holding it, the
     /// kernel detaches it), the record last, so that a removal cut short
-    /// leaves pins the next start finds stale or unfinished.
+    /// leaves pins the next start finds stale or unfinished. Only the
+    /// names xdpstat pins are removed, relative to the locked directory.
     pub fn clear(&self) -> Result<(), XdpstatError> {
         let maps = PINNED_MAPS.iter().filter(|&&name| name != META_MAP);
-        for name in std::iter::once(&LINK_PIN).chain(maps) {
-            match std::fs::remove_file(self.file(name)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+        for name in std::iter::once(&LINK_PIN)
+            .chain(maps)
+            .chain(std::iter::once(&META_MAP))
+        {
+            let name = std::ffi::CString::new(*name).expect("pin names hold no NUL");
+            // SAFETY: a directory descriptor we own and a NUL-terminated
+            // name; unlinkat never follows a symbolic link.
+            if unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::NotFound {
                     return Err(self.error("removing a pin", &e));
                 }
-                _ => {}
             }
-        }
-        // The record, and anything else found here.
-        let entries = std::fs::read_dir(&self.path).map_err(|e| self.error("listing it", &e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| self.error("listing it", &e))?;
-            std::fs::remove_file(entry.path()).map_err(|e| self.error("removing a pin", &e))?;
         }
         Ok(())
     }
 
+    /// What is left here that xdpstat did not pin, by name.
+    pub fn strangers(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Removes every pin and the directory (and the namespace's directory
-    /// when it is left empty).
+    /// when it is left empty). Whatever else is found there is left, and
+    /// named on stderr, with the directory.
     pub fn remove(self) -> Result<(), XdpstatError> {
         self.clear()?;
+        let strangers = self.strangers();
+        if !strangers.is_empty() {
+            eprintln!(
+                "xdpstat: {}: left {} (not pinned by xdpstat), and so the directory",
+                self.path.display(),
+                strangers
+                    .iter()
+                    .map(|name| ifname::quoted(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(());
+        }
         std::fs::remove_dir(&self.path).map_err(|e| self.error("removing it", &e))?;
         if let Some(parent) = self.path.parent() {
             // Another interface of the namespace may still be there.
@@ -366,6 +548,30 @@ impl PinDir {
             source: format!("{what}: {e}").into(),
         }
     }
+}
+
+/// Refuses a pin directory that is not where it claims to be: its real
+/// path (from the open descriptor, symbolic links resolved) must be `path`
+/// itself, directly two levels under `root`, and on bpffs.
+fn check_inside(root: &Path, path: &Path, dir: &File) -> Result<(), String> {
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map_err(|e| format!("resolving it: {e}"))?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("resolving the pin root: {e}"))?;
+    if real != path || real.parent().and_then(Path::parent) != Some(root.as_path()) {
+        return Err(format!(
+            "it resolves to {}, which is not a directory of the pin root {}",
+            real.display(),
+            root.display()
+        ));
+    }
+    let on_bpffs = nix::sys::statfs::fstatfs(dir)
+        .is_ok_and(|fs| fs.filesystem_type().0 as u32 == BPF_FS_MAGIC);
+    if !on_bpffs {
+        return Err("it is not on bpffs".into());
+    }
+    Ok(())
 }
 
 /// The pid of the process holding the lock on directory `path`, from

@@ -16,6 +16,9 @@ pub enum Needs {
     Attach,
     /// Load and attach, and create network namespaces (the demo).
     AttachAndNamespaces,
+    /// See every BPF map and link on the host by id (`status`): without
+    /// it the kernel shows none, and an empty list would be a false one.
+    Inspect,
 }
 
 /// Fails with the missing capabilities, named, when the effective set lacks them.
@@ -56,6 +59,12 @@ fn effective_capabilities(status: &str) -> Option<u64> {
 fn missing_capabilities(effective: u64, needs: Needs) -> Vec<&'static str> {
     let has = |cap: u32| effective & (1 << cap) != 0;
     let mut missing = Vec::new();
+    if needs == Needs::Inspect {
+        if !has(CAP_SYS_ADMIN) {
+            missing.push("CAP_SYS_ADMIN (listing the kernel's BPF maps and links by id)");
+        }
+        return missing;
+    }
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF (loading the XDP program)");
     }

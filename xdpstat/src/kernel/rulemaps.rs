@@ -176,6 +176,11 @@ impl RuleMaps {
         Ok(maps)
     }
 
+    /// How many rules are in force.
+    pub fn in_force_len(&self) -> usize {
+        self.in_force.len()
+    }
+
     /// The slot in force.
     fn slot(&self) -> Result<u32, Cause> {
         Ok((self.word()? & ruleset::SLOT) as u32)

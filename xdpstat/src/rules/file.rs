@@ -59,6 +59,11 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// Reads and checks the rules file at `path`.
 pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+    parse(path, &read(path)?)
+}
+
+/// Reads the rules file at `path` as text, up to [`MAX_FILE_BYTES`].
+pub fn read(path: &Path) -> Result<String, RulesError> {
     use std::io::Read as _;
     let unreadable = |e: std::io::Error| RulesError {
         file: path.to_owned(),
@@ -87,14 +92,15 @@ pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
             message: "not UTF-8 text, so not TOML".into(),
         }
     })?;
-    parse(path, &text)
+    Ok(text)
 }
 
 /// Checks the rules in `text`, read from `path` (which only labels errors).
 pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
+    let lines = LineStarts::of(text);
     let at = |span: Range<usize>, message: String| RulesError {
         file: path.to_owned(),
-        line: Some(line_of(text, span.start)),
+        line: Some(lines.line_of(span.start)),
         message,
     };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
@@ -194,7 +200,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
             prefix,
             action,
             mode: rule_mode,
-            line: line_of(text, spanned.span().start),
+            line: lines.line_of(spanned.span().start),
         });
     }
     Ok(RuleSet { mode, rules })
@@ -232,13 +238,25 @@ fn rate(value: &Spanned<i64>, key: &str) -> Result<u64, String> {
     }
 }
 
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Where each line of a file begins, found in one pass: a rule's line is
+/// a binary search, so reading a file is linear in its size however many
+/// rules it holds.
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn of(text: &str) -> Self {
+        let newlines = text.bytes().enumerate().filter(|&(_, b)| b == b'\n');
+        Self(
+            std::iter::once(0)
+                .chain(newlines.map(|(at, _)| at + 1))
+                .collect(),
+        )
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset).max(1)
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +265,38 @@ mod tests {
 
     fn check(text: &str) -> Result<RuleSet, String> {
         parse(Path::new("rules.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn line_numbers_are_those_counted_by_hand() {
+        let text = "a\n\nbc\nd";
+        let lines = LineStarts::of(text);
+        for offset in 0..=text.len() + 2 {
+            let by_hand = text.as_bytes()[..offset.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            assert_eq!(lines.line_of(offset), by_hand, "offset {offset}");
+        }
+        assert_eq!(LineStarts::of("").line_of(0), 1);
+    }
+
+    #[test]
+    fn many_rules_after_many_lines_keep_their_own_line_numbers() {
+        let mut text = "# a comment\n".repeat(100_000);
+        for i in 0..4096u32 {
+            text.push_str(&format!(
+                "[[rule]]\nprefix = \"10.{}.{}.0/24\"\naction = \"drop\"\n",
+                i >> 8,
+                i & 255
+            ));
+        }
+        let set = parse(Path::new("rules.toml"), &text).unwrap();
+        assert_eq!(set.rules.len(), 4096);
+        for (i, rule) in set.rules.iter().enumerate() {
+            assert_eq!(rule.line, 100_001 + 3 * i);
+        }
     }
 
     #[test]

@@ -42,7 +42,12 @@ const SETTLE: Duration = Duration::from_secs(2);
 const MAX_FRAMES: u64 = 2_000_000;
 
 /// Runs the demo until `stop` is set or its duration passes.
-pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(), XdpstatError> {
+pub fn demo(
+    args: &DemoArgs,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+    hangups: Option<crate::run::reload::Hangups>,
+) -> Result<(), XdpstatError> {
     check_attach_args(&args.attach)?;
     let rules = crate::run::watch::load_rules(&args.attach)?;
     check_capabilities(Needs::AttachAndNamespaces)?;
@@ -73,6 +78,7 @@ pub fn demo(args: &DemoArgs, out: &mut dyn Write, stop: &AtomicBool) -> Result<(
     announce(&watched[0], args.attach.mode);
     let maps = watched[0].source.rule_maps();
     crate::run::reload::on_sighup(
+        hangups,
         args.attach.rules.clone(),
         vec![(WATCHED_LINK.to_owned(), maps)],
     )?;

@@ -71,14 +71,35 @@ pub fn latest_message() -> Option<String> {
     latest
 }
 
+/// SIGHUP caught (so that it no longer ends the process) and kept until
+/// [`on_sighup`] acts on it: the commands that count catch it first thing,
+/// and a SIGHUP during start-up rereads the rules once they are in force.
+pub struct Hangups(Signals);
+
+impl Hangups {
+    pub fn catch() -> Result<Self, XdpstatError> {
+        Signals::new([SIGHUP])
+            .map(Self)
+            .map_err(|e| XdpstatError::Signal {
+                signal: SIGHUP,
+                source: e,
+            })
+    }
+}
+
 /// Starts the thread that reloads `path` into `targets` on each SIGHUP
 /// (with no rules file, says there is nothing to reload: SIGHUP never ends
-/// a run); it lives as long as the process.
-pub fn on_sighup(path: Option<PathBuf>, targets: Vec<RuleTarget>) -> Result<(), XdpstatError> {
-    let mut signals = Signals::new([SIGHUP]).map_err(|e| XdpstatError::Signal {
-        signal: SIGHUP,
-        source: e,
-    })?;
+/// a run), the ones that came during start-up first; it lives as long as
+/// the process.
+pub fn on_sighup(
+    hangups: Option<Hangups>,
+    path: Option<PathBuf>,
+    targets: Vec<RuleTarget>,
+) -> Result<(), XdpstatError> {
+    let mut signals = match hangups {
+        Some(Hangups(signals)) => signals,
+        None => Hangups::catch()?.0,
+    };
     std::thread::Builder::new()
         .name("rules-reload".into())
         .spawn(move || {
@@ -121,9 +142,22 @@ fn terminal_hung_up() -> bool {
 }
 
 /// Reads `path` and puts its rules in force on every target, saying on
-/// stderr what happened.
+/// stderr what happened. A file with nothing in it changes nothing: that is
+/// what an editor or a script leaves while it rewrites the file in place,
+/// not a rule set (one without rules says `mode = ...` and nothing else).
 pub fn reload(path: &std::path::Path, targets: &[RuleTarget]) {
-    let set = match file::load(path) {
+    let text = file::read(path).and_then(|text| {
+        if text.trim().is_empty() {
+            Err(file::RulesError {
+                file: path.to_owned(),
+                line: None,
+                message: "it is empty (being rewritten?); to remove every rule, write a file that holds only mode = \"dry-run\"".into(),
+            })
+        } else {
+            Ok(text)
+        }
+    });
+    let set = match text.and_then(|text| file::parse(path, &text)) {
         Ok(set) => set,
         Err(error) => {
             say(format!(

@@ -1,8 +1,10 @@
 //! `xdpstat status`: every interface on this host where xdpstat's program
 //! is attached, persisted or not. Persisted ones are found by their pin
-//! directories (so one no process reads is listed too); running ones by
-//! the record map (`XDPSTAT_META`) their process holds open, which also
-//! names the process.
+//! directories, under the given pin root and every other one on a bpffs
+//! this mount namespace sees (so one no process reads is listed too);
+//! running ones by the record map (`XDPSTAT_META`) their process holds
+//! open, which also names the process; and whatever is left by the
+//! kernel's own list of maps, so that no instance goes unlisted.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,6 +21,7 @@ use crate::{
     cli::{StatusArgs, StatusFormat},
     counts::report::rfc3339,
     error::{XdpstatError, one_line},
+    kernel::privilege::{Needs, check_capabilities},
     kernel::{
         bpf_sys,
         meta::{self, attach_mode},
@@ -30,7 +33,11 @@ use crate::{
 /// One interface xdpstat counts on (or pins that say it did).
 #[derive(Debug, Serialize)]
 pub struct Instance {
+    /// The interface's name now (for a persisted one renamed since, the
+    /// name it has now, where this namespace can tell).
     pub interface: String,
+    /// The name its pins are under, when the interface was renamed since.
+    pub pinned_as: Option<String>,
     /// Inode of the interface's network namespace.
     pub netns: u64,
     /// `xdp` or `tcx`.
@@ -40,8 +47,8 @@ pub struct Instance {
     pub program_id: Option<u32>,
     /// The xdpstat version that attached the running program.
     pub version: String,
-    /// RFC 3339.
-    pub counting_since: String,
+    /// RFC 3339; none for pins whose record was never written.
+    pub counting_since: Option<String>,
     pub persisted: bool,
     pub pin_dir: Option<PathBuf>,
     pub sources_held: Option<Held>,
@@ -51,14 +58,31 @@ pub struct Instance {
     pub state: String,
 }
 
+impl Instance {
+    /// Whether `xdpstat detach --stale` removes it: pins of an interface
+    /// that is gone (or whose link is), or left unfinished by a start that
+    /// died, with no xdpstat reading them.
+    pub fn is_stale(&self) -> bool {
+        self.pin_dir.is_some()
+            && self.reader_pid.is_none()
+            && (self.state.starts_with("stale") || self.state.starts_with("incomplete"))
+    }
+}
+
+/// What every state that `detach --stale` cures ends with.
+const STALE_FIX: &str = "`xdpstat detach --stale` removes it";
+
 #[derive(Debug, Serialize)]
 pub struct Held {
     pub ipv4: usize,
     pub ipv6: usize,
 }
 
-/// Prints every instance found.
+/// Prints every instance found. Without the privilege to see the kernel's
+/// maps, says so (exit 2) rather than print a list that could be empty
+/// only because the kernel hid it.
 pub fn status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
+    check_capabilities(Needs::Inspect)?;
     let instances = find(&args.pin_dir);
     let written = match args.format {
         StatusFormat::Json => serde_json::to_writer_pretty(&mut *out, &instances)
@@ -69,34 +93,161 @@ pub fn status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), XdpstatError
     written.map_err(XdpstatError::Output)
 }
 
-/// Every instance: persisted ones under `root`, then running ones.
+/// Every instance: persisted ones under `root` and every other pin root
+/// found, then running ones, then any other record the kernel holds.
 pub fn find(root: &Path) -> Vec<Instance> {
     let readers = meta_holders();
     let mut seen = HashSet::new();
     let mut instances = Vec::new();
-    if pins::is_bpffs(root) {
-        for (netns, name, dir) in pins::list(root) {
-            instances.push(persisted(netns, &name, &dir, &mut seen));
+    let mut roots = vec![root.to_owned()];
+    for other in pin_roots() {
+        if !roots.contains(&other) {
+            roots.push(other);
+        }
+    }
+    for root in &roots {
+        if pins::is_bpffs(root) {
+            for (netns, name, dir) in pins::list(root) {
+                instances.push(persisted(netns, &name, &dir, &mut seen));
+            }
         }
     }
     for (&map_id, &pid) in &readers {
-        if seen.contains(&map_id) {
+        if !seen.insert(map_id) {
             continue;
         }
-        let Ok(meta) = meta_by_id(map_id) else {
-            continue;
-        };
-        if meta.layout != PIN_LAYOUT {
+        if let Some(instance) = by_record(map_id, Some(pid)) {
+            instances.push(instance);
+        }
+    }
+    // Pinned where this mount namespace does not see (another one's
+    // bpffs, or a pin root deeper than the search goes).
+    for map_id in meta_maps() {
+        if !seen.insert(map_id) {
             continue;
         }
-        let link = bpf_sys::link_by_id(meta.link_id)
-            .and_then(|fd| bpf_sys::link_facts(fd.as_fd()))
-            .ok();
-        let mut instance = describe(&meta, link, Some(pid));
-        instance.persisted = meta.persisted != 0;
-        instances.push(instance);
+        if let Some(mut instance) = by_record(map_id, None) {
+            if instance.persisted && instance.state == "counting" {
+                instance.state =
+                    "counting: persisted where this mount namespace sees no pins".into();
+            }
+            instances.push(instance);
+        }
     }
     instances
+}
+
+/// The persisted instances under `root` only.
+pub fn find_persisted(root: &Path) -> Vec<Instance> {
+    let mut seen = HashSet::new();
+    if !pins::is_bpffs(root) {
+        return Vec::new();
+    }
+    pins::list(root)
+        .into_iter()
+        .map(|(netns, name, dir)| persisted(netns, &name, &dir, &mut seen))
+        .collect()
+}
+
+/// The instance the record map `map_id` describes, read by `reader`.
+fn by_record(map_id: u32, reader: Option<u32>) -> Option<Instance> {
+    let meta = meta_by_id(map_id).ok()?;
+    if meta.layout != PIN_LAYOUT {
+        return None;
+    }
+    let link = bpf_sys::link_by_id(meta.link_id)
+        .and_then(|fd| bpf_sys::link_facts(fd.as_fd()))
+        .ok();
+    let mut instance = describe(&meta, link, reader);
+    instance.persisted = meta.persisted != 0;
+    Some(instance)
+}
+
+/// Every record map in the kernel, by id.
+fn meta_maps() -> Vec<u32> {
+    aya::maps::loaded_maps()
+        .flatten()
+        .filter(|info| info.name_as_str() == Some(META_MAP))
+        .map(|info| info.id())
+        .collect()
+}
+
+/// Pin roots on every bpffs this mount namespace sees: directories (up to
+/// four levels down a bpffs mount) holding `net<inode>/<interface>/`
+/// directories with a record pinned in them.
+fn pin_roots() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut roots = Vec::new();
+    for line in mounts.lines() {
+        // "36 35 0:32 / /sys/fs/bpf rw,... - bpf bpf rw,..."
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        if after.split_whitespace().next() != Some("bpf") {
+            continue;
+        }
+        let Some(mount_point) = before.split_whitespace().nth(4) else {
+            continue;
+        };
+        search_pin_roots(&PathBuf::from(unescape_mount(mount_point)), 4, &mut roots);
+    }
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
+fn search_pin_roots(dir: &Path, depth: usize, roots: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut is_root = false;
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if !kind.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let is_netns = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("net"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let holds_record = is_netns
+            && std::fs::read_dir(entry.path()).is_ok_and(|interfaces| {
+                interfaces
+                    .flatten()
+                    .any(|interface| interface.path().join(META_MAP).exists())
+            });
+        if holds_record {
+            is_root = true;
+        } else if depth > 0 {
+            search_pin_roots(&entry.path(), depth - 1, roots);
+        }
+    }
+    if is_root {
+        roots.push(dir.to_owned());
+    }
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it (`\040` for a space).
+fn unescape_mount(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let digits: String = chars.clone().take(3).collect();
+            if digits.len() == 3
+                && let Ok(code) = u8::from_str_radix(&digits, 8)
+            {
+                out.push(char::from(code));
+                chars.nth(2);
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The instance a pin directory holds.
@@ -124,9 +275,10 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
         instance.pin_dir = Some(dir.to_owned());
         instance.state = match foreign {
             Some(size) => format!(
-                "incompatible: a {size}-byte record from another xdpstat's layout (`xdpstat detach` removes it)"
+                "incompatible: a {size}-byte record from another xdpstat's layout (`xdpstat detach {name}` removes it)"
             ),
-            None => "incomplete: pins an xdpstat left while setting up".into(),
+            None if reader.is_some() => "incomplete: an xdpstat is setting it up".into(),
+            None => format!("incomplete: pins an xdpstat left while setting up; {STALE_FIX}"),
         };
         return instance;
     };
@@ -143,21 +295,30 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
             meta.layout
         );
     } else if instance.state == "counting" {
-        // The index may belong to another interface now (in this
-        // namespace only: another namespace's names are not ours to see).
+        // The index may belong to another interface now, or the interface
+        // may have been renamed (in this namespace only: another
+        // namespace's names are not ours to see).
         let here = pins::netns_inode().ok() == Some(netns);
-        let now = nix::net::if_::if_nametoindex(name).ok();
-        if let (true, Some(link)) = (here, link)
-            && now != Some(link.ifindex)
-        {
-            instance.state = match now {
-                Some(index) => format!(
-                    "stale: counts on interface index {}, and {name} is index {index} now",
-                    link.ifindex
-                ),
-                None => format!("stale: {name} no longer exists"),
-            };
+        if let (true, Some(link)) = (here, link) {
+            let now = nix::net::if_::if_nametoindex(name).ok();
+            let current = pins::index_name(link.ifindex);
+            if now != Some(link.ifindex) {
+                match current {
+                    Some(current) => {
+                        instance.interface = current;
+                        instance.pinned_as = Some(name.to_owned());
+                    }
+                    None => {
+                        instance.state = format!(
+                            "stale: {name} (index {}) no longer exists; {STALE_FIX}",
+                            link.ifindex
+                        )
+                    }
+                }
+            }
         }
+    } else if instance.state.starts_with("stale") {
+        instance.state = format!("{}; {STALE_FIX}", instance.state);
     }
     instance
 }
@@ -176,6 +337,7 @@ fn describe(meta: &Meta, link: Option<bpf_sys::LinkFacts>, reader: Option<u32>) 
     let held = held(meta).ok().map(|(ipv4, ipv6)| Held { ipv4, ipv6 });
     Instance {
         interface: meta::text(&meta.interface),
+        pinned_as: None,
         netns: meta.netns,
         hook: if mode == Some(crate::kernel::attach::ObtainedMode::Tcx) {
             "tcx"
@@ -185,7 +347,7 @@ fn describe(meta: &Meta, link: Option<bpf_sys::LinkFacts>, reader: Option<u32>) 
         mode: mode.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
         program_id: link.map(|l| l.prog_id).filter(|&id| id != 0),
         version: meta::text(&meta.version),
-        counting_since: rfc3339(meta::time(meta.since_ns)),
+        counting_since: (meta.since_ns != 0).then(|| rfc3339(meta::time(meta.since_ns))),
         persisted: meta.persisted != 0,
         pin_dir: None,
         sources_held: held,
@@ -298,7 +460,10 @@ fn write_plain(out: &mut dyn Write, instances: &[Instance]) -> std::io::Result<(
         writeln!(
             out,
             "{:<16} {:>12} {:<4} {:<8} {:>8} {:<8} {:<20} {:<9} {:>15} {:>8}  {}",
-            one.interface,
+            match &one.pinned_as {
+                Some(old) => format!("{} (pinned as {old})", one.interface),
+                None => one.interface.clone(),
+            },
             one.netns,
             one.hook,
             one.mode,
@@ -308,7 +473,7 @@ fn write_plain(out: &mut dyn Write, instances: &[Instance]) -> std::io::Result<(
             } else {
                 &one.version
             },
-            one.counting_since,
+            one.counting_since.as_deref().unwrap_or("-"),
             if one.persisted { "yes" } else { "no" },
             one.sources_held
                 .as_ref()

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    cli::{AttachArgs, MetricsArgs, PersistArgs, ReportArgs},
+    cli::{AttachArgs, Cli, MetricsArgs, ReportArgs},
     error::XdpstatError,
     kernel::attach::{AttachMode, Hook, LinkKind},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
@@ -20,19 +20,25 @@ use crate::{
     output::{Format, write_report},
     rules::RuleSet,
     run::live::{self, Ended, LiveOptions, Watched},
-    run::reload::on_sighup,
+    run::reload::{Hangups, on_sighup},
 };
 
-/// Watches `interfaces` until `stop` is set, `--duration` passes or stdout closes.
+/// Watches the interfaces `cli` names until `stop` is set, `--duration`
+/// passes or stdout closes.
 pub fn watch(
-    interfaces: &[String],
-    report: &ReportArgs,
-    attach: &AttachArgs,
-    metrics: &MetricsArgs,
-    persist: &PersistArgs,
+    cli: &Cli,
     out: &mut dyn Write,
     stop: &AtomicBool,
+    hangups: Option<Hangups>,
 ) -> Result<(), XdpstatError> {
+    let Cli {
+        interfaces,
+        report,
+        attach,
+        metrics,
+        persist,
+        ..
+    } = cli;
     for (index, interface) in interfaces.iter().enumerate() {
         if interfaces[..index].contains(interface) {
             return Err(XdpstatError::DuplicateInterface {
@@ -61,7 +67,7 @@ pub fn watch(
         .iter()
         .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
         .collect();
-    on_sighup(attach.rules.clone(), targets)?;
+    on_sighup(hangups, attach.rules.clone(), targets)?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, metrics.metrics_top);
     }

@@ -150,6 +150,9 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stopped: oneshot:
         }
     };
     loop {
+        if slots.available_permits() == 0 {
+            complain(&format_args!("all {limit} connections are in use"));
+        }
         let slot = tokio::select! {
             _ = &mut stopped => break,
             slot = Arc::clone(&slots).acquire_owned() => match slot {
