@@ -343,3 +343,53 @@ pub fn beside_xdp_filter(
         xdpstat_dropped,
     })
 }
+
+/// Reading a rules file: how long `xdpstat` takes to read and check one
+/// of `rules` rules after `lines` comment lines.
+pub struct FileRead {
+    pub rules: usize,
+    pub lines: usize,
+    pub bytes: usize,
+    /// Seconds, median of the rounds.
+    pub seconds: f64,
+}
+
+/// Writes such a file and reads it `rounds` times with the loader's own
+/// reader (what `--rules`, SIGHUP and `rules check` run).
+pub fn file_read(rules: usize, lines: usize, rounds: usize) -> Result<FileRead> {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(lines * 20 + rules * 60);
+    for line in 0..lines {
+        writeln!(text, "# comment line {line}")?;
+    }
+    text.push_str("mode = \"dry-run\"\n");
+    for index in 0..rules {
+        let address = Ipv4Addr::from(0xc612_0000_u32 + index as u32);
+        writeln!(
+            text,
+            "[[rule]]\nprefix = \"{address}/32\"\naction = \"drop\""
+        )?;
+    }
+    let path =
+        std::env::temp_dir().join(format!("xdpstat-bench-rules-{}.toml", std::process::id()));
+    std::fs::write(&path, &text)?;
+    let mut times = Vec::with_capacity(rounds);
+    let mut read = Ok(());
+    for _ in 0..rounds {
+        let started = std::time::Instant::now();
+        match xdpstat::rules::file::load(&path) {
+            Ok(set) if set.rules.len() == rules => {}
+            Ok(set) => read = Err(anyhow::anyhow!("read {} rules of {rules}", set.rules.len())),
+            Err(e) => read = Err(e.into()),
+        }
+        times.push(started.elapsed().as_secs_f64());
+    }
+    std::fs::remove_file(&path)?;
+    read?;
+    Ok(FileRead {
+        rules,
+        lines,
+        bytes: text.len(),
+        seconds: median(times),
+    })
+}

@@ -5,6 +5,8 @@
 
 mod common;
 
+use xdpstat::kernel::memory::{Plan, map_bytes, possible_cpus};
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use common::{
@@ -512,9 +514,19 @@ fn unknown_interface_is_named() {
     let net = TestNet::new();
     let (status, _, stderr) = run_to_end(Some(&net.watched), &[], &["xs0", "nope0"]);
     assert_eq!(status.code(), Some(2));
+    let memory = map_bytes(Plan {
+        max_sources: 65_536,
+        rule_rows: false,
+        rules: 0,
+        cpus: possible_cpus(),
+    })
+    .total() as f64
+        / f64::from(1 << 20);
     assert_eq!(
         stderr.trim(),
-        "xdpstat: attached to xs0 (native XDP, bpf link), up to 65536 sources per address family; Ctrl-C to stop\nxdpstat: no such network interface: nope0 (`ip link show` lists them)"
+        format!(
+            "xdpstat: attached to xs0 (native XDP, bpf link), up to 65536 sources per address family, {memory:.1} MiB of kernel memory; Ctrl-C to stop\nxdpstat: no such network interface: nope0 (`ip link show` lists them)"
+        )
     );
     assert!(
         !net.xdp_attached(),

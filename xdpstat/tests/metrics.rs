@@ -566,6 +566,60 @@ fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
 }
 
 #[test]
+fn clients_beyond_the_connection_cap_wait_and_stderr_says_so_once() {
+    let test = "clients_beyond_the_connection_cap_wait_and_stderr_says_so_once";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
+    let port = net
+        .watched
+        .run(|| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .unwrap()
+        .to_string();
+    let address = format!("127.0.0.1:{port}");
+    // 400 descriptors: a cap of 100 connections, with descriptors to spare.
+    let mut xdpstat = Xdpstat::from_command(common::xdpstat_command(
+        Some(&net.watched),
+        &["prlimit", "--nofile=400", "--"],
+        &["--format", "json", "--metrics", &address, "xs0"],
+    ));
+    xdpstat.stderr_line(|l| l.contains("attached to xs0"));
+    let url = format!("http://{address}/metrics");
+    net.watched
+        .run(|| {
+            let agent = agent();
+            first_exposition(&agent, &url);
+            // Past the cap, and fewer than the listen queue holds.
+            let clients: Vec<std::net::TcpStream> = (0..150)
+                .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
+                .collect();
+            xdpstat.stderr_line(|l| l.contains("metrics: all 100 connections are in use"));
+            drop(clients);
+            first_exposition(&agent, &url);
+        })
+        .unwrap();
+    xdpstat.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _, stderr) = xdpstat.finish();
+    assert!(status.success(), "{status}: {stderr:?}");
+    assert_eq!(
+        stderr
+            .iter()
+            .filter(|l| l.contains("connections are in use"))
+            .count(),
+        1,
+        "once a minute at most: {stderr:?}"
+    );
+}
+
+#[test]
 fn an_address_that_cannot_be_bound_fails_before_attaching() {
     if !common::privileged("an_address_that_cannot_be_bound_fails_before_attaching") {
         return;

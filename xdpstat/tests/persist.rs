@@ -14,14 +14,17 @@ mod common;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::linux::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
+    process::Command,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use aya::maps::{Array, Map, MapData};
-use common::{TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, pair, privileged, source};
+use common::{
+    PinRoot, TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, nsenter, pair, privileged,
+    source,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use xdpstat_common::{META_MAP, Meta};
@@ -29,68 +32,6 @@ use xdpstat_lab::{
     frames::{self, ethertype},
     netns::{Namespace, veth_pair},
 };
-
-/// A pin root of the test's own, on a bpffs xdpstat mounts there; on drop
-/// the pins are removed (which detaches what they hold), the bpffs
-/// unmounted and the directory removed.
-struct PinRoot(PathBuf);
-
-impl PinRoot {
-    fn new(test: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("xdpstat-pins-{test}-{}", std::process::id()));
-        let root = Self(path);
-        root.clean();
-        std::fs::create_dir_all(&root.0).unwrap();
-        root
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    /// The directory of `interface` in `namespace`.
-    fn dir(&self, namespace: &Namespace, interface: &str) -> PathBuf {
-        let inode = std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
-            .unwrap()
-            .st_ino();
-        self.0.join(format!("net{inode}")).join(interface)
-    }
-
-    fn clean(&self) {
-        if let Ok(namespaces) = std::fs::read_dir(&self.0) {
-            for namespace in namespaces.flatten() {
-                if namespace.path().is_dir() {
-                    let _ = std::fs::remove_dir_all(namespace.path());
-                }
-            }
-        }
-        let path = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path; unmounting what may not be mounted.
-        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for PinRoot {
-    fn drop(&mut self) {
-        self.clean();
-    }
-}
-
-/// `xdpstat ARGS` in `namespace`'s network namespace and the host's mount
-/// namespace, behind `prefix` (such as `setpriv ...`).
-fn nsenter(namespace: &Namespace, prefix: &[&str], args: &[&str]) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/run/netns/{}", namespace.name()))
-        .args(prefix)
-        .arg(env!("CARGO_BIN_EXE_xdpstat"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
 
 /// Starts a persisted xdpstat on `xs0` and waits until it has attached.
 fn start_persisted(net: &TestNet, root: &PinRoot, extra: &[&str]) -> Xdpstat {

@@ -581,7 +581,11 @@ mod tests {
             rules: 0,
             cpus: 2,
         };
-        assert_eq!(map_bytes(plan).sources_v4, 131_072 * 32 + 1024 * 8);
+        // Each memory-mappable array: a page of header, then its pages.
+        assert_eq!(
+            map_bytes(plan).sources_v4,
+            4096 + 131_072 * 32 + 4096 + 1024 * 8
+        );
         assert_eq!(memory(plan, Some(1 << 20)).status, Status::Fail);
         assert_eq!(memory(plan, Some(100 << 20)).status, Status::Warn);
         assert_eq!(memory(plan, Some(24 << 30)).status, Status::Ok);

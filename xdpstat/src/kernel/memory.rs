@@ -2,7 +2,7 @@
 //! loader announces and `doctor` judges against the memory available, so
 //! neither can leave a map out. It follows how Linux charges each kind of
 //! map (`map_mem_usage`, Linux 6.4): an array is its entries rounded to 8
-//! bytes each (page-aligned when memory-mappable), a per-CPU array that
+//! bytes each (page-aligned, behind a page of header, when memory-mappable), a per-CPU array that
 //! for every possible CPU plus a pointer per entry, a trie only what it
 //! holds.
 
@@ -56,8 +56,9 @@ fn array(value: usize, entries: u32) -> u64 {
     (value as u64).next_multiple_of(8) * u64::from(entries)
 }
 
+/// A memory-mappable array's header has a page of its own.
 fn mmapable(value: usize, entries: u32) -> u64 {
-    array(value, entries).next_multiple_of(PAGE)
+    PAGE + array(value, entries).next_multiple_of(PAGE)
 }
 
 fn per_cpu(value: usize, entries: u32, cpus: u32) -> u64 {

@@ -75,7 +75,7 @@ pub fn demo(
         Hook::Tcx => datapath.attach_tcx(WATCHED_LINK),
     })??;
     let mut watched = vec![Watched::new(attached, datapath)];
-    announce(&watched[0], args.attach.mode);
+    announce(&watched[0], args.attach.mode, args.attach.rules.is_some());
     let maps = watched[0].source.rule_maps();
     crate::run::reload::on_sighup(
         hangups,

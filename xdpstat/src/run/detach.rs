@@ -85,6 +85,14 @@ fn detach_stale(root: &Path) -> Result<(), XdpstatError> {
         if !instance.is_stale() {
             continue;
         }
+        if let Some(pid) = instance.reader_pid {
+            println!(
+                "{}: left ({}; xdpstat pid {pid} still reads it)",
+                path.display(),
+                instance.state
+            );
+            continue;
+        }
         let result = PinDir::lock_existing(root, path, &instance.interface)
             .map_err(busy(&instance.interface))
             .and_then(|dir| {

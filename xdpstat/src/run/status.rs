@@ -61,11 +61,12 @@ pub struct Instance {
 impl Instance {
     /// Whether `xdpstat detach --stale` removes it: pins of an interface
     /// that is gone (or whose link is), or left unfinished by a start that
-    /// died, with no xdpstat reading them.
+    /// died. (Pins a running xdpstat holds are not removed: it holds their
+    /// lock.)
     pub fn is_stale(&self) -> bool {
         self.pin_dir.is_some()
-            && self.reader_pid.is_none()
-            && (self.state.starts_with("stale") || self.state.starts_with("incomplete"))
+            && (self.state.starts_with("stale")
+                || self.state.starts_with("incomplete: pins an xdpstat left"))
     }
 }
 

@@ -13,6 +13,7 @@ use crate::{
     cli::{AttachArgs, Cli, MetricsArgs, ReportArgs},
     error::XdpstatError,
     kernel::attach::{AttachMode, Hook, LinkKind},
+    kernel::memory::{Plan, map_bytes, possible_cpus},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
     output::metrics::server::MetricsServer,
     output::metrics::{InterfaceInfo, Metrics, Published},
@@ -60,7 +61,7 @@ pub fn watch(
             persist.persist.then_some(persist.pin_dir.as_path()),
             &rules,
         )?;
-        announce(&one, attach.mode);
+        announce(&one, attach.mode, attach.rules.is_some());
         watched.push(one);
     }
     let targets = watched
@@ -191,12 +192,20 @@ pub fn live_options(report: &ReportArgs, stdout_is_terminal: bool) -> LiveOption
 
 /// Tells the user on stderr where xdpstat is attached, and warns when the
 /// attachment could outlive the process.
-pub fn announce(watched: &Watched, asked: AttachMode) {
+pub fn announce(watched: &Watched, asked: AttachMode, rules: bool) {
+    let memory = map_bytes(Plan {
+        max_sources: watched.source.max_sources(),
+        rule_rows: rules || watched.source.pin_dir().is_some(),
+        rules: 0,
+        cpus: possible_cpus(),
+    })
+    .total();
     eprintln!(
-        "xdpstat: attached to {} ({}), up to {} sources per address family; Ctrl-C to stop",
+        "xdpstat: attached to {} ({}), up to {} sources per address family, {:.1} MiB of kernel memory; Ctrl-C to stop",
         watched.attached.interface,
         watched.attached,
-        watched.source.max_sources()
+        watched.source.max_sources(),
+        memory as f64 / f64::from(1 << 20)
     );
     if let Some(dir) = watched.source.pin_dir() {
         eprintln!(

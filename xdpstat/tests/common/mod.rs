@@ -32,6 +32,8 @@ pub fn skip(test: &str, reason: &str) {
 use std::{
     io::{BufRead, BufReader},
     net::{Ipv4Addr, Ipv6Addr},
+    os::linux::fs::MetadataExt as _,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{Receiver, RecvTimeoutError, channel},
     time::{Duration, Instant},
@@ -373,6 +375,9 @@ impl Scratch {
     /// Writes `text` to the file `name` in the directory; returns its path.
     pub fn write(&self, name: &str, text: impl AsRef<[u8]>) -> std::path::PathBuf {
         let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -530,4 +535,66 @@ impl Drop for Arrived {
             let _ = thread.join();
         }
     }
+}
+
+/// A pin root of the test's own, on a bpffs xdpstat mounts there; on drop
+/// the pins are removed (which detaches what they hold), the bpffs
+/// unmounted and the directory removed.
+pub struct PinRoot(pub PathBuf);
+
+impl PinRoot {
+    pub fn new(test: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("xdpstat-pins-{test}-{}", std::process::id()));
+        let root = Self(path);
+        root.clean();
+        std::fs::create_dir_all(&root.0).unwrap();
+        root
+    }
+
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The directory of `interface` in `namespace`.
+    pub fn dir(&self, namespace: &Namespace, interface: &str) -> PathBuf {
+        let inode = std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
+            .unwrap()
+            .st_ino();
+        self.0.join(format!("net{inode}")).join(interface)
+    }
+
+    pub fn clean(&self) {
+        if let Ok(namespaces) = std::fs::read_dir(&self.0) {
+            for namespace in namespaces.flatten() {
+                if namespace.path().is_dir() {
+                    let _ = std::fs::remove_dir_all(namespace.path());
+                }
+            }
+        }
+        let path = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; unmounting what may not be mounted.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+/// `xdpstat ARGS` in `namespace`'s network namespace and the host's mount
+/// namespace, behind `prefix` (such as `setpriv ...`).
+pub fn nsenter(namespace: &Namespace, prefix: &[&str], args: &[&str]) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{}", namespace.name()))
+        .args(prefix)
+        .arg(env!("CARGO_BIN_EXE_xdpstat"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }

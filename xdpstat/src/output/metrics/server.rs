@@ -142,16 +142,17 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stopped: oneshot:
     let limit = connection_limit();
     let slots = Arc::new(Semaphore::new(limit));
     let mut stopped = pin!(stopped);
-    let mut complained: Option<Instant> = None;
-    let mut complain = |what: &dyn std::fmt::Display| {
-        if complained.is_none_or(|at| at.elapsed() >= COMPLAINT_GAP) {
-            complained = Some(Instant::now());
+    // Each reason to hold connections back is said at most once a gap.
+    let mut complained: [Option<Instant>; 2] = [None; 2];
+    let mut complain = |reason: usize, what: &dyn std::fmt::Display| {
+        if complained[reason].is_none_or(|at| at.elapsed() >= COMPLAINT_GAP) {
+            complained[reason] = Some(Instant::now());
             eprintln!("xdpstat: metrics: {what}; new connections wait until some close");
         }
     };
     loop {
         if slots.available_permits() == 0 {
-            complain(&format_args!("all {limit} connections are in use"));
+            complain(0, &format_args!("all {limit} connections are in use"));
         }
         let slot = tokio::select! {
             _ = &mut stopped => break,
@@ -161,9 +162,12 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stopped: oneshot:
             },
         };
         while !descriptors_to_spare() {
-            complain(&format_args!(
-                "fewer than {DESCRIPTOR_RESERVE} file descriptors would be left for counting"
-            ));
+            complain(
+                1,
+                &format_args!(
+                    "fewer than {DESCRIPTOR_RESERVE} file descriptors would be left for counting"
+                ),
+            );
             tokio::select! {
                 _ = &mut stopped => return finish(&slots, limit).await,
                 _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
@@ -177,7 +181,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, stopped: oneshot:
             Ok((stream, _)) => stream,
             Err(error) => {
                 if is_resource_shortage(&error) {
-                    complain(&format_args!("cannot accept a connection ({error})"));
+                    complain(1, &format_args!("cannot accept a connection ({error})"));
                 }
                 // Whatever it was (a client that gave up, no descriptors),
                 // counting goes on and the next accept may work.
