@@ -86,6 +86,10 @@ pub mod verdict {
     pub const ACTED: usize = 4;
 }
 
+/// What rules did to one source: packets and bytes per acted-on verdict,
+/// indexed by [`verdict`].
+pub type Acted = [crate::Counter; verdict::ACTED];
+
 /// A rule as the datapath finds it in a trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -280,6 +280,19 @@ pub struct AttachArgs {
     pub rules: Option<PathBuf>,
 }
 
+impl AttachArgs {
+    /// What a persisted start holds against the pinned setup.
+    pub fn setup(&self) -> crate::kernel::persist::Setup {
+        crate::kernel::persist::Setup {
+            mode: self.mode,
+            hook: self.hook,
+            max_sources: self.max_sources,
+            prefix_len: self.prefix_len,
+            rules_given: self.rules.is_some(),
+        }
+    }
+}
+
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()

@@ -166,16 +166,6 @@ pub enum XdpstatError {
         source: Cause,
     },
 
-    /// Every interface xdpstat watched was removed while it ran; each one's
-    /// final counts were reported.
-    #[error("every watched interface is gone; their final counts are above")]
-    AllInterfacesGone,
-
-    /// Some of the captures given to `xdpstat replay` could not be read
-    /// whole; each was named on stderr.
-    #[error("{failed} of {files} captures could not be replayed whole (see above)")]
-    SomeCapturesFailed { failed: usize, files: usize },
-
     /// The metrics server cannot start.
     #[error("metrics on {address}")]
     Metrics {
@@ -216,10 +206,6 @@ pub enum XdpstatError {
         "{interface} is persisted {what}; run `xdpstat detach {interface}` first to change that (its counts go with it)"
     )]
     PersistedDifferently { interface: String, what: String },
-
-    /// `xdpstat doctor` found checks that fail (they are printed above).
-    #[error("{failed} check(s) failed (see above)")]
-    ChecksFailed { failed: usize },
 
     /// Writing the report failed.
     #[error("writing the report failed")]

@@ -17,6 +17,7 @@ pub mod counts;
 pub mod doctor;
 pub mod error;
 pub mod kernel;
+pub mod outcome;
 pub mod output;
 pub mod replay;
 pub mod rules;

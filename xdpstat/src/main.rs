@@ -15,10 +15,12 @@ use xdpstat::{
     doctor::doctor,
     error::{XdpstatError, one_line},
     kernel::{ifname, pins},
+    outcome::Outcome,
     replay::replay,
     run::demo::demo,
     run::detach::detach,
     run::reload::Hangups,
+    run::rules_check::check,
     run::status::status,
     run::watch::watch,
 };
@@ -26,15 +28,11 @@ use xdpstat::{
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     match prepare(&mut cli).and_then(|hangups| run(&cli, hangups)) {
-        Ok(()) => ExitCode::SUCCESS,
-        // Partial success: the readable captures were reported, or every
-        // interface's final counts before it went away.
-        Err(
-            error @ (XdpstatError::SomeCapturesFailed { .. }
-            | XdpstatError::AllInterfacesGone
-            | XdpstatError::ChecksFailed { .. }),
-        ) => {
-            eprintln!("xdpstat: {}", one_line(&error));
+        Ok(Outcome::Whole) => ExitCode::SUCCESS,
+        // Partial success: the readable captures were reported, every
+        // interface's final counts before it went away, every check.
+        Ok(Outcome::Partial(partial)) => {
+            eprintln!("xdpstat: {partial}");
             ExitCode::from(1)
         }
         Err(error) => {
@@ -74,7 +72,7 @@ fn prepare(cli: &mut Cli) -> Result<Option<Hangups>, XdpstatError> {
     }
 }
 
-fn run(cli: &Cli, hangups: Option<Hangups>) -> Result<(), XdpstatError> {
+fn run(cli: &Cli, hangups: Option<Hangups>) -> Result<Outcome, XdpstatError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -82,15 +80,16 @@ fn run(cli: &Cli, hangups: Option<Hangups>) -> Result<(), XdpstatError> {
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let whole = |done: Result<(), XdpstatError>| done.map(|()| Outcome::Whole);
     match &cli.command {
-        Some(Command::Demo(args)) => demo(args, &mut out, &stop, hangups),
+        Some(Command::Demo(args)) => whole(demo(args, &mut out, &stop, hangups)),
         Some(Command::Replay(args)) => replay(args, &mut out, &stop),
-        Some(Command::Detach(args)) => detach(args),
-        Some(Command::Status(args)) => status(args, &mut out),
+        Some(Command::Detach(args)) => whole(detach(args)),
+        Some(Command::Status(args)) => whole(status(args, &mut out)),
         Some(Command::Doctor(args)) => doctor(args, &mut out),
         Some(Command::Rules(RulesArgs {
             command: RulesCommand::Check(args),
-        })) => xdpstat::rules::check(args, &mut out),
+        })) => whole(check(args, &mut out)),
         None => watch(cli, &mut out, &stop, hangups),
     }
 }

@@ -327,7 +327,7 @@ mod tests {
     fn rules_are_listed_by_packets_and_cut_to_top_ties_in_file_order() {
         use xdpstat_common::rules::Rule;
 
-        use crate::kernel::rulemaps::{InForce, RuleHits};
+        use crate::rules::in_force::{InForce, RuleHits};
         let before = snapshot_at(0, &[]);
         let mut now = snapshot_at(1, &[]);
         now.verdicts.rules = [

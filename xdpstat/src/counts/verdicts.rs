@@ -9,7 +9,9 @@ use std::{collections::HashMap, net::IpAddr};
 use serde::Serialize;
 use xdpstat_common::{Counter, rules::verdict};
 
-use crate::kernel::rulemaps::{Acted, RuleHits};
+use xdpstat_common::rules::Acted;
+
+use crate::rules::in_force::RuleHits;
 
 /// The verdicts of one read.
 #[derive(Clone, Debug, Default)]

@@ -195,19 +195,24 @@ fn pins(root: &Path) -> Check {
     let persisted: Vec<_> = instances.iter().filter(|one| one.persisted).collect();
     let stale: Vec<String> = persisted
         .iter()
-        .filter(|one| one.state != "counting")
-        .map(|one| format!("{} ({})", one.interface, one.state))
+        .filter(|one| !one.state.is_counting())
+        .map(|one| {
+            let dir = one
+                .pin_dir
+                .as_ref()
+                .map_or_else(String::new, |dir| format!(" in {}", dir.display()));
+            format!("{}{dir} ({})", one.interface, one.state)
+        })
         .collect();
     if !stale.is_empty() {
         return Check::warn(
             "pins",
             format!(
-                "{} persisted under {}, not counting: {}",
+                "{} persisted, not counting: {}",
                 stale.len(),
-                root.display(),
                 stale.join("; ")
             ),
-            "`xdpstat detach IFACE` removes them, or the next `xdpstat IFACE --persist` replaces them",
+            "`xdpstat detach --stale` removes the stale and unfinished ones (`--pin-dir` names another root), `xdpstat detach IFACE` any one; or the next `xdpstat IFACE --persist` replaces them",
         );
     }
     Check::ok(

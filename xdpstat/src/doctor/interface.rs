@@ -10,15 +10,12 @@ use aya::programs::{SchedClassifier, TcAttachType};
 
 use super::Check;
 use crate::kernel::{
+    diagnose::ONE_PAGE_MTU,
     ethtool::{self, Channels},
     memory::{Plan, map_bytes},
     netlink::{self, Link, xdp_feature},
     pins, privilege,
 };
-
-/// The largest MTU whose frames fit the plain program on every common
-/// driver: one 4 KiB page less the XDP headroom and `skb_shared_info`.
-const ONE_PAGE_MTU: u32 = 3498;
 
 /// Drivers that give XDP a TX queue of its own per CPU, and refuse native
 /// XDP (or `XDP_TX`) without enough of them.
@@ -73,39 +70,6 @@ pub fn checks(name: &str, plan: Plan, pin_root: &Path) -> Vec<Check> {
     .into_iter()
     .map(|check| check.on(name))
     .collect()
-}
-
-/// What the checks find behind a refusal of native mode on `name`, if
-/// anything: LRO, no native support, an MTU past one page without
-/// multi-buffer support, or a stacked device.
-pub fn refusal_cause(name: &str) -> Option<String> {
-    let link = netlink::link(name).ok()??;
-    let features = netlink::xdp_features(link.index).ok().flatten();
-    cause(&link, features, ethtool::lro(name).unwrap_or(false))
-}
-
-fn cause(link: &Link, features: Option<u64>, lro: bool) -> Option<String> {
-    if lro {
-        return Some("hardware LRO is on".into());
-    }
-    if let Some(features) = features {
-        if features & xdp_feature::BASIC == 0 {
-            return Some("the driver has no native XDP".into());
-        }
-        if link.mtu > ONE_PAGE_MTU && features & xdp_feature::RX_SG == 0 {
-            return Some(format!(
-                "MTU {} is longer than a page, and the driver has no multi-buffer XDP",
-                link.mtu
-            ));
-        }
-    }
-    match link.kind.as_deref() {
-        Some(
-            kind @ ("vlan" | "macvlan" | "ipvlan" | "macsec" | "bond" | "team" | "bridge" | "tun"
-            | "tap"),
-        ) => Some(format!("a {kind} device")),
-        _ => None,
-    }
 }
 
 fn exists(link: &Link, driver: Option<&str>) -> Check {
@@ -525,34 +489,6 @@ mod tests {
         assert!(jumbo.detail.contains("multi-buffer"));
         let no_sg = Ok(Some(xdp_feature::BASIC));
         assert_eq!(mtu(&link(None, 9000), &no_sg).status, Status::Warn);
-    }
-
-    #[test]
-    fn a_refusal_is_put_down_to_the_first_cause_found() {
-        let eth = link(None, 1500);
-        assert_eq!(
-            cause(&eth, Some(xdp_feature::BASIC), true).as_deref(),
-            Some("hardware LRO is on")
-        );
-        assert_eq!(
-            cause(&eth, Some(0), false).as_deref(),
-            Some("the driver has no native XDP")
-        );
-        let jumbo = link(None, 9000);
-        assert!(
-            cause(&jumbo, Some(xdp_feature::BASIC), false)
-                .unwrap()
-                .contains("MTU 9000")
-        );
-        assert_eq!(
-            cause(&jumbo, Some(xdp_feature::BASIC | xdp_feature::RX_SG), false),
-            None
-        );
-        assert_eq!(
-            cause(&link(Some("vlan"), 1500), None, false).as_deref(),
-            Some("a vlan device")
-        );
-        assert_eq!(cause(&eth, None, false), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::{
     cli::{DoctorArgs, StatusFormat},
     error::XdpstatError,
     kernel::memory::{self, Plan},
+    outcome::{Outcome, Partial},
 };
 
 /// How a check came out.
@@ -70,17 +71,15 @@ impl Check {
     }
 }
 
-pub use interface::refusal_cause;
-
 /// What `doctor` prints as JSON.
 #[derive(Serialize)]
 struct Checks<'a> {
     checks: &'a [Check],
 }
 
-/// Runs the host's checks and each interface's; `Err(ChecksFailed)` when
+/// Runs the host's checks and each interface's; `Partial(ChecksFailed)` when
 /// one failed (exit 1), after printing them all.
-pub fn doctor(args: &DoctorArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
+pub fn doctor(args: &DoctorArgs, out: &mut dyn Write) -> Result<Outcome, XdpstatError> {
     let mut checks = host::checks(&args.pin_dir);
     let plan = Plan {
         max_sources: args.max_sources,
@@ -100,9 +99,9 @@ pub fn doctor(args: &DoctorArgs, out: &mut dyn Write) -> Result<(), XdpstatError
     written.map_err(XdpstatError::Output)?;
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if failed > 0 {
-        return Err(XdpstatError::ChecksFailed { failed });
+        return Ok(Outcome::Partial(Partial::ChecksFailed { failed }));
     }
-    Ok(())
+    Ok(Outcome::Whole)
 }
 
 /// How many rules the file at `path` holds (none when it cannot be read:

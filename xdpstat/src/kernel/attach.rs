@@ -2,11 +2,11 @@
 //! what the kernel actually gave, and the kernel's refusals turned into
 //! messages that say what to do next.
 
-use std::{fmt, process::Command};
+use std::fmt;
 
 use aya::programs::{ProgramError, XdpMode, xdp::XdpError};
 
-use crate::error::XdpstatError;
+use crate::{error::XdpstatError, kernel::netlink};
 
 /// The attach mode asked for on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +109,17 @@ pub enum LinkKind {
     Unknown,
 }
 
+impl LinkKind {
+    /// Its name in reports and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BpfLink => "bpf link",
+            Self::Netlink => "netlink",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// A successful attachment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
@@ -158,9 +169,8 @@ impl Attached {
 impl fmt::Display for Attached {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let link = match self.link {
-            LinkKind::BpfLink => "bpf link",
-            LinkKind::Netlink => "netlink",
             LinkKind::Unknown => "link kind unknown",
+            known => known.name(),
         };
         if self.mode == ObtainedMode::Tcx {
             // GRO-merged buffers count as the segments they were.
@@ -220,7 +230,7 @@ pub(crate) fn attach_error(
                     _ => ObtainedMode::from(tried).to_string(),
                 },
                 why: match tried {
-                    XdpMode::Driver => crate::doctor::refusal_cause(interface),
+                    XdpMode::Driver => crate::kernel::diagnose::refusal_cause(interface),
                     _ => None,
                 },
                 alternatives: asked.alternatives(),
@@ -237,31 +247,29 @@ pub(crate) fn attach_error(
     }
 }
 
-/// Names the XDP program already on `interface`, as iproute2 reports it.
+/// Names the XDP program already on `interface`, as the kernel reports it
+/// (its id from rtnetlink, its name from bpf(2) where this process may
+/// list programs).
 fn existing_program(interface: &str) -> String {
-    let unknown = || "an XDP program".to_owned();
-    let Ok(output) = Command::new("ip")
-        .args(["-json", "-details", "link", "show", "dev", interface])
-        .output()
+    let Some((id, _)) = netlink::link(interface)
+        .ok()
+        .flatten()
+        .and_then(|link| link.xdp.holder())
     else {
-        return unknown();
+        return "an XDP program".to_owned();
     };
-    let Ok(links) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
-        return unknown();
-    };
-    describe_xdp(&links).unwrap_or_else(unknown)
+    let name = aya::programs::loaded_programs()
+        .flatten()
+        .find(|program| program.id() == id)
+        .and_then(|program| program.name_as_str().map(str::to_owned));
+    describe_program(id, name.as_deref())
 }
 
-/// Finds the first `xdp.prog` (or `xdp.attached[].prog`) in `ip -json` output.
-fn describe_xdp(links: &serde_json::Value) -> Option<String> {
-    let xdp = links.get(0)?.get("xdp")?;
-    let prog = xdp
-        .get("prog")
-        .or_else(|| xdp.get("attached")?.get(0)?.get("prog"))?;
-    let id = prog.get("id")?.as_u64()?;
-    match prog.get("name").and_then(|n| n.as_str()) {
-        Some(name) if !name.is_empty() => Some(format!("program id {id}, name {name}")),
-        _ => Some(format!("program id {id}")),
+/// `program id 42, name xdp_counter`, or without the name when it is unknown.
+fn describe_program(id: u32, name: Option<&str>) -> String {
+    match name {
+        Some(name) if !name.is_empty() => format!("program id {id}, name {name}"),
+        _ => format!("program id {id}"),
     }
 }
 
@@ -270,22 +278,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn describes_the_program_iproute2_reports() {
-        let single: serde_json::Value = serde_json::from_str(
-            r#"[{"ifname":"x0","xdp":{"mode":1,"prog":{"id":42,"name":"xdp_counter","tag":"ab","jited":1}}}]"#,
-        )
-        .unwrap();
+    fn describes_the_program_with_its_name_when_known() {
         assert_eq!(
-            describe_xdp(&single).unwrap(),
+            describe_program(42, Some("xdp_counter")),
             "program id 42, name xdp_counter"
         );
-        let multi: serde_json::Value = serde_json::from_str(
-            r#"[{"ifname":"x0","xdp":{"mode":3,"attached":[{"mode":2,"prog":{"id":7}}]}}]"#,
-        )
-        .unwrap();
-        assert_eq!(describe_xdp(&multi).unwrap(), "program id 7");
-        let none: serde_json::Value = serde_json::from_str(r#"[{"ifname":"x0"}]"#).unwrap();
-        assert_eq!(describe_xdp(&none), None);
+        assert_eq!(describe_program(7, None), "program id 7");
+        assert_eq!(describe_program(7, Some("")), "program id 7");
     }
 
     #[test]

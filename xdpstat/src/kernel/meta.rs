@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aya::maps::{Array, Map, MapData, MapError};
 use xdpstat_common::{Meta, meta_attach};
 
-use crate::kernel::attach::ObtainedMode;
+use crate::kernel::attach::{Hook, ObtainedMode};
 
 /// The META map and the value last written to it.
 pub struct Record {
@@ -89,6 +89,15 @@ pub fn attach_mode(code: u32) -> Option<ObtainedMode> {
         meta_attach::XDP_OFFLOAD => Some(ObtainedMode::Offload),
         meta_attach::TCX => Some(ObtainedMode::Tcx),
         _ => None,
+    }
+}
+
+/// The hook the record says the program is on: tc ingress for a tcx
+/// attachment, the XDP hook for every other (or an unknown) one.
+pub fn hook(meta: &Meta) -> Hook {
+    match attach_mode(meta.attach) {
+        Some(ObtainedMode::Tcx) => Hook::Tcx,
+        _ => Hook::Xdp,
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod attach;
 pub(crate) mod bpf_sys;
 pub mod datapath;
+pub(crate) mod diagnose;
 pub(crate) mod ethtool;
 pub mod ifname;
 pub(crate) mod mapped;

@@ -9,8 +9,7 @@ use std::{path::Path, time::SystemTime};
 use xdpstat_common::Meta;
 
 use crate::{
-    cli::AttachArgs,
-    counts::report::rfc3339,
+    counts::{prefixes::PrefixLens, report::rfc3339},
     error::{XdpstatError, one_line},
     kernel::attach::{AttachMode, Attached, Hook, ObtainedMode},
     kernel::bpf_sys,
@@ -19,6 +18,18 @@ use crate::{
     kernel::pins::{self, Found, LINK_PIN, PinDir},
     rules::RuleSet,
 };
+
+/// What a persisted start asks for: the attach options a pinned setup is
+/// held against, and whether the run names a rules file.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub mode: AttachMode,
+    pub hook: Hook,
+    pub max_sources: u32,
+    pub prefix_len: PrefixLens,
+    /// A run without `--rules` takes the pinned rules out of force.
+    pub rules_given: bool,
+}
 
 /// A persisted datapath, attached, and when its counts began.
 pub struct Persisted {
@@ -35,7 +46,7 @@ pub struct Persisted {
 /// before its pins were complete leaves none behind.
 pub fn attach(
     interface: &str,
-    args: &AttachArgs,
+    args: &Setup,
     root: &Path,
     rules: &RuleSet,
 ) -> Result<Persisted, XdpstatError> {
@@ -109,7 +120,7 @@ pub fn attach(
 /// new), puts `rules` in force and attaches or takes the pinned link over.
 fn start(
     interface: &str,
-    args: &AttachArgs,
+    args: &Setup,
     dir: &PinDir,
     resume: Option<&Meta>,
     rules: &RuleSet,
@@ -121,7 +132,7 @@ fn start(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .in_force_len();
-    if args.rules.is_none() && pinned_rules > 0 {
+    if !args.rules_given && pinned_rules > 0 {
         eprintln!(
             "xdpstat: {interface}: no --rules given: the {pinned_rules} rule{} the persisted run had in force {} removed (give --rules FILE to keep rules in force)",
             if pinned_rules == 1 { "" } else { "s" },
@@ -165,7 +176,7 @@ fn start(
 }
 
 /// Refuses a command line that asks for another setup than the pinned one.
-fn check_same(interface: &str, meta: &Meta, args: &AttachArgs) -> Result<(), XdpstatError> {
+fn check_same(interface: &str, meta: &Meta, args: &Setup) -> Result<(), XdpstatError> {
     let (mode, hook, max_sources) = (args.mode, args.hook, args.max_sources);
     let differs = |what: String| {
         Err(XdpstatError::PersistedDifferently {
@@ -174,11 +185,7 @@ fn check_same(interface: &str, meta: &Meta, args: &AttachArgs) -> Result<(), Xdp
         })
     };
     let pinned = meta::attach_mode(meta.attach);
-    let pinned_hook = if pinned == Some(ObtainedMode::Tcx) {
-        Hook::Tcx
-    } else {
-        Hook::Xdp
-    };
+    let pinned_hook = meta::hook(meta);
     if pinned_hook != hook {
         return differs(format!(
             "on the {} hook, not {}",

@@ -28,7 +28,7 @@ use xdpstat_common::{
 
 use crate::{
     error::{XdpstatError, one_line},
-    kernel::{bpf_sys, datapath::page_flags_len, ifname, meta},
+    kernel::{attach::Hook, bpf_sys, datapath::page_flags_len, ifname, meta},
 };
 
 /// Where `--persist` pins unless `--pin-dir` says otherwise.
@@ -397,17 +397,16 @@ impl PinDir {
         };
         let facts = bpf_sys::link_facts(std::os::fd::AsFd::as_fd(&link))
             .map_err(|e| self.error("reading the link", &e))?;
-        let tcx = meta::attach_mode(meta.attach) == Some(crate::kernel::attach::ObtainedMode::Tcx);
-        let expected = if tcx {
-            bpf_sys::LINK_TYPE_TCX
-        } else {
-            bpf_sys::LINK_TYPE_XDP
+        let hook = meta::hook(&meta);
+        let expected = match hook {
+            Hook::Tcx => bpf_sys::LINK_TYPE_TCX,
+            Hook::Xdp => bpf_sys::LINK_TYPE_XDP,
         };
         if facts.link_type != expected {
             return Err(incompatible(format!(
                 "has a link of type {} where its record says {}",
                 facts.link_type,
-                if tcx { "tcx" } else { "xdp" }
+                hook.name()
             )));
         }
         if facts.ifindex == 0 {

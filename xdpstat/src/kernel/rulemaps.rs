@@ -26,50 +26,18 @@ use xdpstat_common::{
     Counter,
     rules::{
         MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS,
-        RULESET_MAP, Rule as KernelRule, action, ruleset,
+        RULESET_MAP, Rule as KernelRule, ruleset,
     },
 };
 
 use crate::{
     error::{Cause, one_line},
     kernel::{bpf_sys::Grace, tables::forget_remembered_rules},
-    rules::{Mode, RuleSet},
+    rules::{
+        RuleSet,
+        in_force::{InForce, RuleHits},
+    },
 };
-
-/// One rule in force, as the datapath has it and as the report names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InForce {
-    pub prefix: IpNet,
-    pub kernel: KernelRule,
-}
-
-impl InForce {
-    /// `drop`, `limit`, `pass`.
-    pub fn action(&self) -> &'static str {
-        match self.kernel.action {
-            action::DROP => "drop",
-            action::LIMIT => "limit",
-            _ => "pass",
-        }
-    }
-
-    pub fn mode(&self) -> Mode {
-        if self.kernel.enforce != 0 {
-            Mode::Enforce
-        } else {
-            Mode::DryRun
-        }
-    }
-}
-
-/// A rule's hits so far.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleHits {
-    pub rule: InForce,
-    pub counter: Counter,
-}
-
-pub use crate::kernel::tables::Acted;
 
 /// The rule maps of one datapath.
 pub struct RuleMaps {

@@ -21,10 +21,7 @@ use aya::{
     Pod,
     maps::{Array, Map, MapData},
 };
-use xdpstat_common::{
-    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix,
-    rules::{SourceRow, verdict},
-};
+use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix, rules::SourceRow};
 
 use ipnet::IpNet;
 
@@ -148,8 +145,7 @@ fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
     }
 }
 
-/// A source's verdicts but `passed`, indexed by [`verdict`].
-pub type Acted = [Counter; verdict::ACTED];
+pub use xdpstat_common::rules::Acted;
 
 /// Words in a [`SourceRow`], and the offset of its acted counters (after
 /// the bucket).

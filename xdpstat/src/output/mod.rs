@@ -342,7 +342,7 @@ mod tests {
     fn ruled_sample() -> Report {
         use xdpstat_common::rules::{Rule, action, verdict};
 
-        use crate::kernel::rulemaps::{InForce, RuleHits};
+        use crate::rules::in_force::{InForce, RuleHits};
         let c = |packets, bytes| Counter { packets, bytes };
         let (first, second): (IpAddr, IpAddr) = (
             Ipv4Addr::new(198, 18, 0, 10).into(),

@@ -30,6 +30,7 @@ use crate::{
     error::{Cause, XdpstatError, one_line},
     kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
+    outcome::{Outcome, Partial},
     output::{Format, write_report},
     replay::capture::{CaptureError, Frame},
     replay::input::Input,
@@ -61,7 +62,7 @@ pub fn replay(
     args: &ReplayArgs,
     out: &mut dyn Write,
     stop: &AtomicBool,
-) -> Result<(), XdpstatError> {
+) -> Result<Outcome, XdpstatError> {
     check_kernel(Hook::Xdp)?;
     check_capabilities(Needs::Attach)?;
     let format = match args.format {
@@ -108,7 +109,9 @@ pub fn replay(
                 }
                 let report = report_for(&name, report_at, &replayed, top);
                 match write_report(out, format, &report) {
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return Ok(Outcome::Whole);
+                    }
                     other => other.map_err(XdpstatError::Output)?,
                 }
             }
@@ -119,12 +122,12 @@ pub fn replay(
         }
     }
     if failed > 0 {
-        return Err(XdpstatError::SomeCapturesFailed {
+        return Ok(Outcome::Partial(Partial::SomeCapturesFailed {
             failed,
             files: args.files.len(),
-        });
+        }));
     }
-    Ok(())
+    Ok(Outcome::Whole)
 }
 
 /// Replays one file (or standard input, `-`): the snapshot after it, what

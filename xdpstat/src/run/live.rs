@@ -101,7 +101,7 @@ impl Watched<Datapath> {
         rules: &RuleSet,
     ) -> Result<Self, XdpstatError> {
         if let Some(root) = persist {
-            let persisted = crate::kernel::persist::attach(interface, args, root, rules)?;
+            let persisted = crate::kernel::persist::attach(interface, &args.setup(), root, rules)?;
             let mut watched = Self::new(persisted.attached, persisted.datapath);
             watched.counting_since = persisted.since;
             if persisted.resumed {

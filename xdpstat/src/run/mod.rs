@@ -5,5 +5,7 @@ pub mod demo;
 pub mod detach;
 pub mod live;
 pub mod reload;
+pub mod rules_check;
 pub mod status;
+pub mod terminal;
 pub mod watch;

@@ -54,8 +54,58 @@ pub struct Instance {
     pub sources_held: Option<Held>,
     /// The xdpstat process reading it, if one runs.
     pub reader_pid: Option<u32>,
-    /// `counting`, or why not: `stale: ...`, `incomplete`.
-    pub state: String,
+    /// `counting`, or why not: `stale: ...`, `incomplete: ...`,
+    /// `incompatible: ...` (a string in JSON).
+    pub state: State,
+}
+
+/// Whether an instance counts, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Attached and counting.
+    Counting,
+    /// Counting, persisted in pins this mount namespace does not see.
+    CountingUnseen,
+    /// The interface it counted on is gone, or its link is: why.
+    Stale(String),
+    /// Pins whose record was never finished: a start that died.
+    Unfinished,
+    /// Pins a running start is setting up.
+    SettingUp,
+    /// Pins this build cannot read: why.
+    Incompatible(String),
+}
+
+impl State {
+    /// Whether the instance is counting (wherever its pins are).
+    pub fn is_counting(&self) -> bool {
+        matches!(self, Self::Counting | Self::CountingUnseen)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Counting => write!(f, "counting"),
+            Self::CountingUnseen => write!(
+                f,
+                "counting: persisted where this mount namespace sees no pins"
+            ),
+            Self::Stale(why) => write!(f, "stale: {why}; {STALE_FIX}"),
+            Self::Unfinished => write!(
+                f,
+                "incomplete: pins an xdpstat left while setting up; {STALE_FIX}"
+            ),
+            Self::SettingUp => write!(f, "incomplete: an xdpstat is setting it up"),
+            Self::Incompatible(why) => write!(f, "incompatible: {why}"),
+        }
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 impl Instance {
@@ -64,9 +114,7 @@ impl Instance {
     /// died. (Pins a running xdpstat holds are not removed: it holds their
     /// lock.)
     pub fn is_stale(&self) -> bool {
-        self.pin_dir.is_some()
-            && (self.state.starts_with("stale")
-                || self.state.starts_with("incomplete: pins an xdpstat left"))
+        self.pin_dir.is_some() && matches!(self.state, State::Stale(_) | State::Unfinished)
     }
 }
 
@@ -128,9 +176,8 @@ pub fn find(root: &Path) -> Vec<Instance> {
             continue;
         }
         if let Some(mut instance) = by_record(map_id, None) {
-            if instance.persisted && instance.state == "counting" {
-                instance.state =
-                    "counting: persisted where this mount namespace sees no pins".into();
+            if instance.persisted && instance.state == State::Counting {
+                instance.state = State::CountingUnseen;
             }
             instances.push(instance);
         }
@@ -275,11 +322,11 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
         instance.persisted = true;
         instance.pin_dir = Some(dir.to_owned());
         instance.state = match foreign {
-            Some(size) => format!(
-                "incompatible: a {size}-byte record from another xdpstat's layout (`xdpstat detach {name}` removes it)"
-            ),
-            None if reader.is_some() => "incomplete: an xdpstat is setting it up".into(),
-            None => format!("incomplete: pins an xdpstat left while setting up; {STALE_FIX}"),
+            Some(size) => State::Incompatible(format!(
+                "a {size}-byte record from another xdpstat's layout (`xdpstat detach {name}` removes it)"
+            )),
+            None if reader.is_some() => State::SettingUp,
+            None => State::Unfinished,
         };
         return instance;
     };
@@ -291,11 +338,11 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
     instance.persisted = true;
     instance.pin_dir = Some(dir.to_owned());
     if meta.layout != PIN_LAYOUT {
-        instance.state = format!(
-            "incompatible: layout {} (this xdpstat reads {PIN_LAYOUT})",
+        instance.state = State::Incompatible(format!(
+            "layout {} (this xdpstat reads {PIN_LAYOUT})",
             meta.layout
-        );
-    } else if instance.state == "counting" {
+        ));
+    } else if instance.state == State::Counting {
         // The index may belong to another interface now, or the interface
         // may have been renamed (in this namespace only: another
         // namespace's names are not ours to see).
@@ -310,16 +357,14 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
                         instance.pinned_as = Some(name.to_owned());
                     }
                     None => {
-                        instance.state = format!(
-                            "stale: {name} (index {}) no longer exists; {STALE_FIX}",
+                        instance.state = State::Stale(format!(
+                            "{name} (index {}) no longer exists",
                             link.ifindex
-                        )
+                        ))
                     }
                 }
             }
         }
-    } else if instance.state.starts_with("stale") {
-        instance.state = format!("{}; {STALE_FIX}", instance.state);
     }
     instance
 }
@@ -328,23 +373,19 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
 fn describe(meta: &Meta, link: Option<bpf_sys::LinkFacts>, reader: Option<u32>) -> Instance {
     let mode = attach_mode(meta.attach);
     let state = match link {
-        None => "stale: its link is gone".to_owned(),
-        Some(link) if link.ifindex == 0 => format!(
-            "stale: the interface it counted on, index {}, is gone",
+        None => State::Stale("its link is gone".into()),
+        Some(link) if link.ifindex == 0 => State::Stale(format!(
+            "the interface it counted on, index {}, is gone",
             meta.ifindex
-        ),
-        Some(_) => "counting".to_owned(),
+        )),
+        Some(_) => State::Counting,
     };
     let held = held(meta).ok().map(|(ipv4, ipv6)| Held { ipv4, ipv6 });
     Instance {
         interface: meta::text(&meta.interface),
         pinned_as: None,
         netns: meta.netns,
-        hook: if mode == Some(crate::kernel::attach::ObtainedMode::Tcx) {
-            "tcx"
-        } else {
-            "xdp"
-        },
+        hook: meta::hook(meta).name(),
         mode: mode.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
         program_id: link.map(|l| l.prog_id).filter(|&id| id != 0),
         version: meta::text(&meta.version),

@@ -12,16 +12,17 @@ use std::{
 use crate::{
     cli::{AttachArgs, Cli, MetricsArgs, ReportArgs},
     error::XdpstatError,
-    kernel::attach::{AttachMode, Hook, LinkKind},
+    kernel::attach::{AttachMode, Hook},
     kernel::memory::{Plan, map_bytes, possible_cpus},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
+    outcome::{Outcome, Partial},
     output::metrics::server::MetricsServer,
     output::metrics::{InterfaceInfo, Metrics, Published},
-    output::tui,
     output::{Format, write_report},
     rules::RuleSet,
     run::live::{self, Ended, LiveOptions, Watched},
     run::reload::{Hangups, on_sighup},
+    run::terminal,
 };
 
 /// Watches the interfaces `cli` names until `stop` is set, `--duration`
@@ -31,7 +32,7 @@ pub fn watch(
     out: &mut dyn Write,
     stop: &AtomicBool,
     hangups: Option<Hangups>,
-) -> Result<(), XdpstatError> {
+) -> Result<Outcome, XdpstatError> {
     let Cli {
         interfaces,
         report,
@@ -76,9 +77,9 @@ pub fn watch(
     drop(server);
     let detached = detach_all(&mut watched);
     if result? == Ended::AllGone {
-        return Err(XdpstatError::AllInterfacesGone);
+        return Ok(Outcome::Partial(Partial::AllInterfacesGone));
     }
-    detached
+    detached.map(|()| Outcome::Whole)
 }
 
 /// The rules `--rules` names, checked (none: an empty set).
@@ -127,12 +128,7 @@ pub fn feed_metrics(watched: &mut [Watched], published: &Published, top: usize) 
         .map(|one| InterfaceInfo {
             name: one.attached.interface.clone(),
             mode: one.attached.mode.to_string(),
-            link: match one.attached.link {
-                LinkKind::BpfLink => "bpf link",
-                LinkKind::Netlink => "netlink",
-                LinkKind::Unknown => "unknown",
-            }
-            .to_owned(),
+            link: one.attached.link.name().to_owned(),
             program_id: one.source.program_id(),
             capacity: Some(one.source.max_sources() as usize),
         })
@@ -166,7 +162,7 @@ pub fn show(
     if options.format != Format::Tui {
         return live::run(watched, options, out, stop);
     }
-    let ended = tui::run(watched, options, stop)?;
+    let ended = terminal::run(watched, options, stop)?;
     let top = report.top.or(Format::Plain.default_top());
     for one in watched.iter_mut() {
         let last = one.report(top)?;

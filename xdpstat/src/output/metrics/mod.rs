@@ -532,7 +532,7 @@ mod tests {
     fn verdicts_and_rule_hits_are_series_that_never_go_back() {
         use xdpstat_common::rules::{Rule, action, verdict};
 
-        use crate::kernel::rulemaps::{InForce, RuleHits};
+        use crate::rules::in_force::{InForce, RuleHits};
         let mut metrics = Metrics::new(vec![info("eth0")], 1);
         let base = Snapshot::empty();
         let mut now = snapshot(&base, 1, &[("198.18.0.1", 30), ("198.18.9.9", 20)]);
