@@ -1,5 +1,5 @@
 //! Builds the XDP program (`xdpstat-ebpf`) for the BPF target with the
-//! nightly toolchain and bpf-linker; `src/datapath.rs` embeds the result.
+//! nightly toolchain and bpf-linker; `src/kernel/datapath.rs` embeds the result.
 use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {

@@ -25,8 +25,14 @@ use crate::{
 )]
 pub struct Cli {
     /// Interfaces to watch (one XDP program and one report per interface).
-    #[arg(value_name = "IFACE", required = true)]
+    #[arg(value_name = "IFACE", required_unless_present = "generate_docs")]
     pub interfaces: Vec<String>,
+
+    /// Write the man pages (DIR/man) and the bash, zsh and fish
+    /// completions (DIR/completions) made from these very definitions;
+    /// for packaging.
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    pub generate_docs: Option<PathBuf>,
 
     #[command(flatten)]
     pub report: ReportArgs,

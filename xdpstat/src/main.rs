@@ -73,6 +73,9 @@ fn prepare(cli: &mut Cli) -> Result<Option<Hangups>, XdpstatError> {
 }
 
 fn run(cli: &Cli, hangups: Option<Hangups>) -> Result<Outcome, XdpstatError> {
+    if let Some(dir) = &cli.generate_docs {
+        return xdpstat::run::generate::generate(dir).map(|()| Outcome::Whole);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))

@@ -199,7 +199,7 @@ fn iperf3_counts(test: &str, mode: &str) -> Option<(u64, u64)> {
 
 /// Generic XDP runs after GRO: a batch of TCP segments merged into one
 /// buffer is one packet to it, far longer than the MTU. Native XDP sees
-/// each frame. The report header and README say so.
+/// each frame. The report header and the guide say so.
 #[test]
 fn generic_mode_counts_a_gro_batch_as_one_packet_and_native_mode_every_frame() {
     let test = "generic_mode_counts_a_gro_batch_as_one_packet_and_native_mode_every_frame";
@@ -593,7 +593,7 @@ fn without_privileges_the_missing_capabilities_are_named() {
     );
 }
 
-/// What the README promises is enough: an unprivileged user with CAP_BPF,
+/// What the guide promises is enough: an unprivileged user with CAP_BPF,
 /// CAP_PERFMON and CAP_NET_ADMIN (what the systemd unit grants) attaches
 /// with a BPF link (found among its own descriptors: listing the host's
 /// links would need CAP_SYS_ADMIN), counts exactly, and notices a removed

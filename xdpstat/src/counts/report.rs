@@ -52,7 +52,7 @@ pub struct Report {
     /// Verdicts other than `passed` no source holds (its source had no
     /// table entry, or the entry was retired).
     pub unattributed_verdicts: Unattributed,
-    /// Packets limit rules judged by their shared bucket (see the README).
+    /// Packets limit rules judged by their shared bucket (see docs/GUIDE.md, rules).
     pub limit_shared_bucket: Counter,
     /// How many sources the map holds (before the `--top` cut).
     #[serde(skip)]

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod detach;
+pub mod generate;
 pub mod live;
 pub mod reload;
 pub mod rules_check;

@@ -55,3 +55,22 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
     .map_err(write)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn the_example_rules_file_the_package_ships_is_a_valid_one() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contrib/rules.example.toml");
+        let mut out = Vec::new();
+        check(&RulesCheckArgs { file: path }, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("3 rules, mode dry-run (1 enforced, 2 dry run)"),
+            "{text}"
+        );
+    }
+}
