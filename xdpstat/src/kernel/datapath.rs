@@ -1030,3 +1030,27 @@ fn fold_cpu_states(
         shared_bucket,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The kernel program names its maps in attributes, which cannot name
+    /// a constant: this holds the names in the object file against the
+    /// constants the loader uses, with no privilege needed.
+    #[test]
+    fn the_object_file_s_maps_are_the_ones_the_loader_names() {
+        let object = aya_obj::Object::parse(PROGRAM_OBJECT).unwrap();
+        let in_object: BTreeSet<&str> = object
+            .maps
+            .keys()
+            .map(String::as_str)
+            // The globals' sections (.rodata, .data, .bss) are not named.
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        let named: BTreeSet<&str> = PINNED_MAPS.iter().copied().collect();
+        assert_eq!(in_object, named);
+    }
+}

@@ -1,0 +1,105 @@
+//! Every map and global the program shares with user space. Their names
+//! are `xdpstat_common`'s constants (an attribute cannot name a constant,
+//! so a test of the loader holds the object file's names against them);
+//! their layouts are `xdpstat_common`'s types.
+
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    macros::map,
+    maps::{Array, LpmTrie, PerCpuArray},
+};
+use xdpstat_common::{
+    Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
+    rules::{MAX_RULES, Rule, SourceRow},
+    sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
+    table_entries,
+};
+
+/// Entries in each table; the loader sets it and sizes the tables to match.
+#[unsafe(no_mangle)]
+pub static TABLE_ENTRIES: u32 = table_entries(DEFAULT_MAX_SOURCES);
+
+/// The table hash's secret seed; the loader sets a random one.
+#[unsafe(no_mangle)]
+pub static HASH_SEED: u64 = 0;
+
+/// Prefix masks as on the wire; the loader sets them from `--prefix-len`.
+#[unsafe(no_mangle)]
+pub static PREFIX_V4_MASK: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+pub static PREFIX_V6_MASK: [u64; 2] = [u64::MAX, u64::MAX];
+
+/// The source tables (see `table`), one per family.
+#[map(name = "SOURCES_V4")]
+pub static SOURCES_V4: Array<V4Entry> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+#[map(name = "SOURCES_V6")]
+pub static SOURCES_V6: Array<V6Entry> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+
+/// One flag per 4 KiB page of a table, set when an entry there is claimed,
+/// so user space skips pages no entry ever used.
+#[map(name = "PAGES_V4")]
+pub static PAGES_V4: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map(name = "PAGES_V6")]
+pub static PAGES_V6: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Never read here: user space writes what this datapath is, and keeps
+/// what must outlive it when it is persisted.
+#[map(name = "XDPSTAT_META")]
+pub static XDPSTAT_META: Array<Meta> = Array::with_max_entries(1, 0);
+
+/// The prefix sketches and their heavy-hitter tables (see
+/// `xdpstat_common::sketch`): only runs no table entry took touch them.
+#[map(name = "SKETCH_V4")]
+pub static SKETCH_V4: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(SKETCH_ROWS as u32 * SKETCH_WIDTH, 0);
+#[map(name = "SKETCH_V6")]
+pub static SKETCH_V6: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(SKETCH_ROWS as u32 * SKETCH_WIDTH, 0);
+#[map(name = "HEAVY_V4")]
+pub static HEAVY_V4: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "HEAVY_V6")]
+pub static HEAVY_V6: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's runs and class counters (see `CpuState`).
+#[map(name = "CPU_STATE")]
+pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which rule slot is in force, and which families have rules there.
+#[map(name = "RULESET")]
+pub static RULESET: Array<u64> = Array::with_max_entries(1, 0);
+/// The rules of slot 0 and slot 1, per family, by longest prefix.
+#[map(name = "RULES_V4_0")]
+pub static RULES_V4_0: LpmTrie<Ipv4Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULES_V4_1")]
+pub static RULES_V4_1: LpmTrie<Ipv4Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULES_V6_0")]
+pub static RULES_V6_0: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map(name = "RULES_V6_1")]
+pub static RULES_V6_1: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+/// What each rule matched, per CPU, at `slot * MAX_RULES + index`.
+#[map(name = "RULE_HITS")]
+pub static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
+/// The bucket a limit's entry-less sources share, at the rule's place.
+#[map(name = "RULE_BUCKETS")]
+pub static RULE_BUCKETS: Array<u64> = Array::with_max_entries(2 * MAX_RULES, 0);
+/// The rules by index, at the rule's place.
+#[map(name = "RULES")]
+pub static RULES: Array<Rule> = Array::with_max_entries(2 * MAX_RULES, 0);
+/// One row per table entry, at the entry's index; the loader sizes them as
+/// the tables (or to one row when no rules can come).
+#[map(name = "ROWS_V4")]
+pub static ROWS_V4: Array<SourceRow> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+#[map(name = "ROWS_V6")]
+pub static ROWS_V6: Array<SourceRow> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+
+/// Reads a global the loader wrote before loading, as the kernel has it.
+#[inline(always)]
+pub fn loaded<T: Copy>(global: &T) -> T {
+    // SAFETY: a reference to a live global; volatile keeps the compiler
+    // from folding in the value it was compiled with.
+    unsafe { core::ptr::read_volatile(global) }
+}

@@ -1,0 +1,32 @@
+//! One frame as counting and rules see it: how many packets it stands for
+//! (more than one for a buffer GRO merged, at tcx), its bytes on the wire,
+//! and where a rate limit takes its time from.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+
+/// One frame as counting and rules see it.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    pub packets: u64,
+    pub len: u64,
+    pub clock: Clock,
+}
+
+/// Where a rate limit's time comes from: the kernel's monotonic clock,
+/// or a replayed frame's capture time.
+#[derive(Clone, Copy)]
+pub enum Clock {
+    Kernel,
+    Given(u64),
+}
+
+impl Clock {
+    #[inline(always)]
+    pub fn now(self) -> u64 {
+        match self {
+            // SAFETY: a helper with no arguments.
+            Clock::Kernel => unsafe { bpf_ktime_get_ns() },
+            Clock::Given(now) => now,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Judging an IP packet by the rule set in force (see
+//! `xdpstat_common::rules`), after it was counted: which rule is its
+//! source's (remembered by its table entry for the rule set in force, or
+//! found by longest prefix), what that rule does to it (pass, drop, or
+//! limit by its source's token bucket), and the verdict counted per CPU,
+//! per rule and per source. A family with no rules costs one array read.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use xdpstat_common::{
+    Counter, CpuState,
+    rules::{MAX_RULES, Rule, SourceRow, action, cached, conform, ruleset, verdict},
+};
+
+use crate::{
+    atomics::{atomic_add, bump, compare_exchange},
+    maps::{RULE_BUCKETS, RULE_HITS, RULES, RULESET},
+    packet::Packet,
+    table::{Entry, Family, counting},
+};
+
+/// The rule set in force for a family: its slot and generation.
+#[derive(Clone, Copy)]
+struct InForce {
+    slot: u32,
+    generation: u32,
+}
+
+/// Judges a packet from `source` (whose run settles into table entry
+/// `entry`, or into none) by the rule set in force, counts its verdict,
+/// and says whether to drop it. A source an entry holds has a row at the
+/// entry's index, which remembers its rule (one trie lookup per source and
+/// rule set, not per packet), keeps its bucket and counts its verdicts; a
+/// source no entry holds is looked up in the trie every time and limited
+/// by its rule's shared bucket.
+#[inline(always)]
+pub fn judge<E: Entry>(
+    family: &Family<E>,
+    source: &E::Address,
+    entry: u32,
+    state: &mut CpuState,
+    packet: Packet,
+) -> bool {
+    let Some(in_force) = in_force(family.bit) else {
+        return false;
+    };
+    let held = counting(family.table, entry, source);
+    let Some(index) = rule_of(family, in_force, source, held) else {
+        return false;
+    };
+    let at = in_force.slot * MAX_RULES + index;
+    let Some(rule) = RULES.get(at) else {
+        return false;
+    };
+    if let Some(hits) = RULE_HITS.get_ptr_mut(at) {
+        // SAFETY: this CPU's counter of a live per-CPU array.
+        bump(unsafe { &mut *hits }, packet.packets, packet.len);
+    }
+    // A held source's row is at its entry's index.
+    let row = held.and_then(|_| family.rows.get_ptr_mut(entry));
+    match acted(rule, at, row, state, packet) {
+        Some(acted) => {
+            count_verdict(acted, state, row, packet);
+            acted == verdict::DROPPED || acted == verdict::LIMITED
+        }
+        None => false,
+    }
+}
+
+/// The rule set in force, when it has rules for the family of `bit`.
+#[inline(always)]
+fn in_force(bit: u64) -> Option<InForce> {
+    let word = RULESET.get_ptr(0)?;
+    // SAFETY: a live array value, read once: the whole packet is judged by
+    // the slot it names.
+    let word = unsafe { core::ptr::read_volatile(word) };
+    if word & bit == 0 {
+        return None;
+    }
+    Some(InForce {
+        slot: (word & ruleset::SLOT) as u32,
+        generation: ((word & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT) as u32,
+    })
+}
+
+/// The index of `source`'s rule in the set in force, if a rule matches:
+/// what the entry `held` remembers under this generation, or else the
+/// longest match in the slot's trie (then remembered by the entry).
+#[inline(always)]
+fn rule_of<E: Entry>(
+    family: &Family<E>,
+    in_force: InForce,
+    source: &E::Address,
+    held: Option<*mut E>,
+) -> Option<u32> {
+    let remembered_at = held.map(|entry| {
+        // SAFETY: a live entry counting this source.
+        unsafe { E::rule(entry) }
+    });
+    let remembered = match remembered_at {
+        // SAFETY: a live entry's rule word, read whole.
+        Some(word) => unsafe { core::ptr::read_volatile(word) },
+        None => 0,
+    };
+    if remembered != 0 && remembered >> cached::GENERATION_SHIFT == in_force.generation {
+        return match remembered & cached::RULE_MASK {
+            0 => None,
+            plus_one => Some(plus_one - 1),
+        };
+    }
+    let key = Key::new(family.bits, *source);
+    let found = if in_force.slot == 0 {
+        family.tries[0].get(&key)
+    } else {
+        family.tries[1].get(&key)
+    };
+    let index = found.map(|rule| rule.index);
+    if let Some(word) = remembered_at {
+        let plus_one = index.map_or(0, |index| (index + 1) & cached::RULE_MASK);
+        // SAFETY: a live entry's rule word; any CPU may store the same
+        // answer, whole.
+        unsafe {
+            core::ptr::write_volatile(
+                word,
+                in_force.generation << cached::GENERATION_SHIFT | plus_one,
+            );
+        }
+    }
+    index
+}
+
+/// What `rule` (at `at` in the rule maps) does to the packet: `None` when
+/// it passes, else the verdict (`DROPPED`, `LIMITED`, or in a dry run
+/// `WOULD_DROP`, `WOULD_LIMIT`). A limit takes from the source's bucket in
+/// its `row`, or, for a source no entry holds, from the rule's shared one.
+#[inline(always)]
+fn acted(
+    rule: &Rule,
+    at: u32,
+    row: Option<*mut SourceRow>,
+    state: &mut CpuState,
+    packet: Packet,
+) -> Option<usize> {
+    let enforce = rule.enforce != 0;
+    if rule.action == action::PASS {
+        return None;
+    }
+    if rule.action == action::DROP {
+        return Some(if enforce {
+            verdict::DROPPED
+        } else {
+            verdict::WOULD_DROP
+        });
+    }
+    let (interval, tolerance) = (rule.interval_ns, rule.tolerance_ns);
+    let now = packet.clock.now();
+    let bucket = match row {
+        // SAFETY: a live row; its bucket word is only changed whole.
+        Some(row) => unsafe { &raw mut (*row).tat },
+        None => {
+            bump(&mut state.shared_bucket, packet.packets, packet.len);
+            RULE_BUCKETS.get_ptr_mut(at)?
+        }
+    };
+    // SAFETY: a live, aligned bucket word.
+    if unsafe { take(bucket, now, packet.packets, interval, tolerance) } {
+        return None;
+    }
+    Some(if enforce {
+        verdict::LIMITED
+    } else {
+        verdict::WOULD_LIMIT
+    })
+}
+
+/// Counts verdict `acted` in this CPU's totals and in the source's row.
+#[inline(always)]
+fn count_verdict(acted: usize, state: &mut CpuState, row: Option<*mut SourceRow>, packet: Packet) {
+    if let Some(counter) = state.acted.get_mut(acted) {
+        bump(counter, packet.packets, packet.len);
+    }
+    if let Some(row) = row {
+        // SAFETY: a live row; every CPU judging the source adds to it, so
+        // the adds are atomic and no reference to it is made.
+        unsafe {
+            let counters = &raw mut (*row).acted;
+            if acted < verdict::ACTED {
+                atomic_add(
+                    (counters as *mut Counter).add(acted),
+                    &Counter {
+                        packets: packet.packets,
+                        bytes: packet.len,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Takes `packets` packets' worth from the bucket word at `bucket` if they
+/// conform to the rate; false when they are over it. Another CPU changing
+/// the word meanwhile makes this one look again, a few times at most
+/// (then the packets count as over the rate: never more than the rate
+/// passes).
+///
+/// # Safety
+/// `bucket` points to a live, aligned u64.
+#[inline(always)]
+unsafe fn take(bucket: *mut u64, now: u64, packets: u64, interval: u64, tolerance: u64) -> bool {
+    for _ in 0..4 {
+        // SAFETY: the caller's live, aligned word.
+        let seen = unsafe { core::ptr::read_volatile(bucket) };
+        let Some(next) = conform(seen, now, packets, interval, tolerance) else {
+            return false;
+        };
+        // SAFETY: as above.
+        if unsafe { compare_exchange(bucket, seen, next) } {
+            return true;
+        }
+    }
+    false
+}
