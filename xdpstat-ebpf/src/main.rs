@@ -16,6 +16,11 @@
 //! 5. Everything else, including a third VLAN tag: class `non_ip`.
 //! 6. Bytes are the whole frame's length, all fragments of a multi-buffer
 //!    frame included.
+//!
+//! In a replay, a frame a capture cut short (its snap length) is judged
+//! against its length on the wire: rules 2 and 3 ask the whole header of
+//! the wire, and only the bytes through the source address of the capture,
+//! so a header cut after the source counts as the IP packet it was live.
 //! 7. Counting never changes traffic: a frame is dropped only by a rule
 //!    (`--rules`) in force, and only an IPv4 or IPv6 one; everything else
 //!    gets `XDP_PASS` (`TCX_NEXT` at tc).
@@ -87,14 +92,16 @@ use crate::{
 #[xdp]
 pub fn xdpstat(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    xdp_verdict(count(start, end, 1, (end - start) as u64, Clock::Kernel))
+    let len = end - start;
+    xdp_verdict(count(start, end, len, 1, len as u64, Clock::Kernel))
 }
 
 #[xdp(frags)]
 pub fn xdpstat_frags(ctx: XdpContext) -> u32 {
     // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) };
-    xdp_verdict(count(ctx.data(), ctx.data_end(), 1, len, Clock::Kernel))
+    let (start, end) = (ctx.data(), ctx.data_end());
+    xdp_verdict(count(start, end, end - start, 1, len, Clock::Kernel))
 }
 
 #[xdp(frags)]
@@ -114,7 +121,9 @@ pub fn xdpstat_replay(ctx: XdpContext) -> u32 {
         // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
         (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, Clock::Kernel)
     };
-    xdp_verdict(count(start, end, 1, len, clock))
+    // A frame the capture cut short is longer on the wire than here.
+    let wire_len = (len as usize).max(end - start);
+    xdp_verdict(count(start, end, wire_len, 1, len, clock))
 }
 
 #[inline(always)]
@@ -154,7 +163,7 @@ pub fn xdpstat_tcx(ctx: TcContext) -> i32 {
     if vlan_present {
         bytes += segments * VLAN_HLEN as u64;
     }
-    if count(start, end, segments, bytes, Clock::Kernel) {
+    if count(start, end, end - start, segments, bytes, Clock::Kernel) {
         TC_ACT_SHOT
     } else {
         TCX_NEXT
@@ -168,11 +177,12 @@ const TC_ACT_SHOT: i32 = 2;
 /// Bytes of headers a tcx program makes sure are in the linear part.
 const HEADERS_PULLED: u64 = 128;
 
-/// Counts the frame in `[start, end)` as `packets` packets of `len` bytes
-/// in all (one packet but for a GRO-merged buffer at tcx), then judges it
-/// by the rules in force; true when a rule drops it.
+/// Counts the frame in `[start, end)` (`wire_len` bytes on the wire) as
+/// `packets` packets of `len` bytes in all (one packet but for a
+/// GRO-merged buffer at tcx), then judges it by the rules in force; true
+/// when a rule drops it.
 #[inline(always)]
-fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool {
+fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, clock: Clock) -> bool {
     let Some(state) = CPU_STATE.get_ptr_mut(0) else {
         return false;
     };
@@ -184,7 +194,7 @@ fn count(start: usize, end: usize, packets: u64, len: u64, clock: Clock) -> bool
         len,
         clock,
     };
-    match classify(start, end) {
+    match classify(start, end, wire_len) {
         Class::Ipv4(source) => count_ip::<V4Entry>(state, source, packet),
         Class::Ipv6(source) => count_ip::<V6Entry>(state, source, packet),
         Class::NonIp => {

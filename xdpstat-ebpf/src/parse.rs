@@ -10,6 +10,10 @@ pub const VLAN_HLEN: usize = 4;
 const MAX_VLAN_TAGS: usize = 2;
 const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+/// An IPv4 header up to the end of its source address.
+const IPV4_THROUGH_SOURCE: usize = 16;
+/// An IPv6 header up to the end of its source address.
+const IPV6_THROUGH_SOURCE: usize = 24;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -27,29 +31,37 @@ pub enum Class {
     Malformed,
 }
 
-/// Applies the counting rules to the frame in `[start, end)`.
+/// Applies the counting rules to the frame in `[start, end)`, whose
+/// length on the wire is `wire_len`: `end - start` for a live frame, more
+/// for a replayed one a capture cut short (its snap length). An IP header
+/// is judged whole against the wire, and its source read from what is
+/// there: a capture cut inside the header but after the source address is
+/// the IP packet live counting saw, not a malformed one.
 #[inline(always)]
-pub fn classify(start: usize, end: usize) -> Class {
+pub fn classify(start: usize, end: usize, wire_len: usize) -> Class {
     let Some((ethertype, offset)) = past_vlan_tags(start, end) else {
         return Class::Malformed;
     };
     match ethertype {
-        ETH_P_IP => match in_frame(start, offset, IPV4_HLEN, end) {
-            // SAFETY: `in_frame` checked the 20 header bytes are in the frame.
+        ETH_P_IP => match in_frame(start, offset, IPV4_THROUGH_SOURCE, end) {
+            // SAFETY: `in_frame` checked the header's first 16 bytes (up to
+            // and with the source address) are in the frame.
             Some(ip) => unsafe {
                 let version_ihl = *(ip as *const u8);
                 let header_len = usize::from(version_ihl & 0x0f) * 4;
-                if version_ihl >> 4 != 4 || header_len < IPV4_HLEN || ip + header_len > end {
+                if version_ihl >> 4 != 4 || header_len < IPV4_HLEN || offset + header_len > wire_len
+                {
                     return Class::Malformed;
                 }
                 Class::Ipv4(core::ptr::read_unaligned((ip + 12) as *const Ipv4Key))
             },
             None => Class::Malformed,
         },
-        ETH_P_IPV6 => match in_frame(start, offset, IPV6_HLEN, end) {
-            // SAFETY: `in_frame` checked the 40 header bytes are in the frame.
+        ETH_P_IPV6 => match in_frame(start, offset, IPV6_THROUGH_SOURCE, end) {
+            // SAFETY: `in_frame` checked the header's first 24 bytes (up to
+            // and with the source address) are in the frame.
             Some(ip) => unsafe {
-                if *(ip as *const u8) >> 4 != 6 {
+                if *(ip as *const u8) >> 4 != 6 || offset + IPV6_HLEN > wire_len {
                     return Class::Malformed;
                 }
                 Class::Ipv6(core::ptr::read_unaligned((ip + 8) as *const Ipv6Key))

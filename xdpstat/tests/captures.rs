@@ -368,6 +368,100 @@ fn records_longer_than_the_snap_length_are_cut_and_counted_as_libpcap_does() {
     assert_eq!(source(report, "198.18.8.1"), Some((3, 3 * u64::from(len))));
 }
 
+/// An IPv4 frame whose header carries `options` bytes of options (NOPs).
+fn ipv4_with_options(source: Ipv4Addr, options: usize) -> Vec<u8> {
+    let mut frame = ipv4_frame(source, &[], 40);
+    let header = 20 + options;
+    let at = 14;
+    frame[at] = 0x40 | (header / 4) as u8;
+    frame.splice(at + 20..at + 20, std::iter::repeat_n(1u8, options));
+    let total = (frame.len() - at) as u16;
+    frame[at + 2..at + 4].copy_from_slice(&total.to_be_bytes());
+    frame
+}
+
+#[test]
+fn a_header_the_snap_length_cut_after_the_source_counts_as_live_counted_it() {
+    let test = "a_header_the_snap_length_cut_after_the_source_counts_as_live_counted_it";
+    if !common::privileged(test) || !have(test, "tcpdump") {
+        return;
+    }
+    let scratch = Scratch::new("cut-headers");
+    // IPv6 cut at 38 bytes (tcpdump -s 38: the source is in, the
+    // destination is not); IPv4 with 40 bytes of options cut at 68 (the
+    // source is in, the options are not); IPv4 cut at 24 (no source).
+    let v6 = ipv6_frame(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0xc, 1), &[], 60);
+    let v4 = ipv4_with_options(Ipv4Addr::new(198, 18, 12, 1), 40);
+    let no_source = ipv4_frame(Ipv4Addr::new(198, 18, 12, 2), &[], 40);
+    let path = scratch.path("cut.pcap");
+    std::fs::write(
+        &path,
+        pcap_le(
+            68,
+            &[
+                (&v6[..38], v6.len() as u32),
+                (&v4[..68], v4.len() as u32),
+                (&no_source[..24], no_source.len() as u32),
+            ],
+        ),
+    )
+    .unwrap();
+    let read = tcpdump_reads(&path);
+    assert_eq!(read.len(), 3, "tcpdump reads the file: {read:?}");
+    let output = replay(&["--format", "json", &path.display().to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = &reports(&output)[0];
+    assert_eq!(
+        source(report, "2001:db8::c:1"),
+        Some((1, v6.len() as u64)),
+        "{report}"
+    );
+    assert_eq!(
+        source(report, "198.18.12.1"),
+        Some((1, v4.len() as u64)),
+        "{report}"
+    );
+    assert_eq!(source(report, "198.18.12.2"), None);
+    assert_eq!(report["totals"]["malformed"]["packets"], 1, "{report}");
+    assert_eq!(report["totals"]["ipv4"]["packets"], 1);
+    assert_eq!(report["totals"]["ipv6"]["packets"], 1);
+
+    // The same through a real capture cut at 38 bytes, live beside it.
+    let net = TestNet::new();
+    let cut = scratch.path("tcpdump-s38.pcap");
+    let mut tool = start_capture(
+        &net,
+        "tcpdump",
+        &[
+            "-i",
+            "xs0",
+            "-n",
+            "-U",
+            "-s",
+            "38",
+            "-c",
+            "5",
+            "-w",
+            cut.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while frames_in(&cut) < 5 && Instant::now() < deadline {
+        net.send(&v6, 1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::wait_with_timeout(&mut tool);
+    let output = replay(&["--format", "json", cut.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = &reports(&output)[0];
+    assert_eq!(
+        source(report, "2001:db8::c:1"),
+        Some((5, 5 * v6.len() as u64)),
+        "{report}"
+    );
+    assert_eq!(report["totals"]["malformed"]["packets"], 0, "{report}");
+}
+
 #[test]
 fn frames_longer_than_the_kernel_runs_count_their_whole_length() {
     let test = "frames_longer_than_the_kernel_runs_count_their_whole_length";
