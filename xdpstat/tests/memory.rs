@@ -7,12 +7,9 @@
 mod common;
 
 use common::privileged;
-use xdpstat::{
-    counts::prefixes::PrefixLens,
-    kernel::{
-        datapath::Datapath,
-        memory::{Plan, map_bytes, possible_cpus},
-    },
+use xdpstat::kernel::{
+    datapath::{Datapath, Load},
+    memory::{Plan, map_bytes, possible_cpus},
 };
 
 /// The kernel's `memlock` of every BPF map this process holds open (each
@@ -50,8 +47,11 @@ fn the_memory_doctor_states_is_what_the_kernel_charges() {
         return;
     }
     for (max_sources, rule_rows) in [(65_536, true), (65_536, false), (1_000_000, true)] {
-        let datapath =
-            Datapath::load_with(max_sources, PrefixLens::default(), None, None, rule_rows).unwrap();
+        let datapath = Datapath::load_with(Load {
+            rule_rows,
+            ..Load::new(max_sources)
+        })
+        .unwrap();
         let charged = charged();
         let planned = map_bytes(Plan {
             max_sources,

@@ -13,7 +13,7 @@ use xdpstat_common::{
     table_entries,
 };
 
-use crate::kernel::datapath::page_flags_len;
+use crate::kernel::tables::page_flags_len;
 
 const PAGE: u64 = 4096;
 

@@ -13,7 +13,7 @@ use crate::{
     error::{XdpstatError, one_line},
     kernel::attach::{AttachMode, Attached, Hook, ObtainedMode},
     kernel::bpf_sys,
-    kernel::datapath::Datapath,
+    kernel::datapath::{Datapath, Load},
     kernel::meta,
     kernel::pins::{self, Found, LINK_PIN, PinDir},
     rules::RuleSet,
@@ -125,8 +125,12 @@ fn start(
     resume: Option<&Meta>,
     rules: &RuleSet,
 ) -> Result<(Datapath, Attached, SystemTime), XdpstatError> {
-    let mut datapath =
-        Datapath::load_with(args.max_sources, args.prefix_len, Some(dir), resume, true)?;
+    let mut datapath = Datapath::load_with(Load {
+        prefix_len: args.prefix_len,
+        pins: Some(dir),
+        resume,
+        ..Load::new(args.max_sources)
+    })?;
     let pinned_rules = datapath
         .rule_maps()
         .lock()

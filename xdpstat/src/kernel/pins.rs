@@ -28,7 +28,7 @@ use xdpstat_common::{
 
 use crate::{
     error::{XdpstatError, one_line},
-    kernel::{attach::Hook, bpf_sys, datapath::page_flags_len, ifname, meta},
+    kernel::{attach::Hook, bpf_sys, ifname, meta, tables::page_flags_len},
 };
 
 /// Where `--persist` pins unless `--pin-dir` says otherwise.

@@ -759,6 +759,12 @@ pub fn sources_held(
     Ok((table_v4.in_use, table_v6.in_use))
 }
 
+/// Length of the page-flag array of a table of `entries` entries of
+/// `entry_size` bytes: one flag per 4 KiB page.
+pub fn page_flags_len(entries: u32, entry_size: usize) -> u32 {
+    u32::try_from((entries as usize * entry_size).div_ceil(TABLE_PAGE)).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use crate::{
     counts::report::Report,
     counts::snapshot::Snapshot,
     error::{Cause, XdpstatError, one_line},
-    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX},
+    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX, Load},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
     outcome::{Outcome, Partial},
     output::{Format, write_report},
@@ -144,7 +144,11 @@ pub fn replay_file(
         source,
     };
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
-    let datapath = Datapath::load_with(max_sources, lens, None, None, !rules.rules.is_empty())?;
+    let datapath = Datapath::load_with(Load {
+        prefix_len: lens,
+        rule_rows: !rules.rules.is_empty(),
+        ..Load::new(max_sources)
+    })?;
     datapath.put_rules(rules, &path.display().to_string())?;
     // A rate limit keeps time by the frames' timestamps, in capture order:
     // then one worker runs every frame, each with its time.

@@ -15,7 +15,7 @@ use std::{
 use crate::{
     cli::DemoArgs,
     error::XdpstatError,
-    kernel::datapath::Datapath,
+    kernel::datapath::{Datapath, Load},
     kernel::privilege::{Needs, check_capabilities},
     run::live::Watched,
     run::watch::{announce, detach_all, feed_metrics, serve_metrics, show},
@@ -62,13 +62,11 @@ pub fn demo(
         watched_ns.name(),
         sender_ns.name()
     );
-    let mut datapath = Datapath::load_with(
-        args.attach.max_sources,
-        args.attach.prefix_len,
-        None,
-        None,
-        args.attach.rules.is_some(),
-    )?;
+    let mut datapath = Datapath::load_with(Load {
+        prefix_len: args.attach.prefix_len,
+        rule_rows: args.attach.rules.is_some(),
+        ..Load::new(args.attach.max_sources)
+    })?;
     datapath.put_rules(&rules, WATCHED_LINK)?;
     let attached = watched_ns.run(|| match args.attach.hook {
         Hook::Xdp => datapath.attach(WATCHED_LINK, args.attach.mode),

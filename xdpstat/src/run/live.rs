@@ -17,7 +17,7 @@ use crate::{
     counts::sources::SourceTable,
     error::{XdpstatError, one_line},
     kernel::attach::{Attached, Hook},
-    kernel::datapath::Datapath,
+    kernel::datapath::{Datapath, Load},
     output::{Format, write_report},
 };
 
@@ -110,13 +110,11 @@ impl Watched<Datapath> {
             }
             return Ok(watched);
         }
-        let mut datapath = Datapath::load_with(
-            args.max_sources,
-            args.prefix_len,
-            None,
-            None,
-            args.rules.is_some(),
-        )?;
+        let mut datapath = Datapath::load_with(Load {
+            prefix_len: args.prefix_len,
+            rule_rows: args.rules.is_some(),
+            ..Load::new(args.max_sources)
+        })?;
         // In force before the first packet.
         datapath.put_rules(rules, interface)?;
         let attached = match args.hook {

@@ -1,0 +1,263 @@
+//! Reading the counts back: the tables, the CPU slots, the rows and the
+//! sketches into a snapshot, and retiring idle entries.
+
+use super::*;
+
+impl Datapath {
+    /// Reads every counter into a snapshot. `interface` only labels errors.
+    ///
+    /// The tables are read before the CPU states, and the program starts a
+    /// new run before it settles the old one: a run settled in between is
+    /// missing from this snapshot (and in the next one), not counted twice.
+    pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
+        let taken = Instant::now();
+        let wall = SystemTime::now();
+        let maps = self.table_maps()?;
+        // One hold of the tables for the whole read: what is busy is
+        // marked against the same read the idle marks came from.
+        let mut tables = self.lock_tables();
+        let SourcesRead {
+            mut sources,
+            ruled,
+            retired_v4,
+            retired_v6,
+        } = tables.read(&maps, interface)?;
+        let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
+        let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map: CPU_STATE_MAP,
+            source: e.into(),
+        })?;
+        let folded = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
+        tables.mark_busy(&folded.busy.v4, &folded.busy.v6);
+        let sources = sources.finish();
+        let mut prefixes = Prefixes::default();
+        prefixes.add_held(&self.lens, &sources);
+        tables.add_retired_prefixes(&mut prefixes);
+        drop(tables);
+        // Runs in progress that no entry took go into the sketch when they
+        // settle: counted with its part now (their prefix's estimate grows
+        // by exactly the run when it settles), so that no count moves from
+        // the exact part to the estimate between reads, which would count
+        // it twice once each part is kept from going backwards.
+        for counter in &folded.sketched {
+            prefixes.sketched.add(counter);
+        }
+        for (address, counter) in &folded.unheld {
+            prefixes.sketched.add(counter);
+            prefixes.add_estimate(self.lens.of(*address), counter, 0);
+        }
+        self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
+        // The CPUs' verdict totals were read after the rows (`ruled`, with
+        // the tables), so no row holds more than the totals say.
+        let rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hits()
+            .map_err(|source| XdpstatError::MapRead {
+                interface: interface.to_owned(),
+                map: "rules",
+                source,
+            })?;
+        let verdicts = VerdictRead {
+            acted: folded.acted,
+            shared_bucket: folded.shared_bucket,
+            ruled: ruled.into_iter().collect(),
+            rules,
+        };
+        Ok(Snapshot {
+            taken,
+            wall,
+            sources,
+            slots: folded.slots,
+            prefixes,
+            verdicts,
+        })
+    }
+
+    /// Adds the sketches' estimates, for every prefix the read already has
+    /// and for the prefixes the CPUs' heavy-hitter tables name: a
+    /// prefix's estimate is, row by row, its cell summed over the CPUs, and
+    /// the smallest of the rows. Never below what the sketch holds for it,
+    /// so no listed prefix is ever counted short. The sketches are only
+    /// read when something went into them (a table overflowed).
+    pub(super) fn add_estimates(
+        &self,
+        prefixes: &mut Prefixes,
+        sketched: &[Counter; 2],
+        interface: &str,
+    ) -> Result<(), XdpstatError> {
+        let failed = |map: &'static str, e: aya::maps::MapError| XdpstatError::MapRead {
+            interface: interface.to_owned(),
+            map,
+            source: e.into(),
+        };
+        for (v6, (sketch_map, heavy_map)) in [
+            (false, (SKETCH_V4_MAP, HEAVY_V4_MAP)),
+            (true, (SKETCH_V6_MAP, HEAVY_V6_MAP)),
+        ] {
+            let counted = sketched[usize::from(v6)];
+            if counted.packets == 0 {
+                continue;
+            }
+            let heavy: PerCpuArray<&MapData, Heavy> = self.map(heavy_map)?;
+            let sketch: PerCpuArray<&MapData, Counter> = self.map(sketch_map)?;
+            let mut keys: Vec<PrefixKey> = prefixes
+                .rows
+                .keys()
+                .filter(|prefix| prefix.addr().is_ipv6() == v6)
+                .map(PrefixLens::key_of)
+                .collect();
+            for table in heavy.get(&0, 0).map_err(|e| failed(heavy_map, e))?.iter() {
+                for slot in &table.slots {
+                    if slot.estimate.packets != 0 {
+                        keys.push(slot.key);
+                    }
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            // The whole sketch, summed over the CPUs: one read per cell.
+            let mut cells = vec![Counter::default(); SKETCH_ROWS * SKETCH_WIDTH as usize];
+            for (index, cell) in cells.iter_mut().enumerate() {
+                for per_cpu in sketch
+                    .get(&(index as u32), 0)
+                    .map_err(|e| failed(sketch_map, e))?
+                    .iter()
+                {
+                    cell.add(per_cpu);
+                }
+            }
+            let error = error_bound(counted.packets);
+            for key in keys {
+                let mut estimate = cells[sketch_cell(&key, 0, self.seed) as usize];
+                for row in 1..SKETCH_ROWS {
+                    estimate = estimate.at_most(&cells[sketch_cell(&key, row, self.seed) as usize]);
+                }
+                if estimate.packets > 0 {
+                    prefixes.add_estimate(self.lens.of_key(&key, v6), &estimate, error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a snapshot: if a table is nearly full, retires its idle
+    /// entries so new senders find room (see `tables.rs`). Returns the
+    /// sources it retired with their final counts, which from now on are in
+    /// `unattributed`.
+    pub fn retire_idle(&self) -> Result<SourceTable, XdpstatError> {
+        self.lock_tables().retire_idle()
+    }
+
+    /// Chooses how the tables are read (memory-mapped by default; the
+    /// benchmarks compare per-key reads).
+    pub fn set_read_method(&self, method: ReadMethod) {
+        self.lock_tables().set_method(method);
+    }
+
+    /// How snapshots read the tables.
+    pub fn read_method(&self) -> ReadMethod {
+        self.lock_tables().method()
+    }
+
+    pub(super) fn lock_tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn table_maps(&self) -> Result<TableMaps<'_>, XdpstatError> {
+        let map = |name: &'static str| {
+            self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
+                map: name,
+                source: "not in the object file".into(),
+            })
+        };
+        Ok(TableMaps {
+            v4: map(SOURCES_V4_MAP)?,
+            v6: map(SOURCES_V6_MAP)?,
+        })
+    }
+}
+
+/// The table entries the CPUs' runs will settle into.
+#[derive(Debug, Default)]
+struct BusyEntries {
+    v4: Vec<u32>,
+    v6: Vec<u32>,
+}
+
+/// What the CPU states add to a read.
+struct Folded {
+    slots: ClassSlots,
+    busy: BusyEntries,
+    /// Runs in progress that no entry took, by source.
+    unheld: Vec<(IpAddr, Counter)>,
+    /// What went into the IPv4 and IPv6 sketches: the runs no entry took
+    /// that have settled.
+    sketched: [Counter; 2],
+    /// Every packet under each verdict but `passed`, and what limit rules
+    /// judged by their shared bucket.
+    acted: Acted,
+    shared_bucket: Counter,
+}
+
+/// Adds the CPUs' current runs to their sources and sums the class
+/// counters. Unattributed is what the CPUs could not settle into an entry,
+/// the runs in progress that found none, and `retired_*`, what retired
+/// entries had counted.
+fn fold_cpu_states(
+    states: &PerCpuValues<CpuState>,
+    retired_v4: Counter,
+    retired_v6: Counter,
+    sources: &mut SourceTableBuilder,
+) -> Folded {
+    let mut slots = ClassSlots {
+        unattributed_v4: retired_v4,
+        unattributed_v6: retired_v6,
+        ..ClassSlots::default()
+    };
+    let mut busy = BusyEntries::default();
+    let mut unheld = Vec::new();
+    let mut sketched = [Counter::default(); 2];
+    let mut acted = Acted::default();
+    let mut shared_bucket = Counter::default();
+    for state in states.iter() {
+        for (total, part) in acted.iter_mut().zip(&state.acted) {
+            total.add(part);
+        }
+        shared_bucket.add(&state.shared_bucket);
+        slots.non_ip.add(&state.non_ip);
+        slots.malformed.add(&state.malformed);
+        slots.unattributed_v4.add(&state.unattributed_v4);
+        slots.unattributed_v6.add(&state.unattributed_v6);
+        sketched[0].add(&state.unattributed_v4);
+        sketched[1].add(&state.unattributed_v6);
+        if state.run_v4.packets != 0 {
+            if state.run_v4_entry == NO_ENTRY {
+                slots.unattributed_v4.add(&state.run_v4);
+                unheld.push((Ipv4Addr::from(state.run_v4_source).into(), state.run_v4));
+            } else {
+                sources.push_v4(state.run_v4_source, state.run_v4);
+                busy.v4.push(state.run_v4_entry);
+            }
+        }
+        if state.run_v6.packets != 0 {
+            if state.run_v6_entry == NO_ENTRY {
+                slots.unattributed_v6.add(&state.run_v6);
+                unheld.push((Ipv6Addr::from(state.run_v6_source).into(), state.run_v6));
+            } else {
+                sources.push_v6(state.run_v6_source, state.run_v6);
+                busy.v6.push(state.run_v6_entry);
+            }
+        }
+    }
+    Folded {
+        slots,
+        busy,
+        unheld,
+        sketched,
+        acted,
+        shared_bucket,
+    }
+}
