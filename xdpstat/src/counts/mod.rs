@@ -3,8 +3,8 @@
 //! ([`prefixes`]), what the rules did ([`verdicts`]), and the report two
 //! reads make ([`report`]).
 
-pub mod prefixes;
-pub mod report;
+pub(crate) mod prefixes;
+pub(crate) mod report;
 pub mod snapshot;
 pub mod sources;
 pub mod verdicts;

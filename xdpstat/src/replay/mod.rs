@@ -4,7 +4,7 @@
 //! No interface is touched. Each file gets a fresh load of the program, so
 //! its report is its own.
 
-pub mod capture;
+pub(crate) mod capture;
 pub(crate) mod input;
 
 use crate::kernel::attach::Hook;

@@ -8,7 +8,7 @@
 //! rules are about sources, and those have none.
 
 pub mod file;
-pub mod in_force;
+pub(crate) mod in_force;
 
 use ipnet::IpNet;
 use serde::Serialize;

@@ -8,5 +8,5 @@ pub mod live;
 pub mod reload;
 pub mod rules_check;
 pub mod status;
-pub mod terminal;
+pub(crate) mod terminal;
 pub mod watch;
