@@ -477,12 +477,7 @@ fn status_says_when_it_cannot_see_and_finds_pins_under_any_root() {
     if !privileged("status_says_when_it_cannot_see_and_finds_pins_under_any_root") {
         return;
     }
-    let nobody = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
+    let nobody = common::NOBODY;
     let line = one_line_failure(None, &nobody, &["status"]);
     assert!(line.contains("CAP_SYS_ADMIN"), "{line}");
 

@@ -15,9 +15,9 @@ use std::{
 };
 
 use common::{
-    PATIENCE, Scratch, TestNet, have, ipv4_frame, ipv6_frame, pair, source, total_packets,
+    PATIENCE, Scratch, TestNet, have, ipv4_frame, ipv6_frame, pair, reports, source,
+    stderr_of as stderr, total_packets,
 };
-use serde_json::Value;
 use xdpstat_lab::frames::VlanTag;
 
 fn replay_command(args: &[&str]) -> Command {
@@ -29,17 +29,6 @@ fn replay_command(args: &[&str]) -> Command {
 
 fn replay(args: &[&str]) -> Output {
     replay_command(args).output().expect("xdpstat runs")
-}
-
-fn reports(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// How many frames tcpdump reads from `file` so far (0 if none yet).

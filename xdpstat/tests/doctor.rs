@@ -178,12 +178,7 @@ fn host_checks_see_capabilities_and_bpffs() {
     assert!(checks.iter().all(|c| c["interface"].is_null()));
 
     // No capabilities: a failure naming them, exit 1.
-    let nobody = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
+    let nobody = common::NOBODY;
     let (code, checks) = doctor(None, &nobody, &[]);
     assert_eq!(code, 1);
     let capabilities = check(&checks, None, "capabilities");

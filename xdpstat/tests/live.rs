@@ -581,12 +581,7 @@ fn without_privileges_the_missing_capabilities_are_named() {
     if !common::privileged("without_privileges_the_missing_capabilities_are_named") {
         return;
     }
-    let nobody = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
+    let nobody = common::NOBODY;
     assert_eq!(
         one_line_failure(None, &nobody, &["lo"]),
         "xdpstat: missing capabilities: CAP_BPF (loading the XDP program), CAP_PERFMON (the verifier's packet pointer checks), CAP_NET_ADMIN (attaching to an interface); run xdpstat as root (sudo) or grant them with `setcap cap_bpf,cap_perfmon,cap_net_admin+ep <path to xdpstat>`"

@@ -144,15 +144,6 @@ fn before_xdpstat_has_attached_a_scrape_gets_503_not_an_empty_200() {
     drop(metrics);
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// xdpstat with `--metrics` on the test veth; its metrics address, on the
 /// loopback of the watched namespace (brought up here).
 fn start_with_metrics(net: &TestNet, extra: &[&str]) -> (Xdpstat, SocketAddr) {
@@ -208,7 +199,7 @@ impl<'a> Prometheus<'a> {
             ),
         )
         .unwrap();
-        let port = namespace.run(free_port).unwrap();
+        let port = common::free_port(Some(namespace));
         let child = Command::new("ip")
             .args(["netns", "exec", namespace.name(), "prometheus"])
             .arg(format!("--config.file={}", config.display()))
@@ -492,29 +483,16 @@ fn slow_clients_with_endless_headers_neither_grow_memory_nor_block_scrapes() {
 /// With few file descriptors allowed, many idle connections cannot kill
 /// the endpoint: it stops accepting while short, keeps counting, and
 /// answers again once the clients are gone.
-#[test]
-fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
-    let test = "running_out_of_file_descriptors_does_not_kill_the_endpoint";
-    if !common::privileged(test) {
-        return;
-    }
-    let net = TestNet::new();
+/// Starts xdpstat on `xs0` with `nofile` file descriptors, reporting JSON
+/// every 0.2 s and serving metrics on a free loopback port of the watched
+/// namespace; returns it, attached, and the metrics address.
+fn start_limited(net: &TestNet, nofile: u32) -> (Xdpstat, String) {
     net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
-    let port = net
-        .watched
-        .run(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .unwrap()
-        .to_string();
-    let address = format!("127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", common::free_port(Some(&net.watched)));
+    let limit = format!("--nofile={nofile}");
     let mut xdpstat = Xdpstat::from_command(common::xdpstat_command(
         Some(&net.watched),
-        &["prlimit", "--nofile=48", "--"],
+        &["prlimit", &limit, "--"],
         &[
             "--format",
             "json",
@@ -526,6 +504,17 @@ fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
         ],
     ));
     xdpstat.stderr_line(|l| l.contains("attached to xs0"));
+    (xdpstat, address)
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
+    let test = "running_out_of_file_descriptors_does_not_kill_the_endpoint";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let (mut xdpstat, address) = start_limited(&net, 48);
     let url = format!("http://{address}/metrics");
     net.watched
         .run(|| {
@@ -572,26 +561,8 @@ fn clients_beyond_the_connection_cap_wait_and_stderr_says_so_once() {
         return;
     }
     let net = TestNet::new();
-    net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
-    let port = net
-        .watched
-        .run(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .unwrap()
-        .to_string();
-    let address = format!("127.0.0.1:{port}");
     // 400 descriptors: a cap of 100 connections, with descriptors to spare.
-    let mut xdpstat = Xdpstat::from_command(common::xdpstat_command(
-        Some(&net.watched),
-        &["prlimit", "--nofile=400", "--"],
-        &["--format", "json", "--metrics", &address, "xs0"],
-    ));
-    xdpstat.stderr_line(|l| l.contains("attached to xs0"));
+    let (mut xdpstat, address) = start_limited(&net, 400);
     let url = format!("http://{address}/metrics");
     net.watched
         .run(|| {

@@ -217,19 +217,6 @@ fn scrape(namespace: &Namespace, port: u16) -> String {
         .unwrap()
 }
 
-/// A loopback port free in `namespace` (bound and released).
-fn free_port(namespace: &Namespace) -> u16 {
-    namespace
-        .run(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .unwrap()
-}
-
 /// Changes the pinned record as `change` says.
 fn edit_record(dir: &Path, change: impl FnOnce(&mut Meta)) {
     let map = MapData::from_pin(dir.join(META_MAP)).unwrap();
@@ -252,7 +239,7 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
     const MAX_ROUNDS: usize = 400;
     let rounds = AtomicUsize::new(0);
     let done = AtomicBool::new(false);
-    let port = free_port(&net.watched);
+    let port = common::free_port(Some(&net.watched));
     let port_arg = format!("127.0.0.1:{port}");
 
     let first = start_persisted(&net, &root, &["--metrics", &port_arg]);

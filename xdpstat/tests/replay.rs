@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Scratch, TestNet, Xdpstat, ipv4_frame, ipv6_frame, pair, source, total_packets};
+use common::{
+    Scratch, TestNet, Xdpstat, ipv4_frame, ipv6_frame, pair, reports, source, stderr_of as stderr,
+    total_packets,
+};
 use pcap_file::{
     DataLink, Endianness, TsResolution,
     pcap::{PcapHeader, PcapPacket, PcapWriter},
@@ -134,17 +137,6 @@ fn replay(args: &[&str], files: &[&Path]) -> Output {
     let mut command = common::xdpstat_command(None, &[], &words);
     command.args(files);
     command.output().expect("xdpstat runs")
-}
-
-fn reports(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The report of `traffic()`, whatever the format.

@@ -440,15 +440,7 @@ mod tests {
     use crate::doctor::Status;
 
     fn link(kind: Option<&str>, mtu: u32) -> Link {
-        Link {
-            index: 7,
-            name: "eth0".into(),
-            up: true,
-            oper_state: "up".into(),
-            mtu,
-            kind: kind.map(str::to_owned),
-            ..Link::default()
-        }
+        Link::sample(kind, mtu)
     }
 
     /// What Linux 6.x answers for a VLAN, a bond and a tun device (which

@@ -50,15 +50,7 @@ mod tests {
     use super::*;
 
     fn link(kind: Option<&str>, mtu: u32) -> Link {
-        Link {
-            index: 7,
-            name: "eth0".into(),
-            up: true,
-            oper_state: "up".into(),
-            mtu,
-            kind: kind.map(str::to_owned),
-            ..Link::default()
-        }
+        Link::sample(kind, mtu)
     }
 
     #[test]

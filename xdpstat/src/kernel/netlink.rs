@@ -64,6 +64,23 @@ pub struct Link {
     pub xdp: XdpOnLink,
 }
 
+#[cfg(test)]
+impl Link {
+    /// An `eth0` that is up, of `kind` (a physical device: none) and `mtu`,
+    /// for judging recorded answers.
+    pub(crate) fn sample(kind: Option<&str>, mtu: u32) -> Self {
+        Self {
+            index: 7,
+            name: "eth0".into(),
+            up: true,
+            oper_state: "up".into(),
+            mtu,
+            kind: kind.map(str::to_owned),
+            ..Self::default()
+        }
+    }
+}
+
 /// The attributes of interface `name` (in the calling thread's network
 /// namespace), or `None` when there is none by that name.
 pub fn link(name: &str) -> io::Result<Option<Link>> {

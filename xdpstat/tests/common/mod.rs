@@ -47,6 +47,14 @@ use xdpstat_lab::{
     packet_socket::PacketSocket,
 };
 
+/// The prefix that runs a command as nobody, with no capabilities.
+pub const NOBODY: [&str; 4] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
 /// How long any wait in these tests may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -597,4 +605,32 @@ pub fn nsenter(namespace: &Namespace, prefix: &[&str], args: &[&str]) -> Command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
+}
+
+/// The JSON reports a run of xdpstat printed, one per line.
+pub fn reports(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+/// What a run of xdpstat said on stderr.
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A TCP port free on the loopback of `namespace` (the host's: `None`).
+pub fn free_port(namespace: Option<&Namespace>) -> u16 {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    match namespace {
+        Some(namespace) => namespace.run(bind).unwrap(),
+        None => bind(),
+    }
 }
