@@ -7,6 +7,7 @@
 //! per-packet path.
 
 mod hook;
+mod maps;
 mod pinned;
 mod read;
 mod test_run;
@@ -21,7 +22,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray, PerCpuValues},
+    maps::PerCpuValues,
     programs::{
         LinkOrder, ProgramError, ProgramInfo, SchedClassifier, TcAttachType, TestRun,
         TestRunOptions, TestRunResult, Xdp,
@@ -37,12 +38,13 @@ use xdpstat_common::{
     V4Entry, V6Entry,
     rules::{ROWS_V4_MAP, ROWS_V6_MAP},
     sketch::{
-        HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
+        HEAVY_V4_MAP, HEAVY_V6_MAP, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
         SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
     },
     table_entries,
 };
 
+use self::maps::Maps;
 use crate::{
     counts::prefixes::{PrefixLens, Prefixes},
     counts::snapshot::{ClassSlots, Snapshot},
@@ -50,7 +52,7 @@ use crate::{
     counts::verdicts::VerdictRead,
     error::{Cause, XdpstatError},
     kernel::attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
-    kernel::meta::{self, Record},
+    kernel::meta,
     kernel::pins::{PINNED_MAPS, PinDir},
     kernel::rulemaps::RuleMaps,
     kernel::tables::{Acted, ReadMethod, SourcesRead, TableFds, TableMaps, Tables, page_flags_len},
@@ -146,7 +148,9 @@ impl Load<'_> {
 
 /// A loaded copy of the XDP program and its maps.
 pub struct Datapath {
+    /// The programs (the maps are taken out into `maps` and `rules`).
     ebpf: Ebpf,
+    maps: Maps,
     max_sources: u32,
     seed: u64,
     /// The prefix lengths the sketches count under.
@@ -225,56 +229,36 @@ impl Datapath {
         tcx_program(&mut ebpf)?
             .load()
             .map_err(|e| XdpstatError::Load { source: e.into() })?;
-        let record = match ebpf.take_map(META_MAP) {
-            Some(Map::Array(data)) => Record::open(data).map_err(|e| XdpstatError::Map {
-                map: META_MAP,
-                source: e.into(),
-            })?,
-            _ => {
-                return Err(XdpstatError::Map {
-                    map: META_MAP,
-                    source: "not an array in the object file".into(),
-                });
-            }
-        };
-        let mut table_fds = Vec::with_capacity(2);
-        for name in [SOURCES_V4_MAP, SOURCES_V6_MAP] {
-            let fd = match ebpf.map(name) {
-                Some(Map::Array(data)) => data.fd().as_fd().try_clone_to_owned(),
-                _ => Err(std::io::Error::other("not an array in the object file")),
-            }
-            .map_err(|e| XdpstatError::Map {
-                map: name,
-                source: e.into(),
-            })?;
-            table_fds.push(fd);
-        }
-        let table_fds: [OwnedFd; 2] = table_fds.try_into().map_err(|_| XdpstatError::Map {
-            map: SOURCES_V4_MAP,
-            source: "two source tables".into(),
+        let (maps, record) = Maps::take(&mut ebpf)?;
+        let table_fds = [false, true].map(|v6| {
+            maps.sources_fd(v6).and_then(|fd| {
+                fd.try_clone_to_owned().map_err(|e| XdpstatError::Map {
+                    map: SOURCES_V4_MAP,
+                    source: e.into(),
+                })
+            })
+        });
+        let [v4_fd, v6_fd] = table_fds;
+        let rules = RuleMaps::take(
+            &mut ebpf,
+            [v4_fd?, v6_fd?],
+            entries as usize,
+            resume.is_some(),
+        )
+        .map_err(|e| XdpstatError::Map {
+            map: "rules",
+            source: e,
         })?;
-        let rules = RuleMaps::take(&mut ebpf, table_fds, entries as usize, resume.is_some())
-            .map_err(|e| XdpstatError::Map {
-                map: "rules",
-                source: e,
-            })?;
-        let array_fd = |name: &'static str| match ebpf.map(name) {
-            Some(Map::Array(data)) => Ok(data.fd().as_fd()),
-            _ => Err(XdpstatError::Map {
-                map: name,
-                source: "not an array in the object file".into(),
-            }),
-        };
         let tables = Tables::open(
             TableFds {
-                entries: array_fd(SOURCES_V4_MAP)?,
-                pages: array_fd(PAGES_V4_MAP)?,
-                rows: rule_rows.then(|| array_fd(ROWS_V4_MAP)).transpose()?,
+                entries: maps.sources_fd(false)?,
+                pages: maps.pages[0].fd().as_fd(),
+                rows: rule_rows.then(|| maps.rows[0].fd().as_fd()),
             },
             TableFds {
-                entries: array_fd(SOURCES_V6_MAP)?,
-                pages: array_fd(PAGES_V6_MAP)?,
-                rows: rule_rows.then(|| array_fd(ROWS_V6_MAP)).transpose()?,
+                entries: maps.sources_fd(true)?,
+                pages: maps.pages[1].fd().as_fd(),
+                rows: rule_rows.then(|| maps.rows[1].fd().as_fd()),
             },
             entries as usize,
             max_sources as usize,
@@ -283,6 +267,7 @@ impl Datapath {
         )?;
         Ok(Self {
             ebpf,
+            maps,
             max_sources,
             seed,
             lens,
@@ -342,20 +327,6 @@ impl Datapath {
             }
         };
         info.map_err(|e| XdpstatError::Load { source: e.into() })
-    }
-
-    pub(super) fn map<'a, M>(&'a self, name: &'static str) -> Result<M, XdpstatError>
-    where
-        M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
-    {
-        let map = self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
-            map: name,
-            source: "not in the object file".into(),
-        })?;
-        M::try_from(map).map_err(|e| XdpstatError::Map {
-            map: name,
-            source: e.into(),
-        })
     }
 }
 

@@ -41,21 +41,7 @@ impl Datapath {
             map: META_MAP,
             source: e,
         };
-        let map_id = |name: &'static str| -> Result<u32, XdpstatError> {
-            match self.ebpf.map(name) {
-                Some(Map::Array(data)) => data
-                    .info()
-                    .map(|info| info.id())
-                    .map_err(|e| failed(e.into())),
-                _ => Err(failed(format!("no array {name}").into())),
-            }
-        };
-        let ids = [
-            map_id(SOURCES_V4_MAP)?,
-            map_id(SOURCES_V6_MAP)?,
-            map_id(PAGES_V4_MAP)?,
-            map_id(PAGES_V6_MAP)?,
-        ];
+        let ids = self.maps.record_ids()?;
         let link = match &self.link_fd {
             Some(link) => {
                 crate::kernel::bpf_sys::link_facts(link.as_fd()).map_err(|e| failed(e.into()))?

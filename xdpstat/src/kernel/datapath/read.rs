@@ -22,12 +22,15 @@ impl Datapath {
             retired_v4,
             retired_v6,
         } = tables.read(&maps, interface)?;
-        let states: PerCpuArray<&MapData, CpuState> = self.map(CPU_STATE_MAP)?;
-        let states = states.get(&0, 0).map_err(|e| XdpstatError::MapRead {
-            interface: interface.to_owned(),
-            map: CPU_STATE_MAP,
-            source: e.into(),
-        })?;
+        let states = self
+            .maps
+            .cpu_state
+            .get(&0, 0)
+            .map_err(|e| XdpstatError::MapRead {
+                interface: interface.to_owned(),
+                map: CPU_STATE_MAP,
+                source: e.into(),
+            })?;
         let folded = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
         tables.mark_busy(&folded.busy.v4, &folded.busy.v6);
         let sources = sources.finish();
@@ -101,8 +104,8 @@ impl Datapath {
             if counted.packets == 0 {
                 continue;
             }
-            let heavy: PerCpuArray<&MapData, Heavy> = self.map(heavy_map)?;
-            let sketch: PerCpuArray<&MapData, Counter> = self.map(sketch_map)?;
+            let family = usize::from(v6);
+            let (heavy, sketch) = (&self.maps.heavy[family], &self.maps.sketch[family]);
             let mut keys: Vec<PrefixKey> = prefixes
                 .rows
                 .keys()
@@ -167,15 +170,9 @@ impl Datapath {
     }
 
     pub(super) fn table_maps(&self) -> Result<TableMaps<'_>, XdpstatError> {
-        let map = |name: &'static str| {
-            self.ebpf.map(name).ok_or_else(|| XdpstatError::Map {
-                map: name,
-                source: "not in the object file".into(),
-            })
-        };
         Ok(TableMaps {
-            v4: map(SOURCES_V4_MAP)?,
-            v6: map(SOURCES_V6_MAP)?,
+            v4: &self.maps.sources[0],
+            v6: &self.maps.sources[1],
         })
     }
 }

@@ -1,0 +1,137 @@
+//! The maps user space reads, taken out of the loaded object once, by the
+//! names `xdpstat_common` gives them and with their types checked then: a
+//! map missing or of another type fails the load, not a read later. (The
+//! rule maps are taken the same way, into `RuleMaps`.)
+
+use std::os::fd::{AsFd as _, BorrowedFd};
+
+use aya::{
+    Ebpf,
+    maps::{Map, MapData, PerCpuArray},
+};
+use xdpstat_common::{
+    CPU_STATE_MAP, Counter, CpuState, META_MAP, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
+    SOURCES_V6_MAP,
+    rules::{ROWS_V4_MAP, ROWS_V6_MAP},
+    sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_V4_MAP, SKETCH_V6_MAP},
+};
+
+use crate::{error::XdpstatError, kernel::meta::Record};
+
+/// One datapath's maps, by family where they come in two (IPv4, IPv6).
+pub(super) struct Maps {
+    /// The source tables, as arrays (read through memory or key by key).
+    pub sources: [Map; 2],
+    /// Their page flags.
+    pub pages: [MapData; 2],
+    /// The rows beside the table entries.
+    pub rows: [MapData; 2],
+    /// Each CPU's runs and class counters.
+    pub cpu_state: PerCpuArray<MapData, CpuState>,
+    /// The prefix sketches and their heavy-hitter tables.
+    pub sketch: [PerCpuArray<MapData, Counter>; 2],
+    pub heavy: [PerCpuArray<MapData, Heavy>; 2],
+}
+
+fn missing(map: &'static str) -> XdpstatError {
+    XdpstatError::Map {
+        map,
+        source: "not in the object file".into(),
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, XdpstatError> {
+    ebpf.take_map(name).ok_or_else(|| missing(name))
+}
+
+fn array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, XdpstatError> {
+    match take(ebpf, name)? {
+        Map::Array(data) => Ok(data),
+        _ => Err(XdpstatError::Map {
+            map: name,
+            source: "not an array in the object file".into(),
+        }),
+    }
+}
+
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpstatError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    T::try_from(take(ebpf, name)?).map_err(|e| XdpstatError::Map {
+        map: name,
+        source: e.into(),
+    })
+}
+
+impl Maps {
+    /// Takes the maps out of `ebpf`, and the record, which goes to the
+    /// tables.
+    pub fn take(ebpf: &mut Ebpf) -> Result<(Self, Record), XdpstatError> {
+        let record = match take(ebpf, META_MAP)? {
+            Map::Array(data) => Record::open(data).map_err(|e| XdpstatError::Map {
+                map: META_MAP,
+                source: e.into(),
+            })?,
+            _ => {
+                return Err(XdpstatError::Map {
+                    map: META_MAP,
+                    source: "not an array in the object file".into(),
+                });
+            }
+        };
+        let maps = Self {
+            sources: [take(ebpf, SOURCES_V4_MAP)?, take(ebpf, SOURCES_V6_MAP)?],
+            pages: [
+                array_data(ebpf, PAGES_V4_MAP)?,
+                array_data(ebpf, PAGES_V6_MAP)?,
+            ],
+            rows: [
+                array_data(ebpf, ROWS_V4_MAP)?,
+                array_data(ebpf, ROWS_V6_MAP)?,
+            ],
+            cpu_state: typed(ebpf, CPU_STATE_MAP)?,
+            sketch: [typed(ebpf, SKETCH_V4_MAP)?, typed(ebpf, SKETCH_V6_MAP)?],
+            heavy: [typed(ebpf, HEAVY_V4_MAP)?, typed(ebpf, HEAVY_V6_MAP)?],
+        };
+        array(SOURCES_V4_MAP, &maps.sources[0])?;
+        array(SOURCES_V6_MAP, &maps.sources[1])?;
+        Ok((maps, record))
+    }
+
+    /// The descriptor of the source table of family `v6`.
+    pub fn sources_fd(&self, v6: bool) -> Result<BorrowedFd<'_>, XdpstatError> {
+        let name = if v6 { SOURCES_V6_MAP } else { SOURCES_V4_MAP };
+        Ok(array(name, &self.sources[usize::from(v6)])?.fd().as_fd())
+    }
+
+    /// The kernel's ids of the tables and their page flags (IPv4, IPv6,
+    /// pages IPv4, pages IPv6), for the record.
+    pub fn record_ids(&self) -> Result<[u32; 4], XdpstatError> {
+        let id = |name: &'static str, map: &MapData| -> Result<u32, XdpstatError> {
+            map.info()
+                .map(|info| info.id())
+                .map_err(|e| XdpstatError::Map {
+                    map: name,
+                    source: e.into(),
+                })
+        };
+        Ok([
+            id(SOURCES_V4_MAP, array(SOURCES_V4_MAP, &self.sources[0])?)?,
+            id(SOURCES_V6_MAP, array(SOURCES_V6_MAP, &self.sources[1])?)?,
+            id(PAGES_V4_MAP, &self.pages[0])?,
+            id(PAGES_V6_MAP, &self.pages[1])?,
+        ])
+    }
+}
+
+/// `map`'s data when it is an array.
+fn array<'a>(name: &'static str, map: &'a Map) -> Result<&'a MapData, XdpstatError> {
+    match map {
+        Map::Array(data) => Ok(data),
+        _ => Err(XdpstatError::Map {
+            map: name,
+            source: "not an array in the object file".into(),
+        }),
+    }
+}
