@@ -75,10 +75,12 @@ pub fn demo(
     let mut watched = vec![Watched::new(attached, datapath)];
     announce(&watched[0], args.attach.mode, args.attach.rules.is_some());
     let maps = watched[0].source.rule_maps();
+    let notices = crate::run::reload::Notices::default();
     crate::run::reload::on_sighup(
         hangups,
         args.attach.rules.clone(),
         vec![(WATCHED_LINK.to_owned(), maps)],
+        notices.clone(),
     )?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, args.metrics.metrics_top);
@@ -97,9 +99,13 @@ pub fn demo(
             traffic_done.store(true, Ordering::Relaxed);
             sent
         });
-        let result = show(&mut watched, &report, out, &|| {
-            stop.load(Ordering::Relaxed) || traffic_done.load(Ordering::Relaxed)
-        });
+        let result = show(
+            &mut watched,
+            &report,
+            out,
+            &|| stop.load(Ordering::Relaxed) || traffic_done.load(Ordering::Relaxed),
+            &notices,
+        );
         // A closed pipe or an output error ends the run before the traffic does.
         traffic_done.store(true, Ordering::Relaxed);
         let traffic = sender.join().unwrap_or_else(|_| {

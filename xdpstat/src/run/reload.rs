@@ -20,6 +20,13 @@ use crate::{
 /// One watched interface's rule maps, by name.
 pub type RuleTarget = (String, Arc<Mutex<RuleMaps>>);
 
+/// Where reloads say what they did: stderr, or, while the live view holds
+/// the terminal, kept for its notice line (each line shown once) and for
+/// stderr once the terminal is given back. Shared by the reload thread and
+/// the view.
+#[derive(Clone, Default)]
+pub struct Notices(Arc<Mutex<Held>>);
+
 /// What reloads said while the live view held the terminal: lines not
 /// shown yet, and all of them for stderr afterwards.
 #[derive(Default)]
@@ -29,46 +36,42 @@ struct Held {
     all: Vec<String>,
 }
 
-static HELD: Mutex<Held> = Mutex::new(Held {
-    holding: false,
-    unseen: Vec::new(),
-    all: Vec::new(),
-});
-
-fn held() -> std::sync::MutexGuard<'static, Held> {
-    HELD.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Says `line` on stderr, or keeps it for the live view.
-fn say(line: String) {
-    let mut held = held();
-    if held.holding {
-        held.unseen.push(line.clone());
-        held.all.push(line);
-    } else {
-        eprintln!("{line}");
+impl Notices {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// From now on, reloads' lines are kept for the live view (`true`), or,
-/// with `false`, said on stderr again, the kept ones first.
-pub fn hold_messages(holding: bool) {
-    let mut held = held();
-    held.holding = holding;
-    if !holding {
-        for line in std::mem::take(&mut held.all) {
+    /// Says `line` on stderr, or keeps it for the live view.
+    fn say(&self, line: String) {
+        let mut held = self.held();
+        if held.holding {
+            held.unseen.push(line.clone());
+            held.all.push(line);
+        } else {
             eprintln!("{line}");
         }
-        held.unseen.clear();
     }
-}
 
-/// The latest line a reload said since the last call, if any.
-pub fn latest_message() -> Option<String> {
-    let mut held = held();
-    let latest = held.unseen.pop();
-    held.unseen.clear();
-    latest
+    /// From now on, lines are kept for the live view (`true`), or, with
+    /// `false`, said on stderr again, the kept ones first.
+    pub fn hold(&self, holding: bool) {
+        let mut held = self.held();
+        held.holding = holding;
+        if !holding {
+            for line in std::mem::take(&mut held.all) {
+                eprintln!("{line}");
+            }
+            held.unseen.clear();
+        }
+    }
+
+    /// The latest line said since the last call, if any.
+    pub fn latest(&self) -> Option<String> {
+        let mut held = self.held();
+        let latest = held.unseen.pop();
+        held.unseen.clear();
+        latest
+    }
 }
 
 /// SIGHUP caught (so that it no longer ends the process) and kept until
@@ -95,6 +98,7 @@ pub fn on_sighup(
     hangups: Option<Hangups>,
     path: Option<PathBuf>,
     targets: Vec<RuleTarget>,
+    notices: Notices,
 ) -> Result<(), XdpstatError> {
     let mut signals = match hangups {
         Some(Hangups(signals)) => signals,
@@ -110,8 +114,8 @@ pub fn on_sighup(
                     let _ = signal_hook::low_level::emulate_default_handler(SIGHUP);
                 }
                 match &path {
-                    Some(path) => reload(path, &targets),
-                    None => say("xdpstat: SIGHUP: no --rules file to reload".into()),
+                    Some(path) => reload(path, &targets, &notices),
+                    None => notices.say("xdpstat: SIGHUP: no --rules file to reload".into()),
                 }
             }
         })
@@ -145,7 +149,7 @@ fn terminal_hung_up() -> bool {
 /// stderr what happened. A file with nothing in it changes nothing: that is
 /// what an editor or a script leaves while it rewrites the file in place,
 /// not a rule set (one without rules says `mode = ...` and nothing else).
-pub fn reload(path: &std::path::Path, targets: &[RuleTarget]) {
+pub fn reload(path: &std::path::Path, targets: &[RuleTarget], notices: &Notices) {
     let text = file::read(path).and_then(|text| {
         if text.trim().is_empty() {
             Err(file::RulesError {
@@ -160,7 +164,7 @@ pub fn reload(path: &std::path::Path, targets: &[RuleTarget]) {
     let set = match text.and_then(|text| file::parse(path, &text)) {
         Ok(set) => set,
         Err(error) => {
-            say(format!(
+            notices.say(format!(
                 "xdpstat: reload refused, the rules in force stay: {error}"
             ));
             return;
@@ -172,13 +176,13 @@ pub fn reload(path: &std::path::Path, targets: &[RuleTarget]) {
             .unwrap_or_else(PoisonError::into_inner)
             .put(&set);
         match result {
-            Ok(()) => say(format!(
+            Ok(()) => notices.say(format!(
                 "xdpstat: {interface}: rules reloaded from {}: {} rule{} in force",
                 path.display(),
                 set.rules.len(),
                 if set.rules.len() == 1 { "" } else { "s" }
             )),
-            Err(error) => say(format!(
+            Err(error) => notices.say(format!(
                 "xdpstat: {interface}: reload failed, the rules in force stay: {}",
                 one_line(error.as_ref())
             )),
@@ -192,13 +196,14 @@ mod tests {
 
     #[test]
     fn held_lines_go_to_the_view_once_and_to_stderr_after() {
-        hold_messages(true);
-        say("first".into());
-        say("second".into());
-        assert_eq!(latest_message().as_deref(), Some("second"));
-        assert_eq!(latest_message(), None, "each line is shown once");
-        assert_eq!(held().all, ["first", "second"]);
-        hold_messages(false);
-        assert!(held().all.is_empty() && !held().holding);
+        let notices = Notices::default();
+        notices.hold(true);
+        notices.say("first".into());
+        notices.say("second".into());
+        assert_eq!(notices.latest().as_deref(), Some("second"));
+        assert_eq!(notices.latest(), None, "each line is shown once");
+        assert_eq!(notices.held().all, ["first", "second"]);
+        notices.hold(false);
+        assert!(notices.held().all.is_empty() && !notices.held().holding);
     }
 }

@@ -17,7 +17,7 @@ use crate::{
         view::{Action, Pane, TopView},
     },
     run::live::{CounterSource, Ended, LiveOptions, Watched},
-    run::reload,
+    run::reload::Notices,
 };
 
 /// Redraws per second at most, however fast keys arrive.
@@ -29,13 +29,13 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Gives the terminal back when dropped: on return, on error and on
 /// unwinding (`ratatui::init` also restores it from the panic hook).
-struct Restore;
+struct Restore<'a>(&'a Notices);
 
-impl Drop for Restore {
+impl Drop for Restore<'_> {
     fn drop(&mut self) {
         ratatui::restore();
         // What reloads said meanwhile, now that stderr is the terminal's.
-        reload::hold_messages(false);
+        self.0.hold(false);
     }
 }
 
@@ -44,6 +44,7 @@ pub fn run<S: CounterSource>(
     watched: &mut [Watched<S>],
     options: LiveOptions,
     stop: &dyn Fn() -> bool,
+    notices: &Notices,
 ) -> Result<Ended, XdpstatError> {
     let panes = watched
         .iter()
@@ -58,8 +59,8 @@ pub fn run<S: CounterSource>(
     let start = Instant::now();
     let mut view = TopView::new(panes, start);
     let mut terminal = ratatui::try_init().map_err(terminal_error)?;
-    reload::hold_messages(true);
-    let _restore = Restore;
+    notices.hold(true);
+    let _restore = Restore(notices);
     let deadline = options.duration.map(|d| start + d);
     let mut next_read = start;
     let frame_gap = Duration::from_secs(1) / FRAMES_PER_SECOND;
@@ -74,7 +75,7 @@ pub fn run<S: CounterSource>(
         if deadline.is_some_and(|d| now >= d) {
             return Ok(Ended::DurationElapsed);
         }
-        if let Some(line) = reload::latest_message() {
+        if let Some(line) = notices.latest() {
             reloaded = Some((line, now));
             dirty = true;
         }

@@ -21,7 +21,7 @@ use crate::{
     output::{Format, write_report},
     rules::RuleSet,
     run::live::{self, Ended, LiveOptions, Watched},
-    run::reload::{Hangups, on_sighup},
+    run::reload::{Hangups, Notices, on_sighup},
     run::terminal,
 };
 
@@ -69,11 +69,18 @@ pub fn watch(
         .iter()
         .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
         .collect();
-    on_sighup(hangups, attach.rules.clone(), targets)?;
+    let notices = Notices::default();
+    on_sighup(hangups, attach.rules.clone(), targets, notices.clone())?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, metrics.metrics_top);
     }
-    let result = show(&mut watched, report, out, &|| stop.load(Ordering::Relaxed));
+    let result = show(
+        &mut watched,
+        report,
+        out,
+        &|| stop.load(Ordering::Relaxed),
+        &notices,
+    );
     drop(server);
     let detached = detach_all(&mut watched);
     if result? == Ended::AllGone {
@@ -157,12 +164,13 @@ pub fn show(
     report: &ReportArgs,
     out: &mut dyn Write,
     stop: &dyn Fn() -> bool,
+    notices: &Notices,
 ) -> Result<Ended, XdpstatError> {
     let options = live_options(report, std::io::stdout().is_terminal());
     if options.format != Format::Tui {
         return live::run(watched, options, out, stop);
     }
-    let ended = terminal::run(watched, options, stop)?;
+    let ended = terminal::run(watched, options, stop, notices)?;
     let top = report.top.or(Format::Plain.default_top());
     for one in watched.iter_mut() {
         let last = one.report(top)?;
