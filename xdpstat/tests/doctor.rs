@@ -184,6 +184,13 @@ fn host_checks_see_capabilities_and_bpffs() {
     let capabilities = check(&checks, None, "capabilities");
     assert_eq!(capabilities["status"], "fail");
     assert!(capabilities["detail"].as_str().unwrap().contains("CAP_BPF"));
+    // What it cannot see, it does not call empty.
+    let pins = check(&checks, None, "pins");
+    assert_eq!(pins["status"], "warn");
+    assert!(
+        pins["detail"].as_str().unwrap().contains("CAP_SYS_ADMIN"),
+        "{pins}"
+    );
 
     // In a mount namespace of its own: without bpffs, then with it.
     let in_own_mounts = |script: &str| {

@@ -191,6 +191,19 @@ fn unprivileged_bpf(setting: Option<&str>) -> Check {
 }
 
 fn pins(root: &Path) -> Check {
+    let missing = privilege::missing_for(Needs::Inspect);
+    if !missing.is_empty() {
+        // The kernel lists no map to a process without it: an empty list
+        // here would say nothing is persisted when it may be.
+        return Check::warn(
+            "pins",
+            format!(
+                "cannot tell what xdpstat has persisted or attached: missing {}",
+                missing.join(", ")
+            ),
+            "run `xdpstat doctor` (or `xdpstat status`) as root",
+        );
+    }
     let instances = crate::run::status::find(root);
     let persisted: Vec<_> = instances.iter().filter(|one| one.persisted).collect();
     let stale: Vec<String> = persisted
