@@ -354,12 +354,15 @@ fn a_renamed_interface_keeps_its_persisted_counts_under_its_new_name() {
     assert_eq!(ours[0]["pinned_as"], "xs0", "{stdout}");
     assert_eq!(ours[0]["state"], "counting", "{stdout}");
 
+    // An empty directory under the new name (a start that died before it
+    // pinned anything) does not hide the pins counting on the interface.
+    std::fs::create_dir(root.dir(&net.watched, "xs0r")).unwrap();
     let mut second = start_persisted(&net.watched, "xs0r", &root, &[]);
     assert!(
         second
             .stderr_seen
             .iter()
-            .any(|line| line.contains("earlier name xs0")),
+            .any(|line| line.contains("earlier name xs0") && line.contains("left them there")),
         "{:?}",
         second.stderr_seen
     );
@@ -377,6 +380,13 @@ fn a_renamed_interface_keeps_its_persisted_counts_under_its_new_name() {
     assert!(stdout.contains("detached"), "{stdout}");
     assert_eq!(xdp_program(&net.watched, "xs0r"), None);
     assert!(!root.dir(&net.watched, "xs0").exists());
+    // The empty directory is left to `detach --stale`.
+    let (code, stdout, stderr) = run_in(
+        &net.watched,
+        &["detach", "--stale", "--pin-dir", root.arg()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("removed"), "{stdout}");
     assert!(!root.dir(&net.watched, "xs0r").exists());
 }
 

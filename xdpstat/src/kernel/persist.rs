@@ -62,11 +62,17 @@ pub fn attach(
     let dir = match pins::find(root, netns, interface)? {
         Some((pinned_as, path)) if pinned_as != interface => {
             let mut dir = PinDir::lock_existing(root, &path, &pinned_as)?;
-            dir.rename_to(interface)?;
-            eprintln!(
-                "xdpstat: {interface}: its pins were under its earlier name {pinned_as} (the same interface, index {ifindex}); moved them to {}",
-                dir.path().display()
-            );
+            match dir.rename_to(interface) {
+                Ok(()) => eprintln!(
+                    "xdpstat: {interface}: its pins were under its earlier name {pinned_as} (the same interface, index {ifindex}); moved them to {}",
+                    dir.path().display()
+                ),
+                // Stale pins hold the new name: these stay where they are.
+                Err(error) => eprintln!(
+                    "xdpstat: {interface}: picked up its pins under its earlier name {pinned_as} (the same interface, index {ifindex}) and left them there: {}",
+                    one_line(&error)
+                ),
+            }
             dir
         }
         _ => PinDir::lock(root, netns, interface)?,

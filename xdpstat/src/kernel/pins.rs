@@ -194,13 +194,14 @@ pub fn find(
     if !is_bpffs(root) {
         return Ok(None);
     }
-    if own.is_dir() {
-        return Ok(Some((interface.to_owned(), own)));
+    // The pins counting on the interface win over stale ones under its
+    // name (an interface that had the name before).
+    if let Ok(ifindex) = nix::net::if_::if_nametoindex(interface)
+        && let Some(found) = pinned_for_index(root, netns, ifindex)
+    {
+        return Ok(Some(found));
     }
-    let Ok(ifindex) = nix::net::if_::if_nametoindex(interface) else {
-        return Ok(None);
-    };
-    Ok(pinned_for_index(root, netns, ifindex))
+    Ok(own.is_dir().then(|| (interface.to_owned(), own)))
 }
 
 /// The name of interface `index` in this network namespace.

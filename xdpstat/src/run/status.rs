@@ -300,7 +300,9 @@ fn unescape_mount(text: &str) -> String {
 
 /// The instance a pin directory holds.
 fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Instance {
-    let reader = pins::lock_holder(dir);
+    // This process's own lock (`detach --stale` judging under it) is no
+    // reader's.
+    let reader = pins::lock_holder(dir).filter(|&pid| pid != std::process::id());
     let meta_map = MapData::from_pin(dir.join(META_MAP)).ok();
     let info = meta_map.as_ref().and_then(|map| map.info().ok());
     if let Some(info) = &info {
