@@ -21,6 +21,12 @@ pub fn generate(dir: &Path) -> Result<(), XdpstatError> {
     let man = dir.join("man");
     fs::create_dir_all(&man).map_err(|e| failed("man pages", e))?;
     clap_mangen::generate_to(Cli::command(), &man).map_err(|e| failed("man pages", e))?;
+    // xdpstat(1) again, with what a reader of the main page looks for.
+    fs::write(
+        man.join("xdpstat.1"),
+        main_page().map_err(|e| failed("man pages", e))?,
+    )
+    .map_err(|e| failed("man pages", e))?;
     let completions = dir.join("completions");
     fs::create_dir_all(&completions).map_err(|e| failed("completions", e))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
@@ -28,6 +34,117 @@ pub fn generate(dir: &Path) -> Result<(), XdpstatError> {
             .map_err(|e| failed("completions", e))?;
     }
     Ok(())
+}
+
+/// Commands and what they do, for xdpstat(1)'s EXAMPLES.
+const EXAMPLES: [(&str, &str); 12] = [
+    (
+        "xdpstat eth0",
+        "attach; on a terminal, the live full-screen view until q; piped, a plain report every second",
+    ),
+    (
+        "xdpstat --format json eth0",
+        "one JSON object per interface per interval",
+    ),
+    (
+        "xdpstat --metrics 127.0.0.1:9435 eth0",
+        "also Prometheus metrics at /metrics",
+    ),
+    (
+        "xdpstat --hook tcx eth0",
+        "count at tc ingress, beside a program that holds the XDP hook",
+    ),
+    (
+        "xdpstat --persist eth0",
+        "counts that go on across restarts and upgrades",
+    ),
+    (
+        "xdpstat status",
+        "every interface xdpstat counts on, persisted or not",
+    ),
+    ("xdpstat detach eth0", "end persisted counting on eth0"),
+    (
+        "xdpstat detach --stale",
+        "remove pins whose interface or network namespace is gone",
+    ),
+    (
+        "xdpstat doctor eth0",
+        "why attaching would fail or end in generic mode, and the fix",
+    ),
+    (
+        "xdpstat rules check rules.toml",
+        "what a rules file would do, with no privilege",
+    ),
+    (
+        "xdpstat --rules rules.toml eth0",
+        "drop and rate-limit sources (a dry run unless the file enforces)",
+    ),
+    (
+        "xdpstat replay --rules rules.toml attack.pcap",
+        "what xdpstat, and the rules, would have done to a capture",
+    ),
+];
+
+/// xdpstat(1): clap's sections, then examples, exit status, signals,
+/// files and where to read more.
+fn main_page() -> io::Result<Vec<u8>> {
+    use clap_mangen::roff::{Roff, bold, roman};
+    let man = clap_mangen::Man::new(Cli::command());
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    man.render_subcommands_section(&mut page)?;
+    let mut roff = Roff::default();
+    roff.control("SH", ["EXAMPLES"]);
+    for (command, what) in EXAMPLES {
+        roff.control("TP", []);
+        roff.text([bold(command)]);
+        roff.text([roman(what)]);
+    }
+    let section = |roff: &mut Roff, heading: &str, paragraphs: &[&str]| {
+        roff.control("SH", [heading]);
+        for (index, paragraph) in paragraphs.iter().enumerate() {
+            if index > 0 {
+                roff.control("PP", []);
+            }
+            roff.text([roman(*paragraph)]);
+        }
+    };
+    section(
+        &mut roff,
+        "EXIT STATUS",
+        &[
+            "0: done. 1: done in part (every watched interface went away, a capture could not be replayed whole, a doctor check failed). 2: an error, said in one line on stderr; nothing is left attached.",
+        ],
+    );
+    section(
+        &mut roff,
+        "SIGNALS",
+        &[
+            "SIGINT and SIGTERM: one last report, detach (a persisted interface stays counting), exit 0. SIGHUP: read the rules file again (caught from the start; a terminal that hangs up still ends xdpstat). SIGKILL: the kernel removes the program with its BPF link.",
+        ],
+    );
+    section(
+        &mut roff,
+        "FILES",
+        &[
+            "/sys/fs/bpf/xdpstat/net<inode>/<interface>/: what --persist pins (--pin-dir chooses another root).",
+            "/usr/share/doc/xdpstat/: the user guide (GUIDE.md), the design (DESIGN.md), an example rules file and a Grafana dashboard.",
+        ],
+    );
+    section(
+        &mut roff,
+        "SEE ALSO",
+        &[
+            "xdpstat-demo(1), xdpstat-replay(1), xdpstat-status(1), xdpstat-detach(1), xdpstat-doctor(1), xdpstat-rules-check(1), xdp-filter(8), tcpdump(8)",
+        ],
+    );
+    roff.to_writer(&mut page)?;
+    man.render_version_section(&mut page)?;
+    Ok(page)
 }
 
 #[cfg(test)]
