@@ -103,6 +103,8 @@ fn run() -> Result<()> {
         // Full size at every scale: it takes well under a second.
         let read = rules::file_read(32_768, 1_000_000, ROUNDS)?;
         print_file_read(&read);
+        let costs = rules::read_costs(ROUNDS)?;
+        print_read_costs(&costs);
     }
     if wanted("report") {
         let million = scaled(1_000_000.0) as u32;
@@ -376,6 +378,20 @@ fn print_file_read(read: &rules::FileRead) {
         read.bytes as f64 / 1e6
     );
     println!("   {:<28}{:>10.3} s\n", "read and checked", read.seconds);
+}
+
+fn print_read_costs(costs: &rules::ReadCosts) {
+    println!(
+        "10. Reading per-CPU counters (batched): median of {ROUNDS} reads\n   \
+         {:<44}{:>8.2} ms\n   {:<44}{:>8.2} ms\n",
+        format!("every rule's hits, {} rules", costs.rules),
+        costs.hits_ms,
+        format!(
+            "a snapshot, {} senders a family, sketch read",
+            costs.flood_sources
+        ),
+        costs.sketch_snapshot_ms
+    );
 }
 
 fn print_report_cost(cost: &ReportCost) {

@@ -393,3 +393,60 @@ pub fn file_read(rules: usize, lines: usize, rounds: usize) -> Result<FileRead> 
         seconds: median(times),
     })
 }
+
+/// What reading costs where the reads are one per-CPU value per element:
+/// the rules' hits with 10,000 + 10,000 prefixes in force, and a snapshot
+/// of a flood that overflows small tables, so the prefix sketch is read.
+pub struct ReadCosts {
+    pub rules: usize,
+    /// Milliseconds to read every rule's hits, median of the rounds.
+    pub hits_ms: f64,
+    pub flood_sources: u32,
+    /// Milliseconds for a snapshot whose families both used the sketch.
+    pub sketch_snapshot_ms: f64,
+}
+
+pub fn read_costs(rounds: usize) -> Result<ReadCosts> {
+    let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = std::time::Instant::now();
+            f()?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(median(times))
+    };
+    let set = twenty_thousand();
+    let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
+    datapath.put_rules(&set, "bench")?;
+    let maps = datapath.rule_maps();
+    let hits_ms = timed(&mut || {
+        let hits = maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hits()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(hits.len() == set.rules.len(), "read {} hits", hits.len());
+        Ok(())
+    })?;
+    // Tables for 1,024 sources and 20,000 senders of each family: most
+    // runs find no entry and go to the sketches.
+    let flood_sources = 20_000;
+    let small = Datapath::load(1024)?;
+    for n in 0..flood_sources {
+        small.test_run(&ipv4_frame(n))?;
+        let v6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xbe, 0, 0, 0, (n >> 16) as u16, n as u16);
+        let packet = frames::ipv6_packet(v6, "2001:db8::1".parse()?, &[], 30);
+        small.test_run(&frames::ethernet(&[], ethertype::IPV6, &packet))?;
+    }
+    let sketch_snapshot_ms = timed(&mut || {
+        small.snapshot("bench")?;
+        Ok(())
+    })?;
+    Ok(ReadCosts {
+        rules: set.rules.len(),
+        hits_ms,
+        flood_sources,
+        sketch_snapshot_ms,
+    })
+}

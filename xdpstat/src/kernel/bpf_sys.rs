@@ -5,6 +5,10 @@
 //! CAP_SYS_ADMIN, which xdpstat does not), and pin a link aya does not own
 //! or open one by id.
 //!
+//! Per-CPU arrays are read in batches (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6),
+//! which aya 0.14 does not offer for them: one system call for thousands of
+//! rule counters or sketch cells instead of one each.
+//!
 //! The wait is an update of an array of maps. aya 0.14 can update one
 //! (`ArrayOfMaps::set`) but not create one outside a loaded object (the
 //! map-in-map constructor is crate-private), and aya-ebpf 0.2 cannot
@@ -27,6 +31,7 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -51,6 +56,87 @@ struct ElemAttr {
     key: u64,
     value: u64,
     flags: u64,
+}
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// The counters at indices `first .. first + count` of the per-CPU array
+/// `map` of [`xdpstat_common::Counter`] values, each summed over the
+/// `cpus` possible CPUs, read in batches. `None` when this kernel reads no
+/// array in batches (the caller reads key by key then).
+pub fn per_cpu_counters(
+    map: BorrowedFd<'_>,
+    first: u32,
+    count: u32,
+    cpus: usize,
+) -> io::Result<Option<Vec<xdpstat_common::Counter>>> {
+    use xdpstat_common::Counter;
+    /// Elements a call asks for: 2,048 at 16 bytes on each CPU.
+    const BATCH: u32 = 2048;
+    let mut sums = vec![Counter::default(); count as usize];
+    let mut keys = vec![0u32; BATCH as usize];
+    let mut values = vec![Counter::default(); BATCH as usize * cpus];
+    let mut read = 0u32;
+    while read < count {
+        let want = BATCH.min(count - read);
+        // For an array the batch token is the key before the next one read.
+        let previous = (first + read).wrapping_sub(1);
+        let mut next = 0u32;
+        let mut attr = BatchAttr {
+            in_batch: if first + read == 0 {
+                0
+            } else {
+                &raw const previous as u64
+            },
+            out_batch: &raw mut next as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: want,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(_) => {}
+            // The end of the array: what was read is in `count`.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e)
+                // ENOTSUPP (524), the kernel's own, is what reaches user
+                // space from a map without batch operations.
+                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524))
+                    && read == 0 =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let got = attr.count.min(want);
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the array ends before index {}", first + read),
+            ));
+        }
+        for (element, per_cpu) in values.chunks_exact(cpus).take(got as usize).enumerate() {
+            let sum = &mut sums[(read as usize) + element];
+            for value in per_cpu {
+                sum.add(value);
+            }
+        }
+        read += got;
+    }
+    Ok(Some(sums))
 }
 
 fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
