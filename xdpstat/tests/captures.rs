@@ -432,6 +432,8 @@ fn a_header_the_snap_length_cut_after_the_source_counts_as_live_counted_it() {
             "5",
             "-w",
             cut.to_str().unwrap(),
+            // Only the test's frames, whatever else the link might carry.
+            "ip6",
         ],
     );
     let deadline = Instant::now() + PATIENCE;
