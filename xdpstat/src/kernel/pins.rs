@@ -28,7 +28,7 @@ use xdpstat_common::{
 
 use crate::{
     error::{XdpstatError, one_line},
-    kernel::{attach::Hook, bpf_sys, ifname, meta, tables::page_flags_len},
+    kernel::{attach::Hook, bpf_sys, ifname, meta, netlink, tables::page_flags_len},
 };
 
 /// Where `--persist` pins unless `--pin-dir` says otherwise.
@@ -202,18 +202,6 @@ pub fn find(
         return Ok(Some(found));
     }
     Ok(own.is_dir().then(|| (interface.to_owned(), own)))
-}
-
-/// The name of interface `index` in this network namespace.
-pub fn index_name(index: u32) -> Option<String> {
-    let mut buffer = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: a buffer of IF_NAMESIZE bytes, as if_indextoname needs.
-    let name = unsafe { libc::if_indextoname(index, buffer.as_mut_ptr().cast()) };
-    if name.is_null() {
-        return None;
-    }
-    let len = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    Some(String::from_utf8_lossy(&buffer[..len]).into_owned())
 }
 
 /// The pin directory in namespace `netns` whose link counts on `ifindex`.
@@ -419,8 +407,8 @@ impl PinDir {
         if facts.ifindex != ifindex {
             // The interface it counts on was renamed, and another took its
             // old name: its counts are not this one's to clear.
-            let now =
-                index_name(facts.ifindex).unwrap_or_else(|| format!("index {}", facts.ifindex));
+            let now = netlink::name_of(facts.ifindex)
+                .unwrap_or_else(|| format!("index {}", facts.ifindex));
             return Err(XdpstatError::Usage(format!(
                 "{interface}: the pins in {} count on interface index {}, now named {now}, not on {interface} (index {ifindex}); `xdpstat {now} --persist` picks them up, `xdpstat detach {now}` removes them",
                 self.path.display(),
@@ -504,7 +492,7 @@ impl PinDir {
     }
 
     /// What is left here that xdpstat did not pin, by name.
-    pub fn strangers(&self) -> Vec<String> {
+    fn strangers(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.path) else {
             return Vec::new();
         };

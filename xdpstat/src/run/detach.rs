@@ -78,10 +78,13 @@ fn busy(interface: &str) -> impl Fn(XdpstatError) -> XdpstatError + '_ {
 fn detach_stale(root: &Path) -> Result<(), XdpstatError> {
     let mut removed = 0;
     let mut first_error = None;
-    for instance in status::find_persisted(root) {
-        let Some(path) = &instance.pin_dir else {
-            continue;
-        };
+    let listed = if pins::is_bpffs(root) {
+        pins::list(root)
+    } else {
+        Vec::new()
+    };
+    for (netns, name, path) in listed {
+        let instance = status::persisted_at(netns, &name, &path);
         if !instance.is_stale() {
             continue;
         }
@@ -93,30 +96,27 @@ fn detach_stale(root: &Path) -> Result<(), XdpstatError> {
             );
             continue;
         }
-        let result = PinDir::lock_existing(root, path, &instance.interface)
-            .map_err(busy(&instance.interface))
+        let result = PinDir::lock_existing(root, &path, &name)
+            .map_err(busy(&name))
             .and_then(|dir| {
                 // Judged again under the lock: a start may have picked the
-                // pins up since they were listed.
-                match status::find_persisted(root)
-                    .into_iter()
-                    .find(|now| now.pin_dir.as_deref() == Some(path.as_path()))
-                {
-                    Some(now) if now.is_stale() => dir.remove(),
-                    _ => Err(XdpstatError::Usage(format!(
+                // pins up since they were judged.
+                if status::persisted_at(netns, &name, &path).is_stale() {
+                    dir.remove()
+                } else {
+                    Err(XdpstatError::Usage(format!(
                         "{}: picked up while detaching; left",
                         path.display()
-                    ))),
+                    )))
                 }
             });
         match result {
             Ok(()) => {
                 removed += 1;
                 println!(
-                    "{}: removed ({}; netns {})",
+                    "{}: removed ({}; netns {netns})",
                     path.display(),
-                    instance.state,
-                    instance.netns
+                    instance.state
                 );
             }
             Err(error) => {

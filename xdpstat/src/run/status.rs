@@ -25,6 +25,7 @@ use crate::{
     kernel::{
         bpf_sys,
         meta::{self, attach_mode},
+        netlink,
         pins::{self, LINK_PIN},
         tables::{TableFds, sources_held},
     },
@@ -148,15 +149,10 @@ pub fn find(root: &Path) -> Vec<Instance> {
     let readers = meta_holders();
     let mut seen = HashSet::new();
     let mut instances = Vec::new();
-    let mut roots = vec![root.to_owned()];
-    for other in pin_roots() {
-        if !roots.contains(&other) {
-            roots.push(other);
-        }
-    }
-    for root in &roots {
-        if pins::is_bpffs(root) {
-            for (netns, name, dir) in pins::list(root) {
+    let others = pin_roots().into_iter().filter(|other| other != root);
+    for root in std::iter::once(root.to_owned()).chain(others) {
+        if pins::is_bpffs(&root) {
+            for (netns, name, dir) in pins::list(&root) {
                 instances.push(persisted(netns, &name, &dir, &mut seen));
             }
         }
@@ -185,16 +181,9 @@ pub fn find(root: &Path) -> Vec<Instance> {
     instances
 }
 
-/// The persisted instances under `root` only.
-pub fn find_persisted(root: &Path) -> Vec<Instance> {
-    let mut seen = HashSet::new();
-    if !pins::is_bpffs(root) {
-        return Vec::new();
-    }
-    pins::list(root)
-        .into_iter()
-        .map(|(netns, name, dir)| persisted(netns, &name, &dir, &mut seen))
-        .collect()
+/// What the pin directory `dir` of `name` in namespace `netns` holds.
+pub fn persisted_at(netns: u64, name: &str, dir: &Path) -> Instance {
+    persisted(netns, name, dir, &mut HashSet::new())
 }
 
 /// The instance the record map `map_id` describes, read by `reader`.
@@ -349,21 +338,17 @@ fn persisted(netns: u64, name: &str, dir: &Path, seen: &mut HashSet<u32>) -> Ins
         // may have been renamed (in this namespace only: another
         // namespace's names are not ours to see).
         let here = pins::netns_inode().ok() == Some(netns);
-        if let (true, Some(link)) = (here, link) {
-            let now = nix::net::if_::if_nametoindex(name).ok();
-            let current = pins::index_name(link.ifindex);
-            if now != Some(link.ifindex) {
-                match current {
-                    Some(current) => {
-                        instance.interface = current;
-                        instance.pinned_as = Some(name.to_owned());
-                    }
-                    None => {
-                        instance.state = State::Stale(format!(
-                            "{name} (index {}) no longer exists",
-                            link.ifindex
-                        ))
-                    }
+        if let (true, Some(link)) = (here, link)
+            && nix::net::if_::if_nametoindex(name).ok() != Some(link.ifindex)
+        {
+            match netlink::name_of(link.ifindex) {
+                Some(current) => {
+                    instance.interface = current;
+                    instance.pinned_as = Some(name.to_owned());
+                }
+                None => {
+                    instance.state =
+                        State::Stale(format!("{name} (index {}) no longer exists", link.ifindex))
                 }
             }
         }
