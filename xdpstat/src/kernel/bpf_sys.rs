@@ -19,11 +19,14 @@ use std::{
     io,
     mem::size_of,
     os::{
-        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        fd::{AsFd as _, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::Path,
 };
+
+use aya::maps::{IterableMap as _, MapData, PerCpuArray};
+use xdpstat_common::Counter;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;
@@ -73,16 +76,39 @@ struct BatchAttr {
 }
 
 /// The counters at indices `first .. first + count` of the per-CPU array
-/// `map` of [`xdpstat_common::Counter`] values, each summed over the
-/// `cpus` possible CPUs, read in batches. `None` when this kernel reads no
-/// array in batches (the caller reads key by key then).
+/// `map`, each summed over the possible CPUs: in batches, or key by key
+/// where this kernel reads no array in batches.
 pub fn per_cpu_counters(
+    map: &PerCpuArray<MapData, Counter>,
+    first: u32,
+    count: u32,
+) -> io::Result<Vec<Counter>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    if let Some(sums) = batched_counters(map.map().fd().as_fd(), first, count, cpus)? {
+        return Ok(sums);
+    }
+    (first..first + count)
+        .map(|index| {
+            let values = map
+                .get(&index, 0)
+                .map_err(|e| io::Error::other(crate::error::one_line(&e)))?;
+            let mut sum = Counter::default();
+            for per_cpu in values.iter() {
+                sum.add(per_cpu);
+            }
+            Ok(sum)
+        })
+        .collect()
+}
+
+/// [`per_cpu_counters`] with `BPF_MAP_LOOKUP_BATCH`; `None` when the
+/// kernel refuses batches for the map.
+fn batched_counters(
     map: BorrowedFd<'_>,
     first: u32,
     count: u32,
     cpus: usize,
-) -> io::Result<Option<Vec<xdpstat_common::Counter>>> {
-    use xdpstat_common::Counter;
+) -> io::Result<Option<Vec<Counter>>> {
     /// Elements a call asks for: 2,048 at 16 bytes on each CPU.
     const BATCH: u32 = 2048;
     let mut sums = vec![Counter::default(); count as usize];

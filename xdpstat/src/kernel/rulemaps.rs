@@ -17,7 +17,7 @@ use std::{
 use aya::{
     Pod,
     maps::{
-        Array, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        Array, Map, MapData, MapError, PerCpuArray, PerCpuValues,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -300,37 +300,21 @@ impl RuleMaps {
         rules: &[InForce],
         base: &[Counter],
     ) -> Result<Vec<RuleHits>, Cause> {
-        let first = slot * MAX_RULES;
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| failed(what, e))?;
-        // One batch read for all of them; key by key where the kernel
-        // reads no array in batches.
-        let batched = bpf_sys::per_cpu_counters(
-            self.hits.map().fd().as_fd(),
-            first,
-            rules.len() as u32,
-            cpus,
-        )
-        .map_err(|e| failed(RULE_HITS_MAP, e))?;
-        let mut all = Vec::with_capacity(rules.len());
-        for (index, rule) in rules.iter().enumerate() {
-            let mut counter = base.get(index).copied().unwrap_or_default();
-            match &batched {
-                Some(sums) => counter.add(&sums[index]),
-                None => {
-                    let values = self
-                        .hits
-                        .get(&(first + index as u32), 0)
-                        .map_err(|e| failed(RULE_HITS_MAP, one_line(&e)))?;
-                    for per_cpu in values.iter() {
-                        counter.add(per_cpu);
-                    }
+        let hits = bpf_sys::per_cpu_counters(&self.hits, slot * MAX_RULES, rules.len() as u32)
+            .map_err(|e| failed(RULE_HITS_MAP, e))?;
+        let all = rules
+            .iter()
+            .zip(hits)
+            .enumerate()
+            .map(|(index, (rule, hits))| {
+                let mut counter = base.get(index).copied().unwrap_or_default();
+                counter.add(&hits);
+                RuleHits {
+                    rule: rule.clone(),
+                    counter,
                 }
-            }
-            all.push(RuleHits {
-                rule: rule.clone(),
-                counter,
-            });
-        }
+            })
+            .collect();
         Ok(all)
     }
 

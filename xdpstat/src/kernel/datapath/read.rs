@@ -121,41 +121,17 @@ impl Datapath {
             }
             keys.sort_unstable();
             keys.dedup();
-            // The whole sketch, summed over the CPUs: in batches, or one
-            // read per cell where the kernel reads no array in batches.
-            let len = SKETCH_ROWS as u32 * SKETCH_WIDTH;
-            let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpstatError::MapRead {
-                interface: interface.to_owned(),
-                map: sketch_map,
-                source: e.into(),
-            })?;
-            let batched = crate::kernel::bpf_sys::per_cpu_counters(
-                aya::maps::IterableMap::map(sketch).fd().as_fd(),
+            // The whole sketch, summed over the CPUs.
+            let cells = crate::kernel::bpf_sys::per_cpu_counters(
+                sketch,
                 0,
-                len,
-                cpus,
+                SKETCH_ROWS as u32 * SKETCH_WIDTH,
             )
             .map_err(|e| XdpstatError::MapRead {
                 interface: interface.to_owned(),
                 map: sketch_map,
                 source: e.into(),
             })?;
-            let cells = match batched {
-                Some(cells) => cells,
-                None => {
-                    let mut cells = vec![Counter::default(); len as usize];
-                    for (index, cell) in cells.iter_mut().enumerate() {
-                        for per_cpu in sketch
-                            .get(&(index as u32), 0)
-                            .map_err(|e| failed(sketch_map, e))?
-                            .iter()
-                        {
-                            cell.add(per_cpu);
-                        }
-                    }
-                    cells
-                }
-            };
             let error = error_bound(counted.packets);
             for key in keys {
                 let mut estimate = cells[sketch_cell(&key, 0, self.seed) as usize];
