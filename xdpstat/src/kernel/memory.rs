@@ -1,15 +1,23 @@
-//! How much kernel memory one interface's maps take: the one formula the
-//! loader announces and `doctor` judges against the memory available, so
-//! neither can leave a map out. It follows how Linux charges each kind of
-//! map (`map_mem_usage`, Linux 6.4): an array is its entries rounded to 8
-//! bytes each (page-aligned, behind a page of header, when memory-mappable), a per-CPU array that
-//! for every possible CPU plus a pointer per entry, a trie only what it
-//! holds.
+//! One datapath's maps as the kernel holds them: each map's kind, value
+//! size and entries in one table ([`layouts`]), which the loader sizes the
+//! maps by, the pin check holds pinned maps against, and the memory
+//! figure the loader announces and `doctor` judges is summed from, so none
+//! of them can leave a map out or size one differently. The memory follows
+//! how Linux charges each kind of map (`map_mem_usage`, Linux 6.4): an
+//! array is its entries rounded to 8 bytes each (page-aligned, behind a
+//! page of header, when memory-mappable), a per-CPU array that for every
+//! possible CPU plus a pointer per entry, a trie only what it holds.
 
 use xdpstat_common::{
-    Counter, CpuState, Meta, V4Entry, V6Entry,
-    rules::{MAX_RULES, Rule, SourceRow},
-    sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
+    CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
+    SOURCES_V6_MAP, V4Entry, V6Entry,
+    rules::{
+        MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP,
+        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
+    },
+    sketch::{
+        HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
+    },
     table_entries,
 };
 
@@ -52,6 +60,98 @@ impl MapBytes {
     }
 }
 
+/// How the kernel stores (and charges) a map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    Array,
+    /// An array user space maps into its memory.
+    Mmapable,
+    PerCpu,
+    /// A longest-prefix trie: charged by what it holds.
+    Trie,
+}
+
+/// Which part of [`MapBytes`] a map's memory counts under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    SourcesV4,
+    SourcesV6,
+    Rows,
+    Rules,
+    Rest,
+}
+
+/// One map as the datapath has it.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub name: &'static str,
+    pub storage: Storage,
+    pub value_size: usize,
+    pub max_entries: u32,
+    part: Part,
+}
+
+/// Every map of a datapath whose tables have `entries` entries and
+/// `rows` rows beside them (`entries`, or 1 when no rules can come).
+pub fn layouts(entries: u32, rows: u32) -> [Layout; 20] {
+    let layout = |name, storage, value_size, max_entries, part| Layout {
+        name,
+        storage,
+        value_size,
+        max_entries,
+        part,
+    };
+    let (v4, v6) = (size_of::<V4Entry>(), size_of::<V6Entry>());
+    let sketch = SKETCH_ROWS as u32 * SKETCH_WIDTH;
+    let rule = size_of::<Rule>();
+    use {Part::*, Storage::*};
+    [
+        layout(SOURCES_V4_MAP, Mmapable, v4, entries, SourcesV4),
+        layout(
+            PAGES_V4_MAP,
+            Mmapable,
+            8,
+            page_flags_len(entries, v4),
+            SourcesV4,
+        ),
+        layout(SOURCES_V6_MAP, Mmapable, v6, entries, SourcesV6),
+        layout(
+            PAGES_V6_MAP,
+            Mmapable,
+            8,
+            page_flags_len(entries, v6),
+            SourcesV6,
+        ),
+        layout(ROWS_V4_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
+        layout(ROWS_V6_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
+        layout(RULESET_MAP, Array, 8, 1, Rules),
+        layout(RULES_V4_MAPS[0], Trie, rule, MAX_RULES, Rules),
+        layout(RULES_V4_MAPS[1], Trie, rule, MAX_RULES, Rules),
+        layout(RULES_V6_MAPS[0], Trie, rule, MAX_RULES, Rules),
+        layout(RULES_V6_MAPS[1], Trie, rule, MAX_RULES, Rules),
+        layout(
+            RULE_HITS_MAP,
+            PerCpu,
+            size_of::<Counter>(),
+            2 * MAX_RULES,
+            Rules,
+        ),
+        layout(RULE_BUCKETS_MAP, Array, 8, 2 * MAX_RULES, Rules),
+        layout(RULES_MAP, Array, rule, 2 * MAX_RULES, Rules),
+        layout(CPU_STATE_MAP, PerCpu, size_of::<CpuState>(), 1, Rest),
+        layout(SKETCH_V4_MAP, PerCpu, size_of::<Counter>(), sketch, Rest),
+        layout(SKETCH_V6_MAP, PerCpu, size_of::<Counter>(), sketch, Rest),
+        layout(HEAVY_V4_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
+        layout(HEAVY_V6_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
+        layout(META_MAP, Array, size_of::<Meta>(), 1, Rest),
+    ]
+}
+
+/// Every map's name: what a persisted datapath pins.
+pub fn map_names() -> [&'static str; 20] {
+    layouts(1, 1).map(|map| map.name)
+}
+
 fn array(value: usize, entries: u32) -> u64 {
     (value as u64).next_multiple_of(8) * u64::from(entries)
 }
@@ -68,27 +168,28 @@ fn per_cpu(value: usize, entries: u32, cpus: u32) -> u64 {
 /// The kernel memory of one interface's maps under `plan`.
 pub fn map_bytes(plan: Plan) -> MapBytes {
     let entries = table_entries(plan.max_sources);
-    let table =
-        |entry: usize| mmapable(entry, entries) + mmapable(8, page_flags_len(entries, entry));
     let rows = if plan.rule_rows { entries } else { 1 };
-    let sketch = SKETCH_ROWS as u32 * SKETCH_WIDTH;
+    let mut bytes = MapBytes::default();
+    for map in layouts(entries, rows) {
+        let charged = match map.storage {
+            Storage::Array => array(map.value_size, map.max_entries),
+            Storage::Mmapable => mmapable(map.value_size, map.max_entries),
+            Storage::PerCpu => per_cpu(map.value_size, map.max_entries, plan.cpus),
+            Storage::Trie => 0,
+        };
+        *match map.part {
+            Part::SourcesV4 => &mut bytes.sources_v4,
+            Part::SourcesV6 => &mut bytes.sources_v6,
+            Part::Rows => &mut bytes.rows,
+            Part::Rules => &mut bytes.rules,
+            Part::Rest => &mut bytes.rest,
+        } += charged;
+    }
     // An LPM trie node: the kernel's node header (about 40 bytes with
     // its allocation), the key's prefix length and address, the value.
     let trie_node = 40 + 4 + 16 + size_of::<Rule>() as u64;
-    MapBytes {
-        sources_v4: table(size_of::<V4Entry>()),
-        sources_v6: table(size_of::<V6Entry>()),
-        rows: 2 * mmapable(size_of::<SourceRow>(), rows),
-        rules: per_cpu(size_of::<Counter>(), 2 * MAX_RULES, plan.cpus)
-            + array(8, 2 * MAX_RULES)
-            + array(size_of::<Rule>(), 2 * MAX_RULES)
-            + array(8, 1)
-            + u64::from(plan.rules) * trie_node,
-        rest: 2 * per_cpu(size_of::<Counter>(), sketch, plan.cpus)
-            + 2 * per_cpu(size_of::<Heavy>(), 1, plan.cpus)
-            + per_cpu(size_of::<CpuState>(), 1, plan.cpus)
-            + array(size_of::<Meta>(), 1),
-    }
+    bytes.rules += u64::from(plan.rules) * trie_node;
+    bytes
 }
 
 /// Possible CPUs on this host (what per-CPU maps are sized by).

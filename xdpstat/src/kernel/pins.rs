@@ -14,21 +14,11 @@ use std::{
 };
 
 use aya::maps::MapData;
-use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT,
-    SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
-    rules::{
-        MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP,
-        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
-    },
-    sketch::{
-        HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
-    },
-};
+use xdpstat_common::{META_MAP, Meta, PIN_LAYOUT};
 
 use crate::{
     error::{XdpstatError, one_line},
-    kernel::{attach::Hook, bpf_sys, ifname, meta, netlink, tables::page_flags_len},
+    kernel::{attach::Hook, bpf_sys, ifname, memory, meta, netlink},
 };
 
 /// Where `--persist` pins unless `--pin-dir` says otherwise.
@@ -36,30 +26,6 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/xdpstat";
 
 /// The name of the pinned BPF link in an interface's directory.
 pub const LINK_PIN: &str = "link";
-
-/// Every map a persisted datapath pins, by name.
-pub const PINNED_MAPS: [&str; 20] = [
-    RULESET_MAP,
-    RULES_V4_MAPS[0],
-    RULES_V4_MAPS[1],
-    RULES_V6_MAPS[0],
-    RULES_V6_MAPS[1],
-    RULE_HITS_MAP,
-    RULE_BUCKETS_MAP,
-    RULES_MAP,
-    ROWS_V4_MAP,
-    ROWS_V6_MAP,
-    SOURCES_V4_MAP,
-    SOURCES_V6_MAP,
-    PAGES_V4_MAP,
-    PAGES_V6_MAP,
-    CPU_STATE_MAP,
-    SKETCH_V4_MAP,
-    SKETCH_V6_MAP,
-    HEAVY_V4_MAP,
-    HEAVY_V6_MAP,
-    META_MAP,
-];
 
 /// `f_type` of bpffs (the field is as wide as a C long; the magic fits 32 bits).
 const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
@@ -422,36 +388,11 @@ impl PinDir {
     /// cannot (a type, entry size or length this build does not use).
     fn maps_differ(&self, meta: &Meta) -> Option<String> {
         let entries = meta.table_entries;
-        let sketch_len = SKETCH_ROWS as u32 * SKETCH_WIDTH;
-        let expected = [
-            (SOURCES_V4_MAP, size_of::<V4Entry>(), entries),
-            (SOURCES_V6_MAP, size_of::<V6Entry>(), entries),
-            (
-                PAGES_V4_MAP,
-                8,
-                page_flags_len(entries, size_of::<V4Entry>()),
-            ),
-            (
-                PAGES_V6_MAP,
-                8,
-                page_flags_len(entries, size_of::<V6Entry>()),
-            ),
-            (CPU_STATE_MAP, size_of::<CpuState>(), 1),
-            (SKETCH_V4_MAP, size_of::<Counter>(), sketch_len),
-            (SKETCH_V6_MAP, size_of::<Counter>(), sketch_len),
-            (HEAVY_V4_MAP, size_of::<Heavy>(), 1),
-            (HEAVY_V6_MAP, size_of::<Heavy>(), 1),
-            (RULESET_MAP, 8, 1),
-            (RULES_V4_MAPS[0], size_of::<Rule>(), MAX_RULES),
-            (RULES_V4_MAPS[1], size_of::<Rule>(), MAX_RULES),
-            (RULES_V6_MAPS[0], size_of::<Rule>(), MAX_RULES),
-            (RULES_V6_MAPS[1], size_of::<Rule>(), MAX_RULES),
-            (RULE_HITS_MAP, size_of::<Counter>(), 2 * MAX_RULES),
-            (RULE_BUCKETS_MAP, 8, 2 * MAX_RULES),
-            (RULES_MAP, size_of::<Rule>(), 2 * MAX_RULES),
-            (ROWS_V4_MAP, size_of::<SourceRow>(), entries),
-            (ROWS_V6_MAP, size_of::<SourceRow>(), entries),
-        ];
+        // The record is judged by its own size before this.
+        let expected = memory::layouts(entries, entries)
+            .into_iter()
+            .filter(|map| map.name != META_MAP)
+            .map(|map| (map.name, map.value_size, map.max_entries));
         for (name, value_size, max_entries) in expected {
             let info = match aya::maps::MapInfo::from_pin(self.file(name)) {
                 Ok(info) => info,
@@ -473,12 +414,14 @@ impl PinDir {
     /// leaves pins the next start finds stale or unfinished. Only the
     /// names xdpstat pins are removed, relative to the locked directory.
     pub fn clear(&self) -> Result<(), XdpstatError> {
-        let maps = PINNED_MAPS.iter().filter(|&&name| name != META_MAP);
-        for name in std::iter::once(&LINK_PIN)
+        let maps = memory::map_names()
+            .into_iter()
+            .filter(|&name| name != META_MAP);
+        for name in std::iter::once(LINK_PIN)
             .chain(maps)
-            .chain(std::iter::once(&META_MAP))
+            .chain(std::iter::once(META_MAP))
         {
-            let name = std::ffi::CString::new(*name).expect("pin names hold no NUL");
+            let name = std::ffi::CString::new(name).expect("pin names hold no NUL");
             // SAFETY: a directory descriptor we own and a NUL-terminated
             // name; unlinkat never follows a symbolic link.
             if unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) } != 0 {

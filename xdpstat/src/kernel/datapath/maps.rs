@@ -47,10 +47,14 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, XdpstatError> {
 fn array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, XdpstatError> {
     match take(ebpf, name)? {
         Map::Array(data) => Ok(data),
-        _ => Err(XdpstatError::Map {
-            map: name,
-            source: "not an array in the object file".into(),
-        }),
+        _ => Err(not_an_array(name)),
+    }
+}
+
+fn not_an_array(map: &'static str) -> XdpstatError {
+    XdpstatError::Map {
+        map,
+        source: "not an array in the object file".into(),
     }
 }
 
@@ -68,18 +72,10 @@ impl Maps {
     /// Takes the maps out of `ebpf`, and the record, which goes to the
     /// tables.
     pub fn take(ebpf: &mut Ebpf) -> Result<(Self, Record), XdpstatError> {
-        let record = match take(ebpf, META_MAP)? {
-            Map::Array(data) => Record::open(data).map_err(|e| XdpstatError::Map {
-                map: META_MAP,
-                source: e.into(),
-            })?,
-            _ => {
-                return Err(XdpstatError::Map {
-                    map: META_MAP,
-                    source: "not an array in the object file".into(),
-                });
-            }
-        };
+        let record = Record::open(array_data(ebpf, META_MAP)?).map_err(|e| XdpstatError::Map {
+            map: META_MAP,
+            source: e.into(),
+        })?;
         let maps = Self {
             sources: [take(ebpf, SOURCES_V4_MAP)?, take(ebpf, SOURCES_V6_MAP)?],
             pages: [
@@ -129,9 +125,6 @@ impl Maps {
 fn array<'a>(name: &'static str, map: &'a Map) -> Result<&'a MapData, XdpstatError> {
     match map {
         Map::Array(data) => Ok(data),
-        _ => Err(XdpstatError::Map {
-            map: name,
-            source: "not an array in the object file".into(),
-        }),
+        _ => Err(not_an_array(name)),
     }
 }

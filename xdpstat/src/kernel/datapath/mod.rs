@@ -33,10 +33,8 @@ use aya::{
 };
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
-    NO_ENTRY, PAGES_V4_MAP, PAGES_V6_MAP, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA,
-    REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, SOURCES_V6_MAP, TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
-    V4Entry, V6Entry,
-    rules::{ROWS_V4_MAP, ROWS_V6_MAP},
+    NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
+    TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
         SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
@@ -52,10 +50,11 @@ use crate::{
     counts::verdicts::VerdictRead,
     error::{Cause, XdpstatError},
     kernel::attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
+    kernel::memory::{layouts, map_names},
     kernel::meta,
-    kernel::pins::{PINNED_MAPS, PinDir},
+    kernel::pins::PinDir,
     kernel::rulemaps::RuleMaps,
-    kernel::tables::{Acted, ReadMethod, SourcesRead, TableFds, TableMaps, Tables, page_flags_len},
+    kernel::tables::{Acted, ReadMethod, SourcesRead, TableFds, TableMaps, Tables},
     rules::RuleSet,
 };
 
@@ -193,12 +192,7 @@ impl Datapath {
             None => random_seed()?,
         };
         let pin_paths: Vec<(&'static str, PathBuf)> = pins
-            .map(|dir| {
-                PINNED_MAPS
-                    .iter()
-                    .map(|&name| (name, dir.file(name)))
-                    .collect()
-            })
+            .map(|dir| map_names().map(|name| (name, dir.file(name))).to_vec())
             .unwrap_or_default();
         let (v4_mask, v6_mask) = (lens.v4_mask(), lens.v6_mask());
         let rule_rows = rule_rows || pins.is_some();
@@ -208,13 +202,12 @@ impl Datapath {
             .override_global(TABLE_ENTRIES_GLOBAL, &entries, true)
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .override_global(PREFIX_V4_MASK_GLOBAL, &v4_mask, true)
-            .override_global(PREFIX_V6_MASK_GLOBAL, &v6_mask, true)
-            .map_max_entries(SOURCES_V4_MAP, entries)
-            .map_max_entries(SOURCES_V6_MAP, entries)
-            .map_max_entries(PAGES_V4_MAP, page_flags_len(entries, size_of::<V4Entry>()))
-            .map_max_entries(PAGES_V6_MAP, page_flags_len(entries, size_of::<V6Entry>()))
-            .map_max_entries(ROWS_V4_MAP, rows)
-            .map_max_entries(ROWS_V6_MAP, rows);
+            .override_global(PREFIX_V6_MASK_GLOBAL, &v6_mask, true);
+        // Every map as its layout says (a run sizes the tables, their page
+        // flags and their rows).
+        for map in layouts(entries, rows) {
+            loader.map_max_entries(map.name, map.max_entries);
+        }
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -392,7 +385,7 @@ mod tests {
             // The globals' sections (.rodata, .data, .bss) are not named.
             .filter(|name| !name.starts_with('.'))
             .collect();
-        let named: BTreeSet<&str> = PINNED_MAPS.iter().copied().collect();
+        let named: BTreeSet<&str> = map_names().into_iter().collect();
         assert_eq!(in_object, named);
     }
 }
