@@ -87,6 +87,34 @@ pub trait Entry: 'static {
     fn run(state: &mut CpuState) -> Run<'_, Self::Address>;
 }
 
+/// The accessors both entry types share, field for field: pointers to an
+/// entry's fields (no reference is made: other CPUs write the entry), and
+/// the address written by the CPU that claimed it.
+macro_rules! entry_fields {
+    () => {
+        #[inline(always)]
+        unsafe fn set_address(entry: *mut Self, address: &Self::Address) {
+            // SAFETY: the caller's live entry, claimed by this CPU.
+            unsafe { (*entry).address = *address };
+        }
+        #[inline(always)]
+        unsafe fn state(entry: *mut Self) -> *mut u64 {
+            // SAFETY: the caller's live entry; no reference is made.
+            unsafe { &raw mut (*entry).state }
+        }
+        #[inline(always)]
+        unsafe fn counter(entry: *mut Self) -> *mut Counter {
+            // SAFETY: as above.
+            unsafe { &raw mut (*entry).counter }
+        }
+        #[inline(always)]
+        unsafe fn rule(entry: *mut Self) -> *mut u32 {
+            // SAFETY: as above.
+            unsafe { &raw mut (*entry).rule }
+        }
+    };
+}
+
 impl Entry for V4Entry {
     type Address = Ipv4Key;
     #[inline(always)]
@@ -124,31 +152,12 @@ impl Entry for V4Entry {
         unsafe { core::ptr::read(&raw const (*entry).address) == *address }
     }
     #[inline(always)]
-    unsafe fn set_address(entry: *mut Self, address: &Ipv4Key) {
-        // SAFETY: the caller's live entry, claimed by this CPU.
-        unsafe { (*entry).address = *address };
-    }
-    #[inline(always)]
     fn sketch(address: &Ipv4Key, run: &Counter) {
         let mask = loaded(&PREFIX_V4_MASK);
         let key = [u64::from(u32::from_ne_bytes(*address) & mask), 0];
         sketch::add(&SKETCH_V4, &HEAVY_V4, &key, run);
     }
-    #[inline(always)]
-    unsafe fn state(entry: *mut Self) -> *mut u64 {
-        // SAFETY: the caller's live entry; no reference is made.
-        unsafe { &raw mut (*entry).state }
-    }
-    #[inline(always)]
-    unsafe fn counter(entry: *mut Self) -> *mut Counter {
-        // SAFETY: as above.
-        unsafe { &raw mut (*entry).counter }
-    }
-    #[inline(always)]
-    unsafe fn rule(entry: *mut Self) -> *mut u32 {
-        // SAFETY: as above.
-        unsafe { &raw mut (*entry).rule }
-    }
+    entry_fields!();
 }
 
 impl Entry for V6Entry {
@@ -190,31 +199,12 @@ impl Entry for V6Entry {
         stored == words(address)
     }
     #[inline(always)]
-    unsafe fn set_address(entry: *mut Self, address: &Ipv6Key) {
-        // SAFETY: the caller's live entry, claimed by this CPU.
-        unsafe { (*entry).address = *address };
-    }
-    #[inline(always)]
     fn sketch(address: &Ipv6Key, run: &Counter) {
         let mask = loaded(&PREFIX_V6_MASK);
         let (a, b) = words(address);
         sketch::add(&SKETCH_V6, &HEAVY_V6, &[a & mask[0], b & mask[1]], run);
     }
-    #[inline(always)]
-    unsafe fn state(entry: *mut Self) -> *mut u64 {
-        // SAFETY: the caller's live entry; no reference is made.
-        unsafe { &raw mut (*entry).state }
-    }
-    #[inline(always)]
-    unsafe fn counter(entry: *mut Self) -> *mut Counter {
-        // SAFETY: as above.
-        unsafe { &raw mut (*entry).counter }
-    }
-    #[inline(always)]
-    unsafe fn rule(entry: *mut Self) -> *mut u32 {
-        // SAFETY: as above.
-        unsafe { &raw mut (*entry).rule }
-    }
+    entry_fields!();
 }
 
 /// An IPv6 address as two 8-byte words (a byte-wise compare would be 16
