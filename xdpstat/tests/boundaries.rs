@@ -10,13 +10,12 @@ mod common;
 
 use std::{
     net::Ipv4Addr,
-    os::linux::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use common::{
-    PinRoot, Scratch, TestNet, Xdpstat, eventually, ipv4_frame, nsenter, one_line_failure,
-    privileged, run_to_end, source,
+    PinRoot, Scratch, TestNet, Xdpstat, eventually, inode_of, ipv4_frame, nsenter,
+    one_line_failure, privileged, run_in, run_to_end, source, start_persisted, stop, xdp_program,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -48,63 +47,6 @@ fn mounted(path: &Path) -> bool {
     mounts
         .lines()
         .any(|line| line.split_whitespace().nth(4) == Some(wanted))
-}
-
-/// Runs `xdpstat ARGS` in `namespace`'s network namespace and the host's
-/// mount namespace, to its end: `(exit code, stdout, stderr)`.
-fn run_in(namespace: &Namespace, args: &[&str]) -> (i32, String, String) {
-    let (status, stdout, stderr) = Xdpstat::from_command(nsenter(namespace, &[], args)).finish();
-    (
-        status.code().unwrap_or(-1),
-        stdout.join("\n"),
-        stderr.join("\n"),
-    )
-}
-
-/// Starts a persisted xdpstat on `interface` in `namespace`, reporting
-/// JSON every 0.2 s, and waits until it has attached.
-fn start_persisted(
-    namespace: &Namespace,
-    interface: &str,
-    root: &PinRoot,
-    extra: &[&str],
-) -> Xdpstat {
-    let mut args = vec![
-        interface,
-        "--persist",
-        "--pin-dir",
-        root.arg(),
-        "--format",
-        "json",
-        "--interval",
-        "0.2",
-    ];
-    args.extend_from_slice(extra);
-    let mut one = Xdpstat::from_command(nsenter(namespace, &[], &args));
-    one.stderr_line(|line| line.contains(&format!("attached to {interface} ")));
-    one
-}
-
-fn stop(one: Xdpstat) -> Vec<String> {
-    one.signal(Signal::SIGTERM);
-    let (status, _, stderr) = one.finish();
-    assert!(status.success(), "{stderr:?}");
-    stderr
-}
-
-/// The XDP program id on `interface` in `namespace`, if any.
-fn xdp_program(namespace: &Namespace, interface: &str) -> Option<u64> {
-    let text = namespace
-        .ip_output(&["-json", "-details", "link", "show", "dev", interface])
-        .unwrap();
-    let links: Value = serde_json::from_str(&text).unwrap();
-    links[0]["xdp"]["prog"]["id"].as_u64()
-}
-
-fn inode_of(namespace: &Namespace) -> u64 {
-    std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
-        .unwrap()
-        .st_ino()
 }
 
 /// Unmounts whatever is mounted on the path when dropped.

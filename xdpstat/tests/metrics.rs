@@ -507,28 +507,27 @@ fn start_limited(net: &TestNet, nofile: u32) -> (Xdpstat, String) {
     (xdpstat, address)
 }
 
-#[test]
-fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
-    let test = "running_out_of_file_descriptors_does_not_kill_the_endpoint";
-    if !common::privileged(test) {
-        return;
-    }
-    let net = TestNet::new();
-    let (mut xdpstat, address) = start_limited(&net, 48);
+/// Starts xdpstat with `nofile` descriptors, holds `clients` idle
+/// connections to its metrics open while `meanwhile` runs, then checks
+/// that scrapes are answered again once they are gone, stops it (exit 0,
+/// no panic) and returns its stderr.
+fn with_clients_held(
+    net: &TestNet,
+    nofile: u32,
+    clients: usize,
+    meanwhile: impl FnOnce(&mut Xdpstat),
+) -> Vec<String> {
+    let (mut xdpstat, address) = start_limited(net, nofile);
     let url = format!("http://{address}/metrics");
     net.watched
         .run(|| {
             let agent = agent();
             first_exposition(&agent, &url);
-            // More than it will serve; fewer than the listen queue holds, so no
-            // connect waits for a SYN to be retried.
-            let clients: Vec<std::net::TcpStream> = (0..100)
+            let held: Vec<std::net::TcpStream> = (0..clients)
                 .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
                 .collect();
-            // Counting goes on meanwhile.
-            net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 4, 1), &[], 64), 50);
-            xdpstat.report_where(|r| total_packets(r) >= 50);
-            drop(clients);
+            meanwhile(&mut xdpstat);
+            drop(held);
             // Once they are gone (or timed out), scrapes are answered again.
             first_exposition(&agent, &url);
         })
@@ -537,6 +536,23 @@ fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
     let (status, _, stderr) = xdpstat.finish();
     assert!(status.success(), "{status}: {stderr:?}");
     assert!(!stderr.iter().any(|l| l.contains("panicked")), "{stderr:?}");
+    stderr
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_kill_the_endpoint() {
+    let test = "running_out_of_file_descriptors_does_not_kill_the_endpoint";
+    if !common::privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    // More than it will serve; fewer than the listen queue holds, so no
+    // connect waits for a SYN to be retried.
+    let stderr = with_clients_held(&net, 48, 100, |xdpstat| {
+        // Counting goes on meanwhile.
+        net.send(&ipv4_frame(Ipv4Addr::new(198, 18, 4, 1), &[], 64), 50);
+        xdpstat.report_where(|r| total_packets(r) >= 50);
+    });
     // With 48 descriptors, its own two dozen and 12 connections leave too
     // few to read the counters: the server held back (and said so once)
     // rather than let a read fail.
@@ -561,25 +577,11 @@ fn clients_beyond_the_connection_cap_wait_and_stderr_says_so_once() {
         return;
     }
     let net = TestNet::new();
-    // 400 descriptors: a cap of 100 connections, with descriptors to spare.
-    let (mut xdpstat, address) = start_limited(&net, 400);
-    let url = format!("http://{address}/metrics");
-    net.watched
-        .run(|| {
-            let agent = agent();
-            first_exposition(&agent, &url);
-            // Past the cap, and fewer than the listen queue holds.
-            let clients: Vec<std::net::TcpStream> = (0..150)
-                .map(|_| std::net::TcpStream::connect(&address).expect("connect"))
-                .collect();
-            xdpstat.stderr_line(|l| l.contains("metrics: all 100 connections are in use"));
-            drop(clients);
-            first_exposition(&agent, &url);
-        })
-        .unwrap();
-    xdpstat.signal(nix::sys::signal::Signal::SIGTERM);
-    let (status, _, stderr) = xdpstat.finish();
-    assert!(status.success(), "{status}: {stderr:?}");
+    // 400 descriptors: a cap of 100 connections, with descriptors to spare;
+    // past the cap, and fewer than the listen queue holds.
+    let stderr = with_clients_held(&net, 400, 150, |xdpstat| {
+        xdpstat.stderr_line(|l| l.contains("metrics: all 100 connections are in use"));
+    });
     assert_eq!(
         stderr
             .iter()

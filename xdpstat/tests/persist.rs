@@ -13,7 +13,6 @@ mod common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::linux::fs::MetadataExt as _,
     path::Path,
     process::Command,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -22,8 +21,8 @@ use std::{
 
 use aya::maps::{Array, Map, MapData};
 use common::{
-    PinRoot, TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, nsenter, pair, privileged,
-    source,
+    PinRoot, TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, pair, privileged, run_in,
+    source, stop,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -35,60 +34,24 @@ use xdpstat_lab::{
 
 /// Starts a persisted xdpstat on `xs0` and waits until it has attached.
 fn start_persisted(net: &TestNet, root: &PinRoot, extra: &[&str]) -> Xdpstat {
-    let mut one = spawn_persisted(net, root, &[], extra);
-    one.stderr_line(|line| line.contains("attached to xs0 "));
-    one
+    common::start_persisted(&net.watched, "xs0", root, extra)
 }
 
-/// Starts a persisted xdpstat on `xs0` behind `prefix`, reporting JSON
-/// every 0.2 s.
+/// Starts a persisted xdpstat on `xs0` behind `prefix`.
 fn spawn_persisted(net: &TestNet, root: &PinRoot, prefix: &[&str], extra: &[&str]) -> Xdpstat {
-    let mut args = vec![
-        "xs0",
-        "--persist",
-        "--pin-dir",
-        root.arg(),
-        "--format",
-        "json",
-        "--interval",
-        "0.2",
-    ];
-    args.extend_from_slice(extra);
-    Xdpstat::from_command(nsenter(&net.watched, prefix, &args))
-}
-
-/// Stops `one` with SIGTERM; it must exit 0.
-fn stop(one: Xdpstat) {
-    one.signal(Signal::SIGTERM);
-    let (status, _, stderr) = one.finish();
-    assert!(status.success(), "{stderr:?}");
+    common::spawn_persisted(&net.watched, "xs0", root, prefix, extra)
 }
 
 /// `xdpstat detach xs0`, which must succeed; returns what it printed.
 fn detach(net: &TestNet, root: &PinRoot) -> String {
-    let (code, stdout, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    let (code, stdout, stderr) = run_in(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
     assert_eq!(code, 0, "{stderr}");
     stdout
 }
 
-/// Runs `xdpstat ARGS` (nsentered into `namespace`) to its end.
-fn run(namespace: &Namespace, args: &[&str]) -> (i32, String, String) {
-    let (status, stdout, stderr) = Xdpstat::from_command(nsenter(namespace, &[], args)).finish();
-    (
-        status.code().unwrap_or(-1),
-        stdout.join("\n"),
-        stderr.join("\n"),
-    )
-}
-
 /// The id of the XDP program on `xs0`, if any.
 fn xdp_program(net: &TestNet) -> Option<u64> {
-    let text = net
-        .watched
-        .ip_output(&["-json", "-details", "link", "show", "dev", "xs0"])
-        .unwrap();
-    let links: Value = serde_json::from_str(&text).unwrap();
-    links[0]["xdp"]["prog"]["id"].as_u64()
+    common::xdp_program(&net.watched, "xs0")
 }
 
 /// `xdpstat status --format json` for `root`: the entries of `namespace`.
@@ -98,9 +61,7 @@ fn status(root: &PinRoot, namespace: &Namespace) -> Vec<Value> {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    let inode = std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
-        .unwrap()
-        .st_ino();
+    let inode = common::inode_of(namespace);
     let all: Value = serde_json::from_slice(&output.stdout).unwrap();
     all.as_array()
         .unwrap()
@@ -347,7 +308,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
 
     // One reader at a time, refused with the first one's pid.
     let first = start_persisted(&net, &root, &[]);
-    let (code, _, stderr) = run(
+    let (code, _, stderr) = run_in(
         &net.watched,
         &[
             "xs0",
@@ -362,7 +323,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
     // Detaching under a reader is refused too.
-    let (code, _, stderr) = run(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
+    let (code, _, stderr) = run_in(&net.watched, &["detach", "xs0", "--pin-dir", root.arg()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
 
@@ -395,7 +356,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     assert_eq!(listed[0]["reader_pid"], Value::Null);
     assert_eq!(listed[0]["state"], "counting");
     // A run without --persist is told who holds the hook.
-    let (code, _, stderr) = run(&net.watched, &["xs0", "--duration", "1"]);
+    let (code, _, stderr) = run_in(&net.watched, &["xs0", "--duration", "1"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("xdpstat already counts here") && stderr.contains("--persist"),
@@ -415,7 +376,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
     };
     let pins_before = pins();
     assert_eq!(pins_before.len(), 21, "{pins_before:?}");
-    let (code, _, stderr) = run(&net.watched, &["xs0", "--persist", "--pin-dir", root.arg()]);
+    let (code, _, stderr) = run_in(&net.watched, &["xs0", "--persist", "--pin-dir", root.arg()]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("layout 99"), "{stderr}");
@@ -511,7 +472,7 @@ fn what_retired_entries_counted_survives_a_restart() {
             args.extend(["--max-sources", "16"]);
         }
         args.extend(extra);
-        let (code, _, stderr) = run(&net.watched, &args);
+        let (code, _, stderr) = run_in(&net.watched, &args);
         assert_eq!(code, 2, "{stderr}");
         assert!(
             stderr.contains(said) && stderr.contains("xdpstat detach xs0"),

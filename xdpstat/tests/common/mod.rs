@@ -565,10 +565,9 @@ impl PinRoot {
 
     /// The directory of `interface` in `namespace`.
     pub fn dir(&self, namespace: &Namespace, interface: &str) -> PathBuf {
-        let inode = std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
-            .unwrap()
-            .st_ino();
-        self.0.join(format!("net{inode}")).join(interface)
+        self.0
+            .join(format!("net{}", inode_of(namespace)))
+            .join(interface)
     }
 
     pub fn clean(&self) {
@@ -633,4 +632,74 @@ pub fn free_port(namespace: Option<&Namespace>) -> u16 {
         Some(namespace) => namespace.run(bind).unwrap(),
         None => bind(),
     }
+}
+
+/// Runs `xdpstat ARGS` in `namespace`'s network namespace and the host's
+/// mount namespace, to its end: `(exit code, stdout, stderr)`.
+pub fn run_in(namespace: &Namespace, args: &[&str]) -> (i32, String, String) {
+    let (status, stdout, stderr) = Xdpstat::from_command(nsenter(namespace, &[], args)).finish();
+    (
+        status.code().unwrap_or(-1),
+        stdout.join("\n"),
+        stderr.join("\n"),
+    )
+}
+
+/// Starts a persisted xdpstat on `interface` in `namespace` behind
+/// `prefix` (such as `setpriv ...`), reporting JSON every 0.2 s.
+pub fn spawn_persisted(
+    namespace: &Namespace,
+    interface: &str,
+    root: &PinRoot,
+    prefix: &[&str],
+    extra: &[&str],
+) -> Xdpstat {
+    let mut args = vec![
+        interface,
+        "--persist",
+        "--pin-dir",
+        root.arg(),
+        "--format",
+        "json",
+        "--interval",
+        "0.2",
+    ];
+    args.extend_from_slice(extra);
+    Xdpstat::from_command(nsenter(namespace, prefix, &args))
+}
+
+/// [`spawn_persisted`], waiting until it has attached.
+pub fn start_persisted(
+    namespace: &Namespace,
+    interface: &str,
+    root: &PinRoot,
+    extra: &[&str],
+) -> Xdpstat {
+    let mut one = spawn_persisted(namespace, interface, root, &[], extra);
+    one.stderr_line(|line| line.contains(&format!("attached to {interface} ")));
+    one
+}
+
+/// Stops `one` with SIGTERM; it must exit 0. Returns its stderr.
+pub fn stop(one: Xdpstat) -> Vec<String> {
+    one.signal(Signal::SIGTERM);
+    let (status, _, stderr) = one.finish();
+    assert!(status.success(), "{stderr:?}");
+    stderr
+}
+
+/// The XDP program id on `interface` in `namespace`, if any.
+pub fn xdp_program(namespace: &Namespace, interface: &str) -> Option<u64> {
+    let text = namespace
+        .ip_output(&["-json", "-details", "link", "show", "dev", interface])
+        .unwrap();
+    let links: Value = serde_json::from_str(&text).unwrap();
+    links[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+/// The inode of `namespace`: what xdpstat names it by (`net<inode>`).
+pub fn inode_of(namespace: &Namespace) -> u64 {
+    std::fs::metadata(Path::new("/run/netns").join(namespace.name()))
+        .unwrap()
+        .st_ino()
 }
