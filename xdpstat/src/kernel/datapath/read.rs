@@ -12,7 +12,10 @@ impl Datapath {
     pub fn snapshot(&self, interface: &str) -> Result<Snapshot, XdpstatError> {
         let taken = Instant::now();
         let wall = SystemTime::now();
-        let maps = self.table_maps()?;
+        let maps = TableMaps {
+            v4: &self.maps.sources[0],
+            v6: &self.maps.sources[1],
+        };
         // One hold of the tables for the whole read: what is busy is
         // marked against the same read the idle marks came from.
         let mut tables = self.lock_tables();
@@ -167,13 +170,6 @@ impl Datapath {
 
     pub(super) fn lock_tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn table_maps(&self) -> Result<TableMaps<'_>, XdpstatError> {
-        Ok(TableMaps {
-            v4: &self.maps.sources[0],
-            v6: &self.maps.sources[1],
-        })
     }
 }
 
