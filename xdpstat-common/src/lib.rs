@@ -6,6 +6,7 @@
 //! free of padding so the kernel's bytes and Rust's agree.
 #![no_std]
 
+pub mod kinds;
 pub mod rules;
 pub mod sketch;
 
@@ -268,6 +269,9 @@ pub struct CpuState {
     /// Packets a limit rule judged by its shared bucket: their source had
     /// no row in the ruled table (it was full).
     pub shared_bucket: Counter,
+    /// IP packets by kind, indexed by [`kinds::slot`]: every IP packet in
+    /// one protocol slot, fragments and TCP SYNs also in theirs.
+    pub kinds: [Counter; kinds::slot::KINDS],
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -287,7 +291,7 @@ pub const META_MAP: &str = "XDPSTAT_META";
 /// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
 /// maps. Bump it with any change to them; the kernel checks only map types
 /// and sizes, so this number is what refuses pins another build made.
-pub const PIN_LAYOUT: u32 = 3;
+pub const PIN_LAYOUT: u32 = 4;
 
 /// How a datapath is attached, as [`Meta::attach`] records it.
 pub mod meta_attach {
@@ -357,7 +361,7 @@ unsafe impl aya::Pod for V4Entry {}
 unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, 11 `Counter`s, byte arrays of 16 and 4 bytes, three
+// SAFETY: `#[repr(C)]`, 18 `Counter`s, byte arrays of 16 and 4 bytes, three
 // u32: no implicit padding (checked by `cpu_state_has_no_padding`), any bit
 // pattern valid.
 unsafe impl aya::Pod for CpuState {}
@@ -404,7 +408,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            11 * size_of::<Counter>() + 16 + 4 + 3 * 4
+            18 * size_of::<Counter>() + 16 + 4 + 3 * 4
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

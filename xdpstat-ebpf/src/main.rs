@@ -66,6 +66,7 @@
 #![feature(asm_experimental_arch)]
 
 mod atomics;
+mod kinds;
 mod maps;
 mod packet;
 mod parse;
@@ -195,8 +196,14 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
         clock,
     };
     match classify(start, end, wire_len) {
-        Class::Ipv4(source) => count_ip::<V4Entry>(state, source, packet),
-        Class::Ipv6(source) => count_ip::<V6Entry>(state, source, packet),
+        Class::Ipv4(source, transport) => {
+            kinds::count(state, &transport, packets, len);
+            count_ip::<V4Entry>(state, source, packet)
+        }
+        Class::Ipv6(source, transport) => {
+            kinds::count(state, &transport, packets, len);
+            count_ip::<V6Entry>(state, source, packet)
+        }
         Class::NonIp => {
             bump(&mut state.non_ip, packets, len);
             false

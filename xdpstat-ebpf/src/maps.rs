@@ -10,6 +10,7 @@ use aya_ebpf::{
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
+    kinds::{PORTS as PORTS_PER_SIDE, side::SIDES},
     rules::{MAX_RULES, Rule, SourceRow},
     sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
     table_entries,
@@ -65,6 +66,11 @@ pub static HEAVY_V6: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
 /// Each CPU's runs and class counters (see `CpuState`).
 #[map(name = "CPU_STATE")]
 pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Packets and bytes per port and side, a section per CPU (see `kinds`);
+/// the loader sizes it for the host's possible CPUs.
+#[map(name = "PORTS")]
+pub static PORTS: Array<Counter> = Array::with_max_entries(SIDES * PORTS_PER_SIDE, BPF_F_MMAPABLE);
 
 /// Which rule slot is in force, and which families have rules there.
 #[map(name = "RULESET")]

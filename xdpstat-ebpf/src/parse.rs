@@ -3,7 +3,10 @@
 //! Every read is bounds-checked against the frame's end, as the verifier
 //! demands.
 
-use xdpstat_common::{Ipv4Key, Ipv6Key};
+use xdpstat_common::{
+    Ipv4Key, Ipv6Key,
+    kinds::{MAX_EXTENSION_HEADERS, slot, slot_of},
+};
 
 const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;
@@ -22,13 +25,49 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// What the parser decided about one frame: its class, and the source of
-/// an IP one.
+/// IPv6 extension headers the walk steps over (the others, ESP and AH
+/// among them, end it: what follows is protocol `other`).
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DESTINATION_OPTIONS: u8 = 60;
+/// TCP's flags byte: SYN, and ACK.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+/// Bytes of the TCP header through its flags, and of the UDP header.
+const TCP_THROUGH_FLAGS: usize = 14;
+const UDP_HLEN: usize = 8;
+/// Bytes of a fixed TCP header (a shorter one on the wire is cut short).
+const TCP_HLEN: usize = 20;
+
+/// What the parser decided about one frame: its class, and the source and
+/// transport of an IP one.
 pub enum Class {
-    Ipv4(Ipv4Key),
-    Ipv6(Ipv6Key),
+    Ipv4(Ipv4Key, Transport),
+    Ipv6(Ipv6Key, Transport),
     NonIp,
     Malformed,
+}
+
+/// What an IP packet carries: its protocol slot (`kinds::slot`), whether
+/// it is a fragment or a TCP SYN, and its ports when its TCP or UDP header
+/// is there whole (not in a later fragment, not cut short).
+#[derive(Clone, Copy)]
+pub struct Transport {
+    pub slot: usize,
+    pub fragment: bool,
+    pub syn: bool,
+    /// Source and destination port, as numbers.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Transport {
+    const OTHER: Transport = Transport {
+        slot: slot::OTHER,
+        fragment: false,
+        syn: false,
+        ports: None,
+    };
 }
 
 /// Applies the counting rules to the frame in `[start, end)`, whose
@@ -53,7 +92,21 @@ pub fn classify(start: usize, end: usize, wire_len: usize) -> Class {
                 {
                     return Class::Malformed;
                 }
-                Class::Ipv4(core::ptr::read_unaligned((ip + 12) as *const Ipv4Key))
+                let source = core::ptr::read_unaligned((ip + 12) as *const Ipv4Key);
+                // Flags and fragment offset: more fragments, then 13 bits.
+                let fragmenting = u16::from_be(core::ptr::read_unaligned((ip + 6) as *const u16));
+                let protocol = *((ip + 9) as *const u8);
+                let later = fragmenting & 0x1fff != 0;
+                let transport = transport(
+                    start,
+                    end,
+                    wire_len,
+                    offset + header_len,
+                    protocol,
+                    later || fragmenting & 0x2000 != 0,
+                    later,
+                );
+                Class::Ipv4(source, transport)
             },
             None => Class::Malformed,
         },
@@ -64,12 +117,121 @@ pub fn classify(start: usize, end: usize, wire_len: usize) -> Class {
                 if *(ip as *const u8) >> 4 != 6 || offset + IPV6_HLEN > wire_len {
                     return Class::Malformed;
                 }
-                Class::Ipv6(core::ptr::read_unaligned((ip + 8) as *const Ipv6Key))
+                let source = core::ptr::read_unaligned((ip + 8) as *const Ipv6Key);
+                let next = *((ip + 6) as *const u8);
+                let transport = ipv6_transport(start, end, wire_len, offset + IPV6_HLEN, next);
+                Class::Ipv6(source, transport)
             },
             None => Class::Malformed,
         },
         _ => Class::NonIp,
     }
+}
+
+/// Walks an IPv6 packet's extension headers (at most
+/// [`MAX_EXTENSION_HEADERS`]) from the first, `next`, at `offset`, to
+/// what the packet carries. A header that is not in the frame, a chain
+/// longer than the bound, or ESP/AH makes the packet protocol `other`; a
+/// fragment header marks it a fragment, and a later fragment's protocol is
+/// its next header, with no ports.
+#[inline(always)]
+fn ipv6_transport(start: usize, end: usize, wire_len: usize, offset: usize, next: u8) -> Transport {
+    let (mut next, mut at) = (next, offset);
+    let (mut fragment, mut later) = (false, false);
+    let mut walked = false;
+    for _ in 0..MAX_EXTENSION_HEADERS {
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION_OPTIONS => {
+                let Some(header) = in_frame(start, at, 2, end) else {
+                    return Transport::OTHER;
+                };
+                // SAFETY: `in_frame` checked both bytes are in the frame.
+                let (following, units) =
+                    unsafe { (*(header as *const u8), *((header + 1) as *const u8)) };
+                next = following;
+                at += (usize::from(units) + 1) * 8;
+            }
+            IPV6_FRAGMENT => {
+                let Some(header) = in_frame(start, at, 4, end) else {
+                    return Transport::OTHER;
+                };
+                // SAFETY: `in_frame` checked the four bytes are in the frame.
+                let (following, fragment_offset) = unsafe {
+                    (
+                        *(header as *const u8),
+                        u16::from_be(core::ptr::read_unaligned((header + 2) as *const u16)),
+                    )
+                };
+                next = following;
+                at += 8;
+                fragment = true;
+                if fragment_offset >> 3 != 0 {
+                    later = true;
+                    walked = true;
+                    break;
+                }
+            }
+            _ => {
+                walked = true;
+                break;
+            }
+        }
+    }
+    if !walked {
+        return Transport {
+            fragment,
+            ..Transport::OTHER
+        };
+    }
+    transport(start, end, wire_len, at, next, fragment, later)
+}
+
+/// The transport of a packet whose `protocol` header begins at `offset`:
+/// ports (and TCP's flags) when the header is whole on the wire and its
+/// first bytes are in the frame, and the packet is not a `later` fragment.
+#[inline(always)]
+fn transport(
+    start: usize,
+    end: usize,
+    wire_len: usize,
+    offset: usize,
+    protocol: u8,
+    fragment: bool,
+    later: bool,
+) -> Transport {
+    let slot = slot_of(protocol);
+    let mut transport = Transport {
+        slot,
+        fragment,
+        syn: false,
+        ports: None,
+    };
+    if later {
+        return transport;
+    }
+    let (whole, read) = match slot {
+        slot::TCP => (TCP_HLEN, TCP_THROUGH_FLAGS),
+        slot::UDP => (UDP_HLEN, 4),
+        _ => return transport,
+    };
+    if offset + whole > wire_len {
+        return transport;
+    }
+    let Some(header) = in_frame(start, offset, read, end) else {
+        return transport;
+    };
+    // SAFETY: `in_frame` checked the ports (and for TCP the flags) are in
+    // the frame.
+    unsafe {
+        let source = u16::from_be(core::ptr::read_unaligned(header as *const u16));
+        let destination = u16::from_be(core::ptr::read_unaligned((header + 2) as *const u16));
+        transport.ports = Some((source, destination));
+        if slot == slot::TCP {
+            let flags = *((header + 13) as *const u8);
+            transport.syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        }
+    }
+    transport
 }
 
 /// The bytes of headers each segment of a merged TCP or UDP buffer

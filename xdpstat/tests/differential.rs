@@ -5,6 +5,13 @@
 //! ethertypes, random bytes, truncation anywhere), runs them through the
 //! real program with BPF_PROG_TEST_RUN, and compares every class total and
 //! per-source count with what etherparse, an independent parser, says.
+//!
+//! Past the IP header the frames carry TCP, UDP, ICMP, ICMPv6 and other
+//! protocols, IPv4 first and later fragments, IPv6 chains of extension
+//! headers (fragment headers among them, longer than the program's bound)
+//! and L4 headers cut short; every protocol, fragment and SYN total and
+//! every port's count is held against the traffic kind the test's own
+//! walk of the headers (`kind_of`) finds.
 
 mod common;
 
@@ -18,7 +25,10 @@ use etherparse::{
     EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice,
 };
 use proptest::prelude::*;
-use xdpstat::{counts::snapshot::Snapshot, kernel::datapath::Datapath};
+use xdpstat::{
+    counts::{kinds::PortKey, snapshot::Snapshot},
+    kernel::datapath::Datapath,
+};
 use xdpstat_common::Counter;
 use xdpstat_lab::frames::{self, VlanTag, ethertype};
 
@@ -65,6 +75,115 @@ fn oracle(frame: &[u8]) -> Class {
     }
 }
 
+/// An IP packet's traffic kind, as the test's own walk of its headers
+/// finds it: protocol slot (tcp, udp, icmp, icmpv6, other), fragment, SYN,
+/// and the TCP or UDP ports when the header is whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Kind {
+    slot: usize,
+    fragment: bool,
+    syn: bool,
+    ports: Option<(u16, u16)>,
+}
+
+/// The IPv6 extension headers walked, at most (the program's stated bound).
+const EXTENSIONS_WALKED: usize = 6;
+
+/// The kind of the IP packet in `ip` (the IP header onwards), written apart
+/// from the program: IPv4's protocol, flags and offset from etherparse's
+/// header slice; IPv6's chain walked here.
+fn kind_of(ip: &[u8]) -> Kind {
+    let slot_of = |protocol: u8| match protocol {
+        6 => 0,
+        17 => 1,
+        1 => 2,
+        58 => 3,
+        _ => 4,
+    };
+    let other = Kind {
+        slot: 4,
+        fragment: false,
+        syn: false,
+        ports: None,
+    };
+    let transport = |l4: &[u8], protocol: u8, fragment: bool, later: bool| {
+        let slot = slot_of(protocol);
+        let mut kind = Kind {
+            slot,
+            fragment,
+            ..other
+        };
+        let whole = match slot {
+            0 => 20,
+            1 => 8,
+            _ => return kind,
+        };
+        if later || l4.len() < whole {
+            return kind;
+        }
+        kind.ports = Some((
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ));
+        kind.syn = slot == 0 && l4[13] & 0x12 == 0x02;
+        kind
+    };
+    if ip[0] >> 4 == 4 {
+        let header = Ipv4HeaderSlice::from_slice(ip).expect("the class oracle accepted it");
+        let offset = u16::from(header.fragments_offset());
+        let later = offset != 0;
+        let fragment = later || header.more_fragments();
+        return transport(
+            &ip[header.slice().len()..],
+            header.protocol().0,
+            fragment,
+            later,
+        );
+    }
+    let mut next = ip[6];
+    let mut rest = &ip[40..];
+    let mut fragment = false;
+    for _ in 0..EXTENSIONS_WALKED {
+        match next {
+            0 | 43 | 60 => {
+                if rest.len() < 2 {
+                    return other;
+                }
+                let len = (usize::from(rest[1]) + 1) * 8;
+                next = rest[0];
+                rest = &rest[len.min(rest.len())..];
+            }
+            44 => {
+                if rest.len() < 4 {
+                    return other;
+                }
+                next = rest[0];
+                fragment = true;
+                let offset = u16::from_be_bytes([rest[2], rest[3]]) >> 3;
+                rest = &rest[8.min(rest.len())..];
+                if offset != 0 {
+                    return transport(rest, next, true, true);
+                }
+            }
+            _ => return transport(rest, next, fragment, false),
+        }
+    }
+    Kind { fragment, ..other }
+}
+
+/// What follows the IP header: a protocol, and bytes laid over the start
+/// of the payload (the ports, and for TCP the flags).
+#[derive(Clone, Debug)]
+struct L4 {
+    protocol: u8,
+    source_port: u16,
+    destination_port: u16,
+    flags: u8,
+}
+
+/// An IPv4 fragment: more fragments, and the offset in 8-byte units.
+type Fragmenting = (bool, u16);
+
 /// What follows the Ethernet header and tags.
 #[derive(Clone, Debug)]
 enum Payload {
@@ -73,12 +192,16 @@ enum Payload {
         ihl: u8,
         source: u8,
         payload: usize,
+        l4: L4,
+        fragmenting: Fragmenting,
     },
     Ipv6 {
         version: u8,
         source: u8,
-        extensions: Vec<u8>,
+        /// Next-header numbers, and a fragment header's offset.
+        extensions: Vec<(u8, u16)>,
         payload: usize,
+        l4: L4,
     },
     Arp,
     Other(u16),
@@ -93,16 +216,44 @@ struct Shape {
     keep: f64,
 }
 
+fn l4() -> impl Strategy<Value = L4> {
+    // Ports from small pools, so ports repeat; flags that are and are not
+    // a SYN.
+    let protocol = prop_oneof![4 => Just(6u8), 4 => Just(17u8), 1 => Just(1u8), 1 => Just(58u8), 1 => any::<u8>()];
+    let port = prop_oneof![
+        Just(53u16),
+        Just(443),
+        Just(123),
+        Just(0),
+        Just(65535),
+        1000u16..1004
+    ];
+    let flags = prop_oneof![Just(0x02u8), Just(0x12), Just(0x10), any::<u8>()];
+    (protocol, port.clone(), port, flags).prop_map(
+        |(protocol, source_port, destination_port, flags)| L4 {
+            protocol,
+            source_port,
+            destination_port,
+            flags,
+        },
+    )
+}
+
 fn payload() -> impl Strategy<Value = Payload> {
     // Versions and IHL mostly right, sometimes wrong; sources from small
     // pools, so sources repeat within and across cases.
     let version4 = prop_oneof![8 => Just(4u8), 1 => 0u8..16];
     let version6 = prop_oneof![8 => Just(6u8), 1 => 0u8..16];
+    let fragmenting = prop_oneof![6 => Just((false, 0u16)), 1 => Just((true, 0)), 1 => (any::<bool>(), 1u16..8192)];
+    let extension = prop_oneof![
+        3 => (prop_oneof![Just(0u8), Just(43), Just(60)], Just(0u16)),
+        1 => (Just(44u8), prop_oneof![Just(0u16), 1u16..8192]),
+    ];
     prop_oneof![
-        4 => (version4, prop_oneof![6 => Just(5u8), 3 => 5u8..16, 1 => 0u8..5], any::<u8>(), 0usize..64)
-            .prop_map(|(version, ihl, source, payload)| Payload::Ipv4 { version, ihl, source, payload }),
-        3 => (version6, any::<u8>(), proptest::collection::vec(prop_oneof![Just(0u8), Just(43), Just(60)], 0..3), 0usize..64)
-            .prop_map(|(version, source, extensions, payload)| Payload::Ipv6 { version, source, extensions, payload }),
+        4 => (version4, prop_oneof![6 => Just(5u8), 3 => 5u8..16, 1 => 0u8..5], any::<u8>(), 0usize..64, l4(), fragmenting)
+            .prop_map(|(version, ihl, source, payload, l4, fragmenting)| Payload::Ipv4 { version, ihl, source, payload, l4, fragmenting }),
+        3 => (version6, any::<u8>(), proptest::collection::vec(extension, 0..9), 0usize..64, l4())
+            .prop_map(|(version, source, extensions, payload, l4)| Payload::Ipv6 { version, source, extensions, payload, l4 }),
         1 => Just(Payload::Arp),
         1 => any::<u16>().prop_map(Payload::Other),
         1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Payload::Random),
@@ -150,6 +301,8 @@ fn build(shape: &Shape) -> Vec<u8> {
             ihl,
             source,
             payload,
+            l4,
+            fragmenting: (more, offset),
         } => {
             let options = vec![1u8; usize::from(ihl.saturating_sub(5)) * 4];
             let mut packet = frames::ipv4_packet(
@@ -159,6 +312,10 @@ fn build(shape: &Shape) -> Vec<u8> {
                 *payload,
             );
             packet[0] = (version << 4) | (ihl & 0x0f);
+            packet[9] = l4.protocol;
+            let fragment_word = (u16::from(*more) << 13) | offset;
+            packet[6..8].copy_from_slice(&fragment_word.to_be_bytes());
+            lay_l4(&mut packet, 20 + options.len(), l4);
             (ethertype::IPV4, packet)
         }
         Payload::Ipv6 {
@@ -166,10 +323,17 @@ fn build(shape: &Shape) -> Vec<u8> {
             source,
             extensions,
             payload,
+            l4,
         } => {
             let chain: Vec<(u8, Vec<u8>)> = extensions
                 .iter()
-                .map(|&next| (next, vec![0u8; 8]))
+                .map(|&(next, offset)| {
+                    let mut body = vec![0u8; 8];
+                    if next == 44 {
+                        body[2..4].copy_from_slice(&(offset << 3).to_be_bytes());
+                    }
+                    (next, body)
+                })
                 .collect();
             let mut packet = frames::ipv6_packet(
                 v6(*source),
@@ -178,6 +342,14 @@ fn build(shape: &Shape) -> Vec<u8> {
                 *payload,
             );
             packet[0] = (version << 4) | (packet[0] & 0x0f);
+            // The last header's next header: the protocol.
+            let last_next = if chain.is_empty() {
+                6
+            } else {
+                40 + 8 * (chain.len() - 1)
+            };
+            packet[last_next] = l4.protocol;
+            lay_l4(&mut packet, 40 + 8 * chain.len(), l4);
             (ethertype::IPV6, packet)
         }
         Payload::Arp => (ethertype::ARP, frames::arp_request(v4(1), v4(2))),
@@ -188,6 +360,21 @@ fn build(shape: &Shape) -> Vec<u8> {
     let keep = ((frame.len() as f64 * shape.keep) as usize).max(14);
     frame.truncate(keep);
     frame
+}
+
+/// Lays `l4`'s ports and flags over the packet's bytes from `at`, as far
+/// as the packet goes (a short payload cuts the header short).
+fn lay_l4(packet: &mut [u8], at: usize, l4: &L4) {
+    let mut header = [0u8; 20];
+    header[0..2].copy_from_slice(&l4.source_port.to_be_bytes());
+    header[2..4].copy_from_slice(&l4.destination_port.to_be_bytes());
+    header[12] = 0x50;
+    header[13] = l4.flags;
+    for (offset, byte) in header.iter().enumerate() {
+        if let Some(slot) = packet.get_mut(at + offset) {
+            *slot = *byte;
+        }
+    }
 }
 
 /// One program load for every case; the cases compare counter deltas.
@@ -220,6 +407,8 @@ proptest! {
         let before = datapath.snapshot("test").unwrap();
         let mut classes = [Counter::default(); 4];
         let mut sources: HashMap<IpAddr, Counter> = HashMap::new();
+        let mut kinds = [Counter::default(); 7];
+        let mut ports: HashMap<PortKey, Counter> = HashMap::new();
         for shape in &shapes {
             let frame = build(shape);
             let len = frame.len() as u64;
@@ -228,6 +417,24 @@ proptest! {
                 Class::Source(address) => {
                     classes[usize::from(address.is_ipv6())].add(&one);
                     sources.entry(address).or_default().add(&one);
+                    let kind = kind_of(ip_of(&frame));
+                    kinds[kind.slot].add(&one);
+                    if kind.fragment {
+                        kinds[5].add(&one);
+                    }
+                    if kind.syn {
+                        kinds[6].add(&one);
+                    }
+                    if let Some((source, destination)) = kind.ports {
+                        let sides: &[(u32, u16)] = if kind.slot == 0 {
+                            &[(0, destination)]
+                        } else {
+                            &[(1, destination), (2, source)]
+                        };
+                        for &(side, port) in sides {
+                            ports.entry(PortKey { side, port }).or_default().add(&one);
+                        }
+                    }
                 }
                 Class::NonIp => classes[2].add(&one),
                 Class::Malformed => classes[3].add(&one),
@@ -250,7 +457,39 @@ proptest! {
             }
         }
         prop_assert_eq!(after.unattributed(), before.unattributed(), "a big table holds them all");
+        for (slot, expected) in kinds.iter().enumerate() {
+            prop_assert_eq!(
+                delta(&after.kinds.slots[slot], &before.kinds.slots[slot]),
+                *expected,
+                "kind slot {}: {:?}", slot, shapes
+            );
+        }
+        for (key, expected) in &ports {
+            prop_assert_eq!(
+                delta(&after.kinds.ports.get(key), &before.kinds.ports.get(key)),
+                *expected,
+                "{:?}: {:?}", key, shapes
+            );
+        }
+        for (key, counter) in after.kinds.ports.iter() {
+            if *counter != before.kinds.ports.get(key) {
+                prop_assert!(ports.contains_key(key), "{:?} counted, not sent: {:?}", key, shapes);
+            }
+        }
     }
+}
+
+/// The IP header onwards of a frame the class oracle took for IP.
+fn ip_of(frame: &[u8]) -> &[u8] {
+    let mut at = 12;
+    for _ in 0..2 {
+        let ethertype = u16::from_be_bytes([frame[at], frame[at + 1]]);
+        if !VLAN_TPIDS.contains(&ethertype) {
+            break;
+        }
+        at += 4;
+    }
+    &frame[at + 2..]
 }
 
 #[test]

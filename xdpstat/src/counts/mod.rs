@@ -3,6 +3,7 @@
 //! ([`prefixes`]), what the rules did ([`verdicts`]), and the report two
 //! reads make ([`report`]).
 
+pub mod kinds;
 pub(crate) mod prefixes;
 pub(crate) mod report;
 pub mod snapshot;

@@ -54,6 +54,12 @@ pub struct Report {
     pub unattributed_verdicts: Unattributed,
     /// Packets limit rules judged by their shared bucket (see docs/GUIDE.md, rules).
     pub limit_shared_bucket: Counter,
+    /// Ports by packets, descending (TCP destination, UDP destination and
+    /// UDP source ports together), cut to `--top`.
+    pub ports: Vec<PortRow>,
+    /// How many ports saw packets (before the `--top` cut).
+    #[serde(skip)]
+    pub port_count: usize,
     /// How many sources the map holds (before the `--top` cut).
     #[serde(skip)]
     pub source_count: usize,
@@ -86,6 +92,20 @@ pub struct PrefixRow {
     /// The exact part.
     pub exact_packets: u64,
     pub exact_bytes: u64,
+}
+
+/// One port's line in a report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortRow {
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// `dst` or `src`.
+    pub side: &'static str,
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub pps: f64,
+    pub bps: f64,
 }
 
 /// One source's line in a report.
@@ -155,6 +175,24 @@ impl Report {
                 }
             })
             .collect();
+        let ports = current
+            .kinds
+            .ports
+            .ranked(top, None)
+            .into_iter()
+            .map(|(key, now)| {
+                let rate = Rate::between(&now, &previous.kinds.ports.get(&key), seconds);
+                PortRow {
+                    protocol: key.protocol(),
+                    side: key.side_name(),
+                    port: key.port,
+                    packets: now.packets,
+                    bytes: now.bytes,
+                    pps: rate.pps,
+                    bps: rate.bps,
+                }
+            })
+            .collect();
         Self {
             time: rfc3339(current.wall),
             interface: interface.to_owned(),
@@ -179,6 +217,8 @@ impl Report {
             rule_count: current.verdicts.rules.len(),
             unattributed_verdicts: current.verdicts.unattributed().into(),
             limit_shared_bucket: current.verdicts.shared_bucket,
+            ports,
+            port_count: current.kinds.ports.len(),
             source_count,
             attachment: None,
         }
@@ -316,6 +356,7 @@ mod tests {
             slots: Default::default(),
             prefixes: Default::default(),
             verdicts: Default::default(),
+            kinds: Default::default(),
         }
     }
 

@@ -5,9 +5,10 @@
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use xdpstat_common::Counter;
+use xdpstat_common::{Counter, kinds::slot};
 
 use crate::counts::{
+    kinds::{Kinds, Protocols},
     prefixes::Prefixes,
     sources::SourceTable,
     verdicts::{VerdictRead, Verdicts},
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub prefixes: Prefixes,
     /// What the rules did.
     pub verdicts: VerdictRead,
+    /// Traffic by protocol and port.
+    pub kinds: Kinds,
 }
 
 /// The counters the datapath keeps outside the source tables.
@@ -49,6 +52,12 @@ pub struct ClassTotals {
     /// Every frame under exactly one verdict (non-IP and malformed frames
     /// always pass).
     pub verdicts: Verdicts,
+    /// Every IP packet under exactly one protocol.
+    pub protocols: Protocols,
+    /// IP packets that are fragments (the first one included).
+    pub fragments: Counter,
+    /// TCP packets with SYN set and ACK clear.
+    pub tcp_syn: Counter,
 }
 
 impl Snapshot {
@@ -61,6 +70,7 @@ impl Snapshot {
             slots: ClassSlots::default(),
             prefixes: Prefixes::default(),
             verdicts: VerdictRead::default(),
+            kinds: Kinds::default(),
         }
     }
 
@@ -80,6 +90,9 @@ impl Snapshot {
             non_ip: self.slots.non_ip,
             malformed: self.slots.malformed,
             verdicts: Verdicts::of(&all, &self.verdicts.acted),
+            protocols: self.kinds.protocols(),
+            fragments: self.kinds.slots[slot::FRAGMENTS],
+            tcp_syn: self.kinds.slots[slot::TCP_SYN],
         }
     }
 
@@ -91,6 +104,7 @@ impl Snapshot {
     pub fn keep_monotonic(&mut self, previous: &Snapshot) {
         self.sources.raise_to(&previous.sources);
         self.prefixes.keep_monotonic(&previous.prefixes);
+        self.kinds.keep_monotonic(&previous.kinds);
         let slots = &mut self.slots;
         for (now, before) in [
             (&mut slots.non_ip, previous.slots.non_ip),

@@ -399,7 +399,7 @@ fn memory(plan: Plan, available: Option<u64>) -> Check {
     let total = bytes.total();
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     let detail = format!(
-        "--max-sources {}{}: {:.1} MiB of kernel memory for this interface (sources IPv4 {:.1}, IPv6 {:.1}; rule rows {:.1}; rules {:.1}; sketches and the rest {:.1})",
+        "--max-sources {}{}: {:.1} MiB of kernel memory for this interface (sources IPv4 {:.1}, IPv6 {:.1}; rule rows {:.1}; rules {:.1}; port counters {:.1}; sketches and the rest {:.1})",
         plan.max_sources,
         if plan.rule_rows { " with rules" } else { "" },
         mib(total),
@@ -407,6 +407,7 @@ fn memory(plan: Plan, available: Option<u64>) -> Check {
         mib(bytes.sources_v6),
         mib(bytes.rows),
         mib(bytes.rules),
+        mib(bytes.ports),
         mib(bytes.rest),
     );
     match available {

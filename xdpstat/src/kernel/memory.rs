@@ -11,6 +11,7 @@
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
     SOURCES_V6_MAP, V4Entry, V6Entry,
+    kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{
         MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP,
         RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
@@ -50,13 +51,15 @@ pub struct MapBytes {
     pub rows: u64,
     /// Rules: their hit counters, buckets, the rules by index and the tries.
     pub rules: u64,
+    /// The per-port counters (every CPU has its own).
+    pub ports: u64,
     /// The prefix sketches, the per-CPU state and the record.
     pub rest: u64,
 }
 
 impl MapBytes {
     pub fn total(&self) -> u64 {
-        self.sources_v4 + self.sources_v6 + self.rows + self.rules + self.rest
+        self.sources_v4 + self.sources_v6 + self.rows + self.rules + self.ports + self.rest
     }
 }
 
@@ -78,6 +81,7 @@ enum Part {
     SourcesV6,
     Rows,
     Rules,
+    Ports,
     Rest,
 }
 
@@ -92,8 +96,9 @@ pub struct Layout {
 }
 
 /// Every map of a datapath whose tables have `entries` entries and
-/// `rows` rows beside them (`entries`, or 1 when no rules can come).
-pub fn layouts(entries: u32, rows: u32) -> [Layout; 20] {
+/// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
+/// host with `cpus` possible CPUs (the port counters have a section each).
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -138,6 +143,13 @@ pub fn layouts(entries: u32, rows: u32) -> [Layout; 20] {
         ),
         layout(RULE_BUCKETS_MAP, Array, 8, 2 * MAX_RULES, Rules),
         layout(RULES_MAP, Array, rule, 2 * MAX_RULES, Rules),
+        layout(
+            PORTS_MAP,
+            Mmapable,
+            size_of::<Counter>(),
+            cpus.saturating_mul(SIDES * PORTS),
+            Ports,
+        ),
         layout(CPU_STATE_MAP, PerCpu, size_of::<CpuState>(), 1, Rest),
         layout(SKETCH_V4_MAP, PerCpu, size_of::<Counter>(), sketch, Rest),
         layout(SKETCH_V6_MAP, PerCpu, size_of::<Counter>(), sketch, Rest),
@@ -148,8 +160,8 @@ pub fn layouts(entries: u32, rows: u32) -> [Layout; 20] {
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 20] {
-    layouts(1, 1).map(|map| map.name)
+pub fn map_names() -> [&'static str; 21] {
+    layouts(1, 1, 1).map(|map| map.name)
 }
 
 fn array(value: usize, entries: u32) -> u64 {
@@ -170,7 +182,7 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
     let entries = table_entries(plan.max_sources);
     let rows = if plan.rule_rows { entries } else { 1 };
     let mut bytes = MapBytes::default();
-    for map in layouts(entries, rows) {
+    for map in layouts(entries, rows, plan.cpus) {
         let charged = match map.storage {
             Storage::Array => array(map.value_size, map.max_entries),
             Storage::Mmapable => mmapable(map.value_size, map.max_entries),
@@ -182,6 +194,7 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
             Part::SourcesV6 => &mut bytes.sources_v6,
             Part::Rows => &mut bytes.rows,
             Part::Rules => &mut bytes.rules,
+            Part::Ports => &mut bytes.ports,
             Part::Rest => &mut bytes.rest,
         } += charged;
     }
@@ -232,5 +245,8 @@ mod tests {
             cpus,
         };
         assert!(map_bytes(plan(64)).rules > 10 * map_bytes(plan(2)).rules);
+        // Three sides of 65,536 ports at 16 bytes for each CPU, behind a
+        // page of header.
+        assert_eq!(map_bytes(plan(2)).ports, 4096 + 2 * 3 * 65_536 * 16);
     }
 }

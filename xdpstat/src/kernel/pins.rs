@@ -389,7 +389,7 @@ impl PinDir {
     fn maps_differ(&self, meta: &Meta) -> Option<String> {
         let entries = meta.table_entries;
         // The record is judged by its own size before this.
-        let expected = memory::layouts(entries, entries)
+        let expected = memory::layouts(entries, entries, memory::possible_cpus())
             .into_iter()
             .filter(|map| map.name != META_MAP)
             .map(|map| (map.name, map.value_size, map.max_entries));

@@ -83,6 +83,7 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             counter.packets, counter.bytes
         )?;
     }
+    write_kinds(out, report)?;
     writeln!(
         out,
         "  sources: {} (showing {})",
@@ -113,10 +114,54 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     if !report.prefixes.is_empty() {
         write_prefixes(out, report)?;
     }
+    if !report.ports.is_empty() {
+        write_ports(out, report)?;
+    }
     if ruled {
         write_rules(out, report)?;
     }
     writeln!(out)
+}
+
+/// The protocols line: IP packets by protocol, then fragments and SYNs.
+fn write_kinds(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    let totals = &report.totals;
+    let p = &totals.protocols;
+    let mut line = String::from("  protocols:");
+    for (name, counter) in [
+        ("tcp", p.tcp),
+        ("udp", p.udp),
+        ("icmp", p.icmp),
+        ("icmpv6", p.icmpv6),
+        ("other", p.other),
+        ("fragments", totals.fragments),
+        ("tcp_syn", totals.tcp_syn),
+    ] {
+        line.push_str(&format!(" {name} {}", counter.packets));
+    }
+    writeln!(out, "{line} (packets)")
+}
+
+/// The ports table: the busiest ports of every side.
+fn write_ports(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    writeln!(
+        out,
+        "  ports: {} (showing {})",
+        report.port_count,
+        report.ports.len()
+    )?;
+    table_row(out, "port", "packets", "bytes", "pkt/s", "bit/s")?;
+    for row in &report.ports {
+        table_row(
+            out,
+            &format!("{} {} {}", row.protocol, row.side, row.port),
+            &row.packets.to_string(),
+            &row.bytes.to_string(),
+            &si(row.pps),
+            &si(row.bps),
+        )?;
+    }
+    Ok(())
 }
 
 /// The rules in force and the packets each matched.
@@ -270,6 +315,25 @@ mod tests {
             },
             unattributed_v6: Counter::default(),
         };
+        // The same IP packets by kind: TCP to 443, UDP from 53, an ICMP
+        // echo, one later fragment.
+        let c = |packets: u64, bytes: u64| Counter { packets, bytes };
+        now.kinds.slots = [
+            c(1_500, 96_000),
+            c(702, 84_320),
+            c(2, 128),
+            c(0, 0),
+            c(1, 64),
+            c(2, 192),
+            c(20, 1_280),
+        ];
+        let mut ports = vec![Counter::default(); 3 * 65_536];
+        ports[443] = c(1_500, 96_000);
+        ports[65_536 + 33_000] = c(700, 84_000);
+        ports[2 * 65_536 + 53] = c(700, 84_000);
+        ports[65_536 + 53] = c(1, 192);
+        ports[2 * 65_536 + 5353] = c(1, 192);
+        now.kinds.ports = crate::counts::kinds::Ports::from_sums(&ports);
         // Prefixes as a read makes them: the held sources exactly, and the
         // two unattributed packets as a sketch's estimate.
         let lens = PrefixLens::default();
@@ -324,6 +388,7 @@ mod tests {
                 "interface",
                 "interval_s",
                 "limit_shared_bucket",
+                "ports",
                 "prefix_parts",
                 "prefixes",
                 "rules",

@@ -12,11 +12,15 @@ use aya::{
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, META_MAP, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
     SOURCES_V6_MAP,
+    kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{ROWS_V4_MAP, ROWS_V6_MAP},
     sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_V4_MAP, SKETCH_V6_MAP},
 };
 
-use crate::{error::XdpstatError, kernel::meta::Record};
+use crate::{
+    error::XdpstatError,
+    kernel::{mapped::MappedArray, memory::possible_cpus, meta::Record},
+};
 
 /// One datapath's maps, by family where they come in two (IPv4, IPv6).
 pub(super) struct Maps {
@@ -31,6 +35,10 @@ pub(super) struct Maps {
     /// The prefix sketches and their heavy-hitter tables.
     pub sketch: [PerCpuArray<MapData, Counter>; 2],
     pub heavy: [PerCpuArray<MapData, Heavy>; 2],
+    /// Packets and bytes per port and side, a section per CPU, mapped.
+    pub ports: MappedArray<Counter>,
+    /// Possible CPUs: the sections of `ports`.
+    pub cpus: usize,
 }
 
 fn missing(map: &'static str) -> XdpstatError {
@@ -89,6 +97,8 @@ impl Maps {
             cpu_state: typed(ebpf, CPU_STATE_MAP)?,
             sketch: [typed(ebpf, SKETCH_V4_MAP)?, typed(ebpf, SKETCH_V6_MAP)?],
             heavy: [typed(ebpf, HEAVY_V4_MAP)?, typed(ebpf, HEAVY_V6_MAP)?],
+            ports: mapped_ports(&array_data(ebpf, PORTS_MAP)?)?,
+            cpus: possible_cpus() as usize,
         };
         array(SOURCES_V4_MAP, &maps.sources[0])?;
         array(SOURCES_V6_MAP, &maps.sources[1])?;
@@ -119,6 +129,15 @@ impl Maps {
             id(PAGES_V6_MAP, &self.pages[1])?,
         ])
     }
+}
+
+/// The port counters, mapped into memory.
+fn mapped_ports(map: &MapData) -> Result<MappedArray<Counter>, XdpstatError> {
+    let len = possible_cpus() as usize * (SIDES * PORTS) as usize;
+    MappedArray::map(map.fd().as_fd(), len).map_err(|e| XdpstatError::Map {
+        map: PORTS_MAP,
+        source: e.into(),
+    })
 }
 
 /// `map`'s data when it is an array.

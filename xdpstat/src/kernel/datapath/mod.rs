@@ -35,6 +35,7 @@ use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
     NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
     TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
+    kinds::{PORTS, side::SIDES},
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
         SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
@@ -44,13 +45,14 @@ use xdpstat_common::{
 
 use self::maps::Maps;
 use crate::{
+    counts::kinds::{Kinds, Ports},
     counts::prefixes::{PrefixLens, Prefixes},
     counts::snapshot::{ClassSlots, Snapshot},
     counts::sources::{SourceTable, SourceTableBuilder},
     counts::verdicts::VerdictRead,
     error::{Cause, XdpstatError},
     kernel::attach::{AttachMode, Attached, LinkKind, ObtainedMode, attach_error},
-    kernel::memory::{layouts, map_names},
+    kernel::memory::{layouts, map_names, possible_cpus},
     kernel::meta,
     kernel::pins::PinDir,
     kernel::rulemaps::RuleMaps,
@@ -205,7 +207,7 @@ impl Datapath {
             .override_global(PREFIX_V6_MASK_GLOBAL, &v6_mask, true);
         // Every map as its layout says (a run sizes the tables, their page
         // flags and their rows).
-        for map in layouts(entries, rows) {
+        for map in layouts(entries, rows, possible_cpus()) {
             loader.map_max_entries(map.name, map.max_entries);
         }
         for (name, path) in &pin_paths {

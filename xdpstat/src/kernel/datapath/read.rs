@@ -1,6 +1,8 @@
 //! Reading the counts back: the tables, the CPU slots, the rows and the
 //! sketches into a snapshot, and retiring idle entries.
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 impl Datapath {
@@ -72,6 +74,8 @@ impl Datapath {
             ruled: ruled.into_iter().collect(),
             rules,
         };
+        let mut kinds = folded.kinds;
+        kinds.ports = self.ports();
         Ok(Snapshot {
             taken,
             wall,
@@ -79,6 +83,7 @@ impl Datapath {
             slots: folded.slots,
             prefixes,
             verdicts,
+            kinds,
         })
     }
 
@@ -149,6 +154,27 @@ impl Datapath {
         Ok(())
     }
 
+    /// The port counters, summed over the CPUs' sections: a walk through
+    /// memory, a word at a time (each CPU's words only grow).
+    fn ports(&self) -> Ports {
+        let section = (SIDES * PORTS) as usize;
+        let mut sums = vec![Counter::default(); section];
+        let ports = &self.maps.ports;
+        for cpu in 0..self.maps.cpus {
+            for (index, sum) in sums.iter_mut().enumerate() {
+                let at = cpu * section + index;
+                let packets = ports.load(at, 0, Ordering::Relaxed);
+                if packets != 0 {
+                    sum.add(&Counter {
+                        packets,
+                        bytes: ports.load(at, 8, Ordering::Relaxed),
+                    });
+                }
+            }
+        }
+        Ports::from_sums(&sums)
+    }
+
     /// After a snapshot: if a table is nearly full, retires its idle
     /// entries so new senders find room (see `tables.rs`). Returns the
     /// sources it retired with their final counts, which from now on are in
@@ -193,6 +219,8 @@ struct Folded {
     /// judged by their shared bucket.
     acted: Acted,
     shared_bucket: Counter,
+    /// Traffic by protocol (the ports are read apart).
+    kinds: Kinds,
 }
 
 /// Adds the CPUs' current runs to their sources and sums the class
@@ -215,7 +243,9 @@ fn fold_cpu_states(
     let mut sketched = [Counter::default(); 2];
     let mut acted = Acted::default();
     let mut shared_bucket = Counter::default();
+    let mut kinds = Kinds::default();
     for state in states.iter() {
+        kinds.add_cpu(state);
         for (total, part) in acted.iter_mut().zip(&state.acted) {
             total.add(part);
         }
@@ -252,5 +282,6 @@ fn fold_cpu_states(
         sketched,
         acted,
         shared_bucket,
+        kinds,
     }
 }

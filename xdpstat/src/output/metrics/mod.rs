@@ -38,9 +38,12 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use xdpstat_common::Counter as Count;
+use xdpstat_common::{
+    Counter as Count,
+    kinds::{PROTOCOL_NAMES, side, slot},
+};
 
-use crate::counts::snapshot::Snapshot;
+use crate::counts::{kinds::PortKey, snapshot::Snapshot};
 
 /// Per-source series exported by default.
 pub const DEFAULT_TOP: usize = 50;
@@ -85,6 +88,13 @@ struct InterfaceState {
     verdicts: [Count; 5],
     /// The rules' hits: the top rules' series and `other`.
     by_rule: TopSeries<IpNet>,
+    /// Packets and bytes per protocol (never going back).
+    protocols: [Count; slot::PROTOCOLS],
+    /// Per side (`kinds::side`): the top ports' series and `other`, which
+    /// also holds the side's protocol packets with no port (later
+    /// fragments, headers cut short), so a side's series sum to its
+    /// protocol's total.
+    by_port: [TopSeries<u16>; side::SIDES as usize],
 }
 
 /// Series for the top keys by packets in an interval, plus `other`: a
@@ -271,6 +281,39 @@ impl Metrics {
             })
             .collect();
         state.by_rule.feed(rule_deltas, &Count::default(), top);
+        let protocols = current.kinds.protocols();
+        for (kept, now) in state.protocols.iter_mut().zip([
+            protocols.tcp,
+            protocols.udp,
+            protocols.icmp,
+            protocols.icmpv6,
+            protocols.other,
+        ]) {
+            *kept = kept.at_least(&now);
+        }
+        for (side, series) in state.by_port.iter_mut().enumerate() {
+            let side = side as u32;
+            let slot = if side == side::TCP_DST {
+                slot::TCP
+            } else {
+                slot::UDP
+            };
+            let (now, before) = (&current.kinds, &previous.kinds);
+            let deltas: Vec<(u16, Count)> = now
+                .ports
+                .iter()
+                .filter(|(key, _)| key.side == side)
+                .map(|(key, count)| (key.port, count.since(&before.ports.get(key))))
+                .collect();
+            let mut in_ports = Count::default();
+            for (_, delta) in &deltas {
+                in_ports.add(delta);
+            }
+            let rest = now.slots[slot]
+                .since(&before.slots[slot])
+                .saturating_sub(&in_ports);
+            series.feed(deltas, &rest, top);
+        }
         self.publish();
     }
 
@@ -300,6 +343,9 @@ impl Metrics {
         let verdict_packets = Family::<Labels, Counter>::default();
         let verdict_bytes = Family::<Labels, Counter>::default();
         let rule_packets = Family::<Labels, Counter>::default();
+        let protocol_packets = Family::<Labels, Counter>::default();
+        let protocol_bytes = Family::<Labels, Counter>::default();
+        let port_packets = Family::<Labels, Counter>::default();
         for (interface, state) in &self.interfaces {
             let name = || ("interface", interface.name.clone());
             for (class, count) in ["ipv4", "ipv6", "non_ip", "malformed", "unattributed"]
@@ -354,6 +400,29 @@ impl Metrics {
                     .get_or_create(&vec![name(), ("rule", rule)])
                     .inc_by(counter.packets);
             }
+            for (protocol, count) in PROTOCOL_NAMES.into_iter().zip(&state.protocols) {
+                let labels = vec![name(), ("protocol", protocol.to_owned())];
+                protocol_packets
+                    .get_or_create(&labels)
+                    .inc_by(count.packets);
+                protocol_bytes.get_or_create(&labels).inc_by(count.bytes);
+            }
+            for (side, series) in state.by_port.iter().enumerate() {
+                let side = PortKey {
+                    side: side as u32,
+                    port: 0,
+                };
+                for (port, counter) in series.series() {
+                    let port = port.map_or_else(|| "other".to_owned(), |p| p.to_string());
+                    let labels = vec![
+                        name(),
+                        ("protocol", side.protocol().to_owned()),
+                        ("side", side.side_name().to_owned()),
+                        ("port", port),
+                    ];
+                    port_packets.get_or_create(&labels).inc_by(counter.packets);
+                }
+            }
             for (prefix, counter) in state.by_prefix.series() {
                 let prefix = prefix.map_or_else(|| "other".to_owned(), |p| p.to_string());
                 let labels = vec![name(), ("prefix", prefix)];
@@ -403,6 +472,17 @@ impl Metrics {
             "rule_packets",
             "Packets each rule matched (the top rules by packets, and other)",
             rule_packets,
+        );
+        registry.register(
+            "protocol_packets",
+            "IP packets by protocol (tcp, udp, icmp, icmpv6, other)",
+            protocol_packets,
+        );
+        registry.register("protocol_bytes", "IP bytes by protocol", protocol_bytes);
+        registry.register(
+            "port_packets",
+            "Packets of the top ports by rate (--metrics-top) per protocol and side (tcp dst, udp dst, udp src), counted while they were in the top; port=\"other\" holds the rest of the protocol's packets, those with no port included",
+            port_packets,
         );
         registry.register("sources", "Sources the tables hold, by family", sources);
         registry.register(
