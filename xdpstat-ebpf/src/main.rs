@@ -58,8 +58,13 @@
 //! linear part, which always holds them for frames the kernel builds
 //! (drivers and BPF_PROG_TEST_RUN put at least the first page there).
 //!
+//! Traffic kinds (`parse`, `kinds`): every IP packet is also counted
+//! under its protocol (IPv6's found through up to six extension headers),
+//! as a fragment or a TCP SYN, and under its TCP destination port or its
+//! UDP destination and source ports, in this CPU's own memory.
+//!
 //! The modules: `maps` (everything shared with user space), `parse`,
-//! `table`, `rules`, `sketch`, `atomics`, `packet`; this file holds the
+//! `kinds`, `table`, `rules`, `sketch`, `atomics`, `packet`; this file holds the
 //! four entry points and the per-packet path they share, [`count`].
 #![no_std]
 #![no_main]

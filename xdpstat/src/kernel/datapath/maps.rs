@@ -35,8 +35,10 @@ pub(super) struct Maps {
     /// The prefix sketches and their heavy-hitter tables.
     pub sketch: [PerCpuArray<MapData, Counter>; 2],
     pub heavy: [PerCpuArray<MapData, Heavy>; 2],
-    /// Packets and bytes per port and side, a section per CPU, mapped.
+    /// Packets and bytes per port and side, a section per CPU, mapped;
+    /// and the map itself, held as the other maps are.
     pub ports: MappedArray<Counter>,
+    _ports_map: MapData,
     /// Possible CPUs: the sections of `ports`.
     pub cpus: usize,
 }
@@ -84,6 +86,7 @@ impl Maps {
             map: META_MAP,
             source: e.into(),
         })?;
+        let ports_map = array_data(ebpf, PORTS_MAP)?;
         let maps = Self {
             sources: [take(ebpf, SOURCES_V4_MAP)?, take(ebpf, SOURCES_V6_MAP)?],
             pages: [
@@ -97,7 +100,8 @@ impl Maps {
             cpu_state: typed(ebpf, CPU_STATE_MAP)?,
             sketch: [typed(ebpf, SKETCH_V4_MAP)?, typed(ebpf, SKETCH_V6_MAP)?],
             heavy: [typed(ebpf, HEAVY_V4_MAP)?, typed(ebpf, HEAVY_V6_MAP)?],
-            ports: mapped_ports(&array_data(ebpf, PORTS_MAP)?)?,
+            ports: mapped_ports(&ports_map)?,
+            _ports_map: ports_map,
             cpus: possible_cpus() as usize,
         };
         array(SOURCES_V4_MAP, &maps.sources[0])?;
