@@ -272,6 +272,15 @@ pub struct CpuState {
     /// IP packets by kind, indexed by [`kinds::slot`]: every IP packet in
     /// one protocol slot, fragments and TCP SYNs also in theirs.
     pub kinds: [Counter; kinds::slot::KINDS],
+    /// Port runs, as the source runs: the TCP destination port of the
+    /// current TCP run, and the UDP ports of the current UDP run (source
+    /// port in the high 16 bits, destination port in the low 16); a run
+    /// settles into this CPU's section of the port counters when a packet
+    /// with other ports comes. Keys before counters, as for sources.
+    pub run_tcp_port: u32,
+    pub run_udp_ports: u32,
+    pub run_tcp: Counter,
+    pub run_udp: Counter,
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -361,7 +370,7 @@ unsafe impl aya::Pod for V4Entry {}
 unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, 18 `Counter`s, byte arrays of 16 and 4 bytes, three
+// SAFETY: `#[repr(C)]`, 20 `Counter`s, byte arrays of 16 and 4 bytes, five
 // u32: no implicit padding (checked by `cpu_state_has_no_padding`), any bit
 // pattern valid.
 unsafe impl aya::Pod for CpuState {}
@@ -408,7 +417,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            18 * size_of::<Counter>() + 16 + 4 + 3 * 4
+            20 * size_of::<Counter>() + 16 + 4 + 5 * 4
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

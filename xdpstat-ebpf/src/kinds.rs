@@ -2,7 +2,10 @@
 //! fragment or a TCP SYN), and under its TCP destination port, or its UDP
 //! destination and source ports. All in this CPU's memory (its slot of
 //! the CPU state, its section of the port counters), with plain adds:
-//! exact, and no cache line shared with another CPU.
+//! exact, and no cache line shared with another CPU. Ports count in runs,
+//! as sources do: packets with the ports of the CPU's previous one only
+//! bump a counter in its state slot; the run settles into the port
+//! counters when other ports come.
 
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use xdpstat_common::{
@@ -14,7 +17,11 @@ use xdpstat_common::{
     },
 };
 
-use crate::{atomics::bump, maps::PORTS as PORT_COUNTS, parse::Transport};
+use crate::{
+    atomics::{bump, start_run},
+    maps::PORTS as PORT_COUNTS,
+    parse::Transport,
+};
 
 /// Counts `packets` packets of `len` bytes that carry `transport`.
 #[inline(always)]
@@ -32,16 +39,46 @@ pub fn count(state: &mut CpuState, transport: &Transport, packets: u64, len: u64
         return;
     };
     if transport.slot == slot::TCP {
-        port(side::TCP_DST, destination, packets, len);
+        let key = u32::from(destination);
+        if state.run_tcp.packets != 0 && state.run_tcp_port == key {
+            bump(&mut state.run_tcp, packets, len);
+            return;
+        }
+        let (finished, finished_key) = (state.run_tcp, state.run_tcp_port);
+        start_port_run(&mut state.run_tcp, &mut state.run_tcp_port, key, packets, len);
+        if finished.packets != 0 {
+            settle(side::TCP_DST, finished_key as u16, &finished);
+        }
     } else {
-        port(side::UDP_DST, destination, packets, len);
-        port(side::UDP_SRC, source, packets, len);
+        let key = (u32::from(source) << 16) | u32::from(destination);
+        if state.run_udp.packets != 0 && state.run_udp_ports == key {
+            bump(&mut state.run_udp, packets, len);
+            return;
+        }
+        let (finished, finished_key) = (state.run_udp, state.run_udp_ports);
+        start_port_run(&mut state.run_udp, &mut state.run_udp_ports, key, packets, len);
+        if finished.packets != 0 {
+            settle(side::UDP_DST, finished_key as u16, &finished);
+            settle(side::UDP_SRC, (finished_key >> 16) as u16, &finished);
+        }
     }
 }
 
-/// Adds to one port's counter in this CPU's section.
+/// Begins a port run: no run, then the key, then the count (volatile, in
+/// that order), so a reader copying the CPU's slot never sees the old
+/// run's count under the new key; the old run settles after this, so a
+/// read racing it misses it once rather than counting it twice.
 #[inline(always)]
-fn port(side: u32, port: u16, packets: u64, len: u64) {
+fn start_port_run(run: &mut Counter, key: &mut u32, new: u32, packets: u64, len: u64) {
+    start_run(run, 0, 0);
+    // SAFETY: a plain store to this CPU's live slot.
+    unsafe { core::ptr::write_volatile(key, new) };
+    start_run(run, packets, len);
+}
+
+/// Adds a finished run to one port's counter in this CPU's section.
+#[inline(always)]
+fn settle(side: u32, port: u16, run: &Counter) {
     // SAFETY: a helper with no arguments (the verifier inlines it).
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let index = cpu * (SIDES * PORTS) + side * PORTS + u32::from(port);
@@ -49,6 +86,6 @@ fn port(side: u32, port: u16, packets: u64, len: u64) {
         // SAFETY: a live array value in this CPU's section, which only
         // this CPU writes; XDP does not nest on a CPU. User space only
         // reads it, a word at a time.
-        bump(unsafe { &mut *counter.cast::<Counter>() }, packets, len);
+        unsafe { (*counter.cast::<Counter>()).add(run) };
     }
 }

@@ -35,7 +35,10 @@ use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
     NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
     TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
-    kinds::{PORTS, side::SIDES},
+    kinds::{
+        PORTS,
+        side::{self, SIDES},
+    },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
         SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,

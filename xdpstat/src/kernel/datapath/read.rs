@@ -27,6 +27,7 @@ impl Datapath {
             retired_v4,
             retired_v6,
         } = tables.read(&maps, interface)?;
+        let mut port_sums = self.port_sums();
         let states = self
             .maps
             .cpu_state
@@ -75,7 +76,8 @@ impl Datapath {
             rules,
         };
         let mut kinds = folded.kinds;
-        kinds.ports = self.ports();
+        add_port_runs(&states, &mut port_sums);
+        kinds.ports = Ports::from_sums(&port_sums);
         Ok(Snapshot {
             taken,
             wall,
@@ -155,8 +157,10 @@ impl Datapath {
     }
 
     /// The port counters, summed over the CPUs' sections: a walk through
-    /// memory, a word at a time (each CPU's words only grow).
-    fn ports(&self) -> Ports {
+    /// memory, a word at a time (each CPU's words only grow). Read before
+    /// the CPU states, whose port runs settle into them (see
+    /// [`add_port_runs`]).
+    fn port_sums(&self) -> Vec<Counter> {
         let section = (SIDES * PORTS) as usize;
         let mut sums = vec![Counter::default(); section];
         let ports = &self.maps.ports;
@@ -172,7 +176,7 @@ impl Datapath {
                 }
             }
         }
-        Ports::from_sums(&sums)
+        sums
     }
 
     /// After a snapshot: if a table is nearly full, retires its idle
@@ -196,6 +200,26 @@ impl Datapath {
 
     pub(super) fn lock_tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Adds the CPUs' port runs in progress to the port counters read before
+/// them: a run that settled in between is missing from this read (and in
+/// the next), never counted twice, as with sources.
+fn add_port_runs(states: &PerCpuValues<CpuState>, sums: &mut [Counter]) {
+    let mut add = |side: u32, port: u32, run: &Counter| {
+        if let Some(sum) = sums.get_mut((side * PORTS + (port & 0xffff)) as usize) {
+            sum.add(run);
+        }
+    };
+    for state in states.iter() {
+        if state.run_tcp.packets != 0 {
+            add(side::TCP_DST, state.run_tcp_port, &state.run_tcp);
+        }
+        if state.run_udp.packets != 0 {
+            add(side::UDP_DST, state.run_udp_ports, &state.run_udp);
+            add(side::UDP_SRC, state.run_udp_ports >> 16, &state.run_udp);
+        }
     }
 }
 
