@@ -45,7 +45,13 @@ pub fn count(state: &mut CpuState, transport: &Transport, packets: u64, len: u64
             return;
         }
         let (finished, finished_key) = (state.run_tcp, state.run_tcp_port);
-        start_port_run(&mut state.run_tcp, &mut state.run_tcp_port, key, packets, len);
+        start_port_run(
+            &mut state.run_tcp,
+            &mut state.run_tcp_port,
+            key,
+            packets,
+            len,
+        );
         if finished.packets != 0 {
             settle(side::TCP_DST, finished_key as u16, &finished);
         }
@@ -56,7 +62,13 @@ pub fn count(state: &mut CpuState, transport: &Transport, packets: u64, len: u64
             return;
         }
         let (finished, finished_key) = (state.run_udp, state.run_udp_ports);
-        start_port_run(&mut state.run_udp, &mut state.run_udp_ports, key, packets, len);
+        start_port_run(
+            &mut state.run_udp,
+            &mut state.run_udp_ports,
+            key,
+            packets,
+            len,
+        );
         if finished.packets != 0 {
             settle(side::UDP_DST, finished_key as u16, &finished);
             settle(side::UDP_SRC, (finished_key >> 16) as u16, &finished);

@@ -3,5 +3,6 @@
 //! both pure, so tests drive them with fakes and a test backend. The loop
 //! that owns the terminal is a command's, in `run::terminal`.
 
+pub(crate) mod kinds;
 pub(crate) mod render;
 pub(crate) mod view;

@@ -8,18 +8,37 @@ use std::time::{Duration, Instant};
 use ratatui::{
     Frame,
     layout::{Alignment, Constraint, Layout, Rect},
-    style::{Modifier, Style},
+    style::{Color, Modifier, Style},
+    symbols::Marker,
     text::{Line, Span},
-    widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Table, Tabs},
+    widgets::{
+        Axis, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, LegendPosition, Paragraph,
+        Row as TableRow, Table, Tabs,
+    },
 };
+use xdpstat_common::kinds::slot;
 
 use crate::{
+    output::tui::kinds::{CHART_LINES, KindsPane, PORTS_SHOWN},
     output::tui::view::{HISTORY, Pane, Row, TopView},
     output::{human_count, si},
 };
 
 /// Header lines: title, column names, five classes, sources.
 const HEADER_LINES: u16 = 8;
+/// Terminal rows from which the chart shows under the header, and its rows.
+const TALL: u16 = 36;
+const CHART_HEIGHT: u16 = 10;
+/// The chart's colours, one per line of `CHART_LINES`.
+const CHART_COLOURS: [Color; 7] = [
+    Color::Cyan,
+    Color::Yellow,
+    Color::Green,
+    Color::Magenta,
+    Color::Gray,
+    Color::Red,
+    Color::LightRed,
+];
 
 /// A table column: its title, width, alignment, and how to fill it.
 struct Column {
@@ -99,9 +118,17 @@ const ADDRESS_MIN: u16 = 15;
 
 pub fn draw(frame: &mut Frame, view: &mut TopView, now: Instant) {
     let tabs = u16::from(view.has_all());
-    let [tabs_area, header_area, status_area, table_area] = Layout::vertical([
+    // The chart goes under the header on a tall terminal; in the `t` view
+    // it has the table's place.
+    let chart = if frame.area().height >= TALL && !view.kinds {
+        CHART_HEIGHT
+    } else {
+        0
+    };
+    let [tabs_area, header_area, chart_area, status_area, table_area] = Layout::vertical([
         Constraint::Length(tabs),
         Constraint::Length(HEADER_LINES),
+        Constraint::Length(chart),
         Constraint::Length(1),
         Constraint::Min(0),
     ])
@@ -110,8 +137,15 @@ pub fn draw(frame: &mut Frame, view: &mut TopView, now: Instant) {
         draw_tabs(frame, view, tabs_area);
     }
     draw_header(frame, view, now, header_area);
+    if chart > 0 {
+        draw_chart(frame, &view.pane().kinds, chart_area);
+    }
     draw_status(frame, view, status_area);
-    draw_table(frame, view, table_area);
+    if view.kinds {
+        draw_kinds(frame, &view.pane().kinds, table_area);
+    } else {
+        draw_table(frame, view, table_area);
+    }
     if view.help {
         draw_help(frame);
     }
@@ -272,6 +306,131 @@ fn draw_table(frame: &mut Frame, view: &mut TopView, area: Rect) {
     frame.render_widget(table, area);
 }
 
+/// Packets per second by protocol over the last reads, and what rules
+/// dropped and limited when they acted.
+fn draw_chart(frame: &mut Frame, kinds: &KindsPane, area: Rect) {
+    let lines: Vec<usize> = if kinds.rules_acted() {
+        (0..CHART_LINES.len()).collect()
+    } else {
+        (0..slot::PROTOCOLS).collect()
+    };
+    let points: Vec<Vec<(f64, f64)>> = lines
+        .iter()
+        .map(|&line| {
+            kinds
+                .history
+                .iter()
+                .enumerate()
+                .map(|(at, point)| (at as f64, point[line]))
+                .collect()
+        })
+        .collect();
+    let peak = kinds
+        .history
+        .iter()
+        .flat_map(|point| lines.iter().map(|&line| point[line]))
+        .fold(1.0, f64::max);
+    let datasets = lines
+        .iter()
+        .zip(&points)
+        .map(|(&line, data)| {
+            Dataset::default()
+                .name(CHART_LINES[line])
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(CHART_COLOURS[line]))
+                .data(data)
+        })
+        .collect();
+    let reads = kinds.history.len().max(2) as f64 - 1.0;
+    let chart = Chart::new(datasets)
+        .block(Block::new().title(format!(
+            "packets/s by protocol, last {} reads{}",
+            kinds.history.len(),
+            if kinds.rules_acted() {
+                ", and what rules dropped and limited"
+            } else {
+                ""
+            }
+        )))
+        .x_axis(Axis::default().bounds([0.0, reads]))
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, peak])
+                .labels(["0".to_owned(), si(peak)]),
+        )
+        .legend_position(Some(LegendPosition::TopRight))
+        .hidden_legend_constraints((Constraint::Percentage(50), Constraint::Percentage(80)));
+    frame.render_widget(chart, area);
+}
+
+/// The `t` view: the chart when there is room, each protocol's counts and
+/// rates, then the busiest ports of each side.
+fn draw_kinds(frame: &mut Frame, kinds: &KindsPane, area: Rect) {
+    let chart = if area.height >= 2 * CHART_HEIGHT {
+        CHART_HEIGHT
+    } else {
+        0
+    };
+    let [chart_area, text_area] =
+        Layout::vertical([Constraint::Length(chart), Constraint::Min(0)]).areas(area);
+    if chart > 0 {
+        draw_chart(frame, kinds, chart_area);
+    }
+    let mut lines = vec![Line::styled(
+        format!(
+            "{:<14}{:>9}{:>9}{:>9}{:>9}",
+            "kind", "packets", "bytes", "pkt/s", "bit/s"
+        ),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    let names = [
+        "tcp",
+        "udp",
+        "icmp",
+        "icmpv6",
+        "other",
+        "fragments",
+        "tcp_syn",
+    ];
+    for (name, (counter, rate)) in names.iter().zip(&kinds.slots) {
+        lines.push(Line::from(format!(
+            "{name:<14}{:>9}{:>9}{:>9}{:>9}",
+            human_count(counter.packets),
+            human_count(counter.bytes),
+            si(rate.pps),
+            si(rate.bps)
+        )));
+    }
+    lines.push(Line::from(""));
+    let sides = ["tcp dst", "udp dst", "udp src"];
+    lines.push(Line::styled(
+        sides
+            .iter()
+            .map(|side| format!("{:<26}", format!("{side} port    pkt/s")))
+            .collect::<String>(),
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
+    for at in 0..PORTS_SHOWN {
+        let cells: String = kinds
+            .ports
+            .iter()
+            .map(|ports| match ports.get(at) {
+                Some(line) => format!(
+                    "{:<26}",
+                    format!("{:>12}{:>9}", line.port, si(line.rate.pps))
+                ),
+                None => format!("{:<26}", ""),
+            })
+            .collect();
+        if cells.trim().is_empty() {
+            break;
+        }
+        lines.push(Line::from(cells));
+    }
+    frame.render_widget(Paragraph::new(lines), text_area);
+}
+
 /// The columns that fit next to the address in `width` cells, in display
 /// order.
 fn fitting_columns(width: u16) -> Vec<usize> {
@@ -319,12 +478,13 @@ fn clock(uptime: Duration) -> String {
 }
 
 fn draw_help(frame: &mut Frame) {
-    const KEYS: [(&str, &str); 11] = [
+    const KEYS: [(&str, &str); 12] = [
         ("q, Esc, Ctrl-C", "quit (detach and restore the terminal)"),
         ("s", "sort by pkt/s, bit/s, packets, bytes, address in turn"),
         ("r", "reverse the sort"),
         ("p", "pause the display (counting goes on)"),
         ("g", "sources or network prefixes (--prefix-len)"),
+        ("t", "traffic kinds: protocols, ports, and their chart"),
         (
             "v",
             "only sources a rule dropped or limited (or would have)",
@@ -403,6 +563,18 @@ mod tests {
             1,
         );
         after.prefixes.sketched = c(2 * scale, 128 * scale);
+        // Kinds: UDP from port 53 and to 33000, TCP to 443, fragments.
+        after.kinds.slots[0] = c(300 * scale, 19_200 * scale);
+        after.kinds.slots[1] = c(22_042 * scale, 18_002_688 * scale);
+        after.kinds.slots[5] = c(7 * scale, 10_500 * scale);
+        after.kinds.slots[6] = c(12 * scale, 768 * scale);
+        let mut ports = vec![c(0, 0); 3 * 65_536];
+        ports[443] = c(300 * scale, 19_200 * scale);
+        ports[65_536 + 33_000] = c(22_000 * scale, 18_000_000 * scale);
+        ports[65_536 + 53] = c(42 * scale, 2_688 * scale);
+        ports[2 * 65_536 + 53] = c(22_000 * scale, 18_000_000 * scale);
+        ports[2 * 65_536 + 5353] = c(42 * scale, 2_688 * scale);
+        after.kinds.ports = crate::counts::kinds::Ports::from_sums(&ports);
         let mut pane = Pane::new(name, "native XDP, bpf link", Some(65_536));
         pane.update(&before, &after);
         pane
@@ -456,6 +628,22 @@ mod tests {
     fn one_interface_header_and_table() {
         let mut view = TopView::new(vec![sample()], Instant::now());
         insta::assert_snapshot!(screen(&mut view, 100, 16));
+    }
+
+    #[test]
+    fn t_shows_protocols_ports_and_the_chart_and_a_tall_terminal_charts_in_every_view() {
+        let mut view = TopView::new(vec![sample()], Instant::now());
+        view.key(key(KeyCode::Char('t')));
+        insta::assert_snapshot!("kinds", screen(&mut view, 100, 40));
+        view.key(key(KeyCode::Char('t')));
+        let sources = screen(&mut view, 100, 40);
+        assert!(
+            sources.contains("packets/s by protocol, last 1 reads"),
+            "{sources}"
+        );
+        assert!(sources.contains("198.18.0.10"), "{sources}");
+        let short = screen(&mut view, 100, 16);
+        assert!(!short.contains("packets/s by protocol"), "{short}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
     counts::report::Rate,
     counts::snapshot::{ClassTotals, Snapshot},
     counts::verdicts::Verdicts,
+    output::tui::kinds::KindsPane,
 };
 
 /// Rates kept for each source's sparkline.
@@ -99,6 +100,8 @@ pub struct Pane {
     pub prefix_rows: Vec<Row>,
     /// Recent packet rates by source, oldest first.
     history: HashMap<IpAddr, VecDeque<f64>>,
+    /// Protocols, ports and the chart's history (`t`).
+    pub kinds: KindsPane,
 }
 
 impl Pane {
@@ -171,6 +174,7 @@ impl Pane {
         // Sources no longer listed take their history with them.
         self.history = history;
         self.update_prefixes(previous, current, seconds, ip_bps);
+        self.kinds.update(previous, current, seconds);
     }
 
     /// The prefix rows of one interval.
@@ -335,6 +339,8 @@ pub struct TopView {
     pub paused: bool,
     /// Prefixes instead of sources (`g`).
     pub prefixes: bool,
+    /// Traffic kinds instead of sources or prefixes (`t`).
+    pub kinds: bool,
     /// Only sources a rule dropped or limited (or would have).
     pub acted_only: bool,
     pub filter: Option<Filter>,
@@ -364,6 +370,7 @@ impl TopView {
             reversed: false,
             paused: false,
             prefixes: false,
+            kinds: false,
             acted_only: false,
             filter: None,
             typing: None,
@@ -503,8 +510,10 @@ impl TopView {
             }
             KeyCode::Char('g') => {
                 self.prefixes = !self.prefixes;
+                self.kinds = false;
                 self.scroll = 0;
             }
+            KeyCode::Char('t') => self.kinds = !self.kinds,
             KeyCode::Char('/') => self.typing = Some(String::new()),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab => {
@@ -580,6 +589,7 @@ fn merged(panes: &[Pane]) -> Pane {
                 .and_modify(|sum| sum.absorb(row))
                 .or_insert_with(|| row.clone());
         }
+        all.kinds.absorb(&pane.kinds);
         all.header.exact_by_prefix.0 += header.exact_by_prefix.0;
         all.header.exact_by_prefix.1 += header.exact_by_prefix.1;
         for (address, recent) in &pane.history {
