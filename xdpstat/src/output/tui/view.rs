@@ -17,7 +17,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use xdpstat_common::Counter;
 
 use crate::{
-    counts::report::Rate,
+    counts::report::{Rate, SourceProtocols},
     counts::snapshot::{ClassTotals, Snapshot},
     counts::verdicts::Verdicts,
     output::tui::kinds::KindsPane,
@@ -43,6 +43,9 @@ pub struct Row {
     pub acted: u64,
     /// What the rules did to it, in a few words (empty: all passed).
     pub verdict: String,
+    /// The protocol most of its packets are (sources only; empty: none
+    /// yet, or a prefix).
+    pub protocol: &'static str,
 }
 
 impl Row {
@@ -140,7 +143,9 @@ impl Pane {
         self.rows.clear();
         self.rows.reserve(current.sources.len());
         let mut history = HashMap::with_capacity(current.sources.len());
-        for (address, counter, earlier) in current.sources.since(&previous.sources) {
+        for (address, counter, earlier, kinds) in
+            current.sources.since_with_kinds(&previous.sources)
+        {
             let rate = Rate::between(&counter, &earlier, seconds);
             let mut recent = self.history.remove(&address).unwrap_or_default();
             if recent.len() == HISTORY {
@@ -169,6 +174,7 @@ impl Pane {
                 share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                 acted,
                 verdict,
+                protocol: SourceProtocols::of(&kinds).dominant().unwrap_or(""),
             });
         }
         // Sources no longer listed take their history with them.
@@ -206,6 +212,7 @@ impl Pane {
                     share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                     acted: 0,
                     verdict: String::new(),
+                    protocol: "",
                 }
             })
             .collect();
