@@ -69,31 +69,3 @@ pub const PORTS_MAP: &str = "PORTS";
 /// The most IPv6 extension headers the datapath walks to find a packet's
 /// protocol; a packet with more is protocol `other`.
 pub const MAX_EXTENSION_HEADERS: usize = 6;
-
-/// Per source, packets per protocol, at the index of the source's table
-/// entry in [`SOURCE_KINDS_V4_MAP`] or [`SOURCE_KINDS_V6_MAP`]: TCP, UDP,
-/// ICMP (either family's), other; indexed by [`source_slot`].
-pub type SourceKinds = [u64; SOURCE_SLOTS];
-
-/// Slots of [`SourceKinds`].
-pub const SOURCE_SLOTS: usize = 4;
-
-/// Report names of the slots of [`SourceKinds`].
-pub const SOURCE_SLOT_NAMES: [&str; SOURCE_SLOTS] = ["tcp", "udp", "icmp", "other"];
-
-/// Memory-mappable arrays of [`SourceKinds`], one element per table entry
-/// (at the entry's index), added to atomically when a run settles.
-pub const SOURCE_KINDS_V4_MAP: &str = "KINDS_V4";
-pub const SOURCE_KINDS_V6_MAP: &str = "KINDS_V6";
-
-/// The [`SourceKinds`] slot of a protocol slot (`slot`): ICMP and ICMPv6
-/// are one.
-#[inline(always)]
-pub const fn source_slot(protocol_slot: usize) -> u32 {
-    match protocol_slot {
-        slot::TCP => 0,
-        slot::UDP => 1,
-        slot::ICMP | slot::ICMPV6 => 2,
-        _ => 3,
-    }
-}

@@ -257,11 +257,6 @@ pub struct CpuState {
     pub run_v4_entry: u32,
     /// Index of the IPv6 table entry the run settles into, or [`NO_ENTRY`].
     pub run_v6_entry: u32,
-    /// The protocol of each run's packets, a [`kinds::source_slot`]: a
-    /// packet of another protocol from the same source begins a new run
-    /// (into the same entry), so a run settles into one protocol's count.
-    pub run_v4_kind: u32,
-    pub run_v6_kind: u32,
     /// Explicit padding, so the layout has no bytes Rust leaves undefined.
     pub _pad: u32,
     /// The current IPv4 run.
@@ -375,7 +370,7 @@ unsafe impl aya::Pod for V4Entry {}
 unsafe impl aya::Pod for V6Entry {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, 20 `Counter`s, byte arrays of 16 and 4 bytes, seven
+// SAFETY: `#[repr(C)]`, 20 `Counter`s, byte arrays of 16 and 4 bytes, five
 // u32: no implicit padding (checked by `cpu_state_has_no_padding`), any bit
 // pattern valid.
 unsafe impl aya::Pod for CpuState {}
@@ -422,7 +417,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            20 * size_of::<Counter>() + 16 + 4 + 7 * 4
+            20 * size_of::<Counter>() + 16 + 4 + 5 * 4
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

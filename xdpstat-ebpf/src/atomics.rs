@@ -40,18 +40,6 @@ pub unsafe fn atomic_add(counter: *mut Counter, run: &Counter) {
     }
 }
 
-/// Atomically adds `value` to the word at `word`.
-///
-/// # Safety
-/// `word` points to a live, aligned u64.
-#[inline(always)]
-pub unsafe fn atomic_add_one(word: *mut u64, value: u64) {
-    // SAFETY: the caller passes a live, aligned word.
-    unsafe {
-        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) word, in(reg) value);
-    }
-}
-
 /// Starts a run with `packets` packets of `len` bytes (volatile, so the
 /// compiler keeps it ahead of settling the run it replaces).
 #[inline(always)]

@@ -85,7 +85,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use xdpstat_common::{REPLAY_METADATA, V4Entry, V6Entry, kinds::source_slot};
+use xdpstat_common::{REPLAY_METADATA, V4Entry, V6Entry};
 
 use crate::{
     atomics::bump,
@@ -203,11 +203,11 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
     match classify(start, end, wire_len) {
         Class::Ipv4(source, transport) => {
             kinds::count(state, &transport, packets, len);
-            count_ip::<V4Entry>(state, source, source_slot(transport.slot), packet)
+            count_ip::<V4Entry>(state, source, packet)
         }
         Class::Ipv6(source, transport) => {
             kinds::count(state, &transport, packets, len);
-            count_ip::<V6Entry>(state, source, source_slot(transport.slot), packet)
+            count_ip::<V6Entry>(state, source, packet)
         }
         Class::NonIp => {
             bump(&mut state.non_ip, packets, len);
@@ -220,26 +220,17 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
     }
 }
 
-/// An IP packet from `source`, of protocol `kind` (a
-/// `kinds::source_slot`): counted in its family's table (through the
+/// An IP packet from `source`: counted in its family's table (through the
 /// CPU's run), then judged by the family's rules; true when a rule drops
 /// it.
 #[inline(always)]
 fn count_ip<E: Entry>(
     state: &mut xdpstat_common::CpuState,
     source: E::Address,
-    kind: u32,
     packet: Packet,
 ) -> bool {
     let family = E::family();
-    let entry = track::<E>(
-        &family,
-        E::run(state),
-        source,
-        kind,
-        packet.packets,
-        packet.len,
-    );
+    let entry = track::<E>(&family, E::run(state), source, packet.packets, packet.len);
     rules::judge(&family, &source, entry, state, packet)
 }
 

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
-    kinds::{PORTS as PORTS_PER_SIDE, SourceKinds, side::SIDES},
+    kinds::{PORTS as PORTS_PER_SIDE, side::SIDES},
     rules::{MAX_RULES, Rule, SourceRow},
     sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
     table_entries,
@@ -36,14 +36,6 @@ pub static SOURCES_V4: Array<V4Entry> =
     Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 #[map(name = "SOURCES_V6")]
 pub static SOURCES_V6: Array<V6Entry> =
-    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
-
-/// Per table entry, its source's packets per protocol (see `table`).
-#[map(name = "KINDS_V4")]
-pub static KINDS_V4: Array<SourceKinds> =
-    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
-#[map(name = "KINDS_V6")]
-pub static KINDS_V6: Array<SourceKinds> =
     Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 
 /// One flag per 4 KiB page of a table, set when an entry there is claimed,

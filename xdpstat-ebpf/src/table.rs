@@ -11,18 +11,16 @@
 use aya_ebpf::maps::{Array, LpmTrie};
 use xdpstat_common::{
     Counter, CpuState, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY, TABLE_PAGE, V4Entry, V6Entry,
-    entry_state, home,
-    kinds::{SOURCE_SLOTS, SourceKinds},
-    mix,
+    entry_state, home, mix,
     rules::{Rule, SourceRow, ruleset},
 };
 
 use crate::{
-    atomics::{atomic_add, atomic_add_one, bump, compare_exchange, start_run},
+    atomics::{atomic_add, bump, compare_exchange, start_run},
     maps::{
-        HASH_SEED, HEAVY_V4, HEAVY_V6, KINDS_V4, KINDS_V6, PAGES_V4, PAGES_V6, PREFIX_V4_MASK,
-        PREFIX_V6_MASK, ROWS_V4, ROWS_V6, RULES_V4_0, RULES_V4_1, RULES_V6_0, RULES_V6_1,
-        SKETCH_V4, SKETCH_V6, SOURCES_V4, SOURCES_V6, TABLE_ENTRIES, loaded,
+        HASH_SEED, HEAVY_V4, HEAVY_V6, PAGES_V4, PAGES_V6, PREFIX_V4_MASK, PREFIX_V6_MASK, ROWS_V4,
+        ROWS_V6, RULES_V4_0, RULES_V4_1, RULES_V6_0, RULES_V6_1, SKETCH_V4, SKETCH_V6, SOURCES_V4,
+        SOURCES_V6, TABLE_ENTRIES, loaded,
     },
     sketch,
 };
@@ -31,8 +29,6 @@ use crate::{
 pub struct Family<E: Entry> {
     pub table: &'static Array<E>,
     pub pages: &'static Array<u64>,
-    /// Packets per protocol of each entry's source, at the entry's index.
-    pub kinds: &'static Array<SourceKinds>,
     pub rows: &'static Array<SourceRow>,
     pub tries: [&'static LpmTrie<E::Address, Rule>; 2],
     /// Its bit in the ruleset word.
@@ -46,8 +42,6 @@ pub struct Run<'a, A> {
     counter: &'a mut Counter,
     source: &'a mut A,
     entry: &'a mut u32,
-    /// The protocol of the run's packets (a `kinds::source_slot`).
-    kind: &'a mut u32,
     unattributed: &'a mut Counter,
 }
 
@@ -128,7 +122,6 @@ impl Entry for V4Entry {
         Family {
             table: &SOURCES_V4,
             pages: &PAGES_V4,
-            kinds: &KINDS_V4,
             rows: &ROWS_V4,
             tries: [&RULES_V4_0, &RULES_V4_1],
             bit: ruleset::V4,
@@ -141,7 +134,6 @@ impl Entry for V4Entry {
             counter: &mut state.run_v4,
             source: &mut state.run_v4_source,
             entry: &mut state.run_v4_entry,
-            kind: &mut state.run_v4_kind,
             unattributed: &mut state.unattributed_v4,
         }
     }
@@ -175,7 +167,6 @@ impl Entry for V6Entry {
         Family {
             table: &SOURCES_V6,
             pages: &PAGES_V6,
-            kinds: &KINDS_V6,
             rows: &ROWS_V6,
             tries: [&RULES_V6_0, &RULES_V6_1],
             bit: ruleset::V6,
@@ -188,7 +179,6 @@ impl Entry for V6Entry {
             counter: &mut state.run_v6,
             source: &mut state.run_v6_source,
             entry: &mut state.run_v6_entry,
-            kind: &mut state.run_v6_kind,
             unattributed: &mut state.unattributed_v6,
         }
     }
@@ -240,14 +230,12 @@ unsafe fn words_at(at: *const u8) -> (u64, u64) {
     }
 }
 
-/// Counts a packet from `source` of protocol `kind` (a
-/// `kinds::source_slot`): into the CPU's run when it continues it, else as
-/// a new run, which first finds or claims its source's entry (a packet of
-/// another protocol from the run's source keeps the run's entry); then the
-/// finished run settles into the entry it kept (or, with none, into
-/// `unattributed`). The new run is written before the old one settles: a
-/// reader racing this misses the old run for one read rather than
-/// counting it twice (user space keeps counts from going backwards).
+/// Counts a packet from `source`: into the CPU's run when it continues it,
+/// else as a new run, which first finds or claims its source's entry; then
+/// the finished run settles into the entry it kept (or, with none,
+/// into `unattributed`). The new run is written before the old one
+/// settles: a reader racing this misses the old run for one read rather
+/// than counting it twice (user space keeps counts from going backwards).
 /// Returns the index of the entry the packet's run settles into
 /// ([`NO_ENTRY`]: none).
 #[inline(always)]
@@ -255,41 +243,32 @@ pub fn track<E: Entry>(
     family: &Family<E>,
     run: Run<'_, E::Address>,
     source: E::Address,
-    kind: u32,
     packets: u64,
     len: u64,
 ) -> u32 {
-    let same_source = run.counter.packets != 0 && E::same(run.source, &source);
-    if same_source && *run.kind == kind {
+    if run.counter.packets != 0 && E::same(run.source, &source) {
         bump(run.counter, packets, len);
         return *run.entry;
     }
-    let (finished, finished_source, finished_entry, finished_kind) =
-        (*run.counter, *run.source, *run.entry, *run.kind);
-    let entry = if same_source {
-        finished_entry
-    } else {
-        entry_for::<E>(family.table, family.pages, &source)
-    };
-    // No run, then the new source, entry and protocol, then the new run's
-    // count: a reader copying the slot meanwhile never sees the old count
-    // under the new source (see `CpuState`). Volatile keeps the stores in
-    // order.
+    let (finished, finished_source, finished_entry) = (*run.counter, *run.source, *run.entry);
+    let entry = entry_for::<E>(family.table, family.pages, &source);
+    // No run, then the new source and entry, then the new run's count: a
+    // reader copying the slot meanwhile never sees the old count under
+    // the new source (see `CpuState`). Volatile keeps the stores in order.
     start_run(run.counter, 0, 0);
     // SAFETY: plain stores to this CPU's live slot.
     unsafe {
         core::ptr::write_volatile(run.source, source);
         core::ptr::write_volatile(run.entry, entry);
-        core::ptr::write_volatile(run.kind, kind);
     }
     start_run(run.counter, packets, len);
     if finished.packets != 0
         && !settle::<E>(
-            family,
+            family.table,
+            family.pages,
             finished_entry,
             &finished_source,
             &finished,
-            finished_kind,
         )
     {
         run.unattributed.add(&finished);
@@ -315,39 +294,36 @@ pub fn counting<E: Entry>(table: &Array<E>, index: u32, address: &E::Address) ->
     (ready && unsafe { E::holds(entry, address) }).then_some(entry)
 }
 
-/// Adds a finished run of protocol `kind` to the entry it kept; false
-/// when it has none. When user space retired that entry while the run
-/// went on (the entry is no longer counting the run's source), the run
-/// finds or claims another.
+/// Adds a finished run to the entry it kept; false when it has none.
+/// When user space retired that entry while the run went on (the entry is
+/// no longer counting the run's source), the run finds or claims another.
 #[inline(always)]
 fn settle<E: Entry>(
-    family: &Family<E>,
+    table: &Array<E>,
+    pages: &Array<u64>,
     index: u32,
     address: &E::Address,
     run: &Counter,
-    kind: u32,
 ) -> bool {
     if index == NO_ENTRY {
         return false;
     }
-    if add_if_counting(family, index, address, run, kind) {
+    if add_if_counting(table, index, address, run) {
         return true;
     }
-    let index = entry_for::<E>(family.table, family.pages, address);
-    add_if_counting(family, index, address, run, kind)
+    let index = entry_for::<E>(table, pages, address);
+    add_if_counting(table, index, address, run)
 }
 
-/// Adds `run` (of protocol `kind`) to entry `index` if that entry counts
-/// `address`.
+/// Adds `run` to entry `index` if that entry counts `address`.
 #[inline(always)]
 fn add_if_counting<E: Entry>(
-    family: &Family<E>,
+    table: &Array<E>,
     index: u32,
     address: &E::Address,
     run: &Counter,
-    kind: u32,
 ) -> bool {
-    let Some(entry) = counting(family.table, index, address) else {
+    let Some(entry) = counting(table, index, address) else {
         return false;
     };
     // SAFETY: a live entry counting this source; the adds are atomic
@@ -355,14 +331,6 @@ fn add_if_counting<E: Entry>(
     // an entry draining and then waits for a grace period before it reads
     // the final counts, so an add that saw READY lands before that read.
     unsafe { atomic_add(E::counter(entry), run) };
-    let slot = kind as usize;
-    if slot < SOURCE_SLOTS
-        && let Some(kinds) = family.kinds.get_ptr_mut(index)
-    {
-        // SAFETY: a slot of the live element beside the entry, which user
-        // space zeroes with the entry; every CPU adds to it atomically.
-        unsafe { atomic_add_one(kinds.cast::<u64>().add(slot), run.packets) };
-    }
     true
 }
 

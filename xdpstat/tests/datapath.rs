@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdpstat::{
-    counts::snapshot::Snapshot, counts::sources::SourceTableBuilder, kernel::datapath::Datapath,
+    counts::snapshot::Snapshot, counts::sources::SourceTable, kernel::datapath::Datapath,
     kernel::tables::ReadMethod,
 };
 use xdpstat_common::{Counter, MAX_PROBES};
@@ -387,18 +387,14 @@ fn retiring_idle_entries_makes_room_and_loses_no_packet() {
     assert_eq!(second.sources, first.sources);
     let retired = datapath.retire_idle().unwrap();
     // 10 in use, down to 6: the four with fewest packets, but never the
-    // entry the CPU's run will settle into (source 10); each with its
-    // final count, all of it UDP.
-    let mut expected = SourceTableBuilder::default();
-    for last in 6..=9u8 {
-        let packets = u64::from(10 - last);
-        expected.push_with(
-            IpAddr::V4(v4(last)),
-            c(packets, packets * len),
-            [0, packets, 0, 0],
-        );
-    }
-    assert_eq!(retired, expected.finish());
+    // entry the CPU's run will settle into (source 10).
+    let expected: SourceTable = (6..=9u8)
+        .map(|last| {
+            let packets = u64::from(10 - last);
+            (IpAddr::V4(v4(last)), c(packets, packets * len))
+        })
+        .collect();
+    assert_eq!(retired, expected);
     let third = snapshot(&datapath);
     for last in 6..=9 {
         assert!(

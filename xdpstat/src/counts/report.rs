@@ -10,10 +10,7 @@ use std::{
 };
 
 use serde::Serialize;
-use xdpstat_common::{
-    Counter,
-    kinds::{SOURCE_SLOT_NAMES, SourceKinds},
-};
+use xdpstat_common::Counter;
 
 use crate::counts::{
     snapshot::{ClassTotals, Snapshot},
@@ -123,40 +120,6 @@ pub struct SourceRow {
     pub bps: f64,
     /// What the rules did to its packets.
     pub verdicts: Verdicts,
-    /// Its packets per protocol (ICMP of either family is `icmp`).
-    pub protocols: SourceProtocols,
-}
-
-/// A source's packets per protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SourceProtocols {
-    pub tcp: u64,
-    pub udp: u64,
-    pub icmp: u64,
-    pub other: u64,
-}
-
-impl SourceProtocols {
-    pub fn of(kinds: &SourceKinds) -> Self {
-        Self {
-            tcp: kinds[0],
-            udp: kinds[1],
-            icmp: kinds[2],
-            other: kinds[3],
-        }
-    }
-
-    /// The protocol most of its packets are (`None` with no packets; ties
-    /// go to the first of tcp, udp, icmp, other).
-    pub fn dominant(&self) -> Option<&'static str> {
-        let counts = [self.tcp, self.udp, self.icmp, self.other];
-        let (at, most) =
-            counts.iter().enumerate().fold(
-                (0, 0),
-                |best, (at, &n)| if n > best.1 { (at, n) } else { best },
-            );
-        (most > 0).then_some(SOURCE_SLOT_NAMES[at])
-    }
 }
 
 impl Report {
@@ -188,9 +151,6 @@ impl Report {
                     pps: rate.pps,
                     bps: rate.bps,
                     verdicts: current.verdicts.of_source(&address, &now),
-                    protocols: SourceProtocols::of(
-                        &current.sources.kinds_of(&address).unwrap_or_default(),
-                    ),
                 }
             })
             .collect();

@@ -11,7 +11,7 @@
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
     SOURCES_V6_MAP, V4Entry, V6Entry,
-    kinds::{PORTS, PORTS_MAP, SOURCE_KINDS_V4_MAP, SOURCE_KINDS_V6_MAP, SourceKinds, side::SIDES},
+    kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{
         MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP,
         RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
@@ -98,7 +98,7 @@ pub struct Layout {
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 23] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -119,21 +119,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 23] {
             page_flags_len(entries, v4),
             SourcesV4,
         ),
-        layout(
-            SOURCE_KINDS_V4_MAP,
-            Mmapable,
-            size_of::<SourceKinds>(),
-            entries,
-            SourcesV4,
-        ),
         layout(SOURCES_V6_MAP, Mmapable, v6, entries, SourcesV6),
-        layout(
-            SOURCE_KINDS_V6_MAP,
-            Mmapable,
-            size_of::<SourceKinds>(),
-            entries,
-            SourcesV6,
-        ),
         layout(
             PAGES_V6_MAP,
             Mmapable,
@@ -174,7 +160,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 23] {
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 23] {
+pub fn map_names() -> [&'static str; 21] {
     layouts(1, 1, 1).map(|map| map.name)
 }
 

@@ -21,18 +21,13 @@ use aya::{
     Pod,
     maps::{Array, Map, MapData},
 };
-use xdpstat_common::{
-    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state,
-    kinds::{SOURCE_SLOTS, SourceKinds},
-    mix,
-    rules::SourceRow,
-};
+use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix, rules::SourceRow};
 
 use ipnet::IpNet;
 
 use crate::{
     counts::prefixes::{PrefixLens, Prefixes},
-    counts::sources::{SourceTable, SourceTableBuilder, unknown_kinds},
+    counts::sources::{SourceTable, SourceTableBuilder},
     error::{XdpstatError, one_line},
     kernel::bpf_sys::Grace,
     kernel::mapped::MappedArray,
@@ -181,8 +176,6 @@ struct Table<E> {
     /// The rows beside the entries (see `xdpstat_common::rules`), when the
     /// datapath has a row per entry.
     rows: Option<OwnedFd>,
-    /// Packets per protocol beside the entries, when read.
-    kinds: Option<OwnedFd>,
     /// The page flags, small enough to stay mapped.
     pages: MappedArray<u64>,
     /// Per entry, the low 32 bits of its packets at the last read, and a
@@ -202,10 +195,6 @@ impl<E: TableEntry> Table<E> {
             len,
             rows: match fds.rows {
                 Some(rows) => Some(rows.try_clone_to_owned()?),
-                None => None,
-            },
-            kinds: match fds.kinds {
-                Some(kinds) => Some(kinds.try_clone_to_owned()?),
                 None => None,
             },
             pages: MappedArray::map(pages, pages_for::<E>(len))?,
@@ -235,14 +224,6 @@ impl<E: TableEntry> Table<E> {
         self.rows
             .as_ref()
             .map(|rows| self.window_of(rows.as_fd(), first))
-            .transpose()
-    }
-
-    /// Their packets per protocol, mapped, if read.
-    fn kinds_window(&self, first: usize) -> std::io::Result<Option<MappedArray<SourceKinds>>> {
-        self.kinds
-            .as_ref()
-            .map(|kinds| self.window_of(kinds.as_fd(), first))
             .transpose()
     }
 
@@ -280,9 +261,6 @@ impl<E: TableEntry> Table<E> {
             let rows = self
                 .rows_window(first)
                 .map_err(|e| format!("mapping rows: {e}"))?;
-            let kinds = self
-                .kinds_window(first)
-                .map_err(|e| format!("mapping protocols: {e}"))?;
             for page in used_pages {
                 let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(last);
                 for index in entries {
@@ -293,13 +271,7 @@ impl<E: TableEntry> Table<E> {
                         (None, Some(window)) => load_entry(window, index - first),
                         (None, None) => unreachable!("mapped above"),
                     };
-                    let protocols = match &kinds {
-                        Some(kinds) if entry.state == entry_state::READY => {
-                            load_kinds(kinds, index - first)
-                        }
-                        _ => unknown_kinds(&entry.counter),
-                    };
-                    self.account(index, &entry, protocols, sources);
+                    self.account(index, &entry, sources);
                     if let Some(rows) = &rows
                         && entry.state == entry_state::READY
                     {
@@ -316,20 +288,14 @@ impl<E: TableEntry> Table<E> {
 
     /// Takes in one entry. An entry that holds a source is in the read even
     /// with no packets yet: its source's first run is still on a CPU.
-    fn account(
-        &mut self,
-        index: usize,
-        entry: &EntryRead,
-        kinds: SourceKinds,
-        sources: &mut SourceTableBuilder,
-    ) {
+    fn account(&mut self, index: usize, entry: &EntryRead, sources: &mut SourceTableBuilder) {
         if entry.state != entry_state::READY {
             self.seen[index] = 0;
             self.set_idle(index, false);
             return;
         }
         self.in_use += 1;
-        sources.push_with(entry.address, entry.counter, kinds);
+        sources.push(entry.address, entry.counter);
         let low = entry.counter.packets as u32;
         // An entry with no packets has its first run in progress: busy.
         let unchanged = low != 0 && self.seen[index] == low;
@@ -416,21 +382,12 @@ impl<E: TableEntry> Table<E> {
     /// After a grace period: each victim's source and final counts (no
     /// program adds to a drained entry once the grace period has passed,
     /// `Grace::wait`).
-    fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<Final>> {
+    fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Counter)>> {
         let mut finals = Vec::with_capacity(victims.len());
         self.write_each(victims, |window, at| {
             let entry = load_entry(window, at);
-            finals.push((entry.address, entry.counter, unknown_kinds(&entry.counter)));
+            finals.push((entry.address, entry.counter));
         })?;
-        if let Some(kinds) = &self.kinds {
-            let open = |first| self.window_of(kinds.as_fd(), first);
-            let mut at_final = finals.iter_mut();
-            Self::each_in_windows(victims, open, |kinds: &MappedArray<SourceKinds>, at| {
-                if let Some(last) = at_final.next() {
-                    last.2 = load_kinds(kinds, at);
-                }
-            })?;
-        }
         Ok(finals)
     }
 
@@ -444,16 +401,8 @@ impl<E: TableEntry> Table<E> {
     /// in flight. On x86 stores stay in program order anyway; on arm64 the
     /// release store is what keeps the zeroing ahead of the state.
     fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
-        // Their protocols and rows first: a source that claims the entry
-        // next starts with no packets, no verdicts and a full bucket.
-        if let Some(kinds) = &self.kinds {
-            let open = |first| self.window_of(kinds.as_fd(), first);
-            Self::each_in_windows(victims, open, |kinds: &MappedArray<SourceKinds>, at| {
-                for word in 0..SOURCE_SLOTS {
-                    kinds.store(at, word * 8, 0, Ordering::Relaxed);
-                }
-            })?;
-        }
+        // Their rows first: a source that claims the entry next starts
+        // with no verdicts and a full bucket.
         if let Some(rows) = &self.rows {
             let open = |first| self.window_of(rows.as_fd(), first);
             Self::each_in_windows(victims, open, |rows: &MappedArray<SourceRow>, at| {
@@ -500,25 +449,13 @@ impl<E: TableEntry> Table<E> {
     }
 }
 
-/// A retired entry's source, final counts and packets per protocol.
-type Final = (IpAddr, Counter, SourceKinds);
-
 /// The sum of some final counts.
-fn sum(finals: &[Final]) -> Counter {
+fn sum(finals: &[(IpAddr, Counter)]) -> Counter {
     let mut total = Counter::default();
-    for (_, counter, _) in finals {
+    for (_, counter) in finals {
         total.add(counter);
     }
     total
-}
-
-/// The packets per protocol in element `at` of `window`.
-fn load_kinds(window: &MappedArray<SourceKinds>, at: usize) -> SourceKinds {
-    let mut kinds = SourceKinds::default();
-    for (slot, count) in kinds.iter_mut().enumerate() {
-        *count = window.load(at, slot * 8, Ordering::Relaxed);
-    }
-    kinds
 }
 
 fn pages_for<E>(entries: usize) -> usize {
@@ -559,9 +496,6 @@ pub struct TableFds<'a> {
     pub pages: BorrowedFd<'a>,
     /// `None` when the datapath has no row per entry (no rules can come).
     pub rows: Option<BorrowedFd<'a>>,
-    /// Packets per protocol beside each entry; `None` for a reader that
-    /// only wants counts.
-    pub kinds: Option<BorrowedFd<'a>>,
 }
 
 impl Tables {
@@ -723,7 +657,7 @@ impl Tables {
         let finals_v6 = self.v6.finals(v6).map_err(|e| failed("reading", &e))?;
         let (sum_v4, sum_v6) = (sum(&finals), sum(&finals_v6));
         finals.extend(finals_v6);
-        for (address, counter, _) in &finals {
+        for (address, counter) in &finals {
             let prefix = self.lens.of(*address);
             if self.retired_prefixes.len() < RETIRED_PREFIXES_MAX
                 || self.retired_prefixes.contains_key(&prefix)
@@ -750,11 +684,7 @@ impl Tables {
         self.record
             .update(|meta| meta.retiring = 0)
             .map_err(|e| failed("recording", &one_line(&e)))?;
-        let mut retired = SourceTableBuilder::with_capacity(v4.len(), v6.len());
-        for (address, counter, kinds) in finals {
-            retired.push_with(address, counter, kinds);
-        }
-        Ok(retired.finish())
+        Ok(finals.into_iter().collect())
     }
 
     /// Finishes a retirement that a persisted xdpstat was killed in: its

@@ -399,13 +399,11 @@ fn held(meta: &Meta) -> Result<(usize, usize), String> {
             entries: v4.as_fd(),
             pages: v4_pages.as_fd(),
             rows: None,
-            kinds: None,
         },
         TableFds {
             entries: v6.as_fd(),
             pages: v6_pages.as_fd(),
             rows: None,
-            kinds: None,
         },
         meta.table_entries as usize,
     )

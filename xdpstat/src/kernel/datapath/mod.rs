@@ -36,7 +36,7 @@ use xdpstat_common::{
     NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
     TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
     kinds::{
-        PORTS, SourceKinds,
+        PORTS,
         side::{self, SIDES},
     },
     sketch::{
@@ -252,13 +252,11 @@ impl Datapath {
                 entries: maps.sources_fd(false)?,
                 pages: maps.pages[0].fd().as_fd(),
                 rows: rule_rows.then(|| maps.rows[0].fd().as_fd()),
-                kinds: Some(maps.kinds[0].fd().as_fd()),
             },
             TableFds {
                 entries: maps.sources_fd(true)?,
                 pages: maps.pages[1].fd().as_fd(),
                 rows: rule_rows.then(|| maps.rows[1].fd().as_fd()),
-                kinds: Some(maps.kinds[1].fd().as_fd()),
             },
             entries as usize,
             max_sources as usize,

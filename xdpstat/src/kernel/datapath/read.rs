@@ -203,15 +203,6 @@ impl Datapath {
     }
 }
 
-/// A run's packets per protocol: all of them under the run's protocol.
-fn run_kinds(kind: u32, run: &Counter) -> SourceKinds {
-    let mut kinds = SourceKinds::default();
-    if let Some(slot) = kinds.get_mut(kind as usize) {
-        *slot = run.packets;
-    }
-    kinds
-}
-
 /// Adds the CPUs' port runs in progress to the port counters read before
 /// them: a run that settled in between is missing from this read (and in
 /// the next), never counted twice, as with sources.
@@ -294,11 +285,7 @@ fn fold_cpu_states(
                 slots.unattributed_v4.add(&state.run_v4);
                 unheld.push((Ipv4Addr::from(state.run_v4_source).into(), state.run_v4));
             } else {
-                sources.push_v4(
-                    state.run_v4_source,
-                    state.run_v4,
-                    run_kinds(state.run_v4_kind, &state.run_v4),
-                );
+                sources.push_v4(state.run_v4_source, state.run_v4);
                 busy.v4.push(state.run_v4_entry);
             }
         }
@@ -307,11 +294,7 @@ fn fold_cpu_states(
                 slots.unattributed_v6.add(&state.run_v6);
                 unheld.push((Ipv6Addr::from(state.run_v6_source).into(), state.run_v6));
             } else {
-                sources.push_v6(
-                    state.run_v6_source,
-                    state.run_v6,
-                    run_kinds(state.run_v6_kind, &state.run_v6),
-                );
+                sources.push_v6(state.run_v6_source, state.run_v6);
                 busy.v6.push(state.run_v6_entry);
             }
         }

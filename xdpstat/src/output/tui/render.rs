@@ -61,7 +61,7 @@ impl Column {
 
 /// The columns, in the order they give way on a narrow terminal (the last
 /// goes first). The address column takes what is left.
-const COLUMNS: [Column; 8] = [
+const COLUMNS: [Column; 7] = [
     Column {
         title: "pkt/s",
         width: 8,
@@ -93,12 +93,6 @@ const COLUMNS: [Column; 8] = [
         cell: |row, _| human_count(row.bytes),
     },
     Column {
-        title: "proto",
-        width: 6,
-        right: false,
-        cell: |row, _| row.protocol.to_owned(),
-    },
-    Column {
         title: "recent",
         width: HISTORY as u16,
         right: false,
@@ -117,7 +111,7 @@ const COLUMNS: [Column; 8] = [
 
 /// Columns shown left to right, by their index in [`COLUMNS`]; the
 /// verdicts column is the first to go on a narrow screen.
-const ORDER: [usize; 8] = [2, 4, 0, 1, 3, 5, 6, 7];
+const ORDER: [usize; 7] = [2, 4, 0, 1, 3, 5, 6];
 
 /// The narrowest address column (an IPv4 address).
 const ADDRESS_MIN: u16 = 15;

@@ -17,7 +17,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use xdpstat_common::Counter;
 
 use crate::{
-    counts::report::{Rate, SourceProtocols},
+    counts::report::Rate,
     counts::snapshot::{ClassTotals, Snapshot},
     counts::verdicts::Verdicts,
     output::tui::kinds::KindsPane,
@@ -43,9 +43,6 @@ pub struct Row {
     pub acted: u64,
     /// What the rules did to it, in a few words (empty: all passed).
     pub verdict: String,
-    /// The protocol most of its packets are (sources only; empty: none
-    /// yet, or a prefix).
-    pub protocol: &'static str,
 }
 
 impl Row {
@@ -143,9 +140,7 @@ impl Pane {
         self.rows.clear();
         self.rows.reserve(current.sources.len());
         let mut history = HashMap::with_capacity(current.sources.len());
-        for (address, counter, earlier, kinds) in
-            current.sources.since_with_kinds(&previous.sources)
-        {
+        for (address, counter, earlier) in current.sources.since(&previous.sources) {
             let rate = Rate::between(&counter, &earlier, seconds);
             let mut recent = self.history.remove(&address).unwrap_or_default();
             if recent.len() == HISTORY {
@@ -174,7 +169,6 @@ impl Pane {
                 share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                 acted,
                 verdict,
-                protocol: SourceProtocols::of(&kinds).dominant().unwrap_or(""),
             });
         }
         // Sources no longer listed take their history with them.
@@ -212,7 +206,6 @@ impl Pane {
                     share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                     acted: 0,
                     verdict: String::new(),
-                    protocol: "",
                 }
             })
             .collect();
