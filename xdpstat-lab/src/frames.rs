@@ -120,6 +120,34 @@ pub fn ipv6_packet(
     packet
 }
 
+/// Makes the IP packet in `packet` (an [`ipv4_packet`] or an
+/// [`ipv6_packet`] without extension headers) carry `protocol`, and lays
+/// the ports and, for TCP, a 20-byte header with `tcp_flags` at the start
+/// of its payload (which must hold them).
+pub fn carrying(packet: &mut [u8], protocol: u8, ports: (u16, u16), tcp_flags: u8) {
+    let (protocol_at, payload_at) = if packet[0] >> 4 == 4 {
+        (9, usize::from(packet[0] & 0x0f) * 4)
+    } else {
+        (6, 40)
+    };
+    packet[protocol_at] = protocol;
+    let l4 = &mut packet[payload_at..];
+    if protocol == 6 || protocol == 17 {
+        l4[0..2].copy_from_slice(&ports.0.to_be_bytes());
+        l4[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    }
+    if protocol == 6 {
+        l4[12] = 0x50;
+        l4[13] = tcp_flags;
+    }
+}
+
+/// TCP flags for [`carrying`].
+pub mod tcp {
+    pub const SYN: u8 = 0x02;
+    pub const ACK: u8 = 0x10;
+}
+
 /// An ARP request from `sender` asking for `target`.
 pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1];

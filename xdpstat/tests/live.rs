@@ -669,6 +669,30 @@ fn the_demo_counts_everything_it_sends_and_cleans_up() {
     );
     assert!(pair(&last["totals"]["ipv4"]).0 > 0 && pair(&last["totals"]["ipv6"]).0 > 0);
     assert!(pair(&last["totals"]["non_ip"]).0 > 0 && pair(&last["totals"]["malformed"]).0 > 0);
+    // Every IP packet under exactly one protocol, and each source's kind
+    // of traffic where it belongs: the SYN flood from 198.18.7.1, ICMP
+    // from 198.18.3.3, ICMPv6 from 2001:db8:1::5.
+    let totals = &last["totals"];
+    let protocols = &totals["protocols"];
+    let ip = pair(&totals["ipv4"]).0 + pair(&totals["ipv6"]).0;
+    let by_protocol: u64 = ["tcp", "udp", "icmp", "icmpv6", "other"]
+        .iter()
+        .map(|p| pair(&protocols[*p]).0)
+        .sum();
+    assert_eq!(by_protocol, ip, "{last}");
+    assert_eq!(pair(&protocols["other"]).0, 0);
+    assert_eq!(
+        pair(&totals["tcp_syn"]),
+        source(&last, "198.18.7.1").unwrap()
+    );
+    assert_eq!(
+        pair(&protocols["icmp"]),
+        source(&last, "198.18.3.3").unwrap()
+    );
+    assert_eq!(
+        pair(&protocols["icmpv6"]),
+        source(&last, "2001:db8:1::5").unwrap()
+    );
     let namespaces: Vec<&str> = stderr
         .lines()
         .next()

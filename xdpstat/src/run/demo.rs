@@ -21,7 +21,7 @@ use crate::{
     run::watch::{announce, detach_all, feed_metrics, serve_metrics, show},
 };
 use xdpstat_lab::{
-    frames::{self, VlanTag, ethertype},
+    frames::{self, VlanTag, ethertype, tcp},
     netns::{Namespace, veth_pair},
     packet_socket::PacketSocket,
 };
@@ -155,29 +155,40 @@ struct Talker {
 fn cast() -> Vec<Talker> {
     let to4 = Ipv4Addr::new(198, 19, 0, 1);
     let to6 = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
-    let v4 = |last: [u8; 2], tags: &[VlanTag], payload: usize| {
-        let packet =
+    // Each source sends one kind of traffic: (protocol, ports, TCP flags).
+    type Kind = (u8, (u16, u16), u8);
+    let v4 = |last: [u8; 2], tags: &[VlanTag], payload: usize, kind: Kind| {
+        let mut packet =
             frames::ipv4_packet(Ipv4Addr::new(198, 18, last[0], last[1]), to4, &[], payload);
+        frames::carrying(&mut packet, kind.0, kind.1, kind.2);
         frames::ethernet(tags, ethertype::IPV4, &packet)
     };
-    let v6 = |segments: [u16; 2], tags: &[VlanTag], payload: usize| {
+    let v6 = |segments: [u16; 2], tags: &[VlanTag], payload: usize, kind: Kind| {
         let source = Ipv6Addr::new(0x2001, 0xdb8, segments[0], 0, 0, 0, 0, segments[1]);
-        let packet = frames::ipv6_packet(source, to6, &[], payload);
+        let mut packet = frames::ipv6_packet(source, to6, &[], payload);
+        frames::carrying(&mut packet, kind.0, kind.1, kind.2);
         frames::ethernet(tags, ethertype::IPV6, &packet)
     };
-    let mut malformed = v4([0, 99], &[], 20);
+    let https: Kind = (6, (51_000, 443), tcp::ACK);
+    let syn: Kind = (6, (40_000, 443), tcp::SYN);
+    let ssh: Kind = (6, (50_022, 22), tcp::ACK);
+    let dns_query: Kind = (17, (5353, 53), 0);
+    let dns_answer: Kind = (17, (53, 33_000), 0);
+    let icmp: Kind = (1, (0, 0), 0);
+    let icmpv6: Kind = (58, (0, 0), 0);
+    let mut malformed = v4([0, 99], &[], 20, icmp);
     malformed[14] = 0x35; // IPv4 ethertype, version 3: malformed
     vec![
         Talker {
-            frame: v4([0, 10], &[], 1200),
+            frame: v4([0, 10], &[], 1200, https),
             per_round: 40,
         },
         Talker {
-            frame: v6([0, 0x10], &[], 64),
+            frame: v6([0, 0x10], &[], 64, dns_query),
             per_round: 25,
         },
         Talker {
-            frame: v4([0, 11], &[VlanTag::dot1q(100)], 400),
+            frame: v4([0, 11], &[VlanTag::dot1q(100)], 400, dns_answer),
             per_round: 20,
         },
         Talker {
@@ -185,19 +196,25 @@ fn cast() -> Vec<Talker> {
                 [0, 0xbeef],
                 &[VlanTag::dot1ad(200), VlanTag::dot1q(300)],
                 900,
+                ssh,
             ),
             per_round: 10,
         },
         Talker {
-            frame: v4([7, 1], &[], 64),
+            frame: v4([7, 1], &[], 64, syn),
             per_round: 8,
         },
         Talker {
-            frame: v6([1, 5], &[VlanTag::dot1q(100)], 200),
+            frame: v6([1, 5], &[VlanTag::dot1q(100)], 200, icmpv6),
             per_round: 5,
         },
         Talker {
-            frame: v4([3, 3], &[VlanTag::dot1ad(10), VlanTag::dot1q(20)], 100),
+            frame: v4(
+                [3, 3],
+                &[VlanTag::dot1ad(10), VlanTag::dot1q(20)],
+                100,
+                icmp,
+            ),
             per_round: 3,
         },
         Talker {
