@@ -3,7 +3,9 @@
 //! against what tcpdump itself reads from them), pipes, standard input and
 //! named pipes with no writer, a file truncated while it is read, records
 //! longer than the snap length or than the kernel runs, obsolete blocks,
-//! odd options and impossible timestamps, and the memory a replay holds.
+//! odd options and impossible timestamps, and the memory a replay holds;
+//! and real kernel traffic captured by tcpdump, whose protocols, fragments,
+//! SYNs and ports the replay must count as tshark reads them.
 
 mod common;
 
@@ -749,4 +751,179 @@ fn a_replay_of_large_frames_holds_bounded_memory() {
         peak_kib < 64 * 1024,
         "peak resident memory {peak_kib} KiB for a {size}-byte capture"
     );
+}
+
+/// What tshark says of each IP frame of a capture, fragments not
+/// reassembled: (bytes on the wire, protocol slot, fragment, SYN, TCP
+/// destination port, UDP ports).
+type TsharkFrame = (u64, usize, bool, bool, Option<u16>, Option<(u16, u16)>);
+
+fn tshark_frames(file: &Path) -> Vec<TsharkFrame> {
+    let output = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-o", "ip.defragment:FALSE", "-T", "fields"])
+        // Fields apart by `|`, a field's values (a quoted header's) by `,`.
+        .args(["-E", "separator=|", "-E", "aggregator=,"])
+        .args(["-e", "frame.len", "-e", "ip.proto", "-e", "ipv6.nxt"])
+        .args(["-e", "ip.flags.mf", "-e", "ip.frag_offset"])
+        .args([
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "tcp.flags.ack",
+        ])
+        .args(["-e", "udp.srcport", "-e", "udp.dstport"])
+        .output()
+        .expect("tshark runs");
+    assert!(output.status.success(), "tshark: {}", stderr(&output));
+    let number = |field: &str| field.split(',').next().and_then(|n| n.parse::<u64>().ok());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('|').collect();
+            let protocol = number(f[1]).or(number(f[2]))?;
+            let slot = match protocol {
+                6 => 0,
+                17 => 1,
+                1 => 2,
+                58 => 3,
+                _ => 4,
+            };
+            // The first value of a field is the outer header's (tshark
+            // also dissects the packet an ICMP error quotes).
+            let flag = |field: &str| matches!(field.split(',').next(), Some("1" | "True"));
+            let fragment = flag(f[3]) || number(f[4]).is_some_and(|offset| offset > 0);
+            let tcp_port = number(f[5]).filter(|_| slot == 0).map(|p| p as u16);
+            let syn = tcp_port.is_some() && flag(f[6]) && !flag(f[7]);
+            let udp = number(f[8])
+                .zip(number(f[9]))
+                .filter(|_| slot == 1)
+                .map(|(s, d)| (s as u16, d as u16));
+            Some((number(f[0])?, slot, fragment, syn, tcp_port, udp))
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_traffic_captured_by_tcpdump_replays_to_the_protocols_and_ports_tshark_reads() {
+    let test = "kernel_traffic_captured_by_tcpdump_replays_to_the_protocols_and_ports_tshark_reads";
+    if !common::privileged(test)
+        || !have(test, "tcpdump")
+        || !have(test, "tshark")
+        || !have(test, "iperf3")
+    {
+        return;
+    }
+    let scratch = Scratch::new("kinds");
+    let net = TestNet::new();
+    let file = scratch.path("kernel-traffic.pcap");
+    let file_arg = file.display().to_string();
+    let mut tcpdump = start_capture(&net, "tcpdump", &["-i", "xs0", "-n", "-U", "-w", &file_arg]);
+    // Real TCP (connections, handshakes, segments) and UDP datagrams over
+    // the MTU that the sender's kernel fragments, to a closed port: the
+    // receiver answers ICMP port unreachable. (tcpdump captures both
+    // directions; the replay and tshark read the same file.)
+    common::iperf3_8mb(&net, "198.18.60");
+    net.sender
+        .run(|| {
+            let socket = std::net::UdpSocket::bind("198.18.60.2:5300").expect("bind");
+            for _ in 0..5 {
+                socket.send_to(&[9u8; 4000], "198.18.60.1:9").expect("send");
+            }
+        })
+        .unwrap();
+    // A last frame of an ethertype nothing else sends marks the end of the
+    // traffic: once tcpdump has written it, it has written everything.
+    let marker = xdpstat_lab::frames::ethernet(&[], 0x88b5, &[0u8; 46]);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        net.send(&marker, 1);
+        let seen = Command::new("tcpdump")
+            .args(["-n", "-r"])
+            .arg(&file)
+            .arg("ether proto 0x88b5")
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty());
+        if seen {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tcpdump never wrote the marker");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+
+    let output = replay(&["--format", "json", &file_arg]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = reports(&output).remove(0);
+    let frames = tshark_frames(&file);
+    assert!(frames.len() > 100, "{} IP frames", frames.len());
+    let sum = |keep: &dyn Fn(&TsharkFrame) -> bool| -> (u64, u64) {
+        frames
+            .iter()
+            .filter(|f| keep(f))
+            .fold((0, 0), |(p, b), f| (p + 1, b + f.0))
+    };
+    let totals = &report["totals"];
+    for (slot, name) in ["tcp", "udp", "icmp", "icmpv6", "other"].iter().enumerate() {
+        assert_eq!(
+            pair(&totals["protocols"][name]),
+            sum(&|f| f.1 == slot),
+            "{name}"
+        );
+    }
+    assert_eq!(pair(&totals["fragments"]), sum(&|f| f.2));
+    assert_eq!(
+        pair(&totals["fragments"]).0,
+        15,
+        "five datagrams, three fragments each"
+    );
+    assert_eq!(pair(&totals["tcp_syn"]), sum(&|f| f.3));
+    assert!(pair(&totals["tcp_syn"]).0 >= 2, "iperf3's two connections");
+    assert!(
+        pair(&totals["protocols"]["icmp"]).0 >= 1,
+        "port unreachable"
+    );
+    assert!(
+        pair(&totals["protocols"]["icmp"]).0 >= 1,
+        "port unreachable"
+    );
+    // Every port tshark sees, with its packets and bytes.
+    let mut expected: std::collections::BTreeMap<(String, String, u16), (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for f in &frames {
+        let mut add = |protocol: &str, side: &str, port: u16| {
+            let row = expected
+                .entry((protocol.into(), side.into(), port))
+                .or_default();
+            row.0 += 1;
+            row.1 += f.0;
+        };
+        if let Some(port) = f.4 {
+            add("tcp", "dst", port);
+        }
+        if let Some((source, destination)) = f.5 {
+            add("udp", "dst", destination);
+            add("udp", "src", source);
+        }
+    }
+    let got: std::collections::BTreeMap<(String, String, u16), (u64, u64)> = report["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                (
+                    row["protocol"].as_str().unwrap().to_owned(),
+                    row["side"].as_str().unwrap().to_owned(),
+                    row["port"].as_u64().unwrap() as u16,
+                ),
+                pair(row),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
 }
