@@ -285,6 +285,22 @@ fn counts_survive_sigterm_and_sigkill_while_traffic_flows() {
         });
         assert_eq!(report["counting_since"], since.as_str());
         traffic.assert_exact(&report, sent);
+        // The protocol and port counters carry on in the pins too: every
+        // IP frame is UDP from and to port 0.
+        let totals = &report["totals"];
+        let (v4, v6) = (pair(&totals["ipv4"]), pair(&totals["ipv6"]));
+        let ip = (v4.0 + v6.0, v4.1 + v6.1);
+        assert_eq!(pair(&totals["protocols"]["udp"]), ip);
+        let port_zero = |side: &str| {
+            report["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|row| row["protocol"] == "udp" && row["side"] == side && row["port"] == 0)
+                .map(pair)
+        };
+        assert_eq!(port_zero("dst"), Some(ip));
+        assert_eq!(port_zero("src"), Some(ip));
         eprintln!(
             "{} frames sent across a SIGTERM and a SIGKILL restart, every one counted",
             sent as usize * traffic.frames_per_round()
