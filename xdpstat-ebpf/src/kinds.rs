@@ -40,40 +40,37 @@ pub fn count(state: &mut CpuState, transport: &Transport, packets: u64, len: u64
     };
     if transport.slot == slot::TCP {
         let key = u32::from(destination);
-        if state.run_tcp.packets != 0 && state.run_tcp_port == key {
-            bump(&mut state.run_tcp, packets, len);
-            return;
-        }
-        let (finished, finished_key) = (state.run_tcp, state.run_tcp_port);
-        start_port_run(
-            &mut state.run_tcp,
-            &mut state.run_tcp_port,
-            key,
-            packets,
-            len,
-        );
-        if finished.packets != 0 {
-            settle(side::TCP_DST, finished_key as u16, &finished);
+        let run = (&mut state.run_tcp, &mut state.run_tcp_port);
+        if let Some((finished, key)) = port_run(run, key, packets, len) {
+            settle(side::TCP_DST, key as u16, &finished);
         }
     } else {
         let key = (u32::from(source) << 16) | u32::from(destination);
-        if state.run_udp.packets != 0 && state.run_udp_ports == key {
-            bump(&mut state.run_udp, packets, len);
-            return;
-        }
-        let (finished, finished_key) = (state.run_udp, state.run_udp_ports);
-        start_port_run(
-            &mut state.run_udp,
-            &mut state.run_udp_ports,
-            key,
-            packets,
-            len,
-        );
-        if finished.packets != 0 {
-            settle(side::UDP_DST, finished_key as u16, &finished);
-            settle(side::UDP_SRC, (finished_key >> 16) as u16, &finished);
+        let run = (&mut state.run_udp, &mut state.run_udp_ports);
+        if let Some((finished, key)) = port_run(run, key, packets, len) {
+            settle(side::UDP_DST, key as u16, &finished);
+            settle(side::UDP_SRC, (key >> 16) as u16, &finished);
         }
     }
+}
+
+/// Counts a packet with ports `key` in a CPU's port run (its counter and
+/// key): the run goes on when the key is the run's, else a new run
+/// begins; returns the run that ended, with its key, to be settled.
+#[inline(always)]
+fn port_run(
+    (run, run_key): (&mut Counter, &mut u32),
+    key: u32,
+    packets: u64,
+    len: u64,
+) -> Option<(Counter, u32)> {
+    if run.packets != 0 && *run_key == key {
+        bump(run, packets, len);
+        return None;
+    }
+    let finished = (*run, *run_key);
+    start_port_run(run, run_key, key, packets, len);
+    (finished.0.packets != 0).then_some(finished)
 }
 
 /// Begins a port run: no run, then the key, then the count (volatile, in
