@@ -72,6 +72,7 @@ pub fn ten_rules() -> RuleSet {
     RuleSet {
         mode: Mode::DryRun,
         rules,
+        lists: Vec::new(),
     }
 }
 
@@ -117,6 +118,7 @@ pub fn twenty_thousand() -> RuleSet {
     RuleSet {
         mode: Mode::DryRun,
         rules,
+        lists: Vec::new(),
     }
 }
 
@@ -296,6 +298,7 @@ pub fn beside_xdp_filter(
                 line: 0,
             })
             .collect(),
+        lists: Vec::new(),
     };
     let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
     datapath.put_rules(&set, WATCHED)?;

@@ -39,8 +39,13 @@ pub const RULES_MAP: &str = "RULES";
 pub const ROWS_V4_MAP: &str = "ROWS_V4";
 pub const ROWS_V6_MAP: &str = "ROWS_V6";
 
-/// Rules one rule set may hold, both families together.
+/// Rules one rule set may hold, both families together (a list of
+/// prefixes is one).
 pub const MAX_RULES: u32 = 32_768;
+
+/// Prefixes one slot's tries may hold, both families together: the rules'
+/// and the lists'. A trie is charged only for the prefixes in it.
+pub const MAX_PREFIXES: u32 = 4 << 20;
 
 /// The bits of the [`RULESET_MAP`] word.
 pub mod ruleset {

@@ -5,7 +5,8 @@
 //! and every source's remembered rule must be forgotten), runs the frames
 //! through the real program with BPF_PROG_TEST_RUN, and compares each
 //! frame's action, each source's verdicts, the verdict totals and each
-//! rule's hits with a longest-prefix match and token buckets written here.
+//! rule's and list's hits with a longest-prefix match and token buckets
+//! written here. Sets carry lists of prefixes beside their rules.
 
 mod common;
 
@@ -20,7 +21,7 @@ use proptest::prelude::*;
 use xdpstat::{
     counts::{snapshot::Snapshot, verdicts::Verdicts},
     kernel::datapath::Datapath,
-    rules::{Action, Mode, Rule, RuleSet},
+    rules::{Action, List, Mode, Rule, RuleSet},
 };
 use xdpstat_common::Counter;
 use xdpstat_lab::frames::{self, ethertype};
@@ -78,24 +79,77 @@ fn rule() -> impl Strategy<Value = Rule> {
     )
 }
 
+/// Rules, then up to two lists of prefixes (each with one action), every
+/// prefix once: a prefix a rule or an earlier list has is left out of a
+/// later list, as the rules file does with one of the same action.
 fn rule_set() -> impl Strategy<Value = RuleSet> {
-    proptest::collection::vec(rule(), 0..12).prop_map(|mut rules| {
-        let mut seen = std::collections::HashSet::new();
-        rules.retain(|rule| seen.insert(rule.prefix));
-        RuleSet {
-            mode: Mode::DryRun,
-            rules,
-        }
-    })
+    let list = (proptest::collection::vec(rule(), 1..8), rule());
+    (
+        proptest::collection::vec(rule(), 0..12),
+        proptest::collection::vec(list, 0..3),
+    )
+        .prop_map(|(mut rules, lists)| {
+            let mut seen = std::collections::HashSet::new();
+            rules.retain(|rule| seen.insert(rule.prefix));
+            let lists = lists
+                .into_iter()
+                .enumerate()
+                .map(|(at, (entries, behaviour))| {
+                    let mut prefixes: Vec<IpNet> =
+                        entries.iter().map(|entry| entry.prefix).collect();
+                    prefixes.retain(|prefix| seen.insert(*prefix));
+                    List {
+                        name: format!("list{at}.netset"),
+                        path: format!("list{at}.netset").into(),
+                        action: behaviour.action,
+                        mode: behaviour.mode,
+                        line: 0,
+                        prefixes,
+                    }
+                })
+                .collect();
+            RuleSet {
+                mode: Mode::DryRun,
+                rules,
+                lists,
+            }
+        })
+}
+
+/// What the oracle judges by: a prefix, the index its hits go to, and
+/// what it does.
+struct Entry {
+    prefix: IpNet,
+    index: usize,
+    action: Action,
+    mode: Mode,
+}
+
+/// Every prefix of the set, rules' and lists', written out here.
+fn entries(set: &RuleSet) -> Vec<Entry> {
+    let rules = set.rules.iter().enumerate().map(|(index, rule)| Entry {
+        prefix: rule.prefix,
+        index,
+        action: rule.action,
+        mode: rule.mode,
+    });
+    let lists = set.lists.iter().enumerate().flat_map(|(at, list)| {
+        list.prefixes.iter().map(move |prefix| Entry {
+            prefix: *prefix,
+            index: set.rules.len() + at,
+            action: list.action,
+            mode: list.mode,
+        })
+    });
+    rules.chain(lists).collect()
 }
 
 /// The longest matching prefix, found the slow way.
-fn longest_match(set: &RuleSet, address: IpAddr) -> Option<(usize, &Rule)> {
-    set.rules
+fn longest_match(entries: &[Entry], address: IpAddr) -> Option<&Entry> {
+    entries
         .iter()
-        .enumerate()
-        .filter(|(_, rule)| rule.prefix.contains(&address))
-        .max_by_key(|(_, rule)| rule.prefix.prefix_len())
+        .filter(|entry| entry.prefix.contains(&address))
+        .max_by_key(|entry| entry.prefix.prefix_len())
 }
 
 /// The oracle's verdict for one frame.
@@ -170,16 +224,17 @@ proptest! {
         let mut now = case_start();
         let mut buckets: HashMap<IpAddr, Bucket> = HashMap::new();
         let mut expected: HashMap<IpAddr, Verdicts> = HashMap::new();
-        let mut hits = vec![Counter::default(); set.rules.len()];
+        let entries = entries(&set);
+        let mut hits = vec![Counter::default(); set.rules.len() + set.lists.len()];
         for &(index, gap) in &sent {
             now += gap;
             let address = source(index);
             let frame = frame(address);
             let one = Counter { packets: 1, bytes: frame.len() as u64 };
-            let verdict = match longest_match(&set, address) {
+            let verdict = match longest_match(&entries, address) {
                 None => Which::Passed,
-                Some((at, rule)) => {
-                    hits[at].add(&one);
+                Some(rule) => {
+                    hits[rule.index].add(&one);
                     let enforce = rule.mode == Mode::Enforce;
                     match rule.action {
                         Action::Pass => Which::Passed,
@@ -229,9 +284,10 @@ proptest! {
             snapshot.verdicts.rules.iter().map(|hits| hits.counter).collect()
         };
         let (now_hits, then_hits) = (rule_hits(&after), rule_hits(&before));
-        prop_assert_eq!(now_hits.len(), set.rules.len());
+        prop_assert_eq!(now_hits.len(), hits.len());
         for (at, want) in hits.iter().enumerate() {
-            prop_assert_eq!(now_hits[at].saturating_sub(&then_hits[at]), *want, "hits of {}", set.rules[at].prefix);
+            let before = then_hits.get(at).copied().unwrap_or_default();
+            prop_assert_eq!(now_hits[at].saturating_sub(&before), *want, "hits of index {} in {:?}", at, set);
         }
     }
 }
@@ -258,6 +314,7 @@ fn when_generations_come_round_no_entry_keeps_a_stale_rule() {
     let set = |rules| RuleSet {
         mode: Mode::Enforce,
         rules,
+        lists: Vec::new(),
     };
     // Generation 1: the sender matches rule 0, a drop, and its entry
     // remembers (1, rule 0).

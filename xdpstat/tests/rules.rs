@@ -556,3 +556,102 @@ fn the_demo_takes_rules_and_every_frame_it_sends_gets_a_verdict() {
     assert_eq!(totals["dropped"], ipv4 - excepted);
     assert_eq!(totals["would_drop"], ipv6);
 }
+
+#[test]
+fn a_netset_of_a_hundred_thousand_prefixes_drops_exactly_its_sources() {
+    let test = "a_netset_of_a_hundred_thousand_prefixes_drops_exactly_its_sources";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    // 100,000 lines: the addresses from 198.18.0.0 to 198.19.134.159, in
+    // FireHOL's netset form with comments; and an ipset save with a /24
+    // and an IPv6 /48.
+    let mut netset = String::from("#\n# a blocklist of 100,000 addresses\n#\n");
+    for n in 0..100_000u32 {
+        netset.push_str(&format!("{}\n", Ipv4Addr::from(0xc612_0000 + n)));
+    }
+    scratch.write("drop.netset", &netset);
+    scratch.write(
+        "more.ipset",
+        "create more hash:net family inet6\nadd more 2001:db8:bad::/48\ncreate more4 hash:net\nadd more4 198.19.240.0/24\n",
+    );
+    let file = scratch.write(
+        "rules.toml",
+        "mode = \"enforce\"\n\n[[list]]\nfile = \"drop.netset\"\naction = \"drop\"\n\n[[list]]\nfile = \"more.ipset\"\naction = \"limit\"\npps = 1\nburst = 5\n\n[[rule]]\nprefix = \"198.19.200.0/24\"\naction = \"drop\"\n",
+    );
+    let (status, stdout, stderr) =
+        run_to_end(None, &[], &["rules", "check", file.to_str().unwrap()]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains("list drop.netset (100000 prefixes: 100000 IPv4, 0 IPv6) drop"),
+        "{stdout}"
+    );
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = start_with_rules(&net, &file, "0.5", &[]);
+    let at = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    let traffic = vec![
+        (at(198, 18, 3, 2), 40),
+        (at(198, 18, 150, 100), 20),
+        (at(198, 19, 134, 159), 10),
+        (at(198, 19, 134, 160), 25),
+        (at(198, 19, 200, 1), 12),
+        (at(198, 19, 240, 1), 30),
+        (v6(0xbad, 1), 20),
+        (v6(0x600d, 1), 10),
+    ];
+    send_each(&net, &traffic);
+    let report = settle_and_check(&mut xdpstat, &arrived, &traffic);
+    let verdict =
+        |source: IpAddr, name: &str| verdicts_of(&row(&report, &source)["verdicts"])[name];
+    assert_eq!(verdict(at(198, 18, 3, 2), "dropped"), 40);
+    assert_eq!(verdict(at(198, 18, 150, 100), "dropped"), 20);
+    assert_eq!(
+        verdict(at(198, 19, 134, 159), "dropped"),
+        10,
+        "the list's last line"
+    );
+    assert_eq!(
+        verdict(at(198, 19, 134, 160), "passed"),
+        25,
+        "past the list's end"
+    );
+    assert_eq!(
+        verdict(at(198, 19, 200, 1), "dropped"),
+        12,
+        "the rule beside the lists"
+    );
+    assert_eq!(
+        verdict(at(198, 19, 240, 1), "limited"),
+        25,
+        "a burst of 5 passes"
+    );
+    assert_eq!(verdict(v6(0xbad, 1), "limited"), 15);
+    assert_eq!(verdict(v6(0x600d, 1), "passed"), 10);
+    // A list is one row of the report, with its hits.
+    let list_row = |name: &str| {
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["list"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no list {name} in {}", report["rules"]))
+    };
+    let drop_list = list_row("drop.netset");
+    assert_eq!(drop_list["prefixes"], 100_000);
+    assert_eq!(drop_list["packets"], 40 + 20 + 10);
+    assert_eq!(drop_list["action"], "drop");
+    assert_eq!(list_row("more.ipset")["packets"], 50);
+    assert_eq!(hits(&report, "198.19.200.0/24"), 12);
+    assert_eq!(
+        report["rules"].as_array().unwrap().len(),
+        3,
+        "{}",
+        report["rules"]
+    );
+    xdpstat.signal(Signal::SIGINT);
+    let (status, _, stderr) = xdpstat.finish();
+    assert!(status.success(), "{stderr:?}");
+}

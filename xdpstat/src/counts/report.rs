@@ -381,6 +381,7 @@ mod tests {
         .map(|(index, &(prefix, packets))| RuleHits {
             rule: InForce {
                 prefix: prefix.parse().unwrap(),
+                list: None,
                 kernel: Rule {
                     index: index as u32,
                     ..Rule::default()
@@ -396,7 +397,7 @@ mod tests {
             Report::between("eth0", &before, &now, top)
                 .rules
                 .into_iter()
-                .map(|rule| rule.prefix)
+                .map(|rule| rule.label())
                 .collect()
         };
         assert_eq!(

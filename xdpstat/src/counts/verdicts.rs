@@ -153,17 +153,42 @@ impl From<Acted> for Unattributed {
 /// One rule's line in a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleRow {
-    pub prefix: String,
+    /// A rule's prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A list's file (as the rules file names it), and how many prefixes
+    /// it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefixes: Option<usize>,
     pub action: &'static str,
     pub mode: &'static str,
     pub packets: u64,
     pub bytes: u64,
 }
 
+impl RuleRow {
+    /// What the plain report calls it: the prefix, or `list FILE`.
+    pub fn label(&self) -> String {
+        match (&self.prefix, &self.list) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(list)) => format!("list {list}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 impl From<&RuleHits> for RuleRow {
     fn from(hits: &RuleHits) -> Self {
+        let (prefix, list, prefixes) = match &hits.rule.list {
+            Some((name, count)) => (None, Some(name.clone()), Some(*count)),
+            None => (Some(hits.rule.prefix.to_string()), None, None),
+        };
         Self {
-            prefix: hits.rule.prefix.to_string(),
+            prefix,
+            list,
+            prefixes,
             action: hits.rule.action(),
             mode: hits.rule.mode().name(),
             packets: hits.counter.packets,

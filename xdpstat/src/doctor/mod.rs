@@ -104,10 +104,10 @@ pub fn doctor(args: &DoctorArgs, out: &mut dyn Write) -> Result<Outcome, Xdpstat
     Ok(Outcome::Whole)
 }
 
-/// How many rules the file at `path` holds (none when it cannot be read:
-/// the run itself says why).
+/// How many prefixes the rules and lists of the file at `path` put in
+/// force (none when it cannot be read: the run itself says why).
 fn rules_in(path: &std::path::Path) -> u32 {
-    crate::rules::file::load(path).map_or(0, |set| set.rules.len() as u32)
+    crate::rules::file::load(path).map_or(0, |set| set.prefixes().count() as u32)
 }
 
 fn write_plain(out: &mut dyn Write, checks: &[Check]) -> std::io::Result<()> {

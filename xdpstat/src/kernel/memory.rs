@@ -13,8 +13,8 @@ use xdpstat_common::{
     SOURCES_V6_MAP, V4Entry, V6Entry,
     kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{
-        MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP,
-        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
+        MAX_PREFIXES, MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP,
+        RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
     },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
@@ -130,10 +130,10 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
         layout(ROWS_V4_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(ROWS_V6_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(RULESET_MAP, Array, 8, 1, Rules),
-        layout(RULES_V4_MAPS[0], Trie, rule, MAX_RULES, Rules),
-        layout(RULES_V4_MAPS[1], Trie, rule, MAX_RULES, Rules),
-        layout(RULES_V6_MAPS[0], Trie, rule, MAX_RULES, Rules),
-        layout(RULES_V6_MAPS[1], Trie, rule, MAX_RULES, Rules),
+        layout(RULES_V4_MAPS[0], Trie, rule, MAX_PREFIXES, Rules),
+        layout(RULES_V4_MAPS[1], Trie, rule, MAX_PREFIXES, Rules),
+        layout(RULES_V6_MAPS[0], Trie, rule, MAX_PREFIXES, Rules),
+        layout(RULES_V6_MAPS[1], Trie, rule, MAX_PREFIXES, Rules),
         layout(
             RULE_HITS_MAP,
             PerCpu,

@@ -4,7 +4,8 @@
 //! beside the table entries, read with the tables.)
 //!
 //! A rule's hits carry over a reload when the new set has a rule with the
-//! same prefix and action (its mode or rate may change): the old slot's final count, read after
+//! same prefix and action (a list: the same file and action; its mode or
+//! rate may change): the old slot's final count, read after
 //! a grace period, becomes the new rule's base. Slots are cleaned right
 //! after they leave force, so the idle slot is always empty.
 
@@ -76,7 +77,11 @@ fn trie_rules<K: Pod>(
         let (key, kernel) = entry.map_err(|e| failed("reading the rules", one_line(&e)))?;
         let prefix = IpNet::new(address(key.data()), key.prefix_len() as u8)
             .map_err(|e| failed("a rule", e))?;
-        rules.push(InForce { prefix, kernel });
+        rules.push(InForce {
+            prefix,
+            list: None,
+            kernel,
+        });
     }
     Ok(rules)
 }
@@ -169,7 +174,19 @@ impl RuleMaps {
         let mut rules = trie_rules(&self.v4[s], |a| Ipv4Addr::from(a).into())?;
         rules.extend(trie_rules(&self.v6[s], |a| Ipv6Addr::from(a).into())?);
         rules.sort_by_key(|rule| rule.kernel.index);
-        Ok(rules)
+        // Many prefixes under one index are a list, whose file the tries
+        // do not keep.
+        let mut by_index: Vec<InForce> = Vec::new();
+        for rule in rules {
+            match by_index.last_mut() {
+                Some(last) if last.kernel.index == rule.kernel.index => {
+                    let count = last.list.as_ref().map_or(1, |(_, n)| *n) + 1;
+                    last.list = Some(("(read back from the pins)".into(), count));
+                }
+                _ => by_index.push(rule),
+            }
+        }
+        Ok(by_index)
     }
 
     /// Empties `slot`: its tries, and the hits and buckets of the indices
@@ -199,7 +216,7 @@ impl RuleMaps {
     /// judged by the new rules whole), waits for packets judged by the old
     /// ones, carries their hits over, and empties the old slot.
     pub fn put(&mut self, set: &RuleSet) -> Result<(), Cause> {
-        if set.rules.is_empty() && self.in_force.is_empty() {
+        if set.is_empty() && self.in_force.is_empty() {
             return Ok(());
         }
         let previous = self.word()?;
@@ -221,14 +238,31 @@ impl RuleMaps {
             generation + 1
         };
         let mut word = u64::from(new) | generation << ruleset::GENERATION_SHIFT;
-        let mut in_force = Vec::with_capacity(set.rules.len());
+        let rules = set.rules.len();
+        let mut in_force = Vec::with_capacity(rules + set.lists.len());
         for (index, rule) in set.rules.iter().enumerate() {
-            let kernel = rule.kernel(index as u32);
+            in_force.push(InForce {
+                prefix: rule.prefix,
+                list: None,
+                kernel: rule.kernel(index as u32),
+            });
+        }
+        for (at, list) in set.lists.iter().enumerate() {
+            in_force.push(InForce {
+                prefix: list.prefixes.first().copied().unwrap_or_default(),
+                list: Some((list.name.clone(), list.prefixes.len())),
+                kernel: list.kernel((rules + at) as u32),
+            });
+        }
+        for (index, rule) in in_force.iter().enumerate() {
             self.by_index
-                .set(new * MAX_RULES + index as u32, kernel, 0)
+                .set(new * MAX_RULES + index as u32, rule.kernel, 0)
                 .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
-            let len = u32::from(rule.prefix.prefix_len());
-            word |= match rule.prefix {
+        }
+        for (prefix, index) in set.prefixes() {
+            let kernel = in_force[index as usize].kernel;
+            let len = u32::from(prefix.prefix_len());
+            word |= match prefix {
                 IpNet::V4(prefix) => {
                     insert(
                         &mut self.v4[new as usize],
@@ -248,10 +282,6 @@ impl RuleMaps {
                     ruleset::V6
                 }
             };
-            in_force.push(InForce {
-                prefix: rule.prefix,
-                kernel,
-            });
         }
         self.dirty[new as usize] = in_force.len() as u32;
         self.ruleset
@@ -276,16 +306,16 @@ impl RuleMaps {
         self.grace
             .wait()
             .map_err(|e| failed("waiting for a grace period", e))?;
-        let old_hits: HashMap<(IpNet, u32), Counter> = self
+        let old_hits: HashMap<(String, u32), Counter> = self
             .hits_of(old, &previous, &previous_base)?
             .into_iter()
-            .map(|hits| ((hits.rule.prefix, hits.rule.kernel.action), hits.counter))
+            .map(|hits| ((hits.rule.label(), hits.rule.kernel.action), hits.counter))
             .collect();
         self.base = self
             .in_force
             .iter()
             .map(|rule| {
-                let same = (rule.prefix, rule.kernel.action);
+                let same = (rule.label(), rule.kernel.action);
                 old_hits.get(&same).copied().unwrap_or_default()
             })
             .collect();

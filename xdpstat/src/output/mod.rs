@@ -176,7 +176,7 @@ fn write_rules(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for rule in &report.rules {
         table_row(
             out,
-            &rule.prefix,
+            &rule.label(),
             &rule.packets.to_string(),
             &rule.bytes.to_string(),
             rule.action,
@@ -424,6 +424,7 @@ mod tests {
         read.ruled.insert(second, acted);
         let rule = |prefix: &str, code, enforce, index| InForce {
             prefix: prefix.parse().unwrap(),
+            list: None,
             kernel: Rule {
                 index,
                 action: code,

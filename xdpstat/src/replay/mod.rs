@@ -146,7 +146,7 @@ pub fn replay_file(
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
     let datapath = Datapath::load_with(Load {
         prefix_len: lens,
-        rule_rows: !rules.rules.is_empty(),
+        rule_rows: !rules.is_empty(),
         ..Load::new(max_sources)
     })?;
     datapath.put_rules(rules, &path.display().to_string())?;

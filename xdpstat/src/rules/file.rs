@@ -5,10 +5,13 @@
 //! is refused here, before anything is attached: unknown keys and
 //! actions, prefixes with host bits, the same prefix twice, a rate of
 //! zero, and a rule over a whole address family in force without
-//! `force = true`.
+//! `force = true`. `[[list]]` tables name files of prefixes (`list`),
+//! read here too: a prefix a rule or an earlier list has with the same
+//! action is kept once; with another action, the file is refused with
+//! both places named.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -18,7 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use xdpstat_common::rules::MAX_RULES;
 
-use crate::rules::{Action, Mode, Rule, RuleSet};
+use crate::rules::{Action, List, Mode, Rule, RuleSet, list};
 
 /// Why a rules file was refused: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +43,25 @@ struct RawFile {
     mode: Option<Spanned<String>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    list: Vec<Spanned<RawList>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList {
+    file: Spanned<String>,
+    action: Spanned<String>,
+    pps: Option<Spanned<i64>>,
+    burst: Option<Spanned<i64>>,
+    mode: Option<Spanned<String>>,
+    force: Option<Spanned<bool>>,
+}
+
+/// Prefixes one rule set may hold, its rules' and its lists' together
+/// (each is a node of an LPM trie in the kernel; a reload holds the old
+/// set and the new one for a moment).
+pub const MAX_PREFIXES: usize = xdpstat_common::rules::MAX_PREFIXES as usize;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +85,11 @@ pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
 
 /// Reads the rules file at `path` as text, up to [`MAX_FILE_BYTES`].
 pub fn read(path: &Path) -> Result<String, RulesError> {
+    read_limited(path, MAX_FILE_BYTES)
+}
+
+/// Reads the text file at `path`, up to `limit` bytes.
+pub fn read_limited(path: &Path, limit: u64) -> Result<String, RulesError> {
     use std::io::Read as _;
     let unreadable = |e: std::io::Error| RulesError {
         file: path.to_owned(),
@@ -72,15 +98,15 @@ pub fn read(path: &Path) -> Result<String, RulesError> {
     };
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
         .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(RulesError {
             file: path.to_owned(),
             line: None,
             message: format!(
-                "longer than {} MiB; no rules file needs that much",
-                MAX_FILE_BYTES >> 20
+                "longer than {} MiB; no rules file or list needs that much",
+                limit >> 20
             ),
         });
     }
@@ -118,11 +144,19 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
         Some(mode) => parse_mode(mode).map_err(|m| at(mode.span(), m))?,
         None => Mode::DryRun,
     };
-    if raw.rule.len() > MAX_RULES as usize {
-        let span = raw.rule[MAX_RULES as usize].span();
+    if raw.rule.len() + raw.list.len() > MAX_RULES as usize {
+        let span = raw
+            .rule
+            .iter()
+            .map(Spanned::span)
+            .chain(raw.list.iter().map(Spanned::span))
+            .nth(MAX_RULES as usize)
+            .unwrap_or_default();
         return Err(at(
             span,
-            format!("more than {MAX_RULES} rules; a rule set holds at most {MAX_RULES}"),
+            format!(
+                "more than {MAX_RULES} rules and lists; a rule set holds at most {MAX_RULES} (a list of any size is one)"
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -140,61 +174,11 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
             Some(m) => parse_mode(m).map_err(|msg| at(m.span(), msg))?,
             None => mode,
         };
-        let action = match raw_rule.action.get_ref().as_str() {
-            "pass" => Action::Pass,
-            "drop" => Action::Drop,
-            "limit" => {
-                let Some(pps) = &raw_rule.pps else {
-                    return Err(at(
-                        raw_rule.action.span(),
-                        "action \"limit\" needs pps, the packets per second each source may send"
-                            .into(),
-                    ));
-                };
-                let pps_value = rate(pps, "pps").map_err(|m| at(pps.span(), m))?;
-                let burst = match &raw_rule.burst {
-                    Some(burst) => rate(burst, "burst").map_err(|m| at(burst.span(), m))?,
-                    None => pps_value,
-                };
-                Action::Limit {
-                    pps: pps_value,
-                    burst,
-                }
-            }
-            other => {
-                return Err(at(
-                    raw_rule.action.span(),
-                    format!("unknown action \"{other}\": one of \"pass\", \"drop\", \"limit\""),
-                ));
-            }
-        };
-        if !matches!(action, Action::Limit { .. }) {
-            for (key, value) in [("pps", &raw_rule.pps), ("burst", &raw_rule.burst)] {
-                if let Some(value) = value {
-                    return Err(at(
-                        value.span(),
-                        format!("{key} belongs to action \"limit\" only"),
-                    ));
-                }
-            }
-        }
+        let action = parse_action(&raw_rule.action, &raw_rule.pps, &raw_rule.burst)
+            .map_err(|(span, m)| at(span, m))?;
         let force = raw_rule.force.as_ref().is_some_and(|f| *f.get_ref());
-        if prefix.prefix_len() == 0
-            && rule_mode == Mode::Enforce
-            && action != Action::Pass
-            && !force
-        {
-            return Err(at(
-                raw_rule.prefix.span(),
-                format!(
-                    "{prefix} matches every {} source: in enforce mode this rule needs force = true",
-                    if prefix.addr().is_ipv4() {
-                        "IPv4"
-                    } else {
-                        "IPv6"
-                    }
-                ),
-            ));
+        if let Some(message) = whole_family(prefix, rule_mode, action, force, "rule") {
+            return Err(at(raw_rule.prefix.span(), message));
         }
         rules.push(Rule {
             prefix,
@@ -203,7 +187,177 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
             line: lines.line_of(spanned.span().start),
         });
     }
-    Ok(RuleSet { mode, rules })
+    let line_of = |offset: usize| lines.line_of(offset);
+    let lists = read_lists(path, &raw.list, &rules, mode, &at, &line_of)?;
+    Ok(RuleSet { mode, rules, lists })
+}
+
+/// Where a prefix was met: a rule's line in the rules file, or a list's
+/// file and line.
+fn place(file: &Path, line: usize) -> String {
+    format!("{}:{line}", file.display())
+}
+
+/// Reads every `[[list]]`'s file, relative to the rules file's directory
+/// when not absolute, and checks its prefixes against the rules' and the
+/// earlier lists'.
+fn read_lists(
+    path: &Path,
+    raw: &[Spanned<RawList>],
+    rules: &[Rule],
+    mode: Mode,
+    at: &dyn Fn(Range<usize>, String) -> RulesError,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Result<Vec<List>, RulesError> {
+    // Every prefix so far: where it was met, and what it does there.
+    let mut met: HashMap<IpNet, (String, Action, Mode)> = rules
+        .iter()
+        .map(|rule| {
+            (
+                rule.prefix,
+                (place(path, rule.line), rule.action, rule.mode),
+            )
+        })
+        .collect();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut lists = Vec::with_capacity(raw.len());
+    for spanned in raw {
+        let raw_list = spanned.get_ref();
+        let name = raw_list.file.get_ref().clone();
+        if name.trim().is_empty() || name.contains('\0') {
+            return Err(at(
+                raw_list.file.span(),
+                format!("list file {name:?} is not a path"),
+            ));
+        }
+        let file = base.join(&name);
+        let list_mode = match &raw_list.mode {
+            Some(m) => parse_mode(m).map_err(|msg| at(m.span(), msg))?,
+            None => mode,
+        };
+        let action = parse_action(&raw_list.action, &raw_list.pps, &raw_list.burst)
+            .map_err(|(span, m)| at(span, m))?;
+        let force = raw_list.force.as_ref().is_some_and(|f| *f.get_ref());
+        let mut prefixes = Vec::new();
+        for (prefix, line) in list::read(&file)? {
+            if let Some(message) = whole_family(prefix, list_mode, action, force, "list") {
+                return Err(RulesError {
+                    file: file.clone(),
+                    line: Some(line),
+                    message,
+                });
+            }
+            match met.get(&prefix) {
+                Some((_, earlier_action, earlier_mode))
+                    if *earlier_action == action && *earlier_mode == list_mode => {}
+                Some((earlier, earlier_action, earlier_mode)) => {
+                    return Err(RulesError {
+                        file: file.clone(),
+                        line: Some(line),
+                        message: format!(
+                            "{prefix} is also at {earlier}, which does another thing with it ({} {} there, {} {} here)",
+                            earlier_action.name(),
+                            earlier_mode.name(),
+                            action.name(),
+                            list_mode.name()
+                        ),
+                    });
+                }
+                None => {
+                    met.insert(prefix, (place(&file, line), action, list_mode));
+                    prefixes.push(prefix);
+                }
+            }
+            if met.len() > MAX_PREFIXES {
+                return Err(RulesError {
+                    file: file.clone(),
+                    line: Some(line),
+                    message: format!(
+                        "more than {MAX_PREFIXES} prefixes in the rules and lists together; a rule set holds at most that many"
+                    ),
+                });
+            }
+        }
+        lists.push(List {
+            name,
+            path: file,
+            action,
+            mode: list_mode,
+            line: line_of(spanned.span().start),
+            prefixes,
+        });
+    }
+    Ok(lists)
+}
+
+/// A rule's or a list's action, with `pps` and `burst` where it limits.
+fn parse_action(
+    action: &Spanned<String>,
+    pps: &Option<Spanned<i64>>,
+    burst: &Option<Spanned<i64>>,
+) -> Result<Action, (Range<usize>, String)> {
+    let parsed = match action.get_ref().as_str() {
+        "pass" => Action::Pass,
+        "drop" => Action::Drop,
+        "limit" => {
+            let Some(pps) = pps else {
+                return Err((
+                    action.span(),
+                    "action \"limit\" needs pps, the packets per second each source may send"
+                        .into(),
+                ));
+            };
+            let pps_value = rate(pps, "pps").map_err(|m| (pps.span(), m))?;
+            let burst = match burst {
+                Some(burst) => rate(burst, "burst").map_err(|m| (burst.span(), m))?,
+                None => pps_value,
+            };
+            Action::Limit {
+                pps: pps_value,
+                burst,
+            }
+        }
+        other => {
+            return Err((
+                action.span(),
+                format!("unknown action \"{other}\": one of \"pass\", \"drop\", \"limit\""),
+            ));
+        }
+    };
+    if !matches!(parsed, Action::Limit { .. }) {
+        for (key, value) in [("pps", pps), ("burst", burst)] {
+            if let Some(value) = value {
+                return Err((
+                    value.span(),
+                    format!("{key} belongs to action \"limit\" only"),
+                ));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// Why a prefix over a whole address family may not drop or limit in
+/// enforce mode without `force = true`; `None` when it may.
+fn whole_family(
+    prefix: IpNet,
+    mode: Mode,
+    action: Action,
+    force: bool,
+    what: &str,
+) -> Option<String> {
+    (prefix.prefix_len() == 0 && mode == Mode::Enforce && action != Action::Pass && !force).then(
+        || {
+            format!(
+                "{prefix} matches every {} source: in enforce mode this {what} needs force = true",
+                if prefix.addr().is_ipv4() {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                }
+            )
+        },
+    )
 }
 
 fn parse_mode(mode: &Spanned<String>) -> Result<Mode, String> {
@@ -413,6 +567,115 @@ burst = 200
             .unwrap();
         check("[[rule]]\nprefix = \"::/0\"\naction = \"drop\"\n").unwrap();
         check("mode = \"enforce\"\n[[rule]]\nprefix = \"::/0\"\naction = \"pass\"\n").unwrap();
+    }
+
+    /// A directory of its own for a test's rules file and lists, removed
+    /// when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(test: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("xdpstat-lists-{}-{test}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn lists_are_read_beside_the_rules_file_and_a_prefix_met_twice_is_kept_once() {
+        let dir = Dir::new("read");
+        dir.write(
+            "drop.netset",
+            "# spamhaus\n198.51.100.0/24\n203.0.113.7\n2001:db8:bad::/48\n198.51.100.0/24\n",
+        );
+        dir.write(
+            "more.ipset",
+            "create more hash:net\nadd more 192.0.2.0/24\nadd more 203.0.113.7\n",
+        );
+        let rules = dir.write(
+            "rules.toml",
+            "mode = \"enforce\"\n[[rule]]\nprefix = \"192.0.2.0/24\"\naction = \"drop\"\n\n[[list]]\nfile = \"drop.netset\"\naction = \"drop\"\n\n[[list]]\nfile = \"more.ipset\"\naction = \"drop\"\n",
+        );
+        let set = load(&rules).unwrap();
+        assert_eq!(set.rules.len(), 1);
+        assert_eq!(set.lists.len(), 2);
+        let first = &set.lists[0];
+        assert_eq!(first.name, "drop.netset");
+        assert_eq!(first.line, 6);
+        assert_eq!(first.mode, Mode::Enforce);
+        let prefixes: Vec<String> = first.prefixes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            prefixes,
+            ["198.51.100.0/24", "203.0.113.7/32", "2001:db8:bad::/48"]
+        );
+        assert!(
+            set.lists[1].prefixes.is_empty(),
+            "both of its prefixes are in force already, with the same action"
+        );
+        assert_eq!(set.prefixes().count(), 4);
+        assert_eq!(
+            set.prefixes().last(),
+            Some(("2001:db8:bad::/48".parse().unwrap(), 1))
+        );
+        assert_eq!(set.summary(), "1 rule and 2 lists (4 prefixes)");
+    }
+
+    #[test]
+    fn a_list_that_contradicts_a_rule_or_a_bad_line_refuses_the_whole_file() {
+        let dir = Dir::new("refuse");
+        dir.write("drop.netset", "198.51.100.0/24\n203.0.113.0/24\n");
+        dir.write("bad.netset", "198.51.100.0/24\nnot-a-prefix\n");
+        let rules = |text: &str| {
+            let path = dir.write("rules.toml", text);
+            load(&path).map_err(|e| e.to_string())
+        };
+        let contradiction = rules(
+            "[[rule]]\nprefix = \"203.0.113.0/24\"\naction = \"pass\"\n[[list]]\nfile = \"drop.netset\"\naction = \"drop\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            contradiction.contains("drop.netset:2: 203.0.113.0/24 is also at ")
+                && contradiction.ends_with(
+                    "rules.toml:1, which does another thing with it (pass dry-run there, drop dry-run here)"
+                ),
+            "{contradiction}"
+        );
+        let bad = rules("[[list]]\nfile = \"bad.netset\"\naction = \"drop\"\n").unwrap_err();
+        assert!(
+            bad.contains("bad.netset:2: \"not-a-prefix\" is not an address or a prefix"),
+            "{bad}"
+        );
+        let missing = rules("[[list]]\nfile = \"gone.netset\"\naction = \"drop\"\n").unwrap_err();
+        assert!(missing.contains("gone.netset: cannot read it"), "{missing}");
+        dir.write("all.netset", "0.0.0.0/0\n");
+        let whole =
+            rules("mode = \"enforce\"\n[[list]]\nfile = \"all.netset\"\naction = \"drop\"\n")
+                .unwrap_err();
+        assert!(whole.contains("all.netset:1: 0.0.0.0/0 matches every IPv4 source: in enforce mode this list needs force = true"), "{whole}");
+        let unknown =
+            rules("[[list]]\nfile = \"drop.netset\"\naction = \"drop\"\ncolour = 1\n").unwrap_err();
+        assert!(
+            unknown.contains("rules.toml:4: unknown field `colour`"),
+            "{unknown}"
+        );
+        let limit = rules("[[list]]\nfile = \"drop.netset\"\naction = \"limit\"\n").unwrap_err();
+        assert!(
+            limit.contains("rules.toml:3: action \"limit\" needs pps"),
+            "{limit}"
+        );
     }
 
     #[test]

@@ -9,14 +9,28 @@ use xdpstat_common::{
 
 use crate::rules::Mode;
 
-/// One rule in force, as the datapath has it and as the report names it.
+/// One rule or list in force, as the datapath has it and as the report
+/// names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InForce {
+    /// A rule's prefix (a list's first).
     pub prefix: IpNet,
+    /// For a list: its file as the rules file names it, and how many
+    /// prefixes it put in force.
+    pub list: Option<(String, usize)>,
     pub kernel: KernelRule,
 }
 
 impl InForce {
+    /// What the report and the metrics call it: the rule's prefix, or
+    /// `list FILE`.
+    pub fn label(&self) -> String {
+        match &self.list {
+            Some((name, _)) => format!("list {name}"),
+            None => self.prefix.to_string(),
+        }
+    }
+
     /// `drop`, `limit`, `pass`.
     pub fn action(&self) -> &'static str {
         match self.kernel.action {

@@ -9,6 +9,7 @@
 
 pub mod file;
 pub(crate) mod in_force;
+pub mod list;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -69,27 +70,39 @@ pub struct Rule {
 impl Rule {
     /// The rule as the datapath holds it, at `index` in its set.
     pub fn kernel(&self, index: u32) -> kernel::Rule {
-        let (code, (interval_ns, tolerance_ns)) = match self.action {
-            Action::Pass => (action::PASS, (0, 0)),
-            Action::Drop => (action::DROP, (0, 0)),
-            Action::Limit { pps, burst } => (action::LIMIT, bucket(pps, burst)),
-        };
-        kernel::Rule {
-            index,
-            action: code,
-            enforce: u32::from(self.mode == Mode::Enforce),
-            _pad: 0,
-            interval_ns,
-            tolerance_ns,
-        }
+        kernel_rule(self.action, self.mode, index)
     }
 
     /// What the rule does, in a few words (`drop`, `limit 1000 pps, burst 200`).
     pub fn describe(&self) -> String {
-        match self.action {
-            Action::Limit { pps, burst } => format!("limit {pps} pps, burst {burst}"),
-            other => other.name().to_owned(),
-        }
+        describe(self.action)
+    }
+}
+
+/// One checked `[[list]]`: a file of prefixes, all with one action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct List {
+    /// The file as the rules file names it (relative to the rules file's
+    /// directory when not absolute), and as it was opened.
+    pub name: String,
+    pub path: std::path::PathBuf,
+    pub action: Action,
+    pub mode: Mode,
+    /// Where the `[[list]]` begins in the rules file.
+    pub line: usize,
+    /// Its prefixes, each once, none that a rule or an earlier list has.
+    pub prefixes: Vec<IpNet>,
+}
+
+impl List {
+    /// The list as the datapath holds each of its prefixes, at `index`.
+    pub fn kernel(&self, index: u32) -> kernel::Rule {
+        kernel_rule(self.action, self.mode, index)
+    }
+
+    /// What the list does, in a few words.
+    pub fn describe(&self) -> String {
+        describe(self.action)
     }
 }
 
@@ -100,13 +113,78 @@ pub struct RuleSet {
     pub mode: Mode,
     /// In file order; a rule's index is its position.
     pub rules: Vec<Rule>,
+    /// In file order, after the rules: a list's index is the number of
+    /// rules plus its position.
+    pub lists: Vec<List>,
 }
 
 impl RuleSet {
-    /// Whether any rule limits a rate (and so needs each packet's time).
+    /// Whether any rule or list limits a rate (and so needs each packet's
+    /// time).
     pub fn has_limits(&self) -> bool {
-        self.rules
+        let limit = |action: &Action| matches!(action, Action::Limit { .. });
+        self.rules.iter().any(|rule| limit(&rule.action))
+            || self.lists.iter().any(|list| limit(&list.action))
+    }
+
+    /// `3 rules`, `1 rule and 2 lists (1000003 prefixes)`.
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let rules = plural(self.rules.len(), "rule");
+        if self.lists.is_empty() {
+            return rules;
+        }
+        format!(
+            "{rules} and {} ({} prefixes)",
+            plural(self.lists.len(), "list"),
+            self.prefixes().count()
+        )
+    }
+
+    /// Whether the set has nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.lists.is_empty()
+    }
+
+    /// Every prefix of the set with the index it goes by: each rule's,
+    /// then each list's.
+    pub fn prefixes(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
+        let rules = self.rules.len() as u32;
+        let by_rule = self
+            .rules
             .iter()
-            .any(|rule| matches!(rule.action, Action::Limit { .. }))
+            .enumerate()
+            .map(|(index, rule)| (rule.prefix, index as u32));
+        let by_list = self.lists.iter().enumerate().flat_map(move |(at, list)| {
+            list.prefixes
+                .iter()
+                .map(move |prefix| (*prefix, rules + at as u32))
+        });
+        by_rule.chain(by_list)
+    }
+}
+
+/// What `action` in `mode` is to the datapath, at `index`.
+fn kernel_rule(action: Action, mode: Mode, index: u32) -> kernel::Rule {
+    let (code, (interval_ns, tolerance_ns)) = match action {
+        Action::Pass => (action::PASS, (0, 0)),
+        Action::Drop => (action::DROP, (0, 0)),
+        Action::Limit { pps, burst } => (action::LIMIT, bucket(pps, burst)),
+    };
+    kernel::Rule {
+        index,
+        action: code,
+        enforce: u32::from(mode == Mode::Enforce),
+        _pad: 0,
+        interval_ns,
+        tolerance_ns,
+    }
+}
+
+/// `drop`, `pass`, `limit 1000 pps, burst 200`.
+fn describe(action: Action) -> String {
+    match action {
+        Action::Limit { pps, burst } => format!("limit {pps} pps, burst {burst}"),
+        other => other.name().to_owned(),
     }
 }

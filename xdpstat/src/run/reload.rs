@@ -177,10 +177,9 @@ pub fn reload(path: &std::path::Path, targets: &[RuleTarget], notices: &Notices)
             .put(&set);
         match result {
             Ok(()) => notices.say(format!(
-                "xdpstat: {interface}: rules reloaded from {}: {} rule{} in force",
+                "xdpstat: {interface}: rules reloaded from {}: {} in force",
                 path.display(),
-                set.rules.len(),
-                if set.rules.len() == 1 { "" } else { "s" }
+                set.summary()
             )),
             Err(error) => notices.say(format!(
                 "xdpstat: {interface}: reload failed, the rules in force stay: {}",

@@ -15,9 +15,18 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
     let set = file::load(&args.file)?;
     let write = XdpstatError::Output;
     let enforced = set.rules.iter().filter(|r| r.mode == Mode::Enforce).count();
+    let lists = if set.lists.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " and {} list{}",
+            set.lists.len(),
+            if set.lists.len() == 1 { "" } else { "s" }
+        )
+    };
     writeln!(
         out,
-        "{}: {} rule{}, mode {} ({} enforced, {} dry run)",
+        "{}: {} rule{}{lists}, mode {} ({} enforced, {} dry run)",
         args.file.display(),
         set.rules.len(),
         if set.rules.len() == 1 { "" } else { "s" },
@@ -27,24 +36,29 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
     )
     .map_err(write)?;
     for rule in &set.rules {
-        let effect = match (rule.action, rule.mode) {
-            (Action::Pass, _) => "passes (an exception to shorter prefixes)".to_owned(),
-            (Action::Drop, Mode::Enforce) => "drops every packet: dropped".to_owned(),
-            (Action::Drop, Mode::DryRun) => "passes every packet, counted as would_drop".to_owned(),
-            (Action::Limit { pps, burst }, Mode::Enforce) => {
-                format!("drops what each source sends over {pps} pps (burst {burst}): limited")
-            }
-            (Action::Limit { pps, burst }, Mode::DryRun) => format!(
-                "passes every packet; what each source sends over {pps} pps (burst {burst}) is counted as would_limit"
-            ),
-        };
         writeln!(
             out,
-            "  line {:<4} {:<24} {:<26} {:<8} {effect}",
+            "  line {:<4} {:<24} {:<26} {:<8} {}",
             rule.line,
             rule.prefix.to_string(),
             rule.describe(),
             rule.mode.name(),
+            effect(rule.action, rule.mode),
+        )
+        .map_err(write)?;
+    }
+    for list in &set.lists {
+        let v4 = list.prefixes.iter().filter(|p| p.addr().is_ipv4()).count();
+        writeln!(
+            out,
+            "  line {:<4} list {} ({} prefixes: {v4} IPv4, {} IPv6) {} {}: {}",
+            list.line,
+            list.name,
+            list.prefixes.len(),
+            list.prefixes.len() - v4,
+            list.describe(),
+            list.mode.name(),
+            effect(list.action, list.mode),
         )
         .map_err(write)?;
     }
@@ -54,6 +68,21 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
     )
     .map_err(write)?;
     Ok(())
+}
+
+/// What `action` in `mode` does to the packets it matches.
+fn effect(action: Action, mode: Mode) -> String {
+    match (action, mode) {
+        (Action::Pass, _) => "passes (an exception to shorter prefixes)".to_owned(),
+        (Action::Drop, Mode::Enforce) => "drops every packet: dropped".to_owned(),
+        (Action::Drop, Mode::DryRun) => "passes every packet, counted as would_drop".to_owned(),
+        (Action::Limit { pps, burst }, Mode::Enforce) => {
+            format!("drops what each source sends over {pps} pps (burst {burst}): limited")
+        }
+        (Action::Limit { pps, burst }, Mode::DryRun) => format!(
+            "passes every packet; what each source sends over {pps} pps (burst {burst}) is counted as would_limit"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,10 @@ struct InterfaceState {
     /// Packets and bytes per verdict (never going back).
     verdicts: [Count; 5],
     /// The rules' hits: the top rules' series and `other`.
-    by_rule: TopSeries<IpNet>,
+    by_rule: TopSeries<u64>,
+    /// What each rule series is called (its prefix, or `list FILE`), by
+    /// the hash its series goes by.
+    rule_labels: HashMap<u64, String>,
     /// Packets and bytes per protocol (never going back).
     protocols: [Count; slot::PROTOCOLS],
     /// Per side (`kinds::side`): the top ports' series and `other`, which
@@ -265,19 +268,24 @@ impl Metrics {
         for (kept, (_, now)) in state.verdicts.iter_mut().zip(totals.verdicts.named()) {
             *kept = kept.at_least(&now);
         }
-        let before: HashMap<IpNet, Count> = previous
+        let before: HashMap<u64, Count> = previous
             .verdicts
             .rules
             .iter()
-            .map(|hits| (hits.rule.prefix, hits.counter))
+            .map(|hits| (rule_key(&hits.rule.label()), hits.counter))
             .collect();
-        let rule_deltas: Vec<(IpNet, Count)> = current
+        for hits in &current.verdicts.rules {
+            let label = hits.rule.label();
+            state.rule_labels.entry(rule_key(&label)).or_insert(label);
+        }
+        let rule_deltas: Vec<(u64, Count)> = current
             .verdicts
             .rules
             .iter()
             .map(|hits| {
-                let before = before.get(&hits.rule.prefix).copied().unwrap_or_default();
-                (hits.rule.prefix, hits.counter.since(&before))
+                let key = rule_key(&hits.rule.label());
+                let before = before.get(&key).copied().unwrap_or_default();
+                (key, hits.counter.since(&before))
             })
             .collect();
         state.by_rule.feed(rule_deltas, &Count::default(), top);
@@ -394,8 +402,10 @@ impl Metrics {
                 verdict_packets.get_or_create(&labels).inc_by(count.packets);
                 verdict_bytes.get_or_create(&labels).inc_by(count.bytes);
             }
-            for (prefix, counter) in state.by_rule.series() {
-                let rule = prefix.map_or_else(|| "other".to_owned(), |p| p.to_string());
+            for (key, counter) in state.by_rule.series() {
+                let rule = key
+                    .and_then(|key| state.rule_labels.get(&key).cloned())
+                    .unwrap_or_else(|| "other".to_owned());
                 rule_packets
                     .get_or_create(&vec![name(), ("rule", rule)])
                     .inc_by(counter.packets);
@@ -510,6 +520,16 @@ impl Metrics {
     }
 }
 
+/// The key a rule's series goes by: a hash of its label (its prefix, or
+/// `list FILE`), the same from one rule set to the next.
+fn rule_key(label: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    // SipHash with fixed keys: the same label, the same key, every time.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    label.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// The Prometheus text format (0.0.4) of an OpenMetrics exposition: the
 /// same samples, counters' HELP and TYPE named after their `_total`
 /// samples, no `_created` samples, no `# EOF`.
@@ -620,6 +640,7 @@ mod tests {
         now.verdicts.acted[verdict::WOULD_LIMIT] = c(3, 300);
         let rule = |prefix: &str, index| InForce {
             prefix: prefix.parse().unwrap(),
+            list: None,
             kernel: Rule {
                 index,
                 action: action::DROP,
