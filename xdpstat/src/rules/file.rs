@@ -11,7 +11,7 @@
 //! both places named.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -192,15 +192,23 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
     Ok(RuleSet { mode, rules, lists })
 }
 
-/// Where a prefix was met: a rule's line in the rules file, or a list's
-/// file and line.
-fn place(file: &Path, line: usize) -> String {
-    format!("{}:{line}", file.display())
+/// Where a prefix was met: the rules file (`None`) or a list (its
+/// position), and its line there.
+#[derive(Clone, Copy)]
+struct Met {
+    list: Option<u32>,
+    line: u32,
+    /// For a rule: its index.
+    rule: u32,
 }
 
 /// Reads every `[[list]]`'s file, relative to the rules file's directory
 /// when not absolute, and checks its prefixes against the rules' and the
-/// earlier lists'.
+/// earlier lists': a prefix met again with the same action and mode is
+/// left out, one met with another is refused where it is met the second
+/// time. Done by sorting every prefix with where it was met (a few tens
+/// of bytes a prefix, where a hash map of millions would take hundreds
+/// of megabytes).
 fn read_lists(
     path: &Path,
     raw: &[Spanned<RawList>],
@@ -209,26 +217,24 @@ fn read_lists(
     at: &dyn Fn(Range<usize>, String) -> RulesError,
     line_of: &dyn Fn(usize) -> usize,
 ) -> Result<Vec<List>, RulesError> {
-    // Every prefix so far: where it was met, and what it does there.
-    let mut met: HashMap<IpNet, (String, Action, Mode)> = rules
-        .iter()
-        .map(|rule| {
-            (
-                rule.prefix,
-                (place(path, rule.line), rule.action, rule.mode),
-            )
-        })
-        .collect();
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut lists = Vec::with_capacity(raw.len());
+    let mut lists: Vec<List> = Vec::with_capacity(raw.len());
+    // Every prefix in the order met, and where.
+    let mut all: Vec<(IpNet, u32)> = Vec::new();
+    let mut places: Vec<Met> = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        all.push((rule.prefix, places.len() as u32));
+        places.push(Met {
+            list: None,
+            line: rule.line as u32,
+            rule: index as u32,
+        });
+    }
     for spanned in raw {
         let raw_list = spanned.get_ref();
         let name = raw_list.file.get_ref().clone();
         if name.trim().is_empty() || name.contains('\0') {
-            return Err(at(
-                raw_list.file.span(),
-                format!("list file {name:?} is not a path"),
-            ));
+            return Err(at(raw_list.file.span(), format!("list file {name:?} is not a path")));
         }
         let file = base.join(&name);
         let list_mode = match &raw_list.mode {
@@ -238,7 +244,7 @@ fn read_lists(
         let action = parse_action(&raw_list.action, &raw_list.pps, &raw_list.burst)
             .map_err(|(span, m)| at(span, m))?;
         let force = raw_list.force.as_ref().is_some_and(|f| *f.get_ref());
-        let mut prefixes = Vec::new();
+        let this = lists.len() as u32;
         for (prefix, line) in list::read(&file)? {
             if let Some(message) = whole_family(prefix, list_mode, action, force, "list") {
                 return Err(RulesError {
@@ -247,28 +253,7 @@ fn read_lists(
                     message,
                 });
             }
-            match met.get(&prefix) {
-                Some((_, earlier_action, earlier_mode))
-                    if *earlier_action == action && *earlier_mode == list_mode => {}
-                Some((earlier, earlier_action, earlier_mode)) => {
-                    return Err(RulesError {
-                        file: file.clone(),
-                        line: Some(line),
-                        message: format!(
-                            "{prefix} is also at {earlier}, which does another thing with it ({} {} there, {} {} here)",
-                            earlier_action.name(),
-                            earlier_mode.name(),
-                            action.name(),
-                            list_mode.name()
-                        ),
-                    });
-                }
-                None => {
-                    met.insert(prefix, (place(&file, line), action, list_mode));
-                    prefixes.push(prefix);
-                }
-            }
-            if met.len() > MAX_PREFIXES {
+            if places.len() >= MAX_PREFIXES {
                 return Err(RulesError {
                     file: file.clone(),
                     line: Some(line),
@@ -277,6 +262,12 @@ fn read_lists(
                     ),
                 });
             }
+            all.push((prefix, places.len() as u32));
+            places.push(Met {
+                list: Some(this),
+                line: line as u32,
+                rule: 0,
+            });
         }
         lists.push(List {
             name,
@@ -284,8 +275,72 @@ fn read_lists(
             action,
             mode: list_mode,
             line: line_of(spanned.span().start),
-            prefixes,
+            prefixes: Vec::new(),
         });
+    }
+    let behaviour = |met: Met| match met.list {
+        None => rules
+            .get(met.rule as usize)
+            .map(|rule| (rule.action, rule.mode)),
+        Some(list) => lists.get(list as usize).map(|list| (list.action, list.mode)),
+    };
+    let place = |met: Met| -> PathBuf {
+        match met.list {
+            None => path.to_owned(),
+            Some(list) => lists[list as usize].path.clone(),
+        }
+    };
+    // Equal prefixes side by side, each group in the order met.
+    all.sort_unstable();
+    let mut kept = vec![false; places.len()];
+    let mut conflict: Option<(u32, u32)> = None;
+    for group in all.chunk_by(|a, b| a.0 == b.0) {
+        let first = group[0].1;
+        kept[first as usize] = true;
+        for &(_, later) in &group[1..] {
+            if behaviour(places[later as usize]) != behaviour(places[first as usize])
+                && conflict.is_none_or(|(_, seen)| later < seen)
+            {
+                conflict = Some((first, later));
+            }
+        }
+    }
+    if let Some((first, later)) = conflict {
+        let (earlier, here) = (places[first as usize], places[later as usize]);
+        let prefix = all
+            .iter()
+            .find(|(_, at)| *at == later)
+            .map(|(prefix, _)| *prefix)
+            .unwrap_or_default();
+        let (Some((was, was_mode)), Some((is, is_mode))) = (behaviour(earlier), behaviour(here))
+        else {
+            unreachable!("every place is a rule or a list");
+        };
+        return Err(RulesError {
+            file: place(here),
+            line: Some(here.line as usize),
+            message: format!(
+                "{prefix} is also at {}:{}, which does another thing with it ({} {} there, {} {} here)",
+                place(earlier).display(),
+                earlier.line,
+                was.name(),
+                was_mode.name(),
+                is.name(),
+                is_mode.name()
+            ),
+        });
+    }
+    // Back in the order met: each list's prefixes that no earlier place had.
+    let mut firsts: Vec<(u32, IpNet)> = all
+        .into_iter()
+        .filter(|(_, at)| kept[*at as usize])
+        .map(|(prefix, at)| (at, prefix))
+        .collect();
+    firsts.sort_unstable_by_key(|(at, _)| *at);
+    for (at, prefix) in firsts {
+        if let Some(list) = places[at as usize].list {
+            lists[list as usize].prefixes.push(prefix);
+        }
     }
     Ok(lists)
 }
