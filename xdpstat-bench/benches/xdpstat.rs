@@ -329,17 +329,17 @@ fn print_flood(flood: &Flood, zipf: &OverVeth) {
 
 fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {
     println!(
-        "7. Rules: ns per packet with no rules, 10 rules, and 10,000 IPv4 + 10,000 IPv6\n   \
-         prefixes (dry run: the traffic is the same). Hot: one source, BPF_PROG_TEST_RUN x {repeat};\n   \
+        "7. Rules: ns per packet with no rules, 10 rules, 10,000 IPv4 + 10,000 IPv6 prefixes,\n   \
+         and a list of 1,000,000 (dry run: the traffic is the same). Hot: one source, BPF_PROG_TEST_RUN x {repeat};\n   \
          Zipf: {packets} frames over veth (run-time statistics), median of {ROUNDS} rounds."
     );
     println!(
-        "   {:<28}{:>8}{:>10}{:>10}",
-        "rule set", "rules", "hot", "Zipf"
+        "   {:<28}{:>9}{:>10}{:>10}",
+        "rule set", "prefixes", "hot", "Zipf"
     );
     for row in rows {
         println!(
-            "   {:<28}{:>8}{:>10.1}{:>10.1}",
+            "   {:<28}{:>9}{:>10.1}{:>10.1}",
             row.name, row.rules, row.hot, row.zipf
         );
     }

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 use xdpstat::{
     kernel::datapath::{Datapath, Variant},
-    rules::{Action, Mode, Rule, RuleSet},
+    rules::{Action, List, Mode, Rule, RuleSet},
 };
 use xdpstat_common::DEFAULT_MAX_SOURCES;
 use xdpstat_lab::frames::{self, ethertype};
@@ -122,7 +122,50 @@ pub fn twenty_thousand() -> RuleSet {
     }
 }
 
-/// The hot and Zipf costs of each rule set: none, ten, twenty thousand.
+/// A blocklist of a million prefixes (dry run, drop): 700,000 IPv4 ones,
+/// /24s and /32s all over the address space but the benchmark's, 1,000
+/// of them /32s among the benchmark's senders; and 300,000 IPv6 /64s in
+/// 2001:db8::/32. Loaded as one `[[list]]`.
+pub fn million_list() -> RuleSet {
+    let mut rng = StdRng::seed_from_u64(1_000_000);
+    let mut seen = std::collections::HashSet::with_capacity(1_000_000);
+    let benchmark: IpNet = "198.18.0.0/15".parse().expect("a prefix");
+    while seen.len() < 1_000 {
+        let source: u32 = rng.random_range(0..20_000);
+        let address = IpAddr::from(benchmark_address(source));
+        seen.insert(IpNet::new(address, 32).expect("/32"));
+    }
+    while seen.len() < 700_000 {
+        let address = Ipv4Addr::from(rng.random::<u32>());
+        let len = if rng.random::<bool>() { 24 } else { 32 };
+        let prefix = IpNet::new(address.into(), len).expect("length").trunc();
+        if !benchmark.contains(&prefix) {
+            seen.insert(prefix);
+        }
+    }
+    while seen.len() < 1_000_000 {
+        let address =
+            Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(rng.random::<u32>()) << 64);
+        seen.insert(IpNet::new(address.into(), 64).expect("/64"));
+    }
+    let mut prefixes: Vec<IpNet> = seen.into_iter().collect();
+    prefixes.sort_unstable();
+    RuleSet {
+        mode: Mode::DryRun,
+        rules: Vec::new(),
+        lists: vec![List {
+            name: "million.netset".into(),
+            path: "million.netset".into(),
+            action: Action::Drop,
+            mode: Mode::DryRun,
+            line: 1,
+            prefixes,
+        }],
+    }
+}
+
+/// The hot and Zipf costs of each rule set: none, ten, twenty thousand
+/// prefixes, a million-prefix list.
 pub fn rules_cost(
     link: &Link,
     frames: &[Vec<u8>],
@@ -133,6 +176,7 @@ pub fn rules_cost(
         ("no rules", RuleSet::default()),
         ("10 rules", ten_rules()),
         ("10,000 + 10,000 prefixes", twenty_thousand()),
+        ("a 1,000,000-prefix list", million_list()),
     ];
     let hot_frame = ipv4_frame(1);
     let mut programs = Vec::with_capacity(sets.len());
@@ -164,7 +208,7 @@ pub fn rules_cost(
         .zip(hot.into_iter().zip(zipf))
         .map(|((name, set), (hot, zipf))| RulesRow {
             name,
-            rules: set.rules.len(),
+            rules: set.prefixes().count(),
             hot: median(hot),
             zipf: median(zipf),
         })

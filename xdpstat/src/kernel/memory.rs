@@ -198,9 +198,11 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
             Part::Rest => &mut bytes.rest,
         } += charged;
     }
-    // An LPM trie node: the kernel's node header (about 40 bytes with
-    // its allocation), the key's prefix length and address, the value.
-    let trie_node = 40 + 4 + 16 + size_of::<Rule>() as u64;
+    // An LPM trie node as Linux charges it: 24 bytes of node, the
+    // address (4 bytes for IPv4, 16 for IPv6: counted as IPv6, a bound),
+    // the value. Measured: a million prefixes, 700,000 IPv4 and 300,000
+    // IPv6, charged 42.0 and 21.6 MB.
+    let trie_node = 24 + 16 + size_of::<Rule>() as u64;
     bytes.rules += u64::from(plan.rules) * trie_node;
     bytes
 }

@@ -234,7 +234,10 @@ fn read_lists(
         let raw_list = spanned.get_ref();
         let name = raw_list.file.get_ref().clone();
         if name.trim().is_empty() || name.contains('\0') {
-            return Err(at(raw_list.file.span(), format!("list file {name:?} is not a path")));
+            return Err(at(
+                raw_list.file.span(),
+                format!("list file {name:?} is not a path"),
+            ));
         }
         let file = base.join(&name);
         let list_mode = match &raw_list.mode {
@@ -282,7 +285,9 @@ fn read_lists(
         None => rules
             .get(met.rule as usize)
             .map(|rule| (rule.action, rule.mode)),
-        Some(list) => lists.get(list as usize).map(|list| (list.action, list.mode)),
+        Some(list) => lists
+            .get(list as usize)
+            .map(|list| (list.action, list.mode)),
     };
     let place = |met: Met| -> PathBuf {
         match met.list {

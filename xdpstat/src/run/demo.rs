@@ -73,7 +73,11 @@ pub fn demo(
         Hook::Tcx => datapath.attach_tcx(WATCHED_LINK),
     })??;
     let mut watched = vec![Watched::new(attached, datapath)];
-    announce(&watched[0], args.attach.mode, args.attach.rules.is_some());
+    announce(
+        &watched[0],
+        args.attach.mode,
+        args.attach.rules.is_some().then_some(&rules),
+    );
     let maps = watched[0].source.rule_maps();
     let notices = crate::run::reload::Notices::default();
     crate::run::reload::on_sighup(

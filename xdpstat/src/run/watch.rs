@@ -62,7 +62,7 @@ pub fn watch(
             persist.persist.then_some(persist.pin_dir.as_path()),
             &rules,
         )?;
-        announce(&one, attach.mode, attach.rules.is_some());
+        announce(&one, attach.mode, attach.rules.is_some().then_some(&rules));
         watched.push(one);
     }
     let targets = watched
@@ -194,13 +194,14 @@ pub fn live_options(report: &ReportArgs, stdout_is_terminal: bool) -> LiveOption
     }
 }
 
-/// Tells the user on stderr where xdpstat is attached, and warns when the
+/// Tells the user on stderr where xdpstat is attached (and how much kernel
+/// memory its maps and the `rules` in force take), and warns when the
 /// attachment could outlive the process.
-pub fn announce(watched: &Watched, asked: AttachMode, rules: bool) {
+pub fn announce(watched: &Watched, asked: AttachMode, rules: Option<&RuleSet>) {
     let memory = map_bytes(Plan {
         max_sources: watched.source.max_sources(),
-        rule_rows: rules || watched.source.pin_dir().is_some(),
-        rules: 0,
+        rule_rows: rules.is_some() || watched.source.pin_dir().is_some(),
+        rules: rules.map_or(0, |set| set.prefixes().count() as u32),
         cpus: possible_cpus(),
     })
     .total();
