@@ -53,6 +53,7 @@ pub fn ten_rules() -> RuleSet {
     let limit = Action::Limit {
         pps: 100_000_000,
         burst: 100_000_000,
+        bps: 0,
     };
     let rules = [
         ("198.18.0.0/15", limit),

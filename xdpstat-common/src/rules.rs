@@ -28,8 +28,9 @@ pub const RULES_V6_MAPS: [&str; 2] = ["RULES_V6_0", "RULES_V6_1"];
 /// Per-CPU array of [`Counter`]: each rule's hits, at
 /// `slot * MAX_RULES + rule index`.
 pub const RULE_HITS_MAP: &str = "RULE_HITS";
-/// Array of `u64`, indexed as the hits: each limit rule's shared bucket,
-/// for sources no table entry holds.
+/// Array of `u64`: each limit rule's shared buckets, for sources no table
+/// entry holds, its packet bucket indexed as the hits and its byte bucket
+/// [`BYTE_BUCKETS`] further on.
 pub const RULE_BUCKETS_MAP: &str = "RULE_BUCKETS";
 /// Array of [`Rule`], indexed as the hits: the rules of both slots by
 /// index, for sources whose row remembers their rule.
@@ -42,6 +43,9 @@ pub const ROWS_V6_MAP: &str = "ROWS_V6";
 /// Rules one rule set may hold, both families together (a list of
 /// prefixes is one).
 pub const MAX_RULES: u32 = 32_768;
+
+/// Where the byte buckets of [`RULE_BUCKETS_MAP`] begin.
+pub const BYTE_BUCKETS: u32 = 2 * MAX_RULES;
 
 /// Prefixes one slot's tries may hold, both families together: the rules'
 /// and the lists'. A trie is charged only for the prefixes in it.
@@ -112,15 +116,23 @@ pub struct Rule {
     pub interval_ns: u64,
     /// How far into debt a bucket may go: `burst * interval_ns`.
     pub tolerance_ns: u64,
+    /// Nanoseconds a byte costs a limit rule's byte bucket, in 1/65,536
+    /// of a nanosecond (8 x 10⁹ x 2¹⁶ / bps, rounded up); 0: no limit in
+    /// bits per second.
+    pub byte_q16: u64,
+    /// How far into debt the byte bucket may go: a second's worth.
+    pub byte_tolerance_ns: u64,
 }
 
-/// What the rules did to one table entry's source: its bucket and its
+/// What the rules did to one table entry's source: its buckets and its
 /// packets under each verdict but `passed`. Zeroed with its entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceRow {
-    /// The bucket: when it would be full again (see the module's text).
+    /// The packet bucket: when it would be full again (see the module's text).
     pub tat: u64,
+    /// The byte bucket, the same way.
+    pub tat_bytes: u64,
     /// Indexed by [`verdict`].
     pub acted: [Counter; verdict::ACTED],
 }
@@ -135,16 +147,39 @@ pub fn conform(
     interval_ns: u64,
     tolerance_ns: u64,
 ) -> Option<u64> {
-    let from = if tat > now { tat } else { now };
     // Both at most 10^9 (a packet a second; the loader caps rates) and
     // 2^16 (GRO segments): no overflow, and no 128-bit multiply, which
     // BPF does not have.
-    let next = from.wrapping_add(interval_ns.wrapping_mul(packets));
+    conform_cost(tat, now, interval_ns.wrapping_mul(packets), tolerance_ns)
+}
+
+/// The nanoseconds `bytes` bytes cost a byte bucket of `byte_q16`,
+/// rounded up (so a bucket never passes more than its rate). At most 2^18
+/// bytes (a GRO buffer) times the largest `byte_q16` (the loader's lowest
+/// rate, 8,000 bits per second: 6.6 x 10^10): no overflow.
+#[inline(always)]
+pub const fn byte_cost(bytes: u64, byte_q16: u64) -> u64 {
+    bytes.wrapping_mul(byte_q16).wrapping_add(0xffff) >> 16
+}
+
+/// The bucket word after taking `cost` nanoseconds at `now`, or `None`
+/// when that would put the bucket more than `tolerance_ns` in debt.
+#[inline(always)]
+pub fn conform_cost(tat: u64, now: u64, cost: u64, tolerance_ns: u64) -> Option<u64> {
+    let from = if tat > now { tat } else { now };
+    let next = from.wrapping_add(cost);
     if next - now > tolerance_ns {
         None
     } else {
         Some(next)
     }
+}
+
+/// A byte bucket for `bps` bits per second, with room for a second's
+/// worth at once: its `byte_q16` and tolerance.
+pub const fn byte_bucket(bps: u64) -> (u64, u64) {
+    let bps = if bps == 0 { 1 } else { bps };
+    ((8_000_000_000u64 << 16).div_ceil(bps), 1_000_000_000)
 }
 
 /// A limit rule's bucket parameters for `pps` packets per second with
@@ -156,11 +191,11 @@ pub const fn bucket(pps: u64, burst: u64) -> (u64, u64) {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, four u32 then two u64: no padding, any bit pattern valid.
+// SAFETY: `#[repr(C)]`, four u32 then four u64: no padding, any bit pattern valid.
 unsafe impl aya::Pod for Rule {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, u64 then four `Counter`s: no padding, any bit pattern valid.
+// SAFETY: `#[repr(C)]`, two u64 then four `Counter`s: no padding, any bit pattern valid.
 unsafe impl aya::Pod for SourceRow {}
 
 #[cfg(test)]
@@ -190,7 +225,34 @@ mod tests {
         let (interval, _) = bucket(3, 1);
         assert!(3 * interval >= 1_000_000_000);
         assert_eq!(bucket(0, 5).0, 1_000_000_000);
-        assert_eq!(size_of::<Rule>(), 32);
-        assert_eq!(size_of::<SourceRow>(), 8 + 4 * size_of::<Counter>());
+        assert_eq!(size_of::<Rule>(), 48);
+        assert_eq!(size_of::<SourceRow>(), 16 + 4 * size_of::<Counter>());
+    }
+
+    #[test]
+    fn a_byte_bucket_passes_a_second_of_traffic_then_its_rate() {
+        // 8 Mbit/s: a million bytes a second, a microsecond a byte.
+        let (q16, tolerance) = byte_bucket(8_000_000);
+        assert_eq!(byte_cost(1_000, q16), 1_000_000);
+        let (mut tat, now) = (0u64, 5_000_000_000u64);
+        let mut passed = 0;
+        for _ in 0..2_000 {
+            if let Some(next) = conform_cost(tat, now, byte_cost(1_000, q16), tolerance) {
+                tat = next;
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 1_000, "a second's worth of 1,000-byte packets");
+        // Rates round so that a bucket never passes more than its rate.
+        for bps in [8_000, 8_001, 1_000_003, 50_000_000, 999_999_999_999] {
+            let (q16, _) = byte_bucket(bps);
+            for bytes in [1u64, 64, 1_500, 65_536] {
+                assert!(
+                    u128::from(byte_cost(bytes, q16)) * u128::from(bps)
+                        >= u128::from(bytes) * 8_000_000_000,
+                    "{bps} bps, {bytes} bytes"
+                );
+            }
+        }
     }
 }

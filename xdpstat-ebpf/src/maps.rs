@@ -87,9 +87,10 @@ pub static RULES_V6_1: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_PR
 /// What each rule matched, per CPU, at `slot * MAX_RULES + index`.
 #[map(name = "RULE_HITS")]
 pub static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
-/// The bucket a limit's entry-less sources share, at the rule's place.
+/// The buckets a limit's entry-less sources share: packets at the rule's
+/// place, bytes `BYTE_BUCKETS` further on.
 #[map(name = "RULE_BUCKETS")]
-pub static RULE_BUCKETS: Array<u64> = Array::with_max_entries(2 * MAX_RULES, 0);
+pub static RULE_BUCKETS: Array<u64> = Array::with_max_entries(4 * MAX_RULES, 0);
 /// The rules by index, at the rule's place.
 #[map(name = "RULES")]
 pub static RULES: Array<Rule> = Array::with_max_entries(2 * MAX_RULES, 0);

@@ -8,7 +8,10 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use xdpstat_common::{
     Counter, CpuState,
-    rules::{MAX_RULES, Rule, SourceRow, action, cached, conform, ruleset, verdict},
+    rules::{
+        BYTE_BUCKETS, MAX_RULES, Rule, SourceRow, action, byte_cost, cached, conform_cost, ruleset,
+        verdict,
+    },
 };
 
 use crate::{
@@ -151,18 +154,35 @@ fn acted(
             verdict::WOULD_DROP
         });
     }
-    let (interval, tolerance) = (rule.interval_ns, rule.tolerance_ns);
     let now = packet.clock.now();
-    let bucket = match row {
-        // SAFETY: a live row; its bucket word is only changed whole.
-        Some(row) => unsafe { &raw mut (*row).tat },
+    let buckets = match row {
+        // SAFETY: a live row; its bucket words are only changed whole.
+        Some(row) => unsafe { (&raw mut (*row).tat, &raw mut (*row).tat_bytes) },
         None => {
             bump(&mut state.shared_bucket, packet.packets, packet.len);
-            RULE_BUCKETS.get_ptr_mut(at)?
+            (
+                RULE_BUCKETS.get_ptr_mut(at)?,
+                RULE_BUCKETS.get_ptr_mut(BYTE_BUCKETS + at)?,
+            )
         }
     };
-    // SAFETY: a live, aligned bucket word.
-    if unsafe { take(bucket, now, packet.packets, interval, tolerance) } {
+    // Packets first, then bytes: a packet over either rate is limited (one
+    // that takes its packet's worth and is then over the byte rate has
+    // spent that worth: a limit errs on the side of passing less).
+    let cost = rule.interval_ns.wrapping_mul(packet.packets);
+    // SAFETY: live, aligned bucket words.
+    let conforms = (rule.interval_ns == 0
+        || unsafe { take(buckets.0, now, cost, rule.tolerance_ns) })
+        && (rule.byte_q16 == 0
+            || unsafe {
+                take(
+                    buckets.1,
+                    now,
+                    byte_cost(packet.len, rule.byte_q16),
+                    rule.byte_tolerance_ns,
+                )
+            });
+    if conforms {
         return None;
     }
     Some(if enforce {
@@ -196,8 +216,8 @@ fn count_verdict(acted: usize, state: &mut CpuState, row: Option<*mut SourceRow>
     }
 }
 
-/// Takes `packets` packets' worth from the bucket word at `bucket` if they
-/// conform to the rate; false when they are over it. Another CPU changing
+/// Takes `cost` nanoseconds' worth from the bucket word at `bucket` if
+/// that conforms to the rate; false when it is over it. Another CPU changing
 /// the word meanwhile makes this one look again, a few times at most
 /// (then the packets count as over the rate: never more than the rate
 /// passes).
@@ -205,11 +225,11 @@ fn count_verdict(acted: usize, state: &mut CpuState, row: Option<*mut SourceRow>
 /// # Safety
 /// `bucket` points to a live, aligned u64.
 #[inline(always)]
-unsafe fn take(bucket: *mut u64, now: u64, packets: u64, interval: u64, tolerance: u64) -> bool {
+unsafe fn take(bucket: *mut u64, now: u64, cost: u64, tolerance: u64) -> bool {
     for _ in 0..4 {
         // SAFETY: the caller's live, aligned word.
         let seen = unsafe { core::ptr::read_volatile(bucket) };
-        let Some(next) = conform(seen, now, packets, interval, tolerance) else {
+        let Some(next) = conform_cost(seen, now, cost, tolerance) else {
             return false;
         };
         // SAFETY: as above.

@@ -55,18 +55,34 @@ fn frame(address: IpAddr) -> Vec<u8> {
 /// A rule over one of the pool's sources, cut to a prefix length that
 /// often covers others too.
 fn rule() -> impl Strategy<Value = Rule> {
-    (0u8..32, 0u8..=128, 0u8..3, any::<bool>(), 1u64..4, 1u64..4).prop_map(
-        |(index, len, action, enforce, pps, burst)| {
+    (
+        0u8..32,
+        0u8..=128,
+        0u8..3,
+        any::<bool>(),
+        0u64..4,
+        1u64..4,
+        prop_oneof![Just(0u64), Just(8_000), Just(16_000), Just(40_000)],
+    )
+        .prop_map(|(index, len, action, enforce, pps, burst, bps)| {
             let address = source(index);
             let max = if address.is_ipv4() { 32 } else { 128 };
             let prefix = IpNet::new(address, len.min(max)).unwrap().trunc();
             let action = match action {
                 0 => Action::Pass,
                 1 => Action::Drop,
-                // Rates a few packets a second: the frames' times decide.
+                // Rates of a few thousand packets a second, or of a few
+                // thousand bytes a second (bursts of a second's worth: a
+                // few dozen of these frames), or both: the frames' times
+                // decide.
                 _ => Action::Limit {
-                    pps: pps * 1_000,
+                    pps: if pps == 0 && bps == 0 {
+                        1_000
+                    } else {
+                        pps * 1_000
+                    },
                     burst,
+                    bps,
                 },
             };
             Rule {
@@ -75,8 +91,7 @@ fn rule() -> impl Strategy<Value = Rule> {
                 mode: if enforce { Mode::Enforce } else { Mode::DryRun },
                 line: 0,
             }
-        },
-    )
+        })
 }
 
 /// Rules, then up to two lists of prefixes (each with one action), every
@@ -171,7 +186,19 @@ struct Bucket {
 impl Bucket {
     fn take(&mut self, now: u64, pps: u64, burst: u64) -> bool {
         let cost = 1_000_000_000u64.div_ceil(pps);
-        let full = cost * burst;
+        self.spend(now, cost, cost * burst)
+    }
+
+    /// `bytes` bytes at `bps` bits a second, with a second's worth of
+    /// room: each byte costs 8 x 10⁹ / bps ns, kept in 1/65,536 ns and
+    /// rounded up twice, so that no more than the rate passes.
+    fn take_bytes(&mut self, now: u64, bytes: u64, bps: u64) -> bool {
+        let per_byte_q16 = (8_000_000_000u128 << 16).div_ceil(u128::from(bps));
+        let cost = (u128::from(bytes) * per_byte_q16).div_ceil(1 << 16) as u64;
+        self.spend(now, cost, 1_000_000_000)
+    }
+
+    fn spend(&mut self, now: u64, cost: u64, full: u64) -> bool {
         self.credit = (self.credit + (now - self.last)).min(full);
         self.last = now;
         if self.credit >= cost {
@@ -213,7 +240,13 @@ proptest! {
     #[test]
     fn verdicts_match_a_longest_prefix_match_and_token_buckets(
         set in rule_set(),
-        sent in proptest::collection::vec((0u8..32, 0u64..1_500_000), 1..60),
+        // Most frames from four sources, so that their buckets run dry
+        // (a byte bucket holds a second's worth: 18 of these frames at
+        // 8,000 bits a second).
+        sent in proptest::collection::vec(
+            (prop_oneof![3 => 0u8..4, 1 => 0u8..32], 0u64..1_500_000),
+            1..80,
+        ),
     ) {
         if !common::privileged("verdicts_match_a_longest_prefix_match_and_token_buckets") {
             return Ok(());
@@ -222,7 +255,7 @@ proptest! {
         datapath.put_rules(&set, "test").unwrap();
         let before = datapath.snapshot("test").unwrap();
         let mut now = case_start();
-        let mut buckets: HashMap<IpAddr, Bucket> = HashMap::new();
+        let mut buckets: HashMap<IpAddr, (Bucket, Bucket)> = HashMap::new();
         let mut expected: HashMap<IpAddr, Verdicts> = HashMap::new();
         let entries = entries(&set);
         let mut hits = vec![Counter::default(); set.rules.len() + set.lists.len()];
@@ -240,12 +273,16 @@ proptest! {
                         Action::Pass => Which::Passed,
                         Action::Drop if enforce => Which::Dropped,
                         Action::Drop => Which::WouldDrop,
-                        Action::Limit { pps, burst } => {
-                            let bucket = buckets.entry(address).or_insert(Bucket {
-                                credit: u64::MAX / 2,
-                                last: now,
-                            });
-                            if bucket.take(now, pps, burst) {
+                        Action::Limit { pps, burst, bps } => {
+                            let (packets, bytes) = buckets.entry(address).or_insert((
+                                Bucket { credit: u64::MAX / 2, last: now },
+                                Bucket { credit: u64::MAX / 2, last: now },
+                            ));
+                            // Packets first; a packet over the byte rate
+                            // has spent its packet's worth.
+                            let conforms = (pps == 0 || packets.take(now, pps, burst))
+                                && (bps == 0 || bytes.take_bytes(now, one.bytes, bps));
+                            if conforms {
                                 Which::Passed
                             } else if enforce {
                                 Which::Limited

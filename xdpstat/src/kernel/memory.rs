@@ -141,7 +141,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
             2 * MAX_RULES,
             Rules,
         ),
-        layout(RULE_BUCKETS_MAP, Array, 8, 2 * MAX_RULES, Rules),
+        layout(RULE_BUCKETS_MAP, Array, 8, 4 * MAX_RULES, Rules),
         layout(RULES_MAP, Array, rule, 2 * MAX_RULES, Rules),
         layout(
             PORTS_MAP,

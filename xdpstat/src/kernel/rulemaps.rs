@@ -26,8 +26,8 @@ use ipnet::IpNet;
 use xdpstat_common::{
     Counter,
     rules::{
-        MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS,
-        RULESET_MAP, Rule as KernelRule, ruleset,
+        BYTE_BUCKETS, MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS,
+        RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, ruleset,
     },
 };
 
@@ -203,9 +203,11 @@ impl RuleMaps {
             self.hits
                 .set(at, zeros, 0)
                 .map_err(|e| failed(RULE_HITS_MAP, one_line(&e)))?;
-            self.buckets
-                .set(at, 0, 0)
-                .map_err(|e| failed(RULE_BUCKETS_MAP, one_line(&e)))?;
+            for bucket in [at, BYTE_BUCKETS + at] {
+                self.buckets
+                    .set(bucket, 0, 0)
+                    .map_err(|e| failed(RULE_BUCKETS_MAP, one_line(&e)))?;
+            }
         }
         self.dirty[s] = 0;
         Ok(())

@@ -148,9 +148,9 @@ fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
 pub use xdpstat_common::rules::Acted;
 
 /// Words in a [`SourceRow`], and the offset of its acted counters (after
-/// the bucket).
+/// the two buckets).
 const ROW_WORDS: usize = size_of::<SourceRow>() / 8;
-const ROW_ACTED: usize = 8;
+const ROW_ACTED: usize = core::mem::offset_of!(SourceRow, acted);
 
 /// The verdicts in row `at` of `window`.
 fn load_acted(window: &MappedArray<SourceRow>, at: usize) -> Acted {

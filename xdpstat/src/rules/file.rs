@@ -54,6 +54,7 @@ struct RawList {
     action: Spanned<String>,
     pps: Option<Spanned<i64>>,
     burst: Option<Spanned<i64>>,
+    bps: Option<Spanned<i64>>,
     mode: Option<Spanned<String>>,
     force: Option<Spanned<bool>>,
 }
@@ -70,8 +71,16 @@ struct RawRule {
     action: Spanned<String>,
     pps: Option<Spanned<i64>>,
     burst: Option<Spanned<i64>>,
+    bps: Option<Spanned<i64>>,
     mode: Option<Spanned<String>>,
     force: Option<Spanned<bool>>,
+}
+
+/// A limit's rates, as a rule or a list gives them.
+struct RawRates<'a> {
+    pps: &'a Option<Spanned<i64>>,
+    burst: &'a Option<Spanned<i64>>,
+    bps: &'a Option<Spanned<i64>>,
 }
 
 /// The longest rules file read: far past the most rules a set holds, and
@@ -174,8 +183,15 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
             Some(m) => parse_mode(m).map_err(|msg| at(m.span(), msg))?,
             None => mode,
         };
-        let action = parse_action(&raw_rule.action, &raw_rule.pps, &raw_rule.burst)
-            .map_err(|(span, m)| at(span, m))?;
+        let action = parse_action(
+            &raw_rule.action,
+            &RawRates {
+                pps: &raw_rule.pps,
+                burst: &raw_rule.burst,
+                bps: &raw_rule.bps,
+            },
+        )
+        .map_err(|(span, m)| at(span, m))?;
         let force = raw_rule.force.as_ref().is_some_and(|f| *f.get_ref());
         if let Some(message) = whole_family(prefix, rule_mode, action, force, "rule") {
             return Err(at(raw_rule.prefix.span(), message));
@@ -244,8 +260,15 @@ fn read_lists(
             Some(m) => parse_mode(m).map_err(|msg| at(m.span(), msg))?,
             None => mode,
         };
-        let action = parse_action(&raw_list.action, &raw_list.pps, &raw_list.burst)
-            .map_err(|(span, m)| at(span, m))?;
+        let action = parse_action(
+            &raw_list.action,
+            &RawRates {
+                pps: &raw_list.pps,
+                burst: &raw_list.burst,
+                bps: &raw_list.bps,
+            },
+        )
+        .map_err(|(span, m)| at(span, m))?;
         let force = raw_list.force.as_ref().is_some_and(|f| *f.get_ref());
         let this = lists.len() as u32;
         for (prefix, line) in list::read(&file)? {
@@ -353,29 +376,38 @@ fn read_lists(
 /// A rule's or a list's action, with `pps` and `burst` where it limits.
 fn parse_action(
     action: &Spanned<String>,
-    pps: &Option<Spanned<i64>>,
-    burst: &Option<Spanned<i64>>,
+    rates: &RawRates<'_>,
 ) -> Result<Action, (Range<usize>, String)> {
     let parsed = match action.get_ref().as_str() {
         "pass" => Action::Pass,
         "drop" => Action::Drop,
         "limit" => {
-            let Some(pps) = pps else {
+            if rates.pps.is_none() && rates.bps.is_none() {
                 return Err((
                     action.span(),
-                    "action \"limit\" needs pps, the packets per second each source may send"
+                    "action \"limit\" needs pps (packets per second) or bps (bits per second), or both"
                         .into(),
                 ));
-            };
-            let pps_value = rate(pps, "pps").map_err(|m| (pps.span(), m))?;
-            let burst = match burst {
-                Some(burst) => rate(burst, "burst").map_err(|m| (burst.span(), m))?,
-                None => pps_value,
-            };
-            Action::Limit {
-                pps: pps_value,
-                burst,
             }
+            let pps = match rates.pps {
+                Some(pps) => rate(pps, "pps").map_err(|m| (pps.span(), m))?,
+                None => 0,
+            };
+            let burst = match (rates.burst, pps) {
+                (Some(burst), 0) => {
+                    return Err((
+                        burst.span(),
+                        "burst belongs to pps, which this limit has not".into(),
+                    ));
+                }
+                (Some(burst), _) => rate(burst, "burst").map_err(|m| (burst.span(), m))?,
+                (None, pps) => pps,
+            };
+            let bps = match rates.bps {
+                Some(bps) => bits(bps).map_err(|m| (bps.span(), m))?,
+                None => 0,
+            };
+            Action::Limit { pps, burst, bps }
         }
         other => {
             return Err((
@@ -385,7 +417,11 @@ fn parse_action(
         }
     };
     if !matches!(parsed, Action::Limit { .. }) {
-        for (key, value) in [("pps", pps), ("burst", burst)] {
+        for (key, value) in [
+            ("pps", rates.pps),
+            ("burst", rates.burst),
+            ("bps", rates.bps),
+        ] {
             if let Some(value) = value {
                 return Err((
                     value.span(),
@@ -395,6 +431,22 @@ fn parse_action(
         }
     }
     Ok(parsed)
+}
+
+/// The fewest and most bits per second a limit may name: a thousand
+/// bytes a second (below, a byte's cost would overflow the bucket's
+/// arithmetic) and a terabit.
+pub const MIN_BPS: i64 = 8_000;
+pub const MAX_BPS: i64 = 1_000_000_000_000;
+
+fn bits(value: &Spanned<i64>) -> Result<u64, String> {
+    match *value.get_ref() {
+        n if n < MIN_BPS => Err(format!(
+            "bps = {n}: must be at least {MIN_BPS} (a thousand bytes a second)"
+        )),
+        n if n > MAX_BPS => Err(format!("bps = {n}: at most {MAX_BPS}")),
+        n => Ok(n as u64),
+    }
 }
 
 /// Why a prefix over a whole address family may not drop or limit in
@@ -542,7 +594,8 @@ burst = 200
             set.rules[2].action,
             Action::Limit {
                 pps: 1000,
-                burst: 200
+                burst: 200,
+                bps: 0
             }
         );
         assert!(set.rules.iter().all(|rule| rule.mode == Mode::DryRun));
@@ -555,7 +608,14 @@ burst = 200
         )
         .unwrap();
         assert_eq!(set.mode, Mode::DryRun);
-        assert_eq!(set.rules[0].action, Action::Limit { pps: 50, burst: 50 });
+        assert_eq!(
+            set.rules[0].action,
+            Action::Limit {
+                pps: 50,
+                burst: 50,
+                bps: 0
+            }
+        );
         assert_eq!(set.rules[0].mode, Mode::Enforce);
         assert_eq!(set.rules[1].mode, Mode::DryRun);
         assert!(check("").unwrap().rules.is_empty());
@@ -590,7 +650,7 @@ burst = 200
             ),
             (
                 "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"limit\"\n",
-                "rules.toml:3: action \"limit\" needs pps",
+                "rules.toml:3: action \"limit\" needs pps (packets per second) or bps",
             ),
             (
                 "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"drop\"\npps = 5\n",
@@ -610,6 +670,18 @@ burst = 200
                 "rules.toml:2: ::/0 matches every IPv6 source",
             ),
             ("bogus", "rules.toml:1: "),
+            (
+                "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"limit\"\nbps = 0\n",
+                "rules.toml:4: bps = 0: must be at least 8000",
+            ),
+            (
+                "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"drop\"\nbps = 80000\n",
+                "rules.toml:4: bps belongs to action \"limit\" only",
+            ),
+            (
+                "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"limit\"\nbps = 80000\nburst = 5\n",
+                "rules.toml:5: burst belongs to pps, which this limit has not",
+            ),
         ];
         for (text, expected) in cases {
             let error = check(text).expect_err(text);
@@ -619,6 +691,35 @@ burst = 200
             );
             assert!(!error.contains('\n'), "one line: {error:?}");
         }
+    }
+
+    #[test]
+    fn a_limit_takes_pps_bps_or_both() {
+        let set = check(
+            "[[rule]]\nprefix = \"198.51.100.0/24\"\naction = \"limit\"\npps = 10000\nbps = 50_000_000\n[[rule]]\nprefix = \"203.0.113.0/24\"\naction = \"limit\"\nbps = 8000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            set.rules[0].action,
+            Action::Limit {
+                pps: 10_000,
+                burst: 10_000,
+                bps: 50_000_000
+            }
+        );
+        assert_eq!(
+            set.rules[1].action,
+            Action::Limit {
+                pps: 0,
+                burst: 0,
+                bps: 8_000
+            }
+        );
+        assert_eq!(
+            set.rules[0].describe(),
+            "limit 10000 pps, burst 10000 and 50000000 bps"
+        );
+        assert_eq!(set.rules[1].describe(), "limit 8000 bps");
     }
 
     #[test]

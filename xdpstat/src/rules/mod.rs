@@ -13,7 +13,7 @@ pub mod list;
 
 use ipnet::IpNet;
 use serde::Serialize;
-use xdpstat_common::rules::{self as kernel, action, bucket};
+use xdpstat_common::rules::{self as kernel, action, bucket, byte_bucket};
 
 /// Whether a rule acts or only counts what it would do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -39,10 +39,12 @@ pub enum Action {
     Pass,
     Drop,
     /// At most `pps` packets a second from each source in the prefix, with
-    /// room for `burst` at once.
+    /// room for `burst` at once (no packet rate: `pps` 0), and at most
+    /// `bps` bits a second, with room for a second's worth (none: 0).
     Limit {
         pps: u64,
         burst: u64,
+        bps: u64,
     },
 }
 
@@ -166,10 +168,14 @@ impl RuleSet {
 
 /// What `action` in `mode` is to the datapath, at `index`.
 fn kernel_rule(action: Action, mode: Mode, index: u32) -> kernel::Rule {
-    let (code, (interval_ns, tolerance_ns)) = match action {
-        Action::Pass => (action::PASS, (0, 0)),
-        Action::Drop => (action::DROP, (0, 0)),
-        Action::Limit { pps, burst } => (action::LIMIT, bucket(pps, burst)),
+    let (code, (interval_ns, tolerance_ns), (byte_q16, byte_tolerance_ns)) = match action {
+        Action::Pass => (action::PASS, (0, 0), (0, 0)),
+        Action::Drop => (action::DROP, (0, 0), (0, 0)),
+        Action::Limit { pps, burst, bps } => (
+            action::LIMIT,
+            if pps == 0 { (0, 0) } else { bucket(pps, burst) },
+            if bps == 0 { (0, 0) } else { byte_bucket(bps) },
+        ),
     };
     kernel::Rule {
         index,
@@ -178,13 +184,24 @@ fn kernel_rule(action: Action, mode: Mode, index: u32) -> kernel::Rule {
         _pad: 0,
         interval_ns,
         tolerance_ns,
+        byte_q16,
+        byte_tolerance_ns,
     }
 }
 
-/// `drop`, `pass`, `limit 1000 pps, burst 200`.
+/// `drop`, `pass`, `limit 1000 pps, burst 200`, `limit 50000000 bps`.
 fn describe(action: Action) -> String {
     match action {
-        Action::Limit { pps, burst } => format!("limit {pps} pps, burst {burst}"),
+        Action::Limit { pps, burst, bps } => {
+            let mut parts = Vec::new();
+            if pps > 0 {
+                parts.push(format!("{pps} pps, burst {burst}"));
+            }
+            if bps > 0 {
+                parts.push(format!("{bps} bps"));
+            }
+            format!("limit {}", parts.join(" and "))
+        }
         other => other.name().to_owned(),
     }
 }

@@ -76,12 +76,22 @@ fn effect(action: Action, mode: Mode) -> String {
         (Action::Pass, _) => "passes (an exception to shorter prefixes)".to_owned(),
         (Action::Drop, Mode::Enforce) => "drops every packet: dropped".to_owned(),
         (Action::Drop, Mode::DryRun) => "passes every packet, counted as would_drop".to_owned(),
-        (Action::Limit { pps, burst }, Mode::Enforce) => {
-            format!("drops what each source sends over {pps} pps (burst {burst}): limited")
+        (Action::Limit { pps, burst, bps }, mode) => {
+            let mut over = Vec::new();
+            if pps > 0 {
+                over.push(format!("{pps} pps (burst {burst})"));
+            }
+            if bps > 0 {
+                over.push(format!("{bps} bps (a second's worth at once)"));
+            }
+            let over = over.join(" or ");
+            match mode {
+                Mode::Enforce => format!("drops what each source sends over {over}: limited"),
+                Mode::DryRun => format!(
+                    "passes every packet; what each source sends over {over} is counted as would_limit"
+                ),
+            }
         }
-        (Action::Limit { pps, burst }, Mode::DryRun) => format!(
-            "passes every packet; what each source sends over {pps} pps (burst {burst}) is counted as would_limit"
-        ),
     }
 }
 
