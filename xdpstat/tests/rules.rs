@@ -225,6 +225,43 @@ fn a_dry_run_passes_everything_and_counts_what_it_would_drop() {
 }
 
 #[test]
+fn a_limit_in_bits_per_second_passes_a_second_of_bytes_and_its_rate_and_no_more() {
+    let test = "a_limit_in_bits_per_second_passes_a_second_of_bytes_and_its_rate_and_no_more";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    // 80,000 bits a second: 10,000 bytes a second, and a second's worth
+    // at once.
+    let file = scratch.write("rules.toml", "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.5.0/24\"\naction = \"limit\"\nbps = 80_000\n");
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let limited = v4(5, 5);
+    let free = v4(6, 6);
+    let len = frame(limited).len() as u64;
+    let began = Instant::now();
+    let traffic = [(limited, 3_000), (free, 300)];
+    send_each(&net, &traffic);
+    let report = settle_and_check(&mut xdpstat, &arrived, &traffic);
+    let span = began.elapsed().as_secs_f64();
+    let verdicts = verdicts_of(&row(&report, &limited)["verdicts"]);
+    // The full bucket passes 10,000 bytes' worth at once; the rate adds
+    // 10,000 bytes a second of the span.
+    let (burst, bound) = (
+        10_000 / len,
+        (10_000 + (10_000.0 * span).ceil() as u64) / len + 1,
+    );
+    assert!(
+        verdicts["passed"] >= burst && verdicts["passed"] <= bound,
+        "passed {} of 3,000 {len}-byte frames in {span:.3} s: between {burst} and {bound}",
+        verdicts["passed"]
+    );
+    assert_eq!(verdicts["limited"], 3_000 - verdicts["passed"]);
+    assert_eq!(verdicts_of(&row(&report, &free)["verdicts"])["passed"], 300);
+}
+
+#[test]
 fn a_limit_passes_its_burst_and_its_rate_and_no_more() {
     let test = "a_limit_passes_its_burst_and_its_rate_and_no_more";
     if !privileged(test) {
