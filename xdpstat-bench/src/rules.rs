@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 use xdpstat::{
     kernel::datapath::{Datapath, Variant},
-    rules::{Action, List, Mode, Rule, RuleSet},
+    rules::{Action, List, Mode, Rule, RuleSet, matching::Match},
 };
 use xdpstat_common::DEFAULT_MAX_SOURCES;
 use xdpstat_lab::frames::{self, ethertype};
@@ -39,7 +39,8 @@ pub struct RulesRow {
 
 fn rule(prefix: IpNet, action: Action) -> Rule {
     Rule {
-        prefix,
+        prefix: Some(prefix),
+        matching: Match::default(),
         action,
         mode: Mode::DryRun,
         line: 0,
@@ -157,6 +158,7 @@ pub fn million_list() -> RuleSet {
         lists: vec![List {
             name: "million.netset".into(),
             path: "million.netset".into(),
+            matching: Match::default(),
             action: Action::Drop,
             mode: Mode::DryRun,
             line: 1,
@@ -337,7 +339,8 @@ pub fn beside_xdp_filter(
         rules: dropped
             .iter()
             .map(|&n| Rule {
-                prefix: IpNet::new(benchmark_address(n).into(), 32).expect("/32"),
+                prefix: Some(IpNet::new(benchmark_address(n).into(), 32).expect("/32")),
+                matching: Match::default(),
                 action: Action::Drop,
                 mode: Mode::Enforce,
                 line: 0,

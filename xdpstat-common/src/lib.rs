@@ -281,6 +281,11 @@ pub struct CpuState {
     pub run_udp_ports: u32,
     pub run_tcp: Counter,
     pub run_udp: Counter,
+    /// The packet being judged, as [`rules::transport_word`] packs it:
+    /// the rules read it from here rather than from the parser's result,
+    /// so that the verifier sees one unknown word, not every shape of
+    /// packet the parser tells apart.
+    pub transport: u64,
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -300,7 +305,7 @@ pub const META_MAP: &str = "XDPSTAT_META";
 /// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
 /// maps. Bump it with any change to them; the kernel checks only map types
 /// and sizes, so this number is what refuses pins another build made.
-pub const PIN_LAYOUT: u32 = 4;
+pub const PIN_LAYOUT: u32 = 5;
 
 /// How a datapath is attached, as [`Meta::attach`] records it.
 pub mod meta_attach {
@@ -417,7 +422,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            20 * size_of::<Counter>() + 16 + 4 + 5 * 4
+            20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 8
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

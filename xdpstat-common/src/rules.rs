@@ -4,7 +4,14 @@
 //! program runs).
 //!
 //! A rule set lives in one of two slots, each an LPM trie per family; the
-//! one-word [`RULESET_MAP`] names the slot in force. A reload fills the
+//! one-word [`RULESET_MAP`] names the slot in force. A trie maps a prefix
+//! to the head of its *chain* in [`CHAINS_MAP`]: the [`Node`]s of the
+//! rules that may decide for a source under that prefix, in the order
+//! they decide (the prefix's own rules, the one naming more of protocol,
+//! ports and flags first, then file order; then those of the longest
+//! prefix around it, and so on). A packet's verdict is the first node
+//! whose protocol, ports and flags match it; a node that names none
+//! matches every packet, and the loader ends the chain there. A reload fills the
 //! other slot and then flips the word: a packet reads the word once, so it
 //! sees one rule set whole, never half of each.
 //!
@@ -21,9 +28,10 @@ use crate::Counter;
 /// Array of one `u64`: which slot is in force and which families have
 /// rules (see [`ruleset`]).
 pub const RULESET_MAP: &str = "RULESET";
-/// LPM tries of [`Rule`], keyed by IPv4 prefix: slot 0 and slot 1.
+/// LPM tries of chain heads (a `u32` node index), keyed by IPv4 prefix:
+/// slot 0 and slot 1.
 pub const RULES_V4_MAPS: [&str; 2] = ["RULES_V4_0", "RULES_V4_1"];
-/// LPM tries of [`Rule`], keyed by IPv6 prefix.
+/// LPM tries of chain heads, keyed by IPv6 prefix.
 pub const RULES_V6_MAPS: [&str; 2] = ["RULES_V6_0", "RULES_V6_1"];
 /// Per-CPU array of [`Counter`]: each rule's hits, at
 /// `slot * MAX_RULES + rule index`.
@@ -35,6 +43,8 @@ pub const RULE_BUCKETS_MAP: &str = "RULE_BUCKETS";
 /// Array of [`Rule`], indexed as the hits: the rules of both slots by
 /// index, for sources whose row remembers their rule.
 pub const RULES_MAP: &str = "RULES";
+/// Array of [`Node`]: both slots' chains, at `slot * MAX_NODES + node`.
+pub const CHAINS_MAP: &str = "CHAINS";
 /// Memory-mappable arrays of [`SourceRow`], one per source table entry (at
 /// the entry's index): the entry's source's bucket and verdicts.
 pub const ROWS_V4_MAP: &str = "ROWS_V4";
@@ -43,6 +53,15 @@ pub const ROWS_V6_MAP: &str = "ROWS_V6";
 /// Rules one rule set may hold, both families together (a list of
 /// prefixes is one).
 pub const MAX_RULES: u32 = 32_768;
+
+/// Chain nodes one rule set may hold: a node per rule and port range (a
+/// rule with two source port ranges and three destination ones is six),
+/// shared by every prefix whose chain goes on the same way.
+pub const MAX_NODES: u32 = 32_768;
+
+/// The most nodes a packet's walk may look at: the loader refuses a rule
+/// set with a longer chain.
+pub const MAX_WALK: u32 = 16;
 
 /// Where the byte buckets of [`RULE_BUCKETS_MAP`] begin.
 pub const BYTE_BUCKETS: u32 = 2 * MAX_RULES;
@@ -66,14 +85,104 @@ pub mod ruleset {
     pub const GENERATION_MASK: u64 = 0xffff << GENERATION_SHIFT;
 }
 
-/// A table entry's remembered rule (its `rule` word): the generation it
-/// was found under (high 16 bits) and the rule's index plus one (low 16
-/// bits; 0: no rule matched). 0 as a whole: nothing remembered. In the
+/// A table entry's remembered chain (its `rule` word): the generation it
+/// was found under (high 16 bits) and the chain's head node plus one (low
+/// 16 bits; 0: no prefix matched). 0 as a whole: nothing remembered. In the
 /// entry itself, so a packet whose source no rule matches costs no memory
 /// beyond the entry it is counted in.
 pub mod cached {
     pub const RULE_MASK: u32 = 0xffff;
     pub const GENERATION_SHIFT: u32 = 16;
+}
+
+/// What a [`Node`] asks of a packet, and how it limits (its `fields`).
+pub mod fields {
+    /// The packet's protocol is the node's `protocol`.
+    pub const PROTOCOL: u8 = 1;
+    /// The packet has ports, its source port within `src_port`.
+    pub const SRC_PORT: u8 = 2;
+    /// The packet has ports, its destination port within `dst_port`.
+    pub const DST_PORT: u8 = 4;
+    /// A TCP SYN (SYN set, ACK clear).
+    pub const SYN: u8 = 8;
+    /// Every field that asks something of a packet.
+    pub const MATCHING: u8 = PROTOCOL | SRC_PORT | DST_PORT | SYN;
+    /// A limit that takes from its rule's shared bucket even for a source
+    /// with a row: an earlier limit on the chain owns the row's buckets.
+    pub const SHARED_BUCKET: u8 = 16;
+    /// The rule names no prefix (it sits at the family's `/0`).
+    pub const ANY_SOURCE: u8 = 32;
+}
+
+/// A packet's protocol when the parser could not tell it (an IPv6 chain
+/// of extension headers longer than it walks, or cut short): it matches
+/// no node that names a protocol.
+pub const UNKNOWN_PROTOCOL: u16 = 0x100;
+
+/// One step of a chain: a rule (by index) and what a packet must be for
+/// that rule to decide.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    /// The rule's index: where its [`Rule`], hits and shared buckets are.
+    pub rule: u32,
+    /// The next node plus one; 0 ends the chain.
+    pub next: u32,
+    /// Inclusive port ranges, when [`fields`] names them.
+    pub src_port: [u16; 2],
+    pub dst_port: [u16; 2],
+    pub protocol: u8,
+    /// Of [`fields`].
+    pub fields: u8,
+    /// The length of the rule's prefix (so the loader can read chains
+    /// back to rules).
+    pub prefix_len: u8,
+    pub _pad: u8,
+}
+
+/// A packet's protocol (or [`UNKNOWN_PROTOCOL`]), its ports (source,
+/// destination) when it has them, and whether it is a TCP SYN, in one
+/// word: protocol in bits 0-8, ports known at bit 9, SYN at bit 10, the
+/// source port in bits 16-31, the destination port in bits 32-47.
+#[inline(always)]
+pub fn transport_word(protocol: u16, ports: Option<(u16, u16)>, syn: bool) -> u64 {
+    let mut word = u64::from(protocol & 0x1ff) | (u64::from(syn) << 10);
+    if let Some((source, destination)) = ports {
+        word |= 1 << 9 | u64::from(source) << 16 | u64::from(destination) << 32;
+    }
+    word
+}
+
+impl Node {
+    /// Whether a packet whose [`transport_word`] is `word` is one this
+    /// node's rule decides for.
+    #[inline(always)]
+    pub fn matches(&self, word: u64) -> bool {
+        let f = self.fields;
+        if f & fields::PROTOCOL != 0 && word & 0x1ff != u64::from(self.protocol) {
+            return false;
+        }
+        if f & fields::SYN != 0 && word & 1 << 10 == 0 {
+            return false;
+        }
+        if f & (fields::SRC_PORT | fields::DST_PORT) != 0 {
+            if word & 1 << 9 == 0 {
+                return false;
+            }
+            let source = (word >> 16) as u16;
+            let destination = (word >> 32) as u16;
+            if f & fields::SRC_PORT != 0 && (source < self.src_port[0] || source > self.src_port[1])
+            {
+                return false;
+            }
+            if f & fields::DST_PORT != 0
+                && (destination < self.dst_port[0] || destination > self.dst_port[1])
+            {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// What a rule does to the packets it matches.
@@ -195,6 +304,10 @@ pub const fn bucket(pps: u64, burst: u64) -> (u64, u64) {
 unsafe impl aya::Pod for Rule {}
 
 #[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, two u32, four u16, four u8: no padding, any bit pattern valid.
+unsafe impl aya::Pod for Node {}
+
+#[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, two u64 then four `Counter`s: no padding, any bit pattern valid.
 unsafe impl aya::Pod for SourceRow {}
 
@@ -226,7 +339,39 @@ mod tests {
         assert!(3 * interval >= 1_000_000_000);
         assert_eq!(bucket(0, 5).0, 1_000_000_000);
         assert_eq!(size_of::<Rule>(), 48);
+        assert_eq!(size_of::<Node>(), 20);
         assert_eq!(size_of::<SourceRow>(), 16 + 4 * size_of::<Counter>());
+    }
+
+    #[test]
+    fn a_node_matches_what_its_fields_name() {
+        let node = Node {
+            protocol: 17,
+            fields: fields::PROTOCOL | fields::SRC_PORT,
+            src_port: [53, 53],
+            ..Node::default()
+        };
+        assert!(node.matches(transport_word(17, Some((53, 4000)), false)));
+        assert!(!node.matches(transport_word(17, Some((54, 4000)), false)));
+        assert!(!node.matches(transport_word(17, None, false)), "no ports");
+        assert!(!node.matches(transport_word(6, Some((53, 4000)), false)));
+        assert!(!node.matches(transport_word(UNKNOWN_PROTOCOL, None, false)));
+        let syn = Node {
+            protocol: 6,
+            fields: fields::PROTOCOL | fields::SYN | fields::DST_PORT,
+            dst_port: [443, 443],
+            ..Node::default()
+        };
+        assert!(syn.matches(transport_word(6, Some((40000, 443)), true)));
+        assert!(!syn.matches(transport_word(6, Some((40000, 443)), false)));
+        assert!(Node::default().matches(transport_word(UNKNOWN_PROTOCOL, None, false)));
+        // Protocol 0 is a protocol, not the unknown one.
+        let zero = Node {
+            fields: fields::PROTOCOL,
+            ..Node::default()
+        };
+        assert!(zero.matches(transport_word(0, None, false)));
+        assert!(!zero.matches(transport_word(UNKNOWN_PROTOCOL, None, false)));
     }
 
     #[test]

@@ -27,8 +27,10 @@
 //!
 //! Rules (see `xdpstat_common::rules`): after counting, an IP packet's
 //! source is looked up in the rule set in force (an LPM trie per family,
-//! skipped when the family has no rules); the longest match decides
-//! whether it passes, is dropped, or is limited by its source's bucket.
+//! skipped when the family has no rules); the longest match names a chain
+//! of rules, and the first whose protocol, ports and flags match the
+//! packet decides whether it passes, is dropped, or is limited by its
+//! source's bucket.
 //! Every verdict but `passed` is counted per packet in the CPU state, per
 //! rule in `RULE_HITS`, and per source in the row beside its table entry.
 //!
@@ -85,13 +87,13 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use xdpstat_common::{REPLAY_METADATA, V4Entry, V6Entry};
+use xdpstat_common::{REPLAY_METADATA, V4Entry, V6Entry, rules::transport_word};
 
 use crate::{
     atomics::bump,
     maps::CPU_STATE,
     packet::{Clock, Packet},
-    parse::{Class, VLAN_HLEN, classify, segment_headers},
+    parse::{Class, Transport, VLAN_HLEN, classify, segment_headers},
     table::{Entry, track},
 };
 
@@ -203,10 +205,12 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
     match classify(start, end, wire_len) {
         Class::Ipv4(source, transport) => {
             kinds::count(state, &transport, packets, len);
+            state.transport = word_of(&transport);
             count_ip::<V4Entry>(state, source, packet)
         }
         Class::Ipv6(source, transport) => {
             kinds::count(state, &transport, packets, len);
+            state.transport = word_of(&transport);
             count_ip::<V6Entry>(state, source, packet)
         }
         Class::NonIp => {
@@ -232,6 +236,12 @@ fn count_ip<E: Entry>(
     let family = E::family();
     let entry = track::<E>(&family, E::run(state), source, packet.packets, packet.len);
     rules::judge(&family, &source, entry, state, packet)
+}
+
+/// What the rules ask of a packet's transport, in one word.
+#[inline(always)]
+fn word_of(transport: &Transport) -> u64 {
+    transport_word(transport.protocol, transport.ports, transport.syn)
 }
 
 #[cfg(not(test))]

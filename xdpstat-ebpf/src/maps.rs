@@ -11,7 +11,7 @@ use aya_ebpf::{
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES},
-    rules::{MAX_PREFIXES, MAX_RULES, Rule, SourceRow},
+    rules::{MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, Rule, SourceRow},
     sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
     table_entries,
 };
@@ -77,13 +77,16 @@ pub static PORTS: Array<Counter> = Array::with_max_entries(SIDES * PORTS_PER_SID
 pub static RULESET: Array<u64> = Array::with_max_entries(1, 0);
 /// The rules of slot 0 and slot 1, per family, by longest prefix.
 #[map(name = "RULES_V4_0")]
-pub static RULES_V4_0: LpmTrie<Ipv4Key, Rule> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub static RULES_V4_0: LpmTrie<Ipv4Key, u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "RULES_V4_1")]
-pub static RULES_V4_1: LpmTrie<Ipv4Key, Rule> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub static RULES_V4_1: LpmTrie<Ipv4Key, u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "RULES_V6_0")]
-pub static RULES_V6_0: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub static RULES_V6_0: LpmTrie<Ipv6Key, u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "RULES_V6_1")]
-pub static RULES_V6_1: LpmTrie<Ipv6Key, Rule> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub static RULES_V6_1: LpmTrie<Ipv6Key, u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+/// Both slots' chains (see `xdpstat_common::rules`).
+#[map(name = "CHAINS")]
+pub static CHAINS: Array<Node> = Array::with_max_entries(2 * MAX_NODES, 0);
 /// What each rule matched, per CPU, at `slot * MAX_RULES + index`.
 #[map(name = "RULE_HITS")]
 pub static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);

@@ -6,6 +6,7 @@
 use xdpstat_common::{
     Ipv4Key, Ipv6Key,
     kinds::{MAX_EXTENSION_HEADERS, slot, slot_of},
+    rules::UNKNOWN_PROTOCOL,
 };
 
 const ETH_HLEN: usize = 14;
@@ -55,6 +56,8 @@ pub enum Class {
 #[derive(Clone, Copy)]
 pub struct Transport {
     pub slot: usize,
+    /// The protocol number, or `UNKNOWN_PROTOCOL`.
+    pub protocol: u16,
     pub fragment: bool,
     pub syn: bool,
     /// Source and destination port, as numbers.
@@ -64,6 +67,7 @@ pub struct Transport {
 impl Transport {
     const OTHER: Transport = Transport {
         slot: slot::OTHER,
+        protocol: UNKNOWN_PROTOCOL,
         fragment: false,
         syn: false,
         ports: None,
@@ -202,6 +206,7 @@ fn transport(
     let slot = slot_of(protocol);
     let mut transport = Transport {
         slot,
+        protocol: u16::from(protocol),
         fragment,
         syn: false,
         ports: None,

@@ -1,22 +1,24 @@
 //! Judging an IP packet by the rule set in force (see
-//! `xdpstat_common::rules`), after it was counted: which rule is its
-//! source's (remembered by its table entry for the rule set in force, or
-//! found by longest prefix), what that rule does to it (pass, drop, or
-//! limit by its source's token bucket), and the verdict counted per CPU,
-//! per rule and per source. A family with no rules costs one array read.
+//! `xdpstat_common::rules`), after it was counted: which chain of rules is
+//! its source's (remembered by its table entry for the rule set in force,
+//! or found by longest prefix), which rule on it decides for the packet's
+//! protocol, ports and flags (the first whose fields match), what that
+//! rule does to it (pass, drop, or limit by its source's token bucket),
+//! and the verdict counted per CPU, per rule and per source. A family with
+//! no rules costs one array read.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use xdpstat_common::{
     Counter, CpuState,
     rules::{
-        BYTE_BUCKETS, MAX_RULES, Rule, SourceRow, action, byte_cost, cached, conform_cost, ruleset,
-        verdict,
+        BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, Node, Rule, SourceRow, action, byte_cost,
+        cached, conform_cost, fields, ruleset, verdict,
     },
 };
 
 use crate::{
     atomics::{atomic_add, bump, compare_exchange},
-    maps::{RULE_BUCKETS, RULE_HITS, RULES, RULESET},
+    maps::{CHAINS, RULE_BUCKETS, RULE_HITS, RULES, RULESET},
     packet::Packet,
     table::{Entry, Family, counting},
 };
@@ -29,12 +31,12 @@ struct InForce {
 }
 
 /// Judges a packet from `source` (whose run settles into table entry
-/// `entry`, or into none) by the rule set in force, counts its verdict,
-/// and says whether to drop it. A source an entry holds has a row at the
-/// entry's index, which remembers its rule (one trie lookup per source and
-/// rule set, not per packet), keeps its bucket and counts its verdicts; a
-/// source no entry holds is looked up in the trie every time and limited
-/// by its rule's shared bucket.
+/// `entry`, or into none), carrying what the CPU state's `transport`
+/// word says, by the rule set in force, counts its verdict, and says whether to drop it. A source an
+/// entry holds has a row at the entry's index, which remembers its chain
+/// (one trie lookup per source and rule set, not per packet), keeps its
+/// bucket and counts its verdicts; a source no entry holds is looked up
+/// in the trie every time and limited by its rule's shared bucket.
 #[inline(always)]
 pub fn judge<E: Entry>(
     family: &Family<E>,
@@ -46,11 +48,16 @@ pub fn judge<E: Entry>(
     let Some(in_force) = in_force(family.bit) else {
         return false;
     };
+    // SAFETY: this CPU's state, which `count` filled for this packet.
+    let transport = unsafe { core::ptr::read_volatile(&raw const state.transport) };
     let held = counting(family.table, entry, source);
-    let Some(index) = rule_of(family, in_force, source, held) else {
+    let Some(head) = chain_of(family, in_force, source, held) else {
         return false;
     };
-    let at = in_force.slot * MAX_RULES + index;
+    let Some(node) = deciding(in_force.slot, head, transport) else {
+        return false;
+    };
+    let at = in_force.slot * MAX_RULES + node.rule;
     let Some(rule) = RULES.get(at) else {
         return false;
     };
@@ -58,9 +65,15 @@ pub fn judge<E: Entry>(
         // SAFETY: this CPU's counter of a live per-CPU array.
         bump(unsafe { &mut *hits }, packet.packets, packet.len);
     }
-    // A held source's row is at its entry's index.
+    // A held source's row is at its entry's index; its buckets are the
+    // first limit's on the chain.
     let row = held.and_then(|_| family.rows.get_ptr_mut(entry));
-    match acted(rule, at, row, state, packet) {
+    let bucket_row = if node.fields & fields::SHARED_BUCKET == 0 {
+        row
+    } else {
+        None
+    };
+    match acted(rule, at, bucket_row, state, packet) {
         Some(acted) => {
             count_verdict(acted, state, row, packet);
             acted == verdict::DROPPED || acted == verdict::LIMITED
@@ -85,11 +98,11 @@ fn in_force(bit: u64) -> Option<InForce> {
     })
 }
 
-/// The index of `source`'s rule in the set in force, if a rule matches:
+/// The head of `source`'s chain in the set in force, if a prefix matches:
 /// what the entry `held` remembers under this generation, or else the
 /// longest match in the slot's trie (then remembered by the entry).
 #[inline(always)]
-fn rule_of<E: Entry>(
+fn chain_of<E: Entry>(
     family: &Family<E>,
     in_force: InForce,
     source: &E::Address,
@@ -116,7 +129,7 @@ fn rule_of<E: Entry>(
     } else {
         family.tries[1].get(&key)
     };
-    let index = found.map(|rule| rule.index);
+    let index = found.copied();
     if let Some(word) = remembered_at {
         let plus_one = index.map_or(0, |index| (index + 1) & cached::RULE_MASK);
         // SAFETY: a live entry's rule word; any CPU may store the same
@@ -130,6 +143,37 @@ fn rule_of<E: Entry>(
     }
     index
 }
+
+/// The first node of the chain at `head` in `slot` whose fields match
+/// the packet's `transport` word: the rule that decides for the packet, if any does. The
+/// walk yields only the node's index, and the node is read again after
+/// it, so that every way out of the walk is one state to the verifier.
+#[inline(always)]
+fn deciding(slot: u32, head: u32, transport: u64) -> Option<&'static Node> {
+    let base = slot * MAX_NODES;
+    let mut at = head;
+    let mut found = NOT_FOUND;
+    for _ in 0..MAX_WALK {
+        let Some(node) = CHAINS.get(base + at) else {
+            break;
+        };
+        if node.matches(transport) {
+            found = at;
+            break;
+        }
+        if node.next == 0 {
+            break;
+        }
+        at = node.next - 1;
+    }
+    if found == NOT_FOUND {
+        return None;
+    }
+    CHAINS.get(base + found)
+}
+
+/// No node of the chain matched.
+const NOT_FOUND: u32 = u32::MAX;
 
 /// What `rule` (at `at` in the rule maps) does to the packet: `None` when
 /// it passes, else the verdict (`DROPPED`, `LIMITED`, or in a dry run

@@ -12,7 +12,7 @@ use aya_ebpf::maps::{Array, LpmTrie};
 use xdpstat_common::{
     Counter, CpuState, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY, TABLE_PAGE, V4Entry, V6Entry,
     entry_state, home, mix,
-    rules::{Rule, SourceRow, ruleset},
+    rules::{SourceRow, ruleset},
 };
 
 use crate::{
@@ -30,7 +30,7 @@ pub struct Family<E: Entry> {
     pub table: &'static Array<E>,
     pub pages: &'static Array<u64>,
     pub rows: &'static Array<SourceRow>,
-    pub tries: [&'static LpmTrie<E::Address, Rule>; 2],
+    pub tries: [&'static LpmTrie<E::Address, u32>; 2],
     /// Its bit in the ruleset word.
     pub bit: u64,
     /// Address bits, the trie key's length for a lookup.

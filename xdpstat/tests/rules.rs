@@ -409,7 +409,34 @@ fn rules_check_needs_no_privilege_and_says_what_each_rule_does() {
     );
     let line = one_line_failure(None, prefix, &["rules", "check", path]);
     assert!(
-        line.contains("rules.toml:5: prefix 198.18.8.0/24 appears twice"),
+        line.contains("rules.toml:5: 198.18.8.0/24 appears twice"),
+        "{line}"
+    );
+    // The protocol and port rules of an attack, and what check says of
+    // each.
+    scratch.write(
+        "rules.toml",
+        "mode = \"enforce\"\n[[rule]]\nprotocol = \"udp\"\nsrc_port = [53, 123, 389, 1900, 11211]\naction = \"drop\"\n\n[[rule]]\nprotocol = \"tcp\"\ndst_port = 443\ntcp_flags = \"syn\"\naction = \"limit\"\npps = 50\n\n[[rule]]\nprefix = \"203.0.113.0/24\"\naction = \"drop\"\n\n[[rule]]\nprefix = \"203.0.113.0/24\"\nprotocol = \"tcp\"\ndst_port = 443\naction = \"pass\"\n",
+    );
+    let (status, stdout, stderr) = run_to_end(None, prefix, &["rules", "check", path]);
+    assert!(status.success(), "{stderr}");
+    for expected in [
+        "line 2    any udp src port 53,123,389,1900,11211 drop",
+        "line 7    any tcp dst port 443 syn limit 50 pps, burst 50",
+        "drops every matching packet: dropped",
+        "line 14   203.0.113.0/24           drop",
+        "line 18   203.0.113.0/24 tcp dst port 443 pass",
+        "the longest prefix that matches it whole",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in\n{stdout}");
+    }
+    scratch.write(
+        "rules.toml",
+        "[[rule]]\nprotocol = \"udp\"\ndst_port = \"2000-1000\"\naction = \"drop\"\n",
+    );
+    let line = one_line_failure(None, prefix, &["rules", "check", path]);
+    assert!(
+        line.contains("rules.toml:3: dst_port: range \"2000-1000\" is reversed"),
         "{line}"
     );
 }

@@ -380,7 +380,8 @@ mod tests {
         .enumerate()
         .map(|(index, &(prefix, packets))| RuleHits {
             rule: InForce {
-                prefix: prefix.parse().unwrap(),
+                prefix: Some(prefix.parse().unwrap()),
+                matching: Default::default(),
                 list: None,
                 kernel: Rule {
                     index: index as u32,

@@ -162,6 +162,19 @@ pub struct RuleRow {
     pub list: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefixes: Option<usize>,
+    /// What it asks of a packet beyond its source, as the rules file
+    /// wrote it (`tcp`, `53,123`, `1024-65535`, `syn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<&'static str>,
+    /// What the plain report calls it.
+    #[serde(skip)]
+    pub label: String,
     pub action: &'static str,
     pub mode: &'static str,
     pub packets: u64,
@@ -169,13 +182,10 @@ pub struct RuleRow {
 }
 
 impl RuleRow {
-    /// What the plain report calls it: the prefix, or `list FILE`.
+    /// What the plain report calls it: the prefix (or `any`) and what it
+    /// matches, or `list FILE`.
     pub fn label(&self) -> String {
-        match (&self.prefix, &self.list) {
-            (Some(prefix), _) => prefix.clone(),
-            (None, Some(list)) => format!("list {list}"),
-            (None, None) => String::new(),
-        }
+        self.label.clone()
     }
 }
 
@@ -183,12 +193,24 @@ impl From<&RuleHits> for RuleRow {
     fn from(hits: &RuleHits) -> Self {
         let (prefix, list, prefixes) = match &hits.rule.list {
             Some((name, count)) => (None, Some(name.clone()), Some(*count)),
-            None => (Some(hits.rule.prefix.to_string()), None, None),
+            None => (hits.rule.prefix.map(|p| p.to_string()), None, None),
+        };
+        let matching = &hits.rule.matching;
+        let ports = |ranges: &[(u16, u16)]| {
+            (!ranges.is_empty()).then(|| crate::rules::matching::ports_text(ranges))
         };
         Self {
             prefix,
             list,
             prefixes,
+            protocol: matching.protocol.map(|p| match p {
+                6 | 17 | 1 | 58 => crate::rules::matching::protocol_name(p),
+                n => n.to_string(),
+            }),
+            src_port: ports(&matching.src_ports),
+            dst_port: ports(&matching.dst_ports),
+            tcp_flags: matching.syn.then_some("syn"),
+            label: hits.rule.label(),
             action: hits.rule.action(),
             mode: hits.rule.mode().name(),
             packets: hits.counter.packets,

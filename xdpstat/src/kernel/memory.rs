@@ -13,8 +13,9 @@ use xdpstat_common::{
     SOURCES_V6_MAP, V4Entry, V6Entry,
     kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{
-        MAX_PREFIXES, MAX_RULES, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP,
-        RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
+        CHAINS_MAP, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, ROWS_V4_MAP, ROWS_V6_MAP,
+        RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP,
+        Rule, SourceRow,
     },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
@@ -98,7 +99,7 @@ pub struct Layout {
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 22] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -109,6 +110,8 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
     let (v4, v6) = (size_of::<V4Entry>(), size_of::<V6Entry>());
     let sketch = SKETCH_ROWS as u32 * SKETCH_WIDTH;
     let rule = size_of::<Rule>();
+    // A trie's value: its prefix's chain head.
+    let head = size_of::<u32>();
     use {Part::*, Storage::*};
     [
         layout(SOURCES_V4_MAP, Mmapable, v4, entries, SourcesV4),
@@ -130,10 +133,10 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
         layout(ROWS_V4_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(ROWS_V6_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(RULESET_MAP, Array, 8, 1, Rules),
-        layout(RULES_V4_MAPS[0], Trie, rule, MAX_PREFIXES, Rules),
-        layout(RULES_V4_MAPS[1], Trie, rule, MAX_PREFIXES, Rules),
-        layout(RULES_V6_MAPS[0], Trie, rule, MAX_PREFIXES, Rules),
-        layout(RULES_V6_MAPS[1], Trie, rule, MAX_PREFIXES, Rules),
+        layout(RULES_V4_MAPS[0], Trie, head, MAX_PREFIXES, Rules),
+        layout(RULES_V4_MAPS[1], Trie, head, MAX_PREFIXES, Rules),
+        layout(RULES_V6_MAPS[0], Trie, head, MAX_PREFIXES, Rules),
+        layout(RULES_V6_MAPS[1], Trie, head, MAX_PREFIXES, Rules),
         layout(
             RULE_HITS_MAP,
             PerCpu,
@@ -143,6 +146,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
         ),
         layout(RULE_BUCKETS_MAP, Array, 8, 4 * MAX_RULES, Rules),
         layout(RULES_MAP, Array, rule, 2 * MAX_RULES, Rules),
+        layout(CHAINS_MAP, Array, size_of::<Node>(), 2 * MAX_NODES, Rules),
         layout(
             PORTS_MAP,
             Mmapable,
@@ -160,7 +164,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 21] {
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 21] {
+pub fn map_names() -> [&'static str; 22] {
     layouts(1, 1, 1).map(|map| map.name)
 }
 
@@ -202,7 +206,7 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
     // address (4 bytes for IPv4, 16 for IPv6: counted as IPv6, a bound),
     // the value. Measured: a million prefixes, 700,000 IPv4 and 300,000
     // IPv6, charged 42.0 and 21.6 MB.
-    let trie_node = 24 + 16 + size_of::<Rule>() as u64;
+    let trie_node = 24 + 16 + size_of::<u32>() as u64;
     bytes.rules += u64::from(plan.rules) * trie_node;
     bytes
 }
@@ -246,7 +250,7 @@ mod tests {
             rules: 0,
             cpus,
         };
-        assert!(map_bytes(plan(64)).rules > 10 * map_bytes(plan(2)).rules);
+        assert!(map_bytes(plan(64)).rules > 5 * map_bytes(plan(2)).rules);
         // Three sides of 65,536 ports at 16 bytes for each CPU, behind a
         // page of header.
         assert_eq!(map_bytes(plan(2)).ports, 4096 + 2 * 3 * 65_536 * 16);

@@ -26,8 +26,9 @@ use ipnet::IpNet;
 use xdpstat_common::{
     Counter,
     rules::{
-        BYTE_BUCKETS, MAX_RULES, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS,
-        RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, ruleset,
+        BYTE_BUCKETS, CHAINS_MAP, MAX_NODES, MAX_RULES, MAX_WALK, Node, RULE_BUCKETS_MAP,
+        RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule,
+        fields, ruleset,
     },
 };
 
@@ -38,19 +39,21 @@ use crate::{
         tables::forget_remembered_rules,
     },
     rules::{
-        RuleSet,
+        RuleSet, chain,
         in_force::{InForce, RuleHits},
+        matching::Match,
     },
 };
 
 /// The rule maps of one datapath.
 pub struct RuleMaps {
     ruleset: Array<MapData, u64>,
-    v4: [LpmTrie<MapData, [u8; 4], KernelRule>; 2],
-    v6: [LpmTrie<MapData, [u8; 16], KernelRule>; 2],
+    v4: [LpmTrie<MapData, [u8; 4], u32>; 2],
+    v6: [LpmTrie<MapData, [u8; 16], u32>; 2],
     hits: PerCpuArray<MapData, Counter>,
     buckets: Array<MapData, u64>,
     by_index: Array<MapData, KernelRule>,
+    chains: Array<MapData, Node>,
     /// The source tables (IPv4, IPv6) and their length, for making their
     /// entries forget their rules when generations come round.
     tables: [OwnedFd; 2],
@@ -67,27 +70,24 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Cause {
     format!("{what}: {e}").into()
 }
 
-/// Every rule `trie` holds, its prefix's address made by `address`.
-fn trie_rules<K: Pod>(
-    trie: &LpmTrie<MapData, K, KernelRule>,
+/// Every prefix `trie` holds with its chain's head, its address made by
+/// `address`.
+fn trie_heads<K: Pod>(
+    trie: &LpmTrie<MapData, K, u32>,
     address: fn(K) -> IpAddr,
-) -> Result<Vec<InForce>, Cause> {
-    let mut rules = Vec::new();
+) -> Result<Vec<(IpNet, u32)>, Cause> {
+    let mut heads = Vec::new();
     for entry in trie.iter() {
-        let (key, kernel) = entry.map_err(|e| failed("reading the rules", one_line(&e)))?;
+        let (key, head) = entry.map_err(|e| failed("reading the rules", one_line(&e)))?;
         let prefix = IpNet::new(address(key.data()), key.prefix_len() as u8)
             .map_err(|e| failed("a rule", e))?;
-        rules.push(InForce {
-            prefix,
-            list: None,
-            kernel,
-        });
+        heads.push((prefix, head));
     }
-    Ok(rules)
+    Ok(heads)
 }
 
 /// Removes every rule from `trie`.
-fn empty<K: Pod>(trie: &mut LpmTrie<MapData, K, KernelRule>) -> Result<(), Cause> {
+fn empty<K: Pod>(trie: &mut LpmTrie<MapData, K, u32>) -> Result<(), Cause> {
     let keys: Vec<Key<K>> = trie.keys().filter_map(Result::ok).collect();
     for key in keys {
         trie.remove(&key)
@@ -96,14 +96,15 @@ fn empty<K: Pod>(trie: &mut LpmTrie<MapData, K, KernelRule>) -> Result<(), Cause
     Ok(())
 }
 
-/// Puts `kernel` in `trie` under the prefix of `len` bits of `address`.
+/// Puts chain head `head` in `trie` under the prefix of `len` bits of
+/// `address`.
 fn insert<K: Pod>(
-    trie: &mut LpmTrie<MapData, K, KernelRule>,
+    trie: &mut LpmTrie<MapData, K, u32>,
     len: u32,
     address: K,
-    kernel: KernelRule,
+    head: u32,
 ) -> Result<(), Cause> {
-    trie.insert(&Key::new(len, address), kernel, 0)
+    trie.insert(&Key::new(len, address), head, 0)
         .map_err(|e| failed("writing a rule", one_line(&e)))
 }
 
@@ -135,6 +136,7 @@ impl RuleMaps {
             hits: take(ebpf, RULE_HITS_MAP)?,
             buckets: take(ebpf, RULE_BUCKETS_MAP)?,
             by_index: take(ebpf, RULES_MAP)?,
+            chains: take(ebpf, CHAINS_MAP)?,
             tables,
             entries,
             in_force: Vec::new(),
@@ -168,25 +170,52 @@ impl RuleMaps {
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))
     }
 
-    /// The rules in `slot`, by index.
+    /// The rules in `slot`, by index: each prefix's own steps (those of
+    /// its length) on its chain name its rules and their matches.
     fn read_slot(&self, slot: u32) -> Result<Vec<InForce>, Cause> {
         let s = slot as usize;
-        let mut rules = trie_rules(&self.v4[s], |a| Ipv4Addr::from(a).into())?;
-        rules.extend(trie_rules(&self.v6[s], |a| Ipv6Addr::from(a).into())?);
-        rules.sort_by_key(|rule| rule.kernel.index);
-        // Many prefixes under one index are a list, whose file the tries
-        // do not keep.
-        let mut by_index: Vec<InForce> = Vec::new();
-        for rule in rules {
-            match by_index.last_mut() {
-                Some(last) if last.kernel.index == rule.kernel.index => {
-                    let count = last.list.as_ref().map_or(1, |(_, n)| *n) + 1;
-                    last.list = Some(("(read back from the pins)".into(), count));
+        let mut heads = trie_heads(&self.v4[s], |a| Ipv4Addr::from(a).into())?;
+        heads.extend(trie_heads(&self.v6[s], |a| Ipv6Addr::from(a).into())?);
+        // Per index: its prefixes, and its steps.
+        let mut found: std::collections::BTreeMap<u32, (Vec<IpNet>, Vec<Node>)> =
+            std::collections::BTreeMap::new();
+        for (prefix, head) in heads {
+            let mut at = Some(head);
+            for _ in 0..MAX_WALK {
+                let Some(node_at) = at else { break };
+                let node = self
+                    .chains
+                    .get(&(slot * MAX_NODES + node_at), 0)
+                    .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
+                if node.prefix_len == prefix.prefix_len() {
+                    let (prefixes, nodes) = found.entry(node.rule).or_default();
+                    if prefixes.last() != Some(&prefix) {
+                        prefixes.push(prefix);
+                    }
+                    nodes.push(node);
                 }
-                _ => by_index.push(rule),
+                at = node.next.checked_sub(1);
             }
         }
-        Ok(by_index)
+        let mut rules = Vec::with_capacity(found.len());
+        for (index, (mut prefixes, nodes)) in found {
+            let kernel = self
+                .by_index
+                .get(&(slot * MAX_RULES + index), 0)
+                .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
+            prefixes.sort_unstable();
+            prefixes.dedup();
+            let any_source = nodes.iter().any(|n| n.fields & fields::ANY_SOURCE != 0);
+            let list = (!any_source && prefixes.len() > 1)
+                .then(|| ("(read back from the pins)".to_owned(), prefixes.len()));
+            rules.push(InForce {
+                prefix: (!any_source).then(|| prefixes[0]),
+                matching: match_of(&nodes),
+                list,
+                kernel,
+            });
+        }
+        Ok(rules)
     }
 
     /// Empties `slot`: its tries, and the hits and buckets of the indices
@@ -240,18 +269,21 @@ impl RuleMaps {
             generation + 1
         };
         let mut word = u64::from(new) | generation << ruleset::GENERATION_SHIFT;
+        let chains = chain::build(set).map_err(|e| failed("the rules", e.message))?;
         let rules = set.rules.len();
         let mut in_force = Vec::with_capacity(rules + set.lists.len());
         for (index, rule) in set.rules.iter().enumerate() {
             in_force.push(InForce {
                 prefix: rule.prefix,
+                matching: rule.matching.clone(),
                 list: None,
                 kernel: rule.kernel(index as u32),
             });
         }
         for (at, list) in set.lists.iter().enumerate() {
             in_force.push(InForce {
-                prefix: list.prefixes.first().copied().unwrap_or_default(),
+                prefix: list.prefixes.first().copied(),
+                matching: list.matching.clone(),
                 list: Some((list.name.clone(), list.prefixes.len())),
                 kernel: list.kernel((rules + at) as u32),
             });
@@ -261,8 +293,13 @@ impl RuleMaps {
                 .set(new * MAX_RULES + index as u32, rule.kernel, 0)
                 .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
         }
-        for (prefix, index) in set.prefixes() {
-            let kernel = in_force[index as usize].kernel;
+        for (at, node) in chains.nodes.iter().enumerate() {
+            self.chains
+                .set(new * MAX_NODES + at as u32, *node, 0)
+                .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
+        }
+        for &(prefix, head) in &chains.heads {
+            let kernel = head;
             let len = u32::from(prefix.prefix_len());
             word |= match prefix {
                 IpNet::V4(prefix) => {
@@ -364,5 +401,32 @@ impl RuleMaps {
         self.ruleset
             .set(0, word, 0)
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))
+    }
+}
+
+/// A rule's match, read back from its steps: their protocol and flags,
+/// and the distinct port ranges of each side.
+fn match_of(nodes: &[Node]) -> Match {
+    let Some(first) = nodes.first() else {
+        return Match::default();
+    };
+    let side = |field: u8, range: fn(&Node) -> [u16; 2]| {
+        let mut ranges: Vec<(u16, u16)> = nodes
+            .iter()
+            .filter(|n| n.fields & field != 0)
+            .map(|n| {
+                let [low, high] = range(n);
+                (low, high)
+            })
+            .collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        ranges
+    };
+    Match {
+        protocol: (first.fields & fields::PROTOCOL != 0).then_some(first.protocol),
+        src_ports: side(fields::SRC_PORT, |n| n.src_port),
+        dst_ports: side(fields::DST_PORT, |n| n.dst_port),
+        syn: first.fields & fields::SYN != 0,
     }
 }

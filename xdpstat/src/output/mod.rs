@@ -423,7 +423,8 @@ mod tests {
         acted[verdict::WOULD_LIMIT] = c(200, 24_000);
         read.ruled.insert(second, acted);
         let rule = |prefix: &str, code, enforce, index| InForce {
-            prefix: prefix.parse().unwrap(),
+            prefix: Some(prefix.parse().unwrap()),
+            matching: Default::default(),
             list: None,
             kernel: Rule {
                 index,

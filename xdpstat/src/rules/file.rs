@@ -21,7 +21,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use xdpstat_common::rules::MAX_RULES;
 
-use crate::rules::{Action, List, Mode, Rule, RuleSet, list};
+use crate::rules::{
+    Action, List, Mode, Rule, RuleSet, chain, label, list,
+    matching::{self, Families, Match, RawMatch},
+};
 
 /// Why a rules file was refused: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +60,10 @@ struct RawList {
     bps: Option<Spanned<i64>>,
     mode: Option<Spanned<String>>,
     force: Option<Spanned<bool>>,
+    protocol: Option<Spanned<toml::Value>>,
+    src_port: Option<Spanned<toml::Value>>,
+    dst_port: Option<Spanned<toml::Value>>,
+    tcp_flags: Option<Spanned<String>>,
 }
 
 /// Prefixes one rule set may hold, its rules' and its lists' together
@@ -67,13 +74,17 @@ pub const MAX_PREFIXES: usize = xdpstat_common::rules::MAX_PREFIXES as usize;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    prefix: Spanned<String>,
+    prefix: Option<Spanned<String>>,
     action: Spanned<String>,
     pps: Option<Spanned<i64>>,
     burst: Option<Spanned<i64>>,
     bps: Option<Spanned<i64>>,
     mode: Option<Spanned<String>>,
     force: Option<Spanned<bool>>,
+    protocol: Option<Spanned<toml::Value>>,
+    src_port: Option<Spanned<toml::Value>>,
+    dst_port: Option<Spanned<toml::Value>>,
+    tcp_flags: Option<Spanned<String>>,
 }
 
 /// A limit's rates, as a rule or a list gives them.
@@ -172,11 +183,39 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
     let mut rules = Vec::with_capacity(raw.rule.len());
     for spanned in &raw.rule {
         let raw_rule = spanned.get_ref();
-        let prefix = parse_prefix(&raw_rule.prefix).map_err(|m| at(raw_rule.prefix.span(), m))?;
-        if !seen.insert(prefix) {
+        let prefix = match &raw_rule.prefix {
+            Some(text) => Some(parse_prefix(text).map_err(|m| at(text.span(), m))?),
+            None => None,
+        };
+        let matching = matching::parse(&RawMatch {
+            protocol: &raw_rule.protocol,
+            src_port: &raw_rule.src_port,
+            dst_port: &raw_rule.dst_port,
+            tcp_flags: &raw_rule.tcp_flags,
+        })
+        .map_err(|(span, m)| at(span, m))?;
+        let here = raw_rule
+            .prefix
+            .as_ref()
+            .map_or_else(|| spanned.span(), Spanned::span);
+        if prefix.is_none() && matching.is_any() {
             return Err(at(
-                raw_rule.prefix.span(),
-                format!("prefix {prefix} appears twice; one rule per prefix"),
+                spanned.span(),
+                "this rule names no prefix, protocol, port or flag, so it would match every packet: name at least one".into(),
+            ));
+        }
+        if let Some(prefix) = prefix
+            && let Some(message) = wrong_family(prefix, &matching)
+        {
+            return Err(at(here, message));
+        }
+        if !seen.insert((prefix, matching.clone())) {
+            return Err(at(
+                here,
+                format!(
+                    "{} appears twice; one rule for each prefix, protocol, ports and flags",
+                    label(prefix, &matching)
+                ),
             ));
         }
         let rule_mode = match &raw_rule.mode {
@@ -193,11 +232,14 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
         )
         .map_err(|(span, m)| at(span, m))?;
         let force = raw_rule.force.as_ref().is_some_and(|f| *f.get_ref());
-        if let Some(message) = whole_family(prefix, rule_mode, action, force, "rule") {
-            return Err(at(raw_rule.prefix.span(), message));
+        if let Some(prefix) = prefix
+            && let Some(message) = whole_family(prefix, &matching, rule_mode, action, force, "rule")
+        {
+            return Err(at(here, message));
         }
         rules.push(Rule {
             prefix,
+            matching,
             action,
             mode: rule_mode,
             line: lines.line_of(spanned.span().start),
@@ -205,7 +247,36 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
     }
     let line_of = |offset: usize| lines.line_of(offset);
     let lists = read_lists(path, &raw.list, &rules, mode, &at, &line_of)?;
-    Ok(RuleSet { mode, rules, lists })
+    let set = RuleSet { mode, rules, lists };
+    // Chains too long to walk are refused here, where the line is known.
+    if let Err(e) = chain::build(&set) {
+        let index = e.index as usize;
+        let line = match set.rules.get(index) {
+            Some(rule) => rule.line,
+            None => set.lists[index - set.rules.len()].line,
+        };
+        return Err(RulesError {
+            file: path.to_owned(),
+            line: Some(line),
+            message: e.message,
+        });
+    }
+    Ok(set)
+}
+
+/// Why `matching` cannot apply to `prefix`'s family; `None` when it can.
+fn wrong_family(prefix: IpNet, matching: &Match) -> Option<String> {
+    let (wanted, name) = match matching.families() {
+        Families::Both => return None,
+        Families::V4 => (true, "icmp is IPv4's"),
+        Families::V6 => (false, "icmpv6 is IPv6's"),
+    };
+    (prefix.addr().is_ipv4() != wanted).then(|| {
+        format!(
+            "{name}, and {prefix} is an {} prefix (ICMP of IPv4 is \"icmp\", of IPv6 \"icmpv6\")",
+            if wanted { "IPv6" } else { "IPv4" }
+        )
+    })
 }
 
 /// Where a prefix was met: the rules file (`None`) or a list (its
@@ -235,16 +306,26 @@ fn read_lists(
 ) -> Result<Vec<List>, RulesError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut lists: Vec<List> = Vec::with_capacity(raw.len());
-    // Every prefix in the order met, and where.
-    let mut all: Vec<(IpNet, u32)> = Vec::new();
+    // Each distinct match by a number: two places clash only with the
+    // same prefix and the same match.
+    let mut match_ids: std::collections::HashMap<Match, u32> = std::collections::HashMap::new();
+    let mut id_of = |matching: &Match| {
+        let next = match_ids.len() as u32;
+        *match_ids.entry(matching.clone()).or_insert(next)
+    };
+    // Every prefix in the order met, with its match, and where.
+    let mut all: Vec<(IpNet, u32, u32)> = Vec::new();
     let mut places: Vec<Met> = Vec::new();
     for (index, rule) in rules.iter().enumerate() {
-        all.push((rule.prefix, places.len() as u32));
-        places.push(Met {
-            list: None,
-            line: rule.line as u32,
-            rule: index as u32,
-        });
+        let id = id_of(&rule.matching);
+        for prefix in rule.prefixes() {
+            all.push((prefix, id, places.len() as u32));
+            places.push(Met {
+                list: None,
+                line: rule.line as u32,
+                rule: index as u32,
+            });
+        }
     }
     for spanned in raw {
         let raw_list = spanned.get_ref();
@@ -270,9 +351,19 @@ fn read_lists(
         )
         .map_err(|(span, m)| at(span, m))?;
         let force = raw_list.force.as_ref().is_some_and(|f| *f.get_ref());
+        let matching = matching::parse(&RawMatch {
+            protocol: &raw_list.protocol,
+            src_port: &raw_list.src_port,
+            dst_port: &raw_list.dst_port,
+            tcp_flags: &raw_list.tcp_flags,
+        })
+        .map_err(|(span, m)| at(span, m))?;
+        let id = id_of(&matching);
         let this = lists.len() as u32;
         for (prefix, line) in list::read(&file)? {
-            if let Some(message) = whole_family(prefix, list_mode, action, force, "list") {
+            if let Some(message) = whole_family(prefix, &matching, list_mode, action, force, "list")
+                .or_else(|| wrong_family(prefix, &matching))
+            {
                 return Err(RulesError {
                     file: file.clone(),
                     line: Some(line),
@@ -288,7 +379,7 @@ fn read_lists(
                     ),
                 });
             }
-            all.push((prefix, places.len() as u32));
+            all.push((prefix, id, places.len() as u32));
             places.push(Met {
                 list: Some(this),
                 line: line as u32,
@@ -298,6 +389,7 @@ fn read_lists(
         lists.push(List {
             name,
             path: file,
+            matching,
             action,
             mode: list_mode,
             line: line_of(spanned.span().start),
@@ -318,14 +410,15 @@ fn read_lists(
             Some(list) => lists[list as usize].path.clone(),
         }
     };
-    // Equal prefixes side by side, each group in the order met.
+    // Equal prefixes with equal matches side by side, each group in the
+    // order met.
     all.sort_unstable();
     let mut kept = vec![false; places.len()];
     let mut conflict: Option<(u32, u32)> = None;
-    for group in all.chunk_by(|a, b| a.0 == b.0) {
-        let first = group[0].1;
+    for group in all.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+        let first = group[0].2;
         kept[first as usize] = true;
-        for &(_, later) in &group[1..] {
+        for &(_, _, later) in &group[1..] {
             if behaviour(places[later as usize]) != behaviour(places[first as usize])
                 && conflict.is_none_or(|(_, seen)| later < seen)
             {
@@ -335,11 +428,17 @@ fn read_lists(
     }
     if let Some((first, later)) = conflict {
         let (earlier, here) = (places[first as usize], places[later as usize]);
-        let prefix = all
+        let (prefix, id) = all
             .iter()
-            .find(|(_, at)| *at == later)
-            .map(|(prefix, _)| *prefix)
+            .find(|(_, _, at)| *at == later)
+            .map(|(prefix, id, _)| (*prefix, *id))
             .unwrap_or_default();
+        let matching = match_ids
+            .iter()
+            .find(|(_, at)| **at == id)
+            .map(|(matching, _)| matching.clone())
+            .unwrap_or_default();
+        let prefix = label(Some(prefix), &matching);
         let (Some((was, was_mode)), Some((is, is_mode))) = (behaviour(earlier), behaviour(here))
         else {
             unreachable!("every place is a rule or a list");
@@ -361,8 +460,8 @@ fn read_lists(
     // Back in the order met: each list's prefixes that no earlier place had.
     let mut firsts: Vec<(u32, IpNet)> = all
         .into_iter()
-        .filter(|(_, at)| kept[*at as usize])
-        .map(|(prefix, at)| (at, prefix))
+        .filter(|(_, _, at)| kept[*at as usize])
+        .map(|(prefix, _, at)| (at, prefix))
         .collect();
     firsts.sort_unstable_by_key(|(at, _)| *at);
     for (at, prefix) in firsts {
@@ -453,13 +552,18 @@ fn bits(value: &Spanned<i64>) -> Result<u64, String> {
 /// enforce mode without `force = true`; `None` when it may.
 fn whole_family(
     prefix: IpNet,
+    matching: &Match,
     mode: Mode,
     action: Action,
     force: bool,
     what: &str,
 ) -> Option<String> {
-    (prefix.prefix_len() == 0 && mode == Mode::Enforce && action != Action::Pass && !force).then(
-        || {
+    (prefix.prefix_len() == 0
+        && matching.is_any()
+        && mode == Mode::Enforce
+        && action != Action::Pass
+        && !force)
+        .then(|| {
             format!(
                 "{prefix} matches every {} source: in enforce mode this {what} needs force = true",
                 if prefix.addr().is_ipv4() {
@@ -468,8 +572,7 @@ fn whole_family(
                     "IPv6"
                 }
             )
-        },
-    )
+        })
 }
 
 fn parse_mode(mode: &Spanned<String>) -> Result<Mode, String> {
@@ -634,7 +737,7 @@ burst = 200
             ),
             (
                 "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"drop\"\n\n[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"pass\"\n",
-                "rules.toml:6: prefix 10.0.0.0/8 appears twice",
+                "rules.toml:6: 10.0.0.0/8 appears twice",
             ),
             (
                 "[[rule]]\nprefix = \"10.0.0.0/8\"\naction = \"reject\"\n",
@@ -691,6 +794,139 @@ burst = 200
             );
             assert!(!error.contains('\n'), "one line: {error:?}");
         }
+    }
+
+    #[test]
+    fn every_bad_protocol_port_or_flag_names_the_line_to_fix() {
+        let rule = |fields: &str| format!("[[rule]]\n{fields}\naction = \"drop\"\n");
+        let cases: &[(&str, &str)] = &[
+            (
+                "protocol = \"udp\"\ndst_port = 65536",
+                "rules.toml:3: dst_port: port 65536 is outside 0-65535",
+            ),
+            (
+                "protocol = \"udp\"\nsrc_port = [53, -1]",
+                "rules.toml:3: src_port: port -1 is outside 0-65535",
+            ),
+            (
+                "protocol = \"tcp\"\ndst_port = \"2000-1000\"",
+                "rules.toml:3: dst_port: range \"2000-1000\" is reversed",
+            ),
+            (
+                "protocol = \"icmp\"\ndst_port = 53",
+                "rules.toml:3: dst_port needs protocol = \"tcp\" or \"udp\"",
+            ),
+            (
+                "src_port = 53",
+                "rules.toml:2: src_port needs protocol = \"tcp\" or \"udp\"",
+            ),
+            (
+                "protocol = \"udp\"\ntcp_flags = \"syn\"",
+                "rules.toml:3: tcp_flags needs protocol = \"tcp\"",
+            ),
+            (
+                "protocol = \"tcp\"\ntcp_flags = \"fin\"",
+                "rules.toml:3: tcp_flags = \"fin\": the one flag match is \"syn\"",
+            ),
+            (
+                "protocol = \"sctp\"",
+                "rules.toml:2: unknown protocol \"sctp\"",
+            ),
+            (
+                "protocol = 256",
+                "rules.toml:2: protocol = 256: a protocol number is 0-255",
+            ),
+            (
+                "prefix = \"2001:db8::/32\"\nprotocol = \"icmp\"",
+                "rules.toml:2: icmp is IPv4's, and 2001:db8::/32 is an IPv6 prefix",
+            ),
+            (
+                "mode = \"enforce\"",
+                "rules.toml:1: this rule names no prefix, protocol, port or flag",
+            ),
+            (
+                "protocol = \"udp\"\ndst_port = [53, 123]\naction = \"drop\"\n[[rule]]\nprotocol = \"udp\"\ndst_port = [123, 53]",
+                "rules.toml:5: any udp dst port 53,123 appears twice",
+            ),
+        ];
+        for (fields, expected) in cases {
+            let text = rule(fields);
+            let error = check(&text).expect_err(&text);
+            assert!(
+                error.starts_with(expected),
+                "{text:?}\n gave {error:?}\n want {expected:?}"
+            );
+            assert!(!error.contains('\n'), "one line: {error:?}");
+        }
+        // A chain no packet may walk whole.
+        let mut long = String::new();
+        for port in 0..20 {
+            long.push_str(&format!(
+                "[[rule]]\nprotocol = \"udp\"\ndst_port = {port}\naction = \"drop\"\n"
+            ));
+        }
+        let error = check(&long).unwrap_err();
+        assert!(error.contains("rule steps, more than the 16"), "{error}");
+    }
+
+    #[test]
+    fn the_issue_s_l4_example_reads_and_needs_no_force() {
+        let set = check(
+            r#"mode = "enforce"
+[[rule]]
+protocol = "udp"
+src_port = [53, 123, 389, 1900, 11211]
+action = "drop"
+
+[[rule]]
+protocol = "tcp"
+dst_port = 443
+tcp_flags = "syn"
+action = "limit"
+pps = 50
+
+[[rule]]
+prefix = "203.0.113.0/24"
+action = "drop"
+
+[[rule]]
+prefix = "203.0.113.0/24"
+protocol = "tcp"
+dst_port = 443
+action = "pass"
+
+[[rule]]
+prefix = "0.0.0.0/0"
+protocol = "icmp"
+action = "drop"
+"#,
+        )
+        .unwrap();
+        assert_eq!(set.rules.len(), 5);
+        assert_eq!(set.rules[0].prefix, None);
+        assert_eq!(
+            set.rules[0].label(),
+            "any udp src port 53,123,389,1900,11211"
+        );
+        assert_eq!(set.rules[1].label(), "any tcp dst port 443 syn");
+        assert_eq!(set.rules[3].label(), "203.0.113.0/24 tcp dst port 443");
+        // A rule without a prefix sits at both families' /0, ICMP at
+        // IPv4's only.
+        assert_eq!(set.rules[0].prefixes().len(), 2);
+        assert_eq!(set.rules[4].prefixes().len(), 1);
+        let chains = chain::build(&set).unwrap();
+        // 203.0.113.0/24's chain: its HTTPS pass, then its drop, and no
+        // further (the drop matches everything).
+        let head = chains
+            .heads
+            .iter()
+            .find(|(prefix, _)| prefix.to_string() == "203.0.113.0/24")
+            .unwrap()
+            .1;
+        let first = chains.nodes[head as usize];
+        assert_eq!(first.rule, 3);
+        let second = chains.nodes[first.next as usize - 1];
+        assert_eq!((second.rule, second.next), (2, 0));
     }
 
     #[test]

@@ -7,14 +7,16 @@ use xdpstat_common::{
     rules::{Rule as KernelRule, action},
 };
 
-use crate::rules::Mode;
+use crate::rules::{Mode, label, matching::Match};
 
 /// One rule or list in force, as the datapath has it and as the report
 /// names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InForce {
-    /// A rule's prefix (a list's first).
-    pub prefix: IpNet,
+    /// A rule's prefix (a list's first); `None`: every source.
+    pub prefix: Option<IpNet>,
+    /// Its protocol, ports and flags.
+    pub matching: Match,
     /// For a list: its file as the rules file names it, and how many
     /// prefixes it put in force.
     pub list: Option<(String, usize)>,
@@ -22,12 +24,13 @@ pub struct InForce {
 }
 
 impl InForce {
-    /// What the report and the metrics call it: the rule's prefix, or
-    /// `list FILE`.
+    /// What the report and the metrics call it: the rule's prefix (or
+    /// `any`) and match, or `list FILE` and its match.
     pub fn label(&self) -> String {
         match &self.list {
-            Some((name, _)) => format!("list {name}"),
-            None => self.prefix.to_string(),
+            Some((name, _)) if self.matching.is_any() => format!("list {name}"),
+            Some((name, _)) => format!("list {name} {}", self.matching.describe()),
+            None => label(self.prefix, &self.matching),
         }
     }
 

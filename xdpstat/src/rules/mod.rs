@@ -3,15 +3,21 @@
 //! is attached, written into the datapath's rule maps
 //! (`kernel::rulemaps`), and replaced whole on SIGHUP.
 //!
-//! The longest matching prefix decides; a source no rule matches passes,
-//! and so does every frame that is not IPv4 or IPv6 (non-IP, malformed):
-//! rules are about sources, and those have none.
+//! Among the rules whose every field matches a packet, the longest prefix
+//! decides (a rule without one counts as length 0), then the one naming
+//! more of protocol, ports and flags, then the one earlier in the file
+//! ([`chain`]). A packet no rule matches passes, and so does every frame
+//! that is not IPv4 or IPv6 (non-IP, malformed): rules are about sources,
+//! and those have none.
 
+pub mod chain;
 pub mod file;
 pub(crate) mod in_force;
 pub mod list;
+pub mod matching;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use matching::{Families, Match};
 use serde::Serialize;
 use xdpstat_common::rules::{self as kernel, action, bucket, byte_bucket};
 
@@ -61,7 +67,10 @@ impl Action {
 /// One checked rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    pub prefix: IpNet,
+    /// `None`: every source (of the families its protocol allows).
+    pub prefix: Option<IpNet>,
+    /// Its protocol, ports and flags.
+    pub matching: Match,
     pub action: Action,
     /// The file's mode unless the rule names its own.
     pub mode: Mode,
@@ -79,6 +88,38 @@ impl Rule {
     pub fn describe(&self) -> String {
         describe(self.action)
     }
+
+    /// Which sources and packets it is about: `198.51.100.0/24`,
+    /// `any udp src port 53`, `203.0.113.0/24 tcp dst port 443`.
+    pub fn label(&self) -> String {
+        label(self.prefix, &self.matching)
+    }
+
+    /// The prefixes it sits at: its own, or its families' `/0`.
+    pub fn prefixes(&self) -> Vec<IpNet> {
+        match self.prefix {
+            Some(prefix) => vec![prefix],
+            None => {
+                let v4 = IpNet::V4(Ipv4Net::default());
+                let v6 = IpNet::V6(Ipv6Net::default());
+                match self.matching.families() {
+                    Families::Both => vec![v4, v6],
+                    Families::V4 => vec![v4],
+                    Families::V6 => vec![v6],
+                }
+            }
+        }
+    }
+}
+
+/// `PREFIX MATCH`, `any MATCH`, or the prefix alone.
+pub fn label(prefix: Option<IpNet>, matching: &Match) -> String {
+    let source = prefix.map_or_else(|| "any".to_owned(), |p| p.to_string());
+    if matching.is_any() {
+        source
+    } else {
+        format!("{source} {}", matching.describe())
+    }
 }
 
 /// One checked `[[list]]`: a file of prefixes, all with one action.
@@ -88,6 +129,8 @@ pub struct List {
     /// directory when not absolute), and as it was opened.
     pub name: String,
     pub path: std::path::PathBuf,
+    /// The protocol, ports and flags every prefix of it asks for.
+    pub matching: Match,
     pub action: Action,
     pub mode: Mode,
     /// Where the `[[list]]` begins in the rules file.
@@ -148,15 +191,15 @@ impl RuleSet {
         self.rules.is_empty() && self.lists.is_empty()
     }
 
-    /// Every prefix of the set with the index it goes by: each rule's,
-    /// then each list's.
+    /// Every prefix of the set with the index it goes by: each rule's
+    /// (a rule without one at its families' `/0`), then each list's.
     pub fn prefixes(&self) -> impl Iterator<Item = (IpNet, u32)> + '_ {
         let rules = self.rules.len() as u32;
-        let by_rule = self
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| (rule.prefix, index as u32));
+        let by_rule = self.rules.iter().enumerate().flat_map(|(index, rule)| {
+            rule.prefixes()
+                .into_iter()
+                .map(move |prefix| (prefix, index as u32))
+        });
         let by_list = self.lists.iter().enumerate().flat_map(move |(at, list)| {
             list.prefixes
                 .iter()

@@ -40,42 +40,68 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
             out,
             "  line {:<4} {:<24} {:<26} {:<8} {}",
             rule.line,
-            rule.prefix.to_string(),
+            rule.label(),
             rule.describe(),
             rule.mode.name(),
-            effect(rule.action, rule.mode),
+            effect(rule.action, rule.mode, !rule.matching.is_any()),
         )
         .map_err(write)?;
     }
     for list in &set.lists {
         let v4 = list.prefixes.iter().filter(|p| p.addr().is_ipv4()).count();
+        let matching = if list.matching.is_any() {
+            String::new()
+        } else {
+            format!(" {}", list.matching.describe())
+        };
         writeln!(
             out,
-            "  line {:<4} list {} ({} prefixes: {v4} IPv4, {} IPv6) {} {}: {}",
+            "  line {:<4} list {}{matching} ({} prefixes: {v4} IPv4, {} IPv6) {} {}: {}",
             list.line,
             list.name,
             list.prefixes.len(),
             list.prefixes.len() - v4,
             list.describe(),
             list.mode.name(),
-            effect(list.action, list.mode),
+            effect(list.action, list.mode, !list.matching.is_any()),
+        )
+        .map_err(write)?;
+    }
+    if set
+        .rules
+        .iter()
+        .any(|rule| !rule.matching.is_any() || rule.prefix.is_none())
+        || set.lists.iter().any(|list| !list.matching.is_any())
+    {
+        writeln!(
+            out,
+            "a packet is judged by the rule of the longest prefix that matches it whole (no prefix: length 0), then the one naming more of protocol, ports and flags, then the one earlier in the file"
         )
         .map_err(write)?;
     }
     writeln!(
         out,
-        "sources no rule matches pass; non-IP and malformed frames always pass"
+        "packets no rule matches pass; non-IP and malformed frames always pass"
     )
     .map_err(write)?;
     Ok(())
 }
 
-/// What `action` in `mode` does to the packets it matches.
-fn effect(action: Action, mode: Mode) -> String {
+/// What `action` in `mode` does to the packets it matches (`l4`: of a
+/// protocol, port or flag only).
+fn effect(action: Action, mode: Mode, l4: bool) -> String {
+    let every = if l4 {
+        "every matching packet"
+    } else {
+        "every packet"
+    };
     match (action, mode) {
+        (Action::Pass, _) if l4 => {
+            "passes (an exception to shorter prefixes and to rules naming less)".to_owned()
+        }
         (Action::Pass, _) => "passes (an exception to shorter prefixes)".to_owned(),
-        (Action::Drop, Mode::Enforce) => "drops every packet: dropped".to_owned(),
-        (Action::Drop, Mode::DryRun) => "passes every packet, counted as would_drop".to_owned(),
+        (Action::Drop, Mode::Enforce) => format!("drops {every}: dropped"),
+        (Action::Drop, Mode::DryRun) => format!("passes {every}, counted as would_drop"),
         (Action::Limit { pps, burst, bps }, mode) => {
             let mut over = Vec::new();
             if pps > 0 {

@@ -1,0 +1,271 @@
+//! How a rule set becomes what the datapath walks: for every prefix in
+//! the set, the chain of nodes that may decide for a packet from a source
+//! under it, in the order they decide (see `xdpstat_common::rules`).
+//!
+//! Which rule decides, among those whose every field matches: the longest
+//! prefix (a rule without one sits at its family's `/0`), then the one
+//! naming more of protocol, ports and flags, then the one earlier in the
+//! file. So a prefix's chain is its own rules in that order, then its
+//! parent's chain (the longest prefix around it with rules), cut after
+//! the first rule that matches every packet. Nodes are shared: a node is
+//! its rule, its ports and the rest of its chain, so the million
+//! prefixes of a list whose parent is the same share one.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use xdpstat_common::rules::{MAX_NODES, MAX_WALK, Node, fields};
+
+use crate::rules::{Action, RuleSet, matching::Match};
+
+/// The chains of a rule set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chains {
+    pub nodes: Vec<Node>,
+    /// Every prefix the tries hold, with its chain's head.
+    pub heads: Vec<(IpNet, u32)>,
+}
+
+/// Why a rule set cannot be walked: a chain too long, or too many nodes;
+/// the prefix and the index of its first rule (to name the line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainError {
+    pub prefix: IpNet,
+    pub index: u32,
+    pub message: String,
+}
+
+/// One rule or list as the chains see it.
+struct Member<'a> {
+    index: u32,
+    matching: &'a Match,
+    line: usize,
+    limit: bool,
+    any_source: bool,
+}
+
+/// A prefix as a sortable key: family, address, length (a prefix sorts
+/// before every prefix inside it).
+fn key(prefix: &IpNet) -> (bool, u128, u8) {
+    match prefix {
+        IpNet::V4(p) => (false, u128::from(u32::from(p.addr())), p.prefix_len()),
+        IpNet::V6(p) => (true, u128::from(p.addr()), p.prefix_len()),
+    }
+}
+
+/// Builds the chains of `set`.
+pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
+    let rules = set.rules.len() as u32;
+    let mut members: Vec<Member<'_>> = Vec::with_capacity(set.rules.len() + set.lists.len());
+    for (index, rule) in set.rules.iter().enumerate() {
+        members.push(Member {
+            index: index as u32,
+            matching: &rule.matching,
+            line: rule.line,
+            limit: matches!(rule.action, Action::Limit { .. }),
+            any_source: rule.prefix.is_none(),
+        });
+    }
+    for (at, list) in set.lists.iter().enumerate() {
+        members.push(Member {
+            index: rules + at as u32,
+            matching: &list.matching,
+            line: list.line,
+            limit: matches!(list.action, Action::Limit { .. }),
+            any_source: false,
+        });
+    }
+    // Every (prefix, member), grouped by prefix, each group in deciding
+    // order.
+    let mut placed: Vec<(IpNet, u32)> = set.prefixes().collect();
+    let order = |member: u32| {
+        let m = &members[member as usize];
+        (std::cmp::Reverse(m.matching.specificity()), m.line, m.index)
+    };
+    placed.sort_unstable_by(|a, b| {
+        key(&a.0)
+            .cmp(&key(&b.0))
+            .then_with(|| order(a.1).cmp(&order(b.1)))
+    });
+    let mut groups: Vec<Group> = Vec::new();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut start = 0;
+    while start < placed.len() {
+        let prefix = placed[start].0;
+        let end = start + placed[start..].partition_point(|(p, _)| *p == prefix);
+        while let Some(&top) = stack.last() {
+            if groups[top].prefix.contains(&prefix) {
+                break;
+            }
+            stack.pop();
+        }
+        groups.push(Group {
+            prefix,
+            members: start..end,
+            parent: stack.last().copied(),
+        });
+        stack.push(groups.len() - 1);
+        start = end;
+    }
+    let mut builder = Builder {
+        members: &members,
+        placed: &placed,
+        groups: &groups,
+        memo: vec![[UNBUILT; 2]; groups.len()],
+        nodes: Vec::new(),
+        interned: HashMap::new(),
+    };
+    let mut heads = Vec::with_capacity(groups.len());
+    for (at, group) in groups.iter().enumerate() {
+        if let Some((head, _)) = builder.chain(at, false)? {
+            heads.push((group.prefix, head));
+        }
+    }
+    Ok(Chains {
+        nodes: builder.nodes,
+        heads,
+    })
+}
+
+struct Group {
+    prefix: IpNet,
+    /// Its members' places in the sorted list.
+    members: std::ops::Range<usize>,
+    parent: Option<usize>,
+}
+
+const UNBUILT: Option<(u32, u32)> = Some((u32::MAX, u32::MAX));
+
+struct Builder<'a> {
+    members: &'a [Member<'a>],
+    placed: &'a [(IpNet, u32)],
+    groups: &'a [Group],
+    /// Per group and whether a limit came before: its chain's head and
+    /// length (`None`: empty).
+    memo: Vec<[Option<(u32, u32)>; 2]>,
+    nodes: Vec<Node>,
+    interned: HashMap<Node, u32>,
+}
+
+impl Builder<'_> {
+    /// The chain of group `at` when a limit came before it on the way
+    /// (`limited`): its head and length, or `None` when empty.
+    fn chain(&mut self, at: usize, limited: bool) -> Result<Option<(u32, u32)>, ChainError> {
+        let memo = self.memo[at][usize::from(limited)];
+        if memo != UNBUILT {
+            return Ok(memo);
+        }
+        let group = &self.groups[at];
+        let own: Vec<u32> = self.placed[group.members.clone()]
+            .iter()
+            .map(|(_, m)| *m)
+            .collect();
+        // Own members up to the first that matches every packet.
+        let cut = own
+            .iter()
+            .position(|&m| self.members[m as usize].matching.is_any());
+        let own = &own[..cut.map_or(own.len(), |c| c + 1)];
+        let own_limit = own.iter().any(|&m| self.members[m as usize].limit);
+        let tail = match (cut, group.parent) {
+            (None, Some(parent)) => self.chain(parent, limited || own_limit)?,
+            _ => None,
+        };
+        let (mut next, mut length) = tail.map_or((0, 0), |(head, len)| (head + 1, len));
+        // Which own members find a limit before them.
+        let mut seen = limited;
+        let shared: Vec<bool> = own
+            .iter()
+            .map(|&m| {
+                let member = &self.members[m as usize];
+                let before = seen;
+                seen |= member.limit;
+                member.limit && before
+            })
+            .collect();
+        let prefix_len = group.prefix.prefix_len();
+        for (&m, &shared) in own.iter().zip(&shared).rev() {
+            let member = &self.members[m as usize];
+            let matching = member.matching;
+            let mut base = Node {
+                rule: member.index,
+                prefix_len,
+                ..Node::default()
+            };
+            if let Some(protocol) = matching.protocol {
+                base.protocol = protocol;
+                base.fields |= fields::PROTOCOL;
+            }
+            if matching.syn {
+                base.fields |= fields::SYN;
+            }
+            if shared {
+                base.fields |= fields::SHARED_BUCKET;
+            }
+            if member.any_source {
+                base.fields |= fields::ANY_SOURCE;
+            }
+            let any = [(0u16, u16::MAX)];
+            let (src, src_field) = ranges(&matching.src_ports, &any, fields::SRC_PORT);
+            let (dst, dst_field) = ranges(&matching.dst_ports, &any, fields::DST_PORT);
+            for &s in src.iter().rev() {
+                for &d in dst.iter().rev() {
+                    let node = Node {
+                        next,
+                        src_port: [s.0, s.1],
+                        dst_port: [d.0, d.1],
+                        fields: base.fields | src_field | dst_field,
+                        ..base
+                    };
+                    next = self.intern(node, group.prefix, member.index)? + 1;
+                    length += 1;
+                }
+            }
+        }
+        if length > MAX_WALK {
+            return Err(ChainError {
+                prefix: group.prefix,
+                index: self.placed[group.members.start].1,
+                message: format!(
+                    "a packet from {} may have to be held against {length} rule steps, more than the {MAX_WALK} the datapath walks (each port range of a rule is a step; a rule with neither prefix nor ports is on every chain)",
+                    group.prefix
+                ),
+            });
+        }
+        let chain = (next > 0).then(|| (next - 1, length));
+        self.memo[at][usize::from(limited)] = chain;
+        Ok(chain)
+    }
+
+    /// The index of `node`, added if no node like it is there yet.
+    fn intern(&mut self, node: Node, prefix: IpNet, index: u32) -> Result<u32, ChainError> {
+        if let Some(&at) = self.interned.get(&node) {
+            return Ok(at);
+        }
+        if self.nodes.len() >= MAX_NODES as usize {
+            return Err(ChainError {
+                prefix,
+                index,
+                message: format!(
+                    "more than {MAX_NODES} rule steps in the set (each port range of a rule under each prefix around it is one)"
+                ),
+            });
+        }
+        let at = self.nodes.len() as u32;
+        self.nodes.push(node);
+        self.interned.insert(node, at);
+        Ok(at)
+    }
+}
+
+/// A side's ranges and its field bit, or the whole range and no bit.
+fn ranges<'a>(
+    ranges: &'a [(u16, u16)],
+    any: &'a [(u16, u16)],
+    field: u8,
+) -> (&'a [(u16, u16)], u8) {
+    if ranges.is_empty() {
+        (any, 0)
+    } else {
+        (ranges, field)
+    }
+}
