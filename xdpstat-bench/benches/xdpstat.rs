@@ -95,8 +95,11 @@ fn run() -> Result<()> {
         let rows = rules::rules_cost(&link, &frames, repeat, ROUNDS)?;
         print_rules(&rows, repeat, zipf_packets);
         if which::which("xdp-filter").is_ok() {
-            let beside = rules::beside_xdp_filter(&link, &sources, scaled(1_000.0), ROUNDS)?;
-            print_beside_xdp_filter(&beside);
+            for filtered in [rules::Filtered::Addresses, rules::Filtered::SourcePort] {
+                let beside =
+                    rules::beside_xdp_filter(&link, &sources, scaled(1_000.0), filtered, ROUNDS)?;
+                print_beside_xdp_filter(&beside);
+            }
         } else {
             println!("8. Beside xdp-filter: skipped, xdp-filter is not installed\n");
         }
@@ -329,8 +332,10 @@ fn print_flood(flood: &Flood, zipf: &OverVeth) {
 
 fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {
     println!(
-        "7. Rules: ns per packet with no rules, 10 rules, 10,000 IPv4 + 10,000 IPv6 prefixes,\n   \
-         and a list of 1,000,000 (dry run: the traffic is the same). Hot: one source, BPF_PROG_TEST_RUN x {repeat};\n   \
+        "7. Rules: ns per packet with no rules, 10 rules, 10 rules on protocols and ports (the\n   \
+         traffic meets its rule on its chain's first or second step), 7 of those it walks whole\n   \
+         and none matches, 10,000 IPv4 + 10,000 IPv6 prefixes, and a list of 1,000,000 (dry run:\n   \
+         the traffic is the same). Hot: one source, BPF_PROG_TEST_RUN x {repeat};\n   \
          Zipf: {packets} frames over veth (run-time statistics), median of {ROUNDS} rounds."
     );
     println!(
@@ -353,8 +358,15 @@ fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {
 }
 
 fn print_beside_xdp_filter(beside: &BesideXdpFilter) {
+    let how = match beside.filtered {
+        rules::Filtered::Addresses => "by address (xdp-filter ip --mode src; a /32 rule each)",
+        rules::Filtered::SourcePort => {
+            "by their source port 53 (xdp-filter port 53 --mode src; one rule, protocol udp, src_port 53)"
+        }
+    };
     println!(
-        "8. Beside xdp-filter (xdp-tools): each drops the same {} exact source addresses\n   \
+        "8. Beside xdp-filter (xdp-tools): each drops the frames of the same {} source addresses,\n   \
+         {how},\n   \
          from {} Zipf UDP frames over veth ({} from those addresses), native XDP,\n   \
          ns per packet, median of {ROUNDS} rounds.",
         beside.addresses, beside.packets, beside.from_dropped

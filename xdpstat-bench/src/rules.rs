@@ -78,6 +78,116 @@ pub fn ten_rules() -> RuleSet {
     }
 }
 
+/// A rule naming a protocol, ports and flags (`None` for a port side or
+/// the prefix: any).
+fn l4_rule(
+    prefix: Option<&str>,
+    protocol: u8,
+    src: &[(u16, u16)],
+    dst: &[(u16, u16)],
+    syn: bool,
+    action: Action,
+) -> Rule {
+    Rule {
+        prefix: prefix.map(|p| p.parse().expect("a prefix")),
+        matching: Match {
+            protocol: Some(protocol),
+            src_ports: src.to_vec(),
+            dst_ports: dst.to_vec(),
+            syn,
+        },
+        action,
+        mode: Mode::DryRun,
+        line: 0,
+    }
+}
+
+/// Ten rules on protocols and ports, as a user under attack might write
+/// them: a reflection drop and a SYN limit for every source, ICMP drops,
+/// a network's drop with an HTTPS exception, and for the benchmark's /15
+/// a limit on its UDP to ports 0-1023 (which its frames, UDP to port 0,
+/// meet on their chain's second step: the bucket path) and a drop of a
+/// quarter of it on its first.
+pub fn ten_l4_rules() -> RuleSet {
+    let limit = Action::Limit {
+        pps: 100_000_000,
+        burst: 100_000_000,
+        bps: 0,
+    };
+    let reflectors = [
+        (53, 53),
+        (123, 123),
+        (389, 389),
+        (1900, 1900),
+        (11211, 11211),
+    ];
+    let syn_limit = Action::Limit {
+        pps: 50,
+        burst: 50,
+        bps: 0,
+    };
+    let mut rules = vec![
+        l4_rule(None, 17, &reflectors, &[], false, Action::Drop),
+        l4_rule(None, 6, &[], &[(443, 443)], true, syn_limit),
+        l4_rule(None, 1, &[], &[], false, Action::Drop),
+        l4_rule(None, 58, &[], &[], false, Action::Drop),
+        rule("203.0.113.0/24".parse().expect("a prefix"), Action::Drop),
+        l4_rule(
+            Some("203.0.113.0/24"),
+            6,
+            &[],
+            &[(443, 443)],
+            false,
+            Action::Pass,
+        ),
+        l4_rule(
+            Some("198.18.0.0/15"),
+            6,
+            &[],
+            &[(22, 22)],
+            false,
+            Action::Pass,
+        ),
+        l4_rule(Some("198.18.0.0/15"), 17, &[], &[(0, 1023)], false, limit),
+        l4_rule(
+            Some("198.18.64.0/18"),
+            17,
+            &[],
+            &[(0, 0)],
+            false,
+            Action::Drop,
+        ),
+        l4_rule(
+            Some("2001:db8::/32"),
+            17,
+            &reflectors,
+            &[],
+            false,
+            Action::Drop,
+        ),
+    ];
+    for (line, rule) in rules.iter_mut().enumerate() {
+        rule.line = line + 1;
+    }
+    RuleSet {
+        mode: Mode::DryRun,
+        rules,
+        lists: Vec::new(),
+    }
+}
+
+/// The rules of [`ten_l4_rules`] about other traffic than the
+/// benchmark's: each of its frames walks the whole chain of the rules
+/// without a prefix (seven steps) and none matches.
+pub fn l4_rules_walked_whole() -> RuleSet {
+    let mut set = ten_l4_rules();
+    set.rules.retain(|rule| {
+        rule.prefix
+            .is_none_or(|p| !p.to_string().starts_with("198.18."))
+    });
+    set
+}
+
 /// 10,000 IPv4 and 10,000 IPv6 prefixes: IPv4 ones of every length from
 /// /8 to /32 all over the address space, 1,000 of them /32s among the
 /// benchmark's senders (dropped, dry run); IPv6 ones from /33 to /128 in
@@ -178,6 +288,8 @@ pub fn rules_cost(
     let sets = [
         ("no rules", RuleSet::default()),
         ("10 rules", ten_rules()),
+        ("10 L4 rules", ten_l4_rules()),
+        ("7 L4 rules, 7 steps, no match", l4_rules_walked_whole()),
         ("10,000 + 10,000 prefixes", twenty_thousand()),
         ("a 1,000,000-prefix list", million_list()),
     ];
@@ -218,8 +330,21 @@ pub fn rules_cost(
         .collect())
 }
 
-/// xdp-filter and xdpstat, each dropping the same exact addresses.
+/// What the two drop beside each other.
+#[derive(Clone, Copy)]
+pub enum Filtered {
+    /// Exact source addresses (`xdp-filter ip ADDR --mode src`, a /32
+    /// rule each).
+    Addresses,
+    /// UDP from source port 53, which those addresses send and the rest
+    /// do not (`xdp-filter port 53 --mode src`, one rule without a
+    /// prefix).
+    SourcePort,
+}
+
+/// xdp-filter and xdpstat, each dropping the same exact addresses' frames.
 pub struct BesideXdpFilter {
+    pub filtered: Filtered,
     pub addresses: usize,
     pub packets: u64,
     /// Frames sent from the dropped addresses (each pass).
@@ -231,15 +356,17 @@ pub struct BesideXdpFilter {
     pub xdpstat_dropped: u64,
 }
 
-/// A well-formed UDP frame from `source` (xdp-filter parses the ports).
-fn udp_frame(source: u32) -> Vec<u8> {
+/// A well-formed UDP frame from `source`, port `port`, to port 5000
+/// (xdp-filter parses the ports).
+fn udp_frame(source: u32, port: u16) -> Vec<u8> {
     let mut packet = frames::ipv4_packet(
         benchmark_address(source),
         Ipv4Addr::new(198, 19, 255, 254),
         &[],
         30,
     );
-    packet[20..28].copy_from_slice(&[0x0f, 0xa0, 0x13, 0x88, 0, 30, 0, 0]);
+    packet[20..22].copy_from_slice(&port.to_be_bytes());
+    packet[22..28].copy_from_slice(&[0x13, 0x88, 0, 30, 0, 0]);
     frames::ethernet(&[], ethertype::IPV4, &packet)
 }
 
@@ -321,22 +448,30 @@ impl Drop for XdpFilter<'_> {
     }
 }
 
-/// Both on the same Zipf traffic (as UDP), dropping `addresses` exact
-/// source addresses drawn from its senders.
+/// Both on the same Zipf traffic (as UDP), dropping the frames of
+/// `addresses` source addresses drawn from its senders: by address, or
+/// by their source port.
 pub fn beside_xdp_filter(
     link: &Link,
     sources: &[u32],
     addresses: usize,
+    filtered: Filtered,
     rounds: usize,
 ) -> Result<BesideXdpFilter> {
     let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let frames: Vec<Vec<u8>> = sources.iter().map(|&n| udp_frame(n)).collect();
-    let dropped: Vec<u32> = (0..addresses as u32).map(|n| 100 + 7 * n).collect();
+    let dropped: std::collections::HashSet<u32> =
+        (0..addresses as u32).map(|n| 100 + 7 * n).collect();
+    let frames: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|&n| match filtered {
+            Filtered::Addresses => udp_frame(n, 4000),
+            Filtered::SourcePort => udp_frame(n, if dropped.contains(&n) { 53 } else { 4000 }),
+        })
+        .collect();
     let from_dropped = sources.iter().filter(|n| dropped.contains(n)).count() as u64;
-    // xdpstat: one /32 drop rule per address, enforced.
-    let set = RuleSet {
-        mode: Mode::Enforce,
-        rules: dropped
+    // xdpstat: one /32 drop rule per address, or one port rule, enforced.
+    let rules = match filtered {
+        Filtered::Addresses => dropped
             .iter()
             .map(|&n| Rule {
                 prefix: Some(IpNet::new(benchmark_address(n).into(), 32).expect("/32")),
@@ -346,6 +481,14 @@ pub fn beside_xdp_filter(
                 line: 0,
             })
             .collect(),
+        Filtered::SourcePort => vec![Rule {
+            mode: Mode::Enforce,
+            ..l4_rule(None, 17, &[(53, 53)], &[], false, Action::Drop)
+        }],
+    };
+    let set = RuleSet {
+        mode: Mode::Enforce,
+        rules,
         lists: Vec::new(),
     };
     let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
@@ -367,8 +510,15 @@ pub fn beside_xdp_filter(
         bpffs: &bpffs,
     };
     filter.run(&["load", WATCHED, "--mode", "native"])?;
-    for &n in &dropped {
-        filter.run(&["ip", &benchmark_address(n).to_string(), "--mode", "src"])?;
+    match filtered {
+        Filtered::Addresses => {
+            for &n in &dropped {
+                filter.run(&["ip", &benchmark_address(n).to_string(), "--mode", "src"])?;
+            }
+        }
+        Filtered::SourcePort => {
+            filter.run(&["port", "53", "--mode", "src", "--proto", "udp"])?;
+        }
     }
     let mut filter_costs = Vec::new();
     for _ in 0..rounds {
@@ -386,6 +536,7 @@ pub fn beside_xdp_filter(
     }
     drop(filter);
     Ok(BesideXdpFilter {
+        filtered,
         addresses,
         packets: frames.len() as u64,
         from_dropped,

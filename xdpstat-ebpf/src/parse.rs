@@ -143,7 +143,9 @@ fn ipv6_transport(start: usize, end: usize, wire_len: usize, offset: usize, next
     let (mut next, mut at) = (next, offset);
     let (mut fragment, mut later) = (false, false);
     let mut walked = false;
-    for _ in 0..MAX_EXTENSION_HEADERS {
+    // One step per extension header, and one more to read what follows
+    // the last.
+    for _ in 0..=MAX_EXTENSION_HEADERS {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DESTINATION_OPTIONS => {
                 let Some(header) = in_frame(start, at, 2, end) else {

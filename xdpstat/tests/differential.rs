@@ -143,7 +143,8 @@ fn kind_of(ip: &[u8]) -> Kind {
     let mut next = ip[6];
     let mut rest = &ip[40..];
     let mut fragment = false;
-    for _ in 0..EXTENSIONS_WALKED {
+    // Each extension header, then what follows the last.
+    for _ in 0..=EXTENSIONS_WALKED {
         match next {
             0 | 43 | 60 => {
                 if rest.len() < 2 {

@@ -140,9 +140,8 @@ fn built(address: IpAddr, carried: &Carried) -> (Vec<u8>, Packet) {
                 }
             }
             if !later {
-                // Each of the walk's steps reads one next header: the
-                // protocol is found only within them.
-                protocol = (carried.extensions.len() < EXTENSIONS_WALKED).then_some(l4_protocol);
+                // Up to six extension headers, then the protocol.
+                protocol = (carried.extensions.len() <= EXTENSIONS_WALKED).then_some(l4_protocol);
             }
             (
                 ethertype::IPV6,

@@ -391,7 +391,7 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
         names
     };
     let pins_before = pins();
-    assert_eq!(pins_before.len(), 22, "{pins_before:?}");
+    assert_eq!(pins_before.len(), 23, "{pins_before:?}");
     let (code, _, stderr) = run_in(&net.watched, &["xs0", "--persist", "--pin-dir", root.arg()]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -134,7 +134,7 @@ mod tests {
         check(&RulesCheckArgs { file: path }, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("3 rules, mode dry-run (1 enforced, 2 dry run)"),
+            text.contains("5 rules, mode dry-run (1 enforced, 4 dry run)"),
             "{text}"
         );
     }
