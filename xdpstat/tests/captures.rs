@@ -5,7 +5,8 @@
 //! longer than the snap length or than the kernel runs, obsolete blocks,
 //! odd options and impossible timestamps, and the memory a replay holds;
 //! and real kernel traffic captured by tcpdump, whose protocols, fragments,
-//! SYNs and ports the replay must count as tshark reads them.
+//! SYNs and ports the replay must count as tshark reads them, and judge
+//! by protocol and port rules as tshark's reading says.
 
 mod common;
 
@@ -926,4 +927,46 @@ fn kernel_traffic_captured_by_tcpdump_replays_to_the_protocols_and_ports_tshark_
         })
         .collect();
     assert_eq!(got, expected);
+
+    // The same capture under rules on what the traffic is: SYNs, UDP to
+    // port 9 (only first fragments carry the port) and ICMP dropped, each
+    // rule's hits what tshark reads of its kind.
+    let rules = scratch.write(
+        "rules.toml",
+        "mode = \"enforce\"\n[[rule]]\nprotocol = \"tcp\"\ntcp_flags = \"syn\"\naction = \"drop\"\n[[rule]]\nprotocol = \"udp\"\ndst_port = 9\naction = \"drop\"\n[[rule]]\nprotocol = \"icmp\"\naction = \"drop\"\n",
+    );
+    let output = replay(&[
+        "--format",
+        "json",
+        "--rules",
+        rules.to_str().unwrap(),
+        &file_arg,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let ruled = reports(&output).remove(0);
+    let syns = sum(&|f| f.3);
+    let to_port_9 = sum(&|f| f.5.is_some_and(|(_, d)| d == 9));
+    let icmp = sum(&|f| f.1 == 2);
+    assert_eq!(to_port_9.0, 5, "five first fragments");
+    let hits = |protocol: &str| -> (u64, u64) {
+        let row = ruled["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|rule| rule["protocol"] == protocol)
+            .unwrap_or_else(|| panic!("no {protocol} rule in {ruled}"));
+        pair(row)
+    };
+    assert_eq!(hits("tcp"), syns);
+    assert_eq!(hits("udp"), to_port_9);
+    assert_eq!(hits("icmp"), icmp);
+    let dropped = pair(&ruled["totals"]["verdicts"]["dropped"]);
+    assert_eq!(
+        dropped,
+        (syns.0 + to_port_9.0 + icmp.0, syns.1 + to_port_9.1 + icmp.1)
+    );
+    let ip = sum(&|_| true);
+    let passed = pair(&ruled["totals"]["verdicts"]["passed"]);
+    let others = pair(&ruled["totals"]["non_ip"]).0 + pair(&ruled["totals"]["malformed"]).0;
+    assert_eq!(passed.0, ip.0 - dropped.0 + others);
 }
