@@ -88,23 +88,26 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
             .then_with(|| order(a.1).cmp(&order(b.1)))
     });
     let mut groups: Vec<Group> = Vec::new();
-    let mut stack: Vec<usize> = Vec::new();
+    let mut stack: Vec<u32> = Vec::new();
     let mut start = 0;
     while start < placed.len() {
         let prefix = placed[start].0;
         let end = start + placed[start..].partition_point(|(p, _)| *p == prefix);
         while let Some(&top) = stack.last() {
-            if groups[top].prefix.contains(&prefix) {
+            if placed[groups[top as usize].start as usize]
+                .0
+                .contains(&prefix)
+            {
                 break;
             }
             stack.pop();
         }
         groups.push(Group {
-            prefix,
-            members: start..end,
-            parent: stack.last().copied(),
+            start: start as u32,
+            end: end as u32,
+            parent: stack.last().copied().unwrap_or(NO_PARENT),
         });
-        stack.push(groups.len() - 1);
+        stack.push(groups.len() as u32 - 1);
         start = end;
     }
     let mut builder = Builder {
@@ -118,7 +121,7 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
     let mut heads = Vec::with_capacity(groups.len());
     for (at, group) in groups.iter().enumerate() {
         if let Some((head, _)) = builder.chain(at, false)? {
-            heads.push((group.prefix, head));
+            heads.push((placed[group.start as usize].0, head));
         }
     }
     Ok(Chains {
@@ -127,22 +130,28 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
     })
 }
 
+/// A prefix with rules: its members' places in the sorted list (the
+/// prefix is theirs), and the group of the longest prefix around it (12
+/// bytes, as a million-prefix list makes a million of them).
 struct Group {
-    prefix: IpNet,
-    /// Its members' places in the sorted list.
-    members: std::ops::Range<usize>,
-    parent: Option<usize>,
+    start: u32,
+    end: u32,
+    parent: u32,
 }
 
-const UNBUILT: Option<(u32, u32)> = Some((u32::MAX, u32::MAX));
+const NO_PARENT: u32 = u32::MAX;
+
+/// A memo not yet worked out, and an empty chain; else head << 32 | length.
+const UNBUILT: u64 = u64::MAX;
+const EMPTY: u64 = u64::MAX - 1;
 
 struct Builder<'a> {
     members: &'a [Member<'a>],
     placed: &'a [(IpNet, u32)],
     groups: &'a [Group],
     /// Per group and whether a limit came before: its chain's head and
-    /// length (`None`: empty).
-    memo: Vec<[Option<(u32, u32)>; 2]>,
+    /// length, packed (see [`UNBUILT`]).
+    memo: Vec<[u64; 2]>,
     nodes: Vec<Node>,
     interned: HashMap<Node, u32>,
 }
@@ -151,40 +160,35 @@ impl Builder<'_> {
     /// The chain of group `at` when a limit came before it on the way
     /// (`limited`): its head and length, or `None` when empty.
     fn chain(&mut self, at: usize, limited: bool) -> Result<Option<(u32, u32)>, ChainError> {
+        let unpack = |memo: u64| (memo != EMPTY).then_some(((memo >> 32) as u32, memo as u32));
         let memo = self.memo[at][usize::from(limited)];
         if memo != UNBUILT {
-            return Ok(memo);
+            return Ok(unpack(memo));
         }
         let group = &self.groups[at];
-        let own: Vec<u32> = self.placed[group.members.clone()]
-            .iter()
-            .map(|(_, m)| *m)
-            .collect();
+        let all = &self.placed[group.start as usize..group.end as usize];
+        let prefix = all[0].0;
         // Own members up to the first that matches every packet.
-        let cut = own
+        let cut = all
             .iter()
-            .position(|&m| self.members[m as usize].matching.is_any());
-        let own = &own[..cut.map_or(own.len(), |c| c + 1)];
-        let own_limit = own.iter().any(|&m| self.members[m as usize].limit);
+            .position(|&(_, m)| self.members[m as usize].matching.is_any());
+        let own = &all[..cut.map_or(all.len(), |c| c + 1)];
+        let first_limit = own
+            .iter()
+            .position(|&(_, m)| self.members[m as usize].limit);
         let tail = match (cut, group.parent) {
-            (None, Some(parent)) => self.chain(parent, limited || own_limit)?,
+            (None, parent) if parent != NO_PARENT => {
+                self.chain(parent as usize, limited || first_limit.is_some())?
+            }
             _ => None,
         };
         let (mut next, mut length) = tail.map_or((0, 0), |(head, len)| (head + 1, len));
-        // Which own members find a limit before them.
-        let mut seen = limited;
-        let shared: Vec<bool> = own
-            .iter()
-            .map(|&m| {
-                let member = &self.members[m as usize];
-                let before = seen;
-                seen |= member.limit;
-                member.limit && before
-            })
-            .collect();
-        let prefix_len = group.prefix.prefix_len();
-        for (&m, &shared) in own.iter().zip(&shared).rev() {
+        let prefix_len = prefix.prefix_len();
+        for (position, &(_, m)) in own.iter().enumerate().rev() {
             let member = &self.members[m as usize];
+            // A limit after the chain's first takes from its rule's
+            // shared buckets.
+            let shared = member.limit && (limited || first_limit.is_some_and(|f| f < position));
             let matching = member.matching;
             let mut base = Node {
                 rule: member.index,
@@ -216,23 +220,24 @@ impl Builder<'_> {
                         fields: base.fields | src_field | dst_field,
                         ..base
                     };
-                    next = self.intern(node, group.prefix, member.index)? + 1;
+                    next = self.intern(node, prefix, member.index)? + 1;
                     length += 1;
                 }
             }
         }
         if length > MAX_WALK {
             return Err(ChainError {
-                prefix: group.prefix,
-                index: self.placed[group.members.start].1,
+                prefix,
+                index: all[0].1,
                 message: format!(
                     "a packet from {} may have to be held against {length} rule steps, more than the {MAX_WALK} the datapath walks (each port range of a rule is a step; a rule with neither prefix nor ports is on every chain)",
-                    group.prefix
+                    prefix
                 ),
             });
         }
         let chain = (next > 0).then(|| (next - 1, length));
-        self.memo[at][usize::from(limited)] = chain;
+        self.memo[at][usize::from(limited)] =
+            chain.map_or(EMPTY, |(head, len)| u64::from(head) << 32 | u64::from(len));
         Ok(chain)
     }
 
