@@ -11,8 +11,8 @@ use aya_ebpf::maps::lpm_trie::Key;
 use xdpstat_common::{
     Counter, CpuState,
     rules::{
-        BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, Node, Rule, SourceRow, action, byte_cost,
-        cached, conform_cost, fields, ruleset, verdict,
+        BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, Rule, SourceRow, action, byte_cost, cached,
+        conform_cost, fields, ruleset, verdict,
     },
 };
 
@@ -54,10 +54,10 @@ pub fn judge<E: Entry>(
     let Some(head) = chain_of(family, in_force, source, held) else {
         return false;
     };
-    let Some(node) = deciding(in_force.slot, head, transport) else {
+    let Some((rule_index, node_fields)) = deciding(in_force.slot, head, transport) else {
         return false;
     };
-    let at = in_force.slot * MAX_RULES + node.rule;
+    let at = in_force.slot * MAX_RULES + rule_index;
     let Some(rule) = RULES.get(at) else {
         return false;
     };
@@ -68,7 +68,7 @@ pub fn judge<E: Entry>(
     // A held source's row is at its entry's index; its buckets are the
     // first limit's on the chain.
     let row = held.and_then(|_| family.rows.get_ptr_mut(entry));
-    let bucket_row = if node.fields & fields::SHARED_BUCKET == 0 {
+    let bucket_row = if node_fields & u32::from(fields::SHARED_BUCKET) == 0 {
         row
     } else {
         None
@@ -145,11 +145,11 @@ fn chain_of<E: Entry>(
 }
 
 /// The first node of the chain at `head` in `slot` whose fields match
-/// the packet's `transport` word: the rule that decides for the packet, if any does. The
-/// walk yields only the node's index, and the node is read again after
-/// it, so that every way out of the walk is one state to the verifier.
+/// the packet's `transport` word: the index and fields of the rule that
+/// decides for the packet, if any does. The walk yields them as scalars,
+/// so that every way out of it is one state to the verifier.
 #[inline(always)]
-fn deciding(slot: u32, head: u32, transport: u64) -> Option<&'static Node> {
+fn deciding(slot: u32, head: u32, transport: u64) -> Option<(u32, u32)> {
     let base = slot * MAX_NODES;
     let mut at = head;
     let mut found = NOT_FOUND;
@@ -158,7 +158,7 @@ fn deciding(slot: u32, head: u32, transport: u64) -> Option<&'static Node> {
             break;
         };
         if node.matches(transport) {
-            found = at;
+            found = u64::from(node.fields) << 32 | u64::from(node.rule);
             break;
         }
         if node.next == 0 {
@@ -169,11 +169,11 @@ fn deciding(slot: u32, head: u32, transport: u64) -> Option<&'static Node> {
     if found == NOT_FOUND {
         return None;
     }
-    CHAINS.get(base + found)
+    Some((found as u32, (found >> 32) as u32))
 }
 
 /// No node of the chain matched.
-const NOT_FOUND: u32 = u32::MAX;
+const NOT_FOUND: u64 = u64::MAX;
 
 /// What `rule` (at `at` in the rule maps) does to the packet: `None` when
 /// it passes, else the verdict (`DROPPED`, `LIMITED`, or in a dry run
