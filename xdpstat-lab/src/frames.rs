@@ -142,6 +142,38 @@ pub fn carrying(packet: &mut [u8], protocol: u8, ports: (u16, u16), tcp_flags: u
     }
 }
 
+/// IPv6 extension headers of 8 bytes for [`ipv6_packet`], one per
+/// next-header number, a fragment header (44) with its offset (in 8-byte
+/// units) set.
+pub fn extension_chain(extensions: &[(u8, u16)]) -> Vec<(u8, Vec<u8>)> {
+    extensions
+        .iter()
+        .map(|&(next, offset)| {
+            let mut body = vec![0u8; 8];
+            if next == 44 {
+                body[2..4].copy_from_slice(&(offset << 3).to_be_bytes());
+            }
+            (next, body)
+        })
+        .collect()
+}
+
+/// Lays a TCP header's first 20 bytes (or a UDP header's ports) over the
+/// packet from `at`: `ports` and `tcp_flags`, as far as the packet goes
+/// (a short payload cuts the header short).
+pub fn lay_l4(packet: &mut [u8], at: usize, ports: (u16, u16), tcp_flags: u8) {
+    let mut header = [0u8; 20];
+    header[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    header[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    header[12] = 0x50;
+    header[13] = tcp_flags;
+    for (offset, byte) in header.iter().enumerate() {
+        if let Some(slot) = packet.get_mut(at + offset) {
+            *slot = *byte;
+        }
+    }
+}
+
 /// TCP flags for [`carrying`].
 pub mod tcp {
     pub const SYN: u8 = 0x02;

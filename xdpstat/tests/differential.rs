@@ -326,16 +326,7 @@ fn build(shape: &Shape) -> Vec<u8> {
             payload,
             l4,
         } => {
-            let chain: Vec<(u8, Vec<u8>)> = extensions
-                .iter()
-                .map(|&(next, offset)| {
-                    let mut body = vec![0u8; 8];
-                    if next == 44 {
-                        body[2..4].copy_from_slice(&(offset << 3).to_be_bytes());
-                    }
-                    (next, body)
-                })
-                .collect();
+            let chain = frames::extension_chain(extensions);
             let mut packet = frames::ipv6_packet(
                 v6(*source),
                 Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
@@ -366,16 +357,7 @@ fn build(shape: &Shape) -> Vec<u8> {
 /// Lays `l4`'s ports and flags over the packet's bytes from `at`, as far
 /// as the packet goes (a short payload cuts the header short).
 fn lay_l4(packet: &mut [u8], at: usize, l4: &L4) {
-    let mut header = [0u8; 20];
-    header[0..2].copy_from_slice(&l4.source_port.to_be_bytes());
-    header[2..4].copy_from_slice(&l4.destination_port.to_be_bytes());
-    header[12] = 0x50;
-    header[13] = l4.flags;
-    for (offset, byte) in header.iter().enumerate() {
-        if let Some(slot) = packet.get_mut(at + offset) {
-            *slot = *byte;
-        }
-    }
+    frames::lay_l4(packet, at, (l4.source_port, l4.destination_port), l4.flags);
 }
 
 /// One program load for every case; the cases compare counter deltas.

@@ -102,17 +102,7 @@ fn built(address: IpAddr, carried: &Carried) -> (Vec<u8>, Packet) {
             )
         }
         IpAddr::V6(a) => {
-            let chain: Vec<(u8, Vec<u8>)> = carried
-                .extensions
-                .iter()
-                .map(|&(next, offset)| {
-                    let mut body = vec![0u8; 8];
-                    if next == 44 {
-                        body[2..4].copy_from_slice(&(offset << 3).to_be_bytes());
-                    }
-                    (next, body)
-                })
-                .collect();
+            let chain = frames::extension_chain(&carried.extensions);
             let mut packet =
                 frames::ipv6_packet(a, "2001:db8::1".parse().unwrap(), &chain, carried.payload);
             let last_next = if chain.is_empty() {
@@ -153,16 +143,7 @@ fn built(address: IpAddr, carried: &Carried) -> (Vec<u8>, Packet) {
         }
     };
     // Lay the ports and flags over what payload there is.
-    let mut header = [0u8; 20];
-    header[0..2].copy_from_slice(&carried.ports.0.to_be_bytes());
-    header[2..4].copy_from_slice(&carried.ports.1.to_be_bytes());
-    header[12] = 0x50;
-    header[13] = carried.flags;
-    for (offset, byte) in header.iter().enumerate() {
-        if let Some(slot) = packet.get_mut(at + offset) {
-            *slot = *byte;
-        }
-    }
+    frames::lay_l4(&mut packet, at, carried.ports, carried.flags);
     let whole = match protocol {
         Some(6) => 20,
         Some(17) => 8,

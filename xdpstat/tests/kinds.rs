@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, Ipv6Addr, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use common::{TestNet, Xdpstat, free_port, pair, total_packets};
@@ -272,16 +272,7 @@ fn real_datagrams_over_the_mtu_count_as_fragments_and_only_the_first_has_ports()
     // 20 datagrams of 4,000 bytes: over MTU 1500, each leaves the sender's
     // kernel as three fragments (1,480 + 1,480 + 1,048 bytes of payload).
     const DATAGRAMS: u64 = 20;
-    net.sender
-        .run(|| {
-            let socket = UdpSocket::bind("198.18.40.2:5300").expect("bind");
-            for _ in 0..DATAGRAMS {
-                socket
-                    .send_to(&[7u8; 4000], "198.18.40.1:9")
-                    .expect("send a datagram");
-            }
-        })
-        .unwrap();
+    common::send_datagrams(&net, "198.18.40.2:5300", "198.18.40.1:9", DATAGRAMS, 4000);
     let report = xdpstat.report_where(|r| pair(&r["totals"]["fragments"]).0 >= 3 * DATAGRAMS);
     let totals = &report["totals"];
     // Three frames of 14 + 20 + 1480, 14 + 20 + 1480 and 14 + 20 + 1048.

@@ -8,7 +8,7 @@ mod common;
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -88,6 +88,14 @@ fn of(verdicts: &HashMap<String, u64>, name: &str) -> u64 {
     verdicts.get(name).copied().unwrap_or(0)
 }
 
+/// The report after the first one that satisfies `done`: by then every
+/// packet the first one counted has its verdict counted too (a read can
+/// fall between a packet's count and its verdict).
+fn settled(xdpstat: &mut Xdpstat, done: impl Fn(&Value) -> bool) -> Value {
+    xdpstat.report_where(done);
+    xdpstat.fresh_report()
+}
+
 /// The packets of `source` in a report (0 when it is not there yet).
 fn packets(report: &Value, source: &str) -> u64 {
     common::source(report, source).map_or(0, |(packets, _)| packets)
@@ -121,7 +129,7 @@ fn a_drop_on_udp_source_port_53_leaves_tcp_and_other_udp_untouched() {
     // completes only if no rule touches it.
     common::iperf3_8mb(&net, "198.18.41");
     let client = "198.18.41.2";
-    let report = xdpstat.report_where(|r| packets(r, client) > 1000);
+    let report = settled(&mut xdpstat, |r| packets(r, client) > 1000);
     let (tcp, total) = verdicts(&report, client);
     assert_eq!(of(&tcp, "dropped"), 0, "{tcp:?}");
     assert_eq!(of(&tcp, "passed"), total, "{tcp:?}");
@@ -148,8 +156,9 @@ fn a_drop_on_udp_source_port_53_leaves_tcp_and_other_udp_untouched() {
         ],
     );
     let (s, t, u) = (s.to_string(), t.to_string(), u.to_string());
-    let report = xdpstat
-        .report_where(|r| packets(r, &s) == 600 && packets(r, &t) == 150 && packets(r, &u) == 200);
+    let report = settled(&mut xdpstat, |r| {
+        packets(r, &s) == 600 && packets(r, &t) == 150 && packets(r, &u) == 200
+    });
     for (source, dropped, passed) in [(&s, 300, 300), (&t, 150, 0), (&u, 100, 100)] {
         let (verdicts, total) = verdicts(&report, source);
         assert_eq!(
@@ -174,9 +183,7 @@ fn a_drop_on_udp_source_port_53_leaves_tcp_and_other_udp_untouched() {
     );
     let (iperf, _) = verdicts(&report, client);
     assert_eq!(of(&iperf, "dropped"), 0, "{iperf:?}");
-    xdpstat.signal(nix::sys::signal::Signal::SIGINT);
-    let (status, _, stderr) = xdpstat.finish();
-    assert!(status.success(), "{stderr:?}");
+    common::stop(xdpstat);
 }
 
 #[test]
@@ -226,7 +233,7 @@ fn a_syn_limit_passes_real_connections_and_limits_a_syn_flood() {
         "hping3: {}",
         String::from_utf8_lossy(&flood.stderr)
     );
-    let report = xdpstat.report_where(|r| packets(r, flooder) == 400);
+    let report = settled(&mut xdpstat, |r| packets(r, flooder) == 400);
     let (flood, _) = verdicts(&report, flooder);
     let passed = of(&flood, "passed");
     // A burst of 10 at once, then 10 a second over the flood's span.
@@ -250,9 +257,7 @@ fn a_syn_limit_passes_real_connections_and_limits_a_syn_flood() {
         ) >= 400
     );
     assert!(pair(&report["totals"]["tcp_syn"]).0 >= 400);
-    xdpstat.signal(nix::sys::signal::Signal::SIGINT);
-    let (status, _, stderr) = xdpstat.finish();
-    assert!(status.success(), "{stderr:?}");
+    common::stop(xdpstat);
 }
 
 #[test]
@@ -277,17 +282,10 @@ fn later_fragments_of_a_real_datagram_pass_a_port_rule_its_first_fragment_meets(
     // 20 datagrams of 4,000 bytes: three fragments each, only the first
     // with the UDP header and its ports.
     const DATAGRAMS: u64 = 20;
-    net.sender
-        .run(|| {
-            let socket = UdpSocket::bind("198.18.44.2:5300").expect("bind");
-            for _ in 0..DATAGRAMS {
-                socket
-                    .send_to(&[7u8; 4000], "198.18.44.1:9")
-                    .expect("send a datagram");
-            }
-        })
-        .unwrap();
-    let report = xdpstat.report_where(|r| pair(&r["totals"]["fragments"]).0 >= 3 * DATAGRAMS);
+    common::send_datagrams(&net, "198.18.44.2:5300", "198.18.44.1:9", DATAGRAMS, 4000);
+    let report = settled(&mut xdpstat, |r| {
+        pair(&r["totals"]["fragments"]).0 >= 3 * DATAGRAMS
+    });
     assert_eq!(pair(&report["totals"]["fragments"]).0, 3 * DATAGRAMS);
     let (verdicts, total) = verdicts(&report, "198.18.44.2");
     assert_eq!(total, 3 * DATAGRAMS, "{report}");
@@ -296,9 +294,7 @@ fn later_fragments_of_a_real_datagram_pass_a_port_rule_its_first_fragment_meets(
         (DATAGRAMS, 2 * DATAGRAMS),
         "{verdicts:?}"
     );
-    xdpstat.signal(nix::sys::signal::Signal::SIGINT);
-    let (status, _, stderr) = xdpstat.finish();
-    assert!(status.success(), "{stderr:?}");
+    common::stop(xdpstat);
 }
 
 /// An IPv6 frame from `source` whose UDP datagram with `ports` follows
@@ -339,7 +335,9 @@ fn ipv6_behind_a_chain_of_extension_headers_meets_its_port_rule() {
     let too_long = v6_chain(b, &[0, 60, 60, 60, 60, 60, 43], (4000, 53));
     send(&net, &[(&to_53, 100), (&to_54, 100), (&too_long, 50)]);
     let (a, b) = (a.to_string(), b.to_string());
-    let report = xdpstat.report_where(|r| packets(r, &a) == 200 && packets(r, &b) == 50);
+    let report = settled(&mut xdpstat, |r| {
+        packets(r, &a) == 200 && packets(r, &b) == 50
+    });
     let (first, _) = verdicts(&report, &a);
     assert_eq!(
         (of(&first, "dropped"), of(&first, "passed")),
@@ -357,7 +355,5 @@ fn ipv6_behind_a_chain_of_extension_headers_meets_its_port_rule() {
         arrived.of(&IpAddr::V6(a.parse().unwrap())) == 100
             && arrived.of(&IpAddr::V6(b.parse().unwrap())) == 50
     });
-    xdpstat.signal(nix::sys::signal::Signal::SIGINT);
-    let (status, _, stderr) = xdpstat.finish();
-    assert!(status.success(), "{stderr:?}");
+    common::stop(xdpstat);
 }

@@ -680,6 +680,22 @@ pub fn start_persisted(
     one
 }
 
+/// Sends `count` UDP datagrams of `size` bytes from `from` (an address
+/// and port on `xs1`) to `to`: over the MTU, the sender's kernel sends
+/// each as fragments.
+pub fn send_datagrams(net: &TestNet, from: &str, to: &str, count: u64, size: usize) {
+    net.sender
+        .run(|| {
+            let socket = std::net::UdpSocket::bind(from).expect("bind");
+            for _ in 0..count {
+                socket
+                    .send_to(&vec![7u8; size], to)
+                    .expect("send a datagram");
+            }
+        })
+        .unwrap();
+}
+
 /// Stops `one` with SIGTERM; it must exit 0. Returns its stderr.
 pub fn stop(one: Xdpstat) -> Vec<String> {
     one.signal(Signal::SIGTERM);
