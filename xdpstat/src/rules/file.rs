@@ -1027,7 +1027,7 @@ action = "drop"
             set.prefixes().last(),
             Some(("2001:db8:bad::/48".parse().unwrap(), 1))
         );
-        assert_eq!(set.summary(), "1 rule and 2 lists (4 prefixes)");
+        assert_eq!(set.summary(), "1 rule and 2 lists of 3 prefixes");
     }
 
     #[test]

@@ -172,17 +172,17 @@ impl RuleSet {
             || self.lists.iter().any(|list| limit(&list.action))
     }
 
-    /// `3 rules`, `1 rule and 2 lists (1000003 prefixes)`.
+    /// `3 rules`, `1 rule and 2 lists of 1000003 prefixes`.
     pub fn summary(&self) -> String {
         let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         let rules = plural(self.rules.len(), "rule");
         if self.lists.is_empty() {
             return rules;
         }
+        let listed: usize = self.lists.iter().map(|list| list.prefixes.len()).sum();
         format!(
-            "{rules} and {} ({} prefixes)",
-            plural(self.lists.len(), "list"),
-            self.prefixes().count()
+            "{rules} and {} of {listed} prefixes",
+            plural(self.lists.len(), "list")
         )
     }
 
