@@ -655,9 +655,12 @@ fn persisted_rules_stay_in_force_across_restarts_and_go_with_the_next_run_s_rule
     }
     let root = PinRoot::new("rules");
     let scratch = common::Scratch::new(test);
+    // A rule on protocol and ports (two port ranges: two steps of the
+    // chain), which a restart reads back from the pinned chains to carry
+    // its hits over. The frames are UDP to port 0.
     let file = scratch.write(
         "rules.toml",
-        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.50.0/24\"\naction = \"drop\"\n",
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.50.0/24\"\nprotocol = \"udp\"\ndst_port = [\"9-12\", 0]\naction = \"drop\"\n",
     );
     let rules = ["--rules", file.to_str().unwrap()];
     let net = TestNet::new();
@@ -709,6 +712,7 @@ fn persisted_rules_stay_in_force_across_restarts_and_go_with_the_next_run_s_rule
     assert_eq!(verdicts(&report, &dropped), (0, 2_500));
     assert_eq!(verdicts(&report, &kept), (2_500, 0));
     assert_eq!(report["rules"][0]["packets"], 2_500, "hits carried over");
+    assert_eq!(report["rules"][0]["dst_port"], "0,9-12");
     eventually("the kept frames arriving", || arrived.total() >= 2_500);
     assert_eq!(arrived.of(&dropped), 0, "not one dropped frame got through");
     assert_eq!(arrived.of(&kept), 2_500);

@@ -867,6 +867,28 @@ burst = 200
         }
         let error = check(&long).unwrap_err();
         assert!(error.contains("rule steps, more than the 16"), "{error}");
+        // Chains of 16 steps each under 2,049 prefixes: more steps than a
+        // set holds.
+        let ports = (0..16)
+            .map(|p| (2 * p).to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut many = String::new();
+        for n in 0..2049u32 {
+            many.push_str(&format!(
+                "[[rule]]\nprefix = \"10.{}.{}.0/24\"\nprotocol = \"udp\"\ndst_port = [{ports}]\naction = \"drop\"\n",
+                n >> 8,
+                n & 255
+            ));
+        }
+        let error = check(&many).unwrap_err();
+        assert!(
+            error.starts_with("rules.toml:")
+                && error.contains("more than 32768 rule steps in the set"),
+            "{error}"
+        );
+        many.truncate(many.rfind("[[rule]]").unwrap());
+        assert_eq!(check(&many).unwrap().rules.len(), 2048, "32,768 steps fit");
     }
 
     #[test]
