@@ -12,16 +12,19 @@ use xdpstat_common::{
     kinds::{side, slot},
 };
 
-use crate::counts::{report::Rate, snapshot::Snapshot};
+use crate::counts::{report::Rate, snapshot::Snapshot, verdicts::Verdicts};
 
 /// Reads the chart keeps: three minutes at the default interval.
 pub const CHART_READS: usize = 180;
 /// Ports listed per side in the `t` view.
 pub const PORTS_SHOWN: usize = 8;
-/// The chart's lines: the five protocols, then dropped and limited.
+/// The chart's lines: the five protocols (at their `kinds::slot`), then
+/// dropped and limited.
 pub const CHART_LINES: [&str; 7] = [
     "tcp", "udp", "icmp", "icmpv6", "other", "dropped", "limited",
 ];
+const DROPPED_LINE: usize = slot::PROTOCOLS;
+const LIMITED_LINE: usize = slot::PROTOCOLS + 1;
 
 /// One port's line: the port, its counts and its rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,12 +43,19 @@ pub struct KindsPane {
     pub ports: [Vec<PortLine>; side::SIDES as usize],
     /// Packets per second of each of [`CHART_LINES`], one entry per read,
     /// oldest first.
-    pub history: VecDeque<[f64; 7]>,
+    pub history: VecDeque<[f64; CHART_LINES.len()]>,
 }
 
 impl KindsPane {
-    /// Takes in one interval, `seconds` long.
-    pub fn update(&mut self, previous: &Snapshot, current: &Snapshot, seconds: f64) {
+    /// Takes in one interval, `seconds` long, whose verdict totals (now,
+    /// and at the previous read) the caller has already summed.
+    pub fn update(
+        &mut self,
+        previous: &Snapshot,
+        current: &Snapshot,
+        (verdicts, earlier): (&Verdicts, &Verdicts),
+        seconds: f64,
+    ) {
         let (now, before) = (&current.kinds, &previous.kinds);
         for (at, line) in self.slots.iter_mut().enumerate() {
             *line = (
@@ -67,13 +77,12 @@ impl KindsPane {
             rank(&mut lines);
             *shown = lines;
         }
-        let (verdicts, earlier) = (current.totals().verdicts, previous.totals().verdicts);
-        let mut point = [0.0; 7];
+        let mut point = [0.0; CHART_LINES.len()];
         for (at, value) in point.iter_mut().take(slot::PROTOCOLS).enumerate() {
             *value = self.slots[at].1.pps;
         }
-        point[5] = Rate::between(&verdicts.dropped, &earlier.dropped, seconds).pps;
-        point[6] = Rate::between(&verdicts.limited, &earlier.limited, seconds).pps;
+        point[DROPPED_LINE] = Rate::between(&verdicts.dropped, &earlier.dropped, seconds).pps;
+        point[LIMITED_LINE] = Rate::between(&verdicts.limited, &earlier.limited, seconds).pps;
         if self.history.len() == CHART_READS {
             self.history.pop_front();
         }
@@ -118,7 +127,7 @@ impl KindsPane {
     pub fn rules_acted(&self) -> bool {
         self.history
             .iter()
-            .any(|point| point[5] > 0.0 || point[6] > 0.0)
+            .any(|point| point[DROPPED_LINE] > 0.0 || point[LIMITED_LINE] > 0.0)
     }
 }
 
@@ -149,6 +158,17 @@ mod tests {
         }
     }
 
+    /// `pane.update` with the verdict totals summed here.
+    fn update(pane: &mut KindsPane, previous: &Snapshot, current: &Snapshot, seconds: f64) {
+        let (now, before) = (current.totals(), previous.totals());
+        pane.update(
+            previous,
+            current,
+            (&now.verdicts, &before.verdicts),
+            seconds,
+        );
+    }
+
     fn read(base: &Snapshot, seconds: u64, udp: u64, dns_src: u64) -> Snapshot {
         let mut snapshot = base.clone();
         snapshot.taken = base.taken + Duration::from_secs(seconds);
@@ -165,8 +185,8 @@ mod tests {
         let base = Snapshot::empty();
         let mut pane = KindsPane::default();
         let (first, second) = (read(&base, 1, 100, 40), read(&base, 3, 700, 640));
-        pane.update(&base, &first, 1.0);
-        pane.update(&first, &second, 2.0);
+        update(&mut pane, &base, &first, 1.0);
+        update(&mut pane, &first, &second, 2.0);
         assert_eq!(
             pane.slots[slot::UDP],
             (
@@ -184,7 +204,7 @@ mod tests {
         assert!(!pane.rules_acted());
         let mut all = pane.clone();
         let mut shorter = KindsPane::default();
-        shorter.update(&first, &second, 2.0);
+        update(&mut shorter, &first, &second, 2.0);
         all.absorb(&shorter);
         let udp_line: Vec<f64> = all.history.iter().map(|point| point[1]).collect();
         assert_eq!(

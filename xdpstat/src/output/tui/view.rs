@@ -174,7 +174,12 @@ impl Pane {
         // Sources no longer listed take their history with them.
         self.history = history;
         self.update_prefixes(previous, current, seconds, ip_bps);
-        self.kinds.update(previous, current, seconds);
+        self.kinds.update(
+            previous,
+            current,
+            (&self.header.totals.verdicts, &before.verdicts),
+            seconds,
+        );
     }
 
     /// The prefix rows of one interval.
