@@ -212,14 +212,11 @@ pub type Acted = [crate::Counter; verdict::ACTED];
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
-    /// Its index in its rule set: where its hits and shared bucket are.
-    pub index: u32,
     /// One of [`action`].
     pub action: u32,
     /// Non-zero when the rule acts; zero when it only counts what it
     /// would do (dry run).
     pub enforce: u32,
-    pub _pad: u32,
     /// Nanoseconds a packet costs a limit rule's bucket: 10⁹ / pps,
     /// rounded up, so the rate never exceeds the rule's.
     pub interval_ns: u64,
@@ -244,22 +241,6 @@ pub struct SourceRow {
     pub tat_bytes: u64,
     /// Indexed by [`verdict`].
     pub acted: [Counter; verdict::ACTED],
-}
-
-/// The bucket word after `packets` packets at `now` when they conform to
-/// the rate, or `None` when they are over it (the word stays).
-#[inline(always)]
-pub fn conform(
-    tat: u64,
-    now: u64,
-    packets: u64,
-    interval_ns: u64,
-    tolerance_ns: u64,
-) -> Option<u64> {
-    // Both at most 10^9 (a packet a second; the loader caps rates) and
-    // 2^16 (GRO segments): no overflow, and no 128-bit multiply, which
-    // BPF does not have.
-    conform_cost(tat, now, interval_ns.wrapping_mul(packets), tolerance_ns)
 }
 
 /// The nanoseconds `bytes` bytes cost a byte bucket of `byte_q16`,
@@ -300,7 +281,7 @@ pub const fn bucket(pps: u64, burst: u64) -> (u64, u64) {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, four u32 then four u64: no padding, any bit pattern valid.
+// SAFETY: `#[repr(C)]`, two u32 then four u64: no padding, any bit pattern valid.
 unsafe impl aya::Pod for Rule {}
 
 #[cfg(feature = "user")]
@@ -322,15 +303,15 @@ mod tests {
         let (mut tat, now) = (0u64, 5_000_000_000u64);
         let mut passed = 0;
         for _ in 0..1000 {
-            if let Some(next) = conform(tat, now, 1, interval, tolerance) {
+            if let Some(next) = conform_cost(tat, now, interval, tolerance) {
                 tat = next;
                 passed += 1;
             }
         }
         assert_eq!(passed, 200);
         // One millisecond later, one more packet's worth.
-        assert!(conform(tat, now + 999_999, 1, interval, tolerance).is_none());
-        assert!(conform(tat, now + 1_000_000, 1, interval, tolerance).is_some());
+        assert!(conform_cost(tat, now + 999_999, interval, tolerance).is_none());
+        assert!(conform_cost(tat, now + 1_000_000, interval, tolerance).is_some());
     }
 
     #[test]
@@ -338,7 +319,7 @@ mod tests {
         let (interval, _) = bucket(3, 1);
         assert!(3 * interval >= 1_000_000_000);
         assert_eq!(bucket(0, 5).0, 1_000_000_000);
-        assert_eq!(size_of::<Rule>(), 48);
+        assert_eq!(size_of::<Rule>(), 40);
         assert_eq!(size_of::<Node>(), 20);
         assert_eq!(size_of::<SourceRow>(), 16 + 4 * size_of::<Counter>());
     }

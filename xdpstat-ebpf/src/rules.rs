@@ -213,6 +213,8 @@ fn acted(
     // Packets first, then bytes: a packet over either rate is limited (one
     // that takes its packet's worth and is then over the byte rate has
     // spent that worth: a limit errs on the side of passing less).
+    // At most 10^9 ns a packet (the loader caps rates) times 2^16 (GRO
+    // segments): no overflow, and no 128-bit multiply, which BPF lacks.
     let cost = rule.interval_ns.wrapping_mul(packet.packets);
     // SAFETY: live, aligned bucket words.
     let conforms = (rule.interval_ns == 0

@@ -12,9 +12,12 @@ use std::{
 use serde::Serialize;
 use xdpstat_common::Counter;
 
-use crate::counts::{
-    snapshot::{ClassTotals, Snapshot},
-    verdicts::{RuleRow, Unattributed, Verdicts},
+use crate::{
+    counts::{
+        snapshot::{ClassTotals, Snapshot},
+        verdicts::{RuleRow, Unattributed, Verdicts},
+    },
+    rules::in_force::RuleHits,
 };
 
 /// One interface's report, serialised as the JSON output's schema.
@@ -208,11 +211,12 @@ impl Report {
                 unkept: current.prefixes.unkept,
             },
             rules: {
-                let mut rules: Vec<RuleRow> =
-                    current.verdicts.rules.iter().map(RuleRow::from).collect();
-                rules.sort_by_key(|rule| Reverse(rule.packets));
-                rules.truncate(top.unwrap_or(usize::MAX));
-                rules
+                // Ranked first (a stable sort: ties in file order), so
+                // that only the rules shown are made rows.
+                let mut ranked: Vec<&RuleHits> = current.verdicts.rules.iter().collect();
+                ranked.sort_by_key(|hits| Reverse(hits.counter.packets));
+                ranked.truncate(top.unwrap_or(usize::MAX));
+                ranked.into_iter().map(RuleRow::from).collect()
             },
             rule_count: current.verdicts.rules.len(),
             unattributed_verdicts: current.verdicts.unattributed().into(),
@@ -368,7 +372,7 @@ mod tests {
     fn rules_are_listed_by_packets_and_cut_to_top_ties_in_file_order() {
         use xdpstat_common::rules::Rule;
 
-        use crate::rules::in_force::{InForce, RuleHits};
+        use crate::rules::in_force::InForce;
         let before = snapshot_at(0, &[]);
         let mut now = snapshot_at(1, &[]);
         now.verdicts.rules = [
@@ -377,16 +381,12 @@ mod tests {
             ("198.18.3.0/24", 5),
         ]
         .iter()
-        .enumerate()
-        .map(|(index, &(prefix, packets))| RuleHits {
+        .map(|&(prefix, packets)| RuleHits {
             rule: InForce {
                 prefix: Some(prefix.parse().unwrap()),
                 matching: Default::default(),
                 list: None,
-                kernel: Rule {
-                    index: index as u32,
-                    ..Rule::default()
-                },
+                kernel: Rule::default(),
             },
             counter: Counter {
                 packets,

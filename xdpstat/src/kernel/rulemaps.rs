@@ -270,22 +270,22 @@ impl RuleMaps {
         };
         let mut word = u64::from(new) | generation << ruleset::GENERATION_SHIFT;
         let chains = chain::build(set).map_err(|e| failed("the rules", e.message))?;
-        let rules = set.rules.len();
-        let mut in_force = Vec::with_capacity(rules + set.lists.len());
-        for (index, rule) in set.rules.iter().enumerate() {
+        // By index: the rules, then the lists.
+        let mut in_force = Vec::with_capacity(set.rules.len() + set.lists.len());
+        for rule in &set.rules {
             in_force.push(InForce {
                 prefix: rule.prefix,
                 matching: rule.matching.clone(),
                 list: None,
-                kernel: rule.kernel(index as u32),
+                kernel: rule.kernel(),
             });
         }
-        for (at, list) in set.lists.iter().enumerate() {
+        for list in &set.lists {
             in_force.push(InForce {
                 prefix: list.prefixes.first().copied(),
                 matching: list.matching.clone(),
                 list: Some((list.name.clone(), list.prefixes.len())),
-                kernel: list.kernel((rules + at) as u32),
+                kernel: list.kernel(),
             });
         }
         for (index, rule) in in_force.iter().enumerate() {
@@ -299,7 +299,6 @@ impl RuleMaps {
                 .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
         }
         for &(prefix, head) in &chains.heads {
-            let kernel = head;
             let len = u32::from(prefix.prefix_len());
             word |= match prefix {
                 IpNet::V4(prefix) => {
@@ -307,7 +306,7 @@ impl RuleMaps {
                         &mut self.v4[new as usize],
                         len,
                         prefix.addr().octets(),
-                        kernel,
+                        head,
                     )?;
                     ruleset::V4
                 }
@@ -316,7 +315,7 @@ impl RuleMaps {
                         &mut self.v6[new as usize],
                         len,
                         prefix.addr().octets(),
-                        kernel,
+                        head,
                     )?;
                     ruleset::V6
                 }

@@ -422,12 +422,11 @@ mod tests {
         let mut acted = [Counter::default(); verdict::ACTED];
         acted[verdict::WOULD_LIMIT] = c(200, 24_000);
         read.ruled.insert(second, acted);
-        let rule = |prefix: &str, code, enforce, index| InForce {
+        let rule = |prefix: &str, code, enforce| InForce {
             prefix: Some(prefix.parse().unwrap()),
             matching: Default::default(),
             list: None,
             kernel: Rule {
-                index,
                 action: code,
                 enforce,
                 ..Rule::default()
@@ -435,11 +434,11 @@ mod tests {
         };
         read.rules = vec![
             RuleHits {
-                rule: rule("198.18.0.0/16", action::DROP, 1, 0),
+                rule: rule("198.18.0.0/16", action::DROP, 1),
                 counter: c(1_505, 96_320),
             },
             RuleHits {
-                rule: rule("2001:db8::/32", action::LIMIT, 0, 1),
+                rule: rule("2001:db8::/32", action::LIMIT, 0),
                 counter: c(700, 84_000),
             },
         ];

@@ -79,9 +79,9 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// The rule as the datapath holds it, at `index` in its set.
-    pub fn kernel(&self, index: u32) -> kernel::Rule {
-        kernel_rule(self.action, self.mode, index)
+    /// The rule as the datapath holds it.
+    pub fn kernel(&self) -> kernel::Rule {
+        kernel_rule(self.action, self.mode)
     }
 
     /// What the rule does, in a few words (`drop`, `limit 1000 pps, burst 200`).
@@ -140,9 +140,9 @@ pub struct List {
 }
 
 impl List {
-    /// The list as the datapath holds each of its prefixes, at `index`.
-    pub fn kernel(&self, index: u32) -> kernel::Rule {
-        kernel_rule(self.action, self.mode, index)
+    /// The list as the datapath holds it (one rule for all its prefixes).
+    pub fn kernel(&self) -> kernel::Rule {
+        kernel_rule(self.action, self.mode)
     }
 
     /// What the list does, in a few words.
@@ -209,8 +209,8 @@ impl RuleSet {
     }
 }
 
-/// What `action` in `mode` is to the datapath, at `index`.
-fn kernel_rule(action: Action, mode: Mode, index: u32) -> kernel::Rule {
+/// What `action` in `mode` is to the datapath.
+fn kernel_rule(action: Action, mode: Mode) -> kernel::Rule {
     let (code, (interval_ns, tolerance_ns), (byte_q16, byte_tolerance_ns)) = match action {
         Action::Pass => (action::PASS, (0, 0), (0, 0)),
         Action::Drop => (action::DROP, (0, 0), (0, 0)),
@@ -221,10 +221,8 @@ fn kernel_rule(action: Action, mode: Mode, index: u32) -> kernel::Rule {
         ),
     };
     kernel::Rule {
-        index,
         action: code,
         enforce: u32::from(mode == Mode::Enforce),
-        _pad: 0,
         interval_ns,
         tolerance_ns,
         byte_q16,

@@ -289,15 +289,9 @@ impl Metrics {
             })
             .collect();
         state.by_rule.feed(rule_deltas, &Count::default(), top);
-        let protocols = current.kinds.protocols();
-        for (kept, now) in state.protocols.iter_mut().zip([
-            protocols.tcp,
-            protocols.udp,
-            protocols.icmp,
-            protocols.icmpv6,
-            protocols.other,
-        ]) {
-            *kept = kept.at_least(&now);
+        // The protocols are the first slots, in `PROTOCOL_NAMES`' order.
+        for (kept, now) in state.protocols.iter_mut().zip(&current.kinds.slots) {
+            *kept = kept.at_least(now);
         }
         for (side, series) in state.by_port.iter_mut().enumerate() {
             let side = side as u32;
@@ -638,12 +632,11 @@ mod tests {
         let mut now = snapshot(&base, 1, &[("198.18.0.1", 30), ("198.18.9.9", 20)]);
         now.verdicts.acted[verdict::DROPPED] = c(12, 1_200);
         now.verdicts.acted[verdict::WOULD_LIMIT] = c(3, 300);
-        let rule = |prefix: &str, index| InForce {
+        let rule = |prefix: &str| InForce {
             prefix: Some(prefix.parse().unwrap()),
             matching: Default::default(),
             list: None,
             kernel: Rule {
-                index,
                 action: action::DROP,
                 enforce: 1,
                 ..Rule::default()
@@ -651,11 +644,11 @@ mod tests {
         };
         now.verdicts.rules = vec![
             RuleHits {
-                rule: rule("198.18.0.0/24", 0),
+                rule: rule("198.18.0.0/24"),
                 counter: c(30, 3_000),
             },
             RuleHits {
-                rule: rule("198.18.9.0/24", 1),
+                rule: rule("198.18.9.0/24"),
                 counter: c(20, 2_000),
             },
         ];
