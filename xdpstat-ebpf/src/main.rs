@@ -204,13 +204,11 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
     };
     match classify(start, end, wire_len) {
         Class::Ipv4(source, transport) => {
-            kinds::count(state, &transport, packets, len);
-            state.transport = word_of(&transport);
+            carrying(state, &transport, packet);
             count_ip::<V4Entry>(state, source, packet)
         }
         Class::Ipv6(source, transport) => {
-            kinds::count(state, &transport, packets, len);
-            state.transport = word_of(&transport);
+            carrying(state, &transport, packet);
             count_ip::<V6Entry>(state, source, packet)
         }
         Class::NonIp => {
@@ -238,10 +236,12 @@ fn count_ip<E: Entry>(
     rules::judge(&family, &source, entry, state, packet)
 }
 
-/// What the rules ask of a packet's transport, in one word.
+/// An IP packet's transport: counted by kind, and left in the CPU's
+/// state as the one word the rules read.
 #[inline(always)]
-fn word_of(transport: &Transport) -> u64 {
-    transport_word(transport.protocol, transport.ports, transport.syn)
+fn carrying(state: &mut xdpstat_common::CpuState, transport: &Transport, packet: Packet) {
+    kinds::count(state, transport, packet.packets, packet.len);
+    state.transport = transport_word(transport.protocol, transport.ports, transport.syn);
 }
 
 #[cfg(not(test))]

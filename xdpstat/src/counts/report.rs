@@ -398,7 +398,7 @@ mod tests {
             Report::between("eth0", &before, &now, top)
                 .rules
                 .into_iter()
-                .map(|rule| rule.label())
+                .map(|rule| rule.label().to_owned())
                 .collect()
         };
         assert_eq!(

@@ -184,8 +184,8 @@ pub struct RuleRow {
 impl RuleRow {
     /// What the plain report calls it: the prefix (or `any`) and what it
     /// matches, or `list FILE`.
-    pub fn label(&self) -> String {
-        self.label.clone()
+    pub fn label(&self) -> &str {
+        &self.label
     }
 }
 
@@ -203,9 +203,8 @@ impl From<&RuleHits> for RuleRow {
             prefix,
             list,
             prefixes,
-            protocol: matching.protocol.map(|p| match p {
-                6 | 17 | 1 | 58 => crate::rules::matching::protocol_name(p),
-                n => n.to_string(),
+            protocol: matching.protocol.map(|p| {
+                crate::rules::matching::named(p).map_or_else(|| p.to_string(), str::to_owned)
             }),
             src_port: ports(&matching.src_ports),
             dst_port: ports(&matching.dst_ports),

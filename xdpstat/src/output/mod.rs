@@ -176,7 +176,7 @@ fn write_rules(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for rule in &report.rules {
         table_row(
             out,
-            &rule.label(),
+            rule.label(),
             &rule.packets.to_string(),
             &rule.bytes.to_string(),
             rule.action,

@@ -13,6 +13,22 @@ pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
 pub const ICMPV6: u8 = 58;
 
+/// The protocols with names, by name.
+const NAMED: [(&str, u8); 4] = [
+    ("tcp", TCP),
+    ("udp", UDP),
+    ("icmp", ICMP),
+    ("icmpv6", ICMPV6),
+];
+
+/// A protocol's name, when it has one.
+pub fn named(protocol: u8) -> Option<&'static str> {
+    NAMED
+        .iter()
+        .find(|(_, number)| *number == protocol)
+        .map(|(name, _)| *name)
+}
+
 /// A rule's protocol, ports and flags; all empty: every packet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Match {
@@ -81,13 +97,7 @@ impl Match {
 
 /// `tcp`, `udp`, `icmp`, `icmpv6`, or `protocol N`.
 pub fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        TCP => "tcp".into(),
-        UDP => "udp".into(),
-        ICMP => "icmp".into(),
-        ICMPV6 => "icmpv6".into(),
-        n => format!("protocol {n}"),
-    }
+    named(protocol).map_or_else(|| format!("protocol {protocol}"), str::to_owned)
 }
 
 /// `53,123,1024-65535`.
@@ -160,15 +170,15 @@ pub fn parse(raw: &RawMatch<'_>) -> Result<Match, (Range<usize>, String)> {
 
 fn parse_protocol(value: &Spanned<toml::Value>) -> Result<u8, String> {
     match value.get_ref() {
-        toml::Value::String(name) => match name.as_str() {
-            "tcp" => Ok(TCP),
-            "udp" => Ok(UDP),
-            "icmp" => Ok(ICMP),
-            "icmpv6" => Ok(ICMPV6),
-            other => Err(format!(
-                "unknown protocol \"{other}\": \"tcp\", \"udp\", \"icmp\", \"icmpv6\" or a number 0-255"
-            )),
-        },
+        toml::Value::String(name) => NAMED
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, number)| *number)
+            .ok_or_else(|| {
+                format!(
+                    "unknown protocol \"{name}\": \"tcp\", \"udp\", \"icmp\", \"icmpv6\" or a number 0-255"
+                )
+            }),
         toml::Value::Integer(n) => {
             u8::try_from(*n).map_err(|_| format!("protocol = {n}: a protocol number is 0-255"))
         }
