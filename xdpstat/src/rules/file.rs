@@ -94,6 +94,63 @@ struct RawRates<'a> {
     bps: &'a Option<Spanned<i64>>,
 }
 
+/// What a rule and a list both say, as the file gives it: the action and
+/// its rates, the mode, `force`, and the protocol, ports and flags.
+struct RawBehaviour<'a> {
+    action: &'a Spanned<String>,
+    rates: RawRates<'a>,
+    mode: &'a Option<Spanned<String>>,
+    force: &'a Option<Spanned<bool>>,
+    matching: RawMatch<'a>,
+}
+
+/// A rule's or a list's behaviour, checked.
+struct Behaviour {
+    action: Action,
+    mode: Mode,
+    force: bool,
+    matching: Match,
+}
+
+/// Both tables' behaviour fields, borrowed.
+macro_rules! raw_behaviour {
+    ($raw:expr) => {
+        RawBehaviour {
+            action: &$raw.action,
+            rates: RawRates {
+                pps: &$raw.pps,
+                burst: &$raw.burst,
+                bps: &$raw.bps,
+            },
+            mode: &$raw.mode,
+            force: &$raw.force,
+            matching: RawMatch {
+                protocol: &$raw.protocol,
+                src_port: &$raw.src_port,
+                dst_port: &$raw.dst_port,
+                tcp_flags: &$raw.tcp_flags,
+            },
+        }
+    };
+}
+
+/// Checks a rule's or a list's behaviour; `mode` is the file's.
+fn behaviour(raw: &RawBehaviour<'_>, mode: Mode) -> Result<Behaviour, (Range<usize>, String)> {
+    let matching = matching::parse(&raw.matching)?;
+    let mode = match raw.mode {
+        Some(m) => parse_mode(m).map_err(|msg| (m.span(), msg))?,
+        None => mode,
+    };
+    let action = parse_action(raw.action, &raw.rates)?;
+    let force = raw.force.as_ref().is_some_and(|f| *f.get_ref());
+    Ok(Behaviour {
+        action,
+        mode,
+        force,
+        matching,
+    })
+}
+
 /// The longest rules file read: far past the most rules a set holds, and
 /// short of what a mistaken path (`/dev/zero`) could make xdpstat hold.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -187,13 +244,12 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
             Some(text) => Some(parse_prefix(text).map_err(|m| at(text.span(), m))?),
             None => None,
         };
-        let matching = matching::parse(&RawMatch {
-            protocol: &raw_rule.protocol,
-            src_port: &raw_rule.src_port,
-            dst_port: &raw_rule.dst_port,
-            tcp_flags: &raw_rule.tcp_flags,
-        })
-        .map_err(|(span, m)| at(span, m))?;
+        let Behaviour {
+            action,
+            mode: rule_mode,
+            force,
+            matching,
+        } = behaviour(&raw_behaviour!(raw_rule), mode).map_err(|(span, m)| at(span, m))?;
         let here = raw_rule
             .prefix
             .as_ref()
@@ -218,20 +274,6 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
                 ),
             ));
         }
-        let rule_mode = match &raw_rule.mode {
-            Some(m) => parse_mode(m).map_err(|msg| at(m.span(), msg))?,
-            None => mode,
-        };
-        let action = parse_action(
-            &raw_rule.action,
-            &RawRates {
-                pps: &raw_rule.pps,
-                burst: &raw_rule.burst,
-                bps: &raw_rule.bps,
-            },
-        )
-        .map_err(|(span, m)| at(span, m))?;
-        let force = raw_rule.force.as_ref().is_some_and(|f| *f.get_ref());
         if let Some(prefix) = prefix
             && let Some(message) = whole_family(prefix, &matching, rule_mode, action, force, "rule")
         {
@@ -337,27 +379,12 @@ fn read_lists(
             ));
         }
         let file = base.join(&name);
-        let list_mode = match &raw_list.mode {
-            Some(m) => parse_mode(m).map_err(|msg| at(m.span(), msg))?,
-            None => mode,
-        };
-        let action = parse_action(
-            &raw_list.action,
-            &RawRates {
-                pps: &raw_list.pps,
-                burst: &raw_list.burst,
-                bps: &raw_list.bps,
-            },
-        )
-        .map_err(|(span, m)| at(span, m))?;
-        let force = raw_list.force.as_ref().is_some_and(|f| *f.get_ref());
-        let matching = matching::parse(&RawMatch {
-            protocol: &raw_list.protocol,
-            src_port: &raw_list.src_port,
-            dst_port: &raw_list.dst_port,
-            tcp_flags: &raw_list.tcp_flags,
-        })
-        .map_err(|(span, m)| at(span, m))?;
+        let Behaviour {
+            action,
+            mode: list_mode,
+            force,
+            matching,
+        } = behaviour(&raw_behaviour!(raw_list), mode).map_err(|(span, m)| at(span, m))?;
         let id = id_of(&matching);
         let this = lists.len() as u32;
         for (prefix, line) in list::read(&file)? {
