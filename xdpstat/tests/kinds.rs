@@ -259,12 +259,7 @@ fn real_datagrams_over_the_mtu_count_as_fragments_and_only_the_first_has_ports()
         return;
     }
     let net = TestNet::new();
-    net.watched
-        .ip(&["addr", "add", "198.18.40.1/24", "dev", "xs0"])
-        .unwrap();
-    net.sender
-        .ip(&["addr", "add", "198.18.40.2/24", "dev", "xs1"])
-        .unwrap();
+    net.addresses("198.18.40");
     let mut xdpstat = Xdpstat::start(
         &net.watched,
         &["--format", "json", "--interval", "0.2", "xs0"],

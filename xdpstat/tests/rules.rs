@@ -15,7 +15,7 @@ use std::{
 
 use common::{
     Arrived, Scratch, TestNet, Xdpstat, eventually, ipv4_frame, ipv6_frame, one_line_failure, pair,
-    privileged, run_to_end,
+    privileged, run_to_end, start_with_rules,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -109,22 +109,6 @@ fn settle_and_check(xdpstat: &mut Xdpstat, arrived: &Arrived, sent: &[(IpAddr, u
     let others = pair(&report["totals"]["non_ip"]).0 + pair(&report["totals"]["malformed"]).0;
     assert_eq!(totals.values().sum::<u64>(), total + others, "{totals:?}");
     report
-}
-
-/// xdpstat on `xs0` with the rules in `file` and `more` options, JSON
-/// every `interval` s.
-fn start_with_rules(
-    net: &TestNet,
-    file: &std::path::Path,
-    interval: &str,
-    more: &[&str],
-) -> Xdpstat {
-    let rules = ["--rules", file.to_str().unwrap()];
-    let report = ["--format", "json", "--interval", interval];
-    Xdpstat::start(
-        &net.watched,
-        &[&["xs0"], &report[..], &rules, more].concat(),
-    )
 }
 
 fn v4(c: u8, d: u8) -> IpAddr {
@@ -453,12 +437,7 @@ fn at_tc_ingress_a_drop_rule_keeps_datagrams_from_their_socket() {
     };
     let file = scratch.write("rules.toml", rules("enforce"));
     let net = TestNet::new();
-    net.watched
-        .ip(&["addr", "add", "198.18.98.1/24", "dev", "xs0"])
-        .unwrap();
-    net.sender
-        .ip(&["addr", "add", "198.18.98.2/24", "dev", "xs1"])
-        .unwrap();
+    net.addresses("198.18.98");
     let receiver = net
         .watched
         .run(|| std::net::UdpSocket::bind("198.18.98.1:5000"))

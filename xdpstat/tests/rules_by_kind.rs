@@ -18,19 +18,7 @@ use xdpstat_lab::frames::{self, ethertype};
 
 /// xdpstat on `xs0` with the rules `text`, JSON every 0.2 s.
 fn start(net: &TestNet, scratch: &Scratch, text: &str) -> Xdpstat {
-    let file = scratch.write("rules.toml", text);
-    Xdpstat::start(
-        &net.watched,
-        &[
-            "xs0",
-            "--format",
-            "json",
-            "--interval",
-            "0.2",
-            "--rules",
-            file.to_str().unwrap(),
-        ],
-    )
+    common::start_with_rules(net, &scratch.write("rules.toml", text), "0.2", &[])
 }
 
 /// An IPv4 frame from `source` carrying `protocol` with `ports` (and TCP
@@ -268,12 +256,7 @@ fn later_fragments_of_a_real_datagram_pass_a_port_rule_its_first_fragment_meets(
     }
     let scratch = Scratch::new(test);
     let net = TestNet::new();
-    net.watched
-        .ip(&["addr", "add", "198.18.44.1/24", "dev", "xs0"])
-        .unwrap();
-    net.sender
-        .ip(&["addr", "add", "198.18.44.2/24", "dev", "xs1"])
-        .unwrap();
+    net.addresses("198.18.44");
     let mut xdpstat = start(
         &net,
         &scratch,

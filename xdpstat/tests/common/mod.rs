@@ -89,6 +89,18 @@ impl TestNet {
         }
     }
 
+    /// Puts `{network}.1/24` on `xs0` and `{network}.2/24` on `xs1`, for
+    /// traffic the sender's kernel makes (`network` a /24 of
+    /// 198.18.0.0/15, as `198.18.40`).
+    pub fn addresses(&self, network: &str) {
+        self.watched
+            .ip(&["addr", "add", &format!("{network}.1/24"), "dev", "xs0"])
+            .unwrap();
+        self.sender
+            .ip(&["addr", "add", &format!("{network}.2/24"), "dev", "xs1"])
+            .unwrap();
+    }
+
     /// Whether any XDP program sits on `xs0`.
     pub fn xdp_attached(&self) -> bool {
         let text = self
@@ -431,12 +443,7 @@ pub fn in_namespace(namespace: &Namespace, args: &[&str]) -> Command {
 /// here); returns when the server has received it all.
 pub fn iperf3_8mb(net: &TestNet, network: &str) {
     let (server, client) = (format!("{network}.1"), format!("{network}.2"));
-    net.watched
-        .ip(&["addr", "add", &format!("{server}/24"), "dev", "xs0"])
-        .unwrap();
-    net.sender
-        .ip(&["addr", "add", &format!("{client}/24"), "dev", "xs1"])
-        .unwrap();
+    net.addresses(network);
     let (server, client) = (server.as_str(), client.as_str());
     let mut listening = in_namespace(&net.watched, &["iperf3", "-s", "-1", "-B", server])
         .spawn()
@@ -678,6 +685,22 @@ pub fn start_persisted(
     let mut one = spawn_persisted(namespace, interface, root, &[], extra);
     one.stderr_line(|line| line.contains(&format!("attached to {interface} ")));
     one
+}
+
+/// xdpstat on `xs0` with the rules in `file` and `more` options, JSON
+/// every `interval` s.
+pub fn start_with_rules(
+    net: &TestNet,
+    file: &std::path::Path,
+    interval: &str,
+    more: &[&str],
+) -> Xdpstat {
+    let rules = ["--rules", file.to_str().unwrap()];
+    let report = ["--format", "json", "--interval", interval];
+    Xdpstat::start(
+        &net.watched,
+        &[&["xs0"], &report[..], &rules, more].concat(),
+    )
 }
 
 /// Sends `count` UDP datagrams of `size` bytes from `from` (an address
