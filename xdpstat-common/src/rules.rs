@@ -105,8 +105,6 @@ pub mod fields {
     pub const DST_PORT: u8 = 4;
     /// A TCP SYN (SYN set, ACK clear).
     pub const SYN: u8 = 8;
-    /// Every field that asks something of a packet.
-    pub const MATCHING: u8 = PROTOCOL | SRC_PORT | DST_PORT | SYN;
     /// A limit that takes from its rule's shared bucket even for a source
     /// with a row: an earlier limit on the chain owns the row's buckets.
     pub const SHARED_BUCKET: u8 = 16;

@@ -135,15 +135,6 @@ impl Ports {
         self.counts.is_empty()
     }
 
-    /// Everything one side counted, in all its ports.
-    pub fn side_total(&self, side: u32) -> Counter {
-        let mut total = Counter::default();
-        for (_, counter) in self.counts.iter().filter(|(k, _)| k.side == side) {
-            total.add(counter);
-        }
-        total
-    }
-
     /// The ports by packets descending (then bytes descending, then side
     /// and port ascending, so that ties print in one order), cut to `top`;
     /// `side` keeps one side only.
@@ -219,7 +210,16 @@ mod tests {
             [("udp", "dst", 53), ("tcp", "dst", 443), ("udp", "src", 53)]
         );
         assert_eq!(ports.ranked(Some(1), Some(side::UDP_SRC))[0].1, c(5));
-        assert_eq!(ports.side_total(side::UDP_DST), c(9));
+        assert_eq!(
+            ports.ranked(None, Some(side::UDP_DST)),
+            [(
+                PortKey {
+                    side: side::UDP_DST,
+                    port: 53
+                },
+                c(9)
+            )]
+        );
         assert_eq!(
             ports.get(&PortKey {
                 side: side::TCP_DST,
