@@ -183,47 +183,14 @@ impl Builder<'_> {
             _ => None,
         };
         let (mut next, mut length) = tail.map_or((0, 0), |(head, len)| (head + 1, len));
-        let prefix_len = prefix.prefix_len();
         for (position, &(_, m)) in own.iter().enumerate().rev() {
             let member = &self.members[m as usize];
             // A limit after the chain's first takes from its rule's
             // shared buckets.
             let shared = member.limit && (limited || first_limit.is_some_and(|f| f < position));
-            let matching = member.matching;
-            let mut base = Node {
-                rule: member.index,
-                prefix_len,
-                ..Node::default()
-            };
-            if let Some(protocol) = matching.protocol {
-                base.protocol = protocol;
-                base.fields |= fields::PROTOCOL;
-            }
-            if matching.syn {
-                base.fields |= fields::SYN;
-            }
-            if shared {
-                base.fields |= fields::SHARED_BUCKET;
-            }
-            if member.any_source {
-                base.fields |= fields::ANY_SOURCE;
-            }
-            let any = [(0u16, u16::MAX)];
-            let (src, src_field) = ranges(&matching.src_ports, &any, fields::SRC_PORT);
-            let (dst, dst_field) = ranges(&matching.dst_ports, &any, fields::DST_PORT);
-            for &s in src.iter().rev() {
-                for &d in dst.iter().rev() {
-                    let node = Node {
-                        next,
-                        src_port: [s.0, s.1],
-                        dst_port: [d.0, d.1],
-                        fields: base.fields | src_field | dst_field,
-                        ..base
-                    };
-                    next = self.intern(node, prefix, member.index)? + 1;
-                    length += 1;
-                }
-            }
+            let steps;
+            (next, steps) = self.steps(m, shared, prefix, next)?;
+            length += steps;
         }
         if length > MAX_WALK {
             return Err(ChainError {
@@ -239,6 +206,56 @@ impl Builder<'_> {
         self.memo[at][usize::from(limited)] =
             chain.map_or(EMPTY, |(head, len)| u64::from(head) << 32 | u64::from(len));
         Ok(chain)
+    }
+
+    /// Puts member `m`'s steps (one per source and destination port range)
+    /// in front of the chain whose head is `next` (plus one; 0: empty):
+    /// the new head (plus one) and how many steps were added.
+    fn steps(
+        &mut self,
+        m: u32,
+        shared: bool,
+        prefix: IpNet,
+        mut next: u32,
+    ) -> Result<(u32, u32), ChainError> {
+        let member = &self.members[m as usize];
+        let (index, matching) = (member.index, member.matching);
+        let mut base = Node {
+            rule: index,
+            prefix_len: prefix.prefix_len(),
+            ..Node::default()
+        };
+        if let Some(protocol) = matching.protocol {
+            base.protocol = protocol;
+            base.fields |= fields::PROTOCOL;
+        }
+        for (set, field) in [
+            (matching.syn, fields::SYN),
+            (shared, fields::SHARED_BUCKET),
+            (member.any_source, fields::ANY_SOURCE),
+        ] {
+            if set {
+                base.fields |= field;
+            }
+        }
+        let any = [(0u16, u16::MAX)];
+        let (src, src_field) = ranges(&matching.src_ports, &any, fields::SRC_PORT);
+        let (dst, dst_field) = ranges(&matching.dst_ports, &any, fields::DST_PORT);
+        let mut added = 0;
+        for &s in src.iter().rev() {
+            for &d in dst.iter().rev() {
+                let node = Node {
+                    next,
+                    src_port: [s.0, s.1],
+                    dst_port: [d.0, d.1],
+                    fields: base.fields | src_field | dst_field,
+                    ..base
+                };
+                next = self.intern(node, prefix, index)? + 1;
+                added += 1;
+            }
+        }
+        Ok((next, added))
     }
 
     /// The index of `node`, added if no node like it is there yet.
