@@ -21,6 +21,33 @@ pub mod slot {
     pub const PROTOCOLS: usize = 5;
 }
 
+/// The protocols a source's packets are counted under in its table entry
+/// (ICMP of either family is one): the first [`source::KEPT`] are kept in
+/// the entry, and `other` is the rest of its packets, so the entry needs
+/// no fourth counter.
+pub mod source {
+    pub const TCP: usize = 0;
+    pub const UDP: usize = 1;
+    pub const ICMP: usize = 2;
+    pub const OTHER: usize = 3;
+    /// Protocols an entry keeps a counter for.
+    pub const KEPT: usize = 3;
+
+    /// The source protocol of a packet in protocol slot `slot`.
+    #[inline(always)]
+    pub const fn of_slot(slot: usize) -> usize {
+        match slot {
+            super::slot::TCP => TCP,
+            super::slot::UDP => UDP,
+            super::slot::ICMP | super::slot::ICMPV6 => ICMP,
+            _ => OTHER,
+        }
+    }
+}
+
+/// Report names of the source protocols, in [`source`] order.
+pub const SOURCE_PROTOCOL_NAMES: [&str; 4] = ["tcp", "udp", "icmp", "other"];
+
 /// Report names of the protocol slots, in slot order.
 pub const PROTOCOL_NAMES: [&str; slot::PROTOCOLS] = ["tcp", "udp", "icmp", "icmpv6", "other"];
 

@@ -59,18 +59,20 @@ pub const MAX_PROBES: u32 = 32;
 /// Bytes in one page of a table, for [`PAGES_V4_MAP`] and [`PAGES_V6_MAP`].
 pub const TABLE_PAGE: usize = 4096;
 
-/// The state word of a table entry.
+/// The state word of a table entry: a `u32` at offset 0, beside the
+/// remembered rule, so that an entry of either family has room for its
+/// packets by protocol in one cache line.
 pub mod entry_state {
     /// Never used: a probe for a missing source stops here.
-    pub const EMPTY: u64 = 0;
+    pub const EMPTY: u32 = 0;
     /// Being filled in by one CPU (for nanoseconds).
-    pub const CLAIMED: u64 = 1;
+    pub const CLAIMED: u32 = 1;
     /// Counting its source.
-    pub const READY: u64 = 2;
+    pub const READY: u32 = 2;
     /// Being retired by user space: probes pass it by, nothing counts in it.
-    pub const DRAINING: u64 = 3;
+    pub const DRAINING: u32 = 3;
     /// Retired and cleared: reusable, but probes go on past it.
-    pub const RETIRED: u64 = 4;
+    pub const RETIRED: u32 = 4;
 }
 
 /// Entries in each source table for `max_sources` sources: twice as many,
@@ -105,18 +107,23 @@ pub const fn mix(value: u64, seed: u64) -> u64 {
     x ^ (x >> 33)
 }
 
-/// One IPv4 source in the table: 32 bytes, two to a cache line.
+/// One IPv4 source in the table: 64 bytes, one cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct V4Entry {
     /// One of [`entry_state`].
-    pub state: u64,
-    /// The address as on the wire.
-    pub address: Ipv4Key,
+    pub state: u32,
     /// The rule the source matched, remembered (see `rules::cached`).
     pub rule: u32,
+    /// The address as on the wire.
+    pub address: Ipv4Key,
+    pub _pad: u32,
     /// Updated with atomic adds by every CPU that counts the source.
     pub counter: Counter,
+    /// Its packets by protocol, indexed by [`kinds::source`] (the rest of
+    /// its packets are `other`); added before `counter`.
+    pub protocols: [u64; kinds::source::KEPT],
+    pub _pad2: u64,
 }
 
 /// One IPv6 source in the table: 64 bytes, one cache line.
@@ -124,14 +131,15 @@ pub struct V4Entry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct V6Entry {
     /// One of [`entry_state`].
-    pub state: u64,
+    pub state: u32,
+    /// The rule the source matched, remembered (see `rules::cached`).
+    pub rule: u32,
     /// The address as on the wire.
     pub address: Ipv6Key,
     /// Updated with atomic adds by every CPU that counts the source.
     pub counter: Counter,
-    /// The rule the source matched, remembered (see `rules::cached`).
-    pub rule: u32,
-    pub _pad: [u32; 5],
+    /// As [`V4Entry::protocols`].
+    pub protocols: [u64; kinds::source::KEPT],
 }
 
 /// Per-CPU array with one [`CpuState`].
@@ -257,8 +265,11 @@ pub struct CpuState {
     pub run_v4_entry: u32,
     /// Index of the IPv6 table entry the run settles into, or [`NO_ENTRY`].
     pub run_v6_entry: u32,
-    /// Explicit padding, so the layout has no bytes Rust leaves undefined.
-    pub _pad: u32,
+    /// The protocol of the current IPv4 and IPv6 run, as
+    /// [`kinds::source`] numbers it: a run is one source's packets of one
+    /// protocol, so a run settles into one slot of its entry's protocols.
+    pub run_v4_protocol: u16,
+    pub run_v6_protocol: u16,
     /// The current IPv4 run.
     pub run_v4: Counter,
     /// The current IPv6 run.
@@ -286,6 +297,9 @@ pub struct CpuState {
     /// so that the verifier sees one unknown word, not every shape of
     /// packet the parser tells apart.
     pub transport: u64,
+    /// The packet's protocol as its source is counted under
+    /// ([`kinds::source`]), left here for the same reason.
+    pub source_protocol: u64,
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -305,7 +319,7 @@ pub const META_MAP: &str = "XDPSTAT_META";
 /// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
 /// maps. Bump it with any change to them; the kernel checks only map types
 /// and sizes, so this number is what refuses pins another build made.
-pub const PIN_LAYOUT: u32 = 5;
+pub const PIN_LAYOUT: u32 = 6;
 
 /// How a datapath is attached, as [`Meta::attach`] records it.
 pub mod meta_attach {
@@ -422,12 +436,14 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 8
+            20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 2 * 8
         );
-        assert_eq!(size_of::<V4Entry>(), 32);
+        assert_eq!(size_of::<V4Entry>(), 64);
         // The order a switch of runs relies on (see `CpuState`).
         assert!(
             core::mem::offset_of!(CpuState, run_v4_entry) < core::mem::offset_of!(CpuState, run_v4)
+                && core::mem::offset_of!(CpuState, run_v6_protocol)
+                    < core::mem::offset_of!(CpuState, run_v4)
                 && core::mem::offset_of!(CpuState, run_v6_entry)
                     < core::mem::offset_of!(CpuState, run_v4)
                 && core::mem::offset_of!(CpuState, run_v4)
@@ -438,5 +454,25 @@ mod tests {
             14 * 4 + 4 * 8 + 2 * size_of::<Counter>() + 16 + 32
         );
         assert_eq!(size_of::<V6Entry>(), 64);
+        // The state word and the remembered rule share the first 8 bytes
+        // (user space reads and clears them as one word); the counters
+        // come before the protocols (see `tables.rs`).
+        for (state, rule, counter, protocols) in [
+            (
+                core::mem::offset_of!(V4Entry, state),
+                core::mem::offset_of!(V4Entry, rule),
+                core::mem::offset_of!(V4Entry, counter),
+                core::mem::offset_of!(V4Entry, protocols),
+            ),
+            (
+                core::mem::offset_of!(V6Entry, state),
+                core::mem::offset_of!(V6Entry, rule),
+                core::mem::offset_of!(V6Entry, counter),
+                core::mem::offset_of!(V6Entry, protocols),
+            ),
+        ] {
+            assert_eq!((state, rule), (0, 4));
+            assert!(counter < protocols);
+        }
     }
 }

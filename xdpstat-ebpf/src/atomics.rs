@@ -1,5 +1,5 @@
 //! The few ways the program writes memory other CPUs (or user space) read:
-//! an atomic add and a compare-and-exchange (the BPF target has neither
+//! atomic adds and compare-and-exchanges (the BPF target has neither
 //! `AtomicU64::fetch_add` nor `compare_exchange`), and ordered stores.
 
 use xdpstat_common::Counter;
@@ -22,6 +22,39 @@ pub unsafe fn compare_exchange(word: *mut u64, expected: u64, new: u64) -> bool 
         );
     }
     seen == expected
+}
+
+/// Atomically replaces the 32-bit `*word` by `new` if it is `expected`
+/// (a table entry's state, which shares its 8 bytes with the remembered
+/// rule).
+///
+/// # Safety
+/// `word` points to a live, aligned u32.
+#[inline(always)]
+pub unsafe fn compare_exchange_u32(word: *mut u32, expected: u32, new: u32) -> bool {
+    let mut seen = u64::from(expected);
+    // SAFETY: as `compare_exchange`, on 32 bits: BPF_CMPXCHG with BPF_W
+    // compares with the low half of r0 and leaves the old value there,
+    // zero-extended.
+    unsafe {
+        core::arch::asm!(
+            "w0 = cmpxchg32_32({word} + 0, w0, w2)",
+            word = in(reg) word,
+            in("r2") u64::from(new),
+            inout("r0") seen,
+        );
+    }
+    seen as u32 == expected
+}
+
+/// Atomically adds `packets` to the 64-bit `*word`.
+///
+/// # Safety
+/// `word` points to a live, aligned u64.
+#[inline(always)]
+pub unsafe fn atomic_add_word(word: *mut u64, packets: u64) {
+    // SAFETY: the caller passes a live, aligned word.
+    unsafe { core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) word, in(reg) packets) };
 }
 
 /// Atomically adds `run` to `*counter` (BPF_ADD with BPF_ATOMIC, the

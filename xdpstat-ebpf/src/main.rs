@@ -87,7 +87,9 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use xdpstat_common::{REPLAY_METADATA, V4Entry, V6Entry, rules::transport_word};
+use xdpstat_common::{
+    REPLAY_METADATA, V4Entry, V6Entry, kinds::source as source_protocol, rules::transport_word,
+};
 
 use crate::{
     atomics::bump,
@@ -222,9 +224,9 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
     }
 }
 
-/// An IP packet from `source`: counted in its family's table (through the
-/// CPU's run), then judged by the family's rules; true when a rule drops
-/// it.
+/// An IP packet from `source`: counted in its family's table under its
+/// protocol (through the CPU's run), then judged by the family's rules;
+/// true when a rule drops it.
 #[inline(always)]
 fn count_ip<E: Entry>(
     state: &mut xdpstat_common::CpuState,
@@ -232,16 +234,25 @@ fn count_ip<E: Entry>(
     packet: Packet,
 ) -> bool {
     let family = E::family();
-    let entry = track::<E>(&family, E::run(state), source, packet.packets, packet.len);
+    // SAFETY: a field of this CPU's live slot, read back (see `carrying`).
+    let protocol = unsafe { core::ptr::read_volatile(&state.source_protocol) } as u16;
+    let run = E::run(state);
+    let entry = track::<E>(&family, run, source, protocol, packet.packets, packet.len);
     rules::judge(&family, &source, entry, state, packet)
 }
 
 /// An IP packet's transport: counted by kind, and left in the CPU's
-/// state as the one word the rules read.
+/// state as the one word the rules read and the protocol its source is
+/// counted under. Read back from there, they are one unknown value each
+/// to the verifier, not every shape of packet the parser tells apart
+/// (which would take it past its limit).
 #[inline(always)]
 fn carrying(state: &mut xdpstat_common::CpuState, transport: &Transport, packet: Packet) {
     kinds::count(state, transport, packet.packets, packet.len);
     state.transport = transport_word(transport.protocol, transport.ports, transport.syn);
+    let protocol = source_protocol::of_slot(transport.slot) as u64;
+    // SAFETY: a field of this CPU's live slot.
+    unsafe { core::ptr::write_volatile(&mut state.source_protocol, protocol) };
 }
 
 #[cfg(not(test))]

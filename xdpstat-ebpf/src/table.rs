@@ -1,6 +1,6 @@
 //! The source tables and the runs that feed them (see `CpuState`): a
-//! packet from the same source as the CPU's previous one only bumps the
-//! current run's counter; a packet from another source begins a new run,
+//! packet from the same source, of the same protocol, as the CPU's
+//! previous one only bumps the current run's counter; a packet from another source begins a new run,
 //! which finds or claims its source's entry in its family's table and
 //! keeps the entry's index, and then settles the finished run into the
 //! entry it kept. A table is an open-addressing hash table in a
@@ -11,12 +11,14 @@
 use aya_ebpf::maps::{Array, LpmTrie};
 use xdpstat_common::{
     Counter, CpuState, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY, TABLE_PAGE, V4Entry, V6Entry,
-    entry_state, home, mix,
+    entry_state, home,
+    kinds::source,
+    mix,
     rules::{SourceRow, ruleset},
 };
 
 use crate::{
-    atomics::{atomic_add, bump, compare_exchange, start_run},
+    atomics::{atomic_add, atomic_add_word, bump, compare_exchange_u32, start_run},
     maps::{
         HASH_SEED, HEAVY_V4, HEAVY_V6, PAGES_V4, PAGES_V6, PREFIX_V4_MASK, PREFIX_V6_MASK, ROWS_V4,
         ROWS_V6, RULES_V4_0, RULES_V4_1, RULES_V6_0, RULES_V6_1, SKETCH_V4, SKETCH_V6, SOURCES_V4,
@@ -42,6 +44,7 @@ pub struct Run<'a, A> {
     counter: &'a mut Counter,
     source: &'a mut A,
     entry: &'a mut u32,
+    protocol: &'a mut u16,
     unattributed: &'a mut Counter,
 }
 
@@ -66,12 +69,18 @@ pub trait Entry: 'static {
     ///
     /// # Safety
     /// `entry` points into a live table.
-    unsafe fn state(entry: *mut Self) -> *mut u64;
+    unsafe fn state(entry: *mut Self) -> *mut u32;
     /// Its counters.
     ///
     /// # Safety
     /// `entry` points into a live table.
     unsafe fn counter(entry: *mut Self) -> *mut Counter;
+    /// Its packet counter of source protocol `protocol` (below
+    /// [`source::KEPT`]).
+    ///
+    /// # Safety
+    /// `entry` points into a live table.
+    unsafe fn protocol(entry: *mut Self, protocol: usize) -> *mut u64;
     /// The remembered rule (see `xdpstat_common::rules::cached`).
     ///
     /// # Safety
@@ -98,7 +107,7 @@ macro_rules! entry_fields {
             unsafe { (*entry).address = *address };
         }
         #[inline(always)]
-        unsafe fn state(entry: *mut Self) -> *mut u64 {
+        unsafe fn state(entry: *mut Self) -> *mut u32 {
             // SAFETY: the caller's live entry; no reference is made.
             unsafe { &raw mut (*entry).state }
         }
@@ -106,6 +115,11 @@ macro_rules! entry_fields {
         unsafe fn counter(entry: *mut Self) -> *mut Counter {
             // SAFETY: as above.
             unsafe { &raw mut (*entry).counter }
+        }
+        #[inline(always)]
+        unsafe fn protocol(entry: *mut Self, protocol: usize) -> *mut u64 {
+            // SAFETY: as above; the caller keeps `protocol` in bounds.
+            unsafe { (&raw mut (*entry).protocols).cast::<u64>().add(protocol) }
         }
         #[inline(always)]
         unsafe fn rule(entry: *mut Self) -> *mut u32 {
@@ -134,6 +148,7 @@ impl Entry for V4Entry {
             counter: &mut state.run_v4,
             source: &mut state.run_v4_source,
             entry: &mut state.run_v4_entry,
+            protocol: &mut state.run_v4_protocol,
             unattributed: &mut state.unattributed_v4,
         }
     }
@@ -179,6 +194,7 @@ impl Entry for V6Entry {
             counter: &mut state.run_v6,
             source: &mut state.run_v6_source,
             entry: &mut state.run_v6_entry,
+            protocol: &mut state.run_v6_protocol,
             unattributed: &mut state.unattributed_v6,
         }
     }
@@ -230,8 +246,9 @@ unsafe fn words_at(at: *const u8) -> (u64, u64) {
     }
 }
 
-/// Counts a packet from `source`: into the CPU's run when it continues it,
-/// else as a new run, which first finds or claims its source's entry; then
+/// Counts a packet from `source` of source protocol `protocol` (see
+/// `kinds::source`): into the CPU's run when it continues it (same source,
+/// same protocol), else as a new run, which first finds or claims its source's entry; then
 /// the finished run settles into the entry it kept (or, with none,
 /// into `unattributed`). The new run is written before the old one
 /// settles: a reader racing this misses the old run for one read rather
@@ -243,16 +260,18 @@ pub fn track<E: Entry>(
     family: &Family<E>,
     run: Run<'_, E::Address>,
     source: E::Address,
+    protocol: u16,
     packets: u64,
     len: u64,
 ) -> u32 {
-    if run.counter.packets != 0 && E::same(run.source, &source) {
+    if run.counter.packets != 0 && *run.protocol == protocol && E::same(run.source, &source) {
         bump(run.counter, packets, len);
         return *run.entry;
     }
-    let (finished, finished_source, finished_entry) = (*run.counter, *run.source, *run.entry);
+    let (finished, finished_source, finished_entry, finished_protocol) =
+        (*run.counter, *run.source, *run.entry, *run.protocol);
     let entry = entry_for::<E>(family.table, family.pages, &source);
-    // No run, then the new source and entry, then the new run's count: a
+    // No run, then the new source, entry and protocol, then the new run's count: a
     // reader copying the slot meanwhile never sees the old count under
     // the new source (see `CpuState`). Volatile keeps the stores in order.
     start_run(run.counter, 0, 0);
@@ -260,6 +279,7 @@ pub fn track<E: Entry>(
     unsafe {
         core::ptr::write_volatile(run.source, source);
         core::ptr::write_volatile(run.entry, entry);
+        core::ptr::write_volatile(run.protocol, protocol);
     }
     start_run(run.counter, packets, len);
     if finished.packets != 0
@@ -269,6 +289,7 @@ pub fn track<E: Entry>(
             finished_entry,
             &finished_source,
             &finished,
+            finished_protocol,
         )
     {
         run.unattributed.add(&finished);
@@ -304,24 +325,27 @@ fn settle<E: Entry>(
     index: u32,
     address: &E::Address,
     run: &Counter,
+    protocol: u16,
 ) -> bool {
     if index == NO_ENTRY {
         return false;
     }
-    if add_if_counting(table, index, address, run) {
+    if add_if_counting(table, index, address, run, protocol) {
         return true;
     }
     let index = entry_for::<E>(table, pages, address);
-    add_if_counting(table, index, address, run)
+    add_if_counting(table, index, address, run, protocol)
 }
 
-/// Adds `run` to entry `index` if that entry counts `address`.
+/// Adds `run`, of source protocol `protocol`, to entry `index` if that
+/// entry counts `address`.
 #[inline(always)]
 fn add_if_counting<E: Entry>(
     table: &Array<E>,
     index: u32,
     address: &E::Address,
     run: &Counter,
+    protocol: u16,
 ) -> bool {
     let Some(entry) = counting(table, index, address) else {
         return false;
@@ -330,7 +354,16 @@ fn add_if_counting<E: Entry>(
     // because every CPU counting the source adds to it. User space marks
     // an entry draining and then waits for a grace period before it reads
     // the final counts, so an add that saw READY lands before that read.
-    unsafe { atomic_add(E::counter(entry), run) };
+    // The protocol's count is added first and read last (`tables.rs`), so
+    // a read never finds more packets than its protocols account for
+    // (what `other` is made of, by difference, never runs ahead).
+    unsafe {
+        let protocol = usize::from(protocol);
+        if protocol < source::KEPT {
+            atomic_add_word(E::protocol(entry, protocol), run.packets);
+        }
+        atomic_add(E::counter(entry), run);
+    }
     true
 }
 
@@ -352,7 +385,7 @@ fn entry_for<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Addres
                 // fully ordered (BPF atomics with a fetch are), so the
                 // zeroed counters user space stored before it released a
                 // retired entry are visible before this CPU adds to them.
-                if unsafe { compare_exchange(E::state(entry), was, entry_state::CLAIMED) } {
+                if unsafe { compare_exchange_u32(E::state(entry), was, entry_state::CLAIMED) } {
                     // SAFETY: the entry is this CPU's until it is READY.
                     unsafe {
                         E::set_address(entry, address);
@@ -378,7 +411,7 @@ enum Probe<E> {
     Found(u32),
     /// No entry for the source; the first reusable one, its index and the
     /// state it had.
-    Free(*mut E, u32, u64),
+    Free(*mut E, u32, u32),
     /// No entry for the source and none free within reach.
     Full,
 }
@@ -387,7 +420,7 @@ enum Probe<E> {
 /// the first never-used entry.
 #[inline(always)]
 fn probe<E: Entry>(table: &Array<E>, address: &E::Address, start: u32, entries: u32) -> Probe<E> {
-    let mut free: Option<(*mut E, u32, u64)> = None;
+    let mut free: Option<(*mut E, u32, u32)> = None;
     for step in 0..MAX_PROBES {
         let mut index = start + step;
         if index >= entries {

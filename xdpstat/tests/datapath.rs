@@ -8,10 +8,12 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdpstat::{
-    counts::snapshot::Snapshot, counts::sources::SourceTable, kernel::datapath::Datapath,
+    counts::snapshot::Snapshot,
+    counts::sources::{ProtocolPackets, SourceProtocols, SourceTable, Tally},
+    kernel::datapath::Datapath,
     kernel::tables::ReadMethod,
 };
-use xdpstat_common::{Counter, MAX_PROBES};
+use xdpstat_common::{Counter, MAX_PROBES, kinds::source};
 use xdpstat_lab::frames::{self, VlanTag, ethertype};
 
 const XDP_PASS: u32 = 2;
@@ -360,6 +362,79 @@ fn sources_beyond_the_tables_reach_are_unattributed() {
     assert_eq!(classes(&snapshot)[1], c(3, 3 * len6), "every IPv6 packet");
 }
 
+/// A frame from `source` (either family) carrying `protocol`.
+fn carrying(source: IpAddr, protocol: u8) -> Vec<u8> {
+    let (mut frame, ip_at) = match source {
+        IpAddr::V4(v4) => (ipv4_frame(v4, &[], &[], 40), 14),
+        IpAddr::V6(v6) => (ipv6_frame(v6, &[], &[], 40), 14),
+    };
+    frames::carrying(&mut frame[ip_at..], protocol, (1024, 443), frames::tcp::SYN);
+    frame
+}
+
+#[test]
+fn each_source_counts_its_packets_by_protocol() {
+    let Some(datapath) = load("each_source_counts_its_packets_by_protocol", 1024) else {
+        return;
+    };
+    // One CPU: a run is one source's packets of one protocol, so these
+    // patterns end runs on the protocol alone, and on the source.
+    common::pin_to_one_cpu();
+    let (a, b) = (IpAddr::V4(v4(1)), IpAddr::V6(v6(1)));
+    // TCP, UDP, ICMP (ICMPv6 for IPv6), and GRE (other).
+    let icmp = |source: IpAddr| if source.is_ipv4() { 1 } else { 58 };
+    let mut sent = std::collections::HashMap::<IpAddr, ProtocolPackets>::new();
+    let pattern: [(IpAddr, u8, u64); 9] = [
+        (a, 6, 3),
+        (a, 17, 1),
+        (a, 6, 2),
+        (b, 17, 4),
+        (a, 1, 1),
+        (b, 58, 2),
+        (b, 47, 3),
+        (a, 47, 1),
+        (b, 6, 1),
+    ];
+    for (round, &(source, protocol, count)) in pattern.iter().cycle().take(27).enumerate() {
+        let protocol = if protocol == 1 {
+            icmp(source)
+        } else {
+            protocol
+        };
+        let frame = carrying(source, protocol);
+        for _ in 0..count {
+            run(&datapath, &frame);
+        }
+        let row = sent.entry(source).or_default();
+        match protocol {
+            6 => row.tcp += count,
+            17 => row.udp += count,
+            1 | 58 => row.icmp += count,
+            _ => row.other += count,
+        }
+        // Mid-way, a read finds the run in progress under its protocol.
+        if round == 13 {
+            let snapshot = snapshot(&datapath);
+            for (source, expected) in &sent {
+                let tally = snapshot.sources.tally(source).expect("source held");
+                assert_eq!(tally.protocol_packets(), *expected, "{source} mid-way");
+            }
+        }
+    }
+    let snapshot = snapshot(&datapath);
+    for (source, expected) in &sent {
+        let tally = snapshot.sources.tally(source).expect("source held");
+        assert_eq!(tally.protocol_packets(), *expected, "{source}");
+        let all = expected.tcp + expected.udp + expected.icmp + expected.other;
+        assert_eq!(
+            tally.counter.packets, all,
+            "{source}: every packet under one protocol"
+        );
+    }
+    assert_eq!(sent[&a].dominant(), "tcp");
+    assert_eq!(sent[&b].dominant(), "udp");
+}
+
 #[test]
 fn retiring_idle_entries_makes_room_and_loses_no_packet() {
     // Planned for 8 sources: above 7 in use, idle entries are retired down
@@ -391,7 +466,11 @@ fn retiring_idle_entries_makes_room_and_loses_no_packet() {
     let expected: SourceTable = (6..=9u8)
         .map(|last| {
             let packets = u64::from(10 - last);
-            (IpAddr::V4(v4(last)), c(packets, packets * len))
+            let tally = Tally {
+                counter: c(packets, packets * len),
+                protocols: SourceProtocols::of(source::UDP, packets),
+            };
+            (IpAddr::V4(v4(last)), tally)
         })
         .collect();
     assert_eq!(retired, expected);

@@ -162,11 +162,11 @@ impl Prefixes {
     /// thousand prefixes).
     pub fn add_held(&mut self, lens: &PrefixLens, held: &SourceTable) {
         let v4_mask = u32::MAX.checked_shl(32 - u32::from(lens.v4)).unwrap_or(0);
-        self.add_runs(held.v4().iter().map(|(a, c)| (a & v4_mask, c)), |network| {
+        self.add_runs(held.v4().map(|(a, c)| (a & v4_mask, c)), |network| {
             IpNet::new(Ipv4Addr::from(network).into(), lens.v4)
         });
         let v6_mask = u128::MAX.checked_shl(128 - u32::from(lens.v6)).unwrap_or(0);
-        self.add_runs(held.v6().iter().map(|(a, c)| (a & v6_mask, c)), |network| {
+        self.add_runs(held.v6().map(|(a, c)| (a & v6_mask, c)), |network| {
             IpNet::new(Ipv6Addr::from(network).into(), lens.v6)
         });
     }

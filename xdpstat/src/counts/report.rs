@@ -15,6 +15,7 @@ use xdpstat_common::Counter;
 use crate::{
     counts::{
         snapshot::{ClassTotals, Snapshot},
+        sources::ProtocolPackets,
         verdicts::{RuleRow, Unattributed, Verdicts},
     },
     rules::in_force::RuleHits,
@@ -121,6 +122,9 @@ pub struct SourceRow {
     pub pps: f64,
     /// Bits per second over the interval.
     pub bps: f64,
+    /// Its packets by protocol (cumulative, as `packets`): every packet
+    /// under exactly one of `tcp`, `udp`, `icmp` (either family), `other`.
+    pub protocols: ProtocolPackets,
     /// What the rules did to its packets.
     pub verdicts: Verdicts,
 }
@@ -147,12 +151,18 @@ impl Report {
             .map(|(address, now)| {
                 let before = previous.sources.get(&address).copied().unwrap_or_default();
                 let rate = Rate::between(&now, &before, seconds);
+                let protocols = current
+                    .sources
+                    .tally(&address)
+                    .map(|tally| tally.protocol_packets())
+                    .unwrap_or_default();
                 SourceRow {
                     address,
                     packets: now.packets,
                     bytes: now.bytes,
                     pps: rate.pps,
                     bps: rate.bps,
+                    protocols,
                     verdicts: current.verdicts.of_source(&address, &now),
                 }
             })

@@ -1,8 +1,8 @@
 //! The per-source counters of one snapshot, kept compact because a snapshot
 //! may hold a million sources and the live loop keeps two of them.
 //!
-//! Each family is a vector of (address as an integer, counter) sorted by
-//! address: 24 bytes a source for IPv4, no hash table slack, lookups by
+//! Each family is a vector of (address as an integer, [`Tally`]) sorted by
+//! address: 48 bytes a source for IPv4, no hash table slack, lookups by
 //! binary search, and two snapshots compare by walking both in order. A
 //! [`SourceTableBuilder`] collects sources in any order, then sorts once
 //! and sums any source met more than once (a CPU's run in progress and the
@@ -13,20 +13,175 @@ use std::{
     ops::Index,
 };
 
-use xdpstat_common::Counter;
+use serde::Serialize;
+use xdpstat_common::{
+    Counter,
+    kinds::{SOURCE_PROTOCOL_NAMES, source},
+};
 
-/// Counters by source address, sorted by address within each family.
+/// One source's counts: packets and bytes, and its packets by protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub counter: Counter,
+    pub protocols: SourceProtocols,
+}
+
+impl From<Counter> for Tally {
+    /// A count with nothing known of its protocols (all of it `other`).
+    fn from(counter: Counter) -> Self {
+        Tally {
+            counter,
+            protocols: SourceProtocols::default(),
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.counter.add(&other.counter);
+        self.protocols.add(&other.protocols);
+    }
+
+    fn at_least(&self, other: &Tally) -> Tally {
+        Tally {
+            counter: self.counter.at_least(&other.counter),
+            protocols: self.protocols.zip(&other.protocols, u64::max),
+        }
+    }
+
+    fn at_most(&self, other: &Tally) -> Tally {
+        Tally {
+            counter: self.counter.at_most(&other.counter),
+            protocols: self.protocols.zip(&other.protocols, u64::min),
+        }
+    }
+
+    /// This tally less `other`, each count floored at zero.
+    pub fn saturating_sub(&self, other: &Tally) -> Tally {
+        Tally {
+            counter: self.counter.saturating_sub(&other.counter),
+            protocols: self.protocols.zip(&other.protocols, u64::saturating_sub),
+        }
+    }
+
+    /// Its packets by protocol, `other` being the rest of its packets.
+    pub fn protocol_packets(&self) -> ProtocolPackets {
+        self.protocols.packets(self.counter.packets)
+    }
+}
+
+/// A source's packets under each protocol its table entry keeps a
+/// counter for, indexed by `kinds::source`; the rest of its packets are
+/// `other`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceProtocols(pub [u64; source::KEPT]);
+
+impl SourceProtocols {
+    /// `packets` packets of source protocol `protocol` (`other`: none kept).
+    pub fn of(protocol: usize, packets: u64) -> Self {
+        let mut kept = [0; source::KEPT];
+        if let Some(slot) = kept.get_mut(protocol) {
+            *slot = packets;
+        }
+        SourceProtocols(kept)
+    }
+
+    fn add(&mut self, other: &SourceProtocols) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine = mine.wrapping_add(*theirs);
+        }
+    }
+
+    fn zip(&self, other: &SourceProtocols, f: impl Fn(u64, u64) -> u64) -> SourceProtocols {
+        SourceProtocols(std::array::from_fn(|i| f(self.0[i], other.0[i])))
+    }
+
+    /// By name, for a source with `packets` packets in all.
+    pub fn packets(&self, packets: u64) -> ProtocolPackets {
+        let [tcp, udp, icmp] = self.0;
+        let kept = tcp.saturating_add(udp).saturating_add(icmp);
+        ProtocolPackets {
+            tcp,
+            udp,
+            icmp,
+            other: packets.saturating_sub(kept),
+        }
+    }
+}
+
+/// A source's packets by protocol, as reports show them: every packet of
+/// the source under exactly one (ICMP of either family is `icmp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProtocolPackets {
+    pub tcp: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    pub other: u64,
+}
+
+impl ProtocolPackets {
+    fn counts(&self) -> [u64; 4] {
+        [self.tcp, self.udp, self.icmp, self.other]
+    }
+
+    /// The protocol with the most packets and how many it has (`None`
+    /// with no packets; a tie goes to the first of tcp, udp, icmp, other).
+    fn most(&self) -> Option<(&'static str, u64)> {
+        let mut best: Option<(usize, u64)> = None;
+        for (index, count) in self.counts().into_iter().enumerate() {
+            if count > 0 && best.is_none_or(|(_, most)| count > most) {
+                best = Some((index, count));
+            }
+        }
+        best.map(|(index, count)| (SOURCE_PROTOCOL_NAMES[index], count))
+    }
+
+    /// The protocol with the most packets (`-` with none).
+    pub fn dominant(&self) -> &'static str {
+        self.most().map_or("-", |(name, _)| name)
+    }
+
+    /// The dominant protocol with its share when others have packets too:
+    /// `tcp`, `udp 97%`, `-` with no packets. A share is rounded down, so
+    /// a mix never shows as 100%.
+    pub fn summary(&self) -> String {
+        let Some((name, most)) = self.most() else {
+            return "-".into();
+        };
+        let all = self
+            .counts()
+            .iter()
+            .fold(0u64, |sum, &n| sum.saturating_add(n));
+        if most == all {
+            name.into()
+        } else {
+            let share = u128::from(most) * 100 / u128::from(all);
+            format!("{name} {share}%")
+        }
+    }
+
+    /// Adds another source's packets by protocol (the same address on
+    /// another interface).
+    pub fn add(&mut self, other: &ProtocolPackets) {
+        self.tcp = self.tcp.saturating_add(other.tcp);
+        self.udp = self.udp.saturating_add(other.udp);
+        self.icmp = self.icmp.saturating_add(other.icmp);
+        self.other = self.other.saturating_add(other.other);
+    }
+}
+
+/// Counts by source address, sorted by address within each family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceTable {
-    v4: Vec<(u32, Counter)>,
-    v6: Vec<(u128, Counter)>,
+    v4: Vec<(u32, Tally)>,
+    v6: Vec<(u128, Tally)>,
 }
 
 /// Collects sources in any order; [`SourceTableBuilder::finish`] sorts them.
 #[derive(Debug, Default)]
 pub struct SourceTableBuilder {
-    v4: Vec<(u32, Counter)>,
-    v6: Vec<(u128, Counter)>,
+    v4: Vec<(u32, Tally)>,
+    v6: Vec<(u128, Tally)>,
 }
 
 impl SourceTableBuilder {
@@ -39,19 +194,19 @@ impl SourceTableBuilder {
     }
 
     /// Adds an IPv4 source, the address as it is on the wire.
-    pub fn push_v4(&mut self, address: [u8; 4], counter: Counter) {
-        self.v4.push((u32::from_be_bytes(address), counter));
+    pub fn push_v4(&mut self, address: [u8; 4], tally: impl Into<Tally>) {
+        self.v4.push((u32::from_be_bytes(address), tally.into()));
     }
 
     /// Adds an IPv6 source, the address as it is on the wire.
-    pub fn push_v6(&mut self, address: [u8; 16], counter: Counter) {
-        self.v6.push((u128::from_be_bytes(address), counter));
+    pub fn push_v6(&mut self, address: [u8; 16], tally: impl Into<Tally>) {
+        self.v6.push((u128::from_be_bytes(address), tally.into()));
     }
 
-    pub fn push(&mut self, address: IpAddr, counter: Counter) {
+    pub fn push(&mut self, address: IpAddr, tally: impl Into<Tally>) {
         match address {
-            IpAddr::V4(v4) => self.push_v4(v4.octets(), counter),
-            IpAddr::V6(v6) => self.push_v6(v6.octets(), counter),
+            IpAddr::V4(v4) => self.push_v4(v4.octets(), tally),
+            IpAddr::V6(v6) => self.push_v6(v6.octets(), tally),
         }
     }
 
@@ -64,7 +219,7 @@ impl SourceTableBuilder {
     }
 }
 
-fn sorted_and_merged<K: Ord + Copy>(mut sources: Vec<(K, Counter)>) -> Vec<(K, Counter)> {
+fn sorted_and_merged<K: Ord + Copy>(mut sources: Vec<(K, Tally)>) -> Vec<(K, Tally)> {
     sources.sort_unstable_by_key(|(key, _)| *key);
     sources.dedup_by(|later, kept| {
         if later.0 == kept.0 {
@@ -80,20 +235,20 @@ fn sorted_and_merged<K: Ord + Copy>(mut sources: Vec<(K, Counter)>) -> Vec<(K, C
 /// Each key of `now` with its counter in `now` and in `before` (both
 /// sorted by key).
 fn merge<'a, K: Ord + Copy>(
-    now: &'a [(K, Counter)],
-    before: &'a [(K, Counter)],
-) -> impl Iterator<Item = (K, Counter, Counter)> + 'a {
+    now: &'a [(K, Tally)],
+    before: &'a [(K, Tally)],
+) -> impl Iterator<Item = (K, Tally, Tally)> + 'a {
     let mut earlier = before.iter().peekable();
-    now.iter().map(move |&(key, counter)| {
+    now.iter().map(move |&(key, tally)| {
         while earlier.next_if(|(k, _)| *k < key).is_some() {}
         let before = earlier
             .next_if(|(k, _)| *k == key)
-            .map_or(Counter::default(), |(_, c)| *c);
-        (key, counter, before)
+            .map_or(Tally::default(), |(_, t)| *t);
+        (key, tally, before)
     })
 }
 
-fn find<K: Ord>(sources: &[(K, Counter)], key: &K) -> Option<usize> {
+fn find<K: Ord>(sources: &[(K, Tally)], key: &K) -> Option<usize> {
     sources.binary_search_by(|(k, _)| k.cmp(key)).ok()
 }
 
@@ -112,6 +267,11 @@ impl SourceTable {
     }
 
     pub fn get(&self, address: &IpAddr) -> Option<&Counter> {
+        self.tally(address).map(|tally| &tally.counter)
+    }
+
+    /// A source's counts with its packets by protocol.
+    pub fn tally(&self, address: &IpAddr) -> Option<&Tally> {
         match address {
             IpAddr::V4(v4) => find(&self.v4, &u32::from(*v4)).map(|at| &self.v4[at].1),
             IpAddr::V6(v6) => find(&self.v6, &u128::from(*v6)).map(|at| &self.v6[at].1),
@@ -124,39 +284,40 @@ impl SourceTable {
 
     /// Sets `address`'s counter, replacing any earlier one (a sorted insert:
     /// for a few sources at a time, builders are for many).
-    pub fn insert(&mut self, address: IpAddr, counter: Counter) {
-        fn set<K: Ord + Copy>(sources: &mut Vec<(K, Counter)>, key: K, counter: Counter) {
+    pub fn insert(&mut self, address: IpAddr, tally: impl Into<Tally>) {
+        fn set<K: Ord + Copy>(sources: &mut Vec<(K, Tally)>, key: K, tally: Tally) {
             match sources.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(at) => sources[at].1 = counter,
-                Err(at) => sources.insert(at, (key, counter)),
+                Ok(at) => sources[at].1 = tally,
+                Err(at) => sources.insert(at, (key, tally)),
             }
         }
+        let tally = tally.into();
         match address {
-            IpAddr::V4(v4) => set(&mut self.v4, u32::from(v4), counter),
-            IpAddr::V6(v6) => set(&mut self.v6, u128::from(v6), counter),
+            IpAddr::V4(v4) => set(&mut self.v4, u32::from(v4), tally),
+            IpAddr::V6(v6) => set(&mut self.v6, u128::from(v6), tally),
         }
+    }
+
+    /// The IPv4 sources as numbers with their counters, in address order.
+    pub fn v4(&self) -> impl Iterator<Item = (u32, &Counter)> + '_ {
+        self.v4.iter().map(|(a, t)| (*a, &t.counter))
+    }
+
+    /// The IPv6 sources as numbers with their counters, in address order.
+    pub fn v6(&self) -> impl Iterator<Item = (u128, &Counter)> + '_ {
+        self.v6.iter().map(|(a, t)| (*a, &t.counter))
     }
 
     /// Every source and its counter: IPv4 then IPv6, each by address.
-    /// The IPv4 sources as numbers, in address order.
-    pub fn v4(&self) -> &[(u32, Counter)] {
-        &self.v4
-    }
-
-    /// The IPv6 sources as numbers, in address order.
-    pub fn v6(&self) -> &[(u128, Counter)] {
-        &self.v6
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, Counter)> + '_ {
         let v4 = self
             .v4
             .iter()
-            .map(|(a, c)| (IpAddr::V4(Ipv4Addr::from(*a)), *c));
+            .map(|(a, t)| (IpAddr::V4(Ipv4Addr::from(*a)), t.counter));
         let v6 = self
             .v6
             .iter()
-            .map(|(a, c)| (IpAddr::V6(Ipv6Addr::from(*a)), *c));
+            .map(|(a, t)| (IpAddr::V6(Ipv6Addr::from(*a)), t.counter));
         v4.chain(v6)
     }
 
@@ -166,6 +327,15 @@ impl SourceTable {
         &'a self,
         earlier: &'a SourceTable,
     ) -> impl Iterator<Item = (IpAddr, Counter, Counter)> + 'a {
+        self.tallies_since(earlier)
+            .map(|(address, now, before)| (address, now.counter, before.counter))
+    }
+
+    /// As [`SourceTable::since`], with each source's packets by protocol.
+    pub fn tallies_since<'a>(
+        &'a self,
+        earlier: &'a SourceTable,
+    ) -> impl Iterator<Item = (IpAddr, Tally, Tally)> + 'a {
         let v4 = merge(&self.v4, &earlier.v4)
             .map(|(a, now, before)| (IpAddr::V4(Ipv4Addr::from(a)), now, before));
         let v6 = merge(&self.v6, &earlier.v6)
@@ -177,12 +347,12 @@ impl SourceTable {
     /// there: a read that races the datapath settling a run misses that run
     /// for one read, and a count must not seem to go backwards for it.
     pub fn raise_to(&mut self, floor: &SourceTable) {
-        fn raise<K: Ord + Copy>(now: &mut [(K, Counter)], floor: &[(K, Counter)]) {
+        fn raise<K: Ord + Copy>(now: &mut [(K, Tally)], floor: &[(K, Tally)]) {
             let mut floor = floor.iter().peekable();
-            for (key, counter) in now.iter_mut() {
+            for (key, tally) in now.iter_mut() {
                 while floor.next_if(|(k, _)| k < key).is_some() {}
                 if let Some((_, before)) = floor.next_if(|(k, _)| k == key) {
-                    *counter = counter.at_least(before);
+                    *tally = tally.at_least(before);
                 }
             }
         }
@@ -194,17 +364,17 @@ impl SourceTable {
     /// is removed); returns what was taken per family, no more than each
     /// source held here.
     pub fn retire(&mut self, retired: &SourceTable) -> (Counter, Counter) {
-        fn take<K: Ord + Copy>(now: &mut Vec<(K, Counter)>, retired: &[(K, Counter)]) -> Counter {
+        fn take<K: Ord + Copy>(now: &mut Vec<(K, Tally)>, retired: &[(K, Tally)]) -> Counter {
             let mut taken = Counter::default();
             for (key, gone) in retired {
                 if let Some(at) = find(now, key) {
                     let held = now[at].1;
                     let moved = held.at_most(gone);
-                    taken.add(&moved);
+                    taken.add(&moved.counter);
                     now[at].1 = held.saturating_sub(&moved);
                 }
             }
-            now.retain(|(_, counter)| counter.packets != 0 || counter.bytes != 0);
+            now.retain(|(_, t)| t.counter.packets != 0 || t.counter.bytes != 0);
             taken
         }
         (
@@ -215,9 +385,9 @@ impl SourceTable {
 
     /// The sum of every IPv4 and of every IPv6 counter.
     pub fn family_sums(&self) -> (Counter, Counter) {
-        fn sum<K>(sources: &[(K, Counter)]) -> Counter {
-            sources.iter().fold(Counter::default(), |mut sum, (_, c)| {
-                sum.add(c);
+        fn sum<K>(sources: &[(K, Tally)]) -> Counter {
+            sources.iter().fold(Counter::default(), |mut sum, (_, t)| {
+                sum.add(&t.counter);
                 sum
             })
         }
@@ -234,12 +404,12 @@ impl Index<&IpAddr> for SourceTable {
     }
 }
 
-impl FromIterator<(IpAddr, Counter)> for SourceTable {
-    /// Sums the counters of an address given twice.
-    fn from_iter<I: IntoIterator<Item = (IpAddr, Counter)>>(iter: I) -> Self {
+impl<T: Into<Tally>> FromIterator<(IpAddr, T)> for SourceTable {
+    /// Sums the counts of an address given twice.
+    fn from_iter<I: IntoIterator<Item = (IpAddr, T)>>(iter: I) -> Self {
         let mut builder = SourceTableBuilder::default();
-        for (address, counter) in iter {
-            builder.push(address, counter);
+        for (address, tally) in iter {
+            builder.push(address, tally);
         }
         builder.finish()
     }

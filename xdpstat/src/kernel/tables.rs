@@ -21,13 +21,15 @@ use aya::{
     Pod,
     maps::{Array, Map, MapData},
 };
-use xdpstat_common::{Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, mix, rules::SourceRow};
+use xdpstat_common::{
+    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, kinds::source, mix, rules::SourceRow,
+};
 
 use ipnet::IpNet;
 
 use crate::{
     counts::prefixes::{PrefixLens, Prefixes},
-    counts::sources::{SourceTable, SourceTableBuilder},
+    counts::sources::{SourceProtocols, SourceTable, SourceTableBuilder, Tally},
     error::{XdpstatError, one_line},
     kernel::bpf_sys::Grace,
     kernel::mapped::MappedArray,
@@ -59,28 +61,42 @@ pub struct SourcesRead {
 }
 
 /// An entry type of a table, read and written one 8-byte word at a time
-/// (see `mapped.rs`): the state word first, at offset 0.
+/// (see `mapped.rs`): the first word holds the state (bytes 0 to 3) and
+/// the remembered rule (bytes 4 to 7), in both families.
 trait TableEntry: Pod {
     /// Offsets of the words that hold the address.
     const ADDRESS_WORDS: &'static [usize];
     /// Offset of the packet counter; the byte counter follows it.
     const PACKETS: usize;
-    /// Offset of the word holding the remembered rule, and the rule's
-    /// bits in it as the host loads the word.
-    const RULE_WORD: usize;
-    const RULE_BITS: u64;
+    /// Offset of the packets by protocol, [`source::KEPT`] words.
+    const PROTOCOLS: usize;
     /// The address from its words, in memory order.
     fn address(words: &[u64]) -> IpAddr;
     /// An entry read whole (by a system call, for the per-key read).
     fn decode(&self) -> EntryRead;
 }
 
+/// Offset of the word with the state and the remembered rule.
+const STATE_WORD: usize = 0;
+/// The remembered rule's bits in that word as the host loads it.
+const RULE_BITS: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+
+/// The state in a loaded first word.
+fn state_of(word: u64) -> u32 {
+    let bytes = word.to_ne_bytes();
+    u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// The first word for `state`, with no rule remembered.
+fn state_word(state: u32) -> u64 {
+    let [a, b, c, d] = state.to_ne_bytes();
+    u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0])
+}
+
 impl TableEntry for V4Entry {
     const ADDRESS_WORDS: &'static [usize] = &[8];
-    const PACKETS: usize = 16;
-    // Bytes 12 to 15: the second half of the address's word.
-    const RULE_WORD: usize = 8;
-    const RULE_BITS: u64 = u64::from_ne_bytes([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    const PACKETS: usize = core::mem::offset_of!(V4Entry, counter);
+    const PROTOCOLS: usize = core::mem::offset_of!(V4Entry, protocols);
     fn address(words: &[u64]) -> IpAddr {
         let bytes = words[0].to_ne_bytes();
         Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
@@ -89,17 +105,18 @@ impl TableEntry for V4Entry {
         EntryRead {
             state: self.state,
             address: Ipv4Addr::from(self.address).into(),
-            counter: self.counter,
+            tally: Tally {
+                counter: self.counter,
+                protocols: SourceProtocols(self.protocols),
+            },
         }
     }
 }
 
 impl TableEntry for V6Entry {
     const ADDRESS_WORDS: &'static [usize] = &[8, 16];
-    const PACKETS: usize = 24;
-    // Bytes 40 to 43, beside padding.
-    const RULE_WORD: usize = 40;
-    const RULE_BITS: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    const PACKETS: usize = core::mem::offset_of!(V6Entry, counter);
+    const PROTOCOLS: usize = core::mem::offset_of!(V6Entry, protocols);
     fn address(words: &[u64]) -> IpAddr {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&words[0].to_ne_bytes());
@@ -110,16 +127,19 @@ impl TableEntry for V6Entry {
         EntryRead {
             state: self.state,
             address: Ipv6Addr::from(self.address).into(),
-            counter: self.counter,
+            tally: Tally {
+                counter: self.counter,
+                protocols: SourceProtocols(self.protocols),
+            },
         }
     }
 }
 
 /// What one read of an entry found.
 struct EntryRead {
-    state: u64,
+    state: u32,
     address: IpAddr,
-    counter: Counter,
+    tally: Tally,
 }
 
 /// Reads entry `at` of `window`. The state is loaded first, with acquire
@@ -128,19 +148,28 @@ struct EntryRead {
 /// stores carry no release, which BPF only has from Linux 6.15, so a read
 /// racing a claim by nanoseconds may see the entry with no packets yet).
 /// Counters are loaded after the address; an add racing the read shows up
-/// in the next one.
+/// in the next one. The packets by protocol are loaded after the
+/// counters (acquire), and the datapath adds them before the counters, so
+/// the kept protocols of a read hold at least the packets its counter
+/// does: `other`, what is left, is never read ahead of the truth.
 fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
-    let state = window.load(at, 0, Ordering::Acquire);
+    let state = state_of(window.load(at, STATE_WORD, Ordering::Acquire));
     let mut words = [0u64; 2];
     for (word, &offset) in words.iter_mut().zip(E::ADDRESS_WORDS) {
         *word = window.load(at, offset, Ordering::Relaxed);
     }
+    let counter = Counter {
+        packets: window.load(at, E::PACKETS, Ordering::Acquire),
+        bytes: window.load(at, E::PACKETS + 8, Ordering::Relaxed),
+    };
+    let protocols =
+        std::array::from_fn(|i| window.load(at, E::PROTOCOLS + 8 * i, Ordering::Relaxed));
     EntryRead {
         state,
         address: E::address(&words[..E::ADDRESS_WORDS.len()]),
-        counter: Counter {
-            packets: window.load(at, E::PACKETS, Ordering::Relaxed),
-            bytes: window.load(at, E::PACKETS + 8, Ordering::Relaxed),
+        tally: Tally {
+            counter,
+            protocols: SourceProtocols(protocols),
         },
     }
 }
@@ -295,8 +324,8 @@ impl<E: TableEntry> Table<E> {
             return;
         }
         self.in_use += 1;
-        sources.push(entry.address, entry.counter);
-        let low = entry.counter.packets as u32;
+        sources.push(entry.address, entry.tally);
+        let low = entry.tally.counter.packets as u32;
         // An entry with no packets has its first run in progress: busy.
         let unchanged = low != 0 && self.seen[index] == low;
         self.seen[index] = low;
@@ -375,18 +404,25 @@ impl<E: TableEntry> Table<E> {
     /// a run that kept one of them looks for another entry.
     fn drain(&self, victims: &[usize]) -> std::io::Result<()> {
         self.write_each(victims, |window, at| {
-            window.store(at, 0, entry_state::DRAINING, Ordering::Relaxed)
+            // The rule remembered beside the state goes too: nothing
+            // looks at a draining entry's rule.
+            window.store(
+                at,
+                STATE_WORD,
+                state_word(entry_state::DRAINING),
+                Ordering::Relaxed,
+            )
         })
     }
 
     /// After a grace period: each victim's source and final counts (no
     /// program adds to a drained entry once the grace period has passed,
     /// `Grace::wait`).
-    fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Counter)>> {
+    fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Tally)>> {
         let mut finals = Vec::with_capacity(victims.len());
         self.write_each(victims, |window, at| {
             let entry = load_entry(window, at);
-            finals.push((entry.address, entry.counter));
+            finals.push((entry.address, entry.tally));
         })?;
         Ok(finals)
     }
@@ -414,12 +450,15 @@ impl<E: TableEntry> Table<E> {
         self.write_each(victims, |window, at| {
             window.store(at, E::PACKETS, 0, Ordering::Relaxed);
             window.store(at, E::PACKETS + 8, 0, Ordering::Relaxed);
+            for protocol in 0..source::KEPT {
+                window.store(at, E::PROTOCOLS + 8 * protocol, 0, Ordering::Relaxed);
+            }
             for &offset in E::ADDRESS_WORDS {
                 window.store(at, offset, 0, Ordering::Relaxed);
             }
-            // The remembered rule too (for IPv4, already in the address's word).
-            window.store(at, E::RULE_WORD, 0, Ordering::Relaxed);
-            window.store(at, 0, entry_state::RETIRED, Ordering::Release);
+            // The state last, with no rule remembered.
+            let retired = state_word(entry_state::RETIRED);
+            window.store(at, STATE_WORD, retired, Ordering::Release);
         })?;
         for &index in victims {
             self.seen[index] = 0;
@@ -440,7 +479,8 @@ impl<E: TableEntry> Table<E> {
             }
             let window = self.window(first)?;
             for index in first..last {
-                if window.load(index - first, 0, Ordering::Acquire) == entry_state::DRAINING {
+                let word = window.load(index - first, STATE_WORD, Ordering::Acquire);
+                if state_of(word) == entry_state::DRAINING {
                     draining.push(index);
                 }
             }
@@ -450,10 +490,10 @@ impl<E: TableEntry> Table<E> {
 }
 
 /// The sum of some final counts.
-fn sum(finals: &[(IpAddr, Counter)]) -> Counter {
+fn sum(finals: &[(IpAddr, Tally)]) -> Counter {
     let mut total = Counter::default();
-    for (_, counter) in finals {
-        total.add(counter);
+    for (_, tally) in finals {
+        total.add(&tally.counter);
     }
     total
 }
@@ -657,7 +697,8 @@ impl Tables {
         let finals_v6 = self.v6.finals(v6).map_err(|e| failed("reading", &e))?;
         let (sum_v4, sum_v6) = (sum(&finals), sum(&finals_v6));
         finals.extend(finals_v6);
-        for (address, counter) in &finals {
+        for (address, tally) in &finals {
+            let counter = &tally.counter;
             let prefix = self.lens.of(*address);
             if self.retired_prefixes.len() < RETIRED_PREFIXES_MAX
                 || self.retired_prefixes.contains_key(&prefix)
@@ -727,7 +768,7 @@ pub fn forget_remembered_rules(
             let count = per_window.min(len - first);
             let window = MappedArray::<E>::map_range(entries, first, count)?;
             for at in 0..count {
-                window.clear_bits(at, E::RULE_WORD, E::RULE_BITS);
+                window.clear_bits(at, STATE_WORD, RULE_BITS);
             }
         }
         Ok(())

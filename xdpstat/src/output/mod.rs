@@ -96,16 +96,18 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         writeln!(out, "  verdicts: {}", report.totals.verdicts.line())?;
     }
     if !report.sources.is_empty() {
-        table_row(out, "address", "packets", "bytes", "pkt/s", "bit/s")?;
+        let protocol = |line: String, protocol: &str| format!("{line}  {protocol}");
+        let header = table_line("address", "packets", "bytes", "pkt/s", "bit/s");
+        writeln!(out, "{}", protocol(header, "protocol"))?;
         for row in &report.sources {
-            table_row(
-                out,
+            let line = table_line(
                 &row.address.to_string(),
                 &row.packets.to_string(),
                 &row.bytes.to_string(),
                 &si(row.pps),
                 &si(row.bps),
-            )?;
+            );
+            writeln!(out, "{}", protocol(line, &row.protocols.summary()))?;
             if ruled && row.verdicts.acted() {
                 writeln!(out, "    {}", row.verdicts.column())?;
             }
@@ -215,7 +217,7 @@ fn write_prefixes(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     Ok(())
 }
 
-/// One line of the sources' or the prefixes' table.
+/// One line of the sources', ports', rules' or prefixes' table.
 fn table_row(
     out: &mut dyn Write,
     first: &str,
@@ -224,10 +226,12 @@ fn table_row(
     pps: &str,
     bps: &str,
 ) -> io::Result<()> {
-    writeln!(
-        out,
-        "  {first:<40}{packets:>14}{bytes:>16}{pps:>12}{bps:>12}"
-    )
+    writeln!(out, "{}", table_line(first, packets, bytes, pps, bps))
+}
+
+/// The text of a [`table_row`].
+fn table_line(first: &str, packets: &str, bytes: &str, pps: &str, bps: &str) -> String {
+    format!("  {first:<40}{packets:>14}{bytes:>16}{pps:>12}{bps:>12}")
 }
 
 /// `part` as a percentage of `whole` (all of nothing is 100%).
@@ -274,6 +278,7 @@ mod tests {
     use crate::counts::{
         prefixes::PrefixLens,
         snapshot::{ClassSlots, Snapshot},
+        sources::{SourceProtocols, Tally},
         verdicts::VerdictRead,
     };
 
@@ -296,9 +301,19 @@ mod tests {
             ),
             (Ipv4Addr::new(198, 18, 7, 1).into(), 3, 192),
         ];
+        // The first source sends TCP, the second UDP, the third two ICMP
+        // echoes and a packet of another protocol.
+        let protocols = [[1_500, 0, 0], [0, 700, 0], [0, 0, 2]];
         now.sources = sources
             .iter()
-            .map(|&(a, packets, bytes)| (a, Counter { packets, bytes }))
+            .zip(protocols)
+            .map(|(&(a, packets, bytes), kept)| {
+                let tally = Tally {
+                    counter: Counter { packets, bytes },
+                    protocols: SourceProtocols(kept),
+                };
+                (a, tally)
+            })
             .collect();
         now.slots = ClassSlots {
             non_ip: Counter {

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::counts::sources::{SourceProtocols, Tally};
 
 impl Datapath {
     /// Reads every counter into a snapshot. `interface` only labels errors.
@@ -285,7 +286,10 @@ fn fold_cpu_states(
                 slots.unattributed_v4.add(&state.run_v4);
                 unheld.push((Ipv4Addr::from(state.run_v4_source).into(), state.run_v4));
             } else {
-                sources.push_v4(state.run_v4_source, state.run_v4);
+                sources.push_v4(
+                    state.run_v4_source,
+                    run_tally(state.run_v4, state.run_v4_protocol),
+                );
                 busy.v4.push(state.run_v4_entry);
             }
         }
@@ -294,7 +298,10 @@ fn fold_cpu_states(
                 slots.unattributed_v6.add(&state.run_v6);
                 unheld.push((Ipv6Addr::from(state.run_v6_source).into(), state.run_v6));
             } else {
-                sources.push_v6(state.run_v6_source, state.run_v6);
+                sources.push_v6(
+                    state.run_v6_source,
+                    run_tally(state.run_v6, state.run_v6_protocol),
+                );
                 busy.v6.push(state.run_v6_entry);
             }
         }
@@ -307,5 +314,14 @@ fn fold_cpu_states(
         acted,
         shared_bucket,
         kinds,
+    }
+}
+
+/// A CPU's run in progress as a source's counts: all of its packets are
+/// of the run's protocol.
+fn run_tally(run: Counter, protocol: u16) -> Tally {
+    Tally {
+        counter: run,
+        protocols: SourceProtocols::of(usize::from(protocol), run.packets),
     }
 }

@@ -61,7 +61,7 @@ impl Column {
 
 /// The columns, in the order they give way on a narrow terminal (the last
 /// goes first). The address column takes what is left.
-const COLUMNS: [Column; 7] = [
+const COLUMNS: [Column; 8] = [
     Column {
         title: "pkt/s",
         width: 8,
@@ -87,16 +87,19 @@ const COLUMNS: [Column; 7] = [
         cell: |row, _| format!("{:.1}%", row.share * 100.0),
     },
     Column {
+        title: "protocol",
+        width: 9,
+        right: false,
+        cell: |row, _| match row.prefix_len {
+            Some(_) => String::new(),
+            None => row.protocols.summary(),
+        },
+    },
+    Column {
         title: "bytes",
         width: 8,
         right: true,
         cell: |row, _| human_count(row.bytes),
-    },
-    Column {
-        title: "recent",
-        width: HISTORY as u16,
-        right: false,
-        cell: |row, pane| sparkline(pane, row),
     },
     Column {
         title: "verdicts",
@@ -107,11 +110,17 @@ const COLUMNS: [Column; 7] = [
             (_, verdict) => verdict.to_owned(),
         },
     },
+    Column {
+        title: "recent",
+        width: HISTORY as u16,
+        right: false,
+        cell: |row, pane| sparkline(pane, row),
+    },
 ];
 
 /// Columns shown left to right, by their index in [`COLUMNS`]; the
-/// verdicts column is the first to go on a narrow screen.
-const ORDER: [usize; 7] = [2, 4, 0, 1, 3, 5, 6];
+/// sparkline is the first to go on a narrow screen, then the verdicts.
+const ORDER: [usize; 8] = [2, 5, 0, 1, 3, 4, 7, 6];
 
 /// The narrowest address column (an IPv4 address).
 const ADDRESS_MIN: u16 = 15;
@@ -530,7 +539,7 @@ mod tests {
     use super::*;
     use crate::{
         counts::snapshot::{ClassSlots, Snapshot},
-        counts::sources::SourceTable,
+        counts::sources::{SourceProtocols, SourceTable, Tally},
         output::tui::view::Pane,
     };
 
@@ -543,9 +552,24 @@ mod tests {
         let before = Snapshot::empty();
         let mut after = before.clone();
         after.taken = before.taken + Duration::from_secs(1);
+        // By position: all TCP, all UDP, or three quarters UDP and the
+        // rest ICMP.
         after.sources = sources
             .iter()
-            .map(|&(a, packets, bytes)| (a.parse().unwrap(), c(packets * scale, bytes * scale)))
+            .enumerate()
+            .map(|(index, &(a, packets, bytes))| {
+                let packets = packets * scale;
+                let kept = match index % 3 {
+                    0 => [packets, 0, 0],
+                    1 => [0, packets, 0],
+                    _ => [0, packets * 3 / 4, packets - packets * 3 / 4],
+                };
+                let tally = Tally {
+                    counter: c(packets, bytes * scale),
+                    protocols: SourceProtocols(kept),
+                };
+                (a.parse().unwrap(), tally)
+            })
             .collect::<SourceTable>();
         after.slots = ClassSlots {
             non_ip: c(4 * scale, 240 * scale),

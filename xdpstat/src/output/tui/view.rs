@@ -19,6 +19,7 @@ use xdpstat_common::Counter;
 use crate::{
     counts::report::Rate,
     counts::snapshot::{ClassTotals, Snapshot},
+    counts::sources::ProtocolPackets,
     counts::verdicts::Verdicts,
     output::tui::kinds::KindsPane,
 };
@@ -43,6 +44,9 @@ pub struct Row {
     pub acted: u64,
     /// What the rules did to it, in a few words (empty: all passed).
     pub verdict: String,
+    /// Its packets by protocol over the last interval, or over all its
+    /// packets when it sent none in the interval (sources only).
+    pub protocols: ProtocolPackets,
 }
 
 impl Row {
@@ -53,6 +57,7 @@ impl Row {
         self.rate.add(&other.rate);
         self.estimated |= other.estimated;
         self.acted += other.acted;
+        self.protocols.add(&other.protocols);
         if other.acted > 0 {
             self.verdict = if self.acted == other.acted {
                 other.verdict.clone()
@@ -140,8 +145,15 @@ impl Pane {
         self.rows.clear();
         self.rows.reserve(current.sources.len());
         let mut history = HashMap::with_capacity(current.sources.len());
-        for (address, counter, earlier) in current.sources.since(&previous.sources) {
-            let rate = Rate::between(&counter, &earlier, seconds);
+        for (address, tally, earlier) in current.sources.tallies_since(&previous.sources) {
+            let (counter, earlier_counter) = (tally.counter, earlier.counter);
+            let rate = Rate::between(&counter, &earlier_counter, seconds);
+            let interval = tally.saturating_sub(&earlier);
+            let protocols = if interval.counter.packets > 0 {
+                interval.protocol_packets()
+            } else {
+                tally.protocol_packets()
+            };
             let mut recent = self.history.remove(&address).unwrap_or_default();
             if recent.len() == HISTORY {
                 recent.pop_front();
@@ -169,6 +181,7 @@ impl Pane {
                 share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                 acted,
                 verdict,
+                protocols,
             });
         }
         // Sources no longer listed take their history with them.
@@ -211,6 +224,7 @@ impl Pane {
                     share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                     acted: 0,
                     verdict: String::new(),
+                    protocols: ProtocolPackets::default(),
                 }
             })
             .collect();
