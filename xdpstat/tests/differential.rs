@@ -9,9 +9,10 @@
 //! Past the IP header the frames carry TCP, UDP, ICMP, ICMPv6 and other
 //! protocols, IPv4 first and later fragments, IPv6 chains of extension
 //! headers (fragment headers among them, longer than the program's bound)
-//! and L4 headers cut short; every protocol, fragment and SYN total and
-//! every port's count is held against the traffic kind the test's own
-//! walk of the headers (`kind_of`) finds.
+//! and L4 headers cut short; every protocol, fragment and SYN total,
+//! every port's count and every source's packets by protocol are held
+//! against the traffic kind the test's own walk of the headers
+//! (`kind_of`) finds.
 
 mod common;
 
@@ -390,6 +391,8 @@ proptest! {
         let before = datapath.snapshot("test").unwrap();
         let mut classes = [Counter::default(); 4];
         let mut sources: HashMap<IpAddr, Counter> = HashMap::new();
+        // Per source: tcp, udp, icmp (either family), other.
+        let mut protocols: HashMap<IpAddr, [u64; 4]> = HashMap::new();
         let mut kinds = [Counter::default(); 7];
         let mut ports: HashMap<PortKey, Counter> = HashMap::new();
         for shape in &shapes {
@@ -402,6 +405,8 @@ proptest! {
                     sources.entry(address).or_default().add(&one);
                     let kind = kind_of(ip_of(&frame));
                     kinds[kind.slot].add(&one);
+                    let protocol = [0, 1, 2, 2, 3][kind.slot];
+                    protocols.entry(address).or_default()[protocol] += 1;
                     if kind.fragment {
                         kinds[5].add(&one);
                     }
@@ -430,9 +435,16 @@ proptest! {
             prop_assert_eq!(delta(&now[class], &then[class]), classes[class], "{}: {:?}", name, shapes);
         }
         for (address, expected) in &sources {
+            let by_protocol = |snapshot: &Snapshot| {
+                let p = snapshot.sources.tally(address).copied().unwrap_or_default().protocol_packets();
+                [p.tcp, p.udp, p.icmp, p.other]
+            };
+            let (now, then) = (by_protocol(&after), by_protocol(&before));
             let after = after.sources.get(address).copied().unwrap_or_default();
             let before = before.sources.get(address).copied().unwrap_or_default();
             prop_assert_eq!(delta(&after, &before), *expected, "{}", address);
+            let sent: [u64; 4] = std::array::from_fn(|i| now[i] - then[i]);
+            prop_assert_eq!(sent, protocols[address], "{} by protocol: {:?}", address, shapes);
         }
         for (address, counter, earlier) in after.sources.since(&before.sources) {
             if counter != earlier {
