@@ -160,6 +160,20 @@ fn every_protocol_port_fragment_and_syn_is_counted_exactly() {
         of(&[(&first_fragment, 6), (&later_fragment, 6), (&v6_later, 2)])
     );
     assert_eq!(pair(&totals["tcp_syn"]), of(&[(&syn, 7)]));
+    // Each source's packets by protocol (ICMPv6 is `icmp`; the later
+    // fragments count under the protocol they carry).
+    let by_protocol = |address: String| {
+        let sources = report["sources"].as_array().expect("sources");
+        let row = sources
+            .iter()
+            .find(|s| s["address"] == address.as_str())
+            .unwrap_or_else(|| panic!("{address} listed: {report}"));
+        let p = &row["protocols"];
+        ["tcp", "udp", "icmp", "other"].map(|name| p[name].as_u64().expect("a count"))
+    };
+    assert_eq!(by_protocol(A.to_string()), [7 + 5 + 3, 6 + 6, 0, 0]);
+    assert_eq!(by_protocol(B.to_string()), [0, 11 + 4, 2, 1]);
+    assert_eq!(by_protocol(C.to_string()), [2, 8, 3, 0]);
     // Ports: TCP destinations, UDP destinations and sources; a later
     // fragment has none.
     assert_eq!(
