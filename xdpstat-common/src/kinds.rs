@@ -21,17 +21,15 @@ pub mod slot {
     pub const PROTOCOLS: usize = 5;
 }
 
-/// The protocols a source's packets are counted under in its table entry
-/// (ICMP of either family is one): the first [`source::KEPT`] are kept in
-/// the entry, and `other` is the rest of its packets, so the entry needs
-/// no fourth counter.
+/// The protocols a source's packets are counted under (ICMP of either
+/// family is one): see `V4Entry::protocol` and `MIXED_V4_MAP`.
 pub mod source {
     pub const TCP: usize = 0;
     pub const UDP: usize = 1;
     pub const ICMP: usize = 2;
     pub const OTHER: usize = 3;
-    /// Protocols an entry keeps a counter for.
-    pub const KEPT: usize = 3;
+    /// Protocols in all.
+    pub const PROTOCOLS: usize = 4;
 
     /// The source protocol of a packet in protocol slot `slot`.
     #[inline(always)]
@@ -46,7 +44,7 @@ pub mod source {
 }
 
 /// Report names of the source protocols, in [`source`] order.
-pub const SOURCE_PROTOCOL_NAMES: [&str; 4] = ["tcp", "udp", "icmp", "other"];
+pub const SOURCE_PROTOCOL_NAMES: [&str; source::PROTOCOLS] = ["tcp", "udp", "icmp", "other"];
 
 /// Report names of the protocol slots, in slot order.
 pub const PROTOCOL_NAMES: [&str; slot::PROTOCOLS] = ["tcp", "udp", "icmp", "icmpv6", "other"];

@@ -107,7 +107,7 @@ pub const fn mix(value: u64, seed: u64) -> u64 {
     x ^ (x >> 33)
 }
 
-/// One IPv4 source in the table: 64 bytes, one cache line.
+/// One IPv4 source in the table: 32 bytes, two to a cache line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct V4Entry {
@@ -117,13 +117,16 @@ pub struct V4Entry {
     pub rule: u32,
     /// The address as on the wire.
     pub address: Ipv4Key,
-    pub _pad: u32,
+    /// The protocol of the source's first packet ([`kinds::source`]),
+    /// set when the entry is claimed: its packets of that protocol are
+    /// `counter`'s less what [`MIXED_V4_MAP`] holds of the others.
+    pub protocol: u8,
+    /// Non-zero once a packet of another protocol was counted: only then
+    /// does the entry's row of [`MIXED_V4_MAP`] hold anything.
+    pub mixed: u8,
+    pub _pad: [u8; 2],
     /// Updated with atomic adds by every CPU that counts the source.
     pub counter: Counter,
-    /// Its packets by protocol, indexed by [`kinds::source`] (the rest of
-    /// its packets are `other`); added before `counter`.
-    pub protocols: [u64; kinds::source::KEPT],
-    pub _pad2: u64,
 }
 
 /// One IPv6 source in the table: 64 bytes, one cache line.
@@ -138,9 +141,19 @@ pub struct V6Entry {
     pub address: Ipv6Key,
     /// Updated with atomic adds by every CPU that counts the source.
     pub counter: Counter,
-    /// As [`V4Entry::protocols`].
-    pub protocols: [u64; kinds::source::KEPT],
+    /// As [`V4Entry::protocol`] and [`V4Entry::mixed`].
+    pub protocol: u8,
+    pub mixed: u8,
+    pub _pad: [u8; 2],
+    pub _pad2: [u32; 5],
 }
+
+/// Memory-mappable arrays of `[u64; kinds::source::PROTOCOLS]` beside each
+/// table, entry for entry: a source's packets of each protocol but its
+/// first (see [`V4Entry::protocol`]). A source that sends one protocol, as
+/// most do, never touches its row.
+pub const MIXED_V4_MAP: &str = "MIXED_V4";
+pub const MIXED_V6_MAP: &str = "MIXED_V6";
 
 /// Per-CPU array with one [`CpuState`].
 pub const CPU_STATE_MAP: &str = "CPU_STATE";
@@ -438,7 +451,7 @@ mod tests {
             size_of::<CpuState>(),
             20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 2 * 8
         );
-        assert_eq!(size_of::<V4Entry>(), 64);
+        assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).
         assert!(
             core::mem::offset_of!(CpuState, run_v4_entry) < core::mem::offset_of!(CpuState, run_v4)
@@ -455,24 +468,24 @@ mod tests {
         );
         assert_eq!(size_of::<V6Entry>(), 64);
         // The state word and the remembered rule share the first 8 bytes
-        // (user space reads and clears them as one word); the counters
-        // come before the protocols (see `tables.rs`).
-        for (state, rule, counter, protocols) in [
+        // (user space reads and clears them as one word); the first
+        // protocol and the mixed flag share a word (see `tables.rs`).
+        for (state, rule, protocol, mixed) in [
             (
                 core::mem::offset_of!(V4Entry, state),
                 core::mem::offset_of!(V4Entry, rule),
-                core::mem::offset_of!(V4Entry, counter),
-                core::mem::offset_of!(V4Entry, protocols),
+                core::mem::offset_of!(V4Entry, protocol),
+                core::mem::offset_of!(V4Entry, mixed),
             ),
             (
                 core::mem::offset_of!(V6Entry, state),
                 core::mem::offset_of!(V6Entry, rule),
-                core::mem::offset_of!(V6Entry, counter),
-                core::mem::offset_of!(V6Entry, protocols),
+                core::mem::offset_of!(V6Entry, protocol),
+                core::mem::offset_of!(V6Entry, mixed),
             ),
         ] {
+            assert_eq!(protocol / 8, mixed / 8);
             assert_eq!((state, rule), (0, 4));
-            assert!(counter < protocols);
         }
     }
 }

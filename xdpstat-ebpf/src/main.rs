@@ -83,7 +83,7 @@ mod table;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_xdp_get_buff_len,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -128,8 +128,17 @@ pub fn xdpstat_replay(ctx: XdpContext) -> u32 {
             )
         }
     } else {
-        // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us.
-        (unsafe { bpf_xdp_get_buff_len(ctx.ctx) }, Clock::Kernel)
+        // No metadata: the kernel's clock, read now. Still a given time,
+        // so that the verifier walks the rules once for this program, not
+        // once per kind of clock.
+        // SAFETY: `ctx.ctx` is the live `xdp_md` the kernel handed us; the
+        // clock helper takes no arguments.
+        unsafe {
+            (
+                bpf_xdp_get_buff_len(ctx.ctx),
+                Clock::Given(bpf_ktime_get_ns()),
+            )
+        }
     };
     // A frame the capture cut short is longer on the wire than here.
     let wire_len = (len as usize).max(end - start);

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
-    kinds::{PORTS as PORTS_PER_SIDE, side::SIDES},
+    kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
     rules::{MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, Rule, SourceRow},
     sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
     table_entries,
@@ -44,6 +44,15 @@ pub static SOURCES_V6: Array<V6Entry> =
 pub static PAGES_V4: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "PAGES_V6")]
 pub static PAGES_V6: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Beside each table, entry for entry: a source's packets of each
+/// protocol but its first (see `V4Entry::protocol`).
+#[map(name = "MIXED_V4")]
+pub static MIXED_V4: Array<[u64; source::PROTOCOLS]> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+#[map(name = "MIXED_V6")]
+pub static MIXED_V6: Array<[u64; source::PROTOCOLS]> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 
 /// Never read here: user space writes what this datapath is, and keeps
 /// what must outlive it when it is persisted.

@@ -20,9 +20,9 @@ use xdpstat_common::{
 use crate::{
     atomics::{atomic_add, atomic_add_word, bump, compare_exchange_u32, start_run},
     maps::{
-        HASH_SEED, HEAVY_V4, HEAVY_V6, PAGES_V4, PAGES_V6, PREFIX_V4_MASK, PREFIX_V6_MASK, ROWS_V4,
-        ROWS_V6, RULES_V4_0, RULES_V4_1, RULES_V6_0, RULES_V6_1, SKETCH_V4, SKETCH_V6, SOURCES_V4,
-        SOURCES_V6, TABLE_ENTRIES, loaded,
+        HASH_SEED, HEAVY_V4, HEAVY_V6, MIXED_V4, MIXED_V6, PAGES_V4, PAGES_V6, PREFIX_V4_MASK,
+        PREFIX_V6_MASK, ROWS_V4, ROWS_V6, RULES_V4_0, RULES_V4_1, RULES_V6_0, RULES_V6_1,
+        SKETCH_V4, SKETCH_V6, SOURCES_V4, SOURCES_V6, TABLE_ENTRIES, loaded,
     },
     sketch,
 };
@@ -31,6 +31,8 @@ use crate::{
 pub struct Family<E: Entry> {
     pub table: &'static Array<E>,
     pub pages: &'static Array<u64>,
+    /// Packets of the protocols other than each source's first.
+    pub mixed: &'static Array<[u64; source::PROTOCOLS]>,
     pub rows: &'static Array<SourceRow>,
     pub tries: [&'static LpmTrie<E::Address, u32>; 2],
     /// Its bit in the ruleset word.
@@ -75,12 +77,16 @@ pub trait Entry: 'static {
     /// # Safety
     /// `entry` points into a live table.
     unsafe fn counter(entry: *mut Self) -> *mut Counter;
-    /// Its packet counter of source protocol `protocol` (below
-    /// [`source::KEPT`]).
+    /// The protocol of its source's first packet.
     ///
     /// # Safety
     /// `entry` points into a live table.
-    unsafe fn protocol(entry: *mut Self, protocol: usize) -> *mut u64;
+    unsafe fn protocol(entry: *mut Self) -> *mut u8;
+    /// Its flag: packets of other protocols were counted.
+    ///
+    /// # Safety
+    /// `entry` points into a live table.
+    unsafe fn mixed(entry: *mut Self) -> *mut u8;
     /// The remembered rule (see `xdpstat_common::rules::cached`).
     ///
     /// # Safety
@@ -117,9 +123,14 @@ macro_rules! entry_fields {
             unsafe { &raw mut (*entry).counter }
         }
         #[inline(always)]
-        unsafe fn protocol(entry: *mut Self, protocol: usize) -> *mut u64 {
-            // SAFETY: as above; the caller keeps `protocol` in bounds.
-            unsafe { (&raw mut (*entry).protocols).cast::<u64>().add(protocol) }
+        unsafe fn protocol(entry: *mut Self) -> *mut u8 {
+            // SAFETY: as above.
+            unsafe { &raw mut (*entry).protocol }
+        }
+        #[inline(always)]
+        unsafe fn mixed(entry: *mut Self) -> *mut u8 {
+            // SAFETY: as above.
+            unsafe { &raw mut (*entry).mixed }
         }
         #[inline(always)]
         unsafe fn rule(entry: *mut Self) -> *mut u32 {
@@ -136,6 +147,7 @@ impl Entry for V4Entry {
         Family {
             table: &SOURCES_V4,
             pages: &PAGES_V4,
+            mixed: &MIXED_V4,
             rows: &ROWS_V4,
             tries: [&RULES_V4_0, &RULES_V4_1],
             bit: ruleset::V4,
@@ -182,6 +194,7 @@ impl Entry for V6Entry {
         Family {
             table: &SOURCES_V6,
             pages: &PAGES_V6,
+            mixed: &MIXED_V6,
             rows: &ROWS_V6,
             tries: [&RULES_V6_0, &RULES_V6_1],
             bit: ruleset::V6,
@@ -270,10 +283,11 @@ pub fn track<E: Entry>(
     }
     let (finished, finished_source, finished_entry, finished_protocol) =
         (*run.counter, *run.source, *run.entry, *run.protocol);
-    let entry = entry_for::<E>(family.table, family.pages, &source);
-    // No run, then the new source, entry and protocol, then the new run's count: a
-    // reader copying the slot meanwhile never sees the old count under
-    // the new source (see `CpuState`). Volatile keeps the stores in order.
+    let entry = entry_for::<E>(family, &source, protocol);
+    // No run, then the new source, entry and protocol, then the new run's
+    // count: a reader copying the slot meanwhile never sees the old count
+    // under the new source (see `CpuState`). Volatile keeps the stores in
+    // order.
     start_run(run.counter, 0, 0);
     // SAFETY: plain stores to this CPU's live slot.
     unsafe {
@@ -284,8 +298,7 @@ pub fn track<E: Entry>(
     start_run(run.counter, packets, len);
     if finished.packets != 0
         && !settle::<E>(
-            family.table,
-            family.pages,
+            family,
             finished_entry,
             &finished_source,
             &finished,
@@ -320,8 +333,7 @@ pub fn counting<E: Entry>(table: &Array<E>, index: u32, address: &E::Address) ->
 /// no longer counting the run's source), the run finds or claims another.
 #[inline(always)]
 fn settle<E: Entry>(
-    table: &Array<E>,
-    pages: &Array<u64>,
+    family: &Family<E>,
     index: u32,
     address: &E::Address,
     run: &Counter,
@@ -330,47 +342,61 @@ fn settle<E: Entry>(
     if index == NO_ENTRY {
         return false;
     }
-    if add_if_counting(table, index, address, run, protocol) {
-        return true;
-    }
-    let index = entry_for::<E>(table, pages, address);
-    add_if_counting(table, index, address, run, protocol)
+    let (entry, index) = match counting(family.table, index, address) {
+        Some(entry) => (entry, index),
+        None => {
+            let index = entry_for::<E>(family, address, protocol);
+            match counting(family.table, index, address) {
+                Some(entry) => (entry, index),
+                None => return false,
+            }
+        }
+    };
+    // SAFETY: a live entry counting this source, at `index`.
+    unsafe { add::<E>(family, entry, index, run, protocol) };
+    true
 }
 
-/// Adds `run`, of source protocol `protocol`, to entry `index` if that
-/// entry counts `address`.
+/// Adds `run`, of source protocol `protocol`, to `entry` (at `index`),
+/// which counts the run's source.
+///
+/// # Safety
+/// `entry` points to a live table entry, at `index`.
 #[inline(always)]
-fn add_if_counting<E: Entry>(
-    table: &Array<E>,
+unsafe fn add<E: Entry>(
+    family: &Family<E>,
+    entry: *mut E,
     index: u32,
-    address: &E::Address,
     run: &Counter,
     protocol: u16,
-) -> bool {
-    let Some(entry) = counting(table, index, address) else {
-        return false;
-    };
-    // SAFETY: a live entry counting this source; the adds are atomic
-    // because every CPU counting the source adds to it. User space marks
-    // an entry draining and then waits for a grace period before it reads
-    // the final counts, so an add that saw READY lands before that read.
-    // The protocol's count is added first and read last (`tables.rs`), so
-    // a read never finds more packets than its protocols account for
-    // (what `other` is made of, by difference, never runs ahead).
+) {
+    // SAFETY: the caller's live entry; the adds are atomic because every
+    // CPU counting the source adds to it. User space marks an entry
+    // draining and then waits for a grace period before it reads the
+    // final counts, so an add that saw READY lands before that read.
+    // A run of another protocol than the source's first is also added to
+    // the entry's row of the mixed array, and the entry marked, before
+    // the counters: user space reads the counters first, so what it
+    // makes of the first protocol (the rest) is never read ahead.
     unsafe {
-        let protocol = usize::from(protocol);
-        if protocol < source::KEPT {
-            atomic_add_word(E::protocol(entry, protocol), run.packets);
+        let first = core::ptr::read_volatile(E::protocol(entry));
+        let kind = usize::from(protocol);
+        if u16::from(first) != protocol
+            && kind < source::PROTOCOLS
+            && let Some(row) = family.mixed.get_ptr_mut(index)
+        {
+            atomic_add_word(row.cast::<u64>().add(kind), run.packets);
+            core::ptr::write_volatile(E::mixed(entry), 1);
         }
         atomic_add(E::counter(entry), run);
     }
-    true
 }
 
 /// The index of `address`'s entry, claiming a free one for a new source;
 /// [`NO_ENTRY`] when none within reach is free.
 #[inline(always)]
-fn entry_for<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Address) -> u32 {
+fn entry_for<E: Entry>(family: &Family<E>, address: &E::Address, protocol: u16) -> u32 {
+    let (table, pages) = (family.table, family.pages);
     let (entries, seed) = (loaded(&TABLE_ENTRIES), loaded(&HASH_SEED));
     let start = home(E::hash(address, seed), entries);
     // A second pass only after losing a claim race to another CPU, which
@@ -386,9 +412,11 @@ fn entry_for<E: Entry>(table: &Array<E>, pages: &Array<u64>, address: &E::Addres
                 // zeroed counters user space stored before it released a
                 // retired entry are visible before this CPU adds to them.
                 if unsafe { compare_exchange_u32(E::state(entry), was, entry_state::CLAIMED) } {
-                    // SAFETY: the entry is this CPU's until it is READY.
+                    // SAFETY: the entry is this CPU's until it is READY
+                    // (user space cleared its mixed flag and row).
                     unsafe {
                         E::set_address(entry, address);
+                        core::ptr::write_volatile(E::protocol(entry), protocol as u8);
                         core::ptr::write_volatile(E::state(entry), entry_state::READY);
                     }
                     let page = (index as usize * size_of::<E>() / TABLE_PAGE) as u32;

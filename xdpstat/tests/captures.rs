@@ -756,8 +756,16 @@ fn a_replay_of_large_frames_holds_bounded_memory() {
 
 /// What tshark says of each IP frame of a capture, fragments not
 /// reassembled: (bytes on the wire, protocol slot, fragment, SYN, TCP
-/// destination port, UDP ports).
-type TsharkFrame = (u64, usize, bool, bool, Option<u16>, Option<(u16, u16)>);
+/// destination port, UDP ports, source address).
+type TsharkFrame = (
+    u64,
+    usize,
+    bool,
+    bool,
+    Option<u16>,
+    Option<(u16, u16)>,
+    String,
+);
 
 fn tshark_frames(file: &Path) -> Vec<TsharkFrame> {
     let output = Command::new("tshark")
@@ -777,6 +785,7 @@ fn tshark_frames(file: &Path) -> Vec<TsharkFrame> {
             "tcp.flags.ack",
         ])
         .args(["-e", "udp.srcport", "-e", "udp.dstport"])
+        .args(["-e", "ip.src", "-e", "ipv6.src"])
         .output()
         .expect("tshark runs");
     assert!(output.status.success(), "tshark: {}", stderr(&output));
@@ -803,7 +812,11 @@ fn tshark_frames(file: &Path) -> Vec<TsharkFrame> {
                 .zip(number(f[9]))
                 .filter(|_| slot == 1)
                 .map(|(s, d)| (s as u16, d as u16));
-            Some((number(f[0])?, slot, fragment, syn, tcp_port, udp))
+            let first = |field: &str| field.split(',').next().unwrap_or("").to_owned();
+            let source = Some(first(f[10]))
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| first(f[11]));
+            Some((number(f[0])?, slot, fragment, syn, tcp_port, udp, source))
         })
         .collect()
 }
@@ -927,6 +940,23 @@ fn kernel_traffic_captured_by_tcpdump_replays_to_the_protocols_and_ports_tshark_
         })
         .collect();
     assert_eq!(got, expected);
+    // Each source's packets by protocol: tcp, udp, icmp (either family),
+    // other.
+    let mut by_source: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
+    for f in &frames {
+        by_source.entry(f.6.clone()).or_default()[[0, 1, 2, 2, 3][f.1]] += 1;
+    }
+    let got: std::collections::BTreeMap<String, [u64; 4]> = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let p = &row["protocols"];
+            let counts = ["tcp", "udp", "icmp", "other"].map(|name| p[name].as_u64().unwrap());
+            (row["address"].as_str().unwrap().to_owned(), counts)
+        })
+        .collect();
+    assert_eq!(got, by_source, "sources by protocol");
 
     // The same capture under rules on what the traffic is: SYNs, UDP to
     // port 9 (only first fragments carry the port) and ICMP dropped, each

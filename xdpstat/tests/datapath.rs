@@ -436,6 +436,72 @@ fn each_source_counts_its_packets_by_protocol() {
 }
 
 #[test]
+fn a_retired_entry_takes_a_new_source_with_none_of_the_old_ones_protocols() {
+    // 32 entries, planned for 8 sources: 31 sources fill it; retiring
+    // leaves 6, and new sources must take the retired entries.
+    let test = "a_retired_entry_takes_a_new_source_with_none_of_the_old_ones_protocols";
+    let Some(datapath) = load(test, 8) else {
+        return;
+    };
+    common::pin_to_one_cpu();
+    let sender = |n: u16| IpAddr::V4(Ipv4Addr::new(198, 18, (n >> 8) as u8, n as u8));
+    // Old sources: TCP twice, then UDP (counted beside the entry).
+    for n in 1..=31 {
+        for protocol in [6, 6, 17] {
+            run(&datapath, &carrying(sender(n), protocol));
+        }
+    }
+    let first = snapshot(&datapath);
+    assert_eq!(first.sources.len(), 31);
+    for n in 1..=31 {
+        let tally = first.sources.tally(&sender(n)).expect("held");
+        assert_eq!(tally.protocol_packets().tcp, 2, "{}", sender(n));
+        assert_eq!(tally.protocol_packets().udp, 1, "{}", sender(n));
+    }
+    assert!(
+        datapath.retire_idle().unwrap().is_empty(),
+        "nothing idle yet"
+    );
+    snapshot(&datapath);
+    let retired = datapath.retire_idle().unwrap();
+    assert_eq!(retired.len(), 25, "down to 6");
+    for (address, _) in retired.iter() {
+        let tally = retired.tally(&address).unwrap();
+        let expected = ProtocolPackets {
+            tcp: 2,
+            udp: 1,
+            ..ProtocolPackets::default()
+        };
+        assert_eq!(
+            tally.protocol_packets(),
+            expected,
+            "{address} retired whole"
+        );
+    }
+    // New sources: ICMP, then UDP, which goes beside the entry they took.
+    for n in 100..125 {
+        for protocol in [1, 17] {
+            run(&datapath, &carrying(sender(n), protocol));
+        }
+    }
+    let after = snapshot(&datapath);
+    assert_eq!(
+        after.unattributed().packets,
+        25 * 3,
+        "the retired packets, and no new one: every new source found an entry"
+    );
+    for n in 100..125 {
+        let tally = after.sources.tally(&sender(n)).expect("held");
+        let expected = ProtocolPackets {
+            udp: 1,
+            icmp: 1,
+            ..ProtocolPackets::default()
+        };
+        assert_eq!(tally.protocol_packets(), expected, "{}", sender(n));
+    }
+}
+
+#[test]
 fn retiring_idle_entries_makes_room_and_loses_no_packet() {
     // Planned for 8 sources: above 7 in use, idle entries are retired down
     // to 6, fewest packets first.

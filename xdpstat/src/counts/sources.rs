@@ -2,7 +2,7 @@
 //! may hold a million sources and the live loop keeps two of them.
 //!
 //! Each family is a vector of (address as an integer, [`Tally`]) sorted by
-//! address: 48 bytes a source for IPv4, no hash table slack, lookups by
+//! address: 56 bytes a source for IPv4, no hash table slack, lookups by
 //! binary search, and two snapshots compare by walking both in order. A
 //! [`SourceTableBuilder`] collects sources in any order, then sorts once
 //! and sums any source met more than once (a CPU's run in progress and the
@@ -31,7 +31,7 @@ impl From<Counter> for Tally {
     fn from(counter: Counter) -> Self {
         Tally {
             counter,
-            protocols: SourceProtocols::default(),
+            protocols: SourceProtocols::of(source::OTHER, counter.packets),
         }
     }
 }
@@ -64,26 +64,30 @@ impl Tally {
         }
     }
 
-    /// Its packets by protocol, `other` being the rest of its packets.
+    /// Its packets by protocol.
     pub fn protocol_packets(&self) -> ProtocolPackets {
-        self.protocols.packets(self.counter.packets)
+        self.protocols.named()
     }
 }
 
-/// A source's packets under each protocol its table entry keeps a
-/// counter for, indexed by `kinds::source`; the rest of its packets are
-/// `other`.
+/// A source's packets under each protocol, indexed by `kinds::source`;
+/// they add up to its packets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourceProtocols(pub [u64; source::KEPT]);
+pub struct SourceProtocols(pub [u64; source::PROTOCOLS]);
 
 impl SourceProtocols {
-    /// `packets` packets of source protocol `protocol` (`other`: none kept).
+    /// `packets` packets of source protocol `protocol`.
     pub fn of(protocol: usize, packets: u64) -> Self {
-        let mut kept = [0; source::KEPT];
-        if let Some(slot) = kept.get_mut(protocol) {
+        let mut counts = [0; source::PROTOCOLS];
+        if let Some(slot) = counts.get_mut(protocol) {
             *slot = packets;
         }
-        SourceProtocols(kept)
+        SourceProtocols(counts)
+    }
+
+    /// Their sum: the source's packets.
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0u64, |sum, &n| sum.wrapping_add(n))
     }
 
     fn add(&mut self, other: &SourceProtocols) {
@@ -96,15 +100,14 @@ impl SourceProtocols {
         SourceProtocols(std::array::from_fn(|i| f(self.0[i], other.0[i])))
     }
 
-    /// By name, for a source with `packets` packets in all.
-    pub fn packets(&self, packets: u64) -> ProtocolPackets {
-        let [tcp, udp, icmp] = self.0;
-        let kept = tcp.saturating_add(udp).saturating_add(icmp);
+    /// By name.
+    pub fn named(&self) -> ProtocolPackets {
+        let [tcp, udp, icmp, other] = self.0;
         ProtocolPackets {
             tcp,
             udp,
             icmp,
-            other: packets.saturating_sub(kept),
+            other,
         }
     }
 }

@@ -513,7 +513,7 @@ mod tests {
         // Each memory-mappable array: a page of header, then its pages.
         assert_eq!(
             map_bytes(plan).sources_v4,
-            4096 + 131_072 * 64 + 4096 + 2048 * 8
+            4096 + 131_072 * 32 + 4096 + 1024 * 8 + 4096 + 131_072 * 32
         );
         assert_eq!(memory(plan, Some(1 << 20)).status, Status::Fail);
         assert_eq!(memory(plan, Some(100 << 20)).status, Status::Warn);

@@ -9,9 +9,9 @@
 //! possible CPU plus a pointer per entry, a trie only what it holds.
 
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, META_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
-    SOURCES_V6_MAP, V4Entry, V6Entry,
-    kinds::{PORTS, PORTS_MAP, side::SIDES},
+    CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP, MIXED_V6_MAP, Meta, PAGES_V4_MAP,
+    PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
+    kinds::{PORTS, PORTS_MAP, side::SIDES, source},
     rules::{
         CHAINS_MAP, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, ROWS_V4_MAP, ROWS_V6_MAP,
         RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP,
@@ -99,7 +99,7 @@ pub struct Layout {
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 22] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 24] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -108,6 +108,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 22] {
         part,
     };
     let (v4, v6) = (size_of::<V4Entry>(), size_of::<V6Entry>());
+    let mixed = size_of::<[u64; source::PROTOCOLS]>();
     let sketch = SKETCH_ROWS as u32 * SKETCH_WIDTH;
     let rule = size_of::<Rule>();
     // A trie's value: its prefix's chain head.
@@ -130,6 +131,8 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 22] {
             page_flags_len(entries, v6),
             SourcesV6,
         ),
+        layout(MIXED_V4_MAP, Mmapable, mixed, entries, SourcesV4),
+        layout(MIXED_V6_MAP, Mmapable, mixed, entries, SourcesV6),
         layout(ROWS_V4_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(ROWS_V6_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(RULESET_MAP, Array, 8, 1, Rules),
@@ -164,7 +167,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 22] {
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 22] {
+pub fn map_names() -> [&'static str; 24] {
     layouts(1, 1, 1).map(|map| map.name)
 }
 

@@ -68,8 +68,9 @@ trait TableEntry: Pod {
     const ADDRESS_WORDS: &'static [usize];
     /// Offset of the packet counter; the byte counter follows it.
     const PACKETS: usize;
-    /// Offset of the packets by protocol, [`source::KEPT`] words.
-    const PROTOCOLS: usize;
+    /// Offset of the first protocol's byte; the mixed flag follows it, in
+    /// the same word.
+    const PROTOCOL: usize;
     /// The address from its words, in memory order.
     fn address(words: &[u64]) -> IpAddr;
     /// An entry read whole (by a system call, for the per-key read).
@@ -96,7 +97,7 @@ fn state_word(state: u32) -> u64 {
 impl TableEntry for V4Entry {
     const ADDRESS_WORDS: &'static [usize] = &[8];
     const PACKETS: usize = core::mem::offset_of!(V4Entry, counter);
-    const PROTOCOLS: usize = core::mem::offset_of!(V4Entry, protocols);
+    const PROTOCOL: usize = core::mem::offset_of!(V4Entry, protocol);
     fn address(words: &[u64]) -> IpAddr {
         let bytes = words[0].to_ne_bytes();
         Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
@@ -105,10 +106,9 @@ impl TableEntry for V4Entry {
         EntryRead {
             state: self.state,
             address: Ipv4Addr::from(self.address).into(),
-            tally: Tally {
-                counter: self.counter,
-                protocols: SourceProtocols(self.protocols),
-            },
+            counter: self.counter,
+            protocol: self.protocol,
+            mixed: self.mixed != 0,
         }
     }
 }
@@ -116,7 +116,7 @@ impl TableEntry for V4Entry {
 impl TableEntry for V6Entry {
     const ADDRESS_WORDS: &'static [usize] = &[8, 16];
     const PACKETS: usize = core::mem::offset_of!(V6Entry, counter);
-    const PROTOCOLS: usize = core::mem::offset_of!(V6Entry, protocols);
+    const PROTOCOL: usize = core::mem::offset_of!(V6Entry, protocol);
     fn address(words: &[u64]) -> IpAddr {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&words[0].to_ne_bytes());
@@ -127,10 +127,9 @@ impl TableEntry for V6Entry {
         EntryRead {
             state: self.state,
             address: Ipv6Addr::from(self.address).into(),
-            tally: Tally {
-                counter: self.counter,
-                protocols: SourceProtocols(self.protocols),
-            },
+            counter: self.counter,
+            protocol: self.protocol,
+            mixed: self.mixed != 0,
         }
     }
 }
@@ -139,7 +138,28 @@ impl TableEntry for V6Entry {
 struct EntryRead {
     state: u32,
     address: IpAddr,
-    tally: Tally,
+    counter: Counter,
+    /// The protocol of the source's first packet.
+    protocol: u8,
+    /// Whether packets of other protocols were counted (in its row of
+    /// the mixed array).
+    mixed: bool,
+}
+
+impl EntryRead {
+    /// Its counts, with its row of the mixed array (`None`: not read, or
+    /// not mixed): the first protocol has the packets the others do not.
+    fn tally(&self, row: Option<[u64; source::PROTOCOLS]>) -> Tally {
+        let mut packets = row.filter(|_| self.mixed).unwrap_or_default();
+        let first = usize::from(self.protocol).min(source::OTHER);
+        packets[first] = 0;
+        let others = packets.iter().fold(0u64, |sum, &n| sum.saturating_add(n));
+        packets[first] = self.counter.packets.saturating_sub(others);
+        Tally {
+            counter: self.counter,
+            protocols: SourceProtocols(packets),
+        }
+    }
 }
 
 /// Reads entry `at` of `window`. The state is loaded first, with acquire
@@ -148,10 +168,11 @@ struct EntryRead {
 /// stores carry no release, which BPF only has from Linux 6.15, so a read
 /// racing a claim by nanoseconds may see the entry with no packets yet).
 /// Counters are loaded after the address; an add racing the read shows up
-/// in the next one. The packets by protocol are loaded after the
-/// counters (acquire), and the datapath adds them before the counters, so
-/// the kept protocols of a read hold at least the packets its counter
-/// does: `other`, what is left, is never read ahead of the truth.
+/// in the next one. The mixed flag (and then the entry's row of the mixed
+/// array) is loaded after the counters, with acquire ordering, and the
+/// datapath writes them before it adds to the counters: so the other
+/// protocols of a read hold at least what its counter does of them, and
+/// the first protocol's share, the rest, is never read ahead of the truth.
 fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
     let state = state_of(window.load(at, STATE_WORD, Ordering::Acquire));
     let mut words = [0u64; 2];
@@ -159,20 +180,28 @@ fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
         *word = window.load(at, offset, Ordering::Relaxed);
     }
     let counter = Counter {
-        packets: window.load(at, E::PACKETS, Ordering::Acquire),
+        packets: window.load(at, E::PACKETS, Ordering::Relaxed),
         bytes: window.load(at, E::PACKETS + 8, Ordering::Relaxed),
     };
-    let protocols =
-        std::array::from_fn(|i| window.load(at, E::PROTOCOLS + 8 * i, Ordering::Relaxed));
+    let word = window
+        .load(at, E::PROTOCOL & !7, Ordering::Acquire)
+        .to_ne_bytes();
     EntryRead {
         state,
         address: E::address(&words[..E::ADDRESS_WORDS.len()]),
-        tally: Tally {
-            counter,
-            protocols: SourceProtocols(protocols),
-        },
+        counter,
+        protocol: word[E::PROTOCOL % 8],
+        mixed: word[E::PROTOCOL % 8 + 1] != 0,
     }
 }
+
+/// Row `at` of a window of the mixed array.
+fn load_mixed(window: &MappedArray<Mixed>, at: usize) -> Mixed {
+    std::array::from_fn(|i| window.load(at, 8 * i, Ordering::Relaxed))
+}
+
+/// A row of the mixed array.
+type Mixed = [u64; source::PROTOCOLS];
 
 pub use xdpstat_common::rules::Acted;
 
@@ -205,6 +234,9 @@ struct Table<E> {
     /// The rows beside the entries (see `xdpstat_common::rules`), when the
     /// datapath has a row per entry.
     rows: Option<OwnedFd>,
+    /// The mixed array beside the entries (`None`: the protocols of a
+    /// source are not wanted, as by `xdpstat status`).
+    mixed: Option<OwnedFd>,
     /// The page flags, small enough to stay mapped.
     pages: MappedArray<u64>,
     /// Per entry, the low 32 bits of its packets at the last read, and a
@@ -224,6 +256,10 @@ impl<E: TableEntry> Table<E> {
             len,
             rows: match fds.rows {
                 Some(rows) => Some(rows.try_clone_to_owned()?),
+                None => None,
+            },
+            mixed: match fds.mixed {
+                Some(mixed) => Some(mixed.try_clone_to_owned()?),
                 None => None,
             },
             pages: MappedArray::map(pages, pages_for::<E>(len))?,
@@ -290,6 +326,8 @@ impl<E: TableEntry> Table<E> {
             let rows = self
                 .rows_window(first)
                 .map_err(|e| format!("mapping rows: {e}"))?;
+            // Mapped once an entry of the window needs it.
+            let mut mixed: Option<MappedArray<Mixed>> = None;
             for page in used_pages {
                 let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(last);
                 for index in entries {
@@ -300,7 +338,19 @@ impl<E: TableEntry> Table<E> {
                         (None, Some(window)) => load_entry(window, index - first),
                         (None, None) => unreachable!("mapped above"),
                     };
-                    self.account(index, &entry, sources);
+                    let row = match (&self.mixed, entry.mixed) {
+                        (Some(fd), true) => {
+                            if mixed.is_none() {
+                                let window = self.window_of(fd.as_fd(), first);
+                                mixed = Some(window.map_err(|e| format!("mapping: {e}"))?);
+                            }
+                            mixed
+                                .as_ref()
+                                .map(|window| load_mixed(window, index - first))
+                        }
+                        _ => None,
+                    };
+                    self.account(index, &entry, entry.tally(row), sources);
                     if let Some(rows) = &rows
                         && entry.state == entry_state::READY
                     {
@@ -317,15 +367,21 @@ impl<E: TableEntry> Table<E> {
 
     /// Takes in one entry. An entry that holds a source is in the read even
     /// with no packets yet: its source's first run is still on a CPU.
-    fn account(&mut self, index: usize, entry: &EntryRead, sources: &mut SourceTableBuilder) {
+    fn account(
+        &mut self,
+        index: usize,
+        entry: &EntryRead,
+        tally: Tally,
+        sources: &mut SourceTableBuilder,
+    ) {
         if entry.state != entry_state::READY {
             self.seen[index] = 0;
             self.set_idle(index, false);
             return;
         }
         self.in_use += 1;
-        sources.push(entry.address, entry.tally);
-        let low = entry.tally.counter.packets as u32;
+        sources.push(entry.address, tally);
+        let low = entry.counter.packets as u32;
         // An entry with no packets has its first run in progress: busy.
         let unchanged = low != 0 && self.seen[index] == low;
         self.seen[index] = low;
@@ -419,12 +475,29 @@ impl<E: TableEntry> Table<E> {
     /// program adds to a drained entry once the grace period has passed,
     /// `Grace::wait`).
     fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Tally)>> {
-        let mut finals = Vec::with_capacity(victims.len());
-        self.write_each(victims, |window, at| {
-            let entry = load_entry(window, at);
-            finals.push((entry.address, entry.tally));
-        })?;
-        Ok(finals)
+        let mut entries = Vec::with_capacity(victims.len());
+        self.write_each(victims, |window, at| entries.push(load_entry(window, at)))?;
+        // The mixed rows of the mixed ones.
+        let mut rows = vec![None; victims.len()];
+        if let Some(fd) = &self.mixed {
+            let (mixed, at): (Vec<usize>, Vec<usize>) = (victims.iter().zip(&entries))
+                .enumerate()
+                .filter(|(_, (_, entry))| entry.mixed)
+                .map(|(at, (&index, _))| (index, at))
+                .unzip();
+            let mut at = at.into_iter();
+            let open = |first| self.window_of(fd.as_fd(), first);
+            Self::each_in_windows(&mixed, open, |window: &MappedArray<Mixed>, i| {
+                if let Some(slot) = at.next() {
+                    rows[slot] = Some(load_mixed(window, i));
+                }
+            })?;
+        }
+        Ok(entries
+            .iter()
+            .zip(rows)
+            .map(|(entry, row)| (entry.address, entry.tally(row)))
+            .collect())
     }
 
     /// Clears the victims for reuse.
@@ -447,15 +520,24 @@ impl<E: TableEntry> Table<E> {
                 }
             })?;
         }
+        // And their rows of the mixed array: the next source starts with
+        // none.
+        if let Some(mixed) = &self.mixed {
+            let open = |first| self.window_of(mixed.as_fd(), first);
+            Self::each_in_windows(victims, open, |rows: &MappedArray<Mixed>, at| {
+                for protocol in 0..source::PROTOCOLS {
+                    rows.store(at, protocol * 8, 0, Ordering::Relaxed);
+                }
+            })?;
+        }
         self.write_each(victims, |window, at| {
             window.store(at, E::PACKETS, 0, Ordering::Relaxed);
             window.store(at, E::PACKETS + 8, 0, Ordering::Relaxed);
-            for protocol in 0..source::KEPT {
-                window.store(at, E::PROTOCOLS + 8 * protocol, 0, Ordering::Relaxed);
-            }
+            // The address, and the first protocol and mixed flag.
             for &offset in E::ADDRESS_WORDS {
                 window.store(at, offset, 0, Ordering::Relaxed);
             }
+            window.store(at, E::PROTOCOL & !7, 0, Ordering::Relaxed);
             // The state last, with no rule remembered.
             let retired = state_word(entry_state::RETIRED);
             window.store(at, STATE_WORD, retired, Ordering::Release);
@@ -536,6 +618,8 @@ pub struct TableFds<'a> {
     pub pages: BorrowedFd<'a>,
     /// `None` when the datapath has no row per entry (no rules can come).
     pub rows: Option<BorrowedFd<'a>>,
+    /// `None` when the protocols of the sources are not wanted.
+    pub mixed: Option<BorrowedFd<'a>>,
 }
 
 impl Tables {

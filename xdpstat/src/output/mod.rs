@@ -303,7 +303,7 @@ mod tests {
         ];
         // The first source sends TCP, the second UDP, the third two ICMP
         // echoes and a packet of another protocol.
-        let protocols = [[1_500, 0, 0], [0, 700, 0], [0, 0, 2]];
+        let protocols = [[1_500, 0, 0, 0], [0, 700, 0, 0], [0, 0, 2, 1]];
         now.sources = sources
             .iter()
             .zip(protocols)

@@ -399,11 +399,13 @@ fn held(meta: &Meta) -> Result<(usize, usize), String> {
             entries: v4.as_fd(),
             pages: v4_pages.as_fd(),
             rows: None,
+            mixed: None,
         },
         TableFds {
             entries: v6.as_fd(),
             pages: v6_pages.as_fd(),
             rows: None,
+            mixed: None,
         },
         meta.table_entries as usize,
     )

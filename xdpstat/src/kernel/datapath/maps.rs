@@ -10,8 +10,8 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, META_MAP, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP,
-    SOURCES_V6_MAP,
+    CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP, MIXED_V6_MAP, PAGES_V4_MAP,
+    PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP,
     kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{ROWS_V4_MAP, ROWS_V6_MAP},
     sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_V4_MAP, SKETCH_V6_MAP},
@@ -30,6 +30,9 @@ pub(super) struct Maps {
     pub pages: [MapData; 2],
     /// The rows beside the table entries.
     pub rows: [MapData; 2],
+    /// The packets of other protocols than each source's first, beside
+    /// the table entries.
+    pub mixed: [MapData; 2],
     /// Each CPU's runs and class counters.
     pub cpu_state: PerCpuArray<MapData, CpuState>,
     /// The prefix sketches and their heavy-hitter tables.
@@ -96,6 +99,10 @@ impl Maps {
             rows: [
                 array_data(ebpf, ROWS_V4_MAP)?,
                 array_data(ebpf, ROWS_V6_MAP)?,
+            ],
+            mixed: [
+                array_data(ebpf, MIXED_V4_MAP)?,
+                array_data(ebpf, MIXED_V6_MAP)?,
             ],
             cpu_state: typed(ebpf, CPU_STATE_MAP)?,
             sketch: [typed(ebpf, SKETCH_V4_MAP)?, typed(ebpf, SKETCH_V6_MAP)?],

@@ -252,11 +252,13 @@ impl Datapath {
                 entries: maps.sources_fd(false)?,
                 pages: maps.pages[0].fd().as_fd(),
                 rows: rule_rows.then(|| maps.rows[0].fd().as_fd()),
+                mixed: Some(maps.mixed[0].fd().as_fd()),
             },
             TableFds {
                 entries: maps.sources_fd(true)?,
                 pages: maps.pages[1].fd().as_fd(),
                 rows: rule_rows.then(|| maps.rows[1].fd().as_fd()),
+                mixed: Some(maps.mixed[1].fd().as_fd()),
             },
             entries as usize,
             max_sources as usize,

@@ -560,9 +560,9 @@ mod tests {
             .map(|(index, &(a, packets, bytes))| {
                 let packets = packets * scale;
                 let kept = match index % 3 {
-                    0 => [packets, 0, 0],
-                    1 => [0, packets, 0],
-                    _ => [0, packets * 3 / 4, packets - packets * 3 / 4],
+                    0 => [packets, 0, 0, 0],
+                    1 => [0, packets, 0, 0],
+                    _ => [0, packets * 3 / 4, packets - packets * 3 / 4, 0],
                 };
                 let tally = Tally {
                     counter: c(packets, bytes * scale),
