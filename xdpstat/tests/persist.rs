@@ -391,7 +391,11 @@ fn one_reader_status_foreign_layouts_and_stale_pins() {
         names
     };
     let pins_before = pins();
-    assert_eq!(pins_before.len(), 23, "{pins_before:?}");
+    assert_eq!(
+        pins_before.len(),
+        xdpstat::kernel::memory::map_names().len() + 1,
+        "every map and the link: {pins_before:?}"
+    );
     let (code, _, stderr) = run_in(&net.watched, &["xs0", "--persist", "--pin-dir", root.arg()]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -581,21 +585,40 @@ fn a_persisted_tcx_count_continues_across_a_restart() {
     let net = TestNet::new();
     let root = PinRoot::new("tcx");
     let source_address = Ipv6Addr::new(0x2001, 0xdb8, 0x43, 0, 0, 0, 0, 1);
+    // UDP first, then ICMPv6 while no xdpstat runs, then TCP: the
+    // source's packets by protocol carry over too.
     let frame = ipv6_frame(source_address, &[], 100);
+    let carrying = |protocol: u8| {
+        let mut frame = frame.clone();
+        xdpstat_lab::frames::carrying(&mut frame[14..], protocol, (40_000, 443), 0x10);
+        frame
+    };
+    let (icmp, tcp) = (carrying(58), carrying(6));
     let mut first = start_persisted(&net, &root, &["--hook", "tcx"]);
     net.send(&frame, 7);
     first.report_where(|r| pair(&r["totals"]["ipv6"]).0 == 7);
     stop(first);
-    net.send(&frame, 5);
+    net.send(&icmp, 5);
     let listed = status(&root, &net.watched);
     assert_eq!(listed[0]["hook"], "tcx");
     assert_eq!(listed[0]["state"], "counting");
     let mut second = start_persisted(&net, &root, &["--hook", "tcx"]);
-    net.send(&frame, 4);
+    net.send(&tcp, 4);
     let report = second.report_where(|r| pair(&r["totals"]["ipv6"]).0 == 16);
     assert_eq!(
         source(&report, &source_address.to_string()),
         Some((16, 16 * frame.len() as u64))
+    );
+    let row = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == source_address.to_string().as_str())
+        .unwrap();
+    assert_eq!(
+        row["protocols"],
+        serde_json::json!({"tcp": 4, "udp": 7, "icmp": 5, "other": 0}),
+        "{report}"
     );
     stop(second);
     detach(&net, &root);
