@@ -207,7 +207,25 @@ impl Datapath {
         };
         match &self.link_fd {
             Some(link) => matches!(crate::kernel::bpf_sys::link_ifindex(link.as_fd()), Ok(None)),
-            None => nix::net::if_::if_nametoindex(attachment.interface()).is_err(),
+            // Only "no such device": a lookup that failed for want of a
+            // descriptor (its socket) says nothing of the interface.
+            None => matches!(
+                nix::net::if_::if_nametoindex(attachment.interface()),
+                Err(nix::errno::Errno::ENODEV)
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What `interface_gone` takes for a removed interface (a netlink
+    /// attachment): the lookup's "no such device", not any error.
+    #[test]
+    fn a_missing_interface_is_no_such_device() {
+        assert_eq!(
+            nix::net::if_::if_nametoindex("xdpstat-none0"),
+            Err(nix::errno::Errno::ENODEV)
+        );
     }
 }
