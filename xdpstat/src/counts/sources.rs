@@ -1,9 +1,10 @@
 //! The per-source counters of one snapshot, kept compact because a snapshot
 //! may hold a million sources and the live loop keeps two of them.
 //!
-//! Each family is a vector of (address as an integer, [`Tally`]) sorted by
-//! address: 56 bytes a source for IPv4, no hash table slack, lookups by
-//! binary search, and two snapshots compare by walking both in order. A
+//! Each family is a vector of rows (address as an integer, counter, and
+//! the protocol of its packets) sorted by address: 24 bytes a source for
+//! IPv4, no hash table slack, lookups by binary search; the packets by
+//! protocol of the few sources that send more than one are in a map apart, and two snapshots compare by walking both in order. A
 //! [`SourceTableBuilder`] collects sources in any order, then sorts once
 //! and sums any source met more than once (a CPU's run in progress and the
 //! source's table entry, say).
@@ -12,6 +13,8 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Index,
 };
+
+use hashbrown::HashMap;
 
 use serde::Serialize;
 use xdpstat_common::{
@@ -37,11 +40,6 @@ impl From<Counter> for Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: &Tally) {
-        self.counter.add(&other.counter);
-        self.protocols.add(&other.protocols);
-    }
-
     fn at_least(&self, other: &Tally) -> Tally {
         Tally {
             counter: self.counter.at_least(&other.counter),
@@ -173,18 +171,75 @@ impl ProtocolPackets {
     }
 }
 
-/// Counts by source address, sorted by address within each family.
+/// A row's protocol when its source sent more than one: its packets by
+/// protocol are in the table's `mixed`.
+const MIXED: u8 = u8::MAX;
+
+/// One source: its address as a number, its counters, and the protocol all
+/// its packets had (or [`MIXED`]). 24 bytes for IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Row<K> {
+    key: K,
+    counter: Counter,
+    protocol: u8,
+}
+
+/// An address family's key: the address as a number.
+trait Key: Ord + Copy {
+    fn address(self) -> IpAddr;
+}
+
+impl Key for u32 {
+    fn address(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self))
+    }
+}
+
+/// An IPv6 address as two words, high first: ordered as the address, and
+/// 8-byte aligned, so a row is 40 bytes rather than a `u128`'s 48.
+type V6Key = (u64, u64);
+
+impl Key for V6Key {
+    fn address(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(joined(self)))
+    }
+}
+
+fn split(address: u128) -> V6Key {
+    ((address >> 64) as u64, address as u64)
+}
+
+fn joined((high, low): V6Key) -> u128 {
+    (u128::from(high) << 64) | u128::from(low)
+}
+
+/// The one protocol of a source's packets, or [`MIXED`].
+fn single(protocols: &SourceProtocols) -> u8 {
+    let mut sent = protocols.0.iter().enumerate().filter(|(_, n)| **n != 0);
+    match (sent.next(), sent.next()) {
+        (None, _) => source::OTHER as u8,
+        (Some((protocol, _)), None) => protocol as u8,
+        (Some(_), Some(_)) => MIXED,
+    }
+}
+
+/// Counts by source address, sorted by address within each family; the
+/// packets by protocol of the few sources that sent more than one apart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceTable {
-    v4: Vec<(u32, Tally)>,
-    v6: Vec<(u128, Tally)>,
+    v4: Vec<Row<u32>>,
+    v6: Vec<Row<V6Key>>,
+    mixed: HashMap<IpAddr, SourceProtocols>,
 }
 
 /// Collects sources in any order; [`SourceTableBuilder::finish`] sorts them.
 #[derive(Debug, Default)]
 pub struct SourceTableBuilder {
-    v4: Vec<(u32, Tally)>,
-    v6: Vec<(u128, Tally)>,
+    v4: Vec<Row<u32>>,
+    v6: Vec<Row<V6Key>>,
+    /// The packets by protocol of what was pushed as mixed, summed by
+    /// source.
+    mixed: HashMap<IpAddr, SourceProtocols>,
 }
 
 impl SourceTableBuilder {
@@ -193,17 +248,36 @@ impl SourceTableBuilder {
         Self {
             v4: Vec::with_capacity(v4),
             v6: Vec::with_capacity(v6),
+            mixed: HashMap::new(),
+        }
+    }
+
+    /// The row for `tally` of the source `key`.
+    fn row<K: Key>(&mut self, key: K, tally: Tally) -> Row<K> {
+        let protocol = single(&tally.protocols);
+        if protocol == MIXED {
+            self.mixed
+                .entry(key.address())
+                .or_default()
+                .add(&tally.protocols);
+        }
+        Row {
+            key,
+            counter: tally.counter,
+            protocol,
         }
     }
 
     /// Adds an IPv4 source, the address as it is on the wire.
     pub fn push_v4(&mut self, address: [u8; 4], tally: impl Into<Tally>) {
-        self.v4.push((u32::from_be_bytes(address), tally.into()));
+        let row = self.row(u32::from_be_bytes(address), tally.into());
+        self.v4.push(row);
     }
 
     /// Adds an IPv6 source, the address as it is on the wire.
     pub fn push_v6(&mut self, address: [u8; 16], tally: impl Into<Tally>) {
-        self.v6.push((u128::from_be_bytes(address), tally.into()));
+        let row = self.row(split(u128::from_be_bytes(address)), tally.into());
+        self.v6.push(row);
     }
 
     pub fn push(&mut self, address: IpAddr, tally: impl Into<Tally>) {
@@ -213,46 +287,97 @@ impl SourceTableBuilder {
         }
     }
 
-    /// Sorts by address and sums the counters of a source met twice.
-    pub fn finish(self) -> SourceTable {
+    /// Adds a source all of whose packets had source protocol
+    /// `protocol` (one of `kinds::source`).
+    pub fn push_one_protocol(&mut self, address: IpAddr, counter: Counter, protocol: u8) {
+        let protocol = protocol.min(source::OTHER as u8);
+        match address {
+            IpAddr::V4(v4) => self.v4.push(Row {
+                key: u32::from(v4),
+                counter,
+                protocol,
+            }),
+            IpAddr::V6(v6) => self.v6.push(Row {
+                key: split(u128::from(v6)),
+                counter,
+                protocol,
+            }),
+        }
+    }
+
+    /// Sorts by address and sums the counts of a source met twice.
+    pub fn finish(mut self) -> SourceTable {
+        let v4 = sorted_and_merged(self.v4, &mut self.mixed);
+        let v6 = sorted_and_merged(self.v6, &mut self.mixed);
         SourceTable {
-            v4: sorted_and_merged(self.v4),
-            v6: sorted_and_merged(self.v6),
+            v4,
+            v6,
+            mixed: self.mixed,
         }
     }
 }
 
-fn sorted_and_merged<K: Ord + Copy>(mut sources: Vec<(K, Tally)>) -> Vec<(K, Tally)> {
-    sources.sort_unstable_by_key(|(key, _)| *key);
-    sources.dedup_by(|later, kept| {
-        if later.0 == kept.0 {
-            kept.1.add(&later.1);
-            true
-        } else {
-            false
+/// `rows` sorted by key, each key's rows summed into one; `mixed` holds
+/// what was pushed as mixed, and gets the packets by protocol of every
+/// source whose rows had different protocols.
+fn sorted_and_merged<K: Key>(
+    mut rows: Vec<Row<K>>,
+    mixed: &mut HashMap<IpAddr, SourceProtocols>,
+) -> Vec<Row<K>> {
+    rows.sort_unstable_by_key(|row| row.key);
+    rows.dedup_by(|later, kept| {
+        if later.key != kept.key {
+            return false;
         }
+        if later.protocol != kept.protocol || kept.protocol == MIXED {
+            // Pushed as mixed, it is in `mixed` already; a single row adds
+            // its packets there now.
+            let protocols = mixed.entry(kept.key.address()).or_default();
+            for row in [&*kept, &*later] {
+                if row.protocol != MIXED {
+                    protocols.add(&SourceProtocols::of(
+                        usize::from(row.protocol),
+                        row.counter.packets,
+                    ));
+                }
+            }
+            kept.protocol = MIXED;
+            // Counted now: the next row of this source adds only itself.
+            later.protocol = MIXED;
+        }
+        kept.counter.add(&later.counter);
+        true
     });
-    sources
+    rows
 }
 
-/// Each key of `now` with its counter in `now` and in `before` (both
-/// sorted by key).
-fn merge<'a, K: Ord + Copy>(
-    now: &'a [(K, Tally)],
-    before: &'a [(K, Tally)],
-) -> impl Iterator<Item = (K, Tally, Tally)> + 'a {
-    let mut earlier = before.iter().peekable();
-    now.iter().map(move |&(key, tally)| {
-        while earlier.next_if(|(k, _)| *k < key).is_some() {}
-        let before = earlier
-            .next_if(|(k, _)| *k == key)
-            .map_or(Tally::default(), |(_, t)| *t);
-        (key, tally, before)
-    })
+fn find<K: Ord>(rows: &[Row<K>], key: &K) -> Option<usize> {
+    rows.binary_search_by(|row| row.key.cmp(key)).ok()
 }
 
-fn find<K: Ord>(sources: &[(K, Tally)], key: &K) -> Option<usize> {
-    sources.binary_search_by(|(k, _)| k.cmp(key)).ok()
+/// A row's counts, with its packets by protocol from `mixed` if it is
+/// mixed.
+fn tally_of<K: Key>(row: &Row<K>, mixed: &HashMap<IpAddr, SourceProtocols>) -> Tally {
+    let protocols = if row.protocol == MIXED {
+        mixed.get(&row.key.address()).copied().unwrap_or_default()
+    } else {
+        SourceProtocols::of(usize::from(row.protocol), row.counter.packets)
+    };
+    Tally {
+        counter: row.counter,
+        protocols,
+    }
+}
+
+/// Sets `row` to `tally`, keeping `mixed` in step.
+fn set_row<K: Key>(row: &mut Row<K>, tally: &Tally, mixed: &mut HashMap<IpAddr, SourceProtocols>) {
+    row.counter = tally.counter;
+    row.protocol = single(&tally.protocols);
+    if row.protocol == MIXED {
+        mixed.insert(row.key.address(), tally.protocols);
+    } else {
+        mixed.remove(&row.key.address());
+    }
 }
 
 impl SourceTable {
@@ -270,14 +395,22 @@ impl SourceTable {
     }
 
     pub fn get(&self, address: &IpAddr) -> Option<&Counter> {
-        self.tally(address).map(|tally| &tally.counter)
+        match address {
+            IpAddr::V4(v4) => find(&self.v4, &u32::from(*v4)).map(|at| &self.v4[at].counter),
+            IpAddr::V6(v6) => {
+                find(&self.v6, &split(u128::from(*v6))).map(|at| &self.v6[at].counter)
+            }
+        }
     }
 
     /// A source's counts with its packets by protocol.
-    pub fn tally(&self, address: &IpAddr) -> Option<&Tally> {
+    pub fn tally(&self, address: &IpAddr) -> Option<Tally> {
         match address {
-            IpAddr::V4(v4) => find(&self.v4, &u32::from(*v4)).map(|at| &self.v4[at].1),
-            IpAddr::V6(v6) => find(&self.v6, &u128::from(*v6)).map(|at| &self.v6[at].1),
+            IpAddr::V4(v4) => {
+                find(&self.v4, &u32::from(*v4)).map(|at| tally_of(&self.v4[at], &self.mixed))
+            }
+            IpAddr::V6(v6) => find(&self.v6, &split(u128::from(*v6)))
+                .map(|at| tally_of(&self.v6[at], &self.mixed)),
         }
     }
 
@@ -285,42 +418,50 @@ impl SourceTable {
         self.get(address).is_some()
     }
 
-    /// Sets `address`'s counter, replacing any earlier one (a sorted insert:
-    /// for a few sources at a time, builders are for many).
+    /// Sets `address`'s counts, replacing any earlier ones (a sorted
+    /// insert: for a few sources at a time, builders are for many).
     pub fn insert(&mut self, address: IpAddr, tally: impl Into<Tally>) {
-        fn set<K: Ord + Copy>(sources: &mut Vec<(K, Tally)>, key: K, tally: Tally) {
-            match sources.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(at) => sources[at].1 = tally,
-                Err(at) => sources.insert(at, (key, tally)),
-            }
+        fn set<K: Key>(
+            rows: &mut Vec<Row<K>>,
+            mixed: &mut HashMap<IpAddr, SourceProtocols>,
+            key: K,
+            tally: &Tally,
+        ) {
+            let at = match rows.binary_search_by(|row| row.key.cmp(&key)) {
+                Ok(at) => at,
+                Err(at) => {
+                    let row = Row {
+                        key,
+                        counter: Counter::default(),
+                        protocol: source::OTHER as u8,
+                    };
+                    rows.insert(at, row);
+                    at
+                }
+            };
+            set_row(&mut rows[at], tally, mixed);
         }
         let tally = tally.into();
         match address {
-            IpAddr::V4(v4) => set(&mut self.v4, u32::from(v4), tally),
-            IpAddr::V6(v6) => set(&mut self.v6, u128::from(v6), tally),
+            IpAddr::V4(v4) => set(&mut self.v4, &mut self.mixed, u32::from(v4), &tally),
+            IpAddr::V6(v6) => set(&mut self.v6, &mut self.mixed, split(u128::from(v6)), &tally),
         }
     }
 
     /// The IPv4 sources as numbers with their counters, in address order.
     pub fn v4(&self) -> impl Iterator<Item = (u32, &Counter)> + '_ {
-        self.v4.iter().map(|(a, t)| (*a, &t.counter))
+        self.v4.iter().map(|row| (row.key, &row.counter))
     }
 
     /// The IPv6 sources as numbers with their counters, in address order.
     pub fn v6(&self) -> impl Iterator<Item = (u128, &Counter)> + '_ {
-        self.v6.iter().map(|(a, t)| (*a, &t.counter))
+        self.v6.iter().map(|row| (joined(row.key), &row.counter))
     }
 
     /// Every source and its counter: IPv4 then IPv6, each by address.
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, Counter)> + '_ {
-        let v4 = self
-            .v4
-            .iter()
-            .map(|(a, t)| (IpAddr::V4(Ipv4Addr::from(*a)), t.counter));
-        let v6 = self
-            .v6
-            .iter()
-            .map(|(a, t)| (IpAddr::V6(Ipv6Addr::from(*a)), t.counter));
+        let v4 = self.v4.iter().map(|row| (row.key.address(), row.counter));
+        let v6 = self.v6.iter().map(|row| (row.key.address(), row.counter));
         v4.chain(v6)
     }
 
@@ -330,8 +471,12 @@ impl SourceTable {
         &'a self,
         earlier: &'a SourceTable,
     ) -> impl Iterator<Item = (IpAddr, Counter, Counter)> + 'a {
-        self.tallies_since(earlier)
-            .map(|(address, now, before)| (address, now.counter, before.counter))
+        let v4 = merge(&self.v4, &earlier.v4)
+            .map(|(now, before)| (now.key.address(), now.counter, before.map(|r| r.counter)));
+        let v6 = merge(&self.v6, &earlier.v6)
+            .map(|(now, before)| (now.key.address(), now.counter, before.map(|r| r.counter)));
+        v4.chain(v6)
+            .map(|(address, now, before)| (address, now, before.unwrap_or_default()))
     }
 
     /// As [`SourceTable::since`], with each source's packets by protocol.
@@ -339,10 +484,8 @@ impl SourceTable {
         &'a self,
         earlier: &'a SourceTable,
     ) -> impl Iterator<Item = (IpAddr, Tally, Tally)> + 'a {
-        let v4 = merge(&self.v4, &earlier.v4)
-            .map(|(a, now, before)| (IpAddr::V4(Ipv4Addr::from(a)), now, before));
-        let v6 = merge(&self.v6, &earlier.v6)
-            .map(|(a, now, before)| (IpAddr::V6(Ipv6Addr::from(a)), now, before));
+        let v4 = tallies(&self.v4, &earlier.v4, &self.mixed, &earlier.mixed);
+        let v6 = tallies(&self.v6, &earlier.v6, &self.mixed, &earlier.mixed);
         v4.chain(v6)
     }
 
@@ -350,52 +493,102 @@ impl SourceTable {
     /// there: a read that races the datapath settling a run misses that run
     /// for one read, and a count must not seem to go backwards for it.
     pub fn raise_to(&mut self, floor: &SourceTable) {
-        fn raise<K: Ord + Copy>(now: &mut [(K, Tally)], floor: &[(K, Tally)]) {
+        fn raise<K: Key>(
+            now: &mut [Row<K>],
+            mixed: &mut HashMap<IpAddr, SourceProtocols>,
+            floor: &[Row<K>],
+            floor_mixed: &HashMap<IpAddr, SourceProtocols>,
+        ) {
             let mut floor = floor.iter().peekable();
-            for (key, tally) in now.iter_mut() {
-                while floor.next_if(|(k, _)| k < key).is_some() {}
-                if let Some((_, before)) = floor.next_if(|(k, _)| k == key) {
-                    *tally = tally.at_least(before);
+            for row in now.iter_mut() {
+                while floor.next_if(|f| f.key < row.key).is_some() {}
+                let Some(before) = floor.next_if(|f| f.key == row.key) else {
+                    continue;
+                };
+                if row.protocol == before.protocol && row.protocol != MIXED {
+                    // The common case: one protocol, before and now.
+                    row.counter = row.counter.at_least(&before.counter);
+                } else {
+                    let raised = tally_of(row, mixed).at_least(&tally_of(before, floor_mixed));
+                    set_row(row, &raised, mixed);
                 }
             }
         }
-        raise(&mut self.v4, &floor.v4);
-        raise(&mut self.v6, &floor.v6);
+        raise(&mut self.v4, &mut self.mixed, &floor.v4, &floor.mixed);
+        raise(&mut self.v6, &mut self.mixed, &floor.v6, &floor.mixed);
     }
 
     /// Takes the counts of retired sources out (a source left with nothing
     /// is removed); returns what was taken per family, no more than each
     /// source held here.
     pub fn retire(&mut self, retired: &SourceTable) -> (Counter, Counter) {
-        fn take<K: Ord + Copy>(now: &mut Vec<(K, Tally)>, retired: &[(K, Tally)]) -> Counter {
+        fn take<K: Key>(
+            now: &mut Vec<Row<K>>,
+            mixed: &mut HashMap<IpAddr, SourceProtocols>,
+            retired: &[Row<K>],
+            retired_mixed: &HashMap<IpAddr, SourceProtocols>,
+        ) -> Counter {
             let mut taken = Counter::default();
-            for (key, gone) in retired {
-                if let Some(at) = find(now, key) {
-                    let held = now[at].1;
-                    let moved = held.at_most(gone);
+            for gone in retired {
+                if let Some(at) = find(now, &gone.key) {
+                    let held = tally_of(&now[at], mixed);
+                    let moved = held.at_most(&tally_of(gone, retired_mixed));
                     taken.add(&moved.counter);
-                    now[at].1 = held.saturating_sub(&moved);
+                    set_row(&mut now[at], &held.saturating_sub(&moved), mixed);
                 }
             }
-            now.retain(|(_, t)| t.counter.packets != 0 || t.counter.bytes != 0);
+            now.retain(|row| {
+                let kept = row.counter.packets != 0 || row.counter.bytes != 0;
+                if !kept {
+                    mixed.remove(&row.key.address());
+                }
+                kept
+            });
             taken
         }
         (
-            take(&mut self.v4, &retired.v4),
-            take(&mut self.v6, &retired.v6),
+            take(&mut self.v4, &mut self.mixed, &retired.v4, &retired.mixed),
+            take(&mut self.v6, &mut self.mixed, &retired.v6, &retired.mixed),
         )
     }
 
     /// The sum of every IPv4 and of every IPv6 counter.
     pub fn family_sums(&self) -> (Counter, Counter) {
-        fn sum<K>(sources: &[(K, Tally)]) -> Counter {
-            sources.iter().fold(Counter::default(), |mut sum, (_, t)| {
-                sum.add(&t.counter);
+        fn sum<K>(rows: &[Row<K>]) -> Counter {
+            rows.iter().fold(Counter::default(), |mut sum, row| {
+                sum.add(&row.counter);
                 sum
             })
         }
         (sum(&self.v4), sum(&self.v6))
     }
+}
+
+/// Each source of `now` with its counts there and in `before` (zero where
+/// `before` does not have it).
+fn tallies<'a, K: Key>(
+    now: &'a [Row<K>],
+    before: &'a [Row<K>],
+    now_mixed: &'a HashMap<IpAddr, SourceProtocols>,
+    before_mixed: &'a HashMap<IpAddr, SourceProtocols>,
+) -> impl Iterator<Item = (IpAddr, Tally, Tally)> + 'a {
+    merge(now, before).map(move |(row, earlier)| {
+        let earlier = earlier.map_or_else(Tally::default, |r| tally_of(r, before_mixed));
+        (row.key.address(), tally_of(row, now_mixed), earlier)
+    })
+}
+
+/// Each row of `now` with the row of the same key in `before` (both
+/// sorted by key).
+fn merge<'a, K: Key>(
+    now: &'a [Row<K>],
+    before: &'a [Row<K>],
+) -> impl Iterator<Item = (&'a Row<K>, Option<&'a Row<K>>)> + 'a {
+    let mut earlier = before.iter().peekable();
+    now.iter().map(move |row| {
+        while earlier.next_if(|r| r.key < row.key).is_some() {}
+        (row, earlier.next_if(|r| r.key == row.key))
+    })
 }
 
 impl Index<&IpAddr> for SourceTable {
@@ -494,6 +687,52 @@ mod tests {
         assert!(!now.contains_key(&"198.18.0.1".parse().unwrap()));
         assert!(!now.contains_key(&"2001:db8::1".parse().unwrap()));
         assert_eq!(now.len(), 2);
+    }
+
+    fn t(protocols: [u64; 4], bytes: u64) -> Tally {
+        Tally {
+            counter: c(protocols.iter().sum(), bytes),
+            protocols: SourceProtocols(protocols),
+        }
+    }
+
+    #[test]
+    fn sources_of_several_protocols_keep_them_through_merges_raises_and_retirement() {
+        let (a, b, d): (IpAddr, IpAddr, IpAddr) = (
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        );
+        // a: an entry of TCP and a run of UDP; b: TCP twice; d: an entry
+        // of UDP and ICMP, and a run of TCP.
+        let mut builder = SourceTableBuilder::default();
+        builder.push(a, t([5, 0, 0, 0], 500));
+        builder.push(b, t([2, 0, 0, 0], 200));
+        builder.push(d, t([0, 3, 4, 0], 700));
+        builder.push(a, t([0, 1, 0, 0], 100));
+        builder.push(b, t([1, 0, 0, 0], 100));
+        builder.push(d, t([2, 0, 0, 0], 200));
+        let table = builder.finish();
+        assert_eq!(table.tally(&a), Some(t([5, 1, 0, 0], 600)));
+        assert_eq!(table.tally(&b), Some(t([3, 0, 0, 0], 300)));
+        assert_eq!(table.tally(&d), Some(t([2, 3, 4, 0], 900)));
+        assert_eq!(table.mixed.len(), 2, "b sends one protocol");
+        // A read that missed a run of a: raised to the last one.
+        let mut later: SourceTable = [(a, t([5, 0, 0, 0], 500)), (b, t([4, 0, 0, 0], 400))]
+            .into_iter()
+            .collect();
+        later.raise_to(&table);
+        assert_eq!(later.tally(&a), Some(t([5, 1, 0, 0], 600)));
+        assert_eq!(later.tally(&b), Some(t([4, 0, 0, 0], 400)));
+        // d's entry retired: what it held goes, the run's TCP stays.
+        let mut now = table.clone();
+        let retired: SourceTable = [(d, t([0, 3, 4, 0], 700))].into_iter().collect();
+        now.retire(&retired);
+        assert_eq!(now.tally(&d), Some(t([2, 0, 0, 0], 200)));
+        assert!(!now.mixed.contains_key(&d), "one protocol again");
+        let pairs: Vec<(IpAddr, Tally, Tally)> = now.tallies_since(&table).collect();
+        assert_eq!(pairs[0], (a, t([5, 1, 0, 0], 600), t([5, 1, 0, 0], 600)));
+        assert_eq!(pairs[2], (d, t([2, 0, 0, 0], 200), t([2, 3, 4, 0], 900)));
     }
 
     #[test]

@@ -350,7 +350,7 @@ impl<E: TableEntry> Table<E> {
                         }
                         _ => None,
                     };
-                    self.account(index, &entry, entry.tally(row), sources);
+                    self.account(index, &entry, row, sources);
                     if let Some(rows) = &rows
                         && entry.state == entry_state::READY
                     {
@@ -371,7 +371,7 @@ impl<E: TableEntry> Table<E> {
         &mut self,
         index: usize,
         entry: &EntryRead,
-        tally: Tally,
+        row: Option<Mixed>,
         sources: &mut SourceTableBuilder,
     ) {
         if entry.state != entry_state::READY {
@@ -380,7 +380,11 @@ impl<E: TableEntry> Table<E> {
             return;
         }
         self.in_use += 1;
-        sources.push(entry.address, tally);
+        match row {
+            Some(_) => sources.push(entry.address, entry.tally(row)),
+            // The common case: one protocol, no row to add up.
+            None => sources.push_one_protocol(entry.address, entry.counter, entry.protocol),
+        }
         let low = entry.counter.packets as u32;
         // An entry with no packets has its first run in progress: busy.
         let unchanged = low != 0 && self.seen[index] == low;
@@ -474,17 +478,19 @@ impl<E: TableEntry> Table<E> {
     /// After a grace period: each victim's source and final counts (no
     /// program adds to a drained entry once the grace period has passed,
     /// `Grace::wait`).
-    fn finals(&self, victims: &[usize]) -> std::io::Result<Vec<(IpAddr, Tally)>> {
+    /// Also the victims that were mixed, whose rows [`Table::clear`]
+    /// clears.
+    fn finals(&self, victims: &[usize]) -> std::io::Result<(Finals, Vec<usize>)> {
         let mut entries = Vec::with_capacity(victims.len());
         self.write_each(victims, |window, at| entries.push(load_entry(window, at)))?;
-        // The mixed rows of the mixed ones.
+        let (mixed, at): (Vec<usize>, Vec<usize>) = (victims.iter().zip(&entries))
+            .enumerate()
+            .filter(|(_, (_, entry))| entry.mixed)
+            .map(|(at, (&index, _))| (index, at))
+            .unzip();
+        // The rows of the mixed ones.
         let mut rows = vec![None; victims.len()];
         if let Some(fd) = &self.mixed {
-            let (mixed, at): (Vec<usize>, Vec<usize>) = (victims.iter().zip(&entries))
-                .enumerate()
-                .filter(|(_, (_, entry))| entry.mixed)
-                .map(|(at, (&index, _))| (index, at))
-                .unzip();
             let mut at = at.into_iter();
             let open = |first| self.window_of(fd.as_fd(), first);
             Self::each_in_windows(&mixed, open, |window: &MappedArray<Mixed>, i| {
@@ -493,11 +499,12 @@ impl<E: TableEntry> Table<E> {
                 }
             })?;
         }
-        Ok(entries
+        let finals = entries
             .iter()
             .zip(rows)
             .map(|(entry, row)| (entry.address, entry.tally(row)))
-            .collect())
+            .collect();
+        Ok((finals, mixed))
     }
 
     /// Clears the victims for reuse.
@@ -509,7 +516,7 @@ impl<E: TableEntry> Table<E> {
     /// adds land on the zeroed counters, never under a zeroing store still
     /// in flight. On x86 stores stay in program order anyway; on arm64 the
     /// release store is what keeps the zeroing ahead of the state.
-    fn clear(&mut self, victims: &[usize]) -> std::io::Result<()> {
+    fn clear(&mut self, victims: &[usize], mixed_victims: &[usize]) -> std::io::Result<()> {
         // Their rows first: a source that claims the entry next starts
         // with no verdicts and a full bucket.
         if let Some(rows) = &self.rows {
@@ -520,11 +527,11 @@ impl<E: TableEntry> Table<E> {
                 }
             })?;
         }
-        // And their rows of the mixed array: the next source starts with
-        // none.
+        // And the rows of the mixed ones in the mixed array (no other row
+        // was ever written): the next source starts with none.
         if let Some(mixed) = &self.mixed {
             let open = |first| self.window_of(mixed.as_fd(), first);
-            Self::each_in_windows(victims, open, |rows: &MappedArray<Mixed>, at| {
+            Self::each_in_windows(mixed_victims, open, |rows: &MappedArray<Mixed>, at| {
                 for protocol in 0..source::PROTOCOLS {
                     rows.store(at, protocol * 8, 0, Ordering::Relaxed);
                 }
@@ -570,6 +577,9 @@ impl<E: TableEntry> Table<E> {
         Ok(draining)
     }
 }
+
+/// Retired sources with their final counts.
+type Finals = Vec<(IpAddr, Tally)>;
 
 /// The sum of some final counts.
 fn sum(finals: &[(IpAddr, Tally)]) -> Counter {
@@ -777,8 +787,8 @@ impl Tables {
         self.grace
             .wait()
             .map_err(|e| failed("waiting for a grace period", &e))?;
-        let mut finals = self.v4.finals(v4).map_err(|e| failed("reading", &e))?;
-        let finals_v6 = self.v6.finals(v6).map_err(|e| failed("reading", &e))?;
+        let (mut finals, mixed_v4) = self.v4.finals(v4).map_err(|e| failed("reading", &e))?;
+        let (finals_v6, mixed_v6) = self.v6.finals(v6).map_err(|e| failed("reading", &e))?;
         let (sum_v4, sum_v6) = (sum(&finals), sum(&finals_v6));
         finals.extend(finals_v6);
         for (address, tally) in &finals {
@@ -804,8 +814,10 @@ impl Tables {
                 meta.retiring = 1;
             })
             .map_err(|e| failed("recording", &one_line(&e)))?;
-        self.v4.clear(v4).map_err(|e| failed("clearing", &e))?;
-        self.v6.clear(v6).map_err(|e| failed("clearing", &e))?;
+        let cleared = self.v4.clear(v4, &mixed_v4);
+        cleared.map_err(|e| failed("clearing", &e))?;
+        let cleared = self.v6.clear(v6, &mixed_v6);
+        cleared.map_err(|e| failed("clearing", &e))?;
         self.record
             .update(|meta| meta.retiring = 0)
             .map_err(|e| failed("recording", &one_line(&e)))?;
