@@ -188,6 +188,9 @@ pub mod action {
     pub const PASS: u32 = 0;
     pub const DROP: u32 = 1;
     pub const LIMIT: u32 = 2;
+    /// Passes, as `PASS`; the chains put it before every rule that could
+    /// drop or limit (user space makes allowed win; the datapath passes).
+    pub const ALLOW: u32 = 3;
 }
 
 /// Verdicts other than `passed`, as indices of [`SourceRow::acted`] and of

@@ -188,7 +188,7 @@ fn acted(
     packet: Packet,
 ) -> Option<usize> {
     let enforce = rule.enforce != 0;
-    if rule.action == action::PASS {
+    if rule.action == action::PASS || rule.action == action::ALLOW {
         return None;
     }
     if rule.action == action::DROP {

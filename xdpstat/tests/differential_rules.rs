@@ -1,5 +1,5 @@
 //! Differential testing of the rules: proptest generates rule sets (drop,
-//! pass and limit, enforced or dry run, nested prefixes of both families,
+//! pass, allow and limit, enforced or dry run, nested prefixes of both families,
 //! protocols, port lists and ranges, SYNs, rules without a prefix) and
 //! frames from a small pool of sources with capture times (TCP, UDP,
 //! ICMP and other protocols, IPv4 options, IPv6 extension chains, first
@@ -8,8 +8,8 @@
 //! and every source's remembered rule must be forgotten), runs the frames
 //! through the real program with BPF_PROG_TEST_RUN, and compares each
 //! frame's action, each source's verdicts, the verdict totals and each
-//! rule's and list's hits with a decision (longest prefix, then the rule
-//! naming more, then file order) and token buckets written here, from what
+//! rule's and list's hits with a decision (an allow first, then the
+//! longest prefix, then the rule naming more, then file order) and token buckets written here, from what
 //! each frame was built to carry. Sets carry lists of prefixes beside
 //! their rules.
 
@@ -235,7 +235,7 @@ fn rule() -> impl Strategy<Value = Rule> {
             0u8..=128,
             prop_oneof![5 => Just(true), 1 => Just(false)],
         ),
-        0u8..3,
+        0u8..4,
         any::<bool>(),
         0u64..4,
         1u64..4,
@@ -257,6 +257,7 @@ fn rule() -> impl Strategy<Value = Rule> {
                 let action = match action {
                     0 => Action::Pass,
                     1 => Action::Drop,
+                    3 => Action::Allow,
                     // Rates of a few thousand packets a second, or of a few
                     // thousand bytes a second (bursts of a second's worth: a
                     // few dozen of these frames), or both: the frames' times
@@ -411,8 +412,9 @@ fn fits(matching: &Match, packet: &Packet) -> bool {
 
 /// The order rules decide in: the longest prefix, then the one naming
 /// more, then the earlier in the file.
-fn rank(entry: &Entry) -> (u8, u8, std::cmp::Reverse<usize>) {
+fn rank(entry: &Entry) -> (bool, u8, u8, std::cmp::Reverse<usize>) {
     (
+        entry.action == Action::Allow,
         entry.prefix.map_or(0, |p| p.prefix_len()),
         entry.matching.specificity(),
         std::cmp::Reverse(entry.line),
@@ -550,7 +552,7 @@ proptest! {
                     hits[rule.index].add(&one);
                     let enforce = rule.mode == Mode::Enforce;
                     match rule.action {
-                        Action::Pass => Which::Passed,
+                        Action::Pass | Action::Allow => Which::Passed,
                         Action::Drop if enforce => Which::Dropped,
                         Action::Drop => Which::WouldDrop,
                         Action::Limit { pps, burst, bps } => {

@@ -193,6 +193,88 @@ fn enforced_drop_rules_drop_exactly_their_sources_and_an_exception_passes() {
 }
 
 #[test]
+fn an_allow_passes_what_a_longer_drop_and_a_limit_would_stop() {
+    let test = "an_allow_passes_what_a_longer_drop_and_a_limit_would_stop";
+    if !privileged(test) {
+        return;
+    }
+    // The /16 is allowed; inside it a /24 is dropped and every source is
+    // limited to 10 packets a second (burst 10): none of it applies to the
+    // /16. Outside it, the drop and the limit do. The IPv6 /48 is allowed
+    // under a longer drop too.
+    let rules = r#"mode = "enforce"
+[[rule]]
+prefix = "198.18.0.0/16"
+action = "allow"
+
+[[rule]]
+prefix = "198.18.8.0/24"
+action = "drop"
+
+[[rule]]
+prefix = "198.19.8.0/24"
+action = "drop"
+
+[[rule]]
+prefix = "198.18.0.0/15"
+action = "limit"
+pps = 10
+
+[[rule]]
+prefix = "2001:db8:a11::/48"
+action = "allow"
+
+[[rule]]
+prefix = "2001:db8:a11:7::/64"
+action = "drop"
+"#;
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", rules);
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = start_with_rules(&net, &file, "0.5", &[]);
+    let other = |c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(198, 19, c, d));
+    let allowed_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xa11, 7, 0, 0, 0, 1));
+    let traffic = vec![
+        (v4(8, 1), 300),
+        (v4(9, 1), 200),
+        (other(8, 1), 100),
+        (other(9, 1), 200),
+        (allowed_v6, 150),
+    ];
+    send_each(&net, &traffic);
+    let report = settle_and_check(&mut xdpstat, &arrived, &traffic);
+    for source in [v4(8, 1), v4(9, 1), allowed_v6] {
+        let verdicts = verdicts_of(&row(&report, &source)["verdicts"]);
+        let sent = traffic.iter().find(|(s, _)| *s == source).unwrap().1;
+        assert_eq!(verdicts["passed"], sent, "{source} allowed: {verdicts:?}");
+    }
+    assert_eq!(
+        verdicts_of(&row(&report, &other(8, 1))["verdicts"])["dropped"],
+        100
+    );
+    let limited = verdicts_of(&row(&report, &other(9, 1))["verdicts"]);
+    assert!(
+        limited["limited"] > 0,
+        "outside the allow, the limit acts: {limited:?}"
+    );
+    assert_eq!(
+        hits(&report, "198.18.0.0/16"),
+        500,
+        "every allowed packet is the allow's"
+    );
+    assert_eq!(hits(&report, "2001:db8:a11::/48"), 150);
+    assert_eq!(hits(&report, "198.18.8.0/24"), 0);
+    let allow = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["prefix"] == "198.18.0.0/16")
+        .unwrap();
+    assert_eq!(allow["action"], "allow");
+}
+
+#[test]
 fn a_dry_run_passes_everything_and_counts_what_it_would_drop() {
     let test = "a_dry_run_passes_everything_and_counts_what_it_would_drop";
     if !privileged(test) {

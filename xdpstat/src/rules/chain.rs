@@ -2,12 +2,14 @@
 //! the set, the chain of nodes that may decide for a packet from a source
 //! under it, in the order they decide (see `xdpstat_common::rules`).
 //!
-//! Which rule decides, among those whose every field matches: the longest
-//! prefix (a rule without one sits at its family's `/0`), then the one
-//! naming more of protocol, ports and flags, then the one earlier in the
-//! file. So a prefix's chain is its own rules in that order, then its
-//! parent's chain (the longest prefix around it with rules), cut after
-//! the first rule that matches every packet. Nodes are shared: a node is
+//! Which rule decides, among those whose every field matches: an allow
+//! before any other, then the longest prefix (a rule without one sits at
+//! its family's `/0`), then the one naming more of protocol, ports and
+//! flags, then the one earlier in the file. So a prefix's chain is the
+//! allows around it (its own, then each enclosing prefix's, in that
+//! order), then its own other rules in that order, then its parent's
+//! chain of other rules (the longest prefix around it with rules), cut
+//! after the first rule that matches every packet. Nodes are shared: a node is
 //! its rule, its ports and the rest of its chain, so the million
 //! prefixes of a list whose parent is the same share one.
 
@@ -41,6 +43,7 @@ struct Member<'a> {
     matching: &'a Match,
     line: usize,
     limit: bool,
+    allow: bool,
     any_source: bool,
 }
 
@@ -63,6 +66,7 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
             matching: &rule.matching,
             line: rule.line,
             limit: matches!(rule.action, Action::Limit { .. }),
+            allow: rule.action == Action::Allow,
             any_source: rule.prefix.is_none(),
         });
     }
@@ -72,6 +76,7 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
             matching: &list.matching,
             line: list.line,
             limit: matches!(list.action, Action::Limit { .. }),
+            allow: list.action == Action::Allow,
             any_source: false,
         });
     }
@@ -120,7 +125,7 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
     };
     let mut heads = Vec::with_capacity(groups.len());
     for (at, group) in groups.iter().enumerate() {
-        if let Some((head, _)) = builder.chain(at, false)? {
+        if let Some((head, _)) = builder.head(at)? {
             heads.push((placed[group.start as usize].0, head));
         }
     }
@@ -157,8 +162,62 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// The chain of group `at` when a limit came before it on the way
-    /// (`limited`): its head and length, or `None` when empty.
+    /// The chain the trie names for group `at`: the allows around it, in
+    /// deciding order, in front of its chain of other rules (none after an
+    /// allow that matches every packet); its head and length, or `None`
+    /// when empty.
+    fn head(&mut self, at: usize) -> Result<Option<(u32, u32)>, ChainError> {
+        let mut allows: Vec<(IpNet, u32)> = Vec::new();
+        let mut every = false;
+        let mut group = at as u32;
+        'up: while group != NO_PARENT {
+            let g = &self.groups[group as usize];
+            for &(prefix, m) in &self.placed[g.start as usize..g.end as usize] {
+                let member = &self.members[m as usize];
+                if member.allow {
+                    allows.push((prefix, m));
+                    if member.matching.is_any() {
+                        every = true;
+                        break 'up;
+                    }
+                }
+            }
+            group = g.parent;
+        }
+        let rules = if every { None } else { self.chain(at, false)? };
+        if allows.is_empty() {
+            return Ok(rules);
+        }
+        let (mut next, mut length) = rules.map_or((0, 0), |(head, len)| (head + 1, len));
+        for &(prefix, m) in allows.iter().rev() {
+            let steps;
+            (next, steps) = self.steps(m, false, prefix, next)?;
+            length += steps;
+        }
+        let first = self.groups[at].start as usize;
+        self.walkable(self.placed[first], length)?;
+        Ok((next > 0).then(|| (next - 1, length)))
+    }
+
+    /// An error when a chain of `length` steps for the prefix of
+    /// `(prefix, member)` is too long to walk.
+    fn walkable(&self, (prefix, index): (IpNet, u32), length: u32) -> Result<(), ChainError> {
+        if length > MAX_WALK {
+            return Err(ChainError {
+                prefix,
+                index,
+                message: format!(
+                    "a packet from {} may have to be held against {length} rule steps, more than the {MAX_WALK} the datapath walks (each port range of a rule is a step; a rule with neither prefix nor ports is on every chain)",
+                    prefix
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The chain of group `at`'s rules other than allows, when a limit
+    /// came before it on the way (`limited`): its head and length, or
+    /// `None` when empty.
     fn chain(&mut self, at: usize, limited: bool) -> Result<Option<(u32, u32)>, ChainError> {
         let unpack = |memo: u64| (memo != EMPTY).then_some(((memo >> 32) as u32, memo as u32));
         let memo = self.memo[at][usize::from(limited)];
@@ -166,8 +225,21 @@ impl Builder<'_> {
             return Ok(unpack(memo));
         }
         let group = &self.groups[at];
-        let all = &self.placed[group.start as usize..group.end as usize];
-        let prefix = all[0].0;
+        let placed = &self.placed[group.start as usize..group.end as usize];
+        let prefix = placed[0].0;
+        // The allows are in front of every chain (`head`), not in it.
+        let members = self.members;
+        let others: Vec<(IpNet, u32)>;
+        let all = if placed.iter().any(|&(_, m)| members[m as usize].allow) {
+            others = placed
+                .iter()
+                .copied()
+                .filter(|&(_, m)| !members[m as usize].allow)
+                .collect();
+            &others[..]
+        } else {
+            placed
+        };
         // Own members up to the first that matches every packet.
         let cut = all
             .iter()
@@ -192,16 +264,7 @@ impl Builder<'_> {
             (next, steps) = self.steps(m, shared, prefix, next)?;
             length += steps;
         }
-        if length > MAX_WALK {
-            return Err(ChainError {
-                prefix,
-                index: all[0].1,
-                message: format!(
-                    "a packet from {} may have to be held against {length} rule steps, more than the {MAX_WALK} the datapath walks (each port range of a rule is a step; a rule with neither prefix nor ports is on every chain)",
-                    prefix
-                ),
-            });
-        }
+        self.walkable(placed[0], length)?;
         let chain = (next > 0).then(|| (next - 1, length));
         self.memo[at][usize::from(limited)] =
             chain.map_or(EMPTY, |(head, len)| u64::from(head) << 32 | u64::from(len));

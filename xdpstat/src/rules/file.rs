@@ -142,6 +142,18 @@ fn behaviour(raw: &RawBehaviour<'_>, mode: Mode) -> Result<Behaviour, (Range<usi
         None => mode,
     };
     let action = parse_action(raw.action, &raw.rates)?;
+    // An allow only ever passes: it is in force in a dry run too (what
+    // enforcing would do is what it does), and has no dry run of its own.
+    let mode = match (action, raw.mode) {
+        (Action::Allow, Some(m)) if mode == Mode::DryRun => {
+            return Err((
+                m.span(),
+                "an allow has no dry run: it passes its traffic either way (remove mode)".into(),
+            ));
+        }
+        (Action::Allow, _) => Mode::Enforce,
+        _ => mode,
+    };
     let force = raw.force.as_ref().is_some_and(|f| *f.get_ref());
     Ok(Behaviour {
         action,
@@ -506,6 +518,7 @@ fn parse_action(
 ) -> Result<Action, (Range<usize>, String)> {
     let parsed = match action.get_ref().as_str() {
         "pass" => Action::Pass,
+        "allow" => Action::Allow,
         "drop" => Action::Drop,
         "limit" => {
             if rates.pps.is_none() && rates.bps.is_none() {
@@ -538,7 +551,9 @@ fn parse_action(
         other => {
             return Err((
                 action.span(),
-                format!("unknown action \"{other}\": one of \"pass\", \"drop\", \"limit\""),
+                format!(
+                    "unknown action \"{other}\": one of \"pass\", \"allow\", \"drop\", \"limit\""
+                ),
             ));
         }
     };
@@ -588,7 +603,7 @@ fn whole_family(
     (prefix.prefix_len() == 0
         && matching.is_any()
         && mode == Mode::Enforce
-        && action != Action::Pass
+        && !matches!(action, Action::Pass | Action::Allow)
         && !force)
         .then(|| {
             format!(
@@ -749,6 +764,22 @@ burst = 200
         assert_eq!(set.rules[0].mode, Mode::Enforce);
         assert_eq!(set.rules[1].mode, Mode::DryRun);
         assert!(check("").unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn an_allow_is_in_force_in_a_dry_run_and_has_none_of_its_own() {
+        let set = check(
+            "mode = \"dry-run\"\n[[rule]]\nprefix = \"198.18.0.0/15\"\naction = \"allow\"\n[[rule]]\nprefix = \"0.0.0.0/0\"\nprotocol = \"udp\"\naction = \"allow\"\n",
+        )
+        .unwrap();
+        assert_eq!(set.rules[0].action, Action::Allow);
+        assert!(set.rules.iter().all(|rule| rule.mode == Mode::Enforce));
+        let refused =
+            check("[[rule]]\nprefix = \"198.18.0.0/15\"\naction = \"allow\"\nmode = \"dry-run\"\n");
+        assert_eq!(
+            refused.unwrap_err(),
+            "rules.toml:4: an allow has no dry run: it passes its traffic either way (remove mode)"
+        );
     }
 
     #[test]
@@ -976,6 +1007,57 @@ action = "drop"
         assert_eq!(first.rule, 3);
         let second = chains.nodes[first.next as usize - 1];
         assert_eq!((second.rule, second.next), (2, 0));
+    }
+
+    #[test]
+    fn allows_come_before_every_other_rule_on_every_chain_inside_them() {
+        let set = check(
+            r#"[[rule]]
+prefix = "198.18.0.0/15"
+protocol = "tcp"
+dst_port = 22
+action = "allow"
+
+[[rule]]
+prefix = "198.18.7.0/24"
+action = "drop"
+mode = "enforce"
+
+[[rule]]
+prefix = "198.18.7.7/32"
+action = "allow"
+
+[[rule]]
+protocol = "udp"
+action = "drop"
+mode = "enforce"
+"#,
+        )
+        .unwrap();
+        let chains = chain::build(&set).unwrap();
+        let walk = |prefix: &str| -> Vec<u32> {
+            let head = chains
+                .heads
+                .iter()
+                .find(|(p, _)| p.to_string() == prefix)
+                .unwrap_or_else(|| panic!("{prefix} has a chain"))
+                .1;
+            let mut rules = vec![];
+            let mut at = head + 1;
+            while at != 0 {
+                let node = chains.nodes[at as usize - 1];
+                rules.push(node.rule);
+                at = node.next;
+            }
+            rules
+        };
+        // Inside the /15's SSH allow: the allow first, then the /24's drop
+        // (which ends the chain: it matches everything).
+        assert_eq!(walk("198.18.7.0/24"), [0, 1]);
+        // The /32's allow matches everything: nothing after it can decide.
+        assert_eq!(walk("198.18.7.7/32"), [2]);
+        // The /15 itself: its allow, then the UDP drop without a prefix.
+        assert_eq!(walk("198.18.0.0/15"), [0, 3]);
     }
 
     #[test]

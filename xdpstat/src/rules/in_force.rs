@@ -34,11 +34,12 @@ impl InForce {
         }
     }
 
-    /// `drop`, `limit`, `pass`.
+    /// `drop`, `limit`, `allow`, `pass`.
     pub fn action(&self) -> &'static str {
         match self.kernel.action {
             action::DROP => "drop",
             action::LIMIT => "limit",
+            action::ALLOW => "allow",
             _ => "pass",
         }
     }

@@ -43,6 +43,9 @@ impl Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Pass,
+    /// Passes whatever any other rule says: the chains hold it before
+    /// every rule that could drop or limit.
+    Allow,
     Drop,
     /// At most `pps` packets a second from each source in the prefix, with
     /// room for `burst` at once (no packet rate: `pps` 0), and at most
@@ -58,6 +61,7 @@ impl Action {
     pub fn name(self) -> &'static str {
         match self {
             Action::Pass => "pass",
+            Action::Allow => "allow",
             Action::Drop => "drop",
             Action::Limit { .. } => "limit",
         }
@@ -213,6 +217,7 @@ impl RuleSet {
 fn kernel_rule(action: Action, mode: Mode) -> kernel::Rule {
     let (code, (interval_ns, tolerance_ns), (byte_q16, byte_tolerance_ns)) = match action {
         Action::Pass => (action::PASS, (0, 0), (0, 0)),
+        Action::Allow => (action::ALLOW, (0, 0), (0, 0)),
         Action::Drop => (action::DROP, (0, 0), (0, 0)),
         Action::Limit { pps, burst, bps } => (
             action::LIMIT,

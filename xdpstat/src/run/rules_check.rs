@@ -67,15 +67,16 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
         )
         .map_err(write)?;
     }
-    if set
-        .rules
+    if set.rules.iter().any(|rule| {
+        !rule.matching.is_any() || rule.prefix.is_none() || rule.action == Action::Allow
+    }) || set
+        .lists
         .iter()
-        .any(|rule| !rule.matching.is_any() || rule.prefix.is_none())
-        || set.lists.iter().any(|list| !list.matching.is_any())
+        .any(|list| !list.matching.is_any() || list.action == Action::Allow)
     {
         writeln!(
             out,
-            "a packet is judged by the rule of the longest prefix that matches it whole (no prefix: length 0), then the one naming more of protocol, ports and flags, then the one earlier in the file"
+            "a packet is judged by an allow that matches it whole, before any other rule; else by the rule of the longest prefix that matches it whole (no prefix: length 0), then the one naming more of protocol, ports and flags, then the one earlier in the file"
         )
         .map_err(write)?;
     }
@@ -100,6 +101,7 @@ fn effect(action: Action, mode: Mode, l4: bool) -> String {
             "passes (an exception to shorter prefixes and to rules naming less)".to_owned()
         }
         (Action::Pass, _) => "passes (an exception to shorter prefixes)".to_owned(),
+        (Action::Allow, _) => format!("passes {every}, whatever any other rule says (allowed)"),
         (Action::Drop, Mode::Enforce) => format!("drops {every}: dropped"),
         (Action::Drop, Mode::DryRun) => format!("passes {every}, counted as would_drop"),
         (Action::Limit { pps, burst, bps }, mode) => {
