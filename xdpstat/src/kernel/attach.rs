@@ -155,7 +155,7 @@ impl Attached {
         match self.link {
             LinkKind::BpfLink => None,
             LinkKind::Netlink => Some(format!(
-                "{}: the kernel refused a BPF link, attached through netlink instead; if xdpstat is killed, remove the program with `ip link set dev {} xdp off`",
+                "{}: no BPF link could be made (the kernel refused one, or xdpstat was out of file descriptors), attached through netlink instead; if xdpstat is killed, remove the program with `ip link set dev {} xdp off`",
                 self.interface, self.interface
             )),
             LinkKind::Unknown => Some(format!(
