@@ -9,12 +9,16 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use xdpstat::kernel::privilege::{Needs, check_capabilities};
+use xdpstat::kernel::{
+    datapath::Datapath,
+    privilege::{Needs, check_capabilities},
+};
 use xdpstat_bench::{
     measure::{self, Flood, HotSource, OverVeth, ReportCost},
     rules::{self, BesideXdpFilter, RulesRow},
     traffic::{self, Link},
 };
+use xdpstat_common::DEFAULT_MAX_SOURCES;
 
 /// The child-process mode that measures report cost and memory.
 const PROBE: &str = "--report-cost-probe";
@@ -47,7 +51,7 @@ fn run() -> Result<()> {
         .context("XDPSTAT_BENCH_SCALE")?
         .unwrap_or(1.0);
     let scaled = |n: f64| (n * scale).max(1.0) as usize;
-    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,rules,report picks sections (all by default).
+    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,rules,report,verifier picks sections (all by default).
     let only = std::env::var("XDPSTAT_BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     let started = Instant::now();
@@ -108,6 +112,9 @@ fn run() -> Result<()> {
         print_file_read(&read);
         let costs = rules::read_costs(ROUNDS)?;
         print_read_costs(&costs);
+    }
+    if wanted("verifier") {
+        print_verifier(&Datapath::load(DEFAULT_MAX_SOURCES)?);
     }
     if wanted("report") {
         let million = scaled(1_000_000.0) as u32;
@@ -432,4 +439,23 @@ fn print_report_cost(cost: &ReportCost) {
         cost.peak_rss_kib as f64 / 1024.0,
         verdict((cost.peak_rss_kib as f64 / 1024.0) < 200.0)
     );
+}
+
+/// Section 11: what the verifier processed to load each program, against
+/// the kernel's limit: the room the datapath has left to grow.
+fn print_verifier(datapath: &Datapath) {
+    const LIMIT: u32 = 1_000_000;
+    println!(
+        "10. Verifier: instructions processed to load each program (the kernel refuses past {LIMIT})"
+    );
+    for (name, count) in datapath.verified_instructions() {
+        match count {
+            Some(count) => println!(
+                "   {name:<34}{count:>10}  ({:.0}% of the limit)",
+                f64::from(count) * 100.0 / f64::from(LIMIT)
+            ),
+            None => println!("   {name:<34}   unknown (the kernel does not say)"),
+        }
+    }
+    println!();
 }

@@ -309,6 +309,32 @@ impl Datapath {
         self.program_info().ok().map(|info| info.id())
     }
 
+    /// How many instructions the verifier processed to load each of the
+    /// four programs (of the kernel's 1,000,000), by program name: how
+    /// much room is left for the datapath to grow.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        let names = [
+            Variant::Linear.program_name(),
+            Variant::Frags.program_name(),
+            Variant::Replay.program_name(),
+            TCX_PROGRAM_NAME,
+        ];
+        names
+            .into_iter()
+            .map(|name| {
+                let info = match self.ebpf.program(name) {
+                    Some(aya::programs::Program::Xdp(program)) => program.info().ok(),
+                    Some(aya::programs::Program::SchedClassifier(program)) => program.info().ok(),
+                    _ => None,
+                };
+                (
+                    name,
+                    info.and_then(|info| info.verified_instruction_count()),
+                )
+            })
+            .collect()
+    }
+
     /// The kernel's view of the attached program (the plain one when
     /// nothing is attached), run-time statistics included.
     pub fn program_info(&self) -> Result<ProgramInfo, XdpstatError> {
