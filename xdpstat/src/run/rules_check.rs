@@ -14,7 +14,17 @@ use crate::{
 pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
     let set = file::load(&args.file)?;
     let write = XdpstatError::Output;
-    let enforced = set.rules.iter().filter(|r| r.mode == Mode::Enforce).count();
+    // An allow has no mode of its own: it is counted apart.
+    let allows = set
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Allow)
+        .count();
+    let enforced = set
+        .rules
+        .iter()
+        .filter(|r| r.mode == Mode::Enforce && r.action != Action::Allow)
+        .count();
     let lists = if set.lists.is_empty() {
         String::new()
     } else {
@@ -26,13 +36,18 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
     };
     writeln!(
         out,
-        "{}: {} rule{}{lists}, mode {} ({} enforced, {} dry run)",
+        "{}: {} rule{}{lists}, mode {} ({} enforced, {} dry run{})",
         args.file.display(),
         set.rules.len(),
         if set.rules.len() == 1 { "" } else { "s" },
         set.mode.name(),
         enforced,
-        set.rules.len() - enforced
+        set.rules.len() - enforced - allows,
+        match allows {
+            0 => String::new(),
+            1 => ", 1 allow".to_owned(),
+            n => format!(", {n} allows"),
+        }
     )
     .map_err(write)?;
     for rule in &set.rules {
@@ -136,7 +151,7 @@ mod tests {
         check(&RulesCheckArgs { file: path }, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("5 rules, mode dry-run (1 enforced, 4 dry run)"),
+            text.contains("6 rules, mode dry-run (1 enforced, 4 dry run, 1 allow)"),
             "{text}"
         );
     }
