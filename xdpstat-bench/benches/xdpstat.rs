@@ -446,7 +446,7 @@ fn print_report_cost(cost: &ReportCost) {
 fn print_verifier(datapath: &Datapath) {
     const LIMIT: u32 = 1_000_000;
     println!(
-        "10. Verifier: instructions processed to load each program (the kernel refuses past {LIMIT})"
+        "11. Verifier: instructions processed to load each program (the kernel refuses past {LIMIT})"
     );
     for (name, count) in datapath.verified_instructions() {
         match count {

@@ -305,14 +305,12 @@ pub struct CpuState {
     pub run_udp_ports: u32,
     pub run_tcp: Counter,
     pub run_udp: Counter,
-    /// The packet being judged, as [`rules::transport_word`] packs it:
-    /// the rules read it from here rather than from the parser's result,
-    /// so that the verifier sees one unknown word, not every shape of
-    /// packet the parser tells apart.
+    /// The packet being counted and judged, as [`rules::transport_word`]
+    /// packs it (its source's protocol among the rest): the table and the
+    /// rules read it from here rather than from the parser's result, so
+    /// that the verifier sees one unknown word, not every shape of packet
+    /// the parser tells apart.
     pub transport: u64,
-    /// The packet's protocol as its source is counted under
-    /// ([`kinds::source`]), left here for the same reason.
-    pub source_protocol: u64,
 }
 
 /// A run's entry index when no table entry could take its source.
@@ -449,7 +447,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 2 * 8
+            20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 8
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

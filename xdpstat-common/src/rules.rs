@@ -139,16 +139,25 @@ pub struct Node {
 }
 
 /// A packet's protocol (or [`UNKNOWN_PROTOCOL`]), its ports (source,
-/// destination) when it has them, and whether it is a TCP SYN, in one
-/// word: protocol in bits 0-8, ports known at bit 9, SYN at bit 10, the
-/// source port in bits 16-31, the destination port in bits 32-47.
+/// destination) when it has them, whether it is a TCP SYN, and the
+/// protocol its source counts it under (`source`, of
+/// [`crate::kinds::source`]), in one word: protocol in bits 0-8, ports
+/// known at bit 9, SYN at bit 10, the source port in bits 16-31, the
+/// destination port in bits 32-47, the source's protocol in bits 48-49.
 #[inline(always)]
-pub fn transport_word(protocol: u16, ports: Option<(u16, u16)>, syn: bool) -> u64 {
+pub fn transport_word(protocol: u16, ports: Option<(u16, u16)>, syn: bool, source: usize) -> u64 {
     let mut word = u64::from(protocol & 0x1ff) | (u64::from(syn) << 10);
     if let Some((source, destination)) = ports {
         word |= 1 << 9 | u64::from(source) << 16 | u64::from(destination) << 32;
     }
-    word
+    word | (source as u64 & 3) << 48
+}
+
+/// The protocol a packet's source counts it under, from its
+/// [`transport_word`].
+#[inline(always)]
+pub fn source_protocol(word: u64) -> u16 {
+    ((word >> 48) & 3) as u16
 }
 
 impl Node {
@@ -188,8 +197,9 @@ pub mod action {
     pub const PASS: u32 = 0;
     pub const DROP: u32 = 1;
     pub const LIMIT: u32 = 2;
-    /// Passes, as `PASS`; the chains put it before every rule that could
-    /// drop or limit (user space makes allowed win; the datapath passes).
+    /// Passes, as `PASS` (to the datapath, every action but `DROP` and
+    /// `LIMIT` does): the chains put it before every rule that could drop
+    /// or limit.
     pub const ALLOW: u32 = 3;
 }
 
@@ -327,33 +337,39 @@ mod tests {
 
     #[test]
     fn a_node_matches_what_its_fields_name() {
+        // The source's protocol rides along in the word; no node looks at it.
+        let word = |protocol, ports, syn| transport_word(protocol, ports, syn, 3);
         let node = Node {
             protocol: 17,
             fields: fields::PROTOCOL | fields::SRC_PORT,
             src_port: [53, 53],
             ..Node::default()
         };
-        assert!(node.matches(transport_word(17, Some((53, 4000)), false)));
-        assert!(!node.matches(transport_word(17, Some((54, 4000)), false)));
-        assert!(!node.matches(transport_word(17, None, false)), "no ports");
-        assert!(!node.matches(transport_word(6, Some((53, 4000)), false)));
-        assert!(!node.matches(transport_word(UNKNOWN_PROTOCOL, None, false)));
+        assert!(node.matches(word(17, Some((53, 4000)), false)));
+        assert!(!node.matches(word(17, Some((54, 4000)), false)));
+        assert!(!node.matches(word(17, None, false)), "no ports");
+        assert!(!node.matches(word(6, Some((53, 4000)), false)));
+        assert!(!node.matches(word(UNKNOWN_PROTOCOL, None, false)));
         let syn = Node {
             protocol: 6,
             fields: fields::PROTOCOL | fields::SYN | fields::DST_PORT,
             dst_port: [443, 443],
             ..Node::default()
         };
-        assert!(syn.matches(transport_word(6, Some((40000, 443)), true)));
-        assert!(!syn.matches(transport_word(6, Some((40000, 443)), false)));
-        assert!(Node::default().matches(transport_word(UNKNOWN_PROTOCOL, None, false)));
+        assert!(syn.matches(word(6, Some((40000, 443)), true)));
+        assert!(!syn.matches(word(6, Some((40000, 443)), false)));
+        assert!(Node::default().matches(word(UNKNOWN_PROTOCOL, None, false)));
         // Protocol 0 is a protocol, not the unknown one.
         let zero = Node {
             fields: fields::PROTOCOL,
             ..Node::default()
         };
-        assert!(zero.matches(transport_word(0, None, false)));
-        assert!(!zero.matches(transport_word(UNKNOWN_PROTOCOL, None, false)));
+        assert!(zero.matches(word(0, None, false)));
+        assert!(!zero.matches(word(UNKNOWN_PROTOCOL, None, false)));
+        for source in 0..4 {
+            let word = transport_word(6, Some((1, 2)), true, source);
+            assert_eq!(usize::from(source_protocol(word)), source);
+        }
     }
 
     #[test]

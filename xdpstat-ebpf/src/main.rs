@@ -88,7 +88,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use xdpstat_common::{
-    REPLAY_METADATA, V4Entry, V6Entry, kinds::source as source_protocol, rules::transport_word,
+    REPLAY_METADATA, V4Entry, V6Entry,
+    kinds::source as source_protocols,
+    rules::{source_protocol, transport_word},
 };
 
 use crate::{
@@ -244,24 +246,24 @@ fn count_ip<E: Entry>(
 ) -> bool {
     let family = E::family();
     // SAFETY: a field of this CPU's live slot, read back (see `carrying`).
-    let protocol = unsafe { core::ptr::read_volatile(&state.source_protocol) } as u16;
+    let protocol = source_protocol(unsafe { core::ptr::read_volatile(&state.transport) });
     let run = E::run(state);
     let entry = track::<E>(&family, run, source, protocol, packet.packets, packet.len);
     rules::judge(&family, &source, entry, state, packet)
 }
 
 /// An IP packet's transport: counted by kind, and left in the CPU's
-/// state as the one word the rules read and the protocol its source is
-/// counted under. Read back from there, they are one unknown value each
-/// to the verifier, not every shape of packet the parser tells apart
-/// (which would take it past its limit).
+/// state as the one word the table (its source's protocol) and the rules
+/// read. Read back from there, it is one unknown value to the verifier,
+/// not every shape of packet the parser tells apart (which would take it
+/// past its limit).
 #[inline(always)]
 fn carrying(state: &mut xdpstat_common::CpuState, transport: &Transport, packet: Packet) {
     kinds::count(state, transport, packet.packets, packet.len);
-    state.transport = transport_word(transport.protocol, transport.ports, transport.syn);
-    let protocol = source_protocol::of_slot(transport.slot) as u64;
+    let source = source_protocols::of_slot(transport.slot);
+    let word = transport_word(transport.protocol, transport.ports, transport.syn, source);
     // SAFETY: a field of this CPU's live slot.
-    unsafe { core::ptr::write_volatile(&mut state.source_protocol, protocol) };
+    unsafe { core::ptr::write_volatile(&mut state.transport, word) };
 }
 
 #[cfg(not(test))]

@@ -188,15 +188,17 @@ fn acted(
     packet: Packet,
 ) -> Option<usize> {
     let enforce = rule.enforce != 0;
-    if rule.action == action::PASS || rule.action == action::ALLOW {
-        return None;
-    }
+    // Only a drop and a limit act; every other action (pass, allow) is a
+    // pass here, where it decided.
     if rule.action == action::DROP {
         return Some(if enforce {
             verdict::DROPPED
         } else {
             verdict::WOULD_DROP
         });
+    }
+    if rule.action != action::LIMIT {
+        return None;
     }
     let now = packet.clock.now();
     let buckets = match row {
