@@ -60,8 +60,9 @@ pub const MAX_PROBES: u32 = 32;
 pub const TABLE_PAGE: usize = 4096;
 
 /// The state word of a table entry: a `u32` at offset 0, beside the
-/// remembered rule, so that an entry of either family has room for its
-/// packets by protocol in one cache line.
+/// remembered rule (user space reads and clears the two as one word), so
+/// that the IPv4 entry has room for its source's first protocol in 32
+/// bytes.
 pub mod entry_state {
     /// Never used: a probe for a missing source stops here.
     pub const EMPTY: u32 = 0;
@@ -280,7 +281,8 @@ pub struct CpuState {
     pub run_v6_entry: u32,
     /// The protocol of the current IPv4 and IPv6 run, as
     /// [`kinds::source`] numbers it: a run is one source's packets of one
-    /// protocol, so a run settles into one slot of its entry's protocols.
+    /// protocol, so it settles as its entry's first protocol or into one
+    /// counter of the entry's row of the mixed array.
     pub run_v4_protocol: u16,
     pub run_v6_protocol: u16,
     /// The current IPv4 run.

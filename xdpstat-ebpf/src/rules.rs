@@ -31,12 +31,13 @@ struct InForce {
 }
 
 /// Judges a packet from `source` (whose run settles into table entry
-/// `entry`, or into none), carrying what the CPU state's `transport`
-/// word says, by the rule set in force, counts its verdict, and says whether to drop it. A source an
-/// entry holds has a row at the entry's index, which remembers its chain
-/// (one trie lookup per source and rule set, not per packet), keeps its
-/// bucket and counts its verdicts; a source no entry holds is looked up
-/// in the trie every time and limited by its rule's shared bucket.
+/// `entry`, or into none), carrying what the CPU state's `transport` word
+/// says, by the rule set in force, counts its verdict, and says whether
+/// to drop it. A source an entry holds has a row at the entry's index,
+/// which remembers its chain (one trie lookup per source and rule set,
+/// not per packet), keeps its bucket and counts its verdicts; a source no
+/// entry holds is looked up in the trie every time and limited by its
+/// rule's shared bucket.
 #[inline(always)]
 pub fn judge<E: Entry>(
     family: &Family<E>,

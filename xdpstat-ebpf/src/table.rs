@@ -1,9 +1,9 @@
 //! The source tables and the runs that feed them (see `CpuState`): a
 //! packet from the same source, of the same protocol, as the CPU's
-//! previous one only bumps the current run's counter; a packet from another source begins a new run,
-//! which finds or claims its source's entry in its family's table and
-//! keeps the entry's index, and then settles the finished run into the
-//! entry it kept. A table is an open-addressing hash table in a
+//! previous one only bumps the current run's counter; any other packet
+//! begins a new run, which finds or claims its source's entry in its
+//! family's table and keeps the entry's index, and then settles the
+//! finished run into the entry it kept. A table is an open-addressing hash table in a
 //! memory-mapped array, shared by every CPU: entries are reached through
 //! raw pointers, since other CPUs write them too, and counted into with
 //! atomic adds.
@@ -260,10 +260,10 @@ unsafe fn words_at(at: *const u8) -> (u64, u64) {
 }
 
 /// Counts a packet from `source` of source protocol `protocol` (see
-/// `kinds::source`): into the CPU's run when it continues it (same source,
-/// same protocol), else as a new run, which first finds or claims its source's entry; then
-/// the finished run settles into the entry it kept (or, with none,
-/// into `unattributed`). The new run is written before the old one
+/// `kinds::source`): into the CPU's run when it continues it (same
+/// source, same protocol), else as a new run, which first finds or claims
+/// its source's entry; then the finished run settles into the entry it
+/// kept (or, with none, into `unattributed`). The new run is written before the old one
 /// settles: a reader racing this misses the old run for one read rather
 /// than counting it twice (user space keeps counts from going backwards).
 /// Returns the index of the entry the packet's run settles into

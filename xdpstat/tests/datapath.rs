@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdpstat::{
     counts::snapshot::Snapshot,
-    counts::sources::{ProtocolPackets, SourceProtocols, SourceTable, Tally},
+    counts::sources::{SourceProtocols, SourceTable, Tally},
     kernel::datapath::Datapath,
     kernel::tables::ReadMethod,
 };
@@ -383,7 +383,7 @@ fn each_source_counts_its_packets_by_protocol() {
     let (a, b) = (IpAddr::V4(v4(1)), IpAddr::V6(v6(1)));
     // TCP, UDP, ICMP (ICMPv6 for IPv6), and GRE (other).
     let icmp = |source: IpAddr| if source.is_ipv4() { 1 } else { 58 };
-    let mut sent = std::collections::HashMap::<IpAddr, ProtocolPackets>::new();
+    let mut sent = std::collections::HashMap::<IpAddr, SourceProtocols>::new();
     let pattern: [(IpAddr, u8, u64); 9] = [
         (a, 6, 3),
         (a, 17, 1),
@@ -407,25 +407,25 @@ fn each_source_counts_its_packets_by_protocol() {
         }
         let row = sent.entry(source).or_default();
         match protocol {
-            6 => row.tcp += count,
-            17 => row.udp += count,
-            1 | 58 => row.icmp += count,
-            _ => row.other += count,
+            6 => row.0[source::TCP] += count,
+            17 => row.0[source::UDP] += count,
+            1 | 58 => row.0[source::ICMP] += count,
+            _ => row.0[source::OTHER] += count,
         }
         // Mid-way, a read finds the run in progress under its protocol.
         if round == 13 {
             let snapshot = snapshot(&datapath);
             for (source, expected) in &sent {
                 let tally = snapshot.sources.tally(source).expect("source held");
-                assert_eq!(tally.protocol_packets(), *expected, "{source} mid-way");
+                assert_eq!(tally.protocols, *expected, "{source} mid-way");
             }
         }
     }
     let snapshot = snapshot(&datapath);
     for (source, expected) in &sent {
         let tally = snapshot.sources.tally(source).expect("source held");
-        assert_eq!(tally.protocol_packets(), *expected, "{source}");
-        let all = expected.tcp + expected.udp + expected.icmp + expected.other;
+        assert_eq!(tally.protocols, *expected, "{source}");
+        let all = expected.total();
         assert_eq!(
             tally.counter.packets, all,
             "{source}: every packet under one protocol"
@@ -455,8 +455,8 @@ fn a_retired_entry_takes_a_new_source_with_none_of_the_old_ones_protocols() {
     assert_eq!(first.sources.len(), 31);
     for n in 1..=31 {
         let tally = first.sources.tally(&sender(n)).expect("held");
-        assert_eq!(tally.protocol_packets().tcp, 2, "{}", sender(n));
-        assert_eq!(tally.protocol_packets().udp, 1, "{}", sender(n));
+        assert_eq!(tally.protocols.0[source::TCP], 2, "{}", sender(n));
+        assert_eq!(tally.protocols.0[source::UDP], 1, "{}", sender(n));
     }
     assert!(
         datapath.retire_idle().unwrap().is_empty(),
@@ -467,16 +467,9 @@ fn a_retired_entry_takes_a_new_source_with_none_of_the_old_ones_protocols() {
     assert_eq!(retired.len(), 25, "down to 6");
     for (address, _) in retired.iter() {
         let tally = retired.tally(&address).unwrap();
-        let expected = ProtocolPackets {
-            tcp: 2,
-            udp: 1,
-            ..ProtocolPackets::default()
-        };
-        assert_eq!(
-            tally.protocol_packets(),
-            expected,
-            "{address} retired whole"
-        );
+        // TCP twice, UDP once.
+        let expected = SourceProtocols([2, 1, 0, 0]);
+        assert_eq!(tally.protocols, expected, "{address} retired whole");
     }
     // New sources: ICMP, then UDP, which goes beside the entry they took.
     for n in 100..125 {
@@ -492,12 +485,9 @@ fn a_retired_entry_takes_a_new_source_with_none_of_the_old_ones_protocols() {
     );
     for n in 100..125 {
         let tally = after.sources.tally(&sender(n)).expect("held");
-        let expected = ProtocolPackets {
-            udp: 1,
-            icmp: 1,
-            ..ProtocolPackets::default()
-        };
-        assert_eq!(tally.protocol_packets(), expected, "{}", sender(n));
+        // UDP and ICMP once each.
+        let expected = SourceProtocols([0, 1, 1, 0]);
+        assert_eq!(tally.protocols, expected, "{}", sender(n));
     }
 }
 

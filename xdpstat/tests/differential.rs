@@ -436,8 +436,7 @@ proptest! {
         }
         for (address, expected) in &sources {
             let by_protocol = |snapshot: &Snapshot| {
-                let p = snapshot.sources.tally(address).unwrap_or_default().protocol_packets();
-                [p.tcp, p.udp, p.icmp, p.other]
+                snapshot.sources.tally(address).unwrap_or_default().protocols.0
             };
             let (now, then) = (by_protocol(&after), by_protocol(&before));
             let after = after.sources.get(address).copied().unwrap_or_default();

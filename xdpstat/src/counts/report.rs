@@ -15,7 +15,7 @@ use xdpstat_common::Counter;
 use crate::{
     counts::{
         snapshot::{ClassTotals, Snapshot},
-        sources::ProtocolPackets,
+        sources::SourceProtocols,
         verdicts::{RuleRow, Unattributed, Verdicts},
     },
     rules::in_force::RuleHits,
@@ -124,7 +124,7 @@ pub struct SourceRow {
     pub bps: f64,
     /// Its packets by protocol (cumulative, as `packets`): every packet
     /// under exactly one of `tcp`, `udp`, `icmp` (either family), `other`.
-    pub protocols: ProtocolPackets,
+    pub protocols: SourceProtocols,
     /// What the rules did to its packets.
     pub verdicts: Verdicts,
 }
@@ -154,7 +154,7 @@ impl Report {
                 let protocols = current
                     .sources
                     .tally(&address)
-                    .map(|tally| tally.protocol_packets())
+                    .map(|tally| tally.protocols)
                     .unwrap_or_default();
                 SourceRow {
                     address,

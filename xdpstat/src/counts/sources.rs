@@ -3,8 +3,9 @@
 //!
 //! Each family is a vector of rows (address as an integer, counter, and
 //! the protocol of its packets) sorted by address: 24 bytes a source for
-//! IPv4, no hash table slack, lookups by binary search; the packets by
-//! protocol of the few sources that send more than one are in a map apart, and two snapshots compare by walking both in order. A
+//! IPv4, no hash table slack, lookups by binary search, and two snapshots
+//! compare by walking both in order. The packets by protocol of the few
+//! sources that send more than one are in a map apart. A
 //! [`SourceTableBuilder`] collects sources in any order, then sorts once
 //! and sums any source met more than once (a CPU's run in progress and the
 //! source's table entry, say).
@@ -61,15 +62,11 @@ impl Tally {
             protocols: self.protocols.zip(&other.protocols, u64::saturating_sub),
         }
     }
-
-    /// Its packets by protocol.
-    pub fn protocol_packets(&self) -> ProtocolPackets {
-        self.protocols.named()
-    }
 }
 
-/// A source's packets under each protocol, indexed by `kinds::source`;
-/// they add up to its packets.
+/// A source's packets under each protocol, indexed by `kinds::source`
+/// (ICMP of either family is `icmp`); they add up to its packets. Reports
+/// show them by name: `{"tcp": N, "udp": N, "icmp": N, "other": N}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceProtocols(pub [u64; source::PROTOCOLS]);
 
@@ -88,7 +85,9 @@ impl SourceProtocols {
         self.0.iter().fold(0u64, |sum, &n| sum.wrapping_add(n))
     }
 
-    fn add(&mut self, other: &SourceProtocols) {
+    /// Adds another's (the same source's other counts, or the same address
+    /// on another interface).
+    pub fn add(&mut self, other: &SourceProtocols) {
         for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
             *mine = mine.wrapping_add(*theirs);
         }
@@ -98,38 +97,11 @@ impl SourceProtocols {
         SourceProtocols(std::array::from_fn(|i| f(self.0[i], other.0[i])))
     }
 
-    /// By name.
-    pub fn named(&self) -> ProtocolPackets {
-        let [tcp, udp, icmp, other] = self.0;
-        ProtocolPackets {
-            tcp,
-            udp,
-            icmp,
-            other,
-        }
-    }
-}
-
-/// A source's packets by protocol, as reports show them: every packet of
-/// the source under exactly one (ICMP of either family is `icmp`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ProtocolPackets {
-    pub tcp: u64,
-    pub udp: u64,
-    pub icmp: u64,
-    pub other: u64,
-}
-
-impl ProtocolPackets {
-    fn counts(&self) -> [u64; 4] {
-        [self.tcp, self.udp, self.icmp, self.other]
-    }
-
     /// The protocol with the most packets and how many it has (`None`
     /// with no packets; a tie goes to the first of tcp, udp, icmp, other).
     fn most(&self) -> Option<(&'static str, u64)> {
         let mut best: Option<(usize, u64)> = None;
-        for (index, count) in self.counts().into_iter().enumerate() {
+        for (index, count) in self.0.into_iter().enumerate() {
             if count > 0 && best.is_none_or(|(_, most)| count > most) {
                 best = Some((index, count));
             }
@@ -149,10 +121,7 @@ impl ProtocolPackets {
         let Some((name, most)) = self.most() else {
             return "-".into();
         };
-        let all = self
-            .counts()
-            .iter()
-            .fold(0u64, |sum, &n| sum.saturating_add(n));
+        let all = self.0.iter().fold(0u64, |sum, &n| sum.saturating_add(n));
         if most == all {
             name.into()
         } else {
@@ -160,14 +129,16 @@ impl ProtocolPackets {
             format!("{name} {share}%")
         }
     }
+}
 
-    /// Adds another source's packets by protocol (the same address on
-    /// another interface).
-    pub fn add(&mut self, other: &ProtocolPackets) {
-        self.tcp = self.tcp.saturating_add(other.tcp);
-        self.udp = self.udp.saturating_add(other.udp);
-        self.icmp = self.icmp.saturating_add(other.icmp);
-        self.other = self.other.saturating_add(other.other);
+impl Serialize for SourceProtocols {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut named = serializer.serialize_struct("SourceProtocols", source::PROTOCOLS)?;
+        for (name, count) in SOURCE_PROTOCOL_NAMES.iter().zip(self.0) {
+            named.serialize_field(name, &count)?;
+        }
+        named.end()
     }
 }
 

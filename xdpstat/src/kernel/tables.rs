@@ -149,8 +149,8 @@ struct EntryRead {
 impl EntryRead {
     /// Its counts, with its row of the mixed array (`None`: not read, or
     /// not mixed): the first protocol has the packets the others do not.
-    fn tally(&self, row: Option<[u64; source::PROTOCOLS]>) -> Tally {
-        let mut packets = row.filter(|_| self.mixed).unwrap_or_default();
+    fn tally(&self, row: Option<Mixed>) -> Tally {
+        let mut packets = row.unwrap_or_default();
         let first = usize::from(self.protocol).min(source::OTHER);
         packets[first] = 0;
         let others = packets.iter().fold(0u64, |sum, &n| sum.saturating_add(n));

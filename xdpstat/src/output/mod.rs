@@ -96,9 +96,9 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         writeln!(out, "  verdicts: {}", report.totals.verdicts.line())?;
     }
     if !report.sources.is_empty() {
-        let protocol = |line: String, protocol: &str| format!("{line}  {protocol}");
+        // A protocol column after the usual ones.
         let header = table_line("address", "packets", "bytes", "pkt/s", "bit/s");
-        writeln!(out, "{}", protocol(header, "protocol"))?;
+        writeln!(out, "{header}  protocol")?;
         for row in &report.sources {
             let line = table_line(
                 &row.address.to_string(),
@@ -107,7 +107,7 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
                 &si(row.pps),
                 &si(row.bps),
             );
-            writeln!(out, "{}", protocol(line, &row.protocols.summary()))?;
+            writeln!(out, "{line}  {}", row.protocols.summary())?;
             if ruled && row.verdicts.acted() {
                 writeln!(out, "    {}", row.verdicts.column())?;
             }

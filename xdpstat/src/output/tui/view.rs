@@ -19,7 +19,7 @@ use xdpstat_common::Counter;
 use crate::{
     counts::report::Rate,
     counts::snapshot::{ClassTotals, Snapshot},
-    counts::sources::ProtocolPackets,
+    counts::sources::SourceProtocols,
     counts::verdicts::Verdicts,
     output::tui::kinds::KindsPane,
 };
@@ -46,7 +46,7 @@ pub struct Row {
     pub verdict: String,
     /// Its packets by protocol over the last interval, or over all its
     /// packets when it sent none in the interval (sources only).
-    pub protocols: ProtocolPackets,
+    pub protocols: SourceProtocols,
 }
 
 impl Row {
@@ -150,9 +150,9 @@ impl Pane {
             let rate = Rate::between(&counter, &earlier_counter, seconds);
             let interval = tally.saturating_sub(&earlier);
             let protocols = if interval.counter.packets > 0 {
-                interval.protocol_packets()
+                interval.protocols
             } else {
-                tally.protocol_packets()
+                tally.protocols
             };
             let mut recent = self.history.remove(&address).unwrap_or_default();
             if recent.len() == HISTORY {
@@ -224,7 +224,7 @@ impl Pane {
                     share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
                     acted: 0,
                     verdict: String::new(),
-                    protocols: ProtocolPackets::default(),
+                    protocols: SourceProtocols::default(),
                 }
             })
             .collect();
