@@ -6,14 +6,9 @@
 use std::ops::Range;
 
 use toml::Spanned;
+use xdpstat_common::kinds::protocol::{ICMP, ICMPV6, TCP, UDP};
 
-/// Protocol numbers a rules file may name.
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const ICMP: u8 = 1;
-pub const ICMPV6: u8 = 58;
-
-/// The protocols with names, by name.
+/// The protocols a rules file may name, by name.
 const NAMED: [(&str, u8); 4] = [
     ("tcp", TCP),
     ("udp", UDP),
