@@ -239,22 +239,18 @@ impl SourceTableBuilder {
         }
     }
 
-    /// Adds an IPv4 source, the address as it is on the wire.
-    pub fn push_v4(&mut self, address: [u8; 4], tally: impl Into<Tally>) {
-        let row = self.row(u32::from_be_bytes(address), tally.into());
-        self.v4.push(row);
-    }
-
-    /// Adds an IPv6 source, the address as it is on the wire.
-    pub fn push_v6(&mut self, address: [u8; 16], tally: impl Into<Tally>) {
-        let row = self.row(split(u128::from_be_bytes(address)), tally.into());
-        self.v6.push(row);
-    }
-
+    /// Adds a source.
     pub fn push(&mut self, address: IpAddr, tally: impl Into<Tally>) {
+        let tally = tally.into();
         match address {
-            IpAddr::V4(v4) => self.push_v4(v4.octets(), tally),
-            IpAddr::V6(v6) => self.push_v6(v6.octets(), tally),
+            IpAddr::V4(v4) => {
+                let row = self.row(u32::from(v4), tally);
+                self.v4.push(row);
+            }
+            IpAddr::V6(v6) => {
+                let row = self.row(split(u128::from(v6)), tally);
+                self.v6.push(row);
+            }
         }
     }
 
@@ -593,12 +589,9 @@ mod tests {
     #[test]
     fn sources_met_twice_are_summed_and_families_kept_apart() {
         let mut builder = SourceTableBuilder::with_capacity(4, 1);
-        builder.push_v4([198, 18, 0, 2], c(3, 30));
-        builder.push_v4([198, 18, 0, 1], c(1, 60));
-        builder.push_v6(
-            "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
-            c(2, 200),
-        );
+        builder.push("198.18.0.2".parse().unwrap(), c(3, 30));
+        builder.push("198.18.0.1".parse().unwrap(), c(1, 60));
+        builder.push("2001:db8::1".parse().unwrap(), c(2, 200));
         builder.push("198.18.0.1".parse().unwrap(), c(1, 40));
         let mut table = builder.finish();
         assert_eq!(table[&"198.18.0.1".parse().unwrap()], c(2, 100));

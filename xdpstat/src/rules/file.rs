@@ -137,22 +137,24 @@ macro_rules! raw_behaviour {
 /// Checks a rule's or a list's behaviour; `mode` is the file's.
 fn behaviour(raw: &RawBehaviour<'_>, mode: Mode) -> Result<Behaviour, (Range<usize>, String)> {
     let matching = matching::parse(&raw.matching)?;
+    let action = parse_action(raw.action, &raw.rates)?;
     let mode = match raw.mode {
-        Some(m) => parse_mode(m).map_err(|msg| (m.span(), msg))?,
+        Some(m) => {
+            let own = parse_mode(m).map_err(|msg| (m.span(), msg))?;
+            if action == Action::Allow && own == Mode::DryRun {
+                let why = "an allow has no dry run: it passes its traffic either way (remove mode)";
+                return Err((m.span(), why.into()));
+            }
+            own
+        }
         None => mode,
     };
-    let action = parse_action(raw.action, &raw.rates)?;
     // An allow only ever passes: it is in force in a dry run too (what
-    // enforcing would do is what it does), and has no dry run of its own.
-    let mode = match (action, raw.mode) {
-        (Action::Allow, Some(m)) if mode == Mode::DryRun => {
-            return Err((
-                m.span(),
-                "an allow has no dry run: it passes its traffic either way (remove mode)".into(),
-            ));
-        }
-        (Action::Allow, _) => Mode::Enforce,
-        _ => mode,
+    // enforcing would do is what it does).
+    let mode = if action == Action::Allow {
+        Mode::Enforce
+    } else {
+        mode
     };
     let force = raw.force.as_ref().is_some_and(|f| *f.get_ref());
     Ok(Behaviour {

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::counts::sources::{SourceProtocols, Tally};
 
 impl Datapath {
     /// Reads every counter into a snapshot. `interface` only labels errors.
@@ -286,10 +285,9 @@ fn fold_cpu_states(
                 slots.unattributed_v4.add(&state.run_v4);
                 unheld.push((Ipv4Addr::from(state.run_v4_source).into(), state.run_v4));
             } else {
-                sources.push_v4(
-                    state.run_v4_source,
-                    run_tally(state.run_v4, state.run_v4_protocol),
-                );
+                // A run's packets are all of its protocol.
+                let source = Ipv4Addr::from(state.run_v4_source).into();
+                sources.push_one_protocol(source, state.run_v4, state.run_v4_protocol as u8);
                 busy.v4.push(state.run_v4_entry);
             }
         }
@@ -298,10 +296,8 @@ fn fold_cpu_states(
                 slots.unattributed_v6.add(&state.run_v6);
                 unheld.push((Ipv6Addr::from(state.run_v6_source).into(), state.run_v6));
             } else {
-                sources.push_v6(
-                    state.run_v6_source,
-                    run_tally(state.run_v6, state.run_v6_protocol),
-                );
+                let source = Ipv6Addr::from(state.run_v6_source).into();
+                sources.push_one_protocol(source, state.run_v6, state.run_v6_protocol as u8);
                 busy.v6.push(state.run_v6_entry);
             }
         }
@@ -314,14 +310,5 @@ fn fold_cpu_states(
         acted,
         shared_bucket,
         kinds,
-    }
-}
-
-/// A CPU's run in progress as a source's counts: all of its packets are
-/// of the run's protocol.
-fn run_tally(run: Counter, protocol: u16) -> Tally {
-    Tally {
-        counter: run,
-        protocols: SourceProtocols::of(usize::from(protocol), run.packets),
     }
 }
