@@ -45,6 +45,14 @@ pub const RULE_BUCKETS_MAP: &str = "RULE_BUCKETS";
 pub const RULES_MAP: &str = "RULES";
 /// Array of [`Node`]: both slots' chains, at `slot * MAX_NODES + node`.
 pub const CHAINS_MAP: &str = "CHAINS";
+/// Array of [`BanRecord`], [`MAX_BANS`] long: the bans in force with what
+/// the reports say of them. Only user space reads it; pinned with the
+/// rest, it carries a persisted datapath's bans to the next xdpstat.
+pub const BANS_MAP: &str = "BANS";
+
+/// Bans one datapath may hold at once (`max_bans` may only be lower).
+pub const MAX_BANS: u32 = 16_384;
+
 /// Memory-mappable arrays of [`SourceRow`], one per source table entry (at
 /// the entry's index): the entry's source's bucket and verdicts.
 pub const ROWS_V4_MAP: &str = "ROWS_V4";
@@ -110,6 +118,8 @@ pub mod fields {
     pub const SHARED_BUCKET: u8 = 16;
     /// The rule names no prefix (it sits at the family's `/0`).
     pub const ANY_SOURCE: u8 = 32;
+    /// A ban's node (so the loader can read chains back to bans).
+    pub const BAN: u8 = 64;
 }
 
 /// A packet's protocol when the parser could not tell it (an IPv6 chain
@@ -136,6 +146,12 @@ pub struct Node {
     /// back to rules).
     pub prefix_len: u8,
     pub _pad: u8,
+    pub _pad2: u32,
+    /// A ban's end, on the kernel's monotonic clock (a replay: the
+    /// capture's): from then on the walk goes past this node as if it
+    /// did not match, so a ban ends on time with no process to take it
+    /// out. 0: no end.
+    pub until_ns: u64,
 }
 
 /// A packet's protocol (or [`UNKNOWN_PROTOCOL`]), its ports (source,
@@ -241,6 +257,56 @@ pub struct Rule {
     pub byte_tolerance_ns: u64,
 }
 
+/// One ban as kept in [`BANS_MAP`]: in use while `family` is 4 or 6.
+/// Strings are UTF-8, NUL-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanRecord {
+    /// When it ends on the kernel's monotonic clock; 0: never.
+    pub until_ns: u64,
+    /// When it began and when it ends (0: never), in nanoseconds since the
+    /// Unix epoch, for the reports.
+    pub since_unix_ns: u64,
+    pub until_unix_ns: u64,
+    /// A limit's packets and bits per second (0: none); a drop has neither.
+    pub pps: u64,
+    pub bps: u64,
+    /// The last time a trigger found its source over its threshold (Unix
+    /// nanoseconds), for extending it.
+    pub last_over_unix_ns: u64,
+    /// 0: free; 4 or 6.
+    pub family: u32,
+    pub prefix_len: u32,
+    /// One of [`action`]: `DROP` or `LIMIT`.
+    pub action: u32,
+    pub _pad: u32,
+    /// The address, IPv4 in the first four bytes.
+    pub address: [u8; 16],
+    /// `hand`, or the trigger's name.
+    pub origin: [u8; 32],
+    pub reason: [u8; 80],
+}
+
+impl Default for BanRecord {
+    fn default() -> Self {
+        Self {
+            until_ns: 0,
+            since_unix_ns: 0,
+            until_unix_ns: 0,
+            pps: 0,
+            bps: 0,
+            last_over_unix_ns: 0,
+            family: 0,
+            prefix_len: 0,
+            action: 0,
+            _pad: 0,
+            address: [0; 16],
+            origin: [0; 32],
+            reason: [0; 80],
+        }
+    }
+}
+
 /// What the rules did to one table entry's source: its buckets and its
 /// packets under each verdict but `passed`. Zeroed with its entry.
 #[repr(C)]
@@ -296,8 +362,14 @@ pub const fn bucket(pps: u64, burst: u64) -> (u64, u64) {
 unsafe impl aya::Pod for Rule {}
 
 #[cfg(feature = "user")]
-// SAFETY: `#[repr(C)]`, two u32, four u16, four u8: no padding, any bit pattern valid.
+// SAFETY: `#[repr(C)]`, two u32, four u16, four u8, a u32 and a u64: no
+// padding, any bit pattern valid.
 unsafe impl aya::Pod for Node {}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, six u64, four u32, byte arrays of 16, 32 and 80:
+// no padding, any bit pattern valid.
+unsafe impl aya::Pod for BanRecord {}
 
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, two u64 then four `Counter`s: no padding, any bit pattern valid.
@@ -331,7 +403,8 @@ mod tests {
         assert!(3 * interval >= 1_000_000_000);
         assert_eq!(bucket(0, 5).0, 1_000_000_000);
         assert_eq!(size_of::<Rule>(), 40);
-        assert_eq!(size_of::<Node>(), 20);
+        assert_eq!(size_of::<Node>(), 32);
+        assert_eq!(size_of::<BanRecord>(), 192);
         assert_eq!(size_of::<SourceRow>(), 16 + 4 * size_of::<Counter>());
     }
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
-    rules::{MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, Rule, SourceRow},
+    rules::{BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, Rule, SourceRow},
     sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
     table_entries,
 };
@@ -104,6 +104,10 @@ pub static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * M
 #[map(name = "RULE_BUCKETS")]
 pub static RULE_BUCKETS: Array<u64> = Array::with_max_entries(4 * MAX_RULES, 0);
 /// The rules by index, at the rule's place.
+/// Never read here: the bans in force as user space keeps them (their
+/// ends are on their chains' nodes), pinned so that they outlive it.
+#[map(name = "BANS")]
+pub static BANS: Array<BanRecord> = Array::with_max_entries(MAX_BANS, 0);
 #[map(name = "RULES")]
 pub static RULES: Array<Rule> = Array::with_max_entries(2 * MAX_RULES, 0);
 /// One row per table entry, at the entry's index; the loader sizes them as

@@ -55,7 +55,7 @@ pub fn judge<E: Entry>(
     let Some(head) = chain_of(family, in_force, source, held) else {
         return false;
     };
-    let Some((rule_index, node_fields)) = deciding(in_force.slot, head, transport) else {
+    let Some((rule_index, node_fields)) = deciding(in_force.slot, head, transport, packet) else {
         return false;
     };
     let at = in_force.slot * MAX_RULES + rule_index;
@@ -146,11 +146,13 @@ fn chain_of<E: Entry>(
 }
 
 /// The first node of the chain at `head` in `slot` whose fields match
-/// the packet's `transport` word: the index and fields of the rule that
-/// decides for the packet, if any does. The walk yields them as scalars,
-/// so that every way out of it is one state to the verifier.
+/// the packet's `transport` word and that has not ended (a ban's node
+/// ends at its `until_ns`: the clock is read only at such a node): the
+/// index and fields of the rule that decides for the packet, if any does.
+/// The walk yields them as scalars, so that every way out of it is one
+/// state to the verifier.
 #[inline(always)]
-fn deciding(slot: u32, head: u32, transport: u64) -> Option<(u32, u32)> {
+fn deciding(slot: u32, head: u32, transport: u64, packet: Packet) -> Option<(u32, u32)> {
     let base = slot * MAX_NODES;
     let mut at = head;
     let mut found = NOT_FOUND;
@@ -158,7 +160,7 @@ fn deciding(slot: u32, head: u32, transport: u64) -> Option<(u32, u32)> {
         let Some(node) = CHAINS.get(base + at) else {
             break;
         };
-        if node.matches(transport) {
+        if node.matches(transport) && (node.until_ns == 0 || packet.clock.now() < node.until_ns) {
             found = u64::from(node.fields) << 32 | u64::from(node.rule);
             break;
         }

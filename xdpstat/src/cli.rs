@@ -137,6 +137,61 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Work with rules files (`--rules`).
     Rules(RulesArgs),
+    /// Drop (or limit) a source address or prefix on an interface xdpstat
+    /// counts on, above its rules (an allow still wins), for a while. In
+    /// force before the command returns; the datapath ends it on time by
+    /// itself.
+    Ban(BanArgs),
+    /// Take a ban out of force.
+    Unban(UnbanArgs),
+    /// List the bans in force, with the packets and bytes each judged.
+    Bans(BansArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    /// The interface a running xdpstat counts on.
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// An address (a /32 or /128) or a prefix (`198.51.100.0/24`).
+    #[arg(value_name = "PREFIX")]
+    pub prefix: String,
+
+    /// How long (`90s`, `10m`, `1h`, `2d`); `0`: until `xdpstat unban`.
+    #[arg(long = "for", value_name = "DURATION", default_value = "1h")]
+    pub length: String,
+
+    /// Limit to PPS packets a second (a burst of a second's worth) instead
+    /// of dropping; the limit is shared by the sources under a prefix.
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub limit: Option<u64>,
+
+    /// Why, for the reports and `xdpstat bans` (up to 80 bytes).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnbanArgs {
+    #[arg(value_name = "IFACE")]
+    pub interface: String,
+
+    /// The banned prefix, exactly as banned (an address is its /32 or /128).
+    #[arg(value_name = "PREFIX")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BansArgs {
+    /// Interfaces (none: every interface a running xdpstat counts on in
+    /// this network namespace).
+    #[arg(value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Plain)]
+    pub format: StatusFormat,
 }
 
 #[derive(Debug, Args)]

@@ -58,6 +58,9 @@ fn prepare(cli: &mut Cli) -> Result<Option<Hangups>, XdpstatError> {
         Some(Command::Detach(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
         Some(Command::Doctor(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
         Some(Command::Status(args)) => (&[], Some(&mut args.pin_dir)),
+        Some(Command::Ban(args)) => (std::slice::from_ref(&args.interface), None),
+        Some(Command::Unban(args)) => (std::slice::from_ref(&args.interface), None),
+        Some(Command::Bans(args)) => (&args.interfaces, None),
         Some(_) => (&[], None),
     };
     for name in names {
@@ -93,6 +96,9 @@ fn run(cli: &Cli, hangups: Option<Hangups>) -> Result<Outcome, XdpstatError> {
         Some(Command::Rules(RulesArgs {
             command: RulesCommand::Check(args),
         })) => whole(check(args, &mut out)),
+        Some(Command::Ban(args)) => whole(xdpstat::run::bans::ban(args, &mut out)),
+        Some(Command::Unban(args)) => whole(xdpstat::run::bans::unban(args, &mut out)),
+        Some(Command::Bans(args)) => whole(xdpstat::run::bans::list(args, &mut out)),
         None => watch(cli, &mut out, &stop, hangups),
     }
 }

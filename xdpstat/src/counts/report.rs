@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xdpstat_common::Counter;
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         sources::SourceProtocols,
         verdicts::{RuleRow, Unattributed, Verdicts},
     },
-    rules::in_force::RuleHits,
+    rules::{ban::Event, in_force::RuleHits},
 };
 
 /// One interface's report, serialised as the JSON output's schema.
@@ -53,6 +53,10 @@ pub struct Report {
     /// How many rules are in force (before the `--top` cut).
     #[serde(skip)]
     pub rule_count: usize,
+    /// The bans in force (every one), longest-running first.
+    pub bans: Vec<BanRow>,
+    /// What happened to bans since the previous report, in order.
+    pub events: Vec<EventRow>,
     /// Verdicts other than `passed` no source holds (its source had no
     /// table entry, or the entry was retired).
     pub unattributed_verdicts: Unattributed,
@@ -223,12 +227,24 @@ impl Report {
             rules: {
                 // Ranked first (a stable sort: ties in file order), so
                 // that only the rules shown are made rows.
-                let mut ranked: Vec<&RuleHits> = current.verdicts.rules.iter().collect();
+                let mut ranked: Vec<&RuleHits> = current
+                    .verdicts
+                    .rules
+                    .iter()
+                    .filter(|hits| hits.rule.ban.is_none())
+                    .collect();
                 ranked.sort_by_key(|hits| Reverse(hits.counter.packets));
                 ranked.truncate(top.unwrap_or(usize::MAX));
                 ranked.into_iter().map(RuleRow::from).collect()
             },
-            rule_count: current.verdicts.rules.len(),
+            rule_count: current
+                .verdicts
+                .rules
+                .iter()
+                .filter(|hits| hits.rule.ban.is_none())
+                .count(),
+            bans: ban_rows(&current.verdicts.rules),
+            events: current.verdicts.events.iter().map(EventRow::from).collect(),
             unattributed_verdicts: current.verdicts.unattributed().into(),
             limit_shared_bucket: current.verdicts.shared_bucket,
             ports,
@@ -242,6 +258,67 @@ impl Report {
     pub fn counting_since(mut self, since: SystemTime) -> Self {
         self.counting_since = Some(rfc3339(since));
         self
+    }
+}
+
+/// One ban in force, as the reports and `xdpstat bans` list it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRow {
+    pub prefix: String,
+    /// `drop`, `limit 1000 pps`.
+    pub action: String,
+    /// `hand`, or the trigger's name.
+    pub origin: String,
+    pub reason: String,
+    /// RFC 3339.
+    pub since: String,
+    /// RFC 3339; `null`: until unbanned.
+    pub until: Option<String>,
+    /// What the ban judged since it began (for a drop, what it dropped).
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The bans among `rules`, oldest first.
+pub fn ban_rows(rules: &[RuleHits]) -> Vec<BanRow> {
+    let mut bans: Vec<(&crate::rules::ban::Ban, Counter)> = rules
+        .iter()
+        .filter_map(|hits| hits.rule.ban.as_ref().map(|ban| (ban, hits.counter)))
+        .collect();
+    bans.sort_by_key(|(ban, _)| (ban.since, ban.prefix));
+    bans.into_iter()
+        .map(|(ban, counter)| BanRow {
+            prefix: ban.prefix.to_string(),
+            action: ban.describe(),
+            origin: ban.origin.clone(),
+            reason: ban.reason.clone(),
+            since: rfc3339(ban.since),
+            until: ban.until.map(rfc3339),
+            packets: counter.packets,
+            bytes: counter.bytes,
+        })
+        .collect()
+}
+
+/// One event, as the reports say it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    pub time: String,
+    pub event: &'static str,
+    pub prefix: String,
+    pub origin: String,
+    pub detail: String,
+}
+
+impl From<&Event> for EventRow {
+    fn from(event: &Event) -> Self {
+        Self {
+            time: rfc3339(event.time),
+            event: event.event.name(),
+            prefix: event.prefix.to_string(),
+            origin: event.origin.clone(),
+            detail: event.detail.clone(),
+        }
     }
 }
 
@@ -393,6 +470,7 @@ mod tests {
         .iter()
         .map(|&(prefix, packets)| RuleHits {
             rule: InForce {
+                ban: None,
                 prefix: Some(prefix.parse().unwrap()),
                 matching: Default::default(),
                 list: None,

@@ -24,8 +24,10 @@ pub struct VerdictRead {
     /// Per source a drop or limit rule acted on (or would have), from the
     /// row beside its table entry.
     pub ruled: HashMap<IpAddr, Acted>,
-    /// The rules in force and their hits.
+    /// The rules in force and their hits (the bans among them).
     pub rules: Vec<RuleHits>,
+    /// What happened to bans since the read before.
+    pub events: Vec<crate::rules::ban::Event>,
 }
 
 /// Packets and bytes under each verdict, as the report has them.

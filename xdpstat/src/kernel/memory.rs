@@ -13,9 +13,9 @@ use xdpstat_common::{
     PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
     kinds::{PORTS, PORTS_MAP, side::SIDES, source},
     rules::{
-        CHAINS_MAP, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, ROWS_V4_MAP, ROWS_V6_MAP,
-        RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP,
-        Rule, SourceRow,
+        BANS_MAP, BanRecord, CHAINS_MAP, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node,
+        ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS,
+        RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
     },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
@@ -99,7 +99,7 @@ pub struct Layout {
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 24] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 25] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -150,6 +150,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 24] {
         layout(RULE_BUCKETS_MAP, Array, 8, 4 * MAX_RULES, Rules),
         layout(RULES_MAP, Array, rule, 2 * MAX_RULES, Rules),
         layout(CHAINS_MAP, Array, size_of::<Node>(), 2 * MAX_NODES, Rules),
+        layout(BANS_MAP, Array, size_of::<BanRecord>(), MAX_BANS, Rules),
         layout(
             PORTS_MAP,
             Mmapable,
@@ -167,7 +168,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 24] {
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 24] {
+pub fn map_names() -> [&'static str; 25] {
     layouts(1, 1, 1).map(|map| map.name)
 }
 

@@ -40,6 +40,15 @@ pub fn missing_for(needs: Needs) -> Vec<&'static str> {
     missing_capabilities(effective_capabilities(&status).unwrap_or(0), needs)
 }
 
+/// What a process needs to change what an interface drops (`xdpstat
+/// ban`): CAP_NET_ADMIN, named, when it lacks it.
+pub fn missing_net_admin() -> Option<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = effective_capabilities(&status).unwrap_or(0);
+    (effective & (1 << CAP_NET_ADMIN) == 0)
+        .then_some("CAP_NET_ADMIN (changing what an interface drops)")
+}
+
 /// The running kernel's release and its version, when it parses.
 pub fn kernel() -> (String, Option<(u32, u32)>) {
     let release = nix::sys::utsname::uname()

@@ -3,6 +3,11 @@
 //! and read each rule's hits. (Each source's verdicts are in the rows
 //! beside the table entries, read with the tables.)
 //!
+//! Bans live here too, beside the rule set they sit above: every change
+//! to either writes both as one set (the bans indexed after the rules and
+//! lists), and the bans go into the pinned `BANS` map as well, for the
+//! next xdpstat of a persisted datapath.
+//!
 //! A rule's hits carry over a reload when the new set has a rule with the
 //! same prefix and action (a list: the same file and action; its mode or
 //! rate may change): the old slot's final count, read after
@@ -26,9 +31,9 @@ use ipnet::IpNet;
 use xdpstat_common::{
     Counter,
     rules::{
-        BYTE_BUCKETS, CHAINS_MAP, MAX_NODES, MAX_RULES, MAX_WALK, Node, RULE_BUCKETS_MAP,
-        RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule,
-        fields, ruleset,
+        BANS_MAP, BYTE_BUCKETS, BanRecord, CHAINS_MAP, MAX_BANS, MAX_NODES, MAX_RULES, MAX_WALK,
+        Node, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS,
+        RULESET_MAP, Rule as KernelRule, fields, ruleset,
     },
 };
 
@@ -39,7 +44,9 @@ use crate::{
         tables::forget_remembered_rules,
     },
     rules::{
-        RuleSet, chain,
+        Action, RuleSet,
+        ban::{self, Added, Ban, Bans, Event, EventKind, Refusal},
+        chain,
         in_force::{InForce, RuleHits},
         matching::Match,
     },
@@ -54,6 +61,14 @@ pub struct RuleMaps {
     buckets: Array<MapData, u64>,
     by_index: Array<MapData, KernelRule>,
     chains: Array<MapData, Node>,
+    records: Array<MapData, BanRecord>,
+    /// The rule set put in force last, and the bans above it.
+    file: RuleSet,
+    bans: Bans,
+    /// How many records the pinned map holds in use.
+    recorded: usize,
+    /// What happened to bans since the last [`RuleMaps::take_events`].
+    events: Vec<Event>,
     /// The source tables (IPv4, IPv6) and their length, for making their
     /// entries forget their rules when generations come round.
     tables: [OwnedFd; 2],
@@ -137,6 +152,11 @@ impl RuleMaps {
             buckets: take(ebpf, RULE_BUCKETS_MAP)?,
             by_index: take(ebpf, RULES_MAP)?,
             chains: take(ebpf, CHAINS_MAP)?,
+            records: take(ebpf, BANS_MAP)?,
+            file: RuleSet::default(),
+            bans: Bans::default(),
+            recorded: 0,
+            events: Vec::new(),
             tables,
             entries,
             in_force: Vec::new(),
@@ -150,8 +170,119 @@ impl RuleMaps {
             maps.base = vec![Counter::default(); maps.in_force.len()];
             // The idle slot may hold a reload an xdpstat died in.
             maps.clean(1 - slot)?;
+            maps.pick_up_bans()?;
         }
         Ok(maps)
+    }
+
+    /// Reads back the bans an earlier xdpstat left in the pinned map
+    /// (they go in force again with the next rule set put in force); those
+    /// that ended meanwhile are events.
+    fn pick_up_bans(&mut self) -> Result<(), Cause> {
+        for at in 0..MAX_BANS {
+            let record = self
+                .records
+                .get(&at, 0)
+                .map_err(|e| failed(BANS_MAP, one_line(&e)))?;
+            if record.family == 0 {
+                self.recorded = at as usize;
+                break;
+            }
+            if let Some(ban) = Ban::from_record(&record) {
+                self.bans.list.push(ban);
+            }
+        }
+        let ended = self.bans.take_ended(ban::monotonic_ns());
+        for ban in ended {
+            self.event(EventKind::Expire, &ban, "ended while no xdpstat ran".into());
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: EventKind, ban: &Ban, detail: String) {
+        self.events.push(Event {
+            time: std::time::SystemTime::now(),
+            event,
+            prefix: ban.prefix,
+            origin: ban.origin.clone(),
+            detail,
+        });
+    }
+
+    /// What happened to bans since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The bans in force.
+    pub fn bans(&self) -> &[Ban] {
+        &self.bans.list
+    }
+
+    /// Sets how many bans may be in force (at most [`MAX_BANS`]).
+    pub fn set_max_bans(&mut self, max: usize) {
+        self.bans.max = max.min(MAX_BANS as usize);
+    }
+
+    /// Puts `ban` in force above the rules, in place of a ban of the same
+    /// prefix; refused (and an event) when an allow covers it or the
+    /// bans are at their bound.
+    pub fn ban(&mut self, ban: Ban) -> Result<Result<Added, Refusal>, Cause> {
+        let before = self.bans.list.clone();
+        let added = match self.bans.add(ban.clone(), &self.file) {
+            Ok(added) => added,
+            Err(refusal) => {
+                self.event(EventKind::Refused, &ban, refusal.to_string());
+                return Ok(Err(refusal));
+            }
+        };
+        if let Err(e) = self.write() {
+            self.bans.list = before;
+            return Err(e);
+        }
+        let until = ban.until.map_or_else(
+            || "until unbanned".to_owned(),
+            |until| format!("until {}", humantime::format_rfc3339_seconds(until)),
+        );
+        let mut detail = format!("{} {until}", ban.describe());
+        if !ban.reason.is_empty() {
+            detail = format!("{detail}: {}", ban.reason);
+        }
+        self.event(EventKind::Ban, &ban, detail);
+        Ok(Ok(added))
+    }
+
+    /// Takes the ban of exactly `prefix` out of force; `None` when there
+    /// is none.
+    pub fn unban(&mut self, prefix: &IpNet, by: &str) -> Result<Option<Ban>, Cause> {
+        let before = self.bans.list.clone();
+        let Some(ban) = self.bans.remove(prefix) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.write() {
+            self.bans.list = before;
+            return Err(e);
+        }
+        self.event(EventKind::Unban, &ban, format!("by {by}"));
+        Ok(Some(ban))
+    }
+
+    /// Takes the bans that ended out of the set (the datapath stopped
+    /// applying them at their end already): an event each.
+    pub fn expire(&mut self) -> Result<(), Cause> {
+        let before = self.bans.list.clone();
+        let ended = self.bans.take_ended(ban::monotonic_ns());
+        if ended.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.write() {
+            self.bans.list = before;
+            return Err(e);
+        }
+        for ban in ended {
+            self.event(EventKind::Expire, &ban, "its time ended".into());
+        }
+        Ok(())
     }
 
     /// How many rules are in force.
@@ -206,12 +337,25 @@ impl RuleMaps {
             prefixes.sort_unstable();
             prefixes.dedup();
             let any_source = nodes.iter().any(|n| n.fields & fields::ANY_SOURCE != 0);
+            let ban = nodes.iter().any(|n| n.fields & fields::BAN != 0).then(|| {
+                let action = if kernel.action == xdpstat_common::rules::action::LIMIT {
+                    Action::Limit {
+                        pps: 0,
+                        burst: 0,
+                        bps: 0,
+                    }
+                } else {
+                    Action::Drop
+                };
+                Ban::new(prefixes[0], action, "", "", None)
+            });
             let list = (!any_source && prefixes.len() > 1)
                 .then(|| ("(read back from the pins)".to_owned(), prefixes.len()));
             rules.push(InForce {
                 prefix: (!any_source).then(|| prefixes[0]),
                 matching: match_of(&nodes),
                 list,
+                ban,
                 kernel,
             });
         }
@@ -242,20 +386,49 @@ impl RuleMaps {
         Ok(())
     }
 
-    /// Puts `set` in force in place of the rules in force: fills the idle
-    /// slot, flips the ruleset word (one write: every packet after it is
-    /// judged by the new rules whole), waits for packets judged by the old
-    /// ones, carries their hits over, and empties the old slot.
+    /// Puts `set` in force in place of the rules in force, with the bans
+    /// in force above it (a ban an allow of `set` now covers goes, an
+    /// event): fills the idle slot, flips the ruleset word (one write:
+    /// every packet after it is judged by the new rules whole), waits for
+    /// packets judged by the old ones, carries their hits over, and
+    /// empties the old slot.
     pub fn put(&mut self, set: &RuleSet) -> Result<(), Cause> {
-        if set.is_empty() && self.in_force.is_empty() {
+        let before = (
+            std::mem::replace(&mut self.file, set.clone()),
+            self.bans.list.clone(),
+        );
+        let allowed = self.bans.take_allowed(&self.file);
+        if let Err(e) = self.write() {
+            (self.file, self.bans.list) = before;
+            return Err(e);
+        }
+        for (ban, by) in allowed {
+            self.event(EventKind::Unban, &ban, format!("now allowed by {by}"));
+        }
+        Ok(())
+    }
+
+    /// Puts the rule set and the bans in force (see [`RuleMaps::put`]).
+    fn write(&mut self) -> Result<(), Cause> {
+        let set = &self.file;
+        let bans = &self.bans.list;
+        if set.is_empty() && bans.is_empty() && self.in_force.is_empty() {
+            self.record_bans()?;
             return Ok(());
+        }
+        if set.rules.len() + set.lists.len() + bans.len() > MAX_RULES as usize {
+            return Err(failed(
+                "the rules",
+                format!(
+                    "{} rules and lists and {} bans are more than the {MAX_RULES} the datapath holds",
+                    set.rules.len() + set.lists.len(),
+                    bans.len()
+                ),
+            ));
         }
         let previous = self.word()?;
         let old = (previous & ruleset::SLOT) as u32;
         let new = 1 - old;
-        if self.dirty[new as usize] != 0 {
-            self.clean(new)?;
-        }
         // A new generation, never 0; entries remember rules by generation,
         // so before one comes round again, every entry forgets.
         let generation = (previous & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT;
@@ -269,7 +442,7 @@ impl RuleMaps {
             generation + 1
         };
         let mut word = u64::from(new) | generation << ruleset::GENERATION_SHIFT;
-        let chains = chain::build(set).map_err(|e| failed("the rules", e.message))?;
+        let chains = chain::build(set, bans).map_err(|e| failed("the rules", e.message))?;
         // By index: the rules, then the lists.
         let mut in_force = Vec::with_capacity(set.rules.len() + set.lists.len());
         for rule in &set.rules {
@@ -277,6 +450,7 @@ impl RuleMaps {
                 prefix: rule.prefix,
                 matching: rule.matching.clone(),
                 list: None,
+                ban: None,
                 kernel: rule.kernel(),
             });
         }
@@ -285,8 +459,21 @@ impl RuleMaps {
                 prefix: list.prefixes.first().copied(),
                 matching: list.matching.clone(),
                 list: Some((list.name.clone(), list.prefixes.len())),
+                ban: None,
                 kernel: list.kernel(),
             });
+        }
+        for ban in bans {
+            in_force.push(InForce {
+                prefix: Some(ban.prefix),
+                matching: Match::default(),
+                list: None,
+                ban: Some(ban.clone()),
+                kernel: ban.kernel(),
+            });
+        }
+        if self.dirty[new as usize] != 0 {
+            self.clean(new)?;
         }
         for (index, rule) in in_force.iter().enumerate() {
             self.by_index
@@ -327,9 +514,30 @@ impl RuleMaps {
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
         // In force from here on: what is left is bookkeeping, and failing
         // at it leaves the old slot to be cleaned by the next reload.
+        if let Err(e) = self.record_bans() {
+            eprintln!("xdpstat: bans in force; keeping them for the next xdpstat: {e}");
+        }
         if let Err(e) = self.carry_over(old, in_force) {
             eprintln!("xdpstat: rules in force; cleaning up the previous rules: {e}");
         }
+        Ok(())
+    }
+
+    /// Writes the bans in force into the pinned map, and frees the
+    /// records after them.
+    fn record_bans(&mut self) -> Result<(), Cause> {
+        let count = self.bans.list.len();
+        for (at, ban) in self.bans.list.iter().enumerate() {
+            self.records
+                .set(at as u32, ban.record(), 0)
+                .map_err(|e| failed(BANS_MAP, one_line(&e)))?;
+        }
+        for at in count..self.recorded {
+            self.records
+                .set(at as u32, BanRecord::default(), 0)
+                .map_err(|e| failed(BANS_MAP, one_line(&e)))?;
+        }
+        self.recorded = count;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ pub(crate) mod tui;
 
 use std::io::{self, Write};
 
-use crate::counts::report::Report;
+use crate::counts::report::{BanRow, EventRow, Report};
 
 /// The output formats of the report stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -90,8 +90,10 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         report.source_count,
         report.sources.len()
     )?;
-    // Rules in force, or counts of what earlier ones did: show verdicts.
-    let ruled = !report.rules.is_empty() || report.totals.verdicts.acted();
+    // Rules or bans in force, or counts of what earlier ones did: show
+    // verdicts.
+    let ruled =
+        !report.rules.is_empty() || !report.bans.is_empty() || report.totals.verdicts.acted();
     if ruled {
         writeln!(out, "  verdicts: {}", report.totals.verdicts.line())?;
     }
@@ -122,7 +124,46 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     if ruled {
         write_rules(out, report)?;
     }
+    if !report.bans.is_empty() {
+        writeln!(out, "  bans: {}", report.bans.len())?;
+        write_bans(out, &report.bans)?;
+    }
+    for event in &report.events {
+        writeln!(out, "  {}", event_line(event))?;
+    }
     writeln!(out)
+}
+
+/// The bans table: each ban's prefix, what it judged, what it does, and
+/// where it came from and until when.
+pub fn write_bans(out: &mut dyn Write, bans: &[BanRow]) -> io::Result<()> {
+    table_row(out, "prefix", "packets", "bytes", "action", "origin")?;
+    for ban in bans {
+        table_row(
+            out,
+            &ban.prefix,
+            &ban.packets.to_string(),
+            &ban.bytes.to_string(),
+            &ban.action,
+            &ban.origin,
+        )?;
+        let until = ban.until.as_deref().unwrap_or("unbanned");
+        let reason = if ban.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", ban.reason)
+        };
+        writeln!(out, "    since {} until {until}{reason}", ban.since)?;
+    }
+    Ok(())
+}
+
+/// `event ban 198.18.0.7/32 (hand): drop until ...`: one event on one line.
+pub fn event_line(event: &EventRow) -> String {
+    format!(
+        "event {} {} ({}) at {}: {}",
+        event.event, event.prefix, event.origin, event.time, event.detail
+    )
 }
 
 /// The protocols line: IP packets by protocol, then fragments and SYNs.
@@ -399,7 +440,9 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "bans",
                 "counting_since",
+                "events",
                 "interface",
                 "interval_s",
                 "limit_shared_bucket",
@@ -438,6 +481,7 @@ mod tests {
         acted[verdict::WOULD_LIMIT] = c(200, 24_000);
         read.ruled.insert(second, acted);
         let rule = |prefix: &str, code, enforce| InForce {
+            ban: None,
             prefix: Some(prefix.parse().unwrap()),
             matching: Default::default(),
             list: None,

@@ -3,11 +3,13 @@
 //! under it, in the order they decide (see `xdpstat_common::rules`).
 //!
 //! Which rule decides, among those whose every field matches: an allow
-//! before any other, then the longest prefix (a rule without one sits at
+//! before any other, then a ban that has not ended, then the longest prefix (a rule without one sits at
 //! its family's `/0`), then the one naming more of protocol, ports and
 //! flags, then the one earlier in the file. So a prefix's chain is the
 //! allows around it (its own, then each enclosing prefix's, in that
-//! order), then its own other rules in that order, then its parent's
+//! order), then the bans around it (its own, then each enclosing
+//! prefix's; a ban never cuts the chain, since it ends and the walk then
+//! goes past it), then its own other rules in that order, then its parent's
 //! chain of other rules (the longest prefix around it with rules), cut
 //! after the first rule that matches every packet. Nodes are shared: a node is
 //! its rule, its ports and the rest of its chain, so the million
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use xdpstat_common::rules::{MAX_NODES, MAX_WALK, Node, fields};
 
-use crate::rules::{Action, RuleSet, matching::Match};
+use crate::rules::{Action, RuleSet, ban::Ban, matching::Match};
 
 /// The chains of a rule set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,6 +46,8 @@ struct Member<'a> {
     line: usize,
     limit: bool,
     allow: bool,
+    /// A ban's end (0: none) when the member is a ban.
+    ban: Option<u64>,
     any_source: bool,
 }
 
@@ -56,10 +60,13 @@ fn key(prefix: &IpNet) -> (bool, u128, u8) {
     }
 }
 
-/// Builds the chains of `set`.
-pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
+/// Builds the chains of `set` with `bans` in force (indexed after the
+/// set's rules and lists).
+pub fn build(set: &RuleSet, bans: &[Ban]) -> Result<Chains, ChainError> {
     let rules = set.rules.len() as u32;
-    let mut members: Vec<Member<'_>> = Vec::with_capacity(set.rules.len() + set.lists.len());
+    let any = Match::default();
+    let mut members: Vec<Member<'_>> =
+        Vec::with_capacity(set.rules.len() + set.lists.len() + bans.len());
     for (index, rule) in set.rules.iter().enumerate() {
         members.push(Member {
             index: index as u32,
@@ -67,6 +74,7 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
             line: rule.line,
             limit: matches!(rule.action, Action::Limit { .. }),
             allow: rule.action == Action::Allow,
+            ban: None,
             any_source: rule.prefix.is_none(),
         });
     }
@@ -77,12 +85,32 @@ pub fn build(set: &RuleSet) -> Result<Chains, ChainError> {
             line: list.line,
             limit: matches!(list.action, Action::Limit { .. }),
             allow: list.action == Action::Allow,
+            ban: None,
+            any_source: false,
+        });
+    }
+    let banned = members.len() as u32;
+    for (at, ban) in bans.iter().enumerate() {
+        members.push(Member {
+            index: banned + at as u32,
+            matching: &any,
+            line: 0,
+            limit: matches!(ban.action, Action::Limit { .. }),
+            allow: false,
+            ban: Some(ban.until_ns),
             any_source: false,
         });
     }
     // Every (prefix, member), grouped by prefix, each group in deciding
     // order.
-    let mut placed: Vec<(IpNet, u32)> = set.prefixes().collect();
+    let mut placed: Vec<(IpNet, u32)> = set
+        .prefixes()
+        .chain(
+            bans.iter()
+                .enumerate()
+                .map(|(at, ban)| (ban.prefix, banned + at as u32)),
+        )
+        .collect();
     let order = |member: u32| {
         let m = &members[member as usize];
         (std::cmp::Reverse(m.matching.specificity()), m.line, m.index)
@@ -168,12 +196,16 @@ impl Builder<'_> {
     /// when empty.
     fn head(&mut self, at: usize) -> Result<Option<(u32, u32)>, ChainError> {
         let mut allows: Vec<(IpNet, u32)> = Vec::new();
+        let mut bans: Vec<(IpNet, u32)> = Vec::new();
         let mut every = false;
         let mut group = at as u32;
         'up: while group != NO_PARENT {
             let g = &self.groups[group as usize];
             for &(prefix, m) in &self.placed[g.start as usize..g.end as usize] {
                 let member = &self.members[m as usize];
+                if member.ban.is_some() {
+                    bans.push((prefix, m));
+                }
                 if member.allow {
                     allows.push((prefix, m));
                     if member.matching.is_any() {
@@ -185,11 +217,14 @@ impl Builder<'_> {
             group = g.parent;
         }
         let rules = if every { None } else { self.chain(at, false)? };
-        if allows.is_empty() {
+        if allows.is_empty() && bans.is_empty() {
             return Ok(rules);
         }
+        if every {
+            bans.clear();
+        }
         let (mut next, mut length) = rules.map_or((0, 0), |(head, len)| (head + 1, len));
-        for &(prefix, m) in allows.iter().rev() {
+        for &(prefix, m) in allows.iter().chain(&bans).rev() {
             let steps;
             (next, steps) = self.steps(m, false, prefix, next)?;
             length += steps;
@@ -227,14 +262,16 @@ impl Builder<'_> {
         let group = &self.groups[at];
         let placed = &self.placed[group.start as usize..group.end as usize];
         let prefix = placed[0].0;
-        // The allows are in front of every chain (`head`), not in it.
+        // The allows and bans are in front of every chain (`head`), not
+        // in it.
         let members = self.members;
+        let heading = |m: u32| members[m as usize].allow || members[m as usize].ban.is_some();
         let others: Vec<(IpNet, u32)>;
-        let all = if placed.iter().any(|&(_, m)| members[m as usize].allow) {
+        let all = if placed.iter().any(|&(_, m)| heading(m)) {
             others = placed
                 .iter()
                 .copied()
-                .filter(|&(_, m)| !members[m as usize].allow)
+                .filter(|&(_, m)| !heading(m))
                 .collect();
             &others[..]
         } else {
@@ -291,6 +328,12 @@ impl Builder<'_> {
         if let Some(protocol) = matching.protocol {
             base.protocol = protocol;
             base.fields |= fields::PROTOCOL;
+        }
+        if let Some(until) = member.ban {
+            // A ban's limit is its own bucket, shared by the sources
+            // under its prefix (one source, for a ban of an address).
+            base.until_ns = until;
+            base.fields |= fields::BAN | fields::SHARED_BUCKET;
         }
         for (set, field) in [
             (matching.syn, fields::SYN),

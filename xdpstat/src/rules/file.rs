@@ -305,7 +305,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
     let lists = read_lists(path, &raw.list, &rules, mode, &at, &line_of)?;
     let set = RuleSet { mode, rules, lists };
     // Chains too long to walk are refused here, where the line is known.
-    if let Err(e) = chain::build(&set) {
+    if let Err(e) = chain::build(&set, &[]) {
         let index = e.index as usize;
         let line = match set.rules.get(index) {
             Some(rule) => rule.line,
@@ -996,7 +996,7 @@ action = "drop"
         // IPv4's only.
         assert_eq!(set.rules[0].prefixes().len(), 2);
         assert_eq!(set.rules[4].prefixes().len(), 1);
-        let chains = chain::build(&set).unwrap();
+        let chains = chain::build(&set, &[]).unwrap();
         // 203.0.113.0/24's chain: its HTTPS pass, then its drop, and no
         // further (the drop matches everything).
         let head = chains
@@ -1036,7 +1036,7 @@ mode = "enforce"
 "#,
         )
         .unwrap();
-        let chains = chain::build(&set).unwrap();
+        let chains = chain::build(&set, &[]).unwrap();
         let walk = |prefix: &str| -> Vec<u32> {
             let head = chains
                 .heads

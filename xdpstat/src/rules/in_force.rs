@@ -7,7 +7,7 @@ use xdpstat_common::{
     rules::{Rule as KernelRule, action},
 };
 
-use crate::rules::{Mode, label, matching::Match};
+use crate::rules::{Mode, ban::Ban, label, matching::Match};
 
 /// One rule or list in force, as the datapath has it and as the report
 /// names it.
@@ -20,6 +20,9 @@ pub struct InForce {
     /// For a list: its file as the rules file names it, and how many
     /// prefixes it put in force.
     pub list: Option<(String, usize)>,
+    /// For a ban: the ban (read back from the pins: only its prefix and
+    /// action are sure).
+    pub ban: Option<Ban>,
     pub kernel: KernelRule,
 }
 
@@ -27,6 +30,9 @@ impl InForce {
     /// What the report and the metrics call it: the rule's prefix (or
     /// `any`) and match, or `list FILE` and its match.
     pub fn label(&self) -> String {
+        if let Some(ban) = &self.ban {
+            return ban.label();
+        }
         match &self.list {
             Some((name, _)) if self.matching.is_any() => format!("list {name}"),
             Some((name, _)) => format!("list {name} {}", self.matching.describe()),

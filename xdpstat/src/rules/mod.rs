@@ -10,6 +10,7 @@
 //! that is not IPv4 or IPv6 (non-IP, malformed): rules are about sources,
 //! and those have none.
 
+pub mod ban;
 pub mod chain;
 pub mod file;
 pub(crate) mod in_force;

@@ -80,12 +80,9 @@ pub fn demo(
     );
     let maps = watched[0].source.rule_maps();
     let notices = crate::run::reload::Notices::default();
-    crate::run::reload::on_sighup(
-        hangups,
-        args.attach.rules.clone(),
-        vec![(WATCHED_LINK.to_owned(), maps)],
-        notices.clone(),
-    )?;
+    let targets = vec![(WATCHED_LINK.to_owned(), maps)];
+    crate::run::control::serve(&targets, &notices);
+    crate::run::reload::on_sighup(hangups, args.attach.rules.clone(), targets, notices.clone())?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, args.metrics.metrics_top);
     }

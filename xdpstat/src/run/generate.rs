@@ -139,7 +139,7 @@ fn main_page() -> io::Result<Vec<u8>> {
         &mut roff,
         "SEE ALSO",
         &[
-            "xdpstat-demo(1), xdpstat-replay(1), xdpstat-status(1), xdpstat-detach(1), xdpstat-doctor(1), xdpstat-rules-check(1), xdp-filter(8), tcpdump(8)",
+            "xdpstat-demo(1), xdpstat-replay(1), xdpstat-status(1), xdpstat-detach(1), xdpstat-doctor(1), xdpstat-rules-check(1), xdpstat-ban(1), xdpstat-bans(1), xdp-filter(8), tcpdump(8)",
         ],
     );
     roff.to_writer(&mut page)?;
@@ -163,6 +163,8 @@ mod tests {
         assert_eq!(
             pages,
             [
+                "xdpstat-ban.1",
+                "xdpstat-bans.1",
                 "xdpstat-demo.1",
                 "xdpstat-detach.1",
                 "xdpstat-doctor.1",
@@ -170,6 +172,7 @@ mod tests {
                 "xdpstat-rules-check.1",
                 "xdpstat-rules.1",
                 "xdpstat-status.1",
+                "xdpstat-unban.1",
                 "xdpstat.1"
             ]
         );

@@ -1,6 +1,8 @@
 //! What drives xdpstat: the report loop every interface goes through
 //! ([`live`]), `xdpstat IFACE...` ([`watch`]) and `xdpstat demo` ([`demo`]).
 
+pub mod bans;
+pub(crate) mod control;
 pub mod demo;
 pub mod detach;
 pub mod generate;

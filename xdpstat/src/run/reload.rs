@@ -42,7 +42,7 @@ impl Notices {
     }
 
     /// Says `line` on stderr, or keeps it for the live view.
-    fn say(&self, line: String) {
+    pub(crate) fn say(&self, line: String) {
         let mut held = self.held();
         if held.holding {
             held.unseen.push(line.clone());

@@ -65,11 +65,12 @@ pub fn watch(
         announce(&one, attach.mode, attach.rules.is_some().then_some(&rules));
         watched.push(one);
     }
-    let targets = watched
+    let targets: Vec<_> = watched
         .iter()
         .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
         .collect();
     let notices = Notices::default();
+    crate::run::control::serve(&targets, &notices);
     on_sighup(hangups, attach.rules.clone(), targets, notices.clone())?;
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, metrics.metrics_top);

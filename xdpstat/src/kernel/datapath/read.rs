@@ -59,21 +59,26 @@ impl Datapath {
         self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
         // The CPUs' verdict totals were read after the rows (`ruled`, with
         // the tables), so no row holds more than the totals say.
-        let rules = self
-            .rules
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hits()
-            .map_err(|source| XdpstatError::MapRead {
+        let (rules, events) = {
+            let mut maps = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+            // Ended bans no longer act (their steps end in the kernel);
+            // here they leave the set, and say so.
+            if let Err(e) = maps.expire() {
+                eprintln!("xdpstat: {interface}: taking out ended bans: {e}");
+            }
+            let rules = maps.hits().map_err(|source| XdpstatError::MapRead {
                 interface: interface.to_owned(),
                 map: "rules",
                 source,
             })?;
+            (rules, maps.take_events())
+        };
         let verdicts = VerdictRead {
             acted: folded.acted,
             shared_bucket: folded.shared_bucket,
             ruled: ruled.into_iter().collect(),
             rules,
+            events,
         };
         let mut kinds = folded.kinds;
         add_port_runs(&states, &mut port_sums);

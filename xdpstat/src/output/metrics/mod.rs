@@ -633,6 +633,7 @@ mod tests {
         now.verdicts.acted[verdict::DROPPED] = c(12, 1_200);
         now.verdicts.acted[verdict::WOULD_LIMIT] = c(3, 300);
         let rule = |prefix: &str| InForce {
+            ban: None,
             prefix: Some(prefix.parse().unwrap()),
             matching: Default::default(),
             list: None,

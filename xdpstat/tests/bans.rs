@@ -1,0 +1,254 @@
+//! Bans on veth, checked against what arrived: `xdpstat ban` on a running
+//! xdpstat drops its source from the moment it returns, `unban` lets it
+//! through again, an allowed source cannot be banned, a ban ends on time
+//! by itself, and every change is an event in the reports. Every frame
+//! sent is under exactly one verdict, and what arrived past XDP is
+//! exactly `passed`.
+
+mod common;
+
+use std::{
+    cell::RefCell,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use common::{
+    Arrived, PATIENCE, Scratch, TestNet, Xdpstat, eventually, ipv4_frame, one_line_failure, pair,
+    privileged, run_in, start_with_rules,
+};
+use serde_json::Value;
+
+fn v4(c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, c, d))
+}
+
+/// Sends `count` frames from each of `sources`, paced for the veth ring.
+fn send(net: &TestNet, sources: &[IpAddr], count: u64) {
+    for round in 0..count {
+        for source in sources {
+            let IpAddr::V4(a) = source else {
+                unreachable!()
+            };
+            net.send(&ipv4_frame(*a, &[], 40), 1);
+        }
+        if round % 32 == 31 {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+}
+
+fn verdict(report: &Value, source: &IpAddr, name: &str) -> u64 {
+    let row = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == source.to_string())
+        .unwrap_or_else(|| panic!("{source} not in {report}"));
+    pair(&row["verdicts"][name]).0
+}
+
+/// Reads reports until one has counted `total` IPv4 frames, keeping every
+/// event seen on the way in `events`.
+fn settle(xdpstat: &mut Xdpstat, total: u64, events: &RefCell<Vec<Value>>) -> Value {
+    xdpstat.report_where(|r| {
+        events
+            .borrow_mut()
+            .extend(r["events"].as_array().unwrap().iter().cloned());
+        pair(&r["totals"]["ipv4"]).0 >= total
+    })
+}
+
+const RULES: &str = r#"mode = "enforce"
+[[rule]]
+prefix = "198.18.1.0/24"
+action = "allow"
+
+[[rule]]
+prefix = "198.18.9.0/24"
+action = "drop"
+"#;
+
+#[test]
+fn a_hand_ban_drops_its_source_from_the_moment_it_returns_until_unban() {
+    let test = "a_hand_ban_drops_its_source_from_the_moment_it_returns_until_unban";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", RULES);
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let events = RefCell::new(Vec::new());
+    let (banned, other, allowed) = (v4(5, 1), v4(5, 2), v4(1, 7));
+    let all = [banned, other, allowed];
+    send(&net, &all, 100);
+    settle(&mut xdpstat, 300, &events);
+
+    let (code, stdout, stderr) = run_in(
+        &net.watched,
+        &["ban", "xs0", "198.18.5.1", "--reason", "test flood"],
+    );
+    assert_eq!((code, stderr.as_str()), (0, ""), "{stdout}");
+    assert_eq!(stdout, "xs0: banned: drop 198.18.5.1/32");
+    // An allowed source is never banned: refused, one line, exit 2.
+    let refused = one_line_failure(
+        None,
+        &[
+            "nsenter",
+            &format!("--net=/run/netns/{}", net.watched.name()),
+        ],
+        &["ban", "xs0", "198.18.1.7"],
+    );
+    assert!(
+        refused.contains("ban refused") && refused.contains("allow"),
+        "{refused}"
+    );
+    // From the moment `ban` returned, none of its frames gets through.
+    send(&net, &all, 100);
+    let report = settle(&mut xdpstat, 600, &events);
+    assert_eq!(verdict(&report, &banned, "dropped"), 100);
+    assert_eq!(verdict(&report, &banned, "passed"), 100);
+    assert_eq!(verdict(&report, &other, "passed"), 200);
+    assert_eq!(verdict(&report, &allowed, "passed"), 200);
+    let bans = report["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["prefix"], "198.18.5.1/32");
+    assert_eq!(bans[0]["action"], "drop");
+    assert_eq!(bans[0]["origin"], "hand");
+    assert_eq!(bans[0]["reason"], "test flood");
+    assert_eq!(bans[0]["packets"], 100);
+    assert!(bans[0]["until"].is_string(), "an hour by default");
+    // The bans in force, as `xdpstat bans` lists them.
+    let (code, stdout, _) = run_in(&net.watched, &["bans", "xs0", "--format", "json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed[0]["interface"], "xs0");
+    assert_eq!(listed[0]["bans"][0]["prefix"], "198.18.5.1/32");
+    assert_eq!(listed[0]["bans"][0]["packets"], 100);
+
+    let (code, stdout, _) = run_in(&net.watched, &["unban", "xs0", "198.18.5.1/32"]);
+    assert_eq!((code, stdout.as_str()), (0, "xs0: unbanned 198.18.5.1/32"));
+    send(&net, &all, 100);
+    let report = settle(&mut xdpstat, 900, &events);
+    assert_eq!(verdict(&report, &banned, "dropped"), 100);
+    assert_eq!(verdict(&report, &banned, "passed"), 200);
+    assert!(report["bans"].as_array().unwrap().is_empty());
+    eventually("every frame let through arriving", || {
+        arrived.total() >= 800
+    });
+    assert_eq!(arrived.total(), 800);
+    assert_eq!(arrived.of(&banned), 200);
+    // Each change is one event, in order (a report may come before the
+    // last event is read: wait for it).
+    let report = xdpstat.report_where(|r| {
+        events
+            .borrow_mut()
+            .extend(r["events"].as_array().unwrap().iter().cloned());
+        events.borrow().len() >= 3
+    });
+    let events = events.into_inner();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ban", "refused", "unban"], "{events:?} {report}");
+    assert_eq!(events[0]["prefix"], "198.18.5.1/32");
+    assert_eq!(events[1]["prefix"], "198.18.1.7/32");
+    assert!(events[0]["detail"].as_str().unwrap().contains("test flood"));
+    // Taking out what is not banned is an error.
+    let (code, _, stderr) = run_in(&net.watched, &["unban", "xs0", "198.18.5.1"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no ban of 198.18.5.1/32"), "{stderr}");
+}
+
+#[test]
+fn a_ban_ends_on_time_by_itself() {
+    let test = "a_ban_ends_on_time_by_itself";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", RULES);
+    let net = TestNet::new();
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let events = RefCell::new(Vec::new());
+    let source = v4(6, 1);
+    let began = Instant::now();
+    let (code, stdout, stderr) = run_in(
+        &net.watched,
+        &["ban", "xs0", "198.18.6.0/24", "--for", "2s"],
+    );
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    send(&net, &[source], 50);
+    let report = settle(&mut xdpstat, 50, &events);
+    assert_eq!(
+        verdict(&report, &source, "dropped"),
+        50,
+        "sent within the ban's 2 s"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "the machine was too slow to tell"
+    );
+    // Past its end, the kernel no longer applies it, and the next read
+    // takes it out with an event.
+    let report = xdpstat.report_where(|r| {
+        events
+            .borrow_mut()
+            .extend(r["events"].as_array().unwrap().iter().cloned());
+        r["bans"].as_array().unwrap().is_empty()
+    });
+    assert!(began.elapsed() >= Duration::from_secs(2), "{report}");
+    assert!(began.elapsed() < Duration::from_secs(2) + PATIENCE);
+    send(&net, &[source], 50);
+    let report = settle(&mut xdpstat, 100, &events);
+    assert_eq!(verdict(&report, &source, "dropped"), 50);
+    assert_eq!(verdict(&report, &source, "passed"), 50);
+    let kinds: Vec<String> = events
+        .borrow()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["ban", "expire"]);
+}
+
+#[test]
+fn ban_refuses_bad_input_and_an_interface_nothing_counts_on() {
+    let test = "ban_refuses_bad_input_and_an_interface_nothing_counts_on";
+    if !privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let enter = format!("--net=/run/netns/{}", net.watched.name());
+    let fail = |args: &[&str]| one_line_failure(None, &["nsenter", &enter], args);
+    let line = fail(&["ban", "xs0", "198.18.0.1"]);
+    assert!(line.contains("no xdpstat is counting"), "{line}");
+    let line = fail(&["ban", "xs9", "198.18.0.1"]);
+    assert!(line.contains("no such network interface"), "{line}");
+    for bad in ["not-a-prefix", "198.18.0.0/40", "198.18.0.1/"] {
+        let line = fail(&["ban", "xs0", bad]);
+        assert!(line.contains("is not an address or a prefix"), "{line}");
+    }
+    for bad in ["soon", "10", "-1s", "200years"] {
+        let line = fail(&["ban", "xs0", "198.18.0.1", &format!("--for={bad}")]);
+        assert!(line.contains("--for"), "{line}");
+    }
+    let line = fail(&["ban", "../../etc", "198.18.0.1"]);
+    assert!(line.contains("../../etc"), "{line}");
+    // Without CAP_NET_ADMIN: the capability named.
+    let line = one_line_failure(
+        None,
+        &[
+            "nsenter",
+            &enter,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        &["ban", "xs0", "198.18.0.1"],
+    );
+    assert!(line.contains("CAP_NET_ADMIN"), "{line}");
+}
