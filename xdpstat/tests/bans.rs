@@ -14,8 +14,8 @@ use std::{
 };
 
 use common::{
-    Arrived, PATIENCE, Scratch, TestNet, Xdpstat, eventually, ipv4_frame, one_line_failure, pair,
-    privileged, run_in, start_with_rules,
+    Arrived, PATIENCE, PinRoot, Scratch, TestNet, Xdpstat, eventually, ipv4_frame,
+    one_line_failure, pair, privileged, run_in, start_persisted, start_with_rules, stop,
 };
 use serde_json::Value;
 
@@ -251,4 +251,71 @@ fn ban_refuses_bad_input_and_an_interface_nothing_counts_on() {
         &["ban", "xs0", "198.18.0.1"],
     );
     assert!(line.contains("CAP_NET_ADMIN"), "{line}");
+}
+
+#[test]
+fn a_persisted_ban_acts_with_no_process_and_comes_back_with_the_next_one() {
+    let test = "a_persisted_ban_acts_with_no_process_and_comes_back_with_the_next_one";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", RULES);
+    let net = TestNet::new();
+    let root = PinRoot::new(test);
+    let arrived = Arrived::on(&net);
+    let rules = ["--rules", file.to_str().unwrap()];
+    let mut first = start_persisted(&net.watched, "xs0", &root, &rules);
+    let events = RefCell::new(Vec::new());
+    let (banned, short, other) = (v4(7, 1), v4(7, 2), v4(7, 3));
+    let (code, _, stderr) = run_in(
+        &net.watched,
+        &["ban", "xs0", "198.18.7.1", "--for", "0", "--reason", "kept"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", "198.18.7.2", "--for", "3s"]);
+    assert_eq!(code, 0, "{stderr}");
+    let ended_by = Instant::now() + Duration::from_secs(3);
+    send(&net, &[banned, other], 40);
+    settle(&mut first, 80, &events);
+    stop(first);
+    // No xdpstat runs: the pinned program goes on dropping the banned
+    // source, and the 3 s ban ends by itself.
+    send(&net, &[banned, other], 30);
+    eventually("the other source's frames arriving", || {
+        arrived.of(&other) >= 70
+    });
+    while Instant::now() < ended_by + Duration::from_millis(100) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send(&net, &[short], 20);
+    eventually("the ended ban's frames arriving", || arrived.of(&short) >= 20);
+    let mut second = start_persisted(&net.watched, "xs0", &root, &rules);
+    send(&net, &[banned], 10);
+    let report = settle(&mut second, 80 + 60 + 20 + 10, &events);
+    assert_eq!(verdict(&report, &banned, "dropped"), 80);
+    assert_eq!(verdict(&report, &other, "passed"), 70);
+    assert_eq!(verdict(&report, &short, "passed"), 20);
+    let bans = report["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 1, "the ended ban is gone: {bans:?}");
+    assert_eq!(bans[0]["prefix"], "198.18.7.1/32");
+    assert_eq!(bans[0]["reason"], "kept");
+    assert!(bans[0]["until"].is_null());
+    assert_eq!(bans[0]["packets"], 80, "its hits carried over");
+    assert_eq!(arrived.of(&banned), 0);
+    let kinds: Vec<(String, String)> = events
+        .borrow()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["prefix"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("expire".into(), "198.18.7.2/32".into())),
+        "{kinds:?}"
+    );
+    stop(second);
 }

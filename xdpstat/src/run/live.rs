@@ -85,6 +85,8 @@ pub struct Watched<S = Datapath> {
     /// When counting began: the attach.
     counting_since: SystemTime,
     observer: Option<Observer>,
+    /// Ban events read before the first report, for it.
+    events: Vec<crate::rules::ban::Event>,
 }
 
 impl Watched<Datapath> {
@@ -106,7 +108,10 @@ impl Watched<Datapath> {
             watched.counting_since = persisted.since;
             if persisted.resumed {
                 // Rates start from now; the counts from when they began.
-                watched.previous = watched.source.snapshot(interface)?;
+                // What happened to bans meanwhile goes in the first report.
+                let mut base = watched.source.snapshot(interface)?;
+                watched.events = std::mem::take(&mut base.verdicts.events);
+                watched.previous = base;
             }
             return Ok(watched);
         }
@@ -142,6 +147,7 @@ impl<S: CounterSource> Watched<S> {
             retired: SourceTable::default(),
             counting_since: SystemTime::now(),
             observer: None,
+            events: Vec::new(),
         }
     }
 
@@ -204,6 +210,11 @@ impl<S: CounterSource> Watched<S> {
         let started = Instant::now();
         let mut current = self.source.snapshot(&self.attached.interface)?;
         let took = started.elapsed();
+        if !self.events.is_empty() {
+            let later = std::mem::take(&mut current.verdicts.events);
+            current.verdicts.events = std::mem::take(&mut self.events);
+            current.verdicts.events.extend(later);
+        }
         if !self.retired.is_empty() {
             self.previous.retire(&std::mem::take(&mut self.retired));
         }
