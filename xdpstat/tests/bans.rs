@@ -9,13 +9,15 @@ mod common;
 
 use std::{
     cell::RefCell,
+    io::{Read as _, Write as _},
+    net::TcpStream,
     net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
 use common::{
     Arrived, PATIENCE, PinRoot, Scratch, TestNet, Xdpstat, eventually, ipv4_frame,
-    one_line_failure, pair, privileged, run_in, start_persisted, start_with_rules, stop,
+    free_port, one_line_failure, pair, privileged, run_in, start_persisted, start_with_rules, stop,
 };
 use serde_json::Value;
 
@@ -59,6 +61,21 @@ fn settle(xdpstat: &mut Xdpstat, total: u64, events: &RefCell<Vec<Value>>) -> Va
     })
 }
 
+/// The metrics xdpstat serves on `port` in the watched namespace.
+fn scrape(net: &TestNet, port: u16) -> String {
+    net.watched
+        .run(|| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            text
+        })
+        .unwrap()
+}
+
 const RULES: &str = r#"mode = "enforce"
 [[rule]]
 prefix = "198.18.1.0/24"
@@ -79,7 +96,10 @@ fn a_hand_ban_drops_its_source_from_the_moment_it_returns_until_unban() {
     let file = scratch.write("rules.toml", RULES);
     let net = TestNet::new();
     let arrived = Arrived::on(&net);
-    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    net.watched.ip(&["link", "set", "lo", "up"]).unwrap();
+    let port = free_port(Some(&net.watched));
+    let metrics = format!("127.0.0.1:{port}");
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &["--metrics", &metrics]);
     let events = RefCell::new(Vec::new());
     let (banned, other, allowed) = (v4(5, 1), v4(5, 2), v4(1, 7));
     let all = [banned, other, allowed];
@@ -120,6 +140,15 @@ fn a_hand_ban_drops_its_source_from_the_moment_it_returns_until_unban() {
     assert_eq!(bans[0]["reason"], "test flood");
     assert_eq!(bans[0]["packets"], 100);
     assert!(bans[0]["until"].is_string(), "an hour by default");
+    let exposition = scrape(&net, port);
+    assert!(
+        exposition.contains("xdpstat_bans{interface=\"xs0\"} 1\n"),
+        "{exposition}"
+    );
+    for (event, count) in [("ban", 1), ("refused", 1), ("unban", 0)] {
+        let line = format!("xdpstat_ban_events_total{{interface=\"xs0\",event=\"{event}\"}} {count}\n");
+        assert!(exposition.contains(&line), "{line} in {exposition}");
+    }
     // The bans in force, as `xdpstat bans` lists them.
     let (code, stdout, _) = run_in(&net.watched, &["bans", "xs0", "--format", "json"]);
     assert_eq!(code, 0);

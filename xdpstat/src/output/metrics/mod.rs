@@ -43,7 +43,10 @@ use xdpstat_common::{
     kinds::{PROTOCOL_NAMES, side, slot},
 };
 
-use crate::counts::{kinds::PortKey, snapshot::Snapshot};
+use crate::{
+    counts::{kinds::PortKey, snapshot::Snapshot},
+    rules::ban::EventKind,
+};
 
 /// Per-source series exported by default.
 pub const DEFAULT_TOP: usize = 50;
@@ -91,6 +94,10 @@ struct InterfaceState {
     /// What each rule series is called (its prefix, or `list FILE`), by
     /// the hash its series goes by.
     rule_labels: HashMap<u64, String>,
+    /// Bans in force, and ban events so far by kind (in
+    /// `EventKind::ALL`'s order).
+    bans: usize,
+    ban_events: [u64; EventKind::ALL.len()],
     /// Packets and bytes per protocol (never going back).
     protocols: [Count; slot::PROTOCOLS],
     /// Per side (`kinds::side`): the top ports' series and `other`, which
@@ -268,20 +275,35 @@ impl Metrics {
         for (kept, (_, now)) in state.verdicts.iter_mut().zip(totals.verdicts.named()) {
             *kept = kept.at_least(&now);
         }
+        // Bans are series of their own kind: they come and go by the
+        // thousand, rules stay.
         let before: HashMap<u64, Count> = previous
             .verdicts
             .rules
             .iter()
+            .filter(|hits| hits.rule.ban.is_none())
             .map(|hits| (rule_key(&hits.rule.label()), hits.counter))
             .collect();
-        for hits in &current.verdicts.rules {
+        for hits in current.verdicts.rules.iter().filter(|h| h.rule.ban.is_none()) {
             let label = hits.rule.label();
             state.rule_labels.entry(rule_key(&label)).or_insert(label);
+        }
+        state.bans = current
+            .verdicts
+            .rules
+            .iter()
+            .filter(|hits| hits.rule.ban.is_some())
+            .count();
+        for event in &current.verdicts.events {
+            if let Some(at) = EventKind::ALL.iter().position(|k| *k == event.event) {
+                state.ban_events[at] += 1;
+            }
         }
         let rule_deltas: Vec<(u64, Count)> = current
             .verdicts
             .rules
             .iter()
+            .filter(|hits| hits.rule.ban.is_none())
             .map(|hits| {
                 let key = rule_key(&hits.rule.label());
                 let before = before.get(&key).copied().unwrap_or_default();
@@ -348,8 +370,16 @@ impl Metrics {
         let protocol_packets = Family::<Labels, Counter>::default();
         let protocol_bytes = Family::<Labels, Counter>::default();
         let port_packets = Family::<Labels, Counter>::default();
+        let bans = Family::<Labels, Gauge>::default();
+        let ban_events = Family::<Labels, Counter>::default();
         for (interface, state) in &self.interfaces {
             let name = || ("interface", interface.name.clone());
+            bans.get_or_create(&vec![name()]).set(state.bans as i64);
+            for (kind, count) in EventKind::ALL.iter().zip(state.ban_events) {
+                ban_events
+                    .get_or_create(&vec![name(), ("event", kind.name().to_owned())])
+                    .inc_by(count);
+            }
             for (class, count) in ["ipv4", "ipv6", "non_ip", "malformed", "unattributed"]
                 .into_iter()
                 .zip(state.classes.iter().chain([&state.unattributed]))
@@ -476,6 +506,16 @@ impl Metrics {
             "rule_packets",
             "Packets each rule matched (the top rules by packets, and other)",
             rule_packets,
+        );
+        registry.register(
+            "bans",
+            "Bans in force (xdpstat ban, triggers)",
+            bans,
+        );
+        registry.register(
+            "ban_events",
+            "Ban events by kind (ban, extend, unban, expire, refused, would_ban)",
+            ban_events,
         );
         registry.register(
             "protocol_packets",
