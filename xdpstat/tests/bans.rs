@@ -16,8 +16,8 @@ use std::{
 };
 
 use common::{
-    Arrived, PATIENCE, PinRoot, Scratch, TestNet, Xdpstat, eventually, ipv4_frame,
-    free_port, one_line_failure, pair, privileged, run_in, start_persisted, start_with_rules, stop,
+    Arrived, PATIENCE, PinRoot, Scratch, TestNet, Xdpstat, eventually, free_port, ipv4_frame,
+    one_line_failure, pair, privileged, run_in, start_persisted, start_with_rules, stop,
 };
 use serde_json::Value;
 
@@ -146,7 +146,8 @@ fn a_hand_ban_drops_its_source_from_the_moment_it_returns_until_unban() {
         "{exposition}"
     );
     for (event, count) in [("ban", 1), ("refused", 1), ("unban", 0)] {
-        let line = format!("xdpstat_ban_events_total{{interface=\"xs0\",event=\"{event}\"}} {count}\n");
+        let line =
+            format!("xdpstat_ban_events_total{{interface=\"xs0\",event=\"{event}\"}} {count}\n");
         assert!(exposition.contains(&line), "{line} in {exposition}");
     }
     // The bans in force, as `xdpstat bans` lists them.
@@ -318,7 +319,9 @@ fn a_persisted_ban_acts_with_no_process_and_comes_back_with_the_next_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
     send(&net, &[short], 20);
-    eventually("the ended ban's frames arriving", || arrived.of(&short) >= 20);
+    eventually("the ended ban's frames arriving", || {
+        arrived.of(&short) >= 20
+    });
     let mut second = start_persisted(&net.watched, "xs0", &root, &rules);
     send(&net, &[banned], 10);
     let report = settle(&mut second, 80 + 60 + 20 + 10, &events);

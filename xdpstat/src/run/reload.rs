@@ -5,6 +5,7 @@
 //! back).
 
 use std::{
+    io::IsTerminal as _,
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
 };
@@ -32,6 +33,8 @@ pub struct Notices(Arc<Mutex<Held>>);
 #[derive(Default)]
 struct Held {
     holding: bool,
+    /// Whether stderr is the terminal the view holds (then lines wait).
+    stderr_is_terminal: bool,
     unseen: Vec<String>,
     all: Vec<String>,
 }
@@ -46,7 +49,13 @@ impl Notices {
         let mut held = self.held();
         if held.holding {
             held.unseen.push(line.clone());
-            held.all.push(line);
+            // Stderr that is not the terminal the view draws on (a file,
+            // a pipe to a logger) gets the line at once.
+            if held.stderr_is_terminal {
+                held.all.push(line);
+            } else {
+                eprintln!("{line}");
+            }
         } else {
             eprintln!("{line}");
         }
@@ -55,8 +64,13 @@ impl Notices {
     /// From now on, lines are kept for the live view (`true`), or, with
     /// `false`, said on stderr again, the kept ones first.
     pub fn hold(&self, holding: bool) {
+        self.hold_with(holding, std::io::stderr().is_terminal());
+    }
+
+    fn hold_with(&self, holding: bool, stderr_is_terminal: bool) {
         let mut held = self.held();
         held.holding = holding;
+        held.stderr_is_terminal = stderr_is_terminal;
         if !holding {
             for line in std::mem::take(&mut held.all) {
                 eprintln!("{line}");
@@ -196,7 +210,7 @@ mod tests {
     #[test]
     fn held_lines_go_to_the_view_once_and_to_stderr_after() {
         let notices = Notices::default();
-        notices.hold(true);
+        notices.hold_with(true, true);
         notices.say("first".into());
         notices.say("second".into());
         assert_eq!(notices.latest().as_deref(), Some("second"));

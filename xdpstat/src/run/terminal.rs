@@ -80,7 +80,7 @@ pub fn run<S: CounterSource>(
             dirty = true;
         }
         if now >= next_read {
-            read(watched, &mut view);
+            read(watched, &mut view, notices);
             if watched.iter().all(|one| one.gone) {
                 return Ok(Ended::AllGone);
             }
@@ -131,14 +131,26 @@ pub fn run<S: CounterSource>(
 
 /// Reads every interface into the view; a failed read is shown and
 /// counting goes on.
-fn read<S: CounterSource>(watched: &mut [Watched<S>], view: &mut TopView) {
+fn read<S: CounterSource>(watched: &mut [Watched<S>], view: &mut TopView, notices: &Notices) {
     view.notice = None;
     for (index, one) in watched.iter_mut().enumerate() {
         if one.gone {
             continue;
         }
+        let interface = one.attached.interface.clone();
         match one.advance() {
-            Ok((previous, current)) => view.update(index, &previous, current),
+            Ok((previous, current)) => {
+                // Each ban event is a line: on the notice line now, and on
+                // stderr (at once when it is not the terminal).
+                for event in &current.verdicts.events {
+                    let row = crate::counts::report::EventRow::from(event);
+                    notices.say(format!(
+                        "xdpstat: {interface}: {}",
+                        crate::output::event_line(&row)
+                    ));
+                }
+                view.update(index, &previous, current)
+            }
             Err(error) => view.notice = Some(one_line(&error)),
         }
         // Said on stderr once the terminal is given back.

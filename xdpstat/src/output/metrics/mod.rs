@@ -284,7 +284,12 @@ impl Metrics {
             .filter(|hits| hits.rule.ban.is_none())
             .map(|hits| (rule_key(&hits.rule.label()), hits.counter))
             .collect();
-        for hits in current.verdicts.rules.iter().filter(|h| h.rule.ban.is_none()) {
+        for hits in current
+            .verdicts
+            .rules
+            .iter()
+            .filter(|h| h.rule.ban.is_none())
+        {
             let label = hits.rule.label();
             state.rule_labels.entry(rule_key(&label)).or_insert(label);
         }
@@ -507,11 +512,7 @@ impl Metrics {
             "Packets each rule matched (the top rules by packets, and other)",
             rule_packets,
         );
-        registry.register(
-            "bans",
-            "Bans in force (xdpstat ban, triggers)",
-            bans,
-        );
+        registry.register("bans", "Bans in force (xdpstat ban, triggers)", bans);
         registry.register(
             "ban_events",
             "Ban events by kind (ban, extend, unban, expire, refused, would_ban)",
