@@ -351,3 +351,46 @@ fn a_persisted_ban_acts_with_no_process_and_comes_back_with_the_next_one() {
     );
     stop(second);
 }
+
+#[test]
+fn a_ban_acts_on_a_run_without_rules_and_says_whose_drops_it_cannot_name() {
+    let test = "a_ban_acts_on_a_run_without_rules_and_says_whose_drops_it_cannot_name";
+    if !privileged(test) {
+        return;
+    }
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = Xdpstat::start(
+        &net.watched,
+        &["xs0", "--format", "json", "--interval", "0.2"],
+    );
+    let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", "2001:db8::/32"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", "198.18.4.0/24", "--limit", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    let v6: IpAddr = "2001:db8::9".parse().unwrap();
+    let IpAddr::V6(a) = v6 else { unreachable!() };
+    net.send(&common::ipv6_frame(a, &[], 40), 30);
+    let began = Instant::now();
+    send(&net, &[v4(4, 1), v4(4, 2), v4(3, 1)], 20);
+    let took = began.elapsed().as_secs_f64();
+    let report = xdpstat.report_where(|r| {
+        pair(&r["totals"]["ipv6"]).0 + pair(&r["totals"]["ipv4"]).0 >= 90
+    });
+    let totals = &report["totals"]["verdicts"];
+    assert_eq!(pair(&totals["dropped"]).0, 30);
+    let limited = pair(&totals["limited"]).0;
+    // The /24's two sources share the ban's bucket: at most its burst
+    // (5) and its rate over the time the frames took passed.
+    let most = 5 + (5.0 * took).ceil() as u64 + 1;
+    assert!(limited <= 40 && 40 - limited <= most, "{limited} of 40 in {took} s");
+    assert_eq!(pair(&totals["passed"]).0, 90 - 30 - limited);
+    // No verdict rows without rules: what bans did is unattributed, said.
+    assert_eq!(pair(&report["unattributed_verdicts"]["dropped"]).0, 30);
+    assert_eq!(pair(&report["unattributed_verdicts"]["limited"]).0, limited);
+    eventually("the passed frames arriving", || {
+        arrived.total() >= 90 - 30 - limited
+    });
+    assert_eq!(arrived.total(), 90 - 30 - limited);
+    assert_eq!(arrived.of(&v4(3, 1)), 20);
+}
