@@ -119,8 +119,11 @@ fn built(address: IpAddr, carried: &Carried) -> (Vec<u8>, Packet) {
                 .chain(std::iter::once(l4_protocol))
                 .collect();
             let (mut protocol, mut later) = (None, false);
+            // The step after the sixth header reads what follows it: a
+            // later fragment's header there still names what it carries
+            // (the walk of `differential.rs`, and the program's).
             for (i, &(next, offset)) in carried.extensions.iter().enumerate() {
-                if i == EXTENSIONS_WALKED {
+                if i > EXTENSIONS_WALKED {
                     break;
                 }
                 if next == 44 && offset != 0 {
