@@ -75,6 +75,7 @@ pub fn ten_rules() -> RuleSet {
         mode: Mode::DryRun,
         rules,
         lists: Vec::new(),
+        ..RuleSet::default()
     }
 }
 
@@ -173,6 +174,7 @@ pub fn ten_l4_rules() -> RuleSet {
         mode: Mode::DryRun,
         rules,
         lists: Vec::new(),
+        ..RuleSet::default()
     }
 }
 
@@ -231,6 +233,7 @@ pub fn twenty_thousand() -> RuleSet {
         mode: Mode::DryRun,
         rules,
         lists: Vec::new(),
+        ..RuleSet::default()
     }
 }
 
@@ -274,6 +277,7 @@ pub fn million_list() -> RuleSet {
             line: 1,
             prefixes,
         }],
+        ..RuleSet::default()
     }
 }
 
@@ -490,6 +494,7 @@ pub fn beside_xdp_filter(
         mode: Mode::Enforce,
         rules,
         lists: Vec::new(),
+        ..RuleSet::default()
     };
     let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
     datapath.put_rules(&set, WATCHED)?;

@@ -366,7 +366,10 @@ fn a_ban_acts_on_a_run_without_rules_and_says_whose_drops_it_cannot_name() {
     );
     let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", "2001:db8::/32"]);
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", "198.18.4.0/24", "--limit", "5"]);
+    let (code, _, stderr) = run_in(
+        &net.watched,
+        &["ban", "xs0", "198.18.4.0/24", "--limit", "5"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let v6: IpAddr = "2001:db8::9".parse().unwrap();
     let IpAddr::V6(a) = v6 else { unreachable!() };
@@ -374,16 +377,18 @@ fn a_ban_acts_on_a_run_without_rules_and_says_whose_drops_it_cannot_name() {
     let began = Instant::now();
     send(&net, &[v4(4, 1), v4(4, 2), v4(3, 1)], 20);
     let took = began.elapsed().as_secs_f64();
-    let report = xdpstat.report_where(|r| {
-        pair(&r["totals"]["ipv6"]).0 + pair(&r["totals"]["ipv4"]).0 >= 90
-    });
+    let report =
+        xdpstat.report_where(|r| pair(&r["totals"]["ipv6"]).0 + pair(&r["totals"]["ipv4"]).0 >= 90);
     let totals = &report["totals"]["verdicts"];
     assert_eq!(pair(&totals["dropped"]).0, 30);
     let limited = pair(&totals["limited"]).0;
     // The /24's two sources share the ban's bucket: at most its burst
     // (5) and its rate over the time the frames took passed.
     let most = 5 + (5.0 * took).ceil() as u64 + 1;
-    assert!(limited <= 40 && 40 - limited <= most, "{limited} of 40 in {took} s");
+    assert!(
+        limited <= 40 && 40 - limited <= most,
+        "{limited} of 40 in {took} s"
+    );
     assert_eq!(pair(&totals["passed"]).0, 90 - 30 - limited);
     // No verdict rows without rules: what bans did is unattributed, said.
     assert_eq!(pair(&report["unattributed_verdicts"]["dropped"]).0, 30);
@@ -393,4 +398,259 @@ fn a_ban_acts_on_a_run_without_rules_and_says_whose_drops_it_cannot_name() {
     });
     assert_eq!(arrived.total(), 90 - 30 - limited);
     assert_eq!(arrived.of(&v4(3, 1)), 20);
+}
+
+/// Reports read until `done`, with every report kept.
+fn reports_until(xdpstat: &mut Xdpstat, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let seen = RefCell::new(Vec::new());
+    xdpstat.report_where(|r| {
+        seen.borrow_mut().push(r.clone());
+        done(&seen.borrow())
+    });
+    seen.into_inner()
+}
+
+fn events_of(reports: &[Value]) -> Vec<Value> {
+    reports
+        .iter()
+        .flat_map(|r| r["events"].as_array().unwrap().clone())
+        .collect()
+}
+
+fn source_pps(report: &Value, source: &IpAddr) -> f64 {
+    report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == source.to_string())
+        .map_or(0.0, |s| s["pps"].as_f64().unwrap())
+}
+
+const TRIGGERS: &str = r#"mode = "MODE"
+[[rule]]
+prefix = "198.18.1.0/24"
+action = "allow"
+
+[[trigger]]
+name = "flood"
+pps = 300
+for = "600ms"
+ban_for = "1s"
+action = "drop"
+"#;
+
+/// Sends from `flood` and `allowed` about a frame each a millisecond and
+/// from `slow` one every 40, for `rounds` rounds: what each sent.
+fn flood(net: &TestNet, flood: IpAddr, allowed: IpAddr, slow: IpAddr, rounds: u64) -> [u64; 3] {
+    let frame = |source: IpAddr| {
+        let IpAddr::V4(a) = source else {
+            unreachable!()
+        };
+        ipv4_frame(a, &[], 40)
+    };
+    let (f, a, s) = (frame(flood), frame(allowed), frame(slow));
+    let mut sent = [0; 3];
+    for round in 0..rounds {
+        net.send(&f, 1);
+        net.send(&a, 1);
+        sent[0] += 1;
+        sent[1] += 1;
+        if round % 40 == 0 {
+            net.send(&s, 1);
+            sent[2] += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sent
+}
+
+#[test]
+fn a_trigger_bans_a_source_over_its_threshold_in_time_and_never_the_others() {
+    let test = "a_trigger_bans_a_source_over_its_threshold_in_time_and_never_the_others";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", TRIGGERS.replace("MODE", "enforce"));
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let (attacker, allowed, slow) = (v4(5, 1), v4(1, 5), v4(5, 2));
+    let sent = flood(&net, attacker, allowed, slow, 2500);
+    let total: u64 = sent.iter().sum();
+    let reports = reports_until(&mut xdpstat, |seen| {
+        let last = seen.last().unwrap();
+        pair(&last["totals"]["ipv4"]).0 >= total
+            && events_of(seen).iter().any(|e| e["event"] == "expire")
+    });
+    let events = events_of(&reports);
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["event"] == kind).collect() };
+    let bans = of("ban");
+    assert_eq!(bans.len(), 1, "{events:?}");
+    assert_eq!(bans[0]["prefix"], "198.18.5.1/32");
+    assert_eq!(bans[0]["origin"], "flood");
+    let refused = of("refused");
+    assert_eq!(refused.len(), 1, "the allowed source, once: {events:?}");
+    assert_eq!(refused[0]["prefix"], "198.18.1.5/32");
+    assert_eq!(of("expire").len(), 1);
+    assert!(
+        events.iter().all(|e| e["prefix"] != "198.18.5.2/32"),
+        "the slow source is never banned"
+    );
+    // In time: from the first report with the source over the threshold
+    // to the one with its ban, at most `for` (3 intervals) and two more.
+    let first_over = reports
+        .iter()
+        .position(|r| source_pps(r, &attacker) > 300.0)
+        .unwrap();
+    let banned_in = reports
+        .iter()
+        .position(|r| {
+            r["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["event"] == "ban")
+        })
+        .unwrap();
+    assert!(
+        banned_in >= first_over && banned_in - first_over <= 3 + 2,
+        "over in report {first_over}, banned in {banned_in}"
+    );
+    // Every frame under one verdict; what passed arrived.
+    let last = reports.last().unwrap();
+    for (source, count) in [attacker, allowed, slow].iter().zip(sent) {
+        let verdicts: u64 = ["passed", "dropped"]
+            .iter()
+            .map(|v| verdict(last, source, v))
+            .sum();
+        assert_eq!(verdicts, count, "{source}");
+    }
+    assert!(verdict(last, &attacker, "dropped") > 0);
+    assert_eq!(verdict(last, &allowed, "passed"), sent[1]);
+    assert_eq!(verdict(last, &slow, "passed"), sent[2]);
+    eventually("the passed frames arriving", || {
+        arrived.total() >= total - verdict(last, &attacker, "dropped")
+    });
+    assert_eq!(arrived.of(&attacker), verdict(last, &attacker, "passed"));
+    // The ban ended: the source passes again.
+    send(&net, &[attacker], 20);
+    let report = settle(&mut xdpstat, total + 20, &RefCell::new(Vec::new()));
+    assert_eq!(
+        verdict(&report, &attacker, "passed"),
+        verdict(last, &attacker, "passed") + 20
+    );
+    assert!(report["bans"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_dry_run_trigger_says_would_ban_and_drops_nothing() {
+    let test = "a_dry_run_trigger_says_would_ban_and_drops_nothing";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", TRIGGERS.replace("MODE", "dry-run"));
+    let net = TestNet::new();
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let (attacker, allowed, slow) = (v4(5, 1), v4(1, 5), v4(5, 2));
+    let sent = flood(&net, attacker, allowed, slow, 1500);
+    let total: u64 = sent.iter().sum();
+    let reports = reports_until(&mut xdpstat, |seen| {
+        pair(&seen.last().unwrap()["totals"]["ipv4"]).0 >= total
+            && events_of(seen).iter().any(|e| e["event"] == "would_ban")
+    });
+    let events = events_of(&reports);
+    let said: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["prefix"].as_str().unwrap()))
+        .collect();
+    assert!(said.contains(&("would_ban", "198.18.5.1/32")), "{events:?}");
+    assert!(said.contains(&("refused", "198.18.1.5/32")), "{events:?}");
+    assert_eq!(said.len(), 2, "{events:?}");
+    let last = reports.last().unwrap();
+    assert_eq!(pair(&last["totals"]["verdicts"]["dropped"]).0, 0);
+    assert!(last["bans"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn max_bans_bounds_a_spoofed_flood_and_a_prefix_trigger_catches_it_whole() {
+    let test = "max_bans_bounds_a_spoofed_flood_and_a_prefix_trigger_catches_it_whole";
+    if !privileged(test) {
+        return;
+    }
+    let rules = r#"mode = "enforce"
+max_bans = 1000
+
+[[trigger]]
+name = "each"
+pps = 1
+ban_for = "10m"
+action = "drop"
+"#;
+    let by_network = r#"mode = "enforce"
+
+[[trigger]]
+name = "network"
+per = "prefix"
+pps = 5000
+ban_for = "10m"
+action = "drop"
+"#;
+    let scratch = Scratch::new(test);
+    let sources: Vec<Ipv4Addr> = (0..20_000u32)
+        .map(|n| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + n))
+        .collect();
+    let frames: Vec<Vec<u8>> = sources.iter().map(|a| ipv4_frame(*a, &[], 40)).collect();
+    for (name, text, extra) in [
+        ("each.toml", rules, &["--interval", "0.5"][..]),
+        (
+            "network.toml",
+            by_network,
+            &["--interval", "0.5", "--prefix-len", "16,48"][..],
+        ),
+    ] {
+        let file = scratch.write(name, text);
+        let net = TestNet::new();
+        let args = [
+            &["xs0", "--format", "json", "--rules", file.to_str().unwrap()][..],
+            extra,
+        ]
+        .concat();
+        let mut xdpstat = Xdpstat::start(&net.watched, &args);
+        // Every source, three times, paced for the veth ring.
+        for _ in 0..3 {
+            for (n, frame) in frames.iter().enumerate() {
+                net.send(frame, 1);
+                if n % 64 == 63 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        let reports = reports_until(&mut xdpstat, |seen| {
+            let last = seen.last().unwrap();
+            pair(&last["totals"]["ipv4"]).0 >= 60_000
+                && !last["bans"].as_array().unwrap().is_empty()
+        });
+        let last = reports.last().unwrap();
+        let events = events_of(&reports);
+        let bans = last["bans"].as_array().unwrap();
+        if name == "each.toml" {
+            assert_eq!(bans.len(), 1000);
+            let refused = last["bans_refused"].as_u64().unwrap();
+            assert!(refused >= 19_000, "{refused}");
+            let said: Vec<&Value> = events.iter().filter(|e| e["event"] == "refused").collect();
+            assert_eq!(said.len(), 1, "one event for the bound: {said:?}");
+            assert!(said[0]["detail"].as_str().unwrap().contains("max_bans"));
+        } else {
+            assert_eq!(bans.len(), 1, "{bans:?}");
+            assert_eq!(bans[0]["prefix"], "198.18.0.0/16");
+            assert_eq!(last["bans_refused"], 0);
+        }
+        let all: u64 = ["passed", "dropped"]
+            .iter()
+            .map(|v| pair(&last["totals"]["verdicts"][*v]).0)
+            .sum();
+        assert_eq!(all, pair(&last["totals"]["ipv4"]).0);
+    }
 }

@@ -334,6 +334,7 @@ fn rule_set() -> impl Strategy<Value = RuleSet> {
                 mode: Mode::DryRun,
                 rules,
                 lists,
+                ..RuleSet::default()
             }
         })
 }
@@ -643,6 +644,7 @@ fn when_generations_come_round_no_entry_keeps_a_stale_rule() {
         mode: Mode::Enforce,
         rules,
         lists: Vec::new(),
+        ..RuleSet::default()
     };
     // Generation 1: the sender matches rule 0, a drop, and its entry
     // remembers (1, rule 0).

@@ -5,6 +5,7 @@
 
 pub mod kinds;
 pub(crate) mod prefixes;
+pub(crate) mod rates;
 pub(crate) mod report;
 pub mod snapshot;
 pub mod sources;

@@ -57,6 +57,8 @@ pub struct Report {
     pub bans: Vec<BanRow>,
     /// What happened to bans since the previous report, in order.
     pub events: Vec<EventRow>,
+    /// Bans refused because `max_bans` were in force, since the attach.
+    pub bans_refused: u64,
     /// Verdicts other than `passed` no source holds (its source had no
     /// table entry, or the entry was retired).
     pub unattributed_verdicts: Unattributed,
@@ -245,6 +247,7 @@ impl Report {
                 .count(),
             bans: ban_rows(&current.verdicts.rules),
             events: current.verdicts.events.iter().map(EventRow::from).collect(),
+            bans_refused: current.verdicts.bans_refused,
             unattributed_verdicts: current.verdicts.unattributed().into(),
             limit_shared_bucket: current.verdicts.shared_bucket,
             ports,

@@ -28,6 +28,8 @@ pub struct VerdictRead {
     pub rules: Vec<RuleHits>,
     /// What happened to bans since the read before.
     pub events: Vec<crate::rules::ban::Event>,
+    /// Bans `max_bans` refused since the datapath was loaded.
+    pub bans_refused: u64,
 }
 
 /// Packets and bytes under each verdict, as the report has them.

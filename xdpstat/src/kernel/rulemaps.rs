@@ -28,6 +28,8 @@ use aya::{
     },
 };
 use ipnet::IpNet;
+
+use crate::counts::report::rfc3339;
 use xdpstat_common::{
     Counter,
     rules::{
@@ -49,6 +51,7 @@ use crate::{
         chain,
         in_force::{InForce, RuleHits},
         matching::Match,
+        trigger::{Decision, Watch},
     },
 };
 
@@ -69,6 +72,16 @@ pub struct RuleMaps {
     recorded: usize,
     /// What happened to bans since the last [`RuleMaps::take_events`].
     events: Vec<Event>,
+    /// The triggers' keys over their thresholds.
+    watch: Watch,
+    /// Bans the bound refused, ever, and whether that was said since
+    /// there last was room.
+    refused: u64,
+    full_said: bool,
+    /// The slot in force's nodes, as written, for extending a ban's end
+    /// in place; and each trigger ban's end as its last event said it.
+    nodes: Vec<Node>,
+    announced: HashMap<IpNet, std::time::SystemTime>,
     /// The source tables (IPv4, IPv6) and their length, for making their
     /// entries forget their rules when generations come round.
     tables: [OwnedFd; 2],
@@ -157,6 +170,11 @@ impl RuleMaps {
             bans: Bans::default(),
             recorded: 0,
             events: Vec::new(),
+            watch: Watch::default(),
+            refused: 0,
+            full_said: false,
+            nodes: Vec::new(),
+            announced: HashMap::new(),
             tables,
             entries,
             in_force: Vec::new(),
@@ -219,11 +237,6 @@ impl RuleMaps {
         &self.bans.list
     }
 
-    /// Sets how many bans may be in force (at most [`MAX_BANS`]).
-    pub fn set_max_bans(&mut self, max: usize) {
-        self.bans.max = max.min(MAX_BANS as usize);
-    }
-
     /// Puts `ban` in force above the rules, in place of a ban of the same
     /// prefix; refused (and an event) when an allow covers it or the
     /// bans are at their bound.
@@ -250,6 +263,185 @@ impl RuleMaps {
         }
         self.event(EventKind::Ban, &ban, detail);
         Ok(Ok(added))
+    }
+
+    /// Bans the bound refused since the datapath was loaded.
+    pub fn bans_refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Runs the triggers over the interval from `previous` to `current`
+    /// and acts on what they decide: new bans (one write for all of
+    /// them), ends moved on for bans still over their threshold (in
+    /// place), dry runs' `would_ban`, refusals; each an event.
+    pub fn judge_triggers(
+        &mut self,
+        previous: &crate::counts::snapshot::Snapshot,
+        current: &crate::counts::snapshot::Snapshot,
+    ) -> Result<(), Cause> {
+        if self.file.triggers.is_empty() {
+            return Ok(());
+        }
+        let seconds = current
+            .taken
+            .saturating_duration_since(previous.taken)
+            .as_secs_f64();
+        let now = current.wall;
+        let triggers = self.file.triggers.clone();
+        let decisions = self.watch.judge(&triggers, seconds, now, |trigger| {
+            crate::counts::rates::of(trigger, previous, current)
+        });
+        if self.bans.list.len() < self.bans.max {
+            self.full_said = false;
+        }
+        let before = self.bans.list.clone();
+        let mut added = Vec::new();
+        let mut extended = Vec::new();
+        for decision in decisions {
+            match decision {
+                Decision::Ban {
+                    trigger,
+                    key,
+                    detail,
+                } => {
+                    let t = &triggers[trigger];
+                    if let Some(existing) = self.bans.list.iter().find(|b| b.prefix == key) {
+                        // A ban of it is in force (by hand, or by another
+                        // trigger): it stays as it is.
+                        if existing.origin == t.name {
+                            extended.push((key, t.ban_for));
+                        }
+                        continue;
+                    }
+                    let ban = Ban::new(key, t.action, &t.name, &detail, Some(t.ban_for));
+                    match self.bans.add(ban.clone(), &self.file) {
+                        Ok(_) => added.push(ban),
+                        Err(refusal @ Refusal::Allowed { .. }) => {
+                            self.event(EventKind::Refused, &ban, refusal.to_string());
+                        }
+                        Err(refusal @ Refusal::Full { .. }) => {
+                            self.refused += 1;
+                            if !self.full_said {
+                                self.full_said = true;
+                                self.event(
+                                    EventKind::Refused,
+                                    &ban,
+                                    format!("{refusal}; more are refused and counted (bans_refused) until there is room"),
+                                );
+                            }
+                        }
+                    }
+                }
+                Decision::Extend { trigger, key } => {
+                    let t = &triggers[trigger];
+                    if self
+                        .bans
+                        .list
+                        .iter()
+                        .any(|b| b.prefix == key && b.origin == t.name)
+                    {
+                        extended.push((key, t.ban_for));
+                    }
+                }
+                Decision::WouldBan {
+                    trigger,
+                    key,
+                    detail,
+                } => {
+                    let t = &triggers[trigger];
+                    let ban = Ban::new(key, t.action, &t.name, &detail, Some(t.ban_for));
+                    // What enforcing would do: an allowed key is refused.
+                    if let Some(by) = ban::allowed_by(&self.file, &key) {
+                        self.event(
+                            EventKind::Refused,
+                            &ban,
+                            format!("dry run: {key} is allowed by {by}: {detail}"),
+                        );
+                        continue;
+                    }
+                    self.event(
+                        EventKind::WouldBan,
+                        &ban,
+                        format!(
+                            "{} for {}: {detail}",
+                            ban.describe(),
+                            humantime::format_duration(t.ban_for)
+                        ),
+                    );
+                }
+            }
+        }
+        // Ends first, so that a write for new bans carries them too.
+        for (key, length) in &extended {
+            if let Some(ban) = self.bans.list.iter_mut().find(|b| b.prefix == *key) {
+                let renewed = Ban::new(*key, ban.action, "", "", Some(*length));
+                ban.until = renewed.until;
+                ban.until_ns = renewed.until_ns;
+            }
+        }
+        if !added.is_empty() {
+            if let Err(e) = self.write() {
+                self.bans.list = before;
+                return Err(e);
+            }
+            for ban in &added {
+                let until = ban.until.map(rfc3339).unwrap_or_default();
+                self.event(
+                    EventKind::Ban,
+                    ban,
+                    format!("{} until {until}: {}", ban.describe(), ban.reason),
+                );
+                if let Some(until) = ban.until {
+                    self.announced.insert(ban.prefix, until);
+                }
+            }
+        } else if !extended.is_empty() {
+            self.extend_in_place()?;
+        }
+        for (key, length) in extended {
+            let Some(ban) = self.bans.list.iter().find(|b| b.prefix == key).cloned() else {
+                continue;
+            };
+            let Some(until) = ban.until else { continue };
+            let said = self.announced.get(&key).copied();
+            // An event when the end moved by half a ban or more since the
+            // last one said it (not one every interval).
+            if said.is_none_or(|said| until.duration_since(said).is_ok_and(|d| d >= length / 2)) {
+                self.announced.insert(key, until);
+                self.event(
+                    EventKind::Extend,
+                    &ban,
+                    format!("still over its threshold: until {}", rfc3339(until)),
+                );
+            }
+        }
+        let kept: std::collections::HashSet<IpNet> =
+            self.bans.list.iter().map(|b| b.prefix).collect();
+        self.announced.retain(|prefix, _| kept.contains(prefix));
+        Ok(())
+    }
+
+    /// Writes the bans' ends onto their nodes in the slot in force and into
+    /// the pinned records (each end a word the datapath reads whole).
+    fn extend_in_place(&mut self) -> Result<(), Cause> {
+        let slot = self.slot()?;
+        let first = (self.file.rules.len() + self.file.lists.len()) as u32;
+        for (at, node) in self.nodes.iter_mut().enumerate() {
+            if node.fields & fields::BAN == 0 {
+                continue;
+            }
+            let Some(ban) = self.bans.list.get((node.rule - first) as usize) else {
+                continue;
+            };
+            if node.until_ns == ban.until_ns {
+                continue;
+            }
+            node.until_ns = ban.until_ns;
+            self.chains
+                .set(slot * MAX_NODES + at as u32, *node, 0)
+                .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
+        }
+        self.record_bans()
     }
 
     /// Takes the ban of exactly `prefix` out of force; `None` when there
@@ -397,6 +589,11 @@ impl RuleMaps {
             std::mem::replace(&mut self.file, set.clone()),
             self.bans.list.clone(),
         );
+        // Bans past a lower bound stay; new ones wait for room.
+        self.bans.max = set.max_bans.unwrap_or(ban::DEFAULT_MAX_BANS);
+        if self.file.triggers != before.0.triggers {
+            self.watch.reset();
+        }
         let allowed = self.bans.take_allowed(&self.file);
         if let Err(e) = self.write() {
             (self.file, self.bans.list) = before;
@@ -485,6 +682,7 @@ impl RuleMaps {
                 .set(new * MAX_NODES + at as u32, *node, 0)
                 .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
         }
+        let nodes = chains.nodes.clone();
         for &(prefix, head) in &chains.heads {
             let len = u32::from(prefix.prefix_len());
             word |= match prefix {
@@ -512,6 +710,7 @@ impl RuleMaps {
         self.ruleset
             .set(0, word, 0)
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
+        self.nodes = nodes;
         // In force from here on: what is left is bookkeeping, and failing
         // at it leaves the old slot to be cleaned by the next reload.
         if let Err(e) = self.record_bans() {

@@ -124,8 +124,13 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     if ruled {
         write_rules(out, report)?;
     }
-    if !report.bans.is_empty() {
-        writeln!(out, "  bans: {}", report.bans.len())?;
+    if !report.bans.is_empty() || report.bans_refused > 0 {
+        let refused = if report.bans_refused > 0 {
+            format!(" ({} refused: max_bans)", report.bans_refused)
+        } else {
+            String::new()
+        };
+        writeln!(out, "  bans: {}{refused}", report.bans.len())?;
         write_bans(out, &report.bans)?;
     }
     for event in &report.events {
@@ -441,6 +446,7 @@ mod tests {
             keys,
             [
                 "bans",
+                "bans_refused",
                 "counting_since",
                 "events",
                 "interface",

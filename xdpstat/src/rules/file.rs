@@ -19,11 +19,12 @@ use std::{
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
-use xdpstat_common::rules::MAX_RULES;
+use xdpstat_common::rules::{MAX_BANS, MAX_RULES};
 
 use crate::rules::{
     Action, List, Mode, Rule, RuleSet, chain, label, list,
     matching::{self, Families, Match, RawMatch},
+    trigger::{self, MAX_TRIGGERS, RawTrigger, Trigger},
 };
 
 /// Why a rules file was refused: where, and what is wrong.
@@ -48,6 +49,9 @@ struct RawFile {
     rule: Vec<Spanned<RawRule>>,
     #[serde(default)]
     list: Vec<Spanned<RawList>>,
+    #[serde(default)]
+    trigger: Vec<Spanned<RawTrigger>>,
+    max_bans: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -303,7 +307,52 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
     }
     let line_of = |offset: usize| lines.line_of(offset);
     let lists = read_lists(path, &raw.list, &rules, mode, &at, &line_of)?;
-    let set = RuleSet { mode, rules, lists };
+    if raw.trigger.len() > MAX_TRIGGERS {
+        return Err(at(
+            raw.trigger[MAX_TRIGGERS].span(),
+            format!("more than {MAX_TRIGGERS} triggers"),
+        ));
+    }
+    let mut triggers: Vec<Trigger> = Vec::with_capacity(raw.trigger.len());
+    for spanned in &raw.trigger {
+        let trigger = trigger::parse(
+            spanned.get_ref(),
+            spanned.span(),
+            mode,
+            parse_mode,
+            lines.line_of(spanned.span().start),
+        )
+        .map_err(|(span, m)| at(span, m))?;
+        if let Some(earlier) = triggers.iter().find(|t| t.name == trigger.name) {
+            return Err(at(
+                spanned.span(),
+                format!(
+                    "a trigger named \"{}\" is at line {} already",
+                    trigger.name, earlier.line
+                ),
+            ));
+        }
+        triggers.push(trigger);
+    }
+    let max_bans = match &raw.max_bans {
+        None => None,
+        Some(value) => match *value.get_ref() {
+            n if n < 1 || n > i64::from(MAX_BANS) => {
+                return Err(at(
+                    value.span(),
+                    format!("max_bans = {n}: from 1 to {MAX_BANS}"),
+                ));
+            }
+            n => Some(n as usize),
+        },
+    };
+    let set = RuleSet {
+        mode,
+        rules,
+        lists,
+        triggers,
+        max_bans,
+    };
     // Chains too long to walk are refused here, where the line is known.
     if let Err(e) = chain::build(&set, &[]) {
         let index = e.index as usize;

@@ -16,6 +16,7 @@ pub mod file;
 pub(crate) mod in_force;
 pub mod list;
 pub mod matching;
+pub mod trigger;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use matching::{Families, Match};
@@ -166,6 +167,10 @@ pub struct RuleSet {
     /// In file order, after the rules: a list's index is the number of
     /// rules plus its position.
     pub lists: Vec<List>,
+    /// What bans sources by itself, in file order.
+    pub triggers: Vec<trigger::Trigger>,
+    /// At most this many bans in force at once (`None`: the default).
+    pub max_bans: Option<usize>,
 }
 
 impl RuleSet {
@@ -191,7 +196,8 @@ impl RuleSet {
         )
     }
 
-    /// Whether the set has nothing in it.
+    /// Whether the set has no rule or list in it (triggers put nothing
+    /// in the datapath).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.lists.is_empty()
     }

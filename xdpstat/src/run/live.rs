@@ -47,6 +47,17 @@ pub trait CounterSource {
     fn interface_gone(&self) -> bool {
         false
     }
+
+    /// Runs the rules' triggers over the interval from `previous` to
+    /// `current`, and returns what happened to bans since the read.
+    fn judge_triggers(
+        &self,
+        _interface: &str,
+        _previous: &Snapshot,
+        _current: &Snapshot,
+    ) -> Vec<crate::rules::ban::Event> {
+        Vec::new()
+    }
 }
 
 impl CounterSource for Datapath {
@@ -64,6 +75,22 @@ impl CounterSource for Datapath {
 
     fn interface_gone(&self) -> bool {
         Datapath::interface_gone(self)
+    }
+
+    fn judge_triggers(
+        &self,
+        interface: &str,
+        previous: &Snapshot,
+        current: &Snapshot,
+    ) -> Vec<crate::rules::ban::Event> {
+        let maps = self.rule_maps();
+        let mut maps = maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = maps.judge_triggers(previous, current) {
+            eprintln!("xdpstat: {interface}: the triggers' bans: {e}");
+        }
+        maps.take_events()
     }
 }
 
@@ -219,6 +246,10 @@ impl<S: CounterSource> Watched<S> {
             self.previous.retire(&std::mem::take(&mut self.retired));
         }
         current.keep_monotonic(&self.previous);
+        let events = self
+            .source
+            .judge_triggers(&self.attached.interface, &self.previous, &current);
+        current.verdicts.events.extend(events);
         if let Some(observer) = &mut self.observer {
             observer(&self.previous, &current, took);
         }

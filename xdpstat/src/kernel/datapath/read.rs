@@ -59,7 +59,7 @@ impl Datapath {
         self.add_estimates(&mut prefixes, &folded.sketched, interface)?;
         // The CPUs' verdict totals were read after the rows (`ruled`, with
         // the tables), so no row holds more than the totals say.
-        let (rules, events) = {
+        let (rules, events, bans_refused) = {
             let mut maps = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
             // Ended bans no longer act (their steps end in the kernel);
             // here they leave the set, and say so.
@@ -71,7 +71,7 @@ impl Datapath {
                 map: "rules",
                 source,
             })?;
-            (rules, maps.take_events())
+            (rules, maps.take_events(), maps.bans_refused())
         };
         let verdicts = VerdictRead {
             acted: folded.acted,
@@ -79,6 +79,7 @@ impl Datapath {
             ruled: ruled.into_iter().collect(),
             rules,
             events,
+            bans_refused,
         };
         let mut kinds = folded.kinds;
         add_port_runs(&states, &mut port_sums);

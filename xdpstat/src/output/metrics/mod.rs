@@ -97,6 +97,7 @@ struct InterfaceState {
     /// Bans in force, and ban events so far by kind (in
     /// `EventKind::ALL`'s order).
     bans: usize,
+    bans_refused: u64,
     ban_events: [u64; EventKind::ALL.len()],
     /// Packets and bytes per protocol (never going back).
     protocols: [Count; slot::PROTOCOLS],
@@ -299,6 +300,7 @@ impl Metrics {
             .iter()
             .filter(|hits| hits.rule.ban.is_some())
             .count();
+        state.bans_refused = state.bans_refused.max(current.verdicts.bans_refused);
         for event in &current.verdicts.events {
             if let Some(at) = EventKind::ALL.iter().position(|k| *k == event.event) {
                 state.ban_events[at] += 1;
@@ -377,9 +379,13 @@ impl Metrics {
         let port_packets = Family::<Labels, Counter>::default();
         let bans = Family::<Labels, Gauge>::default();
         let ban_events = Family::<Labels, Counter>::default();
+        let bans_refused = Family::<Labels, Counter>::default();
         for (interface, state) in &self.interfaces {
             let name = || ("interface", interface.name.clone());
             bans.get_or_create(&vec![name()]).set(state.bans as i64);
+            bans_refused
+                .get_or_create(&vec![name()])
+                .inc_by(state.bans_refused);
             for (kind, count) in EventKind::ALL.iter().zip(state.ban_events) {
                 ban_events
                     .get_or_create(&vec![name(), ("event", kind.name().to_owned())])
@@ -513,6 +519,11 @@ impl Metrics {
             rule_packets,
         );
         registry.register("bans", "Bans in force (xdpstat ban, triggers)", bans);
+        registry.register(
+            "bans_refused",
+            "Bans refused because max_bans were in force",
+            bans_refused,
+        );
         registry.register(
             "ban_events",
             "Ban events by kind (ban, extend, unban, expire, refused, would_ban)",
