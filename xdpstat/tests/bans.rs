@@ -654,3 +654,130 @@ action = "drop"
         assert_eq!(all, pair(&last["totals"]["ipv4"]).0);
     }
 }
+
+/// Writes an executable script `name` holding `body` into `scratch`.
+fn script(scratch: &Scratch, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = scratch.write(name, format!("#!/bin/sh\n{body}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn on_event_gets_each_event_as_json_and_a_hanging_one_stalls_nothing() {
+    let test = "on_event_gets_each_event_as_json_and_a_hanging_one_stalls_nothing";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let out = scratch.path("events.jsonl");
+    script(&scratch, "notify.sh", &format!("cat >> {}", out.display()));
+    script(&scratch, "hang.sh", "sleep 60");
+    let file = scratch.write(
+        "rules.toml",
+        "mode = \"enforce\"\non_event = \"notify.sh\"\n",
+    );
+    let net = TestNet::new();
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    for args in [
+        &["ban", "xs0", "198.18.5.1", "--reason", "one"][..],
+        &["ban", "xs0", "198.18.5.0/24", "--limit", "10"][..],
+        &["unban", "xs0", "198.18.5.1"][..],
+    ] {
+        let (code, _, stderr) = run_in(&net.watched, args);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    eventually("the program receiving three events", || {
+        std::fs::read_to_string(&out).is_ok_and(|text| text.lines().count() >= 3)
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Up to four run at once: they may finish in any order.
+    events.sort_by_key(|e| {
+        (
+            e["event"].as_str().unwrap().to_owned(),
+            e["prefix"].as_str().unwrap().to_owned(),
+        )
+    });
+    let said: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["interface"], "xs0");
+            assert_eq!(e["origin"], "hand");
+            (
+                e["event"].as_str().unwrap(),
+                e["prefix"].as_str().unwrap(),
+                e["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert_eq!((said[0].0, said[0].1), ("ban", "198.18.5.0/24"));
+    assert_eq!((said[1].0, said[1].1), ("ban", "198.18.5.1/32"));
+    assert!(said[1].2.ends_with(": one"), "{said:?}");
+    assert_eq!((said[2].0, said[2].1), ("unban", "198.18.5.1/32"));
+    stop(xdpstat);
+
+    // A program that hangs: six events, four of them stuck at once; the
+    // reports go on, and each is killed after 10 s, said on stderr.
+    let file = scratch.write("hang.toml", "mode = \"enforce\"\non_event = \"hang.sh\"\n");
+    let net = TestNet::new();
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let began = Instant::now();
+    for n in 1..=6u8 {
+        let prefix = format!("198.18.6.{n}");
+        let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", &prefix]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    send(&net, &[v4(6, 1), v4(6, 9)], 10);
+    let report = xdpstat.report_where(|r| pair(&r["totals"]["ipv4"]).0 >= 20);
+    assert_eq!(report["bans"].as_array().unwrap().len(), 6);
+    assert_eq!(verdict(&report, &v4(6, 1), "dropped"), 10);
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "counting and reports went on while the programs hung"
+    );
+    let killed = xdpstat.stderr_line(|l| l.contains("on_event") && l.contains("killed after 10 s"));
+    assert!(killed.contains("hang.sh"), "{killed}");
+}
+
+#[test]
+fn a_rules_file_with_a_bad_trigger_or_on_event_is_refused_on_one_line() {
+    let test = "a_rules_file_with_a_bad_trigger_or_on_event_is_refused_on_one_line";
+    let scratch = Scratch::new(test);
+    script(&scratch, "ok.sh", "true");
+    scratch.write("plain.txt", "not a program");
+    for (text, wanted) in [
+        ("on_event = \"missing.sh\"\n", "missing.sh"),
+        ("on_event = \"plain.txt\"\n", "not an executable file"),
+        (
+            "on_event = \"ok.sh\"\n[[trigger]]\nname = \"x\"\naction = \"drop\"\n",
+            "no threshold",
+        ),
+        (
+            "[[trigger]]\nname = \"x\"\npps = 10\nfor = \"a while\"\naction = \"drop\"\n",
+            "for = \"a while\"",
+        ),
+        (
+            "[[trigger]]\nname = \"x\"\npps = 10\naction = \"drop\"\nbogus = 1\n",
+            "unknown field",
+        ),
+        (
+            "[[trigger]]\nname = \"x\"\npps = 10\naction = \"drop\"\n[[trigger]]\nname = \"x\"\npps = 10\naction = \"drop\"\n",
+            "named \"x\"",
+        ),
+        ("max_bans = 0\n", "max_bans = 0"),
+        ("max_bans = 20000\n", "max_bans = 20000"),
+    ] {
+        let file = scratch.write("bad.toml", text);
+        let line = one_line_failure(None, &[], &["rules", "check", file.to_str().unwrap()]);
+        assert!(line.contains(wanted), "{text}: {line}");
+    }
+    let file = scratch.write("good.toml", "on_event = \"ok.sh\"\n");
+    let (status, stdout, stderr) =
+        common::run_to_end(None, &[], &["rules", "check", file.to_str().unwrap()]);
+    assert!(status.success(), "{stdout} {stderr}");
+}

@@ -265,6 +265,11 @@ impl RuleMaps {
         Ok(Ok(added))
     }
 
+    /// The program the rules file runs for each ban event.
+    pub fn on_event(&self) -> Option<std::path::PathBuf> {
+        self.file.on_event.clone()
+    }
+
     /// Bans the bound refused since the datapath was loaded.
     pub fn bans_refused(&self) -> u64 {
         self.refused

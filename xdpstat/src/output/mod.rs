@@ -2,6 +2,7 @@
 //! people and pipes, or one JSON object per line for programs.
 
 pub mod metrics;
+pub mod notify;
 pub(crate) mod tui;
 
 use std::io::{self, Write};

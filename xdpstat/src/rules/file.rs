@@ -52,6 +52,7 @@ struct RawFile {
     #[serde(default)]
     trigger: Vec<Spanned<RawTrigger>>,
     max_bans: Option<Spanned<i64>>,
+    on_event: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -346,12 +347,17 @@ pub fn parse(path: &Path, text: &str) -> Result<RuleSet, RulesError> {
             n => Some(n as usize),
         },
     };
+    let on_event = match &raw.on_event {
+        None => None,
+        Some(value) => Some(program(path, value.get_ref()).map_err(|m| at(value.span(), m))?),
+    };
     let set = RuleSet {
         mode,
         rules,
         lists,
         triggers,
         max_bans,
+        on_event,
     };
     // Chains too long to walk are refused here, where the line is known.
     if let Err(e) = chain::build(&set, &[]) {
@@ -666,6 +672,30 @@ fn whole_family(
                 }
             )
         })
+}
+
+/// `on_event`'s program: a path (relative to the rules file's directory
+/// when not absolute) to an executable regular file.
+fn program(rules: &Path, given: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if given.is_empty() || given.contains('\0') {
+        return Err("on_event: the path of a program".into());
+    }
+    let path = Path::new(given);
+    let path = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        rules.parent().unwrap_or(Path::new(".")).join(path)
+    };
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| format!("on_event = \"{given}\": {} ({e})", path.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "on_event = \"{given}\": {} is not an executable file",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 fn parse_mode(mode: &Spanned<String>) -> Result<Mode, String> {

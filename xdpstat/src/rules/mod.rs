@@ -171,6 +171,8 @@ pub struct RuleSet {
     pub triggers: Vec<trigger::Trigger>,
     /// At most this many bans in force at once (`None`: the default).
     pub max_bans: Option<usize>,
+    /// The program run for each ban event (`output::notify`).
+    pub on_event: Option<std::path::PathBuf>,
 }
 
 impl RuleSet {

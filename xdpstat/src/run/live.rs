@@ -18,7 +18,7 @@ use crate::{
     error::{XdpstatError, one_line},
     kernel::attach::{Attached, Hook},
     kernel::datapath::{Datapath, Load},
-    output::{Format, write_report},
+    output::{Format, notify::Notifier, write_report},
 };
 
 /// How often the loop looks at the stop flag while it waits.
@@ -49,14 +49,15 @@ pub trait CounterSource {
     }
 
     /// Runs the rules' triggers over the interval from `previous` to
-    /// `current`, and returns what happened to bans since the read.
+    /// `current`, and returns what happened to bans since the read, and
+    /// the program the rules run for each event.
     fn judge_triggers(
         &self,
         _interface: &str,
         _previous: &Snapshot,
         _current: &Snapshot,
-    ) -> Vec<crate::rules::ban::Event> {
-        Vec::new()
+    ) -> (Vec<crate::rules::ban::Event>, Option<std::path::PathBuf>) {
+        (Vec::new(), None)
     }
 }
 
@@ -82,7 +83,7 @@ impl CounterSource for Datapath {
         interface: &str,
         previous: &Snapshot,
         current: &Snapshot,
-    ) -> Vec<crate::rules::ban::Event> {
+    ) -> (Vec<crate::rules::ban::Event>, Option<std::path::PathBuf>) {
         let maps = self.rule_maps();
         let mut maps = maps
             .lock()
@@ -90,7 +91,7 @@ impl CounterSource for Datapath {
         if let Err(e) = maps.judge_triggers(previous, current) {
             eprintln!("xdpstat: {interface}: the triggers' bans: {e}");
         }
-        maps.take_events()
+        (maps.take_events(), maps.on_event())
     }
 }
 
@@ -114,6 +115,8 @@ pub struct Watched<S = Datapath> {
     observer: Option<Observer>,
     /// Ban events read before the first report, for it.
     events: Vec<crate::rules::ban::Event>,
+    /// Runs `on_event` for each event, once there is one.
+    notifier: Option<Notifier>,
 }
 
 impl Watched<Datapath> {
@@ -175,6 +178,7 @@ impl<S: CounterSource> Watched<S> {
             counting_since: SystemTime::now(),
             observer: None,
             events: Vec::new(),
+            notifier: None,
         }
     }
 
@@ -246,10 +250,16 @@ impl<S: CounterSource> Watched<S> {
             self.previous.retire(&std::mem::take(&mut self.retired));
         }
         current.keep_monotonic(&self.previous);
-        let events = self
-            .source
-            .judge_triggers(&self.attached.interface, &self.previous, &current);
+        let (events, program) =
+            self.source
+                .judge_triggers(&self.attached.interface, &self.previous, &current);
         current.verdicts.events.extend(events);
+        if let Some(program) = program {
+            let notifier = self.notifier.get_or_insert_with(Notifier::start);
+            for event in &current.verdicts.events {
+                notifier.send(&program, &self.attached.interface, &event.into());
+            }
+        }
         if let Some(observer) = &mut self.observer {
             observer(&self.previous, &current, took);
         }

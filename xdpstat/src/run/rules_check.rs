@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::{
     cli::RulesCheckArgs,
     error::XdpstatError,
-    rules::{Action, Mode, file},
+    rules::{Action, Mode, ban::DEFAULT_MAX_BANS, file, trigger::Per},
 };
 
 /// `xdpstat rules check FILE`: reads and checks the file, prints what each
@@ -92,6 +92,49 @@ pub fn check(args: &RulesCheckArgs, out: &mut dyn Write) -> Result<(), XdpstatEr
         writeln!(
             out,
             "a packet is judged by an allow that matches it whole, before any other rule; else by the rule of the longest prefix that matches it whole (no prefix: length 0), then the one naming more of protocol, ports and flags, then the one earlier in the file"
+        )
+        .map_err(write)?;
+    }
+    for trigger in &set.triggers {
+        let per = match trigger.per {
+            Per::Source => "a source",
+            Per::Prefix => "a --prefix-len network",
+        };
+        let ban = match trigger.action {
+            Action::Limit { pps, bps, .. } => {
+                let mut rates = Vec::new();
+                if pps > 0 {
+                    rates.push(format!("{pps} pps"));
+                }
+                if bps > 0 {
+                    rates.push(format!("{bps} bps"));
+                }
+                format!("limits it to {}", rates.join(" and "))
+            }
+            _ => "drops it".to_owned(),
+        };
+        let what = match trigger.mode {
+            Mode::Enforce => format!(
+                "{ban} until {} after it was last over",
+                humantime::format_duration(trigger.ban_for)
+            ),
+            Mode::DryRun => "says would_ban, bans nothing".to_owned(),
+        };
+        writeln!(
+            out,
+            "  line {:<4} trigger {}: {per} with {} {what} ({})",
+            trigger.line,
+            trigger.name,
+            trigger.describe(),
+            trigger.mode.name(),
+        )
+        .map_err(write)?;
+    }
+    if !set.triggers.is_empty() {
+        writeln!(
+            out,
+            "triggers act within their `for` and two report intervals; they never ban what an allow passes whole; at most {} bans at once (max_bans)",
+            set.max_bans.unwrap_or(DEFAULT_MAX_BANS)
         )
         .map_err(write)?;
     }
