@@ -678,7 +678,7 @@ fn on_event_gets_each_event_as_json_and_a_hanging_one_stalls_nothing() {
         "mode = \"enforce\"\non_event = \"notify.sh\"\n",
     );
     let net = TestNet::new();
-    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let xdpstat = start_with_rules(&net, &file, "0.2", &[]);
     for args in [
         &["ban", "xs0", "198.18.5.1", "--reason", "one"][..],
         &["ban", "xs0", "198.18.5.0/24", "--limit", "10"][..],
