@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use rand::{RngExt as _, SeedableRng as _, rngs::StdRng};
 use xdpstat::{
     kernel::datapath::{Datapath, Variant},
-    rules::{Action, List, Mode, Rule, RuleSet, matching::Match},
+    rules::{Action, List, Mode, Rule, RuleSet, ban::Ban, matching::Match},
 };
 use xdpstat_common::DEFAULT_MAX_SOURCES;
 use xdpstat_lab::frames::{self, ethertype};
@@ -281,6 +281,31 @@ pub fn million_list() -> RuleSet {
     }
 }
 
+/// `set` with room for the most bans a datapath holds.
+fn room_for_bans(set: RuleSet) -> RuleSet {
+    RuleSet {
+        max_bans: Some(xdpstat_common::rules::MAX_BANS as usize),
+        ..set
+    }
+}
+
+/// `count` hour-long drop bans of single addresses the benchmark's
+/// traffic never comes from (its Zipf sources are the first 20,000 of
+/// 198.18.0.0/15; these are from the 100,000th on).
+fn unhit_bans(count: u32) -> Vec<Ban> {
+    (0..count)
+        .map(|n| {
+            Ban::new(
+                IpNet::from(IpAddr::V4(benchmark_address(100_000 + n))),
+                Action::Drop,
+                "hand",
+                "benchmark",
+                Some(Duration::from_secs(3600)),
+            )
+        })
+        .collect()
+}
+
 /// The hot and Zipf costs of each rule set: none, ten, twenty thousand
 /// prefixes, a million-prefix list.
 pub fn rules_cost(
@@ -290,18 +315,53 @@ pub fn rules_cost(
     rounds: usize,
 ) -> Result<Vec<RulesRow>> {
     let sets = [
-        ("no rules", RuleSet::default()),
-        ("10 rules", ten_rules()),
-        ("10 L4 rules", ten_l4_rules()),
-        ("7 L4 rules, 7 steps, no match", l4_rules_walked_whole()),
-        ("10,000 + 10,000 prefixes", twenty_thousand()),
-        ("a 1,000,000-prefix list", million_list()),
+        ("no rules", RuleSet::default(), 0),
+        ("10 rules", ten_rules(), 0),
+        ("10 L4 rules", ten_l4_rules(), 0),
+        ("7 L4 rules, 7 steps, no match", l4_rules_walked_whole(), 0),
+        ("10,000 bans", room_for_bans(RuleSet::default()), 10_000),
+        ("10 rules and 10,000 bans", room_for_bans(ten_rules()), 10_000),
+        ("10,000 + 10,000 prefixes", twenty_thousand(), 0),
+        ("a 1,000,000-prefix list", million_list(), 0),
     ];
     let hot_frame = ipv4_frame(1);
     let mut programs = Vec::with_capacity(sets.len());
-    for (_, set) in &sets {
+    for (name, set, bans) in &sets {
         let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
         datapath.put_rules(set, WATCHED)?;
+        if *bans > 0 {
+            let maps = datapath.rule_maps();
+            let mut maps = maps
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the rule maps' lock"))?;
+            let began = std::time::Instant::now();
+            let refused = maps
+                .ban_all(unhit_bans(*bans))
+                .map_err(|e| anyhow::anyhow!("putting the bans in force: {e}"))?;
+            let all = began.elapsed();
+            anyhow::ensure!(refused == 0, "{refused} bans refused");
+            // One more, as `xdpstat ban` or a trigger puts it, and out again.
+            let one = Ban::new(
+                IpNet::from(IpAddr::V4(benchmark_address(99_999))),
+                Action::Drop,
+                "hand",
+                "",
+                None,
+            );
+            let prefix = one.prefix;
+            let began = std::time::Instant::now();
+            maps.ban(one)
+                .map_err(|e| anyhow::anyhow!("one more ban: {e}"))?
+                .map_err(|e| anyhow::anyhow!("one more ban: {e}"))?;
+            let more = began.elapsed();
+            maps.unban(&prefix, "bench")
+                .map_err(|e| anyhow::anyhow!("unban: {e}"))?;
+            println!(
+                "   ({name}: all {bans} put in force in {:.1} ms; one more ban then takes {:.1} ms)",
+                all.as_secs_f64() * 1e3,
+                more.as_secs_f64() * 1e3
+            );
+        }
         programs.push(Program::Xdpstat(Box::new(datapath)));
     }
     let mut hot: Vec<Vec<f64>> = vec![Vec::new(); sets.len()];
@@ -325,9 +385,9 @@ pub fn rules_cost(
     Ok(sets
         .iter()
         .zip(hot.into_iter().zip(zipf))
-        .map(|((name, set), (hot, zipf))| RulesRow {
+        .map(|((name, set, bans), (hot, zipf))| RulesRow {
             name,
-            rules: set.prefixes().count(),
+            rules: set.prefixes().count() + *bans as usize,
             hot: median(hot),
             zipf: median(zipf),
         })
