@@ -320,7 +320,11 @@ pub fn rules_cost(
         ("10 L4 rules", ten_l4_rules(), 0),
         ("7 L4 rules, 7 steps, no match", l4_rules_walked_whole(), 0),
         ("10,000 bans", room_for_bans(RuleSet::default()), 10_000),
-        ("10 rules and 10,000 bans", room_for_bans(ten_rules()), 10_000),
+        (
+            "10 rules and 10,000 bans",
+            room_for_bans(ten_rules()),
+            10_000,
+        ),
         ("10,000 + 10,000 prefixes", twenty_thousand(), 0),
         ("a 1,000,000-prefix list", million_list(), 0),
     ];

@@ -19,6 +19,7 @@ use ratatui::{
 use xdpstat_common::kinds::slot;
 
 use crate::{
+    counts::report::BanRow,
     output::tui::kinds::{CHART_LINES, KindsPane, PORTS_SHOWN},
     output::tui::view::{HISTORY, Pane, Row, TopView},
     output::{human_count, si},
@@ -105,9 +106,11 @@ const COLUMNS: [Column; 8] = [
         title: "verdicts",
         width: 22,
         right: false,
-        cell: |row, _| match (&row.prefix_len, row.verdict.as_str()) {
-            (None, "") => "-".into(),
-            (_, verdict) => verdict.to_owned(),
+        cell: |row, _| match (&row.prefix_len, row.verdict.as_str(), row.banned) {
+            (None, "", false) => "-".into(),
+            (None, "", true) => "banned".into(),
+            (None, verdict, true) => format!("banned {verdict}"),
+            (_, verdict, _) => verdict.to_owned(),
         },
     },
     Column {
@@ -152,6 +155,8 @@ pub fn draw(frame: &mut Frame, view: &mut TopView, now: Instant) {
     draw_status(frame, view, status_area);
     if view.kinds {
         draw_kinds(frame, &view.pane().kinds, table_area);
+    } else if view.bans {
+        draw_bans(frame, &view.pane().bans, table_area);
     } else {
         draw_table(frame, view, table_area);
     }
@@ -375,6 +380,35 @@ fn draw_chart(frame: &mut Frame, kinds: &KindsPane, area: Rect) {
 
 /// The `t` view: the chart when there is room, each protocol's counts and
 /// rates, then the busiest ports of each side.
+/// The bans in force (`b`): what each bans, how, since and until when,
+/// and what it judged.
+fn draw_bans(frame: &mut Frame, bans: &[(String, BanRow)], area: Rect) {
+    let mut lines = vec![Line::styled(
+        format!(
+            "{:<10}{:<26}{:>9}  {:<16}{:<14}{:<21}reason",
+            "interface", "banned", "packets", "action", "origin", "until"
+        ),
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    if bans.is_empty() {
+        lines.push(Line::raw(
+            "no bans in force (xdpstat ban IFACE PREFIX, or a [[trigger]])",
+        ));
+    }
+    for (interface, ban) in bans {
+        lines.push(Line::raw(format!(
+            "{interface:<10}{:<26}{:>9}  {:<16}{:<14}{:<21}{}",
+            ban.prefix,
+            human_count(ban.packets),
+            ban.action,
+            ban.origin,
+            ban.until.as_deref().unwrap_or("unbanned"),
+            ban.reason
+        )));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
 fn draw_kinds(frame: &mut Frame, kinds: &KindsPane, area: Rect) {
     let chart = if area.height >= 2 * CHART_HEIGHT {
         CHART_HEIGHT
@@ -487,13 +521,14 @@ fn clock(uptime: Duration) -> String {
 }
 
 fn draw_help(frame: &mut Frame) {
-    const KEYS: [(&str, &str); 12] = [
+    const KEYS: [(&str, &str); 13] = [
         ("q, Esc, Ctrl-C", "quit (detach and restore the terminal)"),
         ("s", "sort by pkt/s, bit/s, packets, bytes, address in turn"),
         ("r", "reverse the sort"),
         ("p", "pause the display (counting goes on)"),
         ("g", "sources or network prefixes (--prefix-len)"),
         ("t", "traffic kinds: protocols, ports, and their chart"),
+        ("b", "the bans in force (a banned source says so)"),
         (
             "v",
             "only sources a rule dropped or limited (or would have)",
@@ -646,6 +681,66 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn a_banned_source_says_so_and_b_lists_the_bans() {
+        use crate::rules::{
+            Action,
+            ban::Ban,
+            in_force::{InForce, RuleHits},
+        };
+        let mut pane = Pane::new("eth0", "native XDP, bpf link", Some(65_536));
+        let before = Snapshot::empty();
+        let mut after = before.clone();
+        after.taken = before.taken + Duration::from_secs(1);
+        after.sources = [("198.18.7.1", 300), ("198.18.3.3", 42), ("198.18.9.9", 5)]
+            .iter()
+            .map(|&(a, packets)| {
+                let tally = Tally {
+                    counter: c(packets, packets * 64),
+                    protocols: SourceProtocols([0, packets, 0, 0]),
+                };
+                (a.parse().unwrap(), tally)
+            })
+            .collect::<SourceTable>();
+        let ban = |prefix: &str, origin: &str| {
+            let ban = Ban::new(prefix.parse().unwrap(), Action::Drop, origin, "flood", None);
+            RuleHits {
+                rule: InForce {
+                    prefix: Some(ban.prefix),
+                    matching: Default::default(),
+                    list: None,
+                    kernel: ban.kernel(),
+                    ban: Some(ban),
+                },
+                counter: c(250, 16_000),
+            }
+        };
+        after.verdicts.rules = vec![
+            ban("198.18.7.1/32", "hand"),
+            ban("198.18.9.0/24", "udp-flood"),
+        ];
+        pane.update(&before, &after);
+        let mut view = TopView::new(vec![pane], Instant::now());
+        let table = screen(&mut view, 100, 16);
+        let verdict_of = |address: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("{address} ")))
+                .unwrap_or_else(|| panic!("{address} in {table}"))
+                .contains("banned")
+        };
+        assert!(verdict_of("198.18.7.1"), "{table}");
+        assert!(verdict_of("198.18.9.9"), "inside a banned /24: {table}");
+        assert!(!verdict_of("198.18.3.3"), "{table}");
+        view.key(key(KeyCode::Char('b')));
+        let bans = screen(&mut view, 100, 16);
+        assert!(bans.contains("198.18.7.1/32"), "{bans}");
+        assert!(bans.contains("udp-flood"), "{bans}");
+        assert!(bans.contains("unbanned"), "no end: {bans}");
+        view.key(key(KeyCode::Char('b')));
+        assert!(screen(&mut view, 100, 16).contains("198.18.3.3"));
     }
 
     #[test]

@@ -11,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use ipnet::IpNet;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use xdpstat_common::Counter;
 
 use crate::{
-    counts::report::Rate,
+    counts::report::{BanRow, Rate, ban_rows},
     counts::snapshot::{ClassTotals, Snapshot},
     counts::sources::SourceProtocols,
     counts::verdicts::Verdicts,
@@ -47,6 +47,8 @@ pub struct Row {
     /// Its packets by protocol over the last interval, or over all its
     /// packets when it sent none in the interval (sources only).
     pub protocols: SourceProtocols,
+    /// A ban in force covers it (sources only).
+    pub banned: bool,
 }
 
 impl Row {
@@ -58,6 +60,7 @@ impl Row {
         self.estimated |= other.estimated;
         self.acted += other.acted;
         self.protocols.add(&other.protocols);
+        self.banned |= other.banned;
         if other.acted > 0 {
             self.verdict = if self.acted == other.acted {
                 other.verdict.clone()
@@ -107,6 +110,8 @@ pub struct Pane {
     history: HashMap<IpAddr, VecDeque<f64>>,
     /// Protocols, ports and the chart's history (`t`).
     pub kinds: KindsPane,
+    /// The bans in force (`b`), with the interface's name in "all".
+    pub bans: Vec<(String, BanRow)>,
 }
 
 impl Pane {
@@ -145,6 +150,12 @@ impl Pane {
         self.rows.clear();
         self.rows.reserve(current.sources.len());
         let mut history = HashMap::with_capacity(current.sources.len());
+        let bans = ban_rows(&current.verdicts.rules);
+        let banned = Banned::of(&bans);
+        self.bans = bans
+            .into_iter()
+            .map(|ban| (self.name.clone(), ban))
+            .collect();
         for (address, tally, earlier) in current.sources.tallies_since(&previous.sources) {
             let (counter, earlier_counter) = (tally.counter, earlier.counter);
             let rate = Rate::between(&counter, &earlier_counter, seconds);
@@ -182,6 +193,7 @@ impl Pane {
                 acted,
                 verdict,
                 protocols,
+                banned: banned.covers(&address),
             });
         }
         // Sources no longer listed take their history with them.
@@ -225,6 +237,7 @@ impl Pane {
                     acted: 0,
                     verdict: String::new(),
                     protocols: SourceProtocols::default(),
+                    banned: false,
                 }
             })
             .collect();
@@ -360,6 +373,8 @@ pub struct TopView {
     pub prefixes: bool,
     /// Traffic kinds instead of sources or prefixes (`t`).
     pub kinds: bool,
+    /// The bans in force instead of the table (`b`).
+    pub bans: bool,
     /// Only sources a rule dropped or limited (or would have).
     pub acted_only: bool,
     pub filter: Option<Filter>,
@@ -390,6 +405,7 @@ impl TopView {
             paused: false,
             prefixes: false,
             kinds: false,
+            bans: false,
             acted_only: false,
             filter: None,
             typing: None,
@@ -532,7 +548,14 @@ impl TopView {
                 self.kinds = false;
                 self.scroll = 0;
             }
-            KeyCode::Char('t') => self.kinds = !self.kinds,
+            KeyCode::Char('t') => {
+                self.kinds = !self.kinds;
+                self.bans = false;
+            }
+            KeyCode::Char('b') => {
+                self.bans = !self.bans;
+                self.kinds = false;
+            }
             KeyCode::Char('/') => self.typing = Some(String::new()),
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab => {
@@ -573,6 +596,35 @@ fn is_ctrl_c(key: &KeyEvent) -> bool {
     key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)
 }
 
+/// Which addresses the bans in force cover: each ban's prefix, looked up
+/// by the few prefix lengths there are (not ban by ban: there may be
+/// thousands, and a million rows).
+struct Banned {
+    prefixes: HashSet<IpNet>,
+    lengths: Vec<(bool, u8)>,
+}
+
+impl Banned {
+    fn of(bans: &[BanRow]) -> Self {
+        let prefixes: HashSet<IpNet> = bans.iter().filter_map(|b| b.prefix.parse().ok()).collect();
+        let mut lengths: Vec<(bool, u8)> = prefixes
+            .iter()
+            .map(|p| (p.addr().is_ipv6(), p.prefix_len()))
+            .collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        Self { prefixes, lengths }
+    }
+
+    fn covers(&self, address: &IpAddr) -> bool {
+        !self.prefixes.is_empty()
+            && self.lengths.iter().any(|&(v6, len)| {
+                v6 == address.is_ipv6()
+                    && IpNet::new(*address, len).is_ok_and(|p| self.prefixes.contains(&p.trunc()))
+            })
+    }
+}
+
 /// The "all" pane: every interface's sources merged by address.
 fn merged(panes: &[Pane]) -> Pane {
     let mut all = Pane::new("all", "", None);
@@ -609,6 +661,7 @@ fn merged(panes: &[Pane]) -> Pane {
                 .or_insert_with(|| row.clone());
         }
         all.kinds.absorb(&pane.kinds);
+        all.bans.extend(pane.bans.iter().cloned());
         all.header.exact_by_prefix.0 += header.exact_by_prefix.0;
         all.header.exact_by_prefix.1 += header.exact_by_prefix.1;
         for (address, recent) in &pane.history {
