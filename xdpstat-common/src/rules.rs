@@ -25,9 +25,13 @@
 
 use crate::Counter;
 
-/// Array of one `u64`: which slot is in force and which families have
-/// rules (see [`ruleset`]).
+/// Array of three `u64`: which slot is in force and which families have
+/// rules (see [`ruleset`]); then, for slot 0 and slot 1, how many rules
+/// (high half) and nodes (low half) it uses, so that a ban can be added
+/// to the slot in force in place (the datapath reads only the first).
 pub const RULESET_MAP: &str = "RULESET";
+/// Entries of [`RULESET_MAP`].
+pub const RULESET_ENTRIES: u32 = 3;
 /// LPM tries of chain heads (a `u32` node index), keyed by IPv4 prefix:
 /// slot 0 and slot 1.
 pub const RULES_V4_MAPS: [&str; 2] = ["RULES_V4_0", "RULES_V4_1"];

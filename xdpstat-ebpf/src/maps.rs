@@ -11,7 +11,10 @@ use aya_ebpf::{
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
-    rules::{BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, Rule, SourceRow},
+    rules::{
+        BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULESET_ENTRIES, Rule,
+        SourceRow,
+    },
     sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
     table_entries,
 };
@@ -83,7 +86,7 @@ pub static PORTS: Array<Counter> = Array::with_max_entries(SIDES * PORTS_PER_SID
 
 /// Which rule slot is in force, and which families have rules there.
 #[map(name = "RULESET")]
-pub static RULESET: Array<u64> = Array::with_max_entries(1, 0);
+pub static RULESET: Array<u64> = Array::with_max_entries(RULESET_ENTRIES, 0);
 /// The rules of slot 0 and slot 1, per family, by longest prefix.
 #[map(name = "RULES_V4_0")]
 pub static RULES_V4_0: LpmTrie<Ipv4Key, u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);

@@ -170,6 +170,11 @@ pub struct BanArgs {
     /// Why, for the reports and `xdpstat bans` (up to 80 bytes).
     #[arg(long, value_name = "TEXT", default_value = "")]
     pub reason: String,
+
+    /// The pin root of a `--persist`ed interface no xdpstat runs on (the
+    /// ban is then written into its pins).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +185,10 @@ pub struct UnbanArgs {
     /// The banned prefix, exactly as banned (an address is its /32 or /128).
     #[arg(value_name = "PREFIX")]
     pub prefix: String,
+
+    /// The pin root of a `--persist`ed interface no xdpstat runs on.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +201,10 @@ pub struct BansArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = StatusFormat::Plain)]
     pub format: StatusFormat,
+
+    /// The pin root of `--persist`ed interfaces no xdpstat runs on.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -58,9 +58,15 @@ fn prepare(cli: &mut Cli) -> Result<Option<Hangups>, XdpstatError> {
         Some(Command::Detach(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
         Some(Command::Doctor(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
         Some(Command::Status(args)) => (&[], Some(&mut args.pin_dir)),
-        Some(Command::Ban(args)) => (std::slice::from_ref(&args.interface), None),
-        Some(Command::Unban(args)) => (std::slice::from_ref(&args.interface), None),
-        Some(Command::Bans(args)) => (&args.interfaces, None),
+        Some(Command::Ban(args)) => (
+            std::slice::from_ref(&args.interface),
+            Some(&mut args.pin_dir),
+        ),
+        Some(Command::Unban(args)) => (
+            std::slice::from_ref(&args.interface),
+            Some(&mut args.pin_dir),
+        ),
+        Some(Command::Bans(args)) => (&args.interfaces, Some(&mut args.pin_dir)),
         Some(_) => (&[], None),
     };
     for name in names {

@@ -781,3 +781,92 @@ fn a_rules_file_with_a_bad_trigger_or_on_event_is_refused_on_one_line() {
         common::run_to_end(None, &[], &["rules", "check", file.to_str().unwrap()]);
     assert!(status.success(), "{stdout} {stderr}");
 }
+
+#[test]
+fn with_no_process_a_ban_goes_into_the_pins_and_acts_before_it_returns() {
+    let test = "with_no_process_a_ban_goes_into_the_pins_and_acts_before_it_returns";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", RULES);
+    let net = TestNet::new();
+    let root = PinRoot::new(test);
+    let arrived = Arrived::on(&net);
+    let rules = ["--rules", file.to_str().unwrap()];
+    stop(start_persisted(&net.watched, "xs0", &root, &rules));
+    let pins = ["--pin-dir", root.arg()];
+    let run = |args: &[&str]| run_in(&net.watched, &[args, &pins[..]].concat());
+    let (one, two, allowed, dropped, far) = (v4(7, 1), v4(7, 2), v4(1, 5), v4(9, 1), v4(20, 1));
+    let arrive = |source: &IpAddr, count: u64| {
+        eventually(&format!("{count} frames of {source} arriving"), || {
+            arrived.of(source) >= count
+        });
+        assert_eq!(arrived.of(source), count, "{source}");
+    };
+
+    let (code, stdout, stderr) = run(&["ban", "xs0", "198.18.7.1", "--reason", "offline"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("in its pins"), "{stdout}");
+    send(&net, &[one, two], 30);
+    arrive(&two, 30);
+    assert_eq!(arrived.of(&one), 0, "banned from the moment `ban` returned");
+    let (code, _, stderr) = run(&["ban", "xs0", "198.18.1.9"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("allow"), "{stderr}");
+
+    // A wider ban, for 2 s: it ends by itself, no process running.
+    let (code, _, stderr) = run(&["ban", "xs0", "198.18.7.0/24", "--for", "2s"]);
+    assert_eq!(code, 0, "{stderr}");
+    let ends = Instant::now() + Duration::from_secs(2);
+    send(&net, &[two], 20);
+    let (code, stdout, _) = run(&["bans", "xs0", "--format", "json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let bans = listed[0]["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    assert_eq!(bans[0]["prefix"], "198.18.7.1/32");
+    assert_eq!(bans[0]["reason"], "offline");
+    assert_eq!(bans[0]["packets"], 30);
+    while Instant::now() < ends + Duration::from_millis(50) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&net, &[two], 20);
+    arrive(&two, 50);
+
+    // A /16 around rules: the allow inside it still passes, the drop
+    // inside it still drops, and the rest is banned; then taken out.
+    let (code, _, stderr) = run(&["ban", "xs0", "198.18.0.0/16"]);
+    assert_eq!(code, 0, "{stderr}");
+    send(&net, &[allowed, dropped, far], 10);
+    arrive(&allowed, 10);
+    for (code_args, source) in [
+        (["unban", "xs0", "198.18.0.0/16"], far),
+        (["unban", "xs0", "198.18.7.1"], one),
+    ] {
+        let (code, stdout, stderr) = run(&code_args);
+        assert_eq!(code, 0, "{stdout} {stderr}");
+        send(&net, &[source], 10);
+        arrive(&source, 10);
+    }
+    assert_eq!(arrived.of(&dropped), 0, "the drop rule inside the /16");
+    let (code, stdout, _) = run(&["bans", "xs0", "--format", "json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(listed[0]["bans"].as_array().unwrap().is_empty(), "{listed}");
+
+    // The next xdpstat counts on from the pins: every frame under one
+    // verdict.
+    let mut next = start_persisted(&net.watched, "xs0", &root, &rules);
+    let report = next.report_where(|r| pair(&r["totals"]["ipv4"]).0 >= 60 + 40 + 10 + 10 + 10 + 10);
+    assert_eq!(verdict(&report, &one, "dropped"), 30);
+    assert_eq!(verdict(&report, &one, "passed"), 10);
+    assert_eq!(verdict(&report, &two, "dropped"), 20);
+    assert_eq!(verdict(&report, &two, "passed"), 50);
+    assert_eq!(verdict(&report, &allowed, "passed"), 10);
+    assert_eq!(verdict(&report, &dropped, "dropped"), 10);
+    assert_eq!(verdict(&report, &far, "dropped"), 10);
+    assert_eq!(verdict(&report, &far, "passed"), 10);
+    assert!(report["bans"].as_array().unwrap().is_empty());
+    stop(next);
+}

@@ -15,7 +15,7 @@ use xdpstat_common::{
     rules::{
         BANS_MAP, BanRecord, CHAINS_MAP, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node,
         ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS,
-        RULES_V6_MAPS, RULESET_MAP, Rule, SourceRow,
+        RULES_V6_MAPS, RULESET_ENTRIES, RULESET_MAP, Rule, SourceRow,
     },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
@@ -135,7 +135,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 25] {
         layout(MIXED_V6_MAP, Mmapable, mixed, entries, SourcesV6),
         layout(ROWS_V4_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(ROWS_V6_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
-        layout(RULESET_MAP, Array, 8, 1, Rules),
+        layout(RULESET_MAP, Array, 8, RULESET_ENTRIES, Rules),
         layout(RULES_V4_MAPS[0], Trie, head, MAX_PREFIXES, Rules),
         layout(RULES_V4_MAPS[1], Trie, head, MAX_PREFIXES, Rules),
         layout(RULES_V6_MAPS[0], Trie, head, MAX_PREFIXES, Rules),

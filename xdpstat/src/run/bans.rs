@@ -1,16 +1,25 @@
 //! `xdpstat ban`, `unban` and `bans`: ask the xdpstat that counts on an
 //! interface (see [`control`]) to put a ban in force, take one out, or
-//! list them, and print what it answers.
+//! list them, and print what it answers; with none running, change a
+//! `--persist`ed interface's pins in place (`kernel::rulemaps`).
 
-use std::{io::Write, net::IpAddr, time::Duration};
+use std::{io::Write, net::IpAddr, path::Path, time::Duration};
 
 use ipnet::IpNet;
 
 use crate::{
     cli::{BanArgs, BansArgs, StatusFormat, UnbanArgs},
-    counts::report::BanRow,
-    error::XdpstatError,
-    kernel::privilege,
+    counts::report::{BanRow, ban_rows},
+    error::{XdpstatError, one_line},
+    kernel::{
+        pins::{self, Found, PinDir},
+        privilege::{self, Needs, check_capabilities},
+        rulemaps::RuleMaps,
+    },
+    rules::{
+        Action,
+        ban::{Added, Ban},
+    },
     run::control::{self, Answer, AskError, Request},
 };
 
@@ -65,17 +74,127 @@ fn target(interface: &str) -> Result<u32, XdpstatError> {
     })
 }
 
-/// Sends `request` to the xdpstat on `interface`.
-fn ask(interface: &str, request: &Request) -> Result<Answer, XdpstatError> {
+/// Sends `request` to the xdpstat on `interface`; with none running,
+/// acts on the interface's pins under `root`, if it has any.
+fn ask(interface: &str, request: &Request, root: &Path) -> Result<Answer, XdpstatError> {
     let ifindex = target(interface)?;
-    control::ask(ifindex, request).map_err(|e| match e {
-        AskError::NoOne => XdpstatError::Usage(format!(
-            "{interface}: no xdpstat is counting on it here (start `xdpstat {interface}`; bans act through the xdpstat that counts)"
-        )),
-        AskError::Io(e) => XdpstatError::Usage(format!(
+    match control::ask(ifindex, request) {
+        Ok(answer) => Ok(answer),
+        Err(AskError::NoOne) => match pinned(interface, ifindex, root)? {
+            Some((_dir, mut maps)) => Ok(act_on_pins(&mut maps, interface, request)),
+            None => Err(XdpstatError::Usage(format!(
+                "{interface}: no xdpstat is counting on it here, running or persisted under {} (start `xdpstat {interface}`)",
+                root.display()
+            ))),
+        },
+        Err(AskError::Io(e)) => Err(XdpstatError::Usage(format!(
             "{interface}: the xdpstat counting on it did not answer: {e}"
+        ))),
+    }
+}
+
+/// The rule maps of `interface`'s pins under `root`, locked, when it is
+/// persisted and no xdpstat runs on it; `None` when it has no pins.
+fn pinned(
+    interface: &str,
+    ifindex: u32,
+    root: &Path,
+) -> Result<Option<(PinDir, RuleMaps)>, XdpstatError> {
+    let netns = pins::netns_inode().map_err(|e| XdpstatError::Pins {
+        dir: root.to_owned(),
+        source: format!("reading the network namespace: {e}").into(),
+    })?;
+    let Some((pinned_as, path)) = pins::find(root, netns, interface)? else {
+        return Ok(None);
+    };
+    check_capabilities(Needs::Attach)?;
+    let dir = PinDir::lock_existing(root, &path, &pinned_as).map_err(|e| match e {
+        XdpstatError::AlreadyRead { pid, .. } => XdpstatError::Usage(format!(
+            "{interface}: the xdpstat reading it{} did not answer on its socket; try again",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
         )),
-    })
+        other => other,
+    })?;
+    let meta = match dir.inspect(interface, ifindex)? {
+        Found::Resumable(meta) => meta,
+        Found::Nothing => return Ok(None),
+        Found::Incomplete | Found::Stale(_) => {
+            return Err(XdpstatError::Usage(format!(
+                "{interface}: its pins in {} are not counting (`xdpstat status` says why)",
+                path.display()
+            )));
+        }
+    };
+    let maps = RuleMaps::from_pins(dir.path(), meta.table_entries as usize).map_err(|source| {
+        XdpstatError::Pins {
+            dir: path.clone(),
+            source,
+        }
+    })?;
+    Ok(Some((dir, maps)))
+}
+
+/// Does what `request` asks of a persisted interface's pinned maps.
+fn act_on_pins(maps: &mut RuleMaps, interface: &str, request: &Request) -> Answer {
+    let done = match request {
+        Request::Ban {
+            prefix,
+            seconds,
+            limit_pps,
+            reason,
+        } => {
+            let action = match limit_pps {
+                Some(pps) => Action::Limit {
+                    pps: *pps,
+                    burst: *pps,
+                    bps: 0,
+                },
+                None => Action::Drop,
+            };
+            let ban = Ban::new(
+                *prefix,
+                action,
+                "hand",
+                reason,
+                seconds.map(Duration::from_secs_f64),
+            );
+            let described = format!("{} {}", ban.describe(), ban.prefix);
+            match maps.ban_in_place(ban) {
+                Ok(Ok(Added::New)) => Ok(format!(
+                    "{interface}: banned: {described} (in its pins: no xdpstat runs on it)"
+                )),
+                Ok(Ok(Added::Replaced)) => Ok(format!(
+                    "{interface}: banned: {described} (in place of its earlier ban; in its pins: no xdpstat runs on it)"
+                )),
+                Ok(Err(refusal)) => Err(format!("{interface}: ban refused: {refusal}")),
+                Err(e) => Err(format!(
+                    "{interface}: the ban could not be put in force: {}",
+                    one_line(e.as_ref())
+                )),
+            }
+        }
+        Request::Unban { prefix } => match maps.unban_in_place(prefix, "hand") {
+            Ok(Some(_)) => Ok(format!(
+                "{interface}: unbanned {} (in its pins: no xdpstat runs on it)",
+                prefix.trunc()
+            )),
+            Ok(None) => Err(format!(
+                "{interface}: no ban of {} is in force",
+                prefix.trunc()
+            )),
+            Err(e) => Err(format!(
+                "{interface}: the ban could not be taken out: {}",
+                one_line(e.as_ref())
+            )),
+        },
+        Request::Bans => Ok(String::new()),
+    };
+    let bans = maps.hits().map(|hits| ban_rows(&hits)).unwrap_or_default();
+    let (ok, message) = match done {
+        Ok(message) => (true, message),
+        Err(message) => (false, message),
+    };
+    Answer { ok, message, bans }
 }
 
 /// An answer's sentence on `out`, or its error.
@@ -95,12 +214,15 @@ pub fn ban(args: &BanArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
         limit_pps: args.limit,
         reason: args.reason.clone(),
     };
-    said(ask(&args.interface, &request)?, out)
+    said(ask(&args.interface, &request, &args.pin_dir)?, out)
 }
 
 pub fn unban(args: &UnbanArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
     let prefix = parse_prefix(&args.prefix)?;
-    said(ask(&args.interface, &Request::Unban { prefix })?, out)
+    said(
+        ask(&args.interface, &Request::Unban { prefix }, &args.pin_dir)?,
+        out,
+    )
 }
 
 /// `xdpstat bans`: every named interface's bans (none named: every
@@ -115,7 +237,13 @@ pub fn list(args: &BansArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
             target(&name)?;
             match control::ask(interface.index(), &Request::Bans) {
                 Ok(answer) => all.push((name, answer.bans)),
-                Err(AskError::NoOne) => {}
+                Err(AskError::NoOne) => {
+                    if let Some((_dir, mut maps)) = pinned(&name, interface.index(), &args.pin_dir)?
+                    {
+                        let answer = act_on_pins(&mut maps, &name, &Request::Bans);
+                        all.push((name, answer.bans));
+                    }
+                }
                 Err(AskError::Io(e)) => {
                     return Err(XdpstatError::Usage(format!(
                         "{name}: the xdpstat counting on it did not answer: {e}"
@@ -125,7 +253,7 @@ pub fn list(args: &BansArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
         }
     } else {
         for interface in &args.interfaces {
-            let answer = ask(interface, &Request::Bans)?;
+            let answer = ask(interface, &Request::Bans, &args.pin_dir)?;
             all.push((interface.clone(), answer.bans));
         }
     }

@@ -39,6 +39,8 @@ use xdpstat_common::{
     },
 };
 
+mod in_place;
+
 use crate::{
     error::{Cause, one_line},
     kernel::{
@@ -136,13 +138,15 @@ fn insert<K: Pod>(
         .map_err(|e| failed("writing a rule", one_line(&e)))
 }
 
-fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, Cause>
+/// A map of the type `T` names, from `fetch`.
+fn take<T>(
+    fetch: &mut dyn FnMut(&'static str) -> Result<Map, Cause>,
+    name: &'static str,
+) -> Result<T, Cause>
 where
     T: TryFrom<Map, Error = MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| failed(name, "not in the object file"))?;
+    let map = fetch(name)?;
     T::try_from(map).map_err(|e| failed(name, one_line(&e)))
 }
 
@@ -157,15 +161,74 @@ impl RuleMaps {
         entries: usize,
         picked_up: bool,
     ) -> Result<Self, Cause> {
+        let mut fetch = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| failed(name, "not in the object file"))
+        };
+        Self::with_maps(&mut fetch, tables, entries, picked_up)
+    }
+
+    /// The rule maps of a persisted datapath no xdpstat runs, from its
+    /// pins in `dir` (locked by the caller), with its source tables of
+    /// `entries` entries: for changing its bans in place.
+    pub fn from_pins(dir: &std::path::Path, entries: usize) -> Result<Self, Cause> {
+        let mut fetch = |name: &'static str| {
+            let data = MapData::from_pin(dir.join(name)).map_err(|e| failed(name, one_line(&e)))?;
+            Map::from_map_data(data).map_err(|e| failed(name, one_line(&e)))
+        };
+        let table =
+            |name: &'static str| bpf_sys::open_pinned(&dir.join(name)).map_err(|e| failed(name, e));
+        let tables = [
+            table(xdpstat_common::SOURCES_V4_MAP)?,
+            table(xdpstat_common::SOURCES_V6_MAP)?,
+        ];
+        let mut maps = Self::with_maps(&mut fetch, tables, entries, false)?;
+        // Its slots' counts are what the datapath has: carried over by
+        // the next xdpstat, not here.
+        let slot = maps.slot()?;
+        maps.in_force = maps.read_slot(slot)?;
+        maps.pick_up_bans()?;
+        // The bans as their records say them (the chains know only their
+        // prefixes); a ban step with no record was taken out, or ended.
+        for rule in &mut maps.in_force {
+            if let Some(read) = &rule.ban {
+                rule.ban = maps
+                    .bans
+                    .list
+                    .iter()
+                    .find(|b| b.prefix == read.prefix)
+                    .cloned()
+                    .or_else(|| {
+                        let mut gone = read.clone();
+                        gone.until_ns = 1;
+                        Some(gone)
+                    });
+            }
+        }
+        Ok(maps)
+    }
+
+    fn with_maps(
+        fetch: &mut dyn FnMut(&'static str) -> Result<Map, Cause>,
+        tables: [OwnedFd; 2],
+        entries: usize,
+        picked_up: bool,
+    ) -> Result<Self, Cause> {
         let mut maps = Self {
-            ruleset: take(ebpf, RULESET_MAP)?,
-            v4: [take(ebpf, RULES_V4_MAPS[0])?, take(ebpf, RULES_V4_MAPS[1])?],
-            v6: [take(ebpf, RULES_V6_MAPS[0])?, take(ebpf, RULES_V6_MAPS[1])?],
-            hits: take(ebpf, RULE_HITS_MAP)?,
-            buckets: take(ebpf, RULE_BUCKETS_MAP)?,
-            by_index: take(ebpf, RULES_MAP)?,
-            chains: take(ebpf, CHAINS_MAP)?,
-            records: take(ebpf, BANS_MAP)?,
+            ruleset: take(fetch, RULESET_MAP)?,
+            v4: [
+                take(fetch, RULES_V4_MAPS[0])?,
+                take(fetch, RULES_V4_MAPS[1])?,
+            ],
+            v6: [
+                take(fetch, RULES_V6_MAPS[0])?,
+                take(fetch, RULES_V6_MAPS[1])?,
+            ],
+            hits: take(fetch, RULE_HITS_MAP)?,
+            buckets: take(fetch, RULE_BUCKETS_MAP)?,
+            by_index: take(fetch, RULES_MAP)?,
+            chains: take(fetch, CHAINS_MAP)?,
+            records: take(fetch, BANS_MAP)?,
             file: RuleSet::default(),
             bans: Bans::default(),
             recorded: 0,
@@ -597,7 +660,7 @@ impl RuleMaps {
             }
         }
         self.dirty[s] = 0;
-        Ok(())
+        self.set_in_use(slot, 0, 0)
     }
 
     /// Puts `set` in force in place of the rules in force, with the bans
@@ -648,18 +711,7 @@ impl RuleMaps {
         let previous = self.word()?;
         let old = (previous & ruleset::SLOT) as u32;
         let new = 1 - old;
-        // A new generation, never 0; entries remember rules by generation,
-        // so before one comes round again, every entry forgets.
-        let generation = (previous & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT;
-        let generation = if generation >= 0xffff {
-            for (table, v6) in self.tables.iter().zip([false, true]) {
-                forget_remembered_rules(table.as_fd(), self.entries, v6)
-                    .map_err(|e| failed("making the entries forget their rules", e))?;
-            }
-            1
-        } else {
-            generation + 1
-        };
+        let generation = self.next_generation(previous)?;
         let mut word = u64::from(new) | generation << ruleset::GENERATION_SHIFT;
         let chains = chain::build(set, bans).map_err(|e| failed("the rules", e.message))?;
         // By index: the rules, then the lists.
@@ -729,6 +781,7 @@ impl RuleMaps {
             };
         }
         self.dirty[new as usize] = in_force.len() as u32;
+        self.set_in_use(new, in_force.len() as u32, chains.nodes.len() as u32)?;
         self.ruleset
             .set(0, word, 0)
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
@@ -742,6 +795,21 @@ impl RuleMaps {
             eprintln!("xdpstat: rules in force; cleaning up the previous rules: {e}");
         }
         Ok(())
+    }
+
+    /// The generation after the one in `word`: never 0; entries remember
+    /// rules by generation, so before one comes round again, every entry
+    /// forgets.
+    fn next_generation(&self, word: u64) -> Result<u64, Cause> {
+        let generation = (word & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT;
+        if generation < 0xffff {
+            return Ok(generation + 1);
+        }
+        for (table, v6) in self.tables.iter().zip([false, true]) {
+            forget_remembered_rules(table.as_fd(), self.entries, v6)
+                .map_err(|e| failed("making the entries forget their rules", e))?;
+        }
+        Ok(1)
     }
 
     /// Writes the bans in force into the pinned map, and frees the
