@@ -9,16 +9,12 @@ use ipnet::IpNet;
 
 use crate::{
     cli::{BanArgs, BansArgs, StatusFormat, UnbanArgs},
-    counts::report::{BanRow, ban_rows},
-    error::{XdpstatError, one_line},
+    counts::report::BanRow,
+    error::XdpstatError,
     kernel::{
         pins::{self, Found, PinDir},
         privilege::{self, Needs, check_capabilities},
         rulemaps::RuleMaps,
-    },
-    rules::{
-        Action,
-        ban::{Added, Ban},
     },
     run::control::{self, Answer, AskError, Request},
 };
@@ -81,7 +77,7 @@ fn ask(interface: &str, request: &Request, root: &Path) -> Result<Answer, Xdpsta
     match control::ask(ifindex, request) {
         Ok(answer) => Ok(answer),
         Err(AskError::NoOne) => match pinned(interface, ifindex, root)? {
-            Some((_dir, mut maps)) => Ok(act_on_pins(&mut maps, interface, request)),
+            Some((_dir, mut maps)) => Ok(control::act(request, &mut maps, interface, true)),
             None => Err(XdpstatError::Usage(format!(
                 "{interface}: no xdpstat is counting on it here, running or persisted under {} (start `xdpstat {interface}`)",
                 root.display()
@@ -134,69 +130,6 @@ fn pinned(
     Ok(Some((dir, maps)))
 }
 
-/// Does what `request` asks of a persisted interface's pinned maps.
-fn act_on_pins(maps: &mut RuleMaps, interface: &str, request: &Request) -> Answer {
-    let done = match request {
-        Request::Ban {
-            prefix,
-            seconds,
-            limit_pps,
-            reason,
-        } => {
-            let action = match limit_pps {
-                Some(pps) => Action::Limit {
-                    pps: *pps,
-                    burst: *pps,
-                    bps: 0,
-                },
-                None => Action::Drop,
-            };
-            let ban = Ban::new(
-                *prefix,
-                action,
-                "hand",
-                reason,
-                seconds.map(Duration::from_secs_f64),
-            );
-            let described = format!("{} {}", ban.describe(), ban.prefix);
-            match maps.ban_in_place(ban) {
-                Ok(Ok(Added::New)) => Ok(format!(
-                    "{interface}: banned: {described} (in its pins: no xdpstat runs on it)"
-                )),
-                Ok(Ok(Added::Replaced)) => Ok(format!(
-                    "{interface}: banned: {described} (in place of its earlier ban; in its pins: no xdpstat runs on it)"
-                )),
-                Ok(Err(refusal)) => Err(format!("{interface}: ban refused: {refusal}")),
-                Err(e) => Err(format!(
-                    "{interface}: the ban could not be put in force: {}",
-                    one_line(e.as_ref())
-                )),
-            }
-        }
-        Request::Unban { prefix } => match maps.unban_in_place(prefix, "hand") {
-            Ok(Some(_)) => Ok(format!(
-                "{interface}: unbanned {} (in its pins: no xdpstat runs on it)",
-                prefix.trunc()
-            )),
-            Ok(None) => Err(format!(
-                "{interface}: no ban of {} is in force",
-                prefix.trunc()
-            )),
-            Err(e) => Err(format!(
-                "{interface}: the ban could not be taken out: {}",
-                one_line(e.as_ref())
-            )),
-        },
-        Request::Bans => Ok(String::new()),
-    };
-    let bans = maps.hits().map(|hits| ban_rows(&hits)).unwrap_or_default();
-    let (ok, message) = match done {
-        Ok(message) => (true, message),
-        Err(message) => (false, message),
-    };
-    Answer { ok, message, bans }
-}
-
 /// An answer's sentence on `out`, or its error.
 fn said(answer: Answer, out: &mut dyn Write) -> Result<(), XdpstatError> {
     if !answer.ok {
@@ -240,7 +173,7 @@ pub fn list(args: &BansArgs, out: &mut dyn Write) -> Result<(), XdpstatError> {
                 Err(AskError::NoOne) => {
                     if let Some((_dir, mut maps)) = pinned(&name, interface.index(), &args.pin_dir)?
                     {
-                        let answer = act_on_pins(&mut maps, &name, &Request::Bans);
+                        let answer = control::act(&Request::Bans, &mut maps, &name, true);
                         all.push((name, answer.bans));
                     }
                 }

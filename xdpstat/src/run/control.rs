@@ -116,7 +116,12 @@ fn answer(stream: UnixStream, maps: &Mutex<RuleMaps>, interface: &str) {
                 .map_err(|e| e.to_string())
                 .and_then(|_| serde_json::from_str::<Request>(&line).map_err(|e| e.to_string()))
             {
-                Ok(request) => act(request, maps, interface),
+                Ok(request) => act(
+                    &request,
+                    &mut maps.lock().unwrap_or_else(PoisonError::into_inner),
+                    interface,
+                    false,
+                ),
                 Err(e) => Answer {
                     message: format!("a request xdpstat does not understand: {e}"),
                     ..Answer::default()
@@ -164,9 +169,14 @@ fn peer_may_ban(stream: &UnixStream) -> Result<(), String> {
     Ok(())
 }
 
-/// Does what `request` asks of `maps`.
-fn act(request: Request, maps: &Mutex<RuleMaps>, interface: &str) -> Answer {
-    let mut maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
+/// Does what `request` asks of `maps`: a running xdpstat's, or (`in_pins`)
+/// those of a persisted interface no xdpstat runs on, changed in place.
+pub fn act(request: &Request, maps: &mut RuleMaps, interface: &str, in_pins: bool) -> Answer {
+    let note = if in_pins {
+        " (in its pins: no xdpstat runs on it)"
+    } else {
+        ""
+    };
     let result = match request {
         Request::Ban {
             prefix,
@@ -174,7 +184,7 @@ fn act(request: Request, maps: &Mutex<RuleMaps>, interface: &str) -> Answer {
             limit_pps,
             reason,
         } => {
-            let action = match limit_pps {
+            let action = match *limit_pps {
                 Some(pps) => Action::Limit {
                     pps,
                     burst: pps,
@@ -183,12 +193,17 @@ fn act(request: Request, maps: &Mutex<RuleMaps>, interface: &str) -> Answer {
                 None => Action::Drop,
             };
             let length = seconds.map(Duration::from_secs_f64);
-            let ban = Ban::new(prefix, action, "hand", &reason, length);
+            let ban = Ban::new(*prefix, action, "hand", reason, length);
             let described = format!("{} {}", ban.describe(), ban.prefix);
-            match maps.ban(ban) {
-                Ok(Ok(Added::New)) => Ok(format!("{interface}: banned: {described}")),
+            let banned = if in_pins {
+                maps.ban_in_place(ban)
+            } else {
+                maps.ban(ban)
+            };
+            match banned {
+                Ok(Ok(Added::New)) => Ok(format!("{interface}: banned: {described}{note}")),
                 Ok(Ok(Added::Replaced)) => Ok(format!(
-                    "{interface}: banned: {described} (in place of its earlier ban)"
+                    "{interface}: banned: {described} (in place of its earlier ban){note}"
                 )),
                 Ok(Err(refusal)) => Err(format!("{interface}: ban refused: {refusal}")),
                 Err(e) => Err(format!(
@@ -197,32 +212,32 @@ fn act(request: Request, maps: &Mutex<RuleMaps>, interface: &str) -> Answer {
                 )),
             }
         }
-        Request::Unban { prefix } => match maps.unban(&prefix, "hand") {
-            Ok(Some(_)) => Ok(format!("{interface}: unbanned {}", prefix.trunc())),
-            Ok(None) => Err(format!(
-                "{interface}: no ban of {} is in force",
-                prefix.trunc()
-            )),
-            Err(e) => Err(format!(
-                "{interface}: the ban could not be taken out: {}",
-                one_line(e.as_ref())
-            )),
-        },
+        Request::Unban { prefix } => {
+            let unbanned = if in_pins {
+                maps.unban_in_place(prefix, "hand")
+            } else {
+                maps.unban(prefix, "hand")
+            };
+            match unbanned {
+                Ok(Some(_)) => Ok(format!("{interface}: unbanned {}{note}", prefix.trunc())),
+                Ok(None) => Err(format!(
+                    "{interface}: no ban of {} is in force",
+                    prefix.trunc()
+                )),
+                Err(e) => Err(format!(
+                    "{interface}: the ban could not be taken out: {}",
+                    one_line(e.as_ref())
+                )),
+            }
+        }
         Request::Bans => Ok(String::new()),
     };
     let bans = maps.hits().map(|hits| ban_rows(&hits)).unwrap_or_default();
-    match result {
-        Ok(message) => Answer {
-            ok: true,
-            message,
-            bans,
-        },
-        Err(message) => Answer {
-            ok: false,
-            message,
-            bans,
-        },
-    }
+    let (ok, message) = match result {
+        Ok(message) => (true, message),
+        Err(message) => (false, message),
+    };
+    Answer { ok, message, bans }
 }
 
 /// Why asking the xdpstat on an interface failed.
