@@ -190,3 +190,88 @@ fn a_replayed_limit_keeps_time_by_the_capture_not_the_clock() {
         );
     }
 }
+
+#[test]
+fn a_trigger_in_a_replay_bans_and_unbans_at_the_capture_s_times() {
+    let test = "a_trigger_in_a_replay_bans_and_unbans_at_the_capture_s_times";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let rules = scratch.write(
+        "rules.toml",
+        r#"mode = "enforce"
+[[trigger]]
+name = "flood"
+pps = 500
+ban_for = "2s"
+action = "drop"
+"#,
+    );
+    // 198.18.3.3 floods at 1,000 frames a second for 3 s from `start`,
+    // then sends 10 more at 6 s; 198.18.4.4 sends 5 a second for 10 s.
+    let start = 1_796_000_000_000_000_000u64;
+    let second = 1_000_000_000u64;
+    let (flood, calm) = (Ipv4Addr::new(198, 18, 3, 3), Ipv4Addr::new(198, 18, 4, 4));
+    let mut frames: Vec<(u64, Ipv4Addr)> = (0..3000)
+        .map(|i| (start + i * 1_000_000, flood))
+        .chain((0..10).map(|i| (start + 6 * second + i * 1_000_000, flood)))
+        .chain((0..50).map(|i| (start + i * 200_000_000 + 100_000, calm)))
+        .collect();
+    frames.sort();
+    let header = PcapHeader {
+        version_major: 2,
+        version_minor: 4,
+        ts_correction: 0,
+        ts_accuracy: 0,
+        snaplen: 65_535,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        endianness: Endianness::Little,
+    };
+    let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for &(time, source) in &frames {
+        let frame = ipv4_frame(source, &[], 40);
+        writer
+            .write_packet(&PcapPacket::new(
+                Duration::from_nanos(time),
+                frame.len() as u32,
+                &frame,
+            ))
+            .unwrap();
+    }
+    let capture = scratch.path("flood.pcap");
+    std::fs::write(&capture, writer.into_writer()).unwrap();
+    let report = replay_json(&rules, &capture);
+    // Judged at 1 s (1,000 frames in the second before: over), banned
+    // from then until 2 s after the flood was last over: its frames from
+    // 1 s to 3 s are dropped, the ones at 6 s pass.
+    assert_eq!(source_verdict(&report, "198.18.3.3", "dropped"), 2000);
+    assert_eq!(source_verdict(&report, "198.18.3.3", "passed"), 1010);
+    assert_eq!(source_verdict(&report, "198.18.4.4", "passed"), 50);
+    let events: Vec<(String, String, String)> = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["prefix"].as_str().unwrap().to_owned(),
+                e["time"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at = |s: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_nanos(start + s * second),
+        )
+        .to_string()
+    };
+    let kinds: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["ban", "extend", "extend", "expire"], "{events:?}");
+    assert!(events.iter().all(|(_, p, _)| p == "198.18.3.3/32"));
+    // Begun at 1 s, last over at 3 s, ended at 5 s, in capture time.
+    assert_eq!(events[0].2, at(1));
+    assert_eq!(events[3].2, at(5));
+    assert!(report["bans"].as_array().unwrap().is_empty());
+}

@@ -146,13 +146,16 @@ pub fn replay_file(
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
     let datapath = Datapath::load_with(Load {
         prefix_len: lens,
-        rule_rows: !rules.is_empty(),
+        rule_rows: !rules.is_empty() || !rules.triggers.is_empty(),
         ..Load::new(max_sources)
     })?;
     datapath.put_rules(rules, &path.display().to_string())?;
     // A rate limit keeps time by the frames' timestamps, in capture order:
-    // then one worker runs every frame, each with its time.
-    let timed = rules.has_limits();
+    // then one worker runs every frame, each with its time. So do
+    // triggers, judged each second of the capture.
+    let triggers = (!rules.triggers.is_empty()).then(|| Mutex::new(Triggers::default()));
+    let timed = rules.has_limits() || triggers.is_some();
+    let name = path.display().to_string();
     let mut replayed = Replayed::default();
     let started = Instant::now();
     let size = input.size();
@@ -171,7 +174,11 @@ pub fn replay_file(
     let incoming = Mutex::new(incoming);
     let ((stats, outcome), run_error) = std::thread::scope(|scope| {
         let runners: Vec<_> = (0..workers)
-            .map(|_| scope.spawn(|| run_batches(&datapath, &incoming, timed, stop)))
+            .map(|_| {
+                scope.spawn(|| {
+                    run_batches(&datapath, &incoming, timed, triggers.as_ref(), &name, stop)
+                })
+            })
             .collect();
         let mut batch = Batch::default();
         let mut sending = true;
@@ -216,7 +223,23 @@ pub fn replay_file(
     if let Some(error) = run_error {
         return Err(failed(format!("BPF_PROG_TEST_RUN failed: {error}").into()));
     }
-    let snapshot = datapath.snapshot(&path.display().to_string())?;
+    let snapshot = match triggers {
+        None => datapath.snapshot(&name)?,
+        Some(triggers) => {
+            let mut triggers = triggers
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The end: the last frame's time (bans ended by then go).
+            if let Some(last) = replayed.last {
+                let last = u64::try_from(last.as_nanos()).unwrap_or(u64::MAX);
+                set_capture_time(&datapath, last);
+            }
+            let mut snapshot = datapath.snapshot(&name)?;
+            triggers.events.append(&mut snapshot.verdicts.events);
+            snapshot.verdicts.events = triggers.events;
+            snapshot
+        }
+    };
     match outcome {
         Ok(()) | Err(CaptureError::Stopped { .. }) => Ok((snapshot, replayed, None)),
         // Nothing could be read at all: say so as an error.
@@ -264,12 +287,80 @@ impl Batch {
     }
 }
 
+/// A replay's triggers: judged at each second of the capture, from the
+/// first frame on, over what the frames before that second sent; the
+/// events, in order, for the report.
+#[derive(Default)]
+struct Triggers {
+    /// The next second to judge at, in capture nanoseconds; 0: not begun.
+    next_ns: u64,
+    previous: Option<Snapshot>,
+    base: Option<Instant>,
+    first_ns: u64,
+    events: Vec<crate::rules::ban::Event>,
+}
+
+/// How often a replay judges its triggers, in capture time.
+const TRIGGER_TICK_NS: u64 = 1_000_000_000;
+
+impl Triggers {
+    /// Before the frame at `time_ns`: judges every tick that came.
+    fn before(&mut self, datapath: &Datapath, name: &str, time_ns: u64) -> Result<(), String> {
+        let base = *self.base.get_or_insert_with(Instant::now);
+        if self.next_ns == 0 {
+            self.first_ns = time_ns;
+            self.next_ns = time_ns.saturating_add(TRIGGER_TICK_NS);
+            let mut start = Snapshot::empty();
+            start.taken = base;
+            self.previous = Some(start);
+            return Ok(());
+        }
+        if time_ns < self.next_ns {
+            return Ok(());
+        }
+        let at = self.next_ns;
+        set_capture_time(datapath, at);
+        let mut current = datapath.snapshot(name).map_err(|e| one_line(&e))?;
+        current.wall = UNIX_EPOCH + Duration::from_nanos(at);
+        current.taken = base + Duration::from_nanos(at - self.first_ns);
+        self.events.append(&mut current.verdicts.events);
+        let previous = self.previous.take().unwrap_or_else(Snapshot::empty);
+        {
+            let maps = datapath.rule_maps();
+            let mut maps = maps.lock().unwrap_or_else(PoisonError::into_inner);
+            maps.judge_triggers(&previous, &current)
+                .map_err(|e| one_line(e.as_ref()))?;
+            self.events.append(&mut maps.take_events());
+        }
+        self.previous = Some(current);
+        // A gap in the capture is one long interval, not many empty ones.
+        while self.next_ns <= time_ns {
+            self.next_ns = self.next_ns.saturating_add(TRIGGER_TICK_NS);
+        }
+        Ok(())
+    }
+}
+
+/// Tells the rule maps the capture's time, `ns` since the epoch.
+fn set_capture_time(datapath: &Datapath, ns: u64) {
+    datapath
+        .rule_maps()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .set_capture_time(crate::rules::ban::Moment {
+            wall: UNIX_EPOCH + Duration::from_nanos(ns),
+            datapath_ns: ns,
+        });
+}
+
 /// One worker: runs batches until the channel closes; the first failed
 /// test run ends it (and, once all have ended, the reader's sends fail).
 fn run_batches(
     datapath: &Datapath,
     incoming: &Mutex<mpsc::Receiver<Batch>>,
     timed: bool,
+    triggers: Option<&Mutex<Triggers>>,
+    name: &str,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     loop {
@@ -285,6 +376,12 @@ fn run_batches(
             return Ok(());
         }
         for (frame, wire_len, time) in batch.frames() {
+            if let Some(triggers) = triggers {
+                triggers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .before(datapath, name, time)?;
+            }
             // A whole frame that is linear runs through the plain build, as
             // live traffic does; the replay build (with the wire length and
             // time as metadata, about 3 times slower a frame) is for the

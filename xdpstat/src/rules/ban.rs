@@ -51,6 +51,25 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// A moment on the two clocks a ban keeps: the wall clock, for the
+/// reports, and the datapath's (the kernel's monotonic clock live, the
+/// capture's in a replay), for its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moment {
+    pub wall: SystemTime,
+    pub datapath_ns: u64,
+}
+
+impl Moment {
+    /// Now, live.
+    pub fn now() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            datapath_ns: monotonic_ns(),
+        }
+    }
+}
+
 impl Ban {
     /// A ban of `prefix` from now for `length` (`None`: until taken out).
     pub fn new(
@@ -60,17 +79,30 @@ impl Ban {
         reason: &str,
         length: Option<Duration>,
     ) -> Self {
-        let since = SystemTime::now();
+        Self::at(Moment::now(), prefix, action, origin, reason, length)
+    }
+
+    /// A ban of `prefix` from `since` for `length`.
+    pub fn at(
+        since: Moment,
+        prefix: IpNet,
+        action: Action,
+        origin: &str,
+        reason: &str,
+        length: Option<Duration>,
+    ) -> Self {
         let (until, until_ns) = match length {
             Some(length) => (
-                Some(since + length),
+                Some(since.wall + length),
                 // Never 0, which means no end.
-                monotonic_ns()
+                since
+                    .datapath_ns
                     .saturating_add(length.as_nanos() as u64)
                     .max(1),
             ),
             None => (None, 0),
         };
+        let since = since.wall;
         Self {
             prefix: prefix.trunc(),
             action,

@@ -49,7 +49,7 @@ use crate::{
     },
     rules::{
         Action, RuleSet,
-        ban::{self, Added, Ban, Bans, Event, EventKind, Refusal},
+        ban::{self, Added, Ban, Bans, Event, EventKind, Moment, Refusal},
         chain,
         in_force::{InForce, RuleHits},
         matching::Match,
@@ -84,6 +84,9 @@ pub struct RuleMaps {
     /// in place; and each trigger ban's end as its last event said it.
     nodes: Vec<Node>,
     announced: HashMap<IpNet, std::time::SystemTime>,
+    /// The capture's time in a replay (bans begin, end and are events by
+    /// it); `None`: live, the clocks' now.
+    capture_time: Option<Moment>,
     /// The source tables (IPv4, IPv6) and their length, for making their
     /// entries forget their rules when generations come round.
     tables: [OwnedFd; 2],
@@ -238,6 +241,7 @@ impl RuleMaps {
             full_said: false,
             nodes: Vec::new(),
             announced: HashMap::new(),
+            capture_time: None,
             tables,
             entries,
             in_force: Vec::new(),
@@ -280,9 +284,19 @@ impl RuleMaps {
         Ok(())
     }
 
+    /// Now: the capture's time in a replay, else the clocks'.
+    fn now(&self) -> Moment {
+        self.capture_time.unwrap_or_else(Moment::now)
+    }
+
+    /// From now on, in a replay: it is `now` in the capture.
+    pub fn set_capture_time(&mut self, now: Moment) {
+        self.capture_time = Some(now);
+    }
+
     fn event(&mut self, event: EventKind, ban: &Ban, detail: String) {
         self.events.push(Event {
-            time: std::time::SystemTime::now(),
+            time: self.now().wall,
             event,
             prefix: ban.prefix,
             origin: ban.origin.clone(),
@@ -381,7 +395,7 @@ impl RuleMaps {
                         }
                         continue;
                     }
-                    let ban = Ban::new(key, t.action, &t.name, &detail, Some(t.ban_for));
+                    let ban = Ban::at(self.now(), key, t.action, &t.name, &detail, Some(t.ban_for));
                     match self.bans.add(ban.clone(), &self.file) {
                         Ok(_) => added.push(ban),
                         Err(refusal @ Refusal::Allowed { .. }) => {
@@ -417,7 +431,7 @@ impl RuleMaps {
                     detail,
                 } => {
                     let t = &triggers[trigger];
-                    let ban = Ban::new(key, t.action, &t.name, &detail, Some(t.ban_for));
+                    let ban = Ban::at(self.now(), key, t.action, &t.name, &detail, Some(t.ban_for));
                     // What enforcing would do: an allowed key is refused.
                     if let Some(by) = ban::allowed_by(&self.file, &key) {
                         self.event(
@@ -440,9 +454,10 @@ impl RuleMaps {
             }
         }
         // Ends first, so that a write for new bans carries them too.
+        let now = self.now();
         for (key, length) in &extended {
             if let Some(ban) = self.bans.list.iter_mut().find(|b| b.prefix == *key) {
-                let renewed = Ban::new(*key, ban.action, "", "", Some(*length));
+                let renewed = Ban::at(now, *key, ban.action, "", "", Some(*length));
                 ban.until = renewed.until;
                 ban.until_ns = renewed.until_ns;
             }
@@ -548,7 +563,7 @@ impl RuleMaps {
     /// applying them at their end already): an event each.
     pub fn expire(&mut self) -> Result<(), Cause> {
         let before = self.bans.list.clone();
-        let ended = self.bans.take_ended(ban::monotonic_ns());
+        let ended = self.bans.take_ended(self.now().datapath_ns);
         if ended.is_empty() {
             return Ok(());
         }
@@ -557,7 +572,12 @@ impl RuleMaps {
             return Err(e);
         }
         for ban in ended {
+            let until = ban.until;
             self.event(EventKind::Expire, &ban, "its time ended".into());
+            // Said when it ended, not when this read saw it.
+            if let (Some(until), Some(event)) = (until, self.events.last_mut()) {
+                event.time = until;
+            }
         }
         Ok(())
     }
