@@ -870,3 +870,45 @@ fn with_no_process_a_ban_goes_into_the_pins_and_acts_before_it_returns() {
     assert!(report["bans"].as_array().unwrap().is_empty());
     stop(next);
 }
+
+#[test]
+fn a_reload_keeps_the_bans_and_takes_out_one_it_now_allows() {
+    let test = "a_reload_keeps_the_bans_and_takes_out_one_it_now_allows";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let file = scratch.write("rules.toml", RULES);
+    let net = TestNet::new();
+    let arrived = Arrived::on(&net);
+    let mut xdpstat = start_with_rules(&net, &file, "0.2", &[]);
+    let events = RefCell::new(Vec::new());
+    for prefix in ["198.18.5.1", "198.18.6.1"] {
+        let (code, _, stderr) = run_in(&net.watched, &["ban", "xs0", prefix]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    // The new file allows 198.18.6.0/24: that ban goes; the other stays.
+    scratch.write(
+        "rules.toml",
+        format!("{RULES}\n[[rule]]\nprefix = \"198.18.6.0/24\"\naction = \"allow\"\n"),
+    );
+    xdpstat.signal(nix::sys::signal::Signal::SIGHUP);
+    xdpstat.stderr_line(|line| line.contains("rules reloaded from"));
+    let (kept, allowed) = (v4(5, 1), v4(6, 1));
+    send(&net, &[kept, allowed], 25);
+    let report = settle(&mut xdpstat, 50, &events);
+    assert_eq!(verdict(&report, &kept, "dropped"), 25);
+    assert_eq!(verdict(&report, &allowed, "passed"), 25);
+    let bans = report["bans"].as_array().unwrap();
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["prefix"], "198.18.5.1/32");
+    eventually("the allowed frames arriving", || arrived.of(&allowed) >= 25);
+    assert_eq!(arrived.of(&kept), 0);
+    let events = events.into_inner();
+    let unban = events
+        .iter()
+        .find(|e| e["event"] == "unban")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(unban["prefix"], "198.18.6.1/32");
+    assert!(unban["detail"].as_str().unwrap().contains("now allowed"));
+}
