@@ -29,17 +29,18 @@ use aya::{
 };
 use ipnet::IpNet;
 
-use crate::counts::report::rfc3339;
 use xdpstat_common::{
     Counter,
     rules::{
-        BANS_MAP, BYTE_BUCKETS, BanRecord, CHAINS_MAP, MAX_BANS, MAX_NODES, MAX_RULES, MAX_WALK,
-        Node, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS,
-        RULESET_MAP, Rule as KernelRule, fields, ruleset,
+        BANS_MAP, BYTE_BUCKETS, BanRecord, CHAINS_MAP, MAX_NODES, MAX_RULES, MAX_WALK, Node,
+        RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP,
+        Rule as KernelRule, fields, ruleset,
     },
 };
 
+mod bans;
 mod in_place;
+mod triggers;
 
 use crate::{
     error::{Cause, one_line},
@@ -49,11 +50,11 @@ use crate::{
     },
     rules::{
         Action, RuleSet,
-        ban::{self, Added, Ban, Bans, Event, EventKind, Moment, Refusal},
+        ban::{self, Ban, Bans, Event, EventKind, Moment},
         chain,
         in_force::{InForce, RuleHits},
         matching::Match,
-        trigger::{Decision, Watch},
+        trigger::Watch,
     },
 };
 
@@ -260,339 +261,17 @@ impl RuleMaps {
         Ok(maps)
     }
 
-    /// Reads back the bans an earlier xdpstat left in the pinned map
-    /// (they go in force again with the next rule set put in force); those
-    /// that ended meanwhile are events.
-    fn pick_up_bans(&mut self) -> Result<(), Cause> {
-        for at in 0..MAX_BANS {
-            let record = self
-                .records
-                .get(&at, 0)
-                .map_err(|e| failed(BANS_MAP, one_line(&e)))?;
-            if record.family == 0 {
-                self.recorded = at as usize;
-                break;
-            }
-            if let Some(ban) = Ban::from_record(&record) {
-                self.bans.list.push(ban);
-            }
-        }
-        let ended = self.bans.take_ended(ban::monotonic_ns());
-        for ban in ended {
-            self.event(EventKind::Expire, &ban, "ended while no xdpstat ran".into());
-        }
-        Ok(())
-    }
-
-    /// Now: the capture's time in a replay, else the clocks'.
-    fn now(&self) -> Moment {
-        self.capture_time.unwrap_or_else(Moment::now)
-    }
-
-    /// From now on, in a replay: it is `now` in the capture.
-    pub fn set_capture_time(&mut self, now: Moment) {
-        self.capture_time = Some(now);
-    }
-
-    fn event(&mut self, event: EventKind, ban: &Ban, detail: String) {
-        self.events.push(Event {
-            time: self.now().wall,
-            event,
-            prefix: ban.prefix,
-            origin: ban.origin.clone(),
-            detail,
-        });
-    }
-
-    /// What happened to bans since the last call.
-    pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
-    }
-
-    /// The bans in force.
-    pub fn bans(&self) -> &[Ban] {
-        &self.bans.list
-    }
-
-    /// Puts `ban` in force above the rules, in place of a ban of the same
-    /// prefix; refused (and an event) when an allow covers it or the
-    /// bans are at their bound.
-    pub fn ban(&mut self, ban: Ban) -> Result<Result<Added, Refusal>, Cause> {
-        let before = self.bans.list.clone();
-        let added = match self.bans.add(ban.clone(), &self.file) {
-            Ok(added) => added,
-            Err(refusal) => {
-                self.event(EventKind::Refused, &ban, refusal.to_string());
-                return Ok(Err(refusal));
-            }
-        };
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
-        let until = ban.until.map_or_else(
-            || "until unbanned".to_owned(),
-            |until| format!("until {}", humantime::format_rfc3339_seconds(until)),
-        );
-        let mut detail = format!("{} {until}", ban.describe());
-        if !ban.reason.is_empty() {
-            detail = format!("{detail}: {}", ban.reason);
-        }
-        self.event(EventKind::Ban, &ban, detail);
-        Ok(Ok(added))
-    }
-
-    /// The program the rules file runs for each ban event.
-    pub fn on_event(&self) -> Option<std::path::PathBuf> {
-        self.file.on_event.clone()
-    }
-
-    /// Bans the bound refused since the datapath was loaded.
-    pub fn bans_refused(&self) -> u64 {
-        self.refused
-    }
-
-    /// Runs the triggers over the interval from `previous` to `current`
-    /// and acts on what they decide: new bans (one write for all of
-    /// them), ends moved on for bans still over their threshold (in
-    /// place), dry runs' `would_ban`, refusals; each an event.
-    pub fn judge_triggers(
-        &mut self,
-        previous: &crate::counts::snapshot::Snapshot,
-        current: &crate::counts::snapshot::Snapshot,
-    ) -> Result<(), Cause> {
-        if self.file.triggers.is_empty() {
-            return Ok(());
-        }
-        let seconds = current
-            .taken
-            .saturating_duration_since(previous.taken)
-            .as_secs_f64();
-        let now = current.wall;
-        let triggers = self.file.triggers.clone();
-        let decisions = self.watch.judge(&triggers, seconds, now, |trigger| {
-            crate::counts::rates::of(trigger, previous, current)
-        });
-        if self.bans.list.len() < self.bans.max {
-            self.full_said = false;
-        }
-        let before = self.bans.list.clone();
-        let mut added = Vec::new();
-        let mut extended = Vec::new();
-        for decision in decisions {
-            match decision {
-                Decision::Ban {
-                    trigger,
-                    key,
-                    detail,
-                } => {
-                    let t = &triggers[trigger];
-                    if let Some(existing) = self.bans.list.iter().find(|b| b.prefix == key) {
-                        // A ban of it is in force (by hand, or by another
-                        // trigger): it stays as it is.
-                        if existing.origin == t.name {
-                            extended.push((key, t.ban_for));
-                        }
-                        continue;
-                    }
-                    let ban = Ban::at(self.now(), key, t.action, &t.name, &detail, Some(t.ban_for));
-                    match self.bans.add(ban.clone(), &self.file) {
-                        Ok(_) => added.push(ban),
-                        Err(refusal @ Refusal::Allowed { .. }) => {
-                            self.event(EventKind::Refused, &ban, refusal.to_string());
-                        }
-                        Err(refusal @ Refusal::Full { .. }) => {
-                            self.refused += 1;
-                            if !self.full_said {
-                                self.full_said = true;
-                                self.event(
-                                    EventKind::Refused,
-                                    &ban,
-                                    format!("{refusal}; more are refused and counted (bans_refused) until there is room"),
-                                );
-                            }
-                        }
-                    }
-                }
-                Decision::Extend { trigger, key } => {
-                    let t = &triggers[trigger];
-                    if self
-                        .bans
-                        .list
-                        .iter()
-                        .any(|b| b.prefix == key && b.origin == t.name)
-                    {
-                        extended.push((key, t.ban_for));
-                    }
-                }
-                Decision::WouldBan {
-                    trigger,
-                    key,
-                    detail,
-                } => {
-                    let t = &triggers[trigger];
-                    let ban = Ban::at(self.now(), key, t.action, &t.name, &detail, Some(t.ban_for));
-                    // What enforcing would do: an allowed key is refused.
-                    if let Some(by) = ban::allowed_by(&self.file, &key) {
-                        self.event(
-                            EventKind::Refused,
-                            &ban,
-                            format!("dry run: {key} is allowed by {by}: {detail}"),
-                        );
-                        continue;
-                    }
-                    self.event(
-                        EventKind::WouldBan,
-                        &ban,
-                        format!(
-                            "{} for {}: {detail}",
-                            ban.describe(),
-                            humantime::format_duration(t.ban_for)
-                        ),
-                    );
-                }
-            }
-        }
-        // Ends first, so that a write for new bans carries them too.
-        let now = self.now();
-        for (key, length) in &extended {
-            if let Some(ban) = self.bans.list.iter_mut().find(|b| b.prefix == *key) {
-                let renewed = Ban::at(now, *key, ban.action, "", "", Some(*length));
-                ban.until = renewed.until;
-                ban.until_ns = renewed.until_ns;
-            }
-        }
-        if !added.is_empty() {
-            if let Err(e) = self.write() {
-                self.bans.list = before;
-                return Err(e);
-            }
-            for ban in &added {
-                let until = ban.until.map(rfc3339).unwrap_or_default();
-                self.event(
-                    EventKind::Ban,
-                    ban,
-                    format!("{} until {until}: {}", ban.describe(), ban.reason),
-                );
-                if let Some(until) = ban.until {
-                    self.announced.insert(ban.prefix, until);
-                }
-            }
-        } else if !extended.is_empty() {
-            self.extend_in_place()?;
-        }
-        for (key, length) in extended {
-            let Some(ban) = self.bans.list.iter().find(|b| b.prefix == key).cloned() else {
-                continue;
-            };
-            let Some(until) = ban.until else { continue };
-            let said = self.announced.get(&key).copied();
-            // An event when the end moved by half a ban or more since the
-            // last one said it (not one every interval).
-            if said.is_none_or(|said| until.duration_since(said).is_ok_and(|d| d >= length / 2)) {
-                self.announced.insert(key, until);
-                self.event(
-                    EventKind::Extend,
-                    &ban,
-                    format!("still over its threshold: until {}", rfc3339(until)),
-                );
-            }
-        }
-        let kept: std::collections::HashSet<IpNet> =
-            self.bans.list.iter().map(|b| b.prefix).collect();
-        self.announced.retain(|prefix, _| kept.contains(prefix));
-        Ok(())
-    }
-
-    /// Writes the bans' ends onto their nodes in the slot in force and into
-    /// the pinned records (each end a word the datapath reads whole).
-    fn extend_in_place(&mut self) -> Result<(), Cause> {
-        let slot = self.slot()?;
-        let first = (self.file.rules.len() + self.file.lists.len()) as u32;
-        for (at, node) in self.nodes.iter_mut().enumerate() {
-            if node.fields & fields::BAN == 0 {
-                continue;
-            }
-            let Some(ban) = self.bans.list.get((node.rule - first) as usize) else {
-                continue;
-            };
-            if node.until_ns == ban.until_ns {
-                continue;
-            }
-            node.until_ns = ban.until_ns;
-            self.chains
-                .set(slot * MAX_NODES + at as u32, *node, 0)
-                .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
-        }
-        self.record_bans()
-    }
-
-    /// Puts every ban of `bans` in force with one write (what `ban` does
-    /// for one, without an event each): how many were refused.
-    pub fn ban_all(&mut self, bans: Vec<Ban>) -> Result<usize, Cause> {
-        let before = self.bans.list.clone();
-        let mut refused = 0;
-        for ban in bans {
-            if self.bans.add(ban, &self.file).is_err() {
-                refused += 1;
-            }
-        }
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
-        Ok(refused)
-    }
-
-    /// Takes the ban of exactly `prefix` out of force; `None` when there
-    /// is none.
-    pub fn unban(&mut self, prefix: &IpNet, by: &str) -> Result<Option<Ban>, Cause> {
-        let before = self.bans.list.clone();
-        let Some(ban) = self.bans.remove(prefix) else {
-            return Ok(None);
-        };
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
-        self.event(EventKind::Unban, &ban, format!("by {by}"));
-        Ok(Some(ban))
-    }
-
-    /// Takes the bans that ended out of the set (the datapath stopped
-    /// applying them at their end already): an event each.
-    pub fn expire(&mut self) -> Result<(), Cause> {
-        let before = self.bans.list.clone();
-        let ended = self.bans.take_ended(self.now().datapath_ns);
-        if ended.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
-        for ban in ended {
-            let until = ban.until;
-            self.event(EventKind::Expire, &ban, "its time ended".into());
-            // Said when it ended, not when this read saw it.
-            if let (Some(until), Some(event)) = (until, self.events.last_mut()) {
-                event.time = until;
-            }
-        }
-        Ok(())
-    }
-
     /// How many rules are in force.
     pub fn in_force_len(&self) -> usize {
         self.in_force.len()
     }
 
     /// The slot in force.
-    fn slot(&self) -> Result<u32, Cause> {
+    pub(super) fn slot(&self) -> Result<u32, Cause> {
         Ok((self.word()? & ruleset::SLOT) as u32)
     }
 
-    fn word(&self) -> Result<u64, Cause> {
+    pub(super) fn word(&self) -> Result<u64, Cause> {
         self.ruleset
             .get(&0, 0)
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))
@@ -600,7 +279,7 @@ impl RuleMaps {
 
     /// The rules in `slot`, by index: each prefix's own steps (those of
     /// its length) on its chain name its rules and their matches.
-    fn read_slot(&self, slot: u32) -> Result<Vec<InForce>, Cause> {
+    pub(super) fn read_slot(&self, slot: u32) -> Result<Vec<InForce>, Cause> {
         let s = slot as usize;
         let mut heads = trie_heads(&self.v4[s], |a| Ipv4Addr::from(a).into())?;
         heads.extend(trie_heads(&self.v6[s], |a| Ipv6Addr::from(a).into())?);
@@ -711,7 +390,7 @@ impl RuleMaps {
     }
 
     /// Puts the rule set and the bans in force (see [`RuleMaps::put`]).
-    fn write(&mut self) -> Result<(), Cause> {
+    pub(super) fn write(&mut self) -> Result<(), Cause> {
         let set = &self.file;
         let bans = &self.bans.list;
         if set.is_empty() && bans.is_empty() && self.in_force.is_empty() {
@@ -820,7 +499,7 @@ impl RuleMaps {
     /// The generation after the one in `word`: never 0; entries remember
     /// rules by generation, so before one comes round again, every entry
     /// forgets.
-    fn next_generation(&self, word: u64) -> Result<u64, Cause> {
+    pub(super) fn next_generation(&self, word: u64) -> Result<u64, Cause> {
         let generation = (word & ruleset::GENERATION_MASK) >> ruleset::GENERATION_SHIFT;
         if generation < 0xffff {
             return Ok(generation + 1);
@@ -830,24 +509,6 @@ impl RuleMaps {
                 .map_err(|e| failed("making the entries forget their rules", e))?;
         }
         Ok(1)
-    }
-
-    /// Writes the bans in force into the pinned map, and frees the
-    /// records after them.
-    fn record_bans(&mut self) -> Result<(), Cause> {
-        let count = self.bans.list.len();
-        for (at, ban) in self.bans.list.iter().enumerate() {
-            self.records
-                .set(at as u32, ban.record(), 0)
-                .map_err(|e| failed(BANS_MAP, one_line(&e)))?;
-        }
-        for at in count..self.recorded {
-            self.records
-                .set(at as u32, BanRecord::default(), 0)
-                .map_err(|e| failed(BANS_MAP, one_line(&e)))?;
-        }
-        self.recorded = count;
-        Ok(())
     }
 
     /// After the flip to `in_force`: waits for packets judged by the rules
