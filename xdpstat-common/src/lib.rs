@@ -6,6 +6,7 @@
 //! free of padding so the kernel's bytes and Rust's agree.
 #![no_std]
 
+pub mod capture;
 pub mod kinds;
 pub mod rules;
 pub mod sketch;
@@ -313,6 +314,16 @@ pub struct CpuState {
     /// that the verifier sees one unknown word, not every shape of packet
     /// the parser tells apart.
     pub transport: u64,
+    /// The packet's verdict (of [`capture::verdict`]) and the index of the
+    /// rule behind it, as the rules left them for the capture (see
+    /// [`capture`]), read back as one word.
+    pub judged: u64,
+    /// This CPU's capture budget: when its bucket is full again (see
+    /// `rules::conform_cost`).
+    pub capture_tat: u64,
+    /// Packets the capture would have copied but for the budget or a full
+    /// ring.
+    pub capture_skipped: Counter,
 }
 
 /// A run's entry index when no table entry could take its source.

@@ -73,6 +73,7 @@
 #![feature(asm_experimental_arch)]
 
 mod atomics;
+mod capture;
 mod kinds;
 mod maps;
 mod packet;
@@ -218,11 +219,15 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
     match classify(start, end, wire_len) {
         Class::Ipv4(source, transport) => {
             carrying(state, &transport, packet);
-            count_ip::<V4Entry>(state, source, packet)
+            let drop = count_ip::<V4Entry>(state, source, packet);
+            capture::capture(state, start, end, wire_len, packet);
+            drop
         }
         Class::Ipv6(source, transport) => {
             carrying(state, &transport, packet);
-            count_ip::<V6Entry>(state, source, packet)
+            let drop = count_ip::<V6Entry>(state, source, packet);
+            capture::capture(state, start, end, wire_len, packet);
+            drop
         }
         Class::NonIp => {
             bump(&mut state.non_ip, packets, len);

@@ -6,10 +6,11 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray, RingBuf},
 };
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
+    capture::{CAPTURE_RING_BYTES, Scratch},
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
     rules::{
         BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULESET_ENTRIES, Rule,
@@ -26,6 +27,19 @@ pub static TABLE_ENTRIES: u32 = table_entries(DEFAULT_MAX_SOURCES);
 /// The table hash's secret seed; the loader sets a random one.
 #[unsafe(no_mangle)]
 pub static HASH_SEED: u64 = 0;
+
+/// `--capture`: the verdicts copied (bit `1 << n` for verdict `n` of
+/// `capture::verdict`; 0: no capture, one branch a packet), the bytes
+/// copied of each, and each CPU's budget (a copy every `INTERVAL` ns with
+/// room for `TOLERANCE` ns' worth at once; 0: none). The loader sets them.
+#[unsafe(no_mangle)]
+pub static CAPTURE_VERDICTS: u32 = 0;
+#[unsafe(no_mangle)]
+pub static CAPTURE_SNAPLEN: u32 = 256;
+#[unsafe(no_mangle)]
+pub static CAPTURE_INTERVAL_NS: u64 = 0;
+#[unsafe(no_mangle)]
+pub static CAPTURE_TOLERANCE_NS: u64 = 0;
 
 /// Prefix masks as on the wire; the loader sets them from `--prefix-len`.
 #[unsafe(no_mangle)]
@@ -107,6 +121,13 @@ pub static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * M
 #[map(name = "RULE_BUCKETS")]
 pub static RULE_BUCKETS: Array<u64> = Array::with_max_entries(4 * MAX_RULES, 0);
 /// The rules by index, at the rule's place.
+/// The copies `--capture` makes (see `xdpstat_common::capture`), and
+/// each CPU's room to put one together.
+#[map(name = "CAPTURE")]
+pub static CAPTURE: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
+#[map(name = "CAPTURE_SCRATCH")]
+pub static CAPTURE_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Never read here: the bans in force as user space keeps them (their
 /// ends are on their chains' nodes), pinned so that they outlive it.
 #[map(name = "BANS")]

@@ -9,7 +9,7 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use xdpstat_common::{
-    Counter, CpuState,
+    Counter, CpuState, capture,
     rules::{
         BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, Rule, SourceRow, action, byte_cost, cached,
         conform_cost, fields, ruleset, verdict,
@@ -46,6 +46,14 @@ pub fn judge<E: Entry>(
     state: &mut CpuState,
     packet: Packet,
 ) -> bool {
+    // Passed, by no rule, unless a rule says otherwise below.
+    // SAFETY: a field of this CPU's live slot.
+    unsafe {
+        core::ptr::write_volatile(
+            &raw mut state.judged,
+            capture::judged(capture::verdict::PASSED, capture::NO_RULE),
+        )
+    };
     let Some(in_force) = in_force(family.bit) else {
         return false;
     };
@@ -74,7 +82,13 @@ pub fn judge<E: Entry>(
     } else {
         None
     };
-    match acted(rule, at, bucket_row, state, packet) {
+    let decided = acted(rule, at, bucket_row, state, packet);
+    // For the capture: the verdict (the acted ones after `passed`) and
+    // the rule behind it.
+    let code = decided.map_or(capture::verdict::PASSED, |acted| acted as u32 + 1);
+    // SAFETY: a field of this CPU's live slot.
+    unsafe { core::ptr::write_volatile(&raw mut state.judged, capture::judged(code, at)) };
+    match decided {
         Some(acted) => {
             count_verdict(acted, state, row, packet);
             acted == verdict::DROPPED || acted == verdict::LIMITED

@@ -23,6 +23,8 @@ use xdpstat_common::{
     table_entries,
 };
 
+use xdpstat_common::capture::{CAPTURE_MAP, CAPTURE_RING_BYTES, CAPTURE_SCRATCH_MAP, Scratch};
+
 use crate::kernel::tables::page_flags_len;
 
 const PAGE: u64 = 4096;
@@ -73,6 +75,8 @@ pub enum Storage {
     PerCpu,
     /// A longest-prefix trie: charged by what it holds.
     Trie,
+    /// A ring buffer: its bytes, mapped twice.
+    Ring,
 }
 
 /// Which part of [`MapBytes`] a map's memory counts under.
@@ -99,7 +103,7 @@ pub struct Layout {
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 25] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -164,11 +168,13 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 25] {
         layout(HEAVY_V4_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
         layout(HEAVY_V6_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
         layout(META_MAP, Array, size_of::<Meta>(), 1, Rest),
+        layout(CAPTURE_MAP, Ring, 1, CAPTURE_RING_BYTES, Rest),
+        layout(CAPTURE_SCRATCH_MAP, PerCpu, size_of::<Scratch>(), 1, Rest),
     ]
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 25] {
+pub fn map_names() -> [&'static str; 27] {
     layouts(1, 1, 1).map(|map| map.name)
 }
 
@@ -196,6 +202,7 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
             Storage::Mmapable => mmapable(map.value_size, map.max_entries),
             Storage::PerCpu => per_cpu(map.value_size, map.max_entries, plan.cpus),
             Storage::Trie => 0,
+            Storage::Ring => u64::from(map.max_entries) + PAGE,
         };
         *match map.part {
             Part::SourcesV4 => &mut bytes.sources_v4,

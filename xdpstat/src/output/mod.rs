@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod notify;
+pub mod pcapng;
 pub(crate) mod tui;
 
 use std::io::{self, Write};
