@@ -12,6 +12,12 @@ pub const CAPTURE_RING_BYTES: u32 = 4 << 20;
 /// Per-CPU scratch where a record is put together before it goes out.
 pub const CAPTURE_SCRATCH_MAP: &str = "CAPTURE_SCRATCH";
 
+/// The loader's globals (see the program's `maps`).
+pub const VERDICTS_GLOBAL: &str = "CAPTURE_VERDICTS";
+pub const SNAPLEN_GLOBAL: &str = "CAPTURE_SNAPLEN";
+pub const INTERVAL_GLOBAL: &str = "CAPTURE_INTERVAL_NS";
+pub const TOLERANCE_GLOBAL: &str = "CAPTURE_TOLERANCE_NS";
+
 /// The most bytes of a packet a record holds.
 pub const MAX_SNAPLEN: usize = 1024;
 

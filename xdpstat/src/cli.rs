@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     counts::prefixes::PrefixLens,
     kernel::attach::{AttachMode, Hook},
+    kernel::datapath::capture::{DEFAULT_VERDICTS, Settings, verdict_mask},
     kernel::pins::DEFAULT_PIN_ROOT,
     output::Format,
 };
@@ -352,6 +353,52 @@ pub struct AttachArgs {
     /// "enforce"`; SIGHUP reloads the file.
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// `--capture`: the packets rules and bans act on, written to a file.
+#[derive(Debug, Args, Clone)]
+pub struct CaptureArgs {
+    /// Write the packets whose verdict is in --capture-verdicts to FILE as
+    /// pcapng (tcpdump -r, tshark -r, wireshark read it), each with a
+    /// comment naming its verdict and the rule, list or ban behind it: a
+    /// new file, or a named pipe.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+
+    /// The verdicts captured, comma-separated: passed, dropped, limited,
+    /// would_drop, would_limit.
+    #[arg(long, value_name = "LIST", default_value = DEFAULT_VERDICTS, requires = "capture")]
+    pub capture_verdicts: String,
+
+    /// Bytes of each packet captured (its length on the wire is kept).
+    #[arg(long, value_name = "BYTES", default_value_t = 256, requires = "capture",
+          value_parser = clap::value_parser!(u32).range(14..=1024))]
+    pub capture_snaplen: u32,
+
+    /// Packets captured a second per CPU at most; beyond, they are counted
+    /// as capture_skipped.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "capture",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub capture_rate: u64,
+}
+
+impl CaptureArgs {
+    /// What the program is loaded to copy (`None` without `--capture`);
+    /// `budget`: a per-CPU rate (a live run), or none (a replay).
+    pub fn settings(&self, budget: bool) -> Result<Option<Settings>, crate::error::XdpstatError> {
+        if self.capture.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Settings {
+            verdicts: verdict_mask(&self.capture_verdicts)
+                .map_err(crate::error::XdpstatError::Usage)?,
+            snaplen: self.capture_snaplen,
+            rate: budget.then_some(self.capture_rate),
+        }))
+    }
 }
 
 impl AttachArgs {
@@ -363,6 +410,7 @@ impl AttachArgs {
             max_sources: self.max_sources,
             prefix_len: self.prefix_len,
             rules_given: self.rules.is_some(),
+            capture: self.capture.settings(true).ok().flatten(),
         }
     }
 }

@@ -59,6 +59,13 @@ pub struct Report {
     pub events: Vec<EventRow>,
     /// Bans refused because `max_bans` were in force, since the attach.
     pub bans_refused: u64,
+    /// Packets `--capture` would have copied but for its per-CPU budget
+    /// or a full ring (zero without `--capture`).
+    pub capture_skipped: Counter,
+    /// Why the capture file stopped being written, if it did (counting
+    /// goes on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_stopped: Option<String>,
     /// Verdicts other than `passed` no source holds (its source had no
     /// table entry, or the entry was retired).
     pub unattributed_verdicts: Unattributed,
@@ -248,6 +255,8 @@ impl Report {
             bans: ban_rows(&current.verdicts.rules),
             events: current.verdicts.events.iter().map(EventRow::from).collect(),
             bans_refused: current.verdicts.bans_refused,
+            capture_skipped: current.slots.capture_skipped,
+            capture_stopped: None,
             unattributed_verdicts: current.verdicts.unattributed().into(),
             limit_shared_bucket: current.verdicts.shared_bucket,
             ports,

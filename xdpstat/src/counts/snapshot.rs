@@ -40,6 +40,9 @@ pub struct ClassSlots {
     pub malformed: Counter,
     pub unattributed_v4: Counter,
     pub unattributed_v6: Counter,
+    /// Packets `--capture` would have copied but for its budget or a full
+    /// ring.
+    pub capture_skipped: Counter,
 }
 
 /// Totals per class, in the report's vocabulary, and per verdict.
@@ -160,6 +163,7 @@ mod tests {
             malformed: counter(1, 14),
             unattributed_v4: counter(7, 700),
             unattributed_v6: counter(11, 1100),
+            capture_skipped: Counter::default(),
         };
         let totals = snapshot.totals();
         assert_eq!(totals.ipv4, counter(11, 1064));

@@ -29,6 +29,8 @@ pub struct Setup {
     pub prefix_len: PrefixLens,
     /// A run without `--rules` takes the pinned rules out of force.
     pub rules_given: bool,
+    /// What `--capture` copies.
+    pub capture: Option<crate::kernel::datapath::capture::Settings>,
 }
 
 /// A persisted datapath, attached, and when its counts began.
@@ -135,6 +137,7 @@ fn start(
         prefix_len: args.prefix_len,
         pins: Some(dir),
         resume,
+        capture: args.capture,
         ..Load::new(args.max_sources)
     })?;
     let pinned_rules = datapath

@@ -138,6 +138,16 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     for event in &report.events {
         writeln!(out, "  {}", event_line(event))?;
     }
+    if report.capture_skipped.packets > 0 {
+        writeln!(
+            out,
+            "  capture: {} packets not copied (the per-CPU budget, or a full ring)",
+            report.capture_skipped.packets
+        )?;
+    }
+    if let Some(why) = &report.capture_stopped {
+        writeln!(out, "  capture stopped: {why}")?;
+    }
     writeln!(out)
 }
 
@@ -377,6 +387,7 @@ mod tests {
                 bytes: 128,
             },
             unattributed_v6: Counter::default(),
+            capture_skipped: Counter::default(),
         };
         // The same IP packets by kind: TCP to 443, UDP from 53, an ICMP
         // echo, one later fragment.

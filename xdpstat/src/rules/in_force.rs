@@ -40,6 +40,22 @@ impl InForce {
         }
     }
 
+    /// What a captured packet's comment names it: `rule 203.0.113.0/24
+    /// drop`, `list drop.netset drop`, `ban 198.51.100.7/32 (hand)`,
+    /// `ban 198.51.100.0/24 (trigger udp-flood)`.
+    pub fn named(&self) -> String {
+        if let Some(ban) = &self.ban {
+            return match ban.origin.as_str() {
+                "hand" | "" => format!("ban {} (hand)", ban.prefix),
+                trigger => format!("ban {} (trigger {trigger})", ban.prefix),
+            };
+        }
+        match &self.list {
+            Some(_) => format!("{} {}", self.label(), self.action()),
+            None => format!("rule {} {}", self.label(), self.action()),
+        }
+    }
+
     /// `drop`, `limit`, `allow`, `pass`.
     pub fn action(&self) -> &'static str {
         match self.kernel.action {

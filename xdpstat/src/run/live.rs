@@ -117,6 +117,8 @@ pub struct Watched<S = Datapath> {
     events: Vec<crate::rules::ban::Event>,
     /// Runs `on_event` for each event, once there is one.
     notifier: Option<Notifier>,
+    /// Why `--capture` stopped, once it did.
+    pub capture_stopped: Option<crate::run::capture::Stopped>,
 }
 
 impl Watched<Datapath> {
@@ -148,6 +150,7 @@ impl Watched<Datapath> {
         let mut datapath = Datapath::load_with(Load {
             prefix_len: args.prefix_len,
             rule_rows: args.rules.is_some(),
+            capture: args.capture.settings(true)?,
             ..Load::new(args.max_sources)
         })?;
         // In force before the first packet.
@@ -179,6 +182,7 @@ impl<S: CounterSource> Watched<S> {
             observer: None,
             events: Vec::new(),
             notifier: None,
+            capture_stopped: None,
         }
     }
 
@@ -223,6 +227,12 @@ impl<S: CounterSource> Watched<S> {
         let mut report =
             Report::between(&interface, &previous, current, top).counting_since(counting_since);
         report.attachment = Some(attachment);
+        if let Some(stopped) = &self.capture_stopped {
+            report.capture_stopped = stopped
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+        }
         Ok(report)
     }
 

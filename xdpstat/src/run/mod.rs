@@ -2,6 +2,7 @@
 //! ([`live`]), `xdpstat IFACE...` ([`watch`]) and `xdpstat demo` ([`demo`]).
 
 pub mod bans;
+pub mod capture;
 pub(crate) mod control;
 pub mod demo;
 pub mod detach;

@@ -20,6 +20,7 @@ use crate::{
     output::metrics::{InterfaceInfo, Metrics, Published},
     output::{Format, write_report},
     rules::RuleSet,
+    run::capture,
     run::live::{self, Ended, LiveOptions, Watched},
     run::reload::{Hangups, Notices, on_sighup},
     run::terminal,
@@ -52,6 +53,8 @@ pub fn watch(
     // A bad rules file is refused before anything is attached.
     let rules = load_rules(attach)?;
     check_capabilities(Needs::Attach)?;
+    // So is a capture file that cannot be written.
+    let capture_file = capture::prepare(attach)?;
     let server = serve_metrics(metrics)?;
     let mut watched = Vec::with_capacity(interfaces.len());
     for interface in interfaces {
@@ -65,6 +68,20 @@ pub fn watch(
         announce(&one, attach.mode, attach.rules.is_some().then_some(&rules));
         watched.push(one);
     }
+    let capture = match capture_file {
+        Some((file, path, settings)) => {
+            let sources = watched
+                .iter_mut()
+                .map(|one| capture::source(one))
+                .collect::<Result<Vec<_>, _>>()?;
+            let capture = capture::Capture::start(file, &path, &settings, sources)?;
+            for one in &mut watched {
+                one.capture_stopped = Some(capture.stopped());
+            }
+            Some(capture)
+        }
+        None => None,
+    };
     let targets: Vec<_> = watched
         .iter()
         .map(|one| (one.attached.interface.clone(), one.source.rule_maps()))
@@ -83,6 +100,9 @@ pub fn watch(
         &notices,
     );
     drop(server);
+    if let Some(capture) = capture {
+        capture.finish();
+    }
     let detached = detach_all(&mut watched);
     if result? == Ended::AllGone {
         return Ok(Outcome::Partial(Partial::AllInterfacesGone));

@@ -6,6 +6,7 @@
 //! `--max-sources` capacity are its own and need no interface key on the
 //! per-packet path.
 
+pub mod capture;
 mod hook;
 mod maps;
 mod pinned;
@@ -134,6 +135,8 @@ pub struct Load<'a> {
     /// entry; a persisted datapath always has them, since rules may come
     /// with any restart).
     pub rule_rows: bool,
+    /// What `--capture` copies; `None`: nothing.
+    pub capture: Option<capture::Settings>,
 }
 
 impl Load<'_> {
@@ -146,6 +149,7 @@ impl Load<'_> {
             pins: None,
             resume: None,
             rule_rows: true,
+            capture: None,
         }
     }
 }
@@ -185,6 +189,7 @@ impl Datapath {
             pins,
             resume,
             rule_rows,
+            capture,
         } = options;
         if max_sources == 0 {
             return Err(XdpstatError::Usage(
@@ -208,6 +213,13 @@ impl Datapath {
             .override_global(HASH_SEED_GLOBAL, &seed, true)
             .override_global(PREFIX_V4_MASK_GLOBAL, &v4_mask, true)
             .override_global(PREFIX_V6_MASK_GLOBAL, &v6_mask, true);
+        let capture = capture.unwrap_or_default();
+        let (interval, tolerance) = capture.budget();
+        loader
+            .override_global(capture::VERDICTS_GLOBAL, &capture.verdicts, true)
+            .override_global(capture::SNAPLEN_GLOBAL, &capture.snaplen, true)
+            .override_global(capture::INTERVAL_GLOBAL, &interval, true)
+            .override_global(capture::TOLERANCE_GLOBAL, &tolerance, true);
         // Every map as its layout says (a run sizes the tables, their page
         // flags and their rows).
         for map in layouts(entries, rows, possible_cpus()) {

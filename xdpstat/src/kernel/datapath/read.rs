@@ -284,6 +284,7 @@ fn fold_cpu_states(
         slots.malformed.add(&state.malformed);
         slots.unattributed_v4.add(&state.unattributed_v4);
         slots.unattributed_v6.add(&state.unattributed_v6);
+        slots.capture_skipped.add(&state.capture_skipped);
         sketched[0].add(&state.unattributed_v4);
         sketched[1].add(&state.unattributed_v6);
         if state.run_v4.packets != 0 {

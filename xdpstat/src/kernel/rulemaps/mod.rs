@@ -88,6 +88,9 @@ pub struct RuleMaps {
     /// The capture's time in a replay (bans begin, end and are events by
     /// it); `None`: live, the clocks' now.
     capture_time: Option<Moment>,
+    /// What each slot's rules are called in a captured packet's comment,
+    /// by index (a copy made before a flip names the old slot's).
+    named: [Vec<String>; 2],
     /// The source tables (IPv4, IPv6) and their length, for making their
     /// entries forget their rules when generations come round.
     tables: [OwnedFd; 2],
@@ -243,6 +246,7 @@ impl RuleMaps {
             nodes: Vec::new(),
             announced: HashMap::new(),
             capture_time: None,
+            named: [Vec::new(), Vec::new()],
             tables,
             entries,
             in_force: Vec::new(),
@@ -253,6 +257,7 @@ impl RuleMaps {
         if picked_up {
             let slot = maps.slot()?;
             maps.in_force = maps.read_slot(slot)?;
+            maps.named[slot as usize] = maps.in_force.iter().map(InForce::named).collect();
             maps.base = vec![Counter::default(); maps.in_force.len()];
             // The idle slot may hold a reload an xdpstat died in.
             maps.clean(1 - slot)?;
@@ -481,6 +486,7 @@ impl RuleMaps {
         }
         self.dirty[new as usize] = in_force.len() as u32;
         self.set_in_use(new, in_force.len() as u32, chains.nodes.len() as u32)?;
+        self.named[new as usize] = in_force.iter().map(InForce::named).collect();
         self.ruleset
             .set(0, word, 0)
             .map_err(|e| failed(RULESET_MAP, one_line(&e)))?;
@@ -562,6 +568,16 @@ impl RuleMaps {
             })
             .collect();
         Ok(all)
+    }
+
+    /// What the rule at `at` (slot times `MAX_RULES` plus index, as a
+    /// capture record has it) is called, if it is known.
+    pub fn named(&self, at: u32) -> Option<&str> {
+        let (slot, index) = ((at / MAX_RULES) as usize, (at % MAX_RULES) as usize);
+        self.named
+            .get(slot)
+            .and_then(|names| names.get(index))
+            .map(String::as_str)
     }
 
     /// The rules in force with their hits.

@@ -611,6 +611,7 @@ mod tests {
             malformed: c(scale, 60 * scale),
             unattributed_v4: c(2 * scale, 128 * scale),
             unattributed_v6: Counter::default(),
+            capture_skipped: Counter::default(),
         };
         let lens = crate::counts::prefixes::PrefixLens::default();
         for (address, counter) in after.sources.iter() {
