@@ -434,6 +434,7 @@ pub fn replay_speed(frames: usize) -> Result<ReplaySpeed> {
         DEFAULT_MAX_SOURCES,
         Default::default(),
         &Default::default(),
+        None,
         &stop,
     );
     let seconds = started.elapsed().as_secs_f64();

@@ -268,6 +268,12 @@ pub struct ReplayArgs {
     /// limits keep time by the capture's timestamps).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+
+    /// With --rules: the frames the rules would act on, written as pcapng
+    /// with their capture times (a replay copies every one: it has no
+    /// budget, and --capture-rate is not used).
+    #[command(flatten)]
+    pub capture: CaptureArgs,
 }
 
 #[derive(Debug, Args)]

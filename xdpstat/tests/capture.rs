@@ -260,3 +260,105 @@ fn capture_refuses_bad_input_with_one_line_and_attaches_nothing() {
         "not overwritten"
     );
 }
+
+#[test]
+fn a_replay_captures_the_frames_the_rules_act_on_with_their_capture_times() {
+    use pcap_file::{
+        DataLink, Endianness, TsResolution,
+        pcap::{PcapHeader, PcapPacket, PcapWriter},
+    };
+    let test = "a_replay_captures_the_frames_the_rules_act_on_with_their_capture_times";
+    if !privileged(test) || !have(test, "tcpdump") {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let rules = scratch.write("rules.toml", RULES);
+    let start = 1_796_000_000_000_000_000u64;
+    // Every third frame from the dropped /24, the rest from a passed
+    // source; lengths vary.
+    let frames: Vec<(u64, Vec<u8>, bool)> = (0..300u64)
+        .map(|n| {
+            let dropped = n % 3 == 0;
+            let source = if dropped {
+                Ipv4Addr::new(198, 18, 8, (n % 200) as u8 + 1)
+            } else {
+                Ipv4Addr::new(198, 18, 7, 1)
+            };
+            (
+                start + n * 1_234_567,
+                ipv4_frame(source, &[], 20 + n as usize),
+                dropped,
+            )
+        })
+        .collect();
+    let header = PcapHeader {
+        version_major: 2,
+        version_minor: 4,
+        ts_correction: 0,
+        ts_accuracy: 0,
+        snaplen: 65_535,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        endianness: Endianness::Little,
+    };
+    let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for (time, frame, _) in &frames {
+        writer
+            .write_packet(&PcapPacket::new(
+                Duration::from_nanos(*time),
+                frame.len() as u32,
+                frame,
+            ))
+            .unwrap();
+    }
+    let input = scratch.path("attack.pcap");
+    std::fs::write(&input, writer.into_writer()).unwrap();
+    let capture = scratch.path("dropped.pcapng");
+    let output = common::xdpstat_command(
+        None,
+        &[],
+        &[
+            "replay",
+            "--format",
+            "json",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--capture",
+            capture.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(verdict(&report, "dropped"), 100);
+    let mut reader =
+        pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(&capture).unwrap()).unwrap();
+    let mut got = Vec::new();
+    while let Some(block) = reader.next_block() {
+        if let pcap_file::pcapng::Block::EnhancedPacket(epb) = block.unwrap() {
+            got.push((
+                epb.timestamp.as_nanos() as u64,
+                epb.original_len as usize,
+                epb.data.to_vec(),
+            ));
+        }
+    }
+    let wanted: Vec<(u64, usize, Vec<u8>)> = frames
+        .iter()
+        .filter(|(_, _, dropped)| *dropped)
+        .map(|(time, frame, _)| (*time, frame.len(), frame[..frame.len().min(256)].to_vec()))
+        .collect();
+    assert_eq!(got.len(), 100);
+    assert_eq!(
+        got, wanted,
+        "in capture order, with their times, cut to 256 bytes"
+    );
+    let (count, ok, stderr) = tcpdump_count(&capture);
+    assert!(ok && count == 100, "{count} {stderr}");
+}

@@ -35,6 +35,7 @@ use crate::{
     replay::capture::{CaptureError, Frame},
     replay::input::Input,
 };
+use crate::{kernel::datapath::capture::Settings, run::capture::ReplayCapture};
 
 /// The shortest frame BPF_PROG_TEST_RUN runs: an Ethernet header.
 const ETHERNET_HEADER: usize = 14;
@@ -79,13 +80,38 @@ pub fn replay(
         Some(path) => crate::rules::file::load(path)?,
         None => RuleSet::default(),
     };
+    // The capture file is checked and opened before any frame runs.
+    let settings = args.capture.settings(false)?;
+    let mut capture = match (&args.capture.capture, &settings) {
+        (Some(path), Some(settings)) => {
+            if args.rules.is_none() && settings.verdicts & !1 != 0 {
+                return Err(XdpstatError::Usage(format!(
+                    "--capture {}: it copies the frames rules act on; give --rules FILE, or --capture-verdicts passed",
+                    path.display()
+                )));
+            }
+            let file = crate::run::capture::open(path)?;
+            Some(crate::run::capture::ReplayCapture::new(
+                file, path, settings,
+            )?)
+        }
+        _ => None,
+    };
     let mut failed = 0;
     for file in &args.files {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let name = file.display().to_string();
-        match replay_file(file, args.max_sources, args.prefix_len, &rules, stop) {
+        let capturing = settings.zip(capture.as_mut());
+        match replay_file(
+            file,
+            args.max_sources,
+            args.prefix_len,
+            &rules,
+            capturing,
+            stop,
+        ) {
             Ok((report_at, replayed, problem)) => {
                 if replayed.cut_to_snaplen > 0 {
                     eprintln!(
@@ -107,7 +133,8 @@ pub fn replay(
                     );
                     failed += 1;
                 }
-                let report = report_for(&name, report_at, &replayed, top);
+                let mut report = report_for(&name, report_at, &replayed, top);
+                report.capture_stopped = capture.as_ref().and_then(|c| c.stopped());
                 match write_report(out, format, &report) {
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                         return Ok(Outcome::Whole);
@@ -137,6 +164,7 @@ pub fn replay_file(
     max_sources: u32,
     lens: PrefixLens,
     rules: &RuleSet,
+    capture: Option<(Settings, &mut ReplayCapture)>,
     stop: &AtomicBool,
 ) -> Result<(Snapshot, Replayed, Option<CaptureError>), XdpstatError> {
     let failed = |source: Cause| XdpstatError::Capture {
@@ -144,18 +172,40 @@ pub fn replay_file(
         source,
     };
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
-    let datapath = Datapath::load_with(Load {
+    let mut datapath = Datapath::load_with(Load {
         prefix_len: lens,
         rule_rows: !rules.is_empty() || !rules.triggers.is_empty(),
+        capture: capture.as_ref().map(|(settings, _)| *settings),
         ..Load::new(max_sources)
     })?;
+    // The copies are written by the one worker after each batch (the
+    // ring holds a batch's), so none is skipped.
+    let copies = match capture {
+        Some((_, sink)) => {
+            let ring = datapath
+                .capture_ring()
+                .map_err(|source| XdpstatError::Map {
+                    map: "CAPTURE",
+                    source,
+                })?;
+            Some(Mutex::new((ring, sink)))
+        }
+        None => None,
+    };
     datapath.put_rules(rules, &path.display().to_string())?;
     // A rate limit keeps time by the frames' timestamps, in capture order:
     // then one worker runs every frame, each with its time. So do
     // triggers, judged each second of the capture.
     let triggers = (!rules.triggers.is_empty()).then(|| Mutex::new(Triggers::default()));
-    let timed = rules.has_limits() || triggers.is_some();
+    let timed = rules.has_limits() || triggers.is_some() || copies.is_some();
     let name = path.display().to_string();
+    let drain = || {
+        if let Some(copies) = &copies {
+            let mut copies = copies.lock().unwrap_or_else(PoisonError::into_inner);
+            let (ring, sink) = &mut *copies;
+            sink.drain(ring, &datapath.rule_maps(), &name);
+        }
+    };
     let mut replayed = Replayed::default();
     let started = Instant::now();
     let size = input.size();
@@ -176,7 +226,15 @@ pub fn replay_file(
         let runners: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
-                    run_batches(&datapath, &incoming, timed, triggers.as_ref(), &name, stop)
+                    run_batches(
+                        &datapath,
+                        &incoming,
+                        timed,
+                        triggers.as_ref(),
+                        &drain,
+                        &name,
+                        stop,
+                    )
                 })
             })
             .collect();
@@ -216,6 +274,7 @@ pub fn replay_file(
             .find_map(Result::err);
         (outcome, run_error)
     });
+    drain();
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -360,6 +419,7 @@ fn run_batches(
     incoming: &Mutex<mpsc::Receiver<Batch>>,
     timed: bool,
     triggers: Option<&Mutex<Triggers>>,
+    drain: &(dyn Fn() + Sync),
     name: &str,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -394,6 +454,7 @@ fn run_batches(
             };
             run.map_err(|e| one_line(&e))?;
         }
+        drain();
     }
 }
 

@@ -51,6 +51,7 @@ pub fn demo(
     check_attach_args(&args.attach)?;
     let rules = crate::run::watch::load_rules(&args.attach)?;
     check_capabilities(Needs::AttachAndNamespaces)?;
+    let capture_file = crate::run::capture::prepare(&args.attach)?;
     let server = serve_metrics(&args.metrics)?;
     let mut report = args.report.clone();
 
@@ -65,6 +66,7 @@ pub fn demo(
     let mut datapath = Datapath::load_with(Load {
         prefix_len: args.attach.prefix_len,
         rule_rows: args.attach.rules.is_some(),
+        capture: args.attach.capture.settings(true)?,
         ..Load::new(args.attach.max_sources)
     })?;
     datapath.put_rules(&rules, WATCHED_LINK)?;
@@ -78,6 +80,16 @@ pub fn demo(
         args.attach.mode,
         args.attach.rules.is_some().then_some(&rules),
     );
+    let capture = match capture_file {
+        Some((file, path, settings)) => {
+            let source = crate::run::capture::source(&mut watched[0])?;
+            let capture =
+                crate::run::capture::Capture::start(file, &path, &settings, vec![source])?;
+            watched[0].capture_stopped = Some(capture.stopped());
+            Some(capture)
+        }
+        None => None,
+    };
     let maps = watched[0].source.rule_maps();
     let notices = crate::run::reload::Notices::default();
     let targets = vec![(WATCHED_LINK.to_owned(), maps)];
@@ -118,6 +130,9 @@ pub fn demo(
         (result, traffic)
     });
     drop(server);
+    if let Some(capture) = capture {
+        capture.finish();
+    }
     let detached = detach_all(&mut watched);
     drop(watched);
     drop(sender_ns);

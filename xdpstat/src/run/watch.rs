@@ -72,7 +72,7 @@ pub fn watch(
         Some((file, path, settings)) => {
             let sources = watched
                 .iter_mut()
-                .map(|one| capture::source(one))
+                .map(capture::source)
                 .collect::<Result<Vec<_>, _>>()?;
             let capture = capture::Capture::start(file, &path, &settings, sources)?;
             for one in &mut watched {
