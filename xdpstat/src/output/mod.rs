@@ -460,6 +460,7 @@ mod tests {
             [
                 "bans",
                 "bans_refused",
+                "capture_skipped",
                 "counting_since",
                 "events",
                 "interface",

@@ -98,6 +98,8 @@ struct InterfaceState {
     /// `EventKind::ALL`'s order).
     bans: usize,
     bans_refused: u64,
+    /// Packets `--capture` did not copy (never going back).
+    capture_skipped: Count,
     ban_events: [u64; EventKind::ALL.len()],
     /// Packets and bytes per protocol (never going back).
     protocols: [Count; slot::PROTOCOLS],
@@ -301,6 +303,7 @@ impl Metrics {
             .filter(|hits| hits.rule.ban.is_some())
             .count();
         state.bans_refused = state.bans_refused.max(current.verdicts.bans_refused);
+        state.capture_skipped = state.capture_skipped.at_least(&current.slots.capture_skipped);
         for event in &current.verdicts.events {
             if let Some(at) = EventKind::ALL.iter().position(|k| *k == event.event) {
                 state.ban_events[at] += 1;
@@ -380,12 +383,16 @@ impl Metrics {
         let bans = Family::<Labels, Gauge>::default();
         let ban_events = Family::<Labels, Counter>::default();
         let bans_refused = Family::<Labels, Counter>::default();
+        let capture_skipped = Family::<Labels, Counter>::default();
         for (interface, state) in &self.interfaces {
             let name = || ("interface", interface.name.clone());
             bans.get_or_create(&vec![name()]).set(state.bans as i64);
             bans_refused
                 .get_or_create(&vec![name()])
                 .inc_by(state.bans_refused);
+            capture_skipped
+                .get_or_create(&vec![name()])
+                .inc_by(state.capture_skipped.packets);
             for (kind, count) in EventKind::ALL.iter().zip(state.ban_events) {
                 ban_events
                     .get_or_create(&vec![name(), ("event", kind.name().to_owned())])
@@ -523,6 +530,11 @@ impl Metrics {
             "bans_refused",
             "Bans refused because max_bans were in force",
             bans_refused,
+        );
+        registry.register(
+            "capture_skipped",
+            "Packets --capture did not copy: over its per-CPU budget, or the ring was full",
+            capture_skipped,
         );
         registry.register(
             "ban_events",
