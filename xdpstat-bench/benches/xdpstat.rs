@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use xdpstat::kernel::{
-    datapath::Datapath,
+    datapath::{Datapath, Load, capture},
     privilege::{Needs, check_capabilities},
 };
 use xdpstat_bench::{
@@ -114,7 +114,15 @@ fn run() -> Result<()> {
         print_read_costs(&costs);
     }
     if wanted("verifier") {
-        print_verifier(&Datapath::load(DEFAULT_MAX_SOURCES)?);
+        let capturing = Datapath::load_with(Load {
+            capture: Some(capture::Settings {
+                verdicts: 0b11111,
+                snaplen: 1024,
+                rate: Some(1000),
+            }),
+            ..Load::new(DEFAULT_MAX_SOURCES)
+        })?;
+        print_verifier(&Datapath::load(DEFAULT_MAX_SOURCES)?, &capturing);
     }
     if wanted("report") {
         let million = scaled(1_000_000.0) as u32;
@@ -454,19 +462,22 @@ fn print_report_cost(cost: &ReportCost) {
 
 /// Section 11: what the verifier processed to load each program, against
 /// the kernel's limit: the room the datapath has left to grow.
-fn print_verifier(datapath: &Datapath) {
+fn print_verifier(datapath: &Datapath, capturing: &Datapath) {
     const LIMIT: u32 = 1_000_000;
     println!(
-        "11. Verifier: instructions processed to load each program (the kernel refuses past {LIMIT})"
+        "11. Verifier: instructions processed to load each program (the kernel refuses past {LIMIT}),\n    \
+         without --capture and with it (every verdict, 1024 bytes)"
     );
-    for (name, count) in datapath.verified_instructions() {
-        match count {
-            Some(count) => println!(
-                "   {name:<34}{count:>10}  ({:.0}% of the limit)",
+    let with = capturing.verified_instructions();
+    for ((name, count), (_, captured)) in datapath.verified_instructions().into_iter().zip(with) {
+        let show = |count: Option<u32>| match count {
+            Some(count) => format!(
+                "{count:>10} ({:>2.0}%)",
                 f64::from(count) * 100.0 / f64::from(LIMIT)
             ),
-            None => println!("   {name:<34}   unknown (the kernel does not say)"),
-        }
+            None => "   unknown".to_owned(),
+        };
+        println!("   {name:<26}{}  {}", show(count), show(captured));
     }
     println!();
 }

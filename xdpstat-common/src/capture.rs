@@ -32,6 +32,9 @@ pub mod verdict {
     pub const NAMES: [&str; 5] = ["passed", "dropped", "limited", "would_drop", "would_limit"];
 }
 
+/// Not judged (a frame with no source: non-IP, malformed): never copied.
+pub const NOT_JUDGED: u32 = 31;
+
 /// No rule decided (a passed packet no rule matched).
 pub const NO_RULE: u32 = u32::MAX;
 

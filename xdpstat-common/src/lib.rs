@@ -324,6 +324,17 @@ pub struct CpuState {
     /// Packets the capture would have copied but for the budget or a full
     /// ring.
     pub capture_skipped: Counter,
+    /// The frame being judged, for the capture, as plain words (the
+    /// capture reads them back after the rules, so the verifier sees one
+    /// state there, not every way through the rules): where its bytes
+    /// are, how many are linear, its wire length, its packets and bytes,
+    /// and its time (0: the kernel's clock, read when it is copied).
+    pub frame_start: u64,
+    pub frame_linear: u64,
+    pub frame_wire: u64,
+    pub frame_packets: u64,
+    pub frame_bytes: u64,
+    pub frame_time: u64,
 }
 
 /// A run's entry index when no table entry could take its source.

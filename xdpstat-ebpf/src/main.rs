@@ -216,28 +216,39 @@ fn count(start: usize, end: usize, wire_len: usize, packets: u64, len: u64, cloc
         len,
         clock,
     };
-    match classify(start, end, wire_len) {
+    // With no capture asked for, one branch (on a constant).
+    let capturing = capture::capturing();
+    if capturing {
+        capture::remember(state, start, end, wire_len, packet);
+    }
+    let drop = match classify(start, end, wire_len) {
         Class::Ipv4(source, transport) => {
             carrying(state, &transport, packet);
-            let drop = count_ip::<V4Entry>(state, source, packet);
-            capture::capture(state, start, end, wire_len, packet);
-            drop
+            count_ip::<V4Entry>(state, source, packet)
         }
         Class::Ipv6(source, transport) => {
             carrying(state, &transport, packet);
-            let drop = count_ip::<V6Entry>(state, source, packet);
-            capture::capture(state, start, end, wire_len, packet);
-            drop
+            count_ip::<V6Entry>(state, source, packet)
         }
         Class::NonIp => {
             bump(&mut state.non_ip, packets, len);
+            if capturing {
+                capture::not_judged(state);
+            }
             false
         }
         Class::Malformed => {
             bump(&mut state.malformed, packets, len);
+            if capturing {
+                capture::not_judged(state);
+            }
             false
         }
+    };
+    if capturing {
+        capture::capture(state);
     }
+    drop
 }
 
 /// An IP packet from `source`: counted in its family's table under its

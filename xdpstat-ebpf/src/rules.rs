@@ -46,14 +46,6 @@ pub fn judge<E: Entry>(
     state: &mut CpuState,
     packet: Packet,
 ) -> bool {
-    // Passed, by no rule, unless a rule says otherwise below.
-    // SAFETY: a field of this CPU's live slot.
-    unsafe {
-        core::ptr::write_volatile(
-            &raw mut state.judged,
-            capture::judged(capture::verdict::PASSED, capture::NO_RULE),
-        )
-    };
     let Some(in_force) = in_force(family.bit) else {
         return false;
     };
@@ -85,6 +77,8 @@ pub fn judge<E: Entry>(
     let decided = acted(rule, at, bucket_row, state, packet);
     // For the capture: the verdict (the acted ones after `passed`) and
     // the rule behind it.
+    // For the capture (which reads it only when asked for): the verdict
+    // and the rule behind it.
     let code = decided.map_or(capture::verdict::PASSED, |acted| acted as u32 + 1);
     // SAFETY: a field of this CPU's live slot.
     unsafe { core::ptr::write_volatile(&raw mut state.judged, capture::judged(code, at)) };

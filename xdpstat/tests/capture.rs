@@ -362,3 +362,46 @@ fn a_replay_captures_the_frames_the_rules_act_on_with_their_capture_times() {
     let (count, ok, stderr) = tcpdump_count(&capture);
     assert!(ok && count == 100, "{count} {stderr}");
 }
+
+#[test]
+fn passed_packets_are_captured_when_asked_and_frames_with_no_source_never() {
+    let test = "passed_packets_are_captured_when_asked_and_frames_with_no_source_never";
+    if !privileged(test) || !have(test, "tshark") {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let capture = scratch.path("passed.pcapng");
+    let net = TestNet::new();
+    let mut xdpstat = common::Xdpstat::start(
+        &net.watched,
+        &[
+            "xs0",
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--capture",
+            capture.to_str().unwrap(),
+            "--capture-verdicts",
+            "passed",
+        ],
+    );
+    send(&net, Ipv4Addr::new(198, 18, 7, 7), 40, 12);
+    let arp = xdpstat_lab::frames::arp_request(
+        Ipv4Addr::new(198, 18, 7, 7),
+        Ipv4Addr::new(198, 18, 0, 1),
+    );
+    net.send(&arp, 5);
+    xdpstat.report_where(|r| {
+        pair(&r["totals"]["ipv4"]).0 >= 12 && pair(&r["totals"]["non_ip"]).0 >= 5
+    });
+    eventually("the copies written", || tshark(&capture).len() >= 12);
+    let packets = tshark(&capture);
+    assert_eq!(packets.len(), 12, "{packets:?}");
+    assert!(
+        packets
+            .iter()
+            .all(|p| p[0] == "passed" && p[1] == "198.18.7.7"),
+        "{packets:?}"
+    );
+}

@@ -303,7 +303,9 @@ impl Metrics {
             .filter(|hits| hits.rule.ban.is_some())
             .count();
         state.bans_refused = state.bans_refused.max(current.verdicts.bans_refused);
-        state.capture_skipped = state.capture_skipped.at_least(&current.slots.capture_skipped);
+        state.capture_skipped = state
+            .capture_skipped
+            .at_least(&current.slots.capture_skipped);
         for event in &current.verdicts.events {
             if let Some(at) = EventKind::ALL.iter().position(|k| *k == event.event) {
                 state.ban_events[at] += 1;
