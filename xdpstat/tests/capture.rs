@@ -405,3 +405,98 @@ fn passed_packets_are_captured_when_asked_and_frames_with_no_source_never() {
         "{packets:?}"
     );
 }
+
+#[test]
+fn a_full_disk_stops_the_capture_with_one_line_and_counting_goes_on() {
+    let test = "a_full_disk_stops_the_capture_with_one_line_and_counting_goes_on";
+    if !privileged(test) {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let rules = scratch.write("rules.toml", RULES);
+    // A file system of 64 KiB of the test's own.
+    let small = scratch.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "tmpfs",
+            small.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(small.clone());
+    let capture = small.join("full.pcapng");
+    let net = TestNet::new();
+    let mut xdpstat = start_with_rules(
+        &net,
+        &rules,
+        "0.2",
+        &[
+            "--capture",
+            capture.to_str().unwrap(),
+            "--capture-snaplen",
+            "1024",
+            "--capture-rate",
+            "100000",
+        ],
+    );
+    send(&net, Ipv4Addr::new(198, 18, 8, 1), 1400, 400);
+    let report = xdpstat
+        .report_where(|r| verdict(r, "dropped") >= 400 && r.get("capture_stopped").is_some());
+    assert!(
+        report["capture_stopped"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{report}"
+    );
+    let line = xdpstat.stderr_line(|l| l.contains("--capture stopped"));
+    assert!(line.contains("counting goes on"), "{line}");
+    // Counting goes on.
+    send(&net, Ipv4Addr::new(198, 18, 8, 1), 40, 10);
+    xdpstat.report_where(|r| verdict(r, "dropped") >= 410);
+    let said = xdpstat
+        .stderr_seen
+        .iter()
+        .filter(|l| l.contains("--capture stopped"))
+        .count();
+    assert_eq!(said, 1, "said once");
+}
+
+#[test]
+fn a_named_pipe_takes_the_capture() {
+    let test = "a_named_pipe_takes_the_capture";
+    if !privileged(test) || !have(test, "tcpdump") {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    let rules = scratch.write("rules.toml", RULES);
+    let pipe = scratch.path("capture.pipe");
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let copy = scratch.path("copy.pcapng");
+    let mut reader = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cat {} > {}", pipe.display(), copy.display()))
+        .spawn()
+        .unwrap();
+    let net = TestNet::new();
+    let xdpstat = start_with_rules(&net, &rules, "0.2", &["--capture", pipe.to_str().unwrap()]);
+    send(&net, Ipv4Addr::new(198, 18, 8, 3), 40, 25);
+    common::stop(xdpstat);
+    let status = common::wait_with_timeout(&mut reader);
+    assert!(status.success());
+    let (count, ok, stderr) = tcpdump_count(&copy);
+    assert!(ok, "{stderr}");
+    assert_eq!(count, 25);
+}
