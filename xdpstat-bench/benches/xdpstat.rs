@@ -350,7 +350,7 @@ fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {
         "7. Rules: ns per packet with no rules, 10 rules, 10 rules on protocols and ports (the\n   \
          traffic meets its rule on its chain's first or second step), 7 of those it walks whole\n   \
          and none matches, 10,000 bans of addresses the traffic is not from (alone and beside the\n   \
-         10 rules), 10,000 IPv4 + 10,000 IPv6 prefixes, and a list of 1,000,000 (dry run:\n   \
+         10 rules), --capture of drops and limits (none to copy), 10,000 IPv4 + 10,000 IPv6 prefixes, and a list of 1,000,000 (dry run:\n   \
          the traffic is the same). Hot: one source, BPF_PROG_TEST_RUN x {repeat};\n   \
          Zipf: {packets} frames over veth (run-time statistics), median of {ROUNDS} rounds."
     );
@@ -373,6 +373,21 @@ fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {
             bans.hot - none.hot,
             bans.zipf - none.zipf
         );
+    }
+    for (without, with) in [
+        ("no rules", "no rules, --capture"),
+        ("10 rules", "10 rules, --capture"),
+    ] {
+        if let (Some(a), Some(b)) = (
+            rows.iter().find(|r| r.name == without),
+            rows.iter().find(|r| r.name == with),
+        ) {
+            println!(
+                "   --capture beside {without}, nothing to copy: {:+.1} ns hot, {:+.1} ns Zipf",
+                b.hot - a.hot,
+                b.zipf - a.zipf
+            );
+        }
     }
     if let [none, .., most] = rows {
         println!(

@@ -314,24 +314,47 @@ pub fn rules_cost(
     repeat: u32,
     rounds: usize,
 ) -> Result<Vec<RulesRow>> {
+    // `--capture` of drops and limits, which these dry runs never have:
+    // what a capture costs the packets it does not copy.
+    let capture = Some(xdpstat::kernel::datapath::capture::Settings {
+        verdicts: 0b110,
+        snaplen: 256,
+        rate: Some(1000),
+    });
     let sets = [
-        ("no rules", RuleSet::default(), 0),
-        ("10 rules", ten_rules(), 0),
-        ("10 L4 rules", ten_l4_rules(), 0),
-        ("7 L4 rules, 7 steps, no match", l4_rules_walked_whole(), 0),
-        ("10,000 bans", room_for_bans(RuleSet::default()), 10_000),
+        ("no rules", RuleSet::default(), 0, None),
+        ("no rules, --capture", RuleSet::default(), 0, capture),
+        ("10 rules", ten_rules(), 0, None),
+        ("10 rules, --capture", ten_rules(), 0, capture),
+        ("10 L4 rules", ten_l4_rules(), 0, None),
+        (
+            "7 L4 rules, 7 steps, no match",
+            l4_rules_walked_whole(),
+            0,
+            None,
+        ),
+        (
+            "10,000 bans",
+            room_for_bans(RuleSet::default()),
+            10_000,
+            None,
+        ),
         (
             "10 rules and 10,000 bans",
             room_for_bans(ten_rules()),
             10_000,
+            None,
         ),
-        ("10,000 + 10,000 prefixes", twenty_thousand(), 0),
-        ("a 1,000,000-prefix list", million_list(), 0),
+        ("10,000 + 10,000 prefixes", twenty_thousand(), 0, None),
+        ("a 1,000,000-prefix list", million_list(), 0, None),
     ];
     let hot_frame = ipv4_frame(1);
     let mut programs = Vec::with_capacity(sets.len());
-    for (name, set, bans) in &sets {
-        let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
+    for (name, set, bans, capture) in &sets {
+        let datapath = Datapath::load_with(xdpstat::kernel::datapath::Load {
+            capture: *capture,
+            ..xdpstat::kernel::datapath::Load::new(DEFAULT_MAX_SOURCES)
+        })?;
         datapath.put_rules(set, WATCHED)?;
         if *bans > 0 {
             let maps = datapath.rule_maps();
@@ -389,7 +412,7 @@ pub fn rules_cost(
     Ok(sets
         .iter()
         .zip(hot.into_iter().zip(zipf))
-        .map(|((name, set, bans), (hot, zipf))| RulesRow {
+        .map(|((name, set, bans, _), (hot, zipf))| RulesRow {
             name,
             rules: set.prefixes().count() + *bans as usize,
             hot: median(hot),
