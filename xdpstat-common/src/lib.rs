@@ -471,7 +471,7 @@ mod tests {
     fn cpu_state_has_no_padding() {
         assert_eq!(
             size_of::<CpuState>(),
-            20 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 8
+            21 * size_of::<Counter>() + 16 + 4 + 5 * 4 + 8 + 8 * 8
         );
         assert_eq!(size_of::<V4Entry>(), 32);
         // The order a switch of runs relies on (see `CpuState`).

@@ -168,7 +168,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
         layout(HEAVY_V4_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
         layout(HEAVY_V6_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
         layout(META_MAP, Array, size_of::<Meta>(), 1, Rest),
-        layout(CAPTURE_MAP, Ring, 1, CAPTURE_RING_BYTES, Rest),
+        layout(CAPTURE_MAP, Ring, 0, CAPTURE_RING_BYTES, Rest),
         layout(CAPTURE_SCRATCH_MAP, PerCpu, size_of::<Scratch>(), 1, Rest),
     ]
 }
