@@ -263,10 +263,6 @@ fn capture_refuses_bad_input_with_one_line_and_attaches_nothing() {
 
 #[test]
 fn a_replay_captures_the_frames_the_rules_act_on_with_their_capture_times() {
-    use pcap_file::{
-        DataLink, Endianness, TsResolution,
-        pcap::{PcapHeader, PcapPacket, PcapWriter},
-    };
     let test = "a_replay_captures_the_frames_the_rules_act_on_with_their_capture_times";
     if !privileged(test) || !have(test, "tcpdump") {
         return;
@@ -291,28 +287,9 @@ fn a_replay_captures_the_frames_the_rules_act_on_with_their_capture_times() {
             )
         })
         .collect();
-    let header = PcapHeader {
-        version_major: 2,
-        version_minor: 4,
-        ts_correction: 0,
-        ts_accuracy: 0,
-        snaplen: 65_535,
-        datalink: DataLink::ETHERNET,
-        ts_resolution: TsResolution::NanoSecond,
-        endianness: Endianness::Little,
-    };
-    let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
-    for (time, frame, _) in &frames {
-        writer
-            .write_packet(&PcapPacket::new(
-                Duration::from_nanos(*time),
-                frame.len() as u32,
-                frame,
-            ))
-            .unwrap();
-    }
+    let pcap = common::pcap_of(frames.iter().map(|(time, frame, _)| (*time, frame.clone())));
     let input = scratch.path("attack.pcap");
-    std::fs::write(&input, writer.into_writer()).unwrap();
+    std::fs::write(&input, pcap).unwrap();
     let capture = scratch.path("dropped.pcapng");
     let output = common::xdpstat_command(
         None,

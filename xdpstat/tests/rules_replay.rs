@@ -219,29 +219,13 @@ action = "drop"
         .chain((0..50).map(|i| (start + i * 200_000_000 + 100_000, calm)))
         .collect();
     frames.sort();
-    let header = PcapHeader {
-        version_major: 2,
-        version_minor: 4,
-        ts_correction: 0,
-        ts_accuracy: 0,
-        snaplen: 65_535,
-        datalink: DataLink::ETHERNET,
-        ts_resolution: TsResolution::NanoSecond,
-        endianness: Endianness::Little,
-    };
-    let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
-    for &(time, source) in &frames {
-        let frame = ipv4_frame(source, &[], 40);
-        writer
-            .write_packet(&PcapPacket::new(
-                Duration::from_nanos(time),
-                frame.len() as u32,
-                &frame,
-            ))
-            .unwrap();
-    }
+    let pcap = common::pcap_of(
+        frames
+            .iter()
+            .map(|&(time, source)| (time, ipv4_frame(source, &[], 40))),
+    );
     let capture = scratch.path("flood.pcap");
-    std::fs::write(&capture, writer.into_writer()).unwrap();
+    std::fs::write(&capture, pcap).unwrap();
     let report = replay_json(&rules, &capture);
     // Judged at 1 s (1,000 frames in the second before: over), banned
     // from then until 2 s after the flood was last over: its frames from

@@ -742,3 +742,34 @@ pub fn inode_of(namespace: &Namespace) -> u64 {
         .unwrap()
         .st_ino()
 }
+
+/// A nanosecond pcap of Ethernet `frames`, each with its time (ns since
+/// the epoch).
+#[allow(dead_code)]
+pub fn pcap_of(frames: impl IntoIterator<Item = (u64, Vec<u8>)>) -> Vec<u8> {
+    use pcap_file::{
+        DataLink, Endianness, TsResolution,
+        pcap::{PcapHeader, PcapPacket, PcapWriter},
+    };
+    let header = PcapHeader {
+        version_major: 2,
+        version_minor: 4,
+        ts_correction: 0,
+        ts_accuracy: 0,
+        snaplen: 65_535,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        endianness: Endianness::Little,
+    };
+    let mut writer = PcapWriter::with_header(Vec::new(), header).expect("a pcap header");
+    for (time, frame) in frames {
+        writer
+            .write_packet(&PcapPacket::new(
+                Duration::from_nanos(time),
+                frame.len() as u32,
+                &frame,
+            ))
+            .expect("a pcap record");
+    }
+    writer.into_writer()
+}
