@@ -744,3 +744,96 @@ pub fn read_costs(rounds: usize) -> Result<ReadCosts> {
         sketch_snapshot_ms,
     })
 }
+
+/// What a copy costs: one source's frames, all dropped by a rule,
+/// BPF_PROG_TEST_RUN'd `repeat` times with `--capture` of drops and no
+/// budget while a thread drains the ring into a pcapng writer (to
+/// nowhere), against the same without a capture.
+pub struct CaptureCost {
+    pub repeat: u32,
+    /// ns per packet, without and with the capture.
+    pub without: f64,
+    pub with: f64,
+    /// Records the writer wrote, and those the full ring skipped.
+    pub written: u64,
+    pub skipped: u64,
+    /// Seconds the run with the capture took.
+    pub seconds: f64,
+}
+
+pub fn capture_cost(repeat: u32, rounds: usize) -> Result<CaptureCost> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use xdpstat::kernel::datapath::{Load, capture::Settings};
+    let frame = ipv4_frame(1);
+    let mut set = RuleSet {
+        rules: vec![rule(
+            IpNet::from(IpAddr::V4(benchmark_address(1))),
+            Action::Drop,
+        )],
+        ..RuleSet::default()
+    };
+    set.rules[0].mode = Mode::Enforce;
+    let plain = Datapath::load(DEFAULT_MAX_SOURCES)?;
+    plain.put_rules(&set, "bench")?;
+    let mut capturing = Datapath::load_with(Load {
+        capture: Some(Settings {
+            verdicts: 1 << 1,
+            snaplen: 256,
+            rate: None,
+        }),
+        ..Load::new(DEFAULT_MAX_SOURCES)
+    })?;
+    capturing.put_rules(&set, "bench")?;
+    let mut ring = capturing
+        .capture_ring()
+        .map_err(|e| anyhow::anyhow!("the capture ring: {e}"))?;
+    let mut without = Vec::with_capacity(rounds);
+    let mut with = Vec::with_capacity(rounds);
+    let written = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let mut seconds = 0.0;
+    std::thread::scope(|scope| -> Result<()> {
+        let writer = scope.spawn(|| {
+            let mut out =
+                xdpstat::output::pcapng::PcapngWriter::new(std::io::sink(), 256).expect("a sink");
+            loop {
+                let last = done.load(Ordering::Relaxed);
+                ring.drain(&mut |record| {
+                    let time = Duration::from_nanos(record.header.time_ns);
+                    let _ = out.packet(
+                        "bench",
+                        time,
+                        record.header.wire_len,
+                        &record.bytes,
+                        "dropped by rule 198.18.0.1/32 drop",
+                    );
+                    written.fetch_add(1, Ordering::Relaxed);
+                });
+                if last {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        for _ in 0..rounds {
+            let run = plain.timed_test_run(Variant::Linear, &frame, repeat)?;
+            without.push(run.duration.as_nanos() as f64);
+            let started = std::time::Instant::now();
+            let run = capturing.timed_test_run(Variant::Linear, &frame, repeat)?;
+            seconds += started.elapsed().as_secs_f64();
+            with.push(run.duration.as_nanos() as f64);
+        }
+        done.store(true, Ordering::Relaxed);
+        writer.join().map_err(|_| anyhow::anyhow!("the writer panicked"))?;
+        Ok(())
+    })?;
+    let skipped = capturing.snapshot("bench")?.slots.capture_skipped.packets;
+    Ok(CaptureCost {
+        repeat,
+        without: median(without),
+        with: median(with),
+        written: written.into_inner(),
+        skipped,
+        seconds,
+    })
+}
