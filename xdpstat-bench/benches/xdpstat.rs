@@ -466,7 +466,11 @@ fn print_capture_cost(cost: &rules::CaptureCost) {
         cost.with - cost.without,
         "written by the writer",
         cost.written,
-        if total > 0 { cost.written as f64 * 100.0 / total as f64 } else { 0.0 },
+        if total > 0 {
+            cost.written as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        },
         "what the ring and writer sustained",
         cost.written as f64 / cost.seconds.max(1e-9),
     );

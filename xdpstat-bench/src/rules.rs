@@ -824,7 +824,9 @@ pub fn capture_cost(repeat: u32, rounds: usize) -> Result<CaptureCost> {
             with.push(run.duration.as_nanos() as f64);
         }
         done.store(true, Ordering::Relaxed);
-        writer.join().map_err(|_| anyhow::anyhow!("the writer panicked"))?;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer panicked"))?;
         Ok(())
     })?;
     let skipped = capturing.snapshot("bench")?.slots.capture_skipped.packets;
