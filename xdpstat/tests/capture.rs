@@ -477,3 +477,55 @@ fn a_named_pipe_takes_the_capture() {
     assert!(ok, "{stderr}");
     assert_eq!(count, 25);
 }
+
+#[test]
+fn the_demo_captures_what_its_rules_drop() {
+    let test = "the_demo_captures_what_its_rules_drop";
+    if !privileged(test) || !have(test, "tshark") {
+        return;
+    }
+    let scratch = Scratch::new(test);
+    // The demo's SYN flood comes from 198.18.7.1.
+    let rules = scratch.write(
+        "rules.toml",
+        "mode = \"enforce\"\n[[rule]]\nprefix = \"198.18.7.1/32\"\naction = \"drop\"\n",
+    );
+    let capture = scratch.path("demo.pcapng");
+    let (status, stdout, stderr) = common::run_to_end(
+        None,
+        &[],
+        &[
+            "demo",
+            "--duration",
+            "1.5",
+            "--format",
+            "json",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--capture",
+            capture.to_str().unwrap(),
+            "--capture-rate",
+            "1000000",
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let dropped = verdict(&last, "dropped");
+    assert!(dropped > 0, "{last}");
+    let packets = tshark(&capture);
+    let skipped = pair(&last["capture_skipped"]).0;
+    assert_eq!(
+        packets.len() as u64 + skipped,
+        dropped,
+        "captured + skipped = dropped"
+    );
+    assert!(
+        packets
+            .iter()
+            .all(|p| p[0] == "dropped by rule 198.18.7.1/32 drop"
+                && p[1] == "198.18.7.1"
+                && p[4] == "demo0"),
+        "{:?}",
+        &packets[..packets.len().min(3)]
+    );
+}
