@@ -296,9 +296,7 @@ pub fn ban_rows(rules: &[RuleHits]) -> Vec<BanRow> {
     let mut bans: Vec<(&crate::rules::ban::Ban, Counter)> = rules
         .iter()
         .filter_map(|hits| hits.rule.ban.as_ref().map(|ban| (ban, hits.counter)))
-        // A step with an end of 1 is a ban taken out with no xdpstat
-        // running (its step stays, ended, until one writes the rules anew).
-        .filter(|(ban, _)| ban.until_ns != 1)
+        .filter(|(ban, _)| !ban.taken_out())
         .collect();
     bans.sort_by_key(|(ban, _)| (ban.since, ban.prefix));
     bans.into_iter()

@@ -41,9 +41,14 @@ pub fn missing_for(needs: Needs) -> Vec<&'static str> {
 }
 
 /// What a process needs to change what an interface drops (`xdpstat
-/// ban`): CAP_NET_ADMIN, named, when it lacks it.
-pub fn missing_net_admin() -> Option<&'static str> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// ban`, and the running xdpstat's peer): CAP_NET_ADMIN, named, when the
+/// process `pid` (`None`: this one) lacks it.
+pub fn missing_net_admin(pid: Option<i32>) -> Option<&'static str> {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_owned(),
+        |pid| format!("/proc/{pid}/status"),
+    );
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     let effective = effective_capabilities(&status).unwrap_or(0);
     (effective & (1 << CAP_NET_ADMIN) == 0)
         .then_some("CAP_NET_ADMIN (changing what an interface drops)")

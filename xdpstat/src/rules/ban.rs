@@ -23,6 +23,12 @@ pub const DEFAULT_MAX_BANS: usize = 10_000;
 pub const MAX_REASON: usize = 80;
 pub const MAX_ORIGIN: usize = 32;
 
+/// The end of a ban's step taken out with no xdpstat running (the step
+/// stays, ended, until one writes the rules anew): in the past on every
+/// clock, and never an end a ban is given (those are its start plus a
+/// length, at least 1 ns after boot).
+pub const TAKEN_OUT_NS: u64 = 1;
+
 /// One ban in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ban {
@@ -94,11 +100,11 @@ impl Ban {
         let (until, until_ns) = match length {
             Some(length) => (
                 Some(since.wall + length),
-                // Never 0, which means no end.
+                // Never 0, which means no end, nor a taken-out step's.
                 since
                     .datapath_ns
                     .saturating_add(length.as_nanos() as u64)
-                    .max(1),
+                    .max(TAKEN_OUT_NS + 1),
             ),
             None => (None, 0),
         };
@@ -117,6 +123,11 @@ impl Ban {
     /// `ban 198.51.100.7/32`: what the rule hits and reports call it.
     pub fn label(&self) -> String {
         format!("ban {}", self.prefix)
+    }
+
+    /// Whether it was taken out while no xdpstat ran (see [`TAKEN_OUT_NS`]).
+    pub fn taken_out(&self) -> bool {
+        self.until_ns == TAKEN_OUT_NS
     }
 
     /// Whether it has ended by `now_ns` (the monotonic clock).

@@ -59,7 +59,7 @@ pub fn parse_length(text: &str) -> Result<Option<Duration>, XdpstatError> {
 /// The index of `interface`, and that this process may change what it
 /// drops.
 fn target(interface: &str) -> Result<u32, XdpstatError> {
-    let missing = privilege::missing_net_admin();
+    let missing = privilege::missing_net_admin(None);
     if let Some(missing) = missing {
         return Err(XdpstatError::MissingCapabilities {
             missing: missing.into(),

@@ -156,17 +156,10 @@ fn peer_may_ban(stream: &UnixStream) -> Result<(), String> {
     if got != 0 {
         return Err("cannot tell who is asking".into());
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", cred.pid)).unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    const CAP_NET_ADMIN: u32 = 12;
-    if effective & (1 << CAP_NET_ADMIN) == 0 {
-        return Err("missing capabilities: CAP_NET_ADMIN (changing what an interface drops); run it as root".into());
+    match crate::kernel::privilege::missing_net_admin(Some(cred.pid)) {
+        Some(missing) => Err(format!("missing capabilities: {missing}; run it as root")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Does what `request` asks of `maps`: a running xdpstat's, or (`in_pins`)

@@ -47,8 +47,18 @@ impl RuleMaps {
     }
 
     pub(super) fn event(&mut self, event: EventKind, ban: &Ban, detail: String) {
+        self.event_at(self.now().wall, event, ban, detail);
+    }
+
+    fn event_at(
+        &mut self,
+        time: std::time::SystemTime,
+        event: EventKind,
+        ban: &Ban,
+        detail: String,
+    ) {
         self.events.push(Event {
-            time: self.now().wall,
+            time,
             event,
             prefix: ban.prefix,
             origin: ban.origin.clone(),
@@ -149,12 +159,9 @@ impl RuleMaps {
             return Err(e);
         }
         for ban in ended {
-            let until = ban.until;
-            self.event(EventKind::Expire, &ban, "its time ended".into());
             // Said when it ended, not when this read saw it.
-            if let (Some(until), Some(event)) = (until, self.events.last_mut()) {
-                event.time = until;
-            }
+            let ended_at = ban.until.unwrap_or_else(|| self.now().wall);
+            self.event_at(ended_at, EventKind::Expire, &ban, "its time ended".into());
         }
         Ok(())
     }

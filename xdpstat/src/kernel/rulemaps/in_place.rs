@@ -26,7 +26,7 @@ use xdpstat_common::rules::{
 use super::{RuleMaps, failed, insert};
 use crate::{
     error::{Cause, one_line},
-    rules::ban::{Added, Ban, EventKind, Refusal},
+    rules::ban::{Added, Ban, EventKind, Refusal, TAKEN_OUT_NS},
 };
 
 /// A node's fields that make it match only some packets.
@@ -196,10 +196,10 @@ impl RuleMaps {
                 .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;
             if node.fields & fields::BAN != 0
                 && ban_rules.contains(&node.rule)
-                && node.until_ns != 1
+                && node.until_ns != TAKEN_OUT_NS
             {
                 // In the past on every clock: the walk goes past it.
-                node.until_ns = 1;
+                node.until_ns = TAKEN_OUT_NS;
                 self.chains
                     .set(slot * MAX_NODES + index, node, 0)
                     .map_err(|e| failed(CHAINS_MAP, one_line(&e)))?;

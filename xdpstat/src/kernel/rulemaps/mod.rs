@@ -207,7 +207,7 @@ impl RuleMaps {
                     .cloned()
                     .or_else(|| {
                         let mut gone = read.clone();
-                        gone.until_ns = 1;
+                        gone.until_ns = ban::TAKEN_OUT_NS;
                         Some(gone)
                     });
             }
