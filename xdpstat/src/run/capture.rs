@@ -128,6 +128,17 @@ struct Sink {
 }
 
 impl Sink {
+    /// Starts the pcapng file `file` (at `path`).
+    fn start(file: File, path: &Path, settings: &Settings) -> Result<Self, XdpstatError> {
+        let writer = PcapngWriter::new(file, settings.snaplen)
+            .map_err(|e| XdpstatError::Usage(format!("--capture {}: {e}", path.display())))?;
+        Ok(Self {
+            writer: Some(writer),
+            path: path.to_owned(),
+            stopped: Stopped::default(),
+        })
+    }
+
     /// Writes one record, its time `time` since the epoch; the first
     /// failure stops the capture and is said once.
     fn write(&mut self, interface: &str, record: &Record, time: Duration, comment: &str) {
@@ -166,14 +177,9 @@ impl Capture {
         settings: &Settings,
         mut sources: Vec<Source>,
     ) -> Result<Self, XdpstatError> {
-        let writer = PcapngWriter::new(file, settings.snaplen)
-            .map_err(|e| XdpstatError::Usage(format!("--capture {}: {e}", path.display())))?;
-        let stopped = Stopped::default();
-        let sink = Arc::new(Mutex::new(Sink {
-            writer: Some(writer),
-            path: path.to_owned(),
-            stopped: Arc::clone(&stopped),
-        }));
+        let sink = Sink::start(file, path, settings)?;
+        let stopped = Arc::clone(&sink.stopped);
+        let sink = Arc::new(Mutex::new(sink));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (sink, stop) = (Arc::clone(&sink), Arc::clone(&stop));
@@ -253,14 +259,8 @@ pub struct ReplayCapture {
 
 impl ReplayCapture {
     pub fn new(file: File, path: &Path, settings: &Settings) -> Result<Self, XdpstatError> {
-        let writer = PcapngWriter::new(file, settings.snaplen)
-            .map_err(|e| XdpstatError::Usage(format!("--capture {}: {e}", path.display())))?;
         Ok(Self {
-            sink: Sink {
-                writer: Some(writer),
-                path: path.to_owned(),
-                stopped: Stopped::default(),
-            },
+            sink: Sink::start(file, path, settings)?,
         })
     }
 

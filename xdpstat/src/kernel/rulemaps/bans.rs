@@ -66,6 +66,12 @@ impl RuleMaps {
         });
     }
 
+    /// Writes the rule set and the bans in force; on failure the bans are
+    /// `before` again (what the datapath still has).
+    pub(super) fn write_or_restore(&mut self, before: Vec<Ban>) -> Result<(), Cause> {
+        self.write().inspect_err(|_| self.bans.list = before)
+    }
+
     /// What happened to bans since the last call.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -88,10 +94,7 @@ impl RuleMaps {
                 return Ok(Err(refusal));
             }
         };
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
+        self.write_or_restore(before)?;
         let until = ban.until.map_or_else(
             || "until unbanned".to_owned(),
             |until| format!("until {}", humantime::format_rfc3339_seconds(until)),
@@ -124,10 +127,7 @@ impl RuleMaps {
                 refused += 1;
             }
         }
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
+        self.write_or_restore(before)?;
         Ok(refused)
     }
 
@@ -138,10 +138,7 @@ impl RuleMaps {
         let Some(ban) = self.bans.remove(prefix) else {
             return Ok(None);
         };
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
+        self.write_or_restore(before)?;
         self.event(EventKind::Unban, &ban, format!("by {by}"));
         Ok(Some(ban))
     }
@@ -154,10 +151,7 @@ impl RuleMaps {
         if ended.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.write() {
-            self.bans.list = before;
-            return Err(e);
-        }
+        self.write_or_restore(before)?;
         for ban in ended {
             // Said when it ended, not when this read saw it.
             let ended_at = ban.until.unwrap_or_else(|| self.now().wall);

@@ -127,10 +127,7 @@ impl RuleMaps {
             }
         }
         if !added.is_empty() {
-            if let Err(e) = self.write() {
-                self.bans.list = before;
-                return Err(e);
-            }
+            self.write_or_restore(before)?;
             for ban in &added {
                 let until = ban.until.map(rfc3339).unwrap_or_default();
                 self.event(
