@@ -219,6 +219,13 @@ impl Report {
                 }
             })
             .collect();
+        // The rules (bans are listed apart).
+        let mut ranked_rules: Vec<&RuleHits> = current
+            .verdicts
+            .rules
+            .iter()
+            .filter(|hits| hits.rule.ban.is_none())
+            .collect();
         Self {
             time: rfc3339(current.wall),
             interface: interface.to_owned(),
@@ -233,25 +240,14 @@ impl Report {
                 sketched: current.prefixes.sketched,
                 unkept: current.prefixes.unkept,
             },
+            rule_count: ranked_rules.len(),
             rules: {
                 // Ranked first (a stable sort: ties in file order), so
                 // that only the rules shown are made rows.
-                let mut ranked: Vec<&RuleHits> = current
-                    .verdicts
-                    .rules
-                    .iter()
-                    .filter(|hits| hits.rule.ban.is_none())
-                    .collect();
-                ranked.sort_by_key(|hits| Reverse(hits.counter.packets));
-                ranked.truncate(top.unwrap_or(usize::MAX));
-                ranked.into_iter().map(RuleRow::from).collect()
+                ranked_rules.sort_by_key(|hits| Reverse(hits.counter.packets));
+                ranked_rules.truncate(top.unwrap_or(usize::MAX));
+                ranked_rules.into_iter().map(RuleRow::from).collect()
             },
-            rule_count: current
-                .verdicts
-                .rules
-                .iter()
-                .filter(|hits| hits.rule.ban.is_none())
-                .count(),
             bans: ban_rows(&current.verdicts.rules),
             events: current.verdicts.events.iter().map(EventRow::from).collect(),
             bans_refused: current.verdicts.bans_refused,
