@@ -8,10 +8,6 @@ mod common;
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use common::{Scratch, ipv4_frame, pair, privileged};
-use pcap_file::{
-    DataLink, Endianness, TsResolution,
-    pcap::{PcapHeader, PcapPacket, PcapWriter},
-};
 use serde_json::Value;
 
 fn replay_json(rules: &Path, capture: &Path) -> Value {
@@ -143,28 +139,9 @@ fn a_replayed_limit_keeps_time_by_the_capture_not_the_clock() {
         }
     }
     let frame = ipv4_frame(Ipv4Addr::new(198, 18, 3, 3), &[], 40);
-    let header = PcapHeader {
-        version_major: 2,
-        version_minor: 4,
-        ts_correction: 0,
-        ts_accuracy: 0,
-        snaplen: 65_535,
-        datalink: DataLink::ETHERNET,
-        ts_resolution: TsResolution::NanoSecond,
-        endianness: Endianness::Little,
-    };
-    let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
-    for &time in &times {
-        writer
-            .write_packet(&PcapPacket::new(
-                Duration::from_nanos(time),
-                frame.len() as u32,
-                &frame,
-            ))
-            .unwrap();
-    }
+    let pcap = common::pcap_of(times.iter().map(|&time| (time, frame.clone())));
     let capture = scratch.path("bursts.pcap");
-    std::fs::write(&capture, writer.into_writer()).unwrap();
+    std::fs::write(&capture, pcap).unwrap();
     let expected = bucket_passes(&times, 40, 10);
     assert!(
         expected > 10 && expected < 400,
