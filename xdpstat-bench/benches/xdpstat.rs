@@ -15,6 +15,7 @@ use xdpstat::kernel::{
 };
 use xdpstat_bench::{
     measure::{self, Flood, HotSource, OverVeth, ReportCost},
+    replay::{self, ReplaySpeed},
     rules::{self, BesideXdpFilter, RulesRow},
     traffic::{self, Link},
 };
@@ -78,17 +79,8 @@ fn run() -> Result<()> {
         }
     }
     if wanted("replay") {
-        let frames = scaled(2_000_000.0);
-        let speed = measure::replay_speed(frames)?;
-        let rate = speed.frames as f64 / speed.seconds;
-        println!(
-            "6. Replay: {} 64-byte frames from a pcap file through BPF_PROG_TEST_RUN, every CPU\n   \
-             {:.2} s, {:.2} M frames/s (target >= 1.00: {})\n",
-            speed.frames,
-            speed.seconds,
-            rate / 1e6,
-            verdict(rate >= 1e6)
-        );
+        let speed = replay::replay_speed(scaled(2_000_000.0), 3)?;
+        print_replay(&speed);
     }
     if wanted("rules") {
         let link = Link::new()?;
@@ -345,6 +337,59 @@ fn print_flood(flood: &Flood, zipf: &OverVeth) {
         );
     }
     println!();
+}
+
+fn print_replay(speed: &ReplaySpeed) {
+    let rate = |seconds: f64| speed.frames as f64 / seconds / 1e6;
+    println!(
+        "6. Replay: {} 64-byte frames from {} Zipf-spread sources in a pcap file, through\n   \
+         BPF_PROG_TEST_RUN on every CPU, median of 3 (seconds, from start to the last frame)",
+        speed.frames, speed.sources
+    );
+    println!(
+        "   {:<44}{:>8.2} s {:>6.2} M frames/s",
+        "the same reader and workers, XDP_PASS only",
+        speed.floor,
+        rate(speed.floor)
+    );
+    let ratio = speed.xdpstat / speed.floor;
+    println!(
+        "   {:<44}{:>8.2} s {:>6.2} M frames/s  {ratio:.2} x the floor (target <= 1.30: {})",
+        "xdpstat replay",
+        speed.xdpstat,
+        rate(speed.xdpstat),
+        verdict(ratio <= 1.3)
+    );
+    let ratio = speed.xdpstat_rules / speed.floor;
+    println!(
+        "   {:<44}{:>8.2} s {:>6.2} M frames/s  {ratio:.2} x the floor (target <= 1.30: {})",
+        "xdpstat replay --rules (8 rules, no limit)",
+        speed.xdpstat_rules,
+        rate(speed.xdpstat_rules),
+        verdict(ratio <= 1.3)
+    );
+    println!(
+        "   {:<44}{:>8.2} s  (in each xdpstat replay above)",
+        "of which loading the program", speed.load
+    );
+    match speed.tshark {
+        Some(tshark) => {
+            let faster = tshark / speed.xdpstat;
+            let faster_rules = tshark / speed.xdpstat_rules;
+            println!(
+                "   {:<44}{:>8.2} s {:>6.2} M frames/s  xdpstat {faster:.1} x faster, {faster_rules:.1} x with\n   \
+                 {:<44}{:>8} {:>19}  rules (target >= 3: {})\n",
+                "tshark -q -z endpoints,ip",
+                tshark,
+                rate(tshark),
+                "",
+                "",
+                "",
+                verdict(faster >= 3.0 && faster_rules >= 3.0)
+            );
+        }
+        None => println!("   tshark: skipped, tshark is not installed\n"),
+    }
 }
 
 fn print_rules(rows: &[RulesRow], repeat: u32, packets: usize) {

@@ -5,5 +5,6 @@
 pub mod measure;
 pub mod program;
 pub mod reference;
+pub mod replay;
 pub mod rules;
 pub mod traffic;

@@ -58,6 +58,15 @@ impl Reference {
             .try_into()?)
     }
 
+    /// The loaded XDP program, to run frames through.
+    pub fn program(&self) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(self.name)
+            .context("program vanished")?
+            .try_into()?)
+    }
+
     /// Mean time of one run of `frame`, over `repeat` runs in the kernel.
     pub fn time_per_run(&self, frame: &[u8], repeat: u32) -> Result<Duration> {
         let program: &Xdp = self

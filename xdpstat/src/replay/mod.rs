@@ -4,22 +4,20 @@
 //! No interface is touched. Each file gets a fresh load of the program, so
 //! its report is its own.
 
+pub mod batches;
 pub(crate) mod capture;
 pub(crate) mod input;
 
 use crate::kernel::attach::Hook;
 use std::{
-    io::{IsTerminal as _, Write},
+    io::Write,
     path::Path,
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::rules::RuleSet;
 use crate::{
@@ -28,19 +26,15 @@ use crate::{
     counts::report::Report,
     counts::snapshot::Snapshot,
     error::{Cause, XdpstatError, one_line},
-    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX, Load},
+    kernel::datapath::{Datapath, LINEAR_TEST_FRAME_MAX, Load, Programs, Runs, capture::Ring},
     kernel::privilege::{Needs, check_capabilities, check_kernel},
     outcome::{Outcome, Partial},
     output::{Format, write_report},
-    replay::capture::{CaptureError, Frame},
+    replay::batches::{Ran, RunFrame, run_frames},
+    replay::capture::CaptureError,
     replay::input::Input,
 };
 use crate::{kernel::datapath::capture::Settings, run::capture::ReplayCapture};
-
-/// The shortest frame BPF_PROG_TEST_RUN runs: an Ethernet header.
-const ETHERNET_HEADER: usize = 14;
-/// A file that takes longer than this gets a progress bar on a terminal.
-const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 /// What one file's replay ran.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -176,6 +170,7 @@ pub fn replay_file(
         prefix_len: lens,
         rule_rows: !rules.is_empty() || !rules.triggers.is_empty(),
         capture: capture.as_ref().map(|(settings, _)| *settings),
+        programs: Programs::Replay,
         ..Load::new(max_sources)
     })?;
     // The copies are written by the one worker after each batch (the
@@ -199,86 +194,22 @@ pub fn replay_file(
     let triggers = (!rules.triggers.is_empty()).then(|| Mutex::new(Triggers::default()));
     let timed = rules.has_limits() || triggers.is_some() || copies.is_some();
     let name = path.display().to_string();
-    let drain = || {
-        if let Some(copies) = &copies {
-            let mut copies = copies.lock().unwrap_or_else(PoisonError::into_inner);
-            let (ring, sink) = &mut *copies;
-            sink.drain(ring, &datapath.rule_maps(), &name);
-        }
+    let runner = ThroughXdpstat {
+        runs: datapath
+            .runs()
+            .map_err(|e| XdpstatError::Load { source: e.into() })?,
+        datapath: &datapath,
+        timed,
+        triggers: triggers.as_ref(),
+        copies: copies.as_ref(),
+        name: &name,
     };
-    let mut replayed = Replayed::default();
-    let started = Instant::now();
-    let size = input.size();
-    let mut progress: Option<ProgressBar> = None;
-    // The reader fills batches of frames; one worker per CPU runs them, so
-    // the test-run system calls of several CPUs overlap. Frames run out of
-    // order across CPUs, which changes no count. At most two batches per
-    // worker wait, and a batch holds at most `Batch::BYTES` and one frame
-    // (at most 256 KiB), so memory stays bounded whatever the capture holds.
-    let workers = if timed {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
-    let (batches, incoming) = mpsc::sync_channel::<Batch>(2 * workers);
-    let incoming = Mutex::new(incoming);
-    let ((stats, outcome), run_error) = std::thread::scope(|scope| {
-        let runners: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    run_batches(
-                        &datapath,
-                        &incoming,
-                        timed,
-                        triggers.as_ref(),
-                        &drain,
-                        &name,
-                        stop,
-                    )
-                })
-            })
-            .collect();
-        let mut batch = Batch::default();
-        let mut sending = true;
-        let outcome = capture::read(&mut input, &mut |frame: Frame<'_>, position| {
-            if !sending || stop.load(Ordering::Relaxed) {
-                return;
-            }
-            replayed.first.get_or_insert(frame.timestamp);
-            replayed.last = Some(frame.timestamp);
-            if frame.data.len() < ETHERNET_HEADER {
-                replayed.runts += 1;
-                return;
-            }
-            batch.push(frame.data, frame.wire_len, frame.timestamp);
-            replayed.frames += 1;
-            if batch.is_full() {
-                // A closed channel means every runner stopped on an error.
-                sending = batches.send(std::mem::take(&mut batch)).is_ok();
-            }
-            if replayed.frames % 65_536 == 0 {
-                show_progress(&mut progress, started, size, position);
-            }
-        });
-        if sending && !batch.is_empty() {
-            let _ = batches.send(batch);
-        }
-        drop(batches);
-        let run_error = runners
-            .into_iter()
-            .map(|runner| {
-                runner
-                    .join()
-                    .unwrap_or_else(|_| Err("a replay thread panicked".into()))
-            })
-            .find_map(Result::err);
-        (outcome, run_error)
-    });
-    drain();
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    replayed.cut_to_snaplen = stats.cut_to_snaplen;
+    let Ran {
+        replayed,
+        read,
+        run_error,
+    } = run_frames(&mut input, batches::workers(timed), &runner, stop);
+    runner.after_batch();
     if let Some(error) = run_error {
         return Err(failed(format!("BPF_PROG_TEST_RUN failed: {error}").into()));
     }
@@ -299,7 +230,7 @@ pub fn replay_file(
             snapshot
         }
     };
-    match outcome {
+    match read {
         Ok(()) | Err(CaptureError::Stopped { .. }) => Ok((snapshot, replayed, None)),
         // Nothing could be read at all: say so as an error.
         Err(
@@ -311,38 +242,63 @@ pub fn replay_file(
     }
 }
 
-/// Frames to run, packed into one buffer, each with its wire length and
-/// capture time.
-#[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    frames: Vec<(usize, u32, u64)>,
+/// Reads the capture at `path` (or standard input, `-`) and runs its frames
+/// through `runner` with the reader and workers a replay has: the benchmark
+/// measures xdpstat's replay against the same with another program.
+pub fn run_file(
+    path: &Path,
+    workers: usize,
+    runner: &dyn RunFrame,
+    stop: &AtomicBool,
+) -> Result<Ran, XdpstatError> {
+    let mut input = Input::open(path, stop).map_err(|e| XdpstatError::Capture {
+        file: path.display().to_string(),
+        source: e.into(),
+    })?;
+    Ok(run_frames(&mut input, workers, runner, stop))
 }
 
-impl Batch {
-    const FRAMES: usize = 1024;
-    /// Bytes a batch holds at most (plus one frame).
-    const BYTES: usize = 1 << 20;
+/// Frames through xdpstat's program: each whole, linear frame through the
+/// plain build, as live traffic runs; the rest, and every frame when the
+/// frames' times matter, through the replay build with their wire length
+/// and time. Triggers are judged before each frame, and captured copies
+/// written after each batch.
+struct ThroughXdpstat<'a> {
+    runs: Runs<'a>,
+    datapath: &'a Datapath,
+    timed: bool,
+    triggers: Option<&'a Mutex<Triggers>>,
+    copies: Option<&'a Mutex<(Ring, &'a mut ReplayCapture)>>,
+    name: &'a str,
+}
 
-    fn push(&mut self, data: &[u8], wire_len: u32, time: Duration) {
-        self.bytes.extend_from_slice(data);
-        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
-        self.frames.push((self.bytes.len(), wire_len, nanos));
+impl RunFrame for ThroughXdpstat<'_> {
+    fn run(&self, frame: &[u8], wire_len: u32, time_ns: u64) -> Result<(), String> {
+        if let Some(triggers) = self.triggers {
+            triggers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .before(self.datapath, self.name, time_ns)?;
+        }
+        // A whole, linear frame runs as live traffic does; the replay
+        // build (with the wire length and time as metadata) is for frames
+        // the plain build cannot count as they were, and for every frame
+        // when their time matters.
+        let whole = wire_len as usize == frame.len() && frame.len() <= LINEAR_TEST_FRAME_MAX;
+        let run = if whole && !self.timed {
+            self.runs.plain(frame)
+        } else {
+            self.runs.replay(frame, u64::from(wire_len), time_ns)
+        };
+        run.map(drop).map_err(|e| one_line(&e))
     }
 
-    fn is_full(&self) -> bool {
-        self.frames.len() >= Self::FRAMES || self.bytes.len() >= Self::BYTES
-    }
-
-    fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    fn frames(&self) -> impl Iterator<Item = (&[u8], u32, u64)> {
-        let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _, _)| end));
-        starts
-            .zip(&self.frames)
-            .map(|(start, &(end, wire_len, time))| (&self.bytes[start..end], wire_len, time))
+    fn after_batch(&self) {
+        if let Some(copies) = self.copies {
+            let mut copies = copies.lock().unwrap_or_else(PoisonError::into_inner);
+            let (ring, sink) = &mut *copies;
+            sink.drain(ring, &self.datapath.rule_maps(), self.name);
+        }
     }
 }
 
@@ -410,80 +366,6 @@ fn set_capture_time(datapath: &Datapath, ns: u64) {
             wall: UNIX_EPOCH + Duration::from_nanos(ns),
             datapath_ns: ns,
         });
-}
-
-/// One worker: runs batches until the channel closes; the first failed
-/// test run ends it (and, once all have ended, the reader's sends fail).
-fn run_batches(
-    datapath: &Datapath,
-    incoming: &Mutex<mpsc::Receiver<Batch>>,
-    timed: bool,
-    triggers: Option<&Mutex<Triggers>>,
-    drain: &(dyn Fn() + Sync),
-    name: &str,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    loop {
-        let batch = match incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv()
-        {
-            Ok(batch) => batch,
-            Err(_) => return Ok(()),
-        };
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        for (frame, wire_len, time) in batch.frames() {
-            if let Some(triggers) = triggers {
-                triggers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .before(datapath, name, time)?;
-            }
-            // A whole frame that is linear runs through the plain build, as
-            // live traffic does; the replay build (with the wire length and
-            // time as metadata, about 3 times slower a frame) is for the
-            // rest, and for every frame when rate limits need the time.
-            let whole = wire_len as usize == frame.len() && frame.len() <= LINEAR_TEST_FRAME_MAX;
-            let run = if whole && !timed {
-                datapath.test_run(frame)
-            } else {
-                datapath.replay_run(frame, u64::from(wire_len), time)
-            };
-            run.map_err(|e| one_line(&e))?;
-        }
-        drain();
-    }
-}
-
-/// Shows (after a second, on a terminal) how far into the input the
-/// replay is: of the file's size, or bytes read from a stream.
-fn show_progress(
-    progress: &mut Option<ProgressBar>,
-    started: Instant,
-    size: Option<u64>,
-    position: u64,
-) {
-    if progress.is_none() {
-        if started.elapsed() < PROGRESS_AFTER || !std::io::stderr().is_terminal() {
-            return;
-        }
-        let bar = ProgressBar::with_draw_target(size, ProgressDrawTarget::stderr());
-        let template = if size.is_some() {
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}"
-        } else {
-            "{spinner} {bytes} {bytes_per_sec}"
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style);
-        }
-        *progress = Some(bar);
-    }
-    if let Some(bar) = progress {
-        bar.set_position(position);
-    }
 }
 
 /// The live report's schema for a capture: the interface is the file, no

@@ -13,6 +13,8 @@ mod pinned;
 mod read;
 mod test_run;
 
+pub use self::test_run::Runs;
+
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, OwnedFd},
@@ -137,6 +139,28 @@ pub struct Load<'a> {
     pub rule_rows: bool,
     /// What `--capture` copies; `None`: nothing.
     pub capture: Option<capture::Settings>,
+    /// Which builds of the program are loaded (each costs the verifier
+    /// hundreds of milliseconds).
+    pub programs: Programs,
+}
+
+/// Which builds of the program a datapath loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// Every build: the plain and multi-buffer XDP programs and the tcx
+    /// one (any of which may be attached), and the replay build.
+    All,
+    /// What a replay runs: the plain build and the replay build.
+    Replay,
+}
+
+impl Programs {
+    fn includes(self, name: &str) -> bool {
+        match self {
+            Programs::All => true,
+            Programs::Replay => name == PROGRAM_NAME || name == REPLAY_PROGRAM_NAME,
+        }
+    }
 }
 
 impl Load<'_> {
@@ -150,6 +174,7 @@ impl Load<'_> {
             resume: None,
             rule_rows: true,
             capture: None,
+            programs: Programs::All,
         }
     }
 }
@@ -190,6 +215,7 @@ impl Datapath {
             resume,
             rule_rows,
             capture,
+            programs,
         } = options;
         if max_sources == 0 {
             return Err(XdpstatError::Usage(
@@ -231,14 +257,7 @@ impl Datapath {
         let mut ebpf = loader
             .load(PROGRAM_OBJECT)
             .map_err(|e| XdpstatError::Load { source: e.into() })?;
-        for variant in [Variant::Linear, Variant::Frags, Variant::Replay] {
-            program_mut(&mut ebpf, variant)?
-                .load()
-                .map_err(|e| XdpstatError::Load { source: e.into() })?;
-        }
-        tcx_program(&mut ebpf)?
-            .load()
-            .map_err(|e| XdpstatError::Load { source: e.into() })?;
+        load_programs(&mut ebpf, programs)?;
         let (maps, record) = Maps::take(&mut ebpf)?;
         let table_fds = [false, true].map(|v6| {
             maps.sources_fd(v6).and_then(|fd| {
@@ -387,6 +406,48 @@ fn random_seed() -> Result<u64, XdpstatError> {
         });
     }
     Ok(u64::from_ne_bytes(seed))
+}
+
+/// Loads the wanted builds of the program, each on a thread of its own:
+/// the verifier takes hundreds of milliseconds a build, on one CPU.
+fn load_programs(ebpf: &mut Ebpf, wanted: Programs) -> Result<(), XdpstatError> {
+    let names = [
+        PROGRAM_NAME,
+        FRAGS_PROGRAM_NAME,
+        REPLAY_PROGRAM_NAME,
+        TCX_PROGRAM_NAME,
+    ];
+    for name in names.into_iter().filter(|name| wanted.includes(name)) {
+        if ebpf.program(name).is_none() {
+            return Err(XdpstatError::Load {
+                source: format!("the embedded object has no program named {name}").into(),
+            });
+        }
+    }
+    let programs = ebpf
+        .programs_mut()
+        .filter(|(name, _)| wanted.includes(name) && names.contains(name));
+    std::thread::scope(|scope| {
+        let loading: Vec<_> = programs
+            .map(|(name, program)| {
+                scope.spawn(move || {
+                    match program {
+                        aya::programs::Program::Xdp(program) => program.load(),
+                        aya::programs::Program::SchedClassifier(program) => program.load(),
+                        _ => Err(ProgramError::UnexpectedProgramType),
+                    }
+                    .map_err(|e| format!("{name}: {e}"))
+                })
+            })
+            .collect();
+        for thread in loading {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err("a thread loading a program panicked".into()))
+                .map_err(|e| XdpstatError::Load { source: e.into() })?;
+        }
+        Ok(())
+    })
 }
 
 /// The tcx build of the program.
