@@ -295,34 +295,41 @@ pub fn flood(link: &Link, sources: &[u32], big_sent: &[u64], rounds: usize) -> R
 
 /// One report interval with many sources, measured in a process of its own
 /// (so its resident memory is xdpstat's, not the benchmark's).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ReportCost {
     /// Distinct sources sent, listed in the report, and packets no entry
     /// holds (new sources that found no free entry within reach).
     pub sent: usize,
     pub sources: usize,
     pub unattributed: u64,
-    /// CPU time (user + system, CLOCK_THREAD_CPUTIME_ID) of one interval,
-    /// median, memory-mapped reads.
-    pub mapped_cpu_ms: f64,
-    /// The same with per-key reads.
-    pub per_key_cpu_ms: f64,
+    /// CPU time (user + system, CLOCK_THREAD_CPUTIME_ID) of one interval
+    /// in which no source sent, median, memory-mapped reads, plain report.
+    pub idle_ms: f64,
+    /// The same after every source sent one more packet.
+    pub busy_ms: f64,
+    /// The same, with a JSON report of every source.
+    pub json_ms: Option<f64>,
+    /// The idle interval with per-key reads.
+    pub per_key_ms: Option<f64>,
     /// Resident memory after the memory-mapped intervals, and its peak, in KiB.
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
 }
 
-/// Fills a fresh datapath with `sources` distinct sources through
-/// BPF_PROG_TEST_RUN (all of 198.18.0.0/15, the rest from 2001:db8::/32),
-/// then measures the live loop's per-interval work: read both tables,
-/// compute the report against the previous read, print it.
-pub fn report_cost(
-    sources: u32,
-    mapped_rounds: usize,
-    per_key_rounds: usize,
-) -> Result<ReportCost> {
-    let capacity = sources + sources / 8;
-    let datapath = Datapath::load(capacity)?;
+/// What a report-cost probe measures.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReportSetup {
+    pub sources: u32,
+    /// Rows beside the tables, as with `--rules` or `--persist`.
+    pub rows: bool,
+    pub json: bool,
+    pub per_key: bool,
+    pub rounds: usize,
+}
+
+/// Sends `sources` sources one packet each: up to 131,072 IPv4 ones (the
+/// benchmark range's addresses), the rest IPv6.
+fn send_each(datapath: &Datapath, sources: u32) -> Result<()> {
     let v4_sources = sources.min(1 << 17);
     let mut frame = ipv4_frame(0);
     for n in 0..v4_sources {
@@ -337,6 +344,23 @@ pub fn report_cost(
         frame[34..38].copy_from_slice(&n.to_be_bytes());
         datapath.test_run(&frame)?;
     }
+    Ok(())
+}
+
+pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
+    let ReportSetup {
+        sources,
+        rows,
+        json,
+        per_key,
+        rounds,
+    } = setup;
+    let capacity = sources + sources / 8;
+    let datapath = Datapath::load_with(xdpstat::kernel::datapath::Load {
+        rule_rows: rows,
+        ..xdpstat::kernel::datapath::Load::new(capacity)
+    })?;
+    send_each(&datapath, sources)?;
     let attached = Attached {
         interface: "bench".into(),
         mode: ObtainedMode::Native,
@@ -345,35 +369,51 @@ pub fn report_cost(
         native_refused: None,
     };
     let mut watched = Watched::new(attached, datapath);
-    let interval = |watched: &mut Watched| -> Result<(f64, usize)> {
+    let interval = |watched: &mut Watched, format: Format| -> Result<(f64, usize)> {
         let before = cpu_time()?;
-        let report = watched.report(Format::Plain.default_top())?;
-        write_report(&mut io::sink(), Format::Plain, &report)?;
+        let report = watched.report(format.default_top())?;
+        write_report(&mut io::sink(), format, &report)?;
         Ok((
             (cpu_time()? - before).as_secs_f64() * 1e3,
             report.source_count,
         ))
     };
     // The first interval has no previous read to compare with.
-    let (_, seen) = interval(&mut watched)?;
+    let (_, seen) = interval(&mut watched, Format::Plain)?;
     if seen == 0 {
         bail!("the tables hold no source after {sources} were sent");
     }
     let unattributed = watched.source.snapshot("bench")?.unattributed().packets;
-    let mapped: Vec<f64> = (0..mapped_rounds)
-        .map(|_| interval(&mut watched).map(|(ms, _)| ms))
-        .collect::<Result<_>>()?;
+    let mut idle = Vec::with_capacity(rounds);
+    let mut busy = Vec::with_capacity(rounds);
+    let mut in_json = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        idle.push(interval(&mut watched, Format::Plain)?.0);
+        send_each(&watched.source, sources)?;
+        busy.push(interval(&mut watched, Format::Plain)?.0);
+        if json {
+            send_each(&watched.source, sources)?;
+            in_json.push(interval(&mut watched, Format::Json)?.0);
+        }
+    }
     let status = memory_status()?;
-    watched.source.set_read_method(ReadMethod::PerKey);
-    let per_key: Vec<f64> = (0..per_key_rounds)
-        .map(|_| interval(&mut watched).map(|(ms, _)| ms))
-        .collect::<Result<_>>()?;
+    let per_key = if per_key {
+        watched.source.set_read_method(ReadMethod::PerKey);
+        let rounds: Vec<f64> = (0..3)
+            .map(|_| interval(&mut watched, Format::Plain).map(|(ms, _)| ms))
+            .collect::<Result<_>>()?;
+        Some(median(rounds))
+    } else {
+        None
+    };
     Ok(ReportCost {
         sent: sources as usize,
         sources: seen,
         unattributed,
-        mapped_cpu_ms: median(mapped),
-        per_key_cpu_ms: median(per_key),
+        idle_ms: median(idle),
+        busy_ms: median(busy),
+        json_ms: json.then(|| median(in_json)),
+        per_key_ms: per_key,
         rss_kib: status.0,
         peak_rss_kib: status.1,
     })

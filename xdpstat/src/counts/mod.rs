@@ -3,6 +3,7 @@
 //! ([`prefixes`]), what the rules did ([`verdicts`]), and the report two
 //! reads make ([`report`]).
 
+pub(crate) mod buffers;
 pub mod kinds;
 pub(crate) mod prefixes;
 pub(crate) mod rates;

@@ -17,6 +17,8 @@ use std::{
 
 use hashbrown::HashMap;
 
+use super::buffers;
+
 use serde::Serialize;
 use xdpstat_common::{
     Counter,
@@ -211,16 +213,47 @@ pub struct SourceTableBuilder {
     /// The packets by protocol of what was pushed as mixed, summed by
     /// source.
     mixed: HashMap<IpAddr, SourceProtocols>,
+    /// Rows of each family pushed from the tables, before the rest (see
+    /// [`SourceTableBuilder::tables_read`]).
+    from_tables: [usize; 2],
+}
+
+/// How the rows read from the tables sorted at the last read, per family.
+/// The tables are walked in the same order every read and their sources
+/// change little between reads, so the last order is tried first: when it
+/// sorts the new rows, a million sources are put in address order by
+/// moving each row once, with no comparison sort.
+#[derive(Debug, Default)]
+pub struct SortOrder {
+    v4: FamilyOrder,
+    v6: FamilyOrder,
+}
+
+/// One family's [`SortOrder`].
+#[derive(Debug, Default)]
+struct FamilyOrder {
+    /// For each position in address order, the position the row had as
+    /// read from the tables (empty: none known).
+    from: Vec<u32>,
+    /// Rows read from the tables at the last read.
+    rows: usize,
 }
 
 impl SourceTableBuilder {
     /// Room for `v4` and `v6` sources without reallocating.
     pub fn with_capacity(v4: usize, v6: usize) -> Self {
         Self {
-            v4: Vec::with_capacity(v4),
-            v6: Vec::with_capacity(v6),
+            v4: buffers::with_capacity(v4),
+            v6: buffers::with_capacity(v6),
             mixed: HashMap::new(),
+            from_tables: [0; 2],
         }
+    }
+
+    /// Says that the rows pushed so far were read from the tables, in
+    /// table order, and those after it (the CPUs' runs) are not.
+    pub fn tables_read(&mut self) {
+        self.from_tables = [self.v4.len(), self.v6.len()];
     }
 
     /// The row for `tally` of the source `key`.
@@ -273,9 +306,16 @@ impl SourceTableBuilder {
     }
 
     /// Sorts by address and sums the counts of a source met twice.
-    pub fn finish(mut self) -> SourceTable {
-        let v4 = sorted_and_merged(self.v4, &mut self.mixed);
-        let v6 = sorted_and_merged(self.v6, &mut self.mixed);
+    pub fn finish(self) -> SourceTable {
+        self.finish_in(&mut SortOrder::default())
+    }
+
+    /// As [`SourceTableBuilder::finish`], trying the rows from the tables
+    /// in `order` first, and keeping the order they sort into there.
+    pub fn finish_in(mut self, order: &mut SortOrder) -> SourceTable {
+        let [v4_tables, v6_tables] = self.from_tables;
+        let v4 = sorted_and_merged(self.v4, v4_tables, &mut order.v4, &mut self.mixed);
+        let v6 = sorted_and_merged(self.v6, v6_tables, &mut order.v6, &mut self.mixed);
         SourceTable {
             v4,
             v6,
@@ -284,14 +324,128 @@ impl SourceTableBuilder {
     }
 }
 
-/// `rows` sorted by key, each key's rows summed into one; `mixed` holds
-/// what was pushed as mixed, and gets the packets by protocol of every
-/// source whose rows had different protocols.
+/// Puts the row that was at `from[j]` at each position `j` of `rows`, in
+/// place: cycle by cycle, each row moved once. False, with nothing moved,
+/// when `from` is not a permutation of the positions of `rows`.
+fn permute<K: Key>(rows: &mut [Row<K>], from: &[u32]) -> bool {
+    let len = rows.len();
+    let mut seen = vec![0u64; len.div_ceil(64)];
+    let bit = |at: usize| (at / 64, 1u64 << (at % 64));
+    if from.len() != len {
+        return false;
+    }
+    for &source in from {
+        let source = source as usize;
+        if source >= len {
+            return false;
+        }
+        let (word, mask) = bit(source);
+        if seen[word] & mask != 0 {
+            return false;
+        }
+        seen[word] |= mask;
+    }
+    // Every position is a source once: `seen` now marks what is left to
+    // place, and each cycle of the permutation closes.
+    for start in 0..len {
+        let (word, mask) = bit(start);
+        if seen[word] & mask == 0 {
+            continue;
+        }
+        let first = rows[start];
+        let mut at = start;
+        loop {
+            let (word, mask) = bit(at);
+            seen[word] &= !mask;
+            let source = from[at] as usize;
+            if source == start {
+                rows[at] = first;
+                break;
+            }
+            rows[at] = rows[source];
+            at = source;
+        }
+    }
+    true
+}
+
+/// The positions of `rows` in key order.
+fn key_order<K: Key>(rows: &[Row<K>]) -> Vec<u32> {
+    let mut pairs: Vec<(K, u32)> = buffers::with_capacity(rows.len());
+    pairs.extend(
+        rows.iter()
+            .enumerate()
+            .map(|(at, row)| (row.key, at as u32)),
+    );
+    pairs.sort_unstable_by_key(|&(key, _)| key);
+    pairs.into_iter().map(|(_, at)| at).collect()
+}
+
+/// Sorts `rows`, read from the tables, by key, trying `order` first.
+///
+/// The order is kept for the next read when it is cheap to know: when the
+/// last order sorted these rows, or when as many rows were read as the
+/// last time (the sources have settled) and none is known. Otherwise (a
+/// flood brings new sources every read) the rows are sorted in place and
+/// no order is kept, which costs no more than a plain sort.
+fn sort_from_tables<K: Key>(rows: &mut [Row<K>], order: &mut FamilyOrder) {
+    let settled = order.rows == rows.len();
+    order.rows = rows.len();
+    if !order.from.is_empty() {
+        if permute(rows, &order.from) && rows.is_sorted_by_key(|row| row.key) {
+            return;
+        }
+        // Other rows than last time: sorted whole.
+        order.from.clear();
+        rows.sort_unstable_by_key(|row| row.key);
+        return;
+    }
+    if settled {
+        order.from = key_order(rows);
+        if permute(rows, &order.from) {
+            return;
+        }
+        order.from.clear();
+    }
+    rows.sort_unstable_by_key(|row| row.key);
+}
+
+/// Merges `rest` (sorted by key) into `sorted` (sorted by key) in place,
+/// from the back: the few rows the CPUs' runs add go where they belong
+/// without another vector the size of the table.
+fn merge_into<K: Key>(sorted: &mut Vec<Row<K>>, mut rest: Vec<Row<K>>) {
+    if rest.is_empty() {
+        return;
+    }
+    let mut from = sorted.len();
+    sorted.extend_from_slice(&rest);
+    let mut to = sorted.len();
+    while let Some(last) = rest.last().copied() {
+        if from > 0 && sorted[from - 1].key > last.key {
+            sorted[to - 1] = sorted[from - 1];
+            from -= 1;
+        } else {
+            sorted[to - 1] = last;
+            rest.pop();
+        }
+        to -= 1;
+    }
+}
+
+/// `rows` sorted by key, each key's rows summed into one. The first
+/// `from_tables` rows were read from the tables, in table order (see
+/// [`SortOrder`]). `mixed` holds what was pushed as mixed, and gets the
+/// packets by protocol of every source whose rows had different protocols.
 fn sorted_and_merged<K: Key>(
     mut rows: Vec<Row<K>>,
+    from_tables: usize,
+    order: &mut FamilyOrder,
     mixed: &mut HashMap<IpAddr, SourceProtocols>,
 ) -> Vec<Row<K>> {
-    rows.sort_unstable_by_key(|row| row.key);
+    let mut rest = rows.split_off(from_tables.min(rows.len()));
+    rest.sort_unstable_by_key(|row| row.key);
+    sort_from_tables(&mut rows, order);
+    merge_into(&mut rows, rest);
     rows.dedup_by(|later, kept| {
         if later.key != kept.key {
             return false;
@@ -584,6 +738,84 @@ mod tests {
 
     fn c(packets: u64, bytes: u64) -> Counter {
         Counter { packets, bytes }
+    }
+
+    /// One read: table rows (address, packets), then runs in progress.
+    fn read(
+        table: &[(IpAddr, u64)],
+        runs: &[(IpAddr, u64)],
+        order: Option<&mut SortOrder>,
+    ) -> SourceTable {
+        let mut builder = SourceTableBuilder::with_capacity(table.len(), table.len());
+        for &(address, packets) in table {
+            builder.push_one_protocol(address, c(packets, packets * 60), 1);
+        }
+        builder.tables_read();
+        for &(address, packets) in runs {
+            builder.push_one_protocol(address, c(packets, packets * 60), 1);
+        }
+        match order {
+            Some(order) => builder.finish_in(order),
+            None => builder.finish(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Reads sorted through the order kept from the reads before them
+        /// are the reads sorted afresh, whatever changed between them:
+        /// sources come and go, move between entries, or stay.
+        #[test]
+        fn a_kept_order_sorts_as_a_fresh_sort_does(
+            reads in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u8..40, 1u64..5, proptest::bool::ANY), 0..60),
+                    proptest::collection::vec((0u8..40, 1u64..5), 0..3),
+                ),
+                1..6,
+            ),
+            repeat in 0usize..3,
+        ) {
+            let address = |n: u8, v6: bool| -> IpAddr {
+                if v6 {
+                    format!("2001:db8::{n:x}").parse().unwrap()
+                } else {
+                    format!("198.18.0.{n}").parse().unwrap()
+                }
+            };
+            let mut order = SortOrder::default();
+            for (table, runs) in &reads {
+                let table: Vec<(IpAddr, u64)> =
+                    table.iter().map(|&(n, p, v6)| (address(n, v6), p)).collect();
+                let runs: Vec<(IpAddr, u64)> =
+                    runs.iter().map(|&(n, p)| (address(n, n % 2 == 0), p)).collect();
+                // The same read again (the settled case) as often as asked.
+                for _ in 0..=repeat {
+                    let kept = read(&table, &runs, Some(&mut order));
+                    proptest::prop_assert_eq!(kept, read(&table, &runs, None));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_permutation_moves_rows_once_and_a_false_one_moves_nothing() {
+        let rows = |keys: &[u32]| -> Vec<Row<u32>> {
+            keys.iter()
+                .map(|&key| Row {
+                    key,
+                    counter: c(u64::from(key), 0),
+                    protocol: 0,
+                })
+                .collect()
+        };
+        let mut moved = rows(&[30, 10, 20, 40]);
+        assert!(permute(&mut moved, &[1, 2, 0, 3]));
+        assert_eq!(moved, rows(&[10, 20, 30, 40]));
+        for bad in [&[0, 0, 1, 2][..], &[0, 1, 2], &[0, 1, 2, 4]] {
+            let mut unmoved = rows(&[30, 10, 20, 40]);
+            assert!(!permute(&mut unmoved, bad));
+            assert_eq!(unmoved, rows(&[30, 10, 20, 40]));
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use ipnet::IpNet;
 
 use crate::{
     counts::prefixes::{PrefixLens, Prefixes},
-    counts::sources::{SourceProtocols, SourceTable, SourceTableBuilder, Tally},
+    counts::sources::{SortOrder, SourceProtocols, SourceTable, SourceTableBuilder, Tally},
     error::{XdpstatError, one_line},
     kernel::bpf_sys::Grace,
     kernel::mapped::MappedArray,
@@ -335,7 +335,16 @@ impl<E: TableEntry> Table<E> {
                         (Some(array), _) => {
                             E::decode(&array.get(&(index as u32), 0).map_err(|e| one_line(&e))?)
                         }
-                        (None, Some(window)) => load_entry(window, index - first),
+                        (None, Some(window)) => {
+                            // Most entries of a table hold no source: only
+                            // their state word is loaded.
+                            let word = window.load(index - first, STATE_WORD, Ordering::Acquire);
+                            if state_of(word) != entry_state::READY {
+                                self.forget(index);
+                                continue;
+                            }
+                            load_entry(window, index - first)
+                        }
                         (None, None) => unreachable!("mapped above"),
                     };
                     let row = match (&self.mixed, entry.mixed) {
@@ -375,8 +384,7 @@ impl<E: TableEntry> Table<E> {
         sources: &mut SourceTableBuilder,
     ) {
         if entry.state != entry_state::READY {
-            self.seen[index] = 0;
-            self.set_idle(index, false);
+            self.forget(index);
             return;
         }
         self.in_use += 1;
@@ -390,6 +398,19 @@ impl<E: TableEntry> Table<E> {
         let unchanged = low != 0 && self.seen[index] == low;
         self.seen[index] = low;
         self.set_idle(index, unchanged);
+    }
+
+    /// An entry that holds no source: nothing seen, not idle. Written only
+    /// when it held one at the last read, so a read of a sparse table
+    /// leaves these arrays' pages alone.
+    fn forget(&mut self, index: usize) {
+        if self.seen[index] != 0 {
+            self.seen[index] = 0;
+        }
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if self.idle[word] & bit != 0 {
+            self.idle[word] &= !bit;
+        }
     }
 
     /// Entries a CPU's run will settle into are busy, whatever their
@@ -615,6 +636,8 @@ pub struct Tables {
     lens: PrefixLens,
     retired_prefixes: HashMap<IpNet, Counter>,
     retired_unkept: Counter,
+    /// The order the last read's sources sorted into.
+    order: SortOrder,
 }
 
 /// The most prefixes retired counts are kept for (a spoofed IPv6 flood
@@ -662,7 +685,13 @@ impl Tables {
             record,
             lens,
             retired_prefixes: HashMap::new(),
+            order: SortOrder::default(),
         })
+    }
+
+    /// The order the last read's sources sorted into, for this read's.
+    pub fn sort_order(&mut self) -> &mut SortOrder {
+        &mut self.order
     }
 
     /// Adds what retired entries counted, per prefix, to `prefixes`.
@@ -727,6 +756,7 @@ impl Tables {
                     .map_err(|e| failed("SOURCES_V6", &e))?;
             }
         }
+        sources.tables_read();
         let record = self.record.get();
         Ok(SourcesRead {
             sources,

@@ -39,7 +39,7 @@ impl Datapath {
             })?;
         let folded = fold_cpu_states(&states, retired_v4, retired_v6, &mut sources);
         tables.mark_busy(&folded.busy.v4, &folded.busy.v6);
-        let sources = sources.finish();
+        let sources = sources.finish_in(tables.sort_order());
         let mut prefixes = Prefixes::default();
         prefixes.add_held(&self.lens, &sources);
         tables.add_retired_prefixes(&mut prefixes);
