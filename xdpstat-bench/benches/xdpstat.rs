@@ -52,7 +52,7 @@ fn run() -> Result<()> {
         .context("XDPSTAT_BENCH_SCALE")?
         .unwrap_or(1.0);
     let scaled = |n: f64| (n * scale).max(1.0) as usize;
-    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,rules,report,verifier,growth picks sections (all by default).
+    // XDPSTAT_BENCH_ONLY=hot,zipf,flood,replay,rules,reads,report,verifier,growth picks sections (all by default).
     let only = std::env::var("XDPSTAT_BENCH_ONLY").unwrap_or_default();
     let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     let started = Instant::now();
@@ -102,10 +102,12 @@ fn run() -> Result<()> {
         // Full size at every scale: it takes well under a second.
         let read = rules::file_read(32_768, 1_000_000, ROUNDS)?;
         print_file_read(&read);
-        let costs = rules::read_costs(ROUNDS)?;
-        print_read_costs(&costs);
         let capture = rules::capture_cost(scaled(1_000_000.0) as u32, ROUNDS)?;
         print_capture_cost(&capture);
+    }
+    if wanted("rules") || wanted("reads") {
+        let costs = rules::read_costs(ROUNDS)?;
+        print_read_costs(&costs);
     }
     if wanted("verifier") {
         let capturing = Datapath::load_with(Load {

@@ -354,7 +354,7 @@ pub const META_MAP: &str = "XDPSTAT_META";
 /// and writes: the table entries, [`CpuState`], [`Meta`] and the set of
 /// maps. Bump it with any change to them; the kernel checks only map types
 /// and sizes, so this number is what refuses pins another build made.
-pub const PIN_LAYOUT: u32 = 7;
+pub const PIN_LAYOUT: u32 = 8;
 
 /// How a datapath is attached, as [`Meta::attach`] records it.
 pub mod meta_attach {

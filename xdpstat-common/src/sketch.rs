@@ -24,6 +24,10 @@ use crate::{Counter, mix};
 pub const SKETCH_ROWS: usize = 5;
 /// Cells per row (ε = e / 2048 ≈ 0.00133).
 pub const SKETCH_WIDTH: u32 = 2048;
+/// Cells of one CPU's sketch: each family's sketch map is a
+/// memory-mappable array of a section this long per CPU, which only that
+/// CPU adds to and user space sums through a mapping.
+pub const SKETCH_SECTION: u32 = SKETCH_ROWS as u32 * SKETCH_WIDTH;
 /// Slots of a CPU's heavy-hitter table per family.
 pub const HEAVY_SLOTS: usize = 64;
 

@@ -13,10 +13,10 @@ use xdpstat_common::{
     capture::{CAPTURE_RING_BYTES, Scratch},
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
     rules::{
-        BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULESET_ENTRIES, Rule,
-        SourceRow,
+        BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULE_HITS_SECTION,
+        RULESET_ENTRIES, Rule, SourceRow,
     },
-    sketch::{Heavy, SKETCH_ROWS, SKETCH_WIDTH},
+    sketch::{Heavy, SKETCH_SECTION},
     table_entries,
 };
 
@@ -78,12 +78,11 @@ pub static XDPSTAT_META: Array<Meta> = Array::with_max_entries(1, 0);
 
 /// The prefix sketches and their heavy-hitter tables (see
 /// `xdpstat_common::sketch`): only runs no table entry took touch them.
+/// A section per CPU (the loader sizes them for the host's possible CPUs).
 #[map(name = "SKETCH_V4")]
-pub static SKETCH_V4: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(SKETCH_ROWS as u32 * SKETCH_WIDTH, 0);
+pub static SKETCH_V4: Array<Counter> = Array::with_max_entries(SKETCH_SECTION, BPF_F_MMAPABLE);
 #[map(name = "SKETCH_V6")]
-pub static SKETCH_V6: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(SKETCH_ROWS as u32 * SKETCH_WIDTH, 0);
+pub static SKETCH_V6: Array<Counter> = Array::with_max_entries(SKETCH_SECTION, BPF_F_MMAPABLE);
 #[map(name = "HEAVY_V4")]
 pub static HEAVY_V4: PerCpuArray<Heavy> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "HEAVY_V6")]
@@ -113,9 +112,10 @@ pub static RULES_V6_1: LpmTrie<Ipv6Key, u32> = LpmTrie::with_max_entries(MAX_PRE
 /// Both slots' chains (see `xdpstat_common::rules`).
 #[map(name = "CHAINS")]
 pub static CHAINS: Array<Node> = Array::with_max_entries(2 * MAX_NODES, 0);
-/// What each rule matched, per CPU, at `slot * MAX_RULES + index`.
+/// What each rule matched, a section per CPU, at `slot * MAX_RULES +
+/// index` in it (the loader sizes it for the host's possible CPUs).
 #[map(name = "RULE_HITS")]
-pub static RULE_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
+pub static RULE_HITS: Array<Counter> = Array::with_max_entries(RULE_HITS_SECTION, BPF_F_MMAPABLE);
 /// The buckets a limit's entry-less sources share: packets at the rule's
 /// place, bytes `BYTE_BUCKETS` further on.
 #[map(name = "RULE_BUCKETS")]

@@ -7,12 +7,12 @@
 //! and the verdict counted per CPU, per rule and per source. A family with
 //! no rules costs one array read.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{helpers::bpf_get_smp_processor_id, maps::lpm_trie::Key};
 use xdpstat_common::{
     Counter, CpuState, capture,
     rules::{
-        BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, Rule, SourceRow, action, byte_cost, cached,
-        conform_cost, fields, ruleset, verdict,
+        BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, RULE_HITS_SECTION, Rule, SourceRow, action,
+        byte_cost, cached, conform_cost, fields, ruleset, verdict,
     },
 };
 
@@ -62,8 +62,12 @@ pub fn judge<E: Entry>(
     let Some(rule) = RULES.get(at) else {
         return false;
     };
-    if let Some(hits) = RULE_HITS.get_ptr_mut(at) {
-        // SAFETY: this CPU's counter of a live per-CPU array.
+    // SAFETY: a helper with no arguments (the verifier inlines it).
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(hits) = RULE_HITS.get_ptr_mut(cpu * RULE_HITS_SECTION + at) {
+        // SAFETY: a live array value in this CPU's section, which only
+        // this CPU writes; XDP does not nest on a CPU. User space only
+        // reads it, a word at a time.
         bump(unsafe { &mut *hits }, packet.packets, packet.len);
     }
     // A held source's row is at its entry's index; its buckets are the

@@ -5,10 +5,6 @@
 //! CAP_SYS_ADMIN, which xdpstat does not), and pin a link aya does not own
 //! or open one by id.
 //!
-//! Per-CPU arrays are read in batches (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6),
-//! which aya 0.14 does not offer for them: one system call for thousands of
-//! rule counters or sketch cells instead of one each.
-//!
 //! The wait is an update of an array of maps. aya 0.14 can update one
 //! (`ArrayOfMaps::set`) but not create one outside a loaded object (the
 //! map-in-map constructor is crate-private), and aya-ebpf 0.2 cannot
@@ -19,14 +15,11 @@ use std::{
     io,
     mem::size_of,
     os::{
-        fd::{AsFd as _, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::Path,
 };
-
-use aya::maps::{IterableMap as _, MapData, PerCpuArray};
-use xdpstat_common::Counter;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;
@@ -34,7 +27,6 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 
@@ -59,110 +51,6 @@ struct ElemAttr {
     key: u64,
     value: u64,
     flags: u64,
-}
-
-/// The `batch` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// The counters at indices `first .. first + count` of the per-CPU array
-/// `map`, each summed over the possible CPUs: in batches, or key by key
-/// where this kernel reads no array in batches.
-pub fn per_cpu_counters(
-    map: &PerCpuArray<MapData, Counter>,
-    first: u32,
-    count: u32,
-) -> io::Result<Vec<Counter>> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    if let Some(sums) = batched_counters(map.map().fd().as_fd(), first, count, cpus)? {
-        return Ok(sums);
-    }
-    (first..first + count)
-        .map(|index| {
-            let values = map
-                .get(&index, 0)
-                .map_err(|e| io::Error::other(crate::error::one_line(&e)))?;
-            let mut sum = Counter::default();
-            for per_cpu in values.iter() {
-                sum.add(per_cpu);
-            }
-            Ok(sum)
-        })
-        .collect()
-}
-
-/// [`per_cpu_counters`] with `BPF_MAP_LOOKUP_BATCH`; `None` when the
-/// kernel refuses batches for the map.
-fn batched_counters(
-    map: BorrowedFd<'_>,
-    first: u32,
-    count: u32,
-    cpus: usize,
-) -> io::Result<Option<Vec<Counter>>> {
-    /// Elements a call asks for: 2,048 at 16 bytes on each CPU.
-    const BATCH: u32 = 2048;
-    let mut sums = vec![Counter::default(); count as usize];
-    let mut keys = vec![0u32; BATCH as usize];
-    let mut values = vec![Counter::default(); BATCH as usize * cpus];
-    let mut read = 0u32;
-    while read < count {
-        let want = BATCH.min(count - read);
-        // For an array the batch token is the key before the next one read.
-        let previous = (first + read).wrapping_sub(1);
-        let mut next = 0u32;
-        let mut attr = BatchAttr {
-            in_batch: if first + read == 0 {
-                0
-            } else {
-                &raw const previous as u64
-            },
-            out_batch: &raw mut next as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: want,
-            map_fd: map.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
-        match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
-            Ok(_) => {}
-            // The end of the array: what was read is in `count`.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e)
-                // ENOTSUPP (524), the kernel's own, is what reaches user
-                // space from a map without batch operations.
-                if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524))
-                    && read == 0 =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        }
-        let got = attr.count.min(want);
-        if got == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the array ends before index {}", first + read),
-            ));
-        }
-        for (element, per_cpu) in values.chunks_exact(cpus).take(got as usize).enumerate() {
-            let sum = &mut sums[(read as usize) + element];
-            for value in per_cpu {
-                sum.add(value);
-            }
-        }
-        read += got;
-    }
-    Ok(Some(sums))
 }
 
 fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {

@@ -14,12 +14,10 @@ use xdpstat_common::{
     kinds::{PORTS, PORTS_MAP, side::SIDES, source},
     rules::{
         BANS_MAP, BanRecord, CHAINS_MAP, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node,
-        ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS,
-        RULES_V6_MAPS, RULESET_ENTRIES, RULESET_MAP, Rule, SourceRow,
+        ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULE_HITS_SECTION, RULES_MAP,
+        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_ENTRIES, RULESET_MAP, Rule, SourceRow,
     },
-    sketch::{
-        HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH,
-    },
+    sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_SECTION, SKETCH_V4_MAP, SKETCH_V6_MAP},
     table_entries,
 };
 
@@ -113,7 +111,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
     };
     let (v4, v6) = (size_of::<V4Entry>(), size_of::<V6Entry>());
     let mixed = size_of::<[u64; source::PROTOCOLS]>();
-    let sketch = SKETCH_ROWS as u32 * SKETCH_WIDTH;
+    let sketch = cpus.saturating_mul(SKETCH_SECTION);
     let rule = size_of::<Rule>();
     // A trie's value: its prefix's chain head.
     let head = size_of::<u32>();
@@ -146,9 +144,9 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
         layout(RULES_V6_MAPS[1], Trie, head, MAX_PREFIXES, Rules),
         layout(
             RULE_HITS_MAP,
-            PerCpu,
+            Mmapable,
             size_of::<Counter>(),
-            2 * MAX_RULES,
+            cpus.saturating_mul(RULE_HITS_SECTION),
             Rules,
         ),
         layout(RULE_BUCKETS_MAP, Array, 8, 4 * MAX_RULES, Rules),
@@ -163,8 +161,8 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
             Ports,
         ),
         layout(CPU_STATE_MAP, PerCpu, size_of::<CpuState>(), 1, Rest),
-        layout(SKETCH_V4_MAP, PerCpu, size_of::<Counter>(), sketch, Rest),
-        layout(SKETCH_V6_MAP, PerCpu, size_of::<Counter>(), sketch, Rest),
+        layout(SKETCH_V4_MAP, Mmapable, size_of::<Counter>(), sketch, Rest),
+        layout(SKETCH_V6_MAP, Mmapable, size_of::<Counter>(), sketch, Rest),
         layout(HEAVY_V4_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
         layout(HEAVY_V6_MAP, PerCpu, size_of::<Heavy>(), 1, Rest),
         layout(META_MAP, Array, size_of::<Meta>(), 1, Rest),

@@ -16,4 +16,5 @@ pub(crate) mod persist;
 pub mod pins;
 pub mod privilege;
 pub(crate) mod rulemaps;
+pub(crate) mod sections;
 pub mod tables;

@@ -35,8 +35,9 @@ pub(super) struct Maps {
     pub mixed: [MapData; 2],
     /// Each CPU's runs and class counters.
     pub cpu_state: PerCpuArray<MapData, CpuState>,
-    /// The prefix sketches and their heavy-hitter tables.
-    pub sketch: [PerCpuArray<MapData, Counter>; 2],
+    /// The prefix sketches, a section per CPU (see `kernel::sections`),
+    /// and their heavy-hitter tables.
+    pub sketch: [MapData; 2],
     pub heavy: [PerCpuArray<MapData, Heavy>; 2],
     /// Packets and bytes per port and side, a section per CPU, mapped;
     /// and the map itself, held as the other maps are.
@@ -105,7 +106,10 @@ impl Maps {
                 array_data(ebpf, MIXED_V6_MAP)?,
             ],
             cpu_state: typed(ebpf, CPU_STATE_MAP)?,
-            sketch: [typed(ebpf, SKETCH_V4_MAP)?, typed(ebpf, SKETCH_V6_MAP)?],
+            sketch: [
+                array_data(ebpf, SKETCH_V4_MAP)?,
+                array_data(ebpf, SKETCH_V6_MAP)?,
+            ],
             heavy: [typed(ebpf, HEAVY_V4_MAP)?, typed(ebpf, HEAVY_V6_MAP)?],
             ports: mapped_ports(&ports_map)?,
             _ports_map: ports_map,

@@ -44,7 +44,7 @@ use xdpstat_common::{
     },
     sketch::{
         HEAVY_V4_MAP, HEAVY_V6_MAP, PREFIX_V4_MASK_GLOBAL, PREFIX_V6_MASK_GLOBAL, PrefixKey,
-        SKETCH_ROWS, SKETCH_V4_MAP, SKETCH_V6_MAP, SKETCH_WIDTH, error_bound, sketch_cell,
+        SKETCH_ROWS, SKETCH_SECTION, SKETCH_V4_MAP, SKETCH_V6_MAP, error_bound, sketch_cell,
     },
     table_entries,
 };

@@ -138,11 +138,12 @@ impl Datapath {
             keys.sort_unstable();
             keys.dedup();
             // The whole sketch, summed over the CPUs.
-            let cells = crate::kernel::bpf_sys::per_cpu_counters(
-                sketch,
-                0,
-                SKETCH_ROWS as u32 * SKETCH_WIDTH,
+            let cells = crate::kernel::sections::Sections::new(
+                sketch.fd().as_fd(),
+                SKETCH_SECTION as usize,
+                self.maps.cpus,
             )
+            .sums(0, SKETCH_SECTION as usize)
             .map_err(|e| XdpstatError::MapRead {
                 interface: interface.to_owned(),
                 map: sketch_map,

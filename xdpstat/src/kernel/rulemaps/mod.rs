@@ -23,7 +23,7 @@ use std::{
 use aya::{
     Pod,
     maps::{
-        Array, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+        Array, Map, MapData, MapError,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -33,8 +33,8 @@ use xdpstat_common::{
     Counter,
     rules::{
         BANS_MAP, BYTE_BUCKETS, BanRecord, CHAINS_MAP, MAX_NODES, MAX_RULES, MAX_WALK, Node,
-        RULE_BUCKETS_MAP, RULE_HITS_MAP, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP,
-        Rule as KernelRule, fields, ruleset,
+        RULE_BUCKETS_MAP, RULE_HITS_MAP, RULE_HITS_SECTION, RULES_MAP, RULES_V4_MAPS,
+        RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, fields, ruleset,
     },
 };
 
@@ -46,6 +46,8 @@ use crate::{
     error::{Cause, one_line},
     kernel::{
         bpf_sys::{self, Grace},
+        memory::possible_cpus,
+        sections::Sections,
         tables::forget_remembered_rules,
     },
     rules::{
@@ -63,7 +65,8 @@ pub struct RuleMaps {
     ruleset: Array<MapData, u64>,
     v4: [LpmTrie<MapData, [u8; 4], u32>; 2],
     v6: [LpmTrie<MapData, [u8; 16], u32>; 2],
-    hits: PerCpuArray<MapData, Counter>,
+    /// Each rule's hits, a section per CPU (see `kernel::sections`).
+    hits: MapData,
     buckets: Array<MapData, u64>,
     by_index: Array<MapData, KernelRule>,
     chains: Array<MapData, Node>,
@@ -143,6 +146,14 @@ fn insert<K: Pod>(
 ) -> Result<(), Cause> {
     trie.insert(&Key::new(len, address), head, 0)
         .map_err(|e| failed("writing a rule", one_line(&e)))
+}
+
+/// `map`'s data, when it is an array.
+fn array_data(map: Map, name: &'static str) -> Result<MapData, Cause> {
+    match map {
+        Map::Array(data) => Ok(data),
+        _ => Err(failed(name, "not an array")),
+    }
 }
 
 /// A map of the type `T` names, from `fetch`.
@@ -231,7 +242,7 @@ impl RuleMaps {
                 take(fetch, RULES_V6_MAPS[0])?,
                 take(fetch, RULES_V6_MAPS[1])?,
             ],
-            hits: take(fetch, RULE_HITS_MAP)?,
+            hits: array_data(fetch(RULE_HITS_MAP)?, RULE_HITS_MAP)?,
             buckets: take(fetch, RULE_BUCKETS_MAP)?,
             by_index: take(fetch, RULES_MAP)?,
             chains: take(fetch, CHAINS_MAP)?,
@@ -349,14 +360,11 @@ impl RuleMaps {
         let s = slot as usize;
         empty(&mut self.v4[s])?;
         empty(&mut self.v6[s])?;
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| failed(what, e))?;
+        self.hit_sections()
+            .zero((slot * MAX_RULES) as usize, self.dirty[s] as usize)
+            .map_err(|e| failed(RULE_HITS_MAP, e))?;
         for index in 0..self.dirty[s] {
             let at = slot * MAX_RULES + index;
-            let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
-                .map_err(|e| failed(RULE_HITS_MAP, e))?;
-            self.hits
-                .set(at, zeros, 0)
-                .map_err(|e| failed(RULE_HITS_MAP, one_line(&e)))?;
             for bucket in [at, BYTE_BUCKETS + at] {
                 self.buckets
                     .set(bucket, 0, 0)
@@ -552,7 +560,9 @@ impl RuleMaps {
         rules: &[InForce],
         base: &[Counter],
     ) -> Result<Vec<RuleHits>, Cause> {
-        let hits = bpf_sys::per_cpu_counters(&self.hits, slot * MAX_RULES, rules.len() as u32)
+        let hits = self
+            .hit_sections()
+            .sums((slot * MAX_RULES) as usize, rules.len())
             .map_err(|e| failed(RULE_HITS_MAP, e))?;
         let all = rules
             .iter()
@@ -578,6 +588,15 @@ impl RuleMaps {
             .get(slot)
             .and_then(|names| names.get(index))
             .map(String::as_str)
+    }
+
+    /// The hits' sections, one per possible CPU.
+    fn hit_sections(&self) -> Sections<'_> {
+        Sections::new(
+            self.hits.fd().as_fd(),
+            RULE_HITS_SECTION as usize,
+            possible_cpus() as usize,
+        )
     }
 
     /// The rules in force with their hits.
