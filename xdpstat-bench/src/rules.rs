@@ -79,6 +79,22 @@ pub fn ten_rules() -> RuleSet {
     }
 }
 
+/// One limit on all of the benchmark's traffic (its /15), at a rate it
+/// never reaches: every packet takes the bucket path and passes.
+pub fn limit_on_all() -> RuleSet {
+    let limit = Action::Limit {
+        pps: 100_000_000,
+        burst: 100_000_000,
+        bps: 0,
+    };
+    RuleSet {
+        mode: Mode::DryRun,
+        rules: vec![rule("198.18.0.0/15".parse().expect("a prefix"), limit)],
+        lists: Vec::new(),
+        ..RuleSet::default()
+    }
+}
+
 /// A rule naming a protocol, ports and flags (`None` for a port side or
 /// the prefix: any).
 fn l4_rule(
@@ -324,6 +340,7 @@ pub fn rules_cost(
     let sets = [
         ("no rules", RuleSet::default(), 0, None),
         ("no rules, --capture", RuleSet::default(), 0, capture),
+        ("a limit on all traffic", limit_on_all(), 0, None),
         ("10 rules", ten_rules(), 0, None),
         ("10 rules, --capture", ten_rules(), 0, capture),
         ("10 L4 rules", ten_l4_rules(), 0, None),
@@ -348,6 +365,13 @@ pub fn rules_cost(
         ("10,000 + 10,000 prefixes", twenty_thousand(), 0, None),
         ("a 1,000,000-prefix list", million_list(), 0, None),
     ];
+    // XDPSTAT_BENCH_SETS="no rules,a limit on all traffic" measures only
+    // those rows (for runs side by side with another build).
+    let only = std::env::var("XDPSTAT_BENCH_SETS").unwrap_or_default();
+    let sets: Vec<_> = sets
+        .into_iter()
+        .filter(|set| only.is_empty() || only.split(',').any(|name| name == set.0))
+        .collect();
     let hot_frame = ipv4_frame(1);
     let mut programs = Vec::with_capacity(sets.len());
     for (name, set, bans, capture) in &sets {
@@ -837,5 +861,45 @@ pub fn capture_cost(repeat: u32, rounds: usize) -> Result<CaptureCost> {
         written: written.into_inner(),
         skipped,
         seconds,
+    })
+}
+
+/// A spoofed flood with and without 20,000 prefixes in force.
+pub struct FloodUnderRules {
+    pub distinct: usize,
+    /// ns per packet over veth without rules, and with the 20,000.
+    pub without: f64,
+    pub with: f64,
+}
+
+/// The spoofed flood of section 5 (`sources`, beyond what the tables hold,
+/// so most packets' sources have no entry to remember their rule in)
+/// over veth, through xdpstat without rules and with the 20,000 prefixes
+/// of [`twenty_thousand`]; median of `rounds`.
+pub fn flood_under_rules(link: &Link, sources: &[u32], rounds: usize) -> Result<FloodUnderRules> {
+    let frames: Vec<Vec<u8>> = sources.iter().map(|&n| ipv4_frame(n)).collect();
+    let distinct = {
+        let mut unique = sources.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        unique.len()
+    };
+    let _stats = enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (set, times) in [
+            (RuleSet::default(), &mut without),
+            (twenty_thousand(), &mut with),
+        ] {
+            let datapath = Datapath::load(DEFAULT_MAX_SOURCES)?;
+            datapath.put_rules(&set, WATCHED)?;
+            let mut program = Program::Xdpstat(Box::new(datapath));
+            times.push(cost_over_veth(link, &mut program, &frames)?.0);
+        }
+    }
+    Ok(FloodUnderRules {
+        distinct,
+        without: median(without),
+        with: median(with),
     })
 }

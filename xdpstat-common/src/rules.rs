@@ -67,6 +67,10 @@ pub const MAX_BANS: u32 = 16_384;
 /// the entry's index): the entry's source's bucket and verdicts.
 pub const ROWS_V4_MAP: &str = "ROWS_V4";
 pub const ROWS_V6_MAP: &str = "ROWS_V6";
+/// Memory-mappable arrays of [`Buckets`], one per source table entry, as
+/// the rows.
+pub const BUCKETS_V4_MAP: &str = "BUCKETS_V4";
+pub const BUCKETS_V6_MAP: &str = "BUCKETS_V6";
 
 /// Rules one rule set may hold, both families together (a list of
 /// prefixes is one).
@@ -265,7 +269,21 @@ pub struct Rule {
     pub byte_q16: u64,
     /// How far into debt the byte bucket may go: a second's worth.
     pub byte_tolerance_ns: u64,
+    /// Non-zero when the rule's buckets keep time by the kernel's coarse
+    /// clock (`bpf_ktime_get_coarse_ns`: at most a tick behind, and read
+    /// in a few nanoseconds where the exact clock's TSC read costs tens):
+    /// the loader sets it when each of the rule's tolerances is at least
+    /// [`COARSE_TICKS`] ticks. A clock that lags only ever makes a bucket
+    /// stricter, by at most a tick's worth of its burst; the rate stays
+    /// exact.
+    pub coarse: u32,
+    pub _pad: u32,
 }
+
+/// Ticks of the coarse clock a rule's tolerances must each span for its
+/// buckets to keep time by it (see [`Rule::coarse`]): its lag then costs a
+/// burst at most a sixteenth.
+pub const COARSE_TICKS: u64 = 16;
 
 /// One ban as kept in [`BANS_MAP`]: in use while `family` is 4 or 6.
 /// Strings are UTF-8, NUL-padded.
@@ -317,17 +335,27 @@ impl Default for BanRecord {
     }
 }
 
-/// What the rules did to one table entry's source: its buckets and its
-/// packets under each verdict but `passed`. Zeroed with its entry.
+/// What the rules did to one table entry's source: its packets under each
+/// verdict but `passed`, one cache line. Zeroed with its entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceRow {
+    /// Indexed by [`verdict`].
+    pub acted: [Counter; verdict::ACTED],
+}
+
+/// One table entry's source's buckets under its first limit, apart from
+/// its row: every packet a limit judges takes from them, and at 16 bytes
+/// an entry they are four times denser in the CPU's caches than a row
+/// (with them in the row, a limit on all traffic cost Zipf-spread traffic
+/// 60 ns a packet more, in cache misses). Zeroed with its entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
     /// The packet bucket: when it would be full again (see the module's text).
     pub tat: u64,
     /// The byte bucket, the same way.
     pub tat_bytes: u64,
-    /// Indexed by [`verdict`].
-    pub acted: [Counter; verdict::ACTED],
 }
 
 /// The nanoseconds `bytes` bytes cost a byte bucket of `byte_q16`,

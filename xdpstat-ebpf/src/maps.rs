@@ -13,7 +13,7 @@ use xdpstat_common::{
     capture::{CAPTURE_RING_BYTES, Scratch},
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
     rules::{
-        BanRecord, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULE_HITS_SECTION,
+        BanRecord, Buckets, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULE_HITS_SECTION,
         RULESET_ENTRIES, Rule, SourceRow,
     },
     sketch::{Heavy, SKETCH_SECTION},
@@ -141,6 +141,14 @@ pub static ROWS_V4: Array<SourceRow> =
     Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 #[map(name = "ROWS_V6")]
 pub static ROWS_V6: Array<SourceRow> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+/// The buckets of each entry's source, at the entry's index, sized as the
+/// rows.
+#[map(name = "BUCKETS_V4")]
+pub static BUCKETS_V4: Array<Buckets> =
+    Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
+#[map(name = "BUCKETS_V6")]
+pub static BUCKETS_V6: Array<Buckets> =
     Array::with_max_entries(table_entries(DEFAULT_MAX_SOURCES), BPF_F_MMAPABLE);
 
 /// Reads a global the loader wrote before loading, as the kernel has it.

@@ -2,7 +2,7 @@
 //! (more than one for a buffer GRO merged, at tcx), its bytes on the wire,
 //! and where a rate limit takes its time from.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 
 /// One frame as counting and rules see it.
 #[derive(Clone, Copy)]
@@ -26,6 +26,17 @@ impl Clock {
         match self {
             // SAFETY: a helper with no arguments.
             Clock::Kernel => unsafe { bpf_ktime_get_ns() },
+            Clock::Given(now) => now,
+        }
+    }
+
+    /// The kernel's coarse clock (at most a tick behind `now`, and far
+    /// cheaper to read), or the capture time.
+    #[inline(always)]
+    pub fn coarse_now(self) -> u64 {
+        match self {
+            // SAFETY: a helper with no arguments.
+            Clock::Kernel => unsafe { bpf_ktime_get_coarse_ns() },
             Clock::Given(now) => now,
         }
     }

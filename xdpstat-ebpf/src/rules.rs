@@ -11,8 +11,8 @@ use aya_ebpf::{helpers::bpf_get_smp_processor_id, maps::lpm_trie::Key};
 use xdpstat_common::{
     Counter, CpuState, capture,
     rules::{
-        BYTE_BUCKETS, MAX_NODES, MAX_RULES, MAX_WALK, RULE_HITS_SECTION, Rule, SourceRow, action,
-        byte_cost, cached, conform_cost, fields, ruleset, verdict,
+        BYTE_BUCKETS, Buckets, MAX_NODES, MAX_RULES, MAX_WALK, RULE_HITS_SECTION, Rule, SourceRow,
+        action, byte_cost, cached, conform_cost, fields, ruleset, verdict,
     },
 };
 
@@ -70,15 +70,15 @@ pub fn judge<E: Entry>(
         // reads it, a word at a time.
         bump(unsafe { &mut *hits }, packet.packets, packet.len);
     }
-    // A held source's row is at its entry's index; its buckets are the
-    // first limit's on the chain.
+    // A held source's row and buckets are at its entry's index; its
+    // buckets are the first limit's on the chain.
     let row = held.and_then(|_| family.rows.get_ptr_mut(entry));
-    let bucket_row = if node_fields & u32::from(fields::SHARED_BUCKET) == 0 {
-        row
+    let buckets = if node_fields & u32::from(fields::SHARED_BUCKET) == 0 {
+        held.and_then(|_| family.buckets.get_ptr_mut(entry))
     } else {
         None
     };
-    let decided = acted(rule, at, bucket_row, state, packet);
+    let decided = acted(rule, at, buckets, state, packet);
     // For the capture: the verdict (the acted ones after `passed`) and
     // the rule behind it.
     // For the capture (which reads it only when asked for): the verdict
@@ -192,13 +192,13 @@ const NOT_FOUND: u64 = u64::MAX;
 
 /// What `rule` (at `at` in the rule maps) does to the packet: `None` when
 /// it passes, else the verdict (`DROPPED`, `LIMITED`, or in a dry run
-/// `WOULD_DROP`, `WOULD_LIMIT`). A limit takes from the source's bucket in
-/// its `row`, or, for a source no entry holds, from the rule's shared one.
+/// `WOULD_DROP`, `WOULD_LIMIT`). A limit takes from the source's
+/// `buckets`, or, for a source no entry holds, from the rule's shared ones.
 #[inline(always)]
 fn acted(
     rule: &Rule,
     at: u32,
-    row: Option<*mut SourceRow>,
+    buckets: Option<*mut Buckets>,
     state: &mut CpuState,
     packet: Packet,
 ) -> Option<usize> {
@@ -215,10 +215,14 @@ fn acted(
     if rule.action != action::LIMIT {
         return None;
     }
-    let now = packet.clock.now();
-    let buckets = match row {
-        // SAFETY: a live row; its bucket words are only changed whole.
-        Some(row) => unsafe { (&raw mut (*row).tat, &raw mut (*row).tat_bytes) },
+    let now = if rule.coarse != 0 {
+        packet.clock.coarse_now()
+    } else {
+        packet.clock.now()
+    };
+    let buckets = match buckets {
+        // SAFETY: live buckets; their words are only changed whole.
+        Some(buckets) => unsafe { (&raw mut (*buckets).tat, &raw mut (*buckets).tat_bytes) },
         None => {
             bump(&mut state.shared_bucket, packet.packets, packet.len);
             (

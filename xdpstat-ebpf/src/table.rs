@@ -14,15 +14,16 @@ use xdpstat_common::{
     entry_state, home,
     kinds::source,
     mix,
-    rules::{SourceRow, ruleset},
+    rules::{Buckets, SourceRow, ruleset},
 };
 
 use crate::{
     atomics::{atomic_add, atomic_add_word, bump, compare_exchange_u32, start_run},
     maps::{
-        HASH_SEED, HEAVY_V4, HEAVY_V6, MIXED_V4, MIXED_V6, PAGES_V4, PAGES_V6, PREFIX_V4_MASK,
-        PREFIX_V6_MASK, ROWS_V4, ROWS_V6, RULES_V4_0, RULES_V4_1, RULES_V6_0, RULES_V6_1,
-        SKETCH_V4, SKETCH_V6, SOURCES_V4, SOURCES_V6, TABLE_ENTRIES, loaded,
+        BUCKETS_V4, BUCKETS_V6, HASH_SEED, HEAVY_V4, HEAVY_V6, MIXED_V4, MIXED_V6, PAGES_V4,
+        PAGES_V6, PREFIX_V4_MASK, PREFIX_V6_MASK, ROWS_V4, ROWS_V6, RULES_V4_0, RULES_V4_1,
+        RULES_V6_0, RULES_V6_1, SKETCH_V4, SKETCH_V6, SOURCES_V4, SOURCES_V6, TABLE_ENTRIES,
+        loaded,
     },
     sketch,
 };
@@ -34,6 +35,8 @@ pub struct Family<E: Entry> {
     /// Packets of the protocols other than each source's first.
     pub mixed: &'static Array<[u64; source::PROTOCOLS]>,
     pub rows: &'static Array<SourceRow>,
+    /// The buckets of each entry's source under its first limit.
+    pub buckets: &'static Array<Buckets>,
     pub tries: [&'static LpmTrie<E::Address, u32>; 2],
     /// Its bit in the ruleset word.
     pub bit: u64,
@@ -149,6 +152,7 @@ impl Entry for V4Entry {
             pages: &PAGES_V4,
             mixed: &MIXED_V4,
             rows: &ROWS_V4,
+            buckets: &BUCKETS_V4,
             tries: [&RULES_V4_0, &RULES_V4_1],
             bit: ruleset::V4,
             bits: 32,
@@ -196,6 +200,7 @@ impl Entry for V6Entry {
             pages: &PAGES_V6,
             mixed: &MIXED_V6,
             rows: &ROWS_V6,
+            buckets: &BUCKETS_V6,
             tries: [&RULES_V6_0, &RULES_V6_1],
             bit: ruleset::V6,
             bits: 128,

@@ -13,9 +13,10 @@ use xdpstat_common::{
     PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
     kinds::{PORTS, PORTS_MAP, side::SIDES, source},
     rules::{
-        BANS_MAP, BanRecord, CHAINS_MAP, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node,
-        ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULE_HITS_SECTION, RULES_MAP,
-        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_ENTRIES, RULESET_MAP, Rule, SourceRow,
+        BANS_MAP, BUCKETS_V4_MAP, BUCKETS_V6_MAP, BanRecord, Buckets, CHAINS_MAP, MAX_BANS,
+        MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, ROWS_V4_MAP, ROWS_V6_MAP, RULE_BUCKETS_MAP,
+        RULE_HITS_MAP, RULE_HITS_SECTION, RULES_MAP, RULES_V4_MAPS, RULES_V6_MAPS, RULESET_ENTRIES,
+        RULESET_MAP, Rule, SourceRow,
     },
     sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_SECTION, SKETCH_V4_MAP, SKETCH_V6_MAP},
     table_entries,
@@ -101,7 +102,7 @@ pub struct Layout {
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 29] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -137,6 +138,8 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
         layout(MIXED_V6_MAP, Mmapable, mixed, entries, SourcesV6),
         layout(ROWS_V4_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
         layout(ROWS_V6_MAP, Mmapable, size_of::<SourceRow>(), rows, Rows),
+        layout(BUCKETS_V4_MAP, Mmapable, size_of::<Buckets>(), rows, Rows),
+        layout(BUCKETS_V6_MAP, Mmapable, size_of::<Buckets>(), rows, Rows),
         layout(RULESET_MAP, Array, 8, RULESET_ENTRIES, Rules),
         layout(RULES_V4_MAPS[0], Trie, head, MAX_PREFIXES, Rules),
         layout(RULES_V4_MAPS[1], Trie, head, MAX_PREFIXES, Rules),
@@ -172,7 +175,7 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 27] {
 }
 
 /// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 27] {
+pub fn map_names() -> [&'static str; 29] {
     layouts(1, 1, 1).map(|map| map.name)
 }
 
@@ -223,7 +226,17 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
 
 /// Possible CPUs on this host (what per-CPU maps are sized by).
 pub fn possible_cpus() -> u32 {
-    aya::util::nr_cpus().map_or(1, |n| n as u32)
+    // Read once (the first call is at load, before any traffic): the
+    // count does not change while xdpstat runs, and a read of /sys in the
+    // middle of counting needs a file descriptor, which may be short then.
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(&cpus) = CPUS.get() {
+        return cpus;
+    }
+    match aya::util::nr_cpus() {
+        Ok(cpus) => *CPUS.get_or_init(|| cpus as u32),
+        Err(_) => 1,
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,10 @@ use aya::{
     maps::{Array, Map, MapData},
 };
 use xdpstat_common::{
-    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state, kinds::source, mix, rules::SourceRow,
+    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state,
+    kinds::source,
+    mix,
+    rules::{Buckets, SourceRow},
 };
 
 use ipnet::IpNet;
@@ -234,6 +237,8 @@ struct Table<E> {
     /// The rows beside the entries (see `xdpstat_common::rules`), when the
     /// datapath has a row per entry.
     rows: Option<OwnedFd>,
+    /// The buckets beside the entries, when there are rows.
+    buckets: Option<OwnedFd>,
     /// The mixed array beside the entries (`None`: the protocols of a
     /// source are not wanted, as by `xdpstat status`).
     mixed: Option<OwnedFd>,
@@ -256,6 +261,10 @@ impl<E: TableEntry> Table<E> {
             len,
             rows: match fds.rows {
                 Some(rows) => Some(rows.try_clone_to_owned()?),
+                None => None,
+            },
+            buckets: match fds.buckets {
+                Some(buckets) => Some(buckets.try_clone_to_owned()?),
                 None => None,
             },
             mixed: match fds.mixed {
@@ -538,13 +547,21 @@ impl<E: TableEntry> Table<E> {
     /// in flight. On x86 stores stay in program order anyway; on arm64 the
     /// release store is what keeps the zeroing ahead of the state.
     fn clear(&mut self, victims: &[usize], mixed_victims: &[usize]) -> std::io::Result<()> {
-        // Their rows first: a source that claims the entry next starts
-        // with no verdicts and a full bucket.
+        // Their rows and buckets first: a source that claims the entry
+        // next starts with no verdicts and full buckets.
         if let Some(rows) = &self.rows {
             let open = |first| self.window_of(rows.as_fd(), first);
             Self::each_in_windows(victims, open, |rows: &MappedArray<SourceRow>, at| {
                 for word in 0..ROW_WORDS {
                     rows.store(at, word * 8, 0, Ordering::Relaxed);
+                }
+            })?;
+        }
+        if let Some(buckets) = &self.buckets {
+            let open = |first| self.window_of(buckets.as_fd(), first);
+            Self::each_in_windows(victims, open, |buckets: &MappedArray<Buckets>, at| {
+                for word in 0..size_of::<Buckets>() / 8 {
+                    buckets.store(at, word * 8, 0, Ordering::Relaxed);
                 }
             })?;
         }
@@ -651,6 +668,8 @@ pub struct TableFds<'a> {
     pub pages: BorrowedFd<'a>,
     /// `None` when the datapath has no row per entry (no rules can come).
     pub rows: Option<BorrowedFd<'a>>,
+    /// The buckets beside the entries, when there are rows.
+    pub buckets: Option<BorrowedFd<'a>>,
     /// `None` when the protocols of the sources are not wanted.
     pub mixed: Option<BorrowedFd<'a>>,
 }

@@ -241,6 +241,9 @@ fn kernel_rule(action: Action, mode: Mode) -> kernel::Rule {
         tolerance_ns,
         byte_q16,
         byte_tolerance_ns,
+        // The loader knows the clock's tick (see `Rule::coarse`).
+        coarse: 0,
+        _pad: 0,
     }
 }
 

@@ -13,7 +13,7 @@ use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP, MIXED_V6_MAP, PAGES_V4_MAP,
     PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP,
     kinds::{PORTS, PORTS_MAP, side::SIDES},
-    rules::{ROWS_V4_MAP, ROWS_V6_MAP},
+    rules::{BUCKETS_V4_MAP, BUCKETS_V6_MAP, ROWS_V4_MAP, ROWS_V6_MAP},
     sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_V4_MAP, SKETCH_V6_MAP},
 };
 
@@ -28,8 +28,9 @@ pub(super) struct Maps {
     pub sources: [Map; 2],
     /// Their page flags.
     pub pages: [MapData; 2],
-    /// The rows beside the table entries.
+    /// The rows beside the table entries, and their sources' buckets.
     pub rows: [MapData; 2],
+    pub buckets: [MapData; 2],
     /// The packets of other protocols than each source's first, beside
     /// the table entries.
     pub mixed: [MapData; 2],
@@ -100,6 +101,10 @@ impl Maps {
             rows: [
                 array_data(ebpf, ROWS_V4_MAP)?,
                 array_data(ebpf, ROWS_V6_MAP)?,
+            ],
+            buckets: [
+                array_data(ebpf, BUCKETS_V4_MAP)?,
+                array_data(ebpf, BUCKETS_V6_MAP)?,
             ],
             mixed: [
                 array_data(ebpf, MIXED_V4_MAP)?,

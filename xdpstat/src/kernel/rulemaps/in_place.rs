@@ -126,7 +126,7 @@ impl RuleMaps {
         }
         let at = slot * MAX_RULES + rules;
         self.by_index
-            .set(at, ban.kernel(), 0)
+            .set(at, super::clocked(ban.kernel()), 0)
             .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
         for bucket in [at, BYTE_BUCKETS + at] {
             self.buckets

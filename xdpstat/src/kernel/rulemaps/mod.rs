@@ -32,9 +32,9 @@ use ipnet::IpNet;
 use xdpstat_common::{
     Counter,
     rules::{
-        BANS_MAP, BYTE_BUCKETS, BanRecord, CHAINS_MAP, MAX_NODES, MAX_RULES, MAX_WALK, Node,
-        RULE_BUCKETS_MAP, RULE_HITS_MAP, RULE_HITS_SECTION, RULES_MAP, RULES_V4_MAPS,
-        RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, fields, ruleset,
+        BANS_MAP, BYTE_BUCKETS, BanRecord, CHAINS_MAP, COARSE_TICKS, MAX_NODES, MAX_RULES,
+        MAX_WALK, Node, RULE_BUCKETS_MAP, RULE_HITS_MAP, RULE_HITS_SECTION, RULES_MAP,
+        RULES_V4_MAPS, RULES_V6_MAPS, RULESET_MAP, Rule as KernelRule, action, fields, ruleset,
     },
 };
 
@@ -146,6 +146,32 @@ fn insert<K: Pod>(
 ) -> Result<(), Cause> {
     trie.insert(&Key::new(len, address), head, 0)
         .map_err(|e| failed("writing a rule", one_line(&e)))
+}
+
+/// `rule` with its clock chosen (see `Rule::coarse`): the coarse clock
+/// when each of its tolerances spans [`COARSE_TICKS`] of its ticks.
+fn clocked(mut rule: KernelRule) -> KernelRule {
+    static TICK_NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let tick = *TICK_NS.get_or_init(|| {
+        let mut resolution = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_getres fills the timespec it is given.
+        let read = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut resolution) };
+        (read == 0)
+            .then(|| resolution.tv_sec as u64 * 1_000_000_000 + resolution.tv_nsec as u64)
+            .filter(|&tick| tick > 0)
+    });
+    let spans = |tolerance: u64, used: bool| {
+        !used || tick.is_some_and(|tick| tolerance >= tick.saturating_mul(COARSE_TICKS))
+    };
+    rule.coarse = u32::from(
+        rule.action == action::LIMIT
+            && spans(rule.tolerance_ns, rule.interval_ns != 0)
+            && spans(rule.byte_tolerance_ns, rule.byte_q16 != 0),
+    );
+    rule
 }
 
 /// `map`'s data, when it is an array.
@@ -460,7 +486,7 @@ impl RuleMaps {
         }
         for (index, rule) in in_force.iter().enumerate() {
             self.by_index
-                .set(new * MAX_RULES + index as u32, rule.kernel, 0)
+                .set(new * MAX_RULES + index as u32, clocked(rule.kernel), 0)
                 .map_err(|e| failed(RULES_MAP, one_line(&e)))?;
         }
         for (at, node) in chains.nodes.iter().enumerate() {
@@ -640,5 +666,41 @@ fn match_of(nodes: &[Node]) -> Match {
         src_ports: side(fields::SRC_PORT, |n| n.src_port),
         dst_ports: side(fields::DST_PORT, |n| n.dst_port),
         syn: first.fields & fields::SYN != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Action, Mode, Rule};
+
+    fn kernel(action: Action) -> KernelRule {
+        Rule {
+            prefix: Some("198.18.0.0/15".parse().unwrap()),
+            matching: Match::default(),
+            action,
+            mode: Mode::Enforce,
+            line: 0,
+        }
+        .kernel()
+    }
+
+    /// Limits whose bursts span many ticks keep time by the coarse clock;
+    /// a tight one, and every other action, by the exact clock.
+    #[test]
+    fn only_limits_with_room_for_a_tick_take_the_coarse_clock() {
+        let limit = |pps, burst, bps| clocked(kernel(Action::Limit { pps, burst, bps })).coarse;
+        // A second's burst, of packets or of bytes: sixteen ticks of any
+        // kernel's tick (at most 10 ms).
+        assert_eq!(limit(1000, 1000, 0), 1);
+        assert_eq!(limit(0, 0, 8_000_000), 1);
+        assert_eq!(limit(1000, 1000, 8_000_000), 1);
+        // A millisecond's burst: under sixteen ticks of any tick (at least
+        // 1 ms), whatever the bytes' bucket allows.
+        assert_eq!(limit(1000, 1, 0), 0);
+        assert_eq!(limit(1000, 1, 8_000_000), 0);
+        for action in [Action::Drop, Action::Pass, Action::Allow] {
+            assert_eq!(clocked(kernel(action)).coarse, 0);
+        }
     }
 }

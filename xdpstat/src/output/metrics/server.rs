@@ -79,12 +79,13 @@ pub fn connection_limit() -> usize {
 
 /// Whether this process has [`DESCRIPTOR_RESERVE`] descriptors to spare
 /// after one more connection (what it holds is counted in /proc/self/fd;
-/// when that cannot be read, the answer is yes and accept is the judge).
+/// when there is no descriptor left to read it with, the answer is no;
+/// when it cannot be read otherwise, yes, and accept is the judge).
 fn descriptors_to_spare() -> bool {
     match std::fs::read_dir("/proc/self/fd") {
         // The directory's own descriptor is among the entries.
         Ok(open) => open.count() + 1 + DESCRIPTOR_RESERVE <= descriptor_limit(),
-        Err(_) => true,
+        Err(error) => !matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)),
     }
 }
 
