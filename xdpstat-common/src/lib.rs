@@ -44,10 +44,19 @@ pub const SOURCES_V4_MAP: &str = "SOURCES_V4";
 /// Memory-mappable array of [`V6Entry`]: the IPv6 source table.
 pub const SOURCES_V6_MAP: &str = "SOURCES_V6";
 /// Memory-mappable arrays of `u64`, one per 4 KiB page of the matching
-/// table: non-zero once an entry on that page was claimed, so user space
-/// skips the pages a table never used.
+/// table, whose bytes are flags (see [`page_flag`]): user space skips the
+/// pages a table never used, and the rows of pages no rule acted on.
 pub const PAGES_V4_MAP: &str = "PAGES_V4";
 pub const PAGES_V6_MAP: &str = "PAGES_V6";
+
+/// The bytes of a page's flag word, each set to 1 on its own by any CPU (a
+/// byte store leaves the others as they are) and never cleared.
+pub mod page_flag {
+    /// An entry on the page was claimed.
+    pub const USED: usize = 0;
+    /// A rule's verdict was counted in the row of an entry on the page.
+    pub const ROWS: usize = 1;
+}
 /// Global: entries in each source table (set at load time).
 pub const TABLE_ENTRIES_GLOBAL: &str = "TABLE_ENTRIES";
 /// Global: the secret seed of the table hash (set at load time, so that

@@ -9,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_get_smp_processor_id, maps::lpm_trie::Key};
 use xdpstat_common::{
-    Counter, CpuState, capture,
+    Counter, CpuState, capture, page_flag,
     rules::{
         BYTE_BUCKETS, Buckets, MAX_NODES, MAX_RULES, MAX_WALK, RULE_HITS_SECTION, Rule, SourceRow,
         action, byte_cost, cached, conform_cost, fields, ruleset, verdict,
@@ -20,7 +20,7 @@ use crate::{
     atomics::{atomic_add, bump, compare_exchange},
     maps::{CHAINS, RULE_BUCKETS, RULE_HITS, RULES, RULESET},
     packet::Packet,
-    table::{Entry, Family, counting},
+    table::{Entry, Family, counting, page_of, set_page_flag},
 };
 
 /// The rule set in force for a family: its slot and generation.
@@ -89,6 +89,10 @@ pub fn judge<E: Entry>(
     match decided {
         Some(acted) => {
             count_verdict(acted, state, row, packet);
+            if row.is_some() {
+                // User space reads the rows of flagged pages only.
+                set_page_flag(family.pages, page_of::<E>(entry), page_flag::ROWS);
+            }
             acted == verdict::DROPPED || acted == verdict::LIMITED
         }
         None => false,

@@ -13,7 +13,7 @@ use xdpstat_common::{
     Counter, CpuState, Ipv4Key, Ipv6Key, MAX_PROBES, NO_ENTRY, TABLE_PAGE, V4Entry, V6Entry,
     entry_state, home,
     kinds::source,
-    mix,
+    mix, page_flag,
     rules::{Buckets, SourceRow, ruleset},
 };
 
@@ -397,6 +397,27 @@ unsafe fn add<E: Entry>(
     }
 }
 
+/// The page of the table that entry `index` is on.
+#[inline(always)]
+pub fn page_of<E>(index: u32) -> u32 {
+    (index as usize * size_of::<E>() / TABLE_PAGE) as u32
+}
+
+/// Sets byte `flag` of `page`'s flag word (see `page_flag`), unless set.
+#[inline(always)]
+pub fn set_page_flag(pages: &Array<u64>, page: u32, flag: usize) {
+    if let Some(word) = pages.get_ptr_mut(page) {
+        // SAFETY: a byte of a live array value; any CPU may set it to 1,
+        // and a byte store leaves the word's other bytes as they are.
+        unsafe {
+            let byte = word.cast::<u8>().add(flag);
+            if core::ptr::read_volatile(byte) == 0 {
+                core::ptr::write_volatile(byte, 1);
+            }
+        }
+    }
+}
+
 /// The index of `address`'s entry, claiming a free one for a new source;
 /// [`NO_ENTRY`] when none within reach is free.
 #[inline(always)]
@@ -424,11 +445,7 @@ fn entry_for<E: Entry>(family: &Family<E>, address: &E::Address, protocol: u16) 
                         core::ptr::write_volatile(E::protocol(entry), protocol as u8);
                         core::ptr::write_volatile(E::state(entry), entry_state::READY);
                     }
-                    let page = (index as usize * size_of::<E>() / TABLE_PAGE) as u32;
-                    if let Some(flag) = pages.get_ptr_mut(page) {
-                        // SAFETY: a live array value; any CPU may set it to 1.
-                        unsafe { core::ptr::write_volatile(flag, 1) };
-                    }
+                    set_page_flag(pages, page_of::<E>(index), page_flag::USED);
                     return index;
                 }
             }

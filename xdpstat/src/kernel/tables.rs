@@ -24,7 +24,7 @@ use aya::{
 use xdpstat_common::{
     Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state,
     kinds::source,
-    mix,
+    mix, page_flag,
     rules::{Buckets, SourceRow},
 };
 
@@ -332,12 +332,15 @@ impl<E: TableEntry> Table<E> {
                 Some(_) => None,
                 None => Some(self.window(first).map_err(|e| format!("mapping: {e}"))?),
             };
-            let rows = self
-                .rows_window(first)
-                .map_err(|e| format!("mapping rows: {e}"))?;
-            // Mapped once an entry of the window needs it.
+            // Mapped once an entry of the window needs them.
+            let mut rows: Option<MappedArray<SourceRow>> = None;
             let mut mixed: Option<MappedArray<Mixed>> = None;
             for page in used_pages {
+                // Rows only where a rule counted a verdict (a per-key read,
+                // kept for comparison, reads them all).
+                let flag = self.pages.get(page).to_ne_bytes();
+                let page_rows =
+                    self.rows.is_some() && (per_key.is_some() || flag[page_flag::ROWS] != 0);
                 let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(last);
                 for index in entries {
                     let entry = match (per_key, &window) {
@@ -369,12 +372,16 @@ impl<E: TableEntry> Table<E> {
                         _ => None,
                     };
                     self.account(index, &entry, row, sources);
-                    if let Some(rows) = &rows
-                        && entry.state == entry_state::READY
-                    {
-                        let acted = load_acted(rows, index - first);
-                        if acted.iter().any(|c| c.packets != 0) {
-                            ruled.push((entry.address, acted));
+                    if page_rows && entry.state == entry_state::READY {
+                        if rows.is_none() {
+                            let window = self.rows_window(first);
+                            rows = window.map_err(|e| format!("mapping rows: {e}"))?;
+                        }
+                        if let Some(rows) = &rows {
+                            let acted = load_acted(rows, index - first);
+                            if acted.iter().any(|c| c.packets != 0) {
+                                ruled.push((entry.address, acted));
+                            }
                         }
                     }
                 }
