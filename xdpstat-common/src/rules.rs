@@ -440,10 +440,12 @@ mod tests {
         let (interval, _) = bucket(3, 1);
         assert!(3 * interval >= 1_000_000_000);
         assert_eq!(bucket(0, 5).0, 1_000_000_000);
-        assert_eq!(size_of::<Rule>(), 40);
+        assert_eq!(size_of::<Rule>(), 48);
         assert_eq!(size_of::<Node>(), 32);
         assert_eq!(size_of::<BanRecord>(), 192);
-        assert_eq!(size_of::<SourceRow>(), 16 + 4 * size_of::<Counter>());
+        // A row is one cache line; the buckets four to a line.
+        assert_eq!(size_of::<SourceRow>(), 64);
+        assert_eq!(size_of::<Buckets>(), 16);
     }
 
     #[test]
