@@ -439,8 +439,11 @@ ban_for = "1s"
 action = "drop"
 "#;
 
-/// Sends from `flood` and `allowed` about a frame each a millisecond and
-/// from `slow` one every 40, for `rounds` rounds: what each sent.
+/// Sends from `flood` and `allowed` four frames each a millisecond and
+/// from `slow` one every 40, for `rounds` rounds: what each sent. Four,
+/// so that a sender slowed by a busy machine to a fraction of its pace
+/// stays well over the triggers' 300 packets a second: a source that dips
+/// under it for `for` is a new episode (a second ban, a second refusal).
 fn flood(net: &TestNet, flood: IpAddr, allowed: IpAddr, slow: IpAddr, rounds: u64) -> [u64; 3] {
     let frame = |source: IpAddr| {
         let IpAddr::V4(a) = source else {
@@ -451,10 +454,10 @@ fn flood(net: &TestNet, flood: IpAddr, allowed: IpAddr, slow: IpAddr, rounds: u6
     let (f, a, s) = (frame(flood), frame(allowed), frame(slow));
     let mut sent = [0; 3];
     for round in 0..rounds {
-        net.send(&f, 1);
-        net.send(&a, 1);
-        sent[0] += 1;
-        sent[1] += 1;
+        net.send(&f, 4);
+        net.send(&a, 4);
+        sent[0] += 4;
+        sent[1] += 4;
         if round % 40 == 0 {
             net.send(&s, 1);
             sent[2] += 1;
