@@ -284,12 +284,18 @@ pub fn xdpstat_command(namespace: Option<&Namespace>, prefix: &[&str], args: &[&
 }
 
 /// Waits until `done` holds, polling; fails the test after [`PATIENCE`].
-pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+pub fn eventually(what: &str, done: impl FnMut() -> bool) {
+    eventually_or(what, done, String::new);
+}
+
+/// As [`eventually`], saying what `state` tells when it does not happen.
+pub fn eventually_or(what: &str, mut done: impl FnMut() -> bool, state: impl Fn() -> String) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not happen within {PATIENCE:?}"
+            "{what} did not happen within {PATIENCE:?} {}",
+            state()
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::kernel::tables::Acted;
+
 use super::*;
 
 impl Datapath {
@@ -76,7 +78,7 @@ impl Datapath {
         let verdicts = VerdictRead {
             acted: folded.acted,
             shared_bucket: folded.shared_bucket,
-            ruled: ruled.into_iter().collect(),
+            ruled: by_source(ruled),
             rules,
             events,
             bans_refused,
@@ -318,5 +320,43 @@ fn fold_cpu_states(
         acted,
         shared_bucket,
         kinds,
+    }
+}
+
+/// The rows read, by source: a source two entries hold (two CPUs met it
+/// new at the same instant) has the verdicts of both.
+fn by_source(rows: Vec<(IpAddr, Acted)>) -> std::collections::HashMap<IpAddr, Acted> {
+    let mut sums: std::collections::HashMap<IpAddr, Acted> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for (address, acted) in rows {
+        let sum = sums.entry(address).or_default();
+        for (sum, counter) in sum.iter_mut().zip(&acted) {
+            sum.add(counter);
+        }
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_two_entries_hold_has_the_verdicts_of_both() {
+        let (a, b): (IpAddr, IpAddr) =
+            ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let acted = |dropped: u64, would_drop: u64| {
+            let mut acted = Acted::default();
+            acted[xdpstat_common::rules::verdict::DROPPED].packets = dropped;
+            acted[xdpstat_common::rules::verdict::WOULD_DROP].packets = would_drop;
+            acted
+        };
+        let sums = by_source(vec![
+            (a, acted(3535, 2013)),
+            (b, acted(1, 0)),
+            (a, acted(452, 0)),
+        ]);
+        assert_eq!(sums[&a], acted(3987, 2013));
+        assert_eq!(sums[&b], acted(1, 0));
     }
 }
