@@ -3,8 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::kernel::tables::Acted;
-
 use super::*;
 
 impl Datapath {
