@@ -19,6 +19,11 @@ use hashbrown::HashMap;
 
 use super::buffers;
 
+mod order;
+
+pub use order::SortOrder;
+use order::{Placed, Placing};
+
 use serde::Serialize;
 use xdpstat_common::{
     Counter,
@@ -216,27 +221,10 @@ pub struct SourceTableBuilder {
     /// Rows of each family pushed from the tables, before the rest (see
     /// [`SourceTableBuilder::tables_read`]).
     from_tables: [usize; 2],
-}
-
-/// How the rows read from the tables sorted at the last read, per family.
-/// The tables are walked in the same order every read and their sources
-/// change little between reads, so the last order is tried first: when it
-/// sorts the new rows, a million sources are put in address order by
-/// moving each row once, with no comparison sort.
-#[derive(Debug, Default)]
-pub struct SortOrder {
-    v4: FamilyOrder,
-    v6: FamilyOrder,
-}
-
-/// One family's [`SortOrder`].
-#[derive(Debug, Default)]
-struct FamilyOrder {
-    /// For each position in address order, the position the row had as
-    /// read from the tables (empty: none known).
-    from: Vec<u32>,
-    /// Rows read from the tables at the last read.
-    rows: usize,
+    /// While the tables are read, where each family's rows go (see
+    /// [`SortOrder`]); then how they went.
+    placing: (Option<Placing<u32>>, Option<Placing<V6Key>>),
+    placed: Option<(Placed, Placed)>,
 }
 
 impl SourceTableBuilder {
@@ -247,13 +235,49 @@ impl SourceTableBuilder {
             v6: buffers::with_capacity(v6),
             mixed: HashMap::new(),
             from_tables: [0; 2],
+            placing: (None, None),
+            placed: None,
         }
+    }
+
+    /// As [`SourceTableBuilder::with_capacity`], for a read of the tables
+    /// that puts each row where `order` says it went last time; give the
+    /// same order to [`SourceTableBuilder::finish_in`].
+    pub fn reading(order: &mut SortOrder, v4: usize, v6: usize) -> Self {
+        let mut builder = Self::with_capacity(v4, v6);
+        let v4_to = std::mem::take(&mut order.v4.to);
+        if !v4_to.is_empty() {
+            builder.placing.0 = Some(Placing::start(v4_to, &mut builder.v4));
+        }
+        let v6_to = std::mem::take(&mut order.v6.to);
+        if !v6_to.is_empty() {
+            builder.placing.1 = Some(Placing::start(v6_to, &mut builder.v6));
+        }
+        builder
     }
 
     /// Says that the rows pushed so far were read from the tables, in
     /// table order, and those after it (the CPUs' runs) are not.
     pub fn tables_read(&mut self) {
+        let (v4, v6) = std::mem::take(&mut self.placing);
+        let v4 = v4.map_or(Placed::Unplaced, |placing| placing.finish(&mut self.v4));
+        let v6 = v6.map_or(Placed::Unplaced, |placing| placing.finish(&mut self.v6));
+        self.placed = Some((v4, v6));
         self.from_tables = [self.v4.len(), self.v6.len()];
+    }
+
+    fn push_v4(&mut self, row: Row<u32>) {
+        match &mut self.placing.0 {
+            Some(placing) => placing.put(&mut self.v4, row),
+            None => self.v4.push(row),
+        }
+    }
+
+    fn push_v6(&mut self, row: Row<V6Key>) {
+        match &mut self.placing.1 {
+            Some(placing) => placing.put(&mut self.v6, row),
+            None => self.v6.push(row),
+        }
     }
 
     /// The row for `tally` of the source `key`.
@@ -278,11 +302,11 @@ impl SourceTableBuilder {
         match address {
             IpAddr::V4(v4) => {
                 let row = self.row(u32::from(v4), tally);
-                self.v4.push(row);
+                self.push_v4(row);
             }
             IpAddr::V6(v6) => {
                 let row = self.row(split(u128::from(v6)), tally);
-                self.v6.push(row);
+                self.push_v6(row);
             }
         }
     }
@@ -292,12 +316,12 @@ impl SourceTableBuilder {
     pub fn push_one_protocol(&mut self, address: IpAddr, counter: Counter, protocol: u8) {
         let protocol = protocol.min(source::OTHER as u8);
         match address {
-            IpAddr::V4(v4) => self.v4.push(Row {
+            IpAddr::V4(v4) => self.push_v4(Row {
                 key: u32::from(v4),
                 counter,
                 protocol,
             }),
-            IpAddr::V6(v6) => self.v6.push(Row {
+            IpAddr::V6(v6) => self.push_v6(Row {
                 key: split(u128::from(v6)),
                 counter,
                 protocol,
@@ -313,101 +337,34 @@ impl SourceTableBuilder {
     /// As [`SourceTableBuilder::finish`], trying the rows from the tables
     /// in `order` first, and keeping the order they sort into there.
     pub fn finish_in(mut self, order: &mut SortOrder) -> SourceTable {
+        if self.placing.0.is_some() || self.placing.1.is_some() {
+            self.tables_read();
+        }
         let [v4_tables, v6_tables] = self.from_tables;
-        let v4 = sorted_and_merged(self.v4, v4_tables, &mut order.v4, &mut self.mixed);
-        let v6 = sorted_and_merged(self.v6, v6_tables, &mut order.v6, &mut self.mixed);
+        let (v4_placed, v6_placed) = self
+            .placed
+            .take()
+            .unwrap_or((Placed::Unplaced, Placed::Unplaced));
+        let v4 = sorted_and_merged(
+            self.v4,
+            v4_tables,
+            v4_placed,
+            &mut order.v4,
+            &mut self.mixed,
+        );
+        let v6 = sorted_and_merged(
+            self.v6,
+            v6_tables,
+            v6_placed,
+            &mut order.v6,
+            &mut self.mixed,
+        );
         SourceTable {
             v4,
             v6,
             mixed: self.mixed,
         }
     }
-}
-
-/// Puts the row that was at `from[j]` at each position `j` of `rows`, in
-/// place: cycle by cycle, each row moved once. False, with nothing moved,
-/// when `from` is not a permutation of the positions of `rows`.
-fn permute<K: Key>(rows: &mut [Row<K>], from: &[u32]) -> bool {
-    let len = rows.len();
-    let mut seen = vec![0u64; len.div_ceil(64)];
-    let bit = |at: usize| (at / 64, 1u64 << (at % 64));
-    if from.len() != len {
-        return false;
-    }
-    for &source in from {
-        let source = source as usize;
-        if source >= len {
-            return false;
-        }
-        let (word, mask) = bit(source);
-        if seen[word] & mask != 0 {
-            return false;
-        }
-        seen[word] |= mask;
-    }
-    // Every position is a source once: `seen` now marks what is left to
-    // place, and each cycle of the permutation closes.
-    for start in 0..len {
-        let (word, mask) = bit(start);
-        if seen[word] & mask == 0 {
-            continue;
-        }
-        let first = rows[start];
-        let mut at = start;
-        loop {
-            let (word, mask) = bit(at);
-            seen[word] &= !mask;
-            let source = from[at] as usize;
-            if source == start {
-                rows[at] = first;
-                break;
-            }
-            rows[at] = rows[source];
-            at = source;
-        }
-    }
-    true
-}
-
-/// The positions of `rows` in key order.
-fn key_order<K: Key>(rows: &[Row<K>]) -> Vec<u32> {
-    let mut pairs: Vec<(K, u32)> = buffers::with_capacity(rows.len());
-    pairs.extend(
-        rows.iter()
-            .enumerate()
-            .map(|(at, row)| (row.key, at as u32)),
-    );
-    pairs.sort_unstable_by_key(|&(key, _)| key);
-    pairs.into_iter().map(|(_, at)| at).collect()
-}
-
-/// Sorts `rows`, read from the tables, by key, trying `order` first.
-///
-/// The order is kept for the next read when it is cheap to know: when the
-/// last order sorted these rows, or when as many rows were read as the
-/// last time (the sources have settled) and none is known. Otherwise (a
-/// flood brings new sources every read) the rows are sorted in place and
-/// no order is kept, which costs no more than a plain sort.
-fn sort_from_tables<K: Key>(rows: &mut [Row<K>], order: &mut FamilyOrder) {
-    let settled = order.rows == rows.len();
-    order.rows = rows.len();
-    if !order.from.is_empty() {
-        if permute(rows, &order.from) && rows.is_sorted_by_key(|row| row.key) {
-            return;
-        }
-        // Other rows than last time: sorted whole.
-        order.from.clear();
-        rows.sort_unstable_by_key(|row| row.key);
-        return;
-    }
-    if settled {
-        order.from = key_order(rows);
-        if permute(rows, &order.from) {
-            return;
-        }
-        order.from.clear();
-    }
-    rows.sort_unstable_by_key(|row| row.key);
 }
 
 /// Merges `rest` (sorted by key) into `sorted` (sorted by key) in place,
@@ -439,12 +396,13 @@ fn merge_into<K: Key>(sorted: &mut Vec<Row<K>>, mut rest: Vec<Row<K>>) {
 fn sorted_and_merged<K: Key>(
     mut rows: Vec<Row<K>>,
     from_tables: usize,
-    order: &mut FamilyOrder,
+    placed: Placed,
+    order: &mut order::FamilyOrder,
     mixed: &mut HashMap<IpAddr, SourceProtocols>,
 ) -> Vec<Row<K>> {
     let mut rest = rows.split_off(from_tables.min(rows.len()));
     rest.sort_unstable_by_key(|row| row.key);
-    sort_from_tables(&mut rows, order);
+    order::sort_from_tables(&mut rows, placed, order);
     merge_into(&mut rows, rest);
     rows.dedup_by(|later, kept| {
         if later.key != kept.key {
@@ -746,7 +704,11 @@ mod tests {
         runs: &[(IpAddr, u64)],
         order: Option<&mut SortOrder>,
     ) -> SourceTable {
-        let mut builder = SourceTableBuilder::with_capacity(table.len(), table.len());
+        let (len, mut order) = (table.len(), order);
+        let mut builder = match order.as_deref_mut() {
+            Some(order) => SourceTableBuilder::reading(order, len, len),
+            None => SourceTableBuilder::with_capacity(len, len),
+        };
         for &(address, packets) in table {
             builder.push_one_protocol(address, c(packets, packets * 60), 1);
         }
@@ -809,11 +771,11 @@ mod tests {
                 .collect()
         };
         let mut moved = rows(&[30, 10, 20, 40]);
-        assert!(permute(&mut moved, &[1, 2, 0, 3]));
+        assert!(order::permute(&mut moved, &[1, 2, 0, 3]));
         assert_eq!(moved, rows(&[10, 20, 30, 40]));
         for bad in [&[0, 0, 1, 2][..], &[0, 1, 2], &[0, 1, 2, 4]] {
             let mut unmoved = rows(&[30, 10, 20, 40]);
-            assert!(!permute(&mut unmoved, bad));
+            assert!(!order::permute(&mut unmoved, bad));
             assert_eq!(unmoved, rows(&[30, 10, 20, 40]));
         }
     }

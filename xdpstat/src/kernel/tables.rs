@@ -753,7 +753,8 @@ impl Tables {
     ) -> Result<SourcesRead, XdpstatError> {
         // Sized by the last read, so the vectors rarely grow.
         let (len4, len6) = (self.v4.in_use, self.v6.in_use);
-        let mut sources = SourceTableBuilder::with_capacity(len4 + len4 / 16, len6 + len6 / 16);
+        let mut sources =
+            SourceTableBuilder::reading(&mut self.order, len4 + len4 / 16, len6 + len6 / 16);
         let mut ruled = Vec::new();
         let failed = |map: &'static str, e: &dyn std::fmt::Display| XdpstatError::MapRead {
             interface: interface.to_owned(),

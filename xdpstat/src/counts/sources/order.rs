@@ -1,0 +1,320 @@
+//! The order a read's rows sorted into, kept for the next read: the tables
+//! are walked in the same order every read and hold the same sources from
+//! one read to the next but for the few that come and go, so a read that
+//! knows where each row went last time writes each row straight to its
+//! place in address order as it is read, with no sort and no second pass
+//! over a million rows.
+
+use super::{Key, Row, buffers};
+
+/// How the rows read from the tables sorted at the last read, per family.
+#[derive(Debug, Default)]
+pub struct SortOrder {
+    pub(super) v4: FamilyOrder,
+    pub(super) v6: FamilyOrder,
+}
+
+/// One family's [`SortOrder`].
+#[derive(Debug, Default)]
+pub(super) struct FamilyOrder {
+    /// Where each row went, in the order the tables were read (empty:
+    /// none known).
+    pub(super) to: Placement,
+    /// Rows read from the tables at the last read.
+    pub(super) rows: usize,
+}
+
+/// For each row in the order the tables were read, its position in
+/// address order: each of `0..len` exactly once, which
+/// [`Placement::inverse_of`], its one maker, checks.
+#[derive(Debug, Default)]
+pub(super) struct Placement(Vec<u32>);
+
+impl Placement {
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The placement that puts the row at `from[j]` at `j`; `None` when
+    /// `from` is not a permutation of its positions.
+    pub(super) fn inverse_of(from: &[u32]) -> Option<Placement> {
+        let mut to = vec![u32::MAX; from.len()];
+        for (at, &source) in from.iter().enumerate() {
+            let slot = to.get_mut(source as usize)?;
+            if *slot != u32::MAX {
+                return None;
+            }
+            *slot = at as u32;
+        }
+        Some(Placement(to))
+    }
+}
+
+/// Rows ahead whose places are fetched for writing: a row goes to a
+/// random place in tens of megabytes, a cache miss each, and without
+/// asking ahead each write waited for its line in turn.
+const AHEAD: usize = 32;
+
+/// Asks for the cache lines of `place` (its first and last byte: a
+/// 40-byte IPv6 row spans two lines half the time) to be written soon.
+fn prefetch_for_write<T>(place: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing, writes nothing and
+    // faults on no address, and SSE is part of x86_64. Both addresses are
+    // inside `place`.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+        let first = (place as *const T).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_ET0>(first);
+        _mm_prefetch::<_MM_HINT_ET0>(first.add(size_of::<T>() - 1));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = place;
+}
+
+/// One family's rows being placed while the tables are read.
+#[derive(Debug)]
+pub(super) struct Placing<K> {
+    to: Placement,
+    /// Rows placed so far: the next one goes to `to[placed]`.
+    placed: usize,
+    /// Rows past the last read's count, in table order.
+    overflow: Vec<Row<K>>,
+}
+
+/// How the rows of a family were placed.
+#[derive(Debug)]
+pub(super) enum Placed {
+    /// Every position written once, nothing left over: in address order
+    /// if no source changed entries since the last read.
+    Whole(Placement),
+    /// The rows were not the last read's (fewer, or more): placed as far
+    /// as they went, to be sorted.
+    Partly,
+    /// No order was known: in table order.
+    Unplaced,
+}
+
+impl<K: Key> Placing<K> {
+    /// Places rows by `to` into `rows`, which must be empty; it is made to
+    /// hold them all.
+    pub(super) fn start(to: Placement, rows: &mut Vec<Row<K>>) -> Self {
+        debug_assert!(rows.is_empty());
+        if rows.capacity() < to.len() {
+            *rows = buffers::with_capacity(to.len());
+        }
+        Placing {
+            to,
+            placed: 0,
+            overflow: Vec::new(),
+        }
+    }
+
+    /// Writes the next row read from the tables to its place.
+    pub(super) fn put(&mut self, rows: &mut Vec<Row<K>>, row: Row<K>) {
+        match self.to.0.get(self.placed) {
+            Some(&at) => {
+                // In bounds: `start` made room for `to.len()` rows, and
+                // nothing is pushed while placing.
+                let spare = rows.spare_capacity_mut();
+                if let Some(&ahead) = self.to.0.get(self.placed + AHEAD) {
+                    prefetch_for_write(&spare[ahead as usize]);
+                }
+                spare[at as usize].write(row);
+                self.placed += 1;
+            }
+            None => self.overflow.push(row),
+        }
+    }
+
+    /// Ends placing: `rows` holds every row placed (and any past the
+    /// count, after them).
+    pub(super) fn finish(self, rows: &mut Vec<Row<K>>) -> Placed {
+        let len = self.to.len();
+        if self.placed == len {
+            // SAFETY: `to` is a permutation of `0..len` (`Placement`'s
+            // invariant) and `put` wrote a row at each of its values.
+            unsafe { rows.set_len(len) };
+            if self.overflow.is_empty() {
+                return Placed::Whole(self.to);
+            }
+            rows.extend_from_slice(&self.overflow);
+            return Placed::Partly;
+        }
+        // Fewer rows than last time: the positions written are
+        // `to[..placed]`; they close up, in position order.
+        let mut written = vec![0u64; len.div_ceil(64)];
+        for &at in &self.to.0[..self.placed] {
+            written[at as usize / 64] |= 1 << (at % 64);
+        }
+        let spare = rows.spare_capacity_mut();
+        let mut kept = 0;
+        for at in 0..len {
+            if written[at / 64] & (1 << (at % 64)) != 0 {
+                // SAFETY: `put` wrote a row at `at` (it is in `to[..placed]`).
+                let row = unsafe { spare[at].assume_init_read() };
+                spare[kept].write(row);
+                kept += 1;
+            }
+        }
+        // SAFETY: the first `kept` positions were each written just above.
+        unsafe { rows.set_len(kept) };
+        Placed::Partly
+    }
+}
+
+/// Puts the row that was at `from[j]` at each position `j` of `rows`, in
+/// place: cycle by cycle, each row moved once. False, with nothing moved,
+/// when `from` is not a permutation of the positions of `rows`.
+pub(super) fn permute<K: Key>(rows: &mut [Row<K>], from: &[u32]) -> bool {
+    let len = rows.len();
+    let mut seen = vec![0u64; len.div_ceil(64)];
+    let bit = |at: usize| (at / 64, 1u64 << (at % 64));
+    if from.len() != len {
+        return false;
+    }
+    for &source in from {
+        let source = source as usize;
+        if source >= len {
+            return false;
+        }
+        let (word, mask) = bit(source);
+        if seen[word] & mask != 0 {
+            return false;
+        }
+        seen[word] |= mask;
+    }
+    // Every position is a source once: `seen` now marks what is left to
+    // place, and each cycle of the permutation closes.
+    for start in 0..len {
+        let (word, mask) = bit(start);
+        if seen[word] & mask == 0 {
+            continue;
+        }
+        let first = rows[start];
+        let mut at = start;
+        loop {
+            let (word, mask) = bit(at);
+            seen[word] &= !mask;
+            let source = from[at] as usize;
+            if source == start {
+                rows[at] = first;
+                break;
+            }
+            rows[at] = rows[source];
+            at = source;
+        }
+    }
+    true
+}
+
+/// The positions of `rows` in key order.
+fn key_order<K: Key>(rows: &[Row<K>]) -> Vec<u32> {
+    let mut pairs: Vec<(K, u32)> = buffers::with_capacity(rows.len());
+    pairs.extend(
+        rows.iter()
+            .enumerate()
+            .map(|(at, row)| (row.key, at as u32)),
+    );
+    pairs.sort_unstable_by_key(|&(key, _)| key);
+    pairs.into_iter().map(|(_, at)| at).collect()
+}
+
+/// Sorts `rows`, read from the tables and `placed` as they were, by key,
+/// and keeps in `order` where they went when that is cheap to know: when
+/// the last order sorted these rows, or when as many rows were read as
+/// the last time (the sources have settled) and none is known. Otherwise
+/// (a flood brings new sources every read) the rows are sorted in place
+/// and no order is kept, which costs no more than a plain sort.
+pub(super) fn sort_from_tables<K: Key>(
+    rows: &mut [Row<K>],
+    placed: Placed,
+    order: &mut FamilyOrder,
+) {
+    let settled = order.rows == rows.len();
+    order.rows = rows.len();
+    match placed {
+        Placed::Whole(to) if rows.is_sorted_by_key(|row| row.key) => {
+            order.to = to;
+            return;
+        }
+        // Other rows than last time: sorted whole.
+        Placed::Whole(_) | Placed::Partly => {
+            rows.sort_unstable_by_key(|row| row.key);
+            return;
+        }
+        Placed::Unplaced => {}
+    }
+    if settled {
+        let from = key_order(rows);
+        if permute(rows, &from)
+            && let Some(to) = Placement::inverse_of(&from)
+        {
+            order.to = to;
+            return;
+        }
+    }
+    rows.sort_unstable_by_key(|row| row.key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdpstat_common::Counter;
+
+    fn row(key: u32) -> Row<u32> {
+        Row {
+            key,
+            counter: Counter {
+                packets: u64::from(key),
+                bytes: 0,
+            },
+            protocol: 0,
+        }
+    }
+
+    fn keys(rows: &[Row<u32>]) -> Vec<u32> {
+        rows.iter().map(|row| row.key).collect()
+    }
+
+    /// Places `read` by the placement that sorts `[30, 10, 20]`.
+    fn place(read: &[u32]) -> (Vec<Row<u32>>, Placed) {
+        let to = Placement::inverse_of(&[1, 2, 0]).expect("a permutation");
+        let mut rows = Vec::new();
+        let mut placing = Placing::start(to, &mut rows);
+        for &key in read {
+            placing.put(&mut rows, row(key));
+        }
+        let placed = placing.finish(&mut rows);
+        (rows, placed)
+    }
+
+    #[test]
+    fn rows_go_where_the_last_read_put_them_and_fewer_or_more_close_up() {
+        let (rows, placed) = place(&[30, 10, 20]);
+        assert_eq!(keys(&rows), [10, 20, 30]);
+        assert!(matches!(placed, Placed::Whole(_)));
+        // Two rows: the third position was never written, and is left out.
+        let (rows, placed) = place(&[31, 11]);
+        assert_eq!(keys(&rows), [11, 31]);
+        assert!(matches!(placed, Placed::Partly));
+        let (rows, placed) = place(&[]);
+        assert!(rows.is_empty());
+        assert!(matches!(placed, Placed::Partly));
+        // Four: the one past the count follows the placed ones.
+        let (rows, placed) = place(&[30, 10, 20, 5]);
+        assert_eq!(keys(&rows), [10, 20, 30, 5]);
+        assert!(matches!(placed, Placed::Partly));
+    }
+
+    #[test]
+    fn only_a_permutation_makes_a_placement() {
+        assert!(Placement::inverse_of(&[2, 0, 1]).is_some());
+        assert!(Placement::inverse_of(&[0, 0, 1]).is_none());
+        assert!(Placement::inverse_of(&[0, 3, 1]).is_none());
+    }
+}
