@@ -142,6 +142,15 @@ pub struct SourceRow {
     pub verdicts: Verdicts,
 }
 
+impl SourceRow {
+    fn counter(&self) -> Counter {
+        Counter {
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+}
+
 impl Report {
     /// The report for `current`, with rates against `previous` (the last
     /// report's snapshot, or the empty one taken at attach time).
@@ -159,27 +168,52 @@ impl Report {
         // packets for an instant: no row for it.
         let counted = || current.sources.iter().filter(|(_, c)| c.packets > 0);
         let source_count = counted().count();
-        let sources = top_by_packets(counted(), top)
-            .into_iter()
-            .map(|(address, now)| {
-                let before = previous.sources.get(&address).copied().unwrap_or_default();
-                let rate = Rate::between(&now, &before, seconds);
-                let protocols = current
-                    .sources
-                    .tally(&address)
-                    .map(|tally| tally.protocols)
-                    .unwrap_or_default();
-                SourceRow {
-                    address,
-                    packets: now.packets,
-                    bytes: now.bytes,
-                    pps: rate.pps,
-                    bps: rate.bps,
-                    protocols,
-                    verdicts: current.verdicts.of_source(&address, &now),
-                }
-            })
-            .collect();
+        let row = |address: IpAddr, now: Counter, before: Counter, protocols| {
+            let rate = Rate::between(&now, &before, seconds);
+            SourceRow {
+                address,
+                packets: now.packets,
+                bytes: now.bytes,
+                pps: rate.pps,
+                bps: rate.bps,
+                protocols,
+                verdicts: current.verdicts.of_source(&address, &now),
+            }
+        };
+        let sources = match top {
+            // A few: ranked first, then looked up.
+            Some(_) => top_by_packets(counted(), top)
+                .into_iter()
+                .map(|(address, now)| {
+                    let before = previous.sources.get(&address).copied().unwrap_or_default();
+                    let protocols = current
+                        .sources
+                        .tally(&address)
+                        .map(|tally| tally.protocols)
+                        .unwrap_or_default();
+                    row(address, now, before, protocols)
+                })
+                .collect(),
+            // Every source (JSON, the live view): one walk of both reads in
+            // address order, then the rows themselves put in rank order,
+            // with no list of ranks beside them and no lookup per source.
+            None => {
+                let mut rows: Vec<SourceRow> = Vec::with_capacity(source_count);
+                rows.extend(
+                    current
+                        .sources
+                        .tallies_since(&previous.sources)
+                        .filter(|(_, now, _)| now.counter.packets > 0)
+                        .map(|(address, now, before)| {
+                            row(address, now.counter, before.counter, now.protocols)
+                        }),
+                );
+                rows.sort_unstable_by(|a, b| {
+                    rank(b.address, &b.counter()).cmp(&rank(a.address, &a.counter()))
+                });
+                rows
+            }
+        };
         let prefixes = current
             .prefixes
             .ranked(top)
@@ -479,6 +513,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::counts::sources::Tally;
 
     fn snapshot_at(seconds: u64, sources: &[(IpAddr, u64, u64)]) -> Snapshot {
         let base = Snapshot::empty();
@@ -561,6 +596,50 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Every source, ranked whole (JSON, the live view), is a
+        /// top cut longer than the list: the same rows, rates,
+        /// protocols and order, with sources new, gone, idle and mixed.
+        #[test]
+        fn every_source_ranked_whole_equals_a_longer_top_cut(
+            sources in proptest::collection::vec(
+                (0u8..30, proptest::bool::ANY, 0u64..4, 0u64..3, 0u8..3, 0u64..3),
+                0..60,
+            ),
+        ) {
+            let address = |n: u8, v6: bool| -> IpAddr {
+                if v6 {
+                    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n.into()))
+                } else {
+                    v4(n)
+                }
+            };
+            let (mut before, mut now) = (snapshot_at(10, &[]), snapshot_at(12, &[]));
+            for &(n, v6, earlier, more, protocol, udp) in &sources {
+                let at = address(n, v6);
+                if earlier > 0 {
+                    before.sources.insert(at, Counter { packets: earlier, bytes: earlier * 100 });
+                }
+                let packets = earlier + more;
+                // Some of its packets TCP, the rest `protocol`: mixed or not.
+                let tcp = udp.min(packets);
+                let mut counts = [0u64; 4];
+                counts[0] = tcp;
+                counts[usize::from(protocol) + 1] += packets - tcp;
+                now.sources.insert(
+                    at,
+                    Tally {
+                        counter: Counter { packets, bytes: packets * 100 + u64::from(n) },
+                        protocols: SourceProtocols(counts),
+                    },
+                );
+            }
+            let whole = Report::between("t", &before, &now, None);
+            let cut = Report::between("t", &before, &now, Some(1000));
+            proptest::prop_assert_eq!(whole.source_count, cut.source_count);
+            proptest::prop_assert_eq!(&whole.sources, &cut.sources);
+            proptest::prop_assert_eq!(whole.sources.len(), whole.source_count);
+        }
+
         #[test]
         fn the_top_cut_equals_the_head_of_the_full_order(
             counts in proptest::collection::vec((0u8..40, 0u8..4, 0u8..3), 0..200),
