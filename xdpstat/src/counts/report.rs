@@ -167,7 +167,6 @@ impl Report {
         // An entry claimed by a run still on its CPU can be read with no
         // packets for an instant: no row for it.
         let counted = || current.sources.iter().filter(|(_, c)| c.packets > 0);
-        let source_count = counted().count();
         let row = |address: IpAddr, now: Counter, before: Counter, protocols| {
             let rate = Rate::between(&now, &before, seconds);
             SourceRow {
@@ -180,25 +179,28 @@ impl Report {
                 verdicts: current.verdicts.of_source(&address, &now),
             }
         };
-        let sources = match top {
+        let (sources, source_count) = match top {
             // A few: ranked first, then looked up.
-            Some(_) => top_by_packets(counted(), top)
-                .into_iter()
-                .map(|(address, now)| {
-                    let before = previous.sources.get(&address).copied().unwrap_or_default();
-                    let protocols = current
-                        .sources
-                        .tally(&address)
-                        .map(|tally| tally.protocols)
-                        .unwrap_or_default();
-                    row(address, now, before, protocols)
-                })
-                .collect(),
+            Some(top) => {
+                let sources = top_by_packets(counted(), top)
+                    .into_iter()
+                    .map(|(address, now)| {
+                        let before = previous.sources.get(&address).copied().unwrap_or_default();
+                        let protocols = current
+                            .sources
+                            .tally(&address)
+                            .map(|tally| tally.protocols)
+                            .unwrap_or_default();
+                        row(address, now, before, protocols)
+                    })
+                    .collect();
+                (sources, counted().count())
+            }
             // Every source (JSON, the live view): one walk of both reads in
             // address order, then the rows themselves put in rank order,
             // with no list of ranks beside them and no lookup per source.
             None => {
-                let mut rows: Vec<SourceRow> = Vec::with_capacity(source_count);
+                let mut rows: Vec<SourceRow> = Vec::with_capacity(current.sources.len());
                 rows.extend(
                     current
                         .sources
@@ -211,7 +213,8 @@ impl Report {
                 rows.sort_unstable_by(|a, b| {
                     rank(b.address, &b.counter()).cmp(&rank(a.address, &a.counter()))
                 });
-                rows
+                let count = rows.len();
+                (rows, count)
             }
         };
         let prefixes = current
@@ -425,43 +428,37 @@ impl AddressOrder {
     }
 }
 
-/// The `top` first sources in [`rank`] order (all of them when `top` is
-/// `None`). With a limit this keeps a heap of `top` entries, so a million
-/// sources cost one pass and no million-row list; a source with fewer
-/// packets than the last of the heap is passed over before anything else
-/// is looked at.
+/// The `top` first sources in [`rank`] order, from a heap of `top`
+/// entries, so a million sources cost one pass and no million-row list; a
+/// source with fewer packets than the last of the heap is passed over
+/// before anything else is looked at.
 pub fn top_by_packets(
     sources: impl Iterator<Item = (IpAddr, Counter)>,
-    top: Option<usize>,
+    top: usize,
 ) -> Vec<(IpAddr, Counter)> {
     let ranked = |(address, counter): (IpAddr, Counter)| Ranked {
         key: rank(address, &counter),
         counter,
     };
-    let mut rows: Vec<Ranked> = match top {
-        None => sources.map(ranked).collect(),
-        Some(top) => {
-            // A min-heap of the best `top` so far: its root is the one to beat.
-            let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(top + 1);
-            for source in sources {
-                if best.len() < top {
-                    best.push(Reverse(ranked(source)));
-                    continue;
-                }
-                let Some(mut worst) = best.peek_mut() else {
-                    continue;
-                };
-                if source.1.packets < worst.0.counter.packets {
-                    continue;
-                }
-                let candidate = ranked(source);
-                if candidate > worst.0 {
-                    *worst = Reverse(candidate);
-                }
-            }
-            best.into_iter().map(|Reverse(r)| r).collect()
+    // A min-heap of the best `top` so far: its root is the one to beat.
+    let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(top + 1);
+    for source in sources {
+        if best.len() < top {
+            best.push(Reverse(ranked(source)));
+            continue;
         }
-    };
+        let Some(mut worst) = best.peek_mut() else {
+            continue;
+        };
+        if source.1.packets < worst.0.counter.packets {
+            continue;
+        }
+        let candidate = ranked(source);
+        if candidate > worst.0 {
+            *worst = Reverse(candidate);
+        }
+    }
+    let mut rows: Vec<Ranked> = best.into_iter().map(|Reverse(r)| r).collect();
     rows.sort_unstable_by(|a, b| b.cmp(a));
     rows.into_iter()
         .map(|r| (r.key.2.0.address(), r.counter))
@@ -659,7 +656,9 @@ mod tests {
                     (address, Counter { packets: packets.into(), bytes: bytes.into() })
                 })
                 .collect();
-            let all = top_by_packets(sources.iter().copied(), None);
+            // The full order, by a plain sort.
+            let mut all = sources.clone();
+            all.sort_by_key(|a| Reverse(rank(a.0, &a.1)));
             for pair in all.windows(2) {
                 let (a, b) = (&pair[0], &pair[1]);
                 proptest::prop_assert!(rank(a.0, &a.1) > rank(b.0, &b.1));
@@ -668,7 +667,7 @@ mod tests {
                     (a.1.packets, a.1.bytes, Reverse(a.0)) > (b.1.packets, b.1.bytes, Reverse(b.0))
                 );
             }
-            let cut = top_by_packets(sources.iter().copied(), Some(top));
+            let cut = top_by_packets(sources.iter().copied(), top);
             proptest::prop_assert_eq!(&cut[..], &all[..top.min(all.len())]);
         }
     }

@@ -244,15 +244,11 @@ impl SourceTableBuilder {
     /// that puts each row where `order` says it went last time; give the
     /// same order to [`SourceTableBuilder::finish_in`].
     pub fn reading(order: &mut SortOrder, v4: usize, v6: usize) -> Self {
-        let mut builder = Self::with_capacity(v4, v6);
         let v4_to = std::mem::take(&mut order.v4.to);
-        if !v4_to.is_empty() {
-            builder.placing.0 = Some(Placing::start(v4_to, &mut builder.v4));
-        }
         let v6_to = std::mem::take(&mut order.v6.to);
-        if !v6_to.is_empty() {
-            builder.placing.1 = Some(Placing::start(v6_to, &mut builder.v6));
-        }
+        // Room for every row the placements put.
+        let mut builder = Self::with_capacity(v4.max(v4_to.len()), v6.max(v6_to.len()));
+        builder.placing = (Placing::by(v4_to), Placing::by(v6_to));
         builder
     }
 
@@ -264,20 +260,6 @@ impl SourceTableBuilder {
         let v6 = v6.map_or(Placed::Unplaced, |placing| placing.finish(&mut self.v6));
         self.placed = Some((v4, v6));
         self.from_tables = [self.v4.len(), self.v6.len()];
-    }
-
-    fn push_v4(&mut self, row: Row<u32>) {
-        match &mut self.placing.0 {
-            Some(placing) => placing.put(&mut self.v4, row),
-            None => self.v4.push(row),
-        }
-    }
-
-    fn push_v6(&mut self, row: Row<V6Key>) {
-        match &mut self.placing.1 {
-            Some(placing) => placing.put(&mut self.v6, row),
-            None => self.v6.push(row),
-        }
     }
 
     /// The row for `tally` of the source `key`.
@@ -302,11 +284,11 @@ impl SourceTableBuilder {
         match address {
             IpAddr::V4(v4) => {
                 let row = self.row(u32::from(v4), tally);
-                self.push_v4(row);
+                push_row(&mut self.v4, &mut self.placing.0, row);
             }
             IpAddr::V6(v6) => {
                 let row = self.row(split(u128::from(v6)), tally);
-                self.push_v6(row);
+                push_row(&mut self.v6, &mut self.placing.1, row);
             }
         }
     }
@@ -316,16 +298,22 @@ impl SourceTableBuilder {
     pub fn push_one_protocol(&mut self, address: IpAddr, counter: Counter, protocol: u8) {
         let protocol = protocol.min(source::OTHER as u8);
         match address {
-            IpAddr::V4(v4) => self.push_v4(Row {
-                key: u32::from(v4),
-                counter,
-                protocol,
-            }),
-            IpAddr::V6(v6) => self.push_v6(Row {
-                key: split(u128::from(v6)),
-                counter,
-                protocol,
-            }),
+            IpAddr::V4(v4) => {
+                let row = Row {
+                    key: u32::from(v4),
+                    counter,
+                    protocol,
+                };
+                push_row(&mut self.v4, &mut self.placing.0, row);
+            }
+            IpAddr::V6(v6) => {
+                let row = Row {
+                    key: split(u128::from(v6)),
+                    counter,
+                    protocol,
+                };
+                push_row(&mut self.v6, &mut self.placing.1, row);
+            }
         }
     }
 
@@ -364,6 +352,15 @@ impl SourceTableBuilder {
             v6,
             mixed: self.mixed,
         }
+    }
+}
+
+/// Adds a row to a family's rows: to its place while the tables are read
+/// with an order known, at the end otherwise.
+fn push_row<K: Key>(rows: &mut Vec<Row<K>>, placing: &mut Option<Placing<K>>, row: Row<K>) {
+    match placing {
+        Some(placing) => placing.put(rows, row),
+        None => rows.push(row),
     }
 }
 
@@ -789,12 +786,15 @@ mod tests {
                 .collect()
         };
         let mut moved = rows(&[30, 10, 20, 40]);
-        assert!(order::permute(&mut moved, &[1, 2, 0, 3]));
+        let to = order::Placement::inverse_of(&[1, 2, 0, 3]).expect("a permutation");
+        assert!(order::permute(&mut moved, &to));
         assert_eq!(moved, rows(&[10, 20, 30, 40]));
-        for bad in [&[0, 0, 1, 2][..], &[0, 1, 2], &[0, 1, 2, 4]] {
-            let mut unmoved = rows(&[30, 10, 20, 40]);
-            assert!(!order::permute(&mut unmoved, bad));
-            assert_eq!(unmoved, rows(&[30, 10, 20, 40]));
+        // A placement of other rows than these moves nothing.
+        let mut unmoved = rows(&[30, 10, 20]);
+        assert!(!order::permute(&mut unmoved, &to));
+        assert_eq!(unmoved, rows(&[30, 10, 20]));
+        for bad in [&[0, 0, 1, 2][..], &[0, 1, 2, 4]] {
+            assert!(order::Placement::inverse_of(bad).is_none());
         }
     }
 

@@ -100,26 +100,23 @@ pub(super) enum Placed {
 }
 
 impl<K: Key> Placing<K> {
-    /// Places rows by `to` into `rows`, which must be empty; it is made to
-    /// hold them all.
-    pub(super) fn start(to: Placement, rows: &mut Vec<Row<K>>) -> Self {
-        debug_assert!(rows.is_empty());
-        if rows.capacity() < to.len() {
-            *rows = buffers::with_capacity(to.len());
-        }
-        Placing {
+    /// Places rows by `to` (`None` when it is empty: no order known); the
+    /// rows they go into must have room for `to.len()` of them.
+    pub(super) fn by(to: Placement) -> Option<Self> {
+        (!to.is_empty()).then(|| Placing {
             to,
             placed: 0,
             overflow: Vec::new(),
-        }
+        })
     }
 
     /// Writes the next row read from the tables to its place.
     pub(super) fn put(&mut self, rows: &mut Vec<Row<K>>, row: Row<K>) {
         match self.to.0.get(self.placed) {
             Some(&at) => {
-                // In bounds: `start` made room for `to.len()` rows, and
-                // nothing is pushed while placing.
+                // In bounds: the rows have room for `to.len()`, and
+                // nothing is pushed while placing (an index past the room
+                // would panic, never write out of bounds).
                 let spare = rows.spare_capacity_mut();
                 if let Some(&ahead) = self.to.0.get(self.placed + AHEAD) {
                     prefetch_for_write(&spare[ahead as usize]);
@@ -167,47 +164,31 @@ impl<K: Key> Placing<K> {
     }
 }
 
-/// Puts the row that was at `from[j]` at each position `j` of `rows`, in
-/// place: cycle by cycle, each row moved once. False, with nothing moved,
-/// when `from` is not a permutation of the positions of `rows`.
-pub(super) fn permute<K: Key>(rows: &mut [Row<K>], from: &[u32]) -> bool {
+/// Moves each row of `rows` to its place by `to`, in place: cycle by
+/// cycle, each row moved once. False, with nothing moved, when `to` is
+/// for another number of rows.
+pub(super) fn permute<K: Key>(rows: &mut [Row<K>], to: &Placement) -> bool {
     let len = rows.len();
-    let mut seen = vec![0u64; len.div_ceil(64)];
-    let bit = |at: usize| (at / 64, 1u64 << (at % 64));
-    if from.len() != len {
+    if to.len() != len {
         return false;
     }
-    for &source in from {
-        let source = source as usize;
-        if source >= len {
-            return false;
-        }
-        let (word, mask) = bit(source);
-        if seen[word] & mask != 0 {
-            return false;
-        }
-        seen[word] |= mask;
-    }
-    // Every position is a source once: `seen` now marks what is left to
-    // place, and each cycle of the permutation closes.
+    // Positions whose row is in its place.
+    let mut done = vec![0u64; len.div_ceil(64)];
     for start in 0..len {
-        let (word, mask) = bit(start);
-        if seen[word] & mask == 0 {
+        if done[start / 64] & (1 << (start % 64)) != 0 {
             continue;
         }
-        let first = rows[start];
-        let mut at = start;
-        loop {
-            let (word, mask) = bit(at);
-            seen[word] &= !mask;
-            let source = from[at] as usize;
-            if source == start {
-                rows[at] = first;
-                break;
-            }
-            rows[at] = rows[source];
-            at = source;
+        // Carry the row at `start` round its cycle (`to` is a permutation,
+        // so the cycle closes at `start`).
+        let mut carried = rows[start];
+        let mut at = to.0[start] as usize;
+        while at != start {
+            std::mem::swap(&mut carried, &mut rows[at]);
+            done[at / 64] |= 1 << (at % 64);
+            at = to.0[at] as usize;
         }
+        rows[start] = carried;
+        done[start / 64] |= 1 << (start % 64);
     }
     true
 }
@@ -249,14 +230,12 @@ pub(super) fn sort_from_tables<K: Key>(
         }
         Placed::Unplaced => {}
     }
-    if settled {
-        let from = key_order(rows);
-        if permute(rows, &from)
-            && let Some(to) = Placement::inverse_of(&from)
-        {
-            order.to = to;
-            return;
-        }
+    if settled
+        && let Some(to) = Placement::inverse_of(&key_order(rows))
+        && permute(rows, &to)
+    {
+        order.to = to;
+        return;
     }
     rows.sort_unstable_by_key(|row| row.key);
 }
@@ -284,8 +263,8 @@ mod tests {
     /// Places `read` by the placement that sorts `[30, 10, 20]`.
     fn place(read: &[u32]) -> (Vec<Row<u32>>, Placed) {
         let to = Placement::inverse_of(&[1, 2, 0]).expect("a permutation");
-        let mut rows = Vec::new();
-        let mut placing = Placing::start(to, &mut rows);
+        let mut rows = Vec::with_capacity(to.len());
+        let mut placing = Placing::by(to).expect("an order");
         for &key in read {
             placing.put(&mut rows, row(key));
         }
