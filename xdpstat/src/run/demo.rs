@@ -75,11 +75,6 @@ pub fn demo(
         Hook::Tcx => datapath.attach_tcx(WATCHED_LINK),
     })??;
     let mut watched = vec![Watched::new(attached, datapath)];
-    announce(
-        &watched[0],
-        args.attach.mode,
-        args.attach.rules.is_some().then_some(&rules),
-    );
     let capture = match capture_file {
         Some((file, path, settings)) => {
             let source = crate::run::capture::source(&mut watched[0])?;
@@ -95,6 +90,12 @@ pub fn demo(
     let targets = vec![(WATCHED_LINK.to_owned(), maps)];
     crate::run::control::serve(&targets, &notices);
     crate::run::reload::on_sighup(hangups, args.attach.rules.clone(), targets, notices.clone())?;
+    // Said once `xdpstat ban` is answered and SIGHUP reloads.
+    announce(
+        &watched[0],
+        args.attach.mode,
+        args.attach.rules.is_some().then_some(&rules),
+    );
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, args.metrics.metrics_top);
     }

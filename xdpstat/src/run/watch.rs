@@ -65,7 +65,6 @@ pub fn watch(
             persist.persist.then_some(persist.pin_dir.as_path()),
             &rules,
         )?;
-        announce(&one, attach.mode, attach.rules.is_some().then_some(&rules));
         watched.push(one);
     }
     let capture = match capture_file {
@@ -89,6 +88,11 @@ pub fn watch(
     let notices = Notices::default();
     crate::run::control::serve(&targets, &notices);
     on_sighup(hangups, attach.rules.clone(), targets, notices.clone())?;
+    // Said once everything a user may reach for is up: `xdpstat ban`
+    // answered, SIGHUP reloading.
+    for one in &watched {
+        announce(one, attach.mode, attach.rules.is_some().then_some(&rules));
+    }
     if let Some((_, published)) = &server {
         feed_metrics(&mut watched, published, metrics.metrics_top);
     }
