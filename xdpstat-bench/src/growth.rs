@@ -92,7 +92,7 @@ pub fn per_packet_at(sources: u32, rounds: usize) -> Result<PerPacket> {
     let xdpstat = || -> Result<Program> {
         Ok(Program::Xdpstat(Box::new(Datapath::load_with(Load {
             rule_rows: false,
-            programs: Programs::Replay,
+            programs: Programs::Plain,
             ..Load::new(capacity)
         })?)))
     };

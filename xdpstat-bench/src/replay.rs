@@ -17,7 +17,7 @@ use xdpstat::{
     kernel::datapath::{Datapath, Load, Programs},
     replay::{
         self,
-        batches::{self, RunFrame},
+        batches::{self, Framed, RunFrame},
     },
     rules::{Action, RuleSet},
 };
@@ -54,9 +54,9 @@ impl Drop for Capture {
 struct ThroughFloor<'a>(&'a Xdp);
 
 impl RunFrame for ThroughFloor<'_> {
-    fn run(&self, frame: &[u8], _wire_len: u32, _time_ns: u64) -> Result<(), String> {
+    fn run(&self, frame: Framed<'_>) -> Result<(), String> {
         let options = TestRunOptions {
-            data_in: Some(frame),
+            data_in: Some(frame.frame()),
             ..TestRunOptions::default()
         };
         self.0
@@ -97,7 +97,7 @@ pub fn replay_speed(frames: usize, rounds: usize) -> Result<ReplaySpeed> {
         times[2].push(xdpstat_replay(&capture.0, frames, &without_limits)?);
         let started = Instant::now();
         drop(Datapath::load_with(Load {
-            programs: Programs::Replay,
+            programs: Programs::Plain,
             ..Load::new(DEFAULT_MAX_SOURCES)
         })?);
         loads.push(started.elapsed().as_secs_f64());

@@ -38,6 +38,15 @@ pub const REPLAY_PROGRAM_NAME: &str = "xdpstat_replay";
 /// replay), two u64 in the host's byte order.
 pub const REPLAY_METADATA: usize = 16;
 
+/// The [`REPLAY_METADATA`] bytes for a frame `wire_len` bytes long on the
+/// wire, captured at `time_ns`.
+pub fn replay_metadata(wire_len: u64, time_ns: u64) -> [u8; REPLAY_METADATA] {
+    let mut metadata = [0; REPLAY_METADATA];
+    metadata[..8].copy_from_slice(&wire_len.to_ne_bytes());
+    metadata[8..].copy_from_slice(&time_ns.to_ne_bytes());
+    metadata
+}
+
 /// Memory-mappable array of [`V4Entry`]: the IPv4 source table, an
 /// open-addressing hash table the datapath probes and user space walks.
 pub const SOURCES_V4_MAP: &str = "SOURCES_V4";

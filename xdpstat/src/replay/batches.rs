@@ -17,6 +17,8 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use xdpstat_common::{REPLAY_METADATA, replay_metadata};
+
 use super::{
     Replayed,
     capture::{self, CaptureError, Frame},
@@ -30,12 +32,39 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 
 /// What a worker does with each frame of a replay.
 pub trait RunFrame: Sync {
-    /// Runs one frame: its bytes (at most the snap length), its length on
-    /// the wire and its capture time in nanoseconds since the epoch.
-    fn run(&self, frame: &[u8], wire_len: u32, time_ns: u64) -> Result<(), String>;
+    /// Runs one frame.
+    fn run(&self, frame: Framed<'_>) -> Result<(), String>;
+
+    /// Told, on the reader's thread, of each frame as it is read, before a
+    /// worker runs it.
+    fn ahead(&self, _frame: Framed<'_>) {}
 
     /// After each batch a worker ran.
     fn after_batch(&self) {}
+}
+
+/// A frame as a batch holds it: its bytes (at most the snap length) right
+/// after the [`REPLAY_METADATA`] bytes the replay build reads (its length on
+/// the wire and its capture time), so it runs with no copy of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Framed<'a> {
+    with_metadata: &'a [u8],
+    /// Its length on the wire (never less than its bytes).
+    pub wire_len: u32,
+    /// Its capture time, in nanoseconds since the epoch.
+    pub time_ns: u64,
+}
+
+impl<'a> Framed<'a> {
+    /// The frame's bytes.
+    pub fn frame(&self) -> &'a [u8] {
+        &self.with_metadata[REPLAY_METADATA..]
+    }
+
+    /// The frame's bytes after its metadata: the replay build's input.
+    pub fn with_metadata(&self) -> &'a [u8] {
+        self.with_metadata
+    }
 }
 
 /// What reading and running a capture did.
@@ -91,7 +120,7 @@ pub fn run_frames(
                 replayed.runts += 1;
                 return;
             }
-            batch.push(frame.data, frame.wire_len, frame.timestamp);
+            runner.ahead(batch.push(frame.data, frame.wire_len, frame.timestamp));
             replayed.frames += 1;
             if batch.is_full() {
                 // A closed channel means every runner stopped on an error.
@@ -145,18 +174,19 @@ fn run_batches(
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        for (frame, wire_len, time) in batch.frames() {
-            runner.run(frame, wire_len, time)?;
+        for frame in batch.frames() {
+            runner.run(frame)?;
         }
         runner.after_batch();
     }
 }
 
-/// Frames to run, packed into one buffer, each with its wire length and
-/// capture time.
+/// Frames to run, packed into one buffer, each after its metadata (its
+/// wire length and capture time, as the replay build reads them).
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
+    /// Where each frame ends in `bytes`, its wire length and time.
     frames: Vec<(usize, u32, u64)>,
 }
 
@@ -165,10 +195,21 @@ impl Batch {
     /// Bytes a batch holds at most (plus one frame).
     const BYTES: usize = 1 << 20;
 
-    fn push(&mut self, data: &[u8], wire_len: u32, time: Duration) {
-        self.bytes.extend_from_slice(data);
+    /// Adds a frame; the frame as the batch holds it.
+    fn push(&mut self, data: &[u8], wire_len: u32, time: Duration) -> Framed<'_> {
         let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        // The reader never gives a wire length below the bytes captured.
+        let wire_len = wire_len.max(u32::try_from(data.len()).unwrap_or(u32::MAX));
+        let start = self.bytes.len();
+        self.bytes
+            .extend_from_slice(&replay_metadata(u64::from(wire_len), nanos));
+        self.bytes.extend_from_slice(data);
         self.frames.push((self.bytes.len(), wire_len, nanos));
+        Framed {
+            with_metadata: &self.bytes[start..],
+            wire_len,
+            time_ns: nanos,
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -179,11 +220,15 @@ impl Batch {
         self.frames.is_empty()
     }
 
-    fn frames(&self) -> impl Iterator<Item = (&[u8], u32, u64)> {
+    fn frames(&self) -> impl Iterator<Item = Framed<'_>> {
         let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _, _)| end));
         starts
             .zip(&self.frames)
-            .map(|(start, &(end, wire_len, time))| (&self.bytes[start..end], wire_len, time))
+            .map(|(start, &(end, wire_len, time_ns))| Framed {
+                with_metadata: &self.bytes[start..end],
+                wire_len,
+                time_ns,
+            })
     }
 }
 

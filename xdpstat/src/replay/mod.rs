@@ -30,7 +30,7 @@ use crate::{
     kernel::privilege::{Needs, check_capabilities, check_kernel},
     outcome::{Outcome, Partial},
     output::{Format, write_report},
-    replay::batches::{Ran, RunFrame, run_frames},
+    replay::batches::{Framed, Ran, RunFrame, run_frames},
     replay::capture::CaptureError,
     replay::input::Input,
 };
@@ -166,11 +166,20 @@ pub fn replay_file(
         source,
     };
     let mut input = Input::open(path, stop).map_err(|e| failed(e.into()))?;
+    // A rate limit keeps time by the frames' timestamps, in capture order:
+    // then one worker runs every frame through the replay build, each with
+    // its time. So do triggers, judged each second of the capture, and
+    // captured copies.
+    let timed = rules.has_limits() || !rules.triggers.is_empty() || capture.is_some();
     let mut datapath = Datapath::load_with(Load {
         prefix_len: lens,
         rule_rows: !rules.is_empty() || !rules.triggers.is_empty(),
         capture: capture.as_ref().map(|(settings, _)| *settings),
-        programs: Programs::Replay,
+        programs: if timed {
+            Programs::Replay
+        } else {
+            Programs::WhenNeeded
+        },
         ..Load::new(max_sources)
     })?;
     // The copies are written by the one worker after each batch (the
@@ -188,28 +197,45 @@ pub fn replay_file(
         None => None,
     };
     datapath.put_rules(rules, &path.display().to_string())?;
-    // A rate limit keeps time by the frames' timestamps, in capture order:
-    // then one worker runs every frame, each with its time. So do
-    // triggers, judged each second of the capture.
     let triggers = (!rules.triggers.is_empty()).then(|| Mutex::new(Triggers::default()));
-    let timed = rules.has_limits() || triggers.is_some() || copies.is_some();
     let name = path.display().to_string();
-    let runner = ThroughXdpstat {
-        runs: datapath
-            .runs()
-            .map_err(|e| XdpstatError::Load { source: e.into() })?,
-        datapath: &datapath,
-        timed,
-        triggers: triggers.as_ref(),
-        copies: copies.as_ref(),
-        name: &name,
+    let (ran, load_error) = if timed {
+        let runner = ThroughXdpstat {
+            runs: datapath.loaded_runs(),
+            timed: Some(Timed {
+                datapath: &datapath,
+                triggers: triggers.as_ref(),
+                copies: copies.as_ref(),
+                name: &name,
+            }),
+        };
+        let ran = run_frames(&mut input, batches::workers(true), &runner, stop);
+        runner.after_batch();
+        (ran, None)
+    } else {
+        let runner = ThroughXdpstat {
+            runs: datapath.runs(),
+            timed: None,
+        };
+        let ran = std::thread::scope(|scope| {
+            // The plain build is verified while the reader begins (and the
+            // replay build beside it, once the reader meets a frame that
+            // needs it).
+            scope.spawn(|| runner.runs.load_plain());
+            run_frames(&mut input, batches::workers(false), &runner, stop)
+        });
+        (ran, runner.runs.load_error())
     };
+    if let Some(error) = load_error {
+        return Err(XdpstatError::Load {
+            source: error.into(),
+        });
+    }
     let Ran {
         replayed,
         read,
         run_error,
-    } = run_frames(&mut input, batches::workers(timed), &runner, stop);
-    runner.after_batch();
+    } = ran;
     if let Some(error) = run_error {
         return Err(failed(format!("BPF_PROG_TEST_RUN failed: {error}").into()));
     }
@@ -259,47 +285,72 @@ pub fn run_file(
 }
 
 /// Frames through xdpstat's program: each whole, linear frame through the
-/// plain build, as live traffic runs; the rest, and every frame when the
-/// frames' times matter, through the replay build with their wire length
-/// and time. Triggers are judged before each frame, and captured copies
-/// written after each batch.
+/// plain build, as live traffic runs; the rest through the replay build
+/// with their wire length and time, and so every frame when the frames'
+/// times matter.
 struct ThroughXdpstat<'a> {
     runs: Runs<'a>,
+    timed: Option<Timed<'a>>,
+}
+
+/// What a replay whose frames keep their time does around each: triggers
+/// are judged before it, and captured copies written after each batch.
+struct Timed<'a> {
     datapath: &'a Datapath,
-    timed: bool,
     triggers: Option<&'a Mutex<Triggers>>,
     copies: Option<&'a Mutex<(Ring, &'a mut ReplayCapture)>>,
     name: &'a str,
 }
 
 impl RunFrame for ThroughXdpstat<'_> {
-    fn run(&self, frame: &[u8], wire_len: u32, time_ns: u64) -> Result<(), String> {
-        if let Some(triggers) = self.triggers {
+    fn ahead(&self, frame: Framed<'_>) {
+        // The replay build is verified as soon as a frame will need it (an
+        // error is the worker's to report).
+        if self.timed.is_none() && !whole(frame) {
+            let _ = self.runs.load_replay();
+        }
+    }
+
+    fn run(&self, frame: Framed<'_>) -> Result<(), String> {
+        let Some(timed) = &self.timed else {
+            let run = if whole(frame) {
+                self.runs.plain(frame.frame())
+            } else {
+                self.runs.replay(frame.with_metadata())
+            };
+            return run.map(drop).map_err(|e| one_line(&e));
+        };
+        if let Some(triggers) = timed.triggers {
             triggers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .before(self.datapath, self.name, time_ns)?;
+                .before(timed.datapath, timed.name, frame.time_ns)?;
         }
-        // A whole, linear frame runs as live traffic does; the replay
-        // build (with the wire length and time as metadata) is for frames
-        // the plain build cannot count as they were, and for every frame
-        // when their time matters.
-        let whole = wire_len as usize == frame.len() && frame.len() <= LINEAR_TEST_FRAME_MAX;
-        let run = if whole && !self.timed {
-            self.runs.plain(frame)
-        } else {
-            self.runs.replay(frame, u64::from(wire_len), time_ns)
-        };
-        run.map(drop).map_err(|e| one_line(&e))
+        self.runs
+            .replay(frame.with_metadata())
+            .map(drop)
+            .map_err(|e| one_line(&e))
     }
 
     fn after_batch(&self) {
-        if let Some(copies) = self.copies {
+        if let Some(Timed {
+            datapath,
+            copies: Some(copies),
+            name,
+            ..
+        }) = &self.timed
+        {
             let mut copies = copies.lock().unwrap_or_else(PoisonError::into_inner);
             let (ring, sink) = &mut *copies;
-            sink.drain(ring, &self.datapath.rule_maps(), self.name);
+            sink.drain(ring, &datapath.rule_maps(), name);
         }
     }
+}
+
+/// Whether a frame runs through the plain build, as live traffic runs: it
+/// is whole (not cut by a snap length) and linear under BPF_PROG_TEST_RUN.
+fn whole(frame: Framed<'_>) -> bool {
+    frame.wire_len as usize == frame.frame().len() && frame.frame().len() <= LINEAR_TEST_FRAME_MAX
 }
 
 /// A replay's triggers: judged at each second of the capture, from the

@@ -11,9 +11,10 @@ mod hook;
 mod maps;
 mod pinned;
 mod read;
+mod runs;
 mod test_run;
 
-pub use self::test_run::Runs;
+pub use self::runs::Runs;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -36,8 +37,8 @@ use aya::{
 };
 use xdpstat_common::{
     CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
-    NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_METADATA, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
-    TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
+    NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, TABLE_ENTRIES_GLOBAL,
+    TCX_PROGRAM_NAME,
     kinds::{
         PORTS,
         side::{self, SIDES},
@@ -150,15 +151,23 @@ pub enum Programs {
     /// Every build: the plain and multi-buffer XDP programs and the tcx
     /// one (any of which may be attached), and the replay build.
     All,
-    /// What a replay runs: the plain build and the replay build.
+    /// The replay build alone: what a replay whose frames keep their time
+    /// runs every frame through.
     Replay,
+    /// The plain build alone: what live traffic runs through.
+    Plain,
+    /// None yet: [`Datapath::runs`] loads each build a replay runs when it
+    /// is first needed.
+    WhenNeeded,
 }
 
 impl Programs {
     fn includes(self, name: &str) -> bool {
         match self {
             Programs::All => true,
-            Programs::Replay => name == PROGRAM_NAME || name == REPLAY_PROGRAM_NAME,
+            Programs::Replay => name == REPLAY_PROGRAM_NAME,
+            Programs::Plain => name == PROGRAM_NAME,
+            Programs::WhenNeeded => false,
         }
     }
 }
