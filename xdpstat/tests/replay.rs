@@ -552,3 +552,58 @@ fn write_the_corpus() {
         .unwrap();
     }
 }
+
+/// The replay build is verified only once a frame needs it: here whole
+/// frames fill many batches first (run through the plain build on every
+/// worker), then frames cut by the snap length and jumbo frames come, in
+/// more than one batch, so the reader and the workers may all want the
+/// replay build at once. Every frame is counted exactly, at its length on
+/// the wire.
+#[test]
+fn frames_that_need_the_replay_build_late_in_a_capture_count_exactly() {
+    if !common::privileged("frames_that_need_the_replay_build_late_in_a_capture_count_exactly") {
+        return;
+    }
+    let scratch = Scratch::new("late-replay-build");
+    let whole = ipv4_frame(Ipv4Addr::new(198, 18, 0, 1), &[], 100);
+    let cut_source = Ipv4Addr::new(198, 18, 0, 2);
+    let long = ipv4_frame(cut_source, &[], 1400);
+    let jumbo = ipv6_frame(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9), &[], 8000);
+    let mut writer = PcapWriter::new(Vec::new()).unwrap();
+    let mut at = Duration::from_secs(1_795_000_000);
+    let mut write = |frame: &[u8], captured: usize| {
+        at += Duration::from_micros(1);
+        writer
+            .write_packet(&PcapPacket::new(at, frame.len() as u32, &frame[..captured]))
+            .unwrap();
+    };
+    const WHOLE: u64 = 20_000;
+    const CUT: u64 = 3_000;
+    const JUMBO: u64 = 500;
+    for _ in 0..WHOLE {
+        write(&whole, whole.len());
+    }
+    for n in 0..CUT {
+        write(&long, 96);
+        if n < JUMBO {
+            write(&jumbo, jumbo.len());
+        }
+    }
+    let path = scratch.write("late.pcap", writer.into_writer());
+    let output = replay(&["--format", "json"], &[&path]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let reports = reports(&output);
+    let report = &reports[0];
+    let len = |frame: &Vec<u8>| frame.len() as u64;
+    assert_eq!(
+        source(report, "198.18.0.1"),
+        Some((WHOLE, WHOLE * len(&whole)))
+    );
+    assert_eq!(source(report, "198.18.0.2"), Some((CUT, CUT * len(&long))));
+    assert_eq!(
+        source(report, "2001:db8::9"),
+        Some((JUMBO, JUMBO * len(&jumbo)))
+    );
+    assert_eq!(total_packets(report), WHOLE + CUT + JUMBO);
+    assert_eq!(pair(&report["unattributed"]), (0, 0));
+}
