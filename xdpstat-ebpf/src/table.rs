@@ -103,33 +103,53 @@ pub trait Entry: 'static {
         Self: Sized;
     /// The family's part of a CPU's state.
     fn run(state: &mut CpuState) -> Run<'_, Self::Address>;
-    /// The index of `address`'s entry, claiming a free one for a new
-    /// source: [`entry_for`], through the family's own function.
-    fn entry_of(address: &Self::Address, protocol: u16) -> u32;
+    /// [`entry_for`] from `start`, through the family's own function.
+    fn entry_from(address: &Self::Address, protocol: u16, start: u32) -> u32;
 }
 
-/// [`entry_for`] for IPv4, as a function of its own that takes and returns
-/// plain numbers: the kernel's verifier checks a global function once, on
-/// its own, and its callers only past the call, with any index it may
-/// return. Inlined, the verifier walked the rest of the program from every
-/// way out of the probe loop, which took half of each build's load time.
-/// A call costs a few nanoseconds, within the noise of the per-packet
-/// benchmarks (BENCHMARKS.md).
+/// The index of `address`'s entry: its home entry when that holds it (as
+/// it does for most sources), else what [`entry_for`] finds or claims.
+///
+/// The probe and the claim are a function of their own, per family, that
+/// takes and returns plain numbers: the kernel's verifier checks a global
+/// function once, on its own, and its callers only past the call, with any
+/// index it may return. Inlined, the verifier walked the rest of the
+/// program from every way out of the probe loop, which took half of each
+/// build's load time. The home entry is tried inline so that most new runs
+/// pay no call.
+#[inline(always)]
+fn entry_of<E: Entry>(family: &Family<E>, address: &E::Address, protocol: u16) -> u32 {
+    let start = home_of::<E>(address);
+    if counting(family.table, start, address).is_some() {
+        return start;
+    }
+    E::entry_from(address, protocol, start)
+}
+
+/// The home entry of `address`: where its probe starts.
+#[inline(always)]
+fn home_of<E: Entry>(address: &E::Address) -> u32 {
+    home(E::hash(address, loaded(&HASH_SEED)), loaded(&TABLE_ENTRIES))
+}
+
+/// [`entry_for`] for IPv4 (see [`entry_of`]).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn xdpstat_entry_v4(address: u32, protocol: u32) -> u32 {
-    entry_for::<V4Entry>(&V4Entry::family(), &address.to_ne_bytes(), protocol as u16)
+pub extern "C" fn xdpstat_entry_v4(address: u32, protocol: u32, start: u32) -> u32 {
+    let family = V4Entry::family();
+    entry_for::<V4Entry>(&family, &address.to_ne_bytes(), protocol as u16, start)
 }
 
 /// [`entry_for`] for IPv6, the address as its two 8-byte words (see
-/// [`xdpstat_entry_v4`]).
+/// [`entry_of`]).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn xdpstat_entry_v6(high: u64, low: u64, protocol: u32) -> u32 {
+pub extern "C" fn xdpstat_entry_v6(high: u64, low: u64, protocol: u32, start: u32) -> u32 {
     let mut address = [0u8; 16];
     address[..8].copy_from_slice(&high.to_ne_bytes());
     address[8..].copy_from_slice(&low.to_ne_bytes());
-    entry_for::<V6Entry>(&V6Entry::family(), &address, protocol as u16)
+    let family = V6Entry::family();
+    entry_for::<V6Entry>(&family, &address, protocol as u16, start)
 }
 
 /// The accessors both entry types share, field for field: pointers to an
@@ -186,8 +206,8 @@ impl Entry for V4Entry {
         }
     }
     #[inline(always)]
-    fn entry_of(address: &Ipv4Key, protocol: u16) -> u32 {
-        xdpstat_entry_v4(u32::from_ne_bytes(*address), u32::from(protocol))
+    fn entry_from(address: &Ipv4Key, protocol: u16, start: u32) -> u32 {
+        xdpstat_entry_v4(u32::from_ne_bytes(*address), u32::from(protocol), start)
     }
     #[inline(always)]
     fn run(state: &mut CpuState) -> Run<'_, Ipv4Key> {
@@ -238,9 +258,9 @@ impl Entry for V6Entry {
         }
     }
     #[inline(always)]
-    fn entry_of(address: &Ipv6Key, protocol: u16) -> u32 {
+    fn entry_from(address: &Ipv6Key, protocol: u16, start: u32) -> u32 {
         let (high, low) = words(address);
-        xdpstat_entry_v6(high, low, u32::from(protocol))
+        xdpstat_entry_v6(high, low, u32::from(protocol), start)
     }
     #[inline(always)]
     fn run(state: &mut CpuState) -> Run<'_, Ipv6Key> {
@@ -324,7 +344,7 @@ pub fn track<E: Entry>(
     }
     let (finished, finished_source, finished_entry, finished_protocol) =
         (*run.counter, *run.source, *run.entry, *run.protocol);
-    let entry = E::entry_of(&source, protocol);
+    let entry = entry_of::<E>(family, &source, protocol);
     // No run, then the new source, entry and protocol, then the new run's
     // count: a reader copying the slot meanwhile never sees the old count
     // under the new source (see `CpuState`). Volatile keeps the stores in
@@ -386,7 +406,7 @@ fn settle<E: Entry>(
     let (entry, index) = match counting(family.table, index, address) {
         Some(entry) => (entry, index),
         None => {
-            let index = E::entry_of(address, protocol);
+            let index = E::entry_from(address, protocol, home_of::<E>(address));
             match counting(family.table, index, address) {
                 Some(entry) => (entry, index),
                 None => return false,
@@ -454,13 +474,13 @@ pub fn set_page_flag(pages: &Array<u64>, page: u32, flag: usize) {
     }
 }
 
-/// The index of `address`'s entry, claiming a free one for a new source;
-/// [`NO_ENTRY`] when none within reach is free.
+/// The index of `address`'s entry, probing from `start` (its home entry),
+/// claiming a free one for a new source; [`NO_ENTRY`] when none within
+/// reach is free.
 #[inline(always)]
-fn entry_for<E: Entry>(family: &Family<E>, address: &E::Address, protocol: u16) -> u32 {
+fn entry_for<E: Entry>(family: &Family<E>, address: &E::Address, protocol: u16, start: u32) -> u32 {
     let (table, pages) = (family.table, family.pages);
-    let (entries, seed) = (loaded(&TABLE_ENTRIES), loaded(&HASH_SEED));
-    let start = home(E::hash(address, seed), entries);
+    let entries = loaded(&TABLE_ENTRIES);
     // A second pass only after losing a claim race to another CPU, which
     // was most likely adding the same source. An entry another CPU is still
     // filling in is passed by, so two CPUs meeting a new source at the same
