@@ -47,6 +47,17 @@ pub fn replay_metadata(wire_len: u64, time_ns: u64) -> [u8; REPLAY_METADATA] {
     metadata
 }
 
+/// The wire length and capture time that [`replay_metadata`] wrote.
+pub fn read_replay_metadata(metadata: &[u8; REPLAY_METADATA]) -> (u64, u64) {
+    let (wire_len, time_ns) = metadata.split_at(8);
+    let word = |bytes: &[u8]| {
+        let mut word = [0; 8];
+        word.copy_from_slice(bytes);
+        u64::from_ne_bytes(word)
+    };
+    (word(wire_len), word(time_ns))
+}
+
 /// Memory-mappable array of [`V4Entry`]: the IPv4 source table, an
 /// open-addressing hash table the datapath probes and user space walks.
 pub const SOURCES_V4_MAP: &str = "SOURCES_V4";
@@ -450,6 +461,14 @@ unsafe impl aya::Pod for CpuState {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_metadata_reads_back_as_written() {
+        for (wire_len, time_ns) in [(0, 0), (64, 1_795_000_000_000_000_000), (u64::MAX, 1)] {
+            let metadata = replay_metadata(wire_len, time_ns);
+            assert_eq!(read_replay_metadata(&metadata), (wire_len, time_ns));
+        }
+    }
 
     #[test]
     fn homes_spread_over_the_whole_table_and_stay_inside_it() {

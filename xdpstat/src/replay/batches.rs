@@ -17,7 +17,7 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use xdpstat_common::{REPLAY_METADATA, replay_metadata};
+use xdpstat_common::{REPLAY_METADATA, read_replay_metadata, replay_metadata};
 
 use super::{
     Replayed,
@@ -49,13 +49,27 @@ pub trait RunFrame: Sync {
 #[derive(Clone, Copy, Debug)]
 pub struct Framed<'a> {
     with_metadata: &'a [u8],
-    /// Its length on the wire (never less than its bytes).
-    pub wire_len: u32,
-    /// Its capture time, in nanoseconds since the epoch.
-    pub time_ns: u64,
 }
 
 impl<'a> Framed<'a> {
+    /// Its length on the wire (never less than its bytes) and its capture
+    /// time in nanoseconds since the epoch, from its metadata.
+    fn metadata(&self) -> (u64, u64) {
+        self.with_metadata
+            .first_chunk()
+            .map_or((0, 0), read_replay_metadata)
+    }
+
+    /// Its length on the wire (never less than its bytes).
+    pub fn wire_len(&self) -> u64 {
+        self.metadata().0
+    }
+
+    /// Its capture time, in nanoseconds since the epoch.
+    pub fn time_ns(&self) -> u64 {
+        self.metadata().1
+    }
+
     /// The frame's bytes.
     pub fn frame(&self) -> &'a [u8] {
         &self.with_metadata[REPLAY_METADATA..]
@@ -186,8 +200,8 @@ fn run_batches(
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
-    /// Where each frame ends in `bytes`, its wire length and time.
-    frames: Vec<(usize, u32, u64)>,
+    /// Where each frame ends in `bytes`.
+    ends: Vec<usize>,
 }
 
 impl Batch {
@@ -196,39 +210,33 @@ impl Batch {
     const BYTES: usize = 1 << 20;
 
     /// Adds a frame; the frame as the batch holds it.
+    /// Adds a frame (whose wire length the reader never gives below its
+    /// bytes); the frame as the batch holds it.
     fn push(&mut self, data: &[u8], wire_len: u32, time: Duration) -> Framed<'_> {
         let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
-        // The reader never gives a wire length below the bytes captured.
-        let wire_len = wire_len.max(u32::try_from(data.len()).unwrap_or(u32::MAX));
         let start = self.bytes.len();
         self.bytes
             .extend_from_slice(&replay_metadata(u64::from(wire_len), nanos));
         self.bytes.extend_from_slice(data);
-        self.frames.push((self.bytes.len(), wire_len, nanos));
+        self.ends.push(self.bytes.len());
         Framed {
             with_metadata: &self.bytes[start..],
-            wire_len,
-            time_ns: nanos,
         }
     }
 
     fn is_full(&self) -> bool {
-        self.frames.len() >= Self::FRAMES || self.bytes.len() >= Self::BYTES
+        self.ends.len() >= Self::FRAMES || self.bytes.len() >= Self::BYTES
     }
 
     fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.ends.is_empty()
     }
 
     fn frames(&self) -> impl Iterator<Item = Framed<'_>> {
-        let starts = std::iter::once(0).chain(self.frames.iter().map(|&(end, _, _)| end));
-        starts
-            .zip(&self.frames)
-            .map(|(start, &(end, wire_len, time_ns))| Framed {
-                with_metadata: &self.bytes[start..end],
-                wire_len,
-                time_ns,
-            })
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| Framed {
+            with_metadata: &self.bytes[start..end],
+        })
     }
 }
 

@@ -324,7 +324,7 @@ impl RunFrame for ThroughXdpstat<'_> {
             triggers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .before(timed.datapath, timed.name, frame.time_ns)?;
+                .before(timed.datapath, timed.name, frame.time_ns())?;
         }
         self.runs
             .replay(frame.with_metadata())
@@ -350,7 +350,7 @@ impl RunFrame for ThroughXdpstat<'_> {
 /// Whether a frame runs through the plain build, as live traffic runs: it
 /// is whole (not cut by a snap length) and linear under BPF_PROG_TEST_RUN.
 fn whole(frame: Framed<'_>) -> bool {
-    frame.wire_len as usize == frame.frame().len() && frame.frame().len() <= LINEAR_TEST_FRAME_MAX
+    frame.wire_len() == frame.frame().len() as u64 && frame.frame().len() <= LINEAR_TEST_FRAME_MAX
 }
 
 /// A replay's triggers: judged at each second of the capture, from the

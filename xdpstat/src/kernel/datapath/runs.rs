@@ -29,7 +29,8 @@ impl Datapath {
     pub fn loaded_runs(&self) -> Runs<'_> {
         let program = |name| -> Build<'_> {
             let program = self.ebpf.program(name).and_then(|p| p.try_into().ok());
-            Build::loaded(program.filter(|p: &&Xdp| p.fd().is_ok()), name)
+            let program = program.filter(|p: &&Xdp| p.fd().is_ok());
+            Build::ready(name, program.ok_or_else(|| format!("{name}: not loaded")))
         };
         Runs {
             plain: program(PROGRAM_NAME),
@@ -127,58 +128,49 @@ struct Build<'a> {
 }
 
 impl<'a> Build<'a> {
-    fn of(program: Option<&'a mut Xdp>, name: &'static str) -> Self {
-        let build = Self {
+    /// A build as loaded: to run, or why it cannot be.
+    fn ready(name: &'static str, loaded: Result<&'a Xdp, String>) -> Self {
+        Self {
             name,
-            loaded: OnceLock::new(),
+            loaded: OnceLock::from(loaded),
             unloaded: Mutex::new(None),
-        };
-        match program {
-            Some(program) if program.fd().is_ok() => {
-                let _ = build.loaded.set(Ok(program));
-            }
-            Some(program) => *build.lock() = Some(program),
-            None => {
-                let _ = build.loaded.set(Err(format!(
-                    "the embedded object has no program named {name}"
-                )));
-            }
         }
-        build
     }
 
-    fn loaded(program: Option<&'a Xdp>, name: &'static str) -> Self {
-        let build = Self {
-            name,
-            loaded: OnceLock::new(),
-            unloaded: Mutex::new(None),
-        };
-        let _ = build
-            .loaded
-            .set(program.ok_or_else(|| format!("{name}: not loaded")));
-        build
+    /// The build named `name` of the object, loaded or to be loaded when
+    /// first needed.
+    fn of(program: Option<&'a mut Xdp>, name: &'static str) -> Self {
+        match program {
+            Some(program) if program.fd().is_ok() => Self::ready(name, Ok(program)),
+            Some(program) => Self {
+                name,
+                loaded: OnceLock::new(),
+                unloaded: Mutex::new(Some(program)),
+            },
+            None => Self::ready(
+                name,
+                Err(format!("the embedded object has no program named {name}")),
+            ),
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<&'a mut Xdp>> {
-        self.unloaded.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The build, loaded now if no caller loaded it before.
+    /// The build, loaded now if no caller loaded it before (a caller that
+    /// comes while another loads it waits for that load).
     fn get(&self) -> Result<&'a Xdp, ProgramError> {
-        let loaded = match self.loaded.get() {
-            Some(loaded) => loaded,
-            None => {
-                let mut unloaded = self.lock();
-                // Another caller may have loaded it while this one waited.
-                self.loaded.get_or_init(|| match unloaded.take() {
-                    Some(program) => match program.load() {
-                        Ok(()) => Ok(&*program),
-                        Err(error) => Err(format!("{}: {error}", self.name)),
-                    },
-                    None => Err(format!("{}: not loaded", self.name)),
-                })
+        let loaded = self.loaded.get_or_init(|| {
+            let unloaded = self
+                .unloaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            match unloaded {
+                Some(program) => match program.load() {
+                    Ok(()) => Ok(&*program),
+                    Err(error) => Err(format!("{}: {error}", self.name)),
+                },
+                None => Err(format!("{}: not loaded", self.name)),
             }
-        };
+        });
         loaded
             .as_ref()
             .copied()
