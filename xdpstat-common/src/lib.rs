@@ -33,6 +33,55 @@ pub const TCX_PROGRAM_NAME: &str = "xdpstat_tcx";
 /// 256 KiB).
 pub const REPLAY_PROGRAM_NAME: &str = "xdpstat_replay";
 
+/// Name of the build that copies the entries of a table that hold a source,
+/// and only those, into [`COMPACTED_MAP`] for user space to read (see
+/// [`compact`]). Never attached: user space runs it with BPF_PROG_TEST_RUN.
+pub const COMPACT_PROGRAM_NAME: &str = "xdpstat_compact";
+
+/// Memory-mappable array of [`compact::Compacted`]: where
+/// [`COMPACT_PROGRAM_NAME`] copies entries to.
+pub const COMPACTED_MAP: &str = "COMPACTED";
+/// Memory-mappable array of one [`compact::Control`]: which table the
+/// compaction reads, from where to where, and how far it got.
+pub const COMPACT_CONTROL_MAP: &str = "COMPACT_CONTROL";
+
+/// Reading a table through the kernel: user space names a range of a
+/// table's entries in [`Control`] and runs [`COMPACT_PROGRAM_NAME`], which
+/// walks the range and copies each entry that holds a source (state
+/// `READY`) into [`COMPACTED_MAP`], its index in place of its state word.
+/// User space then reads only those, from an array small enough to stay
+/// mapped, instead of mapping and walking the whole table.
+pub mod compact {
+    /// Entries one run of the program looks at: the bound of its loop,
+    /// which the verifier walks once per step.
+    pub const STEP: u32 = 256;
+    /// Entries [`super::COMPACTED_MAP`] holds: one call of the program (its
+    /// runs repeated) looks at no more entries than this, so it never
+    /// fills the array before the range ends.
+    pub const COMPACTED_ENTRIES: u32 = 16 * 1024;
+    /// A copied entry: word 0 is the entry's index, the others the
+    /// entry's own words from word 1 on (an IPv4 entry's three, an IPv6
+    /// entry's five).
+    pub type Compacted = [u64; 6];
+    /// Which table: [`Control::family`].
+    pub const V4: u64 = 4;
+    pub const V6: u64 = 6;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Control {
+        /// The next entry to look at; the program moves it on.
+        pub next: u64,
+        /// One past the last entry of the range.
+        pub end: u64,
+        /// Entries copied so far; the program moves it on, user space sets
+        /// it back to 0 once it has read them.
+        pub written: u64,
+        /// [`V4`] or [`V6`].
+        pub family: u64,
+    }
+}
+
 /// Bytes of XDP metadata before a replayed frame: its wire length, then
 /// its capture time in nanoseconds (the clock of rate limits in a
 /// replay), two u64 in the host's byte order.

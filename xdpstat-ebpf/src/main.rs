@@ -74,6 +74,7 @@
 
 mod atomics;
 mod capture;
+mod compact;
 mod kinds;
 mod maps;
 mod packet;
@@ -146,6 +147,15 @@ pub fn xdpstat_replay(ctx: XdpContext) -> u32 {
     // A frame the capture cut short is longer on the wire than here.
     let wire_len = (len as usize).max(end - start);
     xdp_verdict(count(start, end, wire_len, 1, len, clock))
+}
+
+/// Never attached: user space runs it to read a table (see `compact`). A
+/// classifier, because BPF_PROG_TEST_RUN repeats an XDP program only after
+/// patching the kernel's XDP dispatcher, which interrupts every CPU.
+#[classifier]
+pub fn xdpstat_compact(_ctx: TcContext) -> i32 {
+    compact::run();
+    0
 }
 
 #[inline(always)]

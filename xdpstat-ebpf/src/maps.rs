@@ -11,6 +11,7 @@ use aya_ebpf::{
 use xdpstat_common::{
     Counter, CpuState, DEFAULT_MAX_SOURCES, Ipv4Key, Ipv6Key, Meta, V4Entry, V6Entry,
     capture::{CAPTURE_RING_BYTES, Scratch},
+    compact::{COMPACTED_ENTRIES, Compacted, Control},
     kinds::{PORTS as PORTS_PER_SIDE, side::SIDES, source},
     rules::{
         BanRecord, Buckets, MAX_BANS, MAX_NODES, MAX_PREFIXES, MAX_RULES, Node, RULE_HITS_SECTION,
@@ -158,3 +159,11 @@ pub fn loaded<T: Copy>(global: &T) -> T {
     // from folding in the value it was compiled with.
     unsafe { core::ptr::read_volatile(global) }
 }
+
+/// Where `compact` copies the entries of a table that hold a source, and
+/// what it is asked to do (see `xdpstat_common::compact`). Each loading
+/// process has its own: they are never pinned.
+#[map(name = "COMPACTED")]
+pub static COMPACTED: Array<Compacted> = Array::with_max_entries(COMPACTED_ENTRIES, BPF_F_MMAPABLE);
+#[map(name = "COMPACT_CONTROL")]
+pub static COMPACT_CONTROL: Array<Control> = Array::with_max_entries(1, BPF_F_MMAPABLE);

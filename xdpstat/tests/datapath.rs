@@ -854,8 +854,8 @@ fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
 }
 
 #[test]
-fn mapped_and_per_key_reads_find_the_same_sources() {
-    let Some(datapath) = load("mapped_and_per_key_reads_find_the_same_sources", 256) else {
+fn copied_mapped_and_per_key_reads_find_the_same_sources() {
+    let Some(datapath) = load("copied_mapped_and_per_key_reads_find_the_same_sources", 256) else {
         return;
     };
     for n in 0..40u8 {
@@ -864,10 +864,13 @@ fn mapped_and_per_key_reads_find_the_same_sources() {
         }
         run(&datapath, &ipv6_frame(v6(u16::from(n)), &[], &[], 10));
     }
+    assert_eq!(datapath.read_method(), ReadMethod::Copied);
+    let copied = snapshot(&datapath);
+    datapath.set_read_method(ReadMethod::Mapped);
     let mapped = snapshot(&datapath);
-    assert_eq!(datapath.read_method(), ReadMethod::Mapped);
     datapath.set_read_method(ReadMethod::PerKey);
     let per_key = snapshot(&datapath);
+    assert_eq!(mapped.sources, copied.sources);
     assert_eq!(per_key.sources, mapped.sources);
     assert_eq!(per_key.slots, mapped.slots);
     assert_eq!(mapped.sources.family_lens(), (40, 40));

@@ -9,8 +9,10 @@
 //! possible CPU plus a pointer per entry, a trie only what it holds.
 
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP, MIXED_V6_MAP, Meta, PAGES_V4_MAP,
-    PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry, V6Entry,
+    COMPACT_CONTROL_MAP, COMPACTED_MAP, CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP,
+    MIXED_V6_MAP, Meta, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP, V4Entry,
+    V6Entry,
+    compact::{COMPACTED_ENTRIES, Compacted, Control},
     kinds::{PORTS, PORTS_MAP, side::SIDES, source},
     rules::{
         BANS_MAP, BUCKETS_V4_MAP, BUCKETS_V6_MAP, BanRecord, Buckets, CHAINS_MAP, MAX_BANS,
@@ -87,6 +89,8 @@ enum Part {
     Rules,
     Ports,
     Rest,
+    /// A process's own, never pinned: what it reads the tables through.
+    Reading,
 }
 
 /// One map as the datapath has it.
@@ -99,10 +103,18 @@ pub struct Layout {
     part: Part,
 }
 
+impl Layout {
+    /// Whether a persisted datapath pins the map (every map but the few
+    /// each loading process has its own of).
+    pub fn pinned(&self) -> bool {
+        self.part != Part::Reading
+    }
+}
+
 /// Every map of a datapath whose tables have `entries` entries and
 /// `rows` rows beside them (`entries`, or 1 when no rules can come), on a
 /// host with `cpus` possible CPUs (the port counters have a section each).
-pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 29] {
+pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 31] {
     let layout = |name, storage, value_size, max_entries, part| Layout {
         name,
         storage,
@@ -171,12 +183,30 @@ pub fn layouts(entries: u32, rows: u32, cpus: u32) -> [Layout; 29] {
         layout(META_MAP, Array, size_of::<Meta>(), 1, Rest),
         layout(CAPTURE_MAP, Ring, 0, CAPTURE_RING_BYTES, Rest),
         layout(CAPTURE_SCRATCH_MAP, PerCpu, size_of::<Scratch>(), 1, Rest),
+        layout(
+            COMPACTED_MAP,
+            Mmapable,
+            size_of::<Compacted>(),
+            COMPACTED_ENTRIES,
+            Reading,
+        ),
+        layout(
+            COMPACT_CONTROL_MAP,
+            Mmapable,
+            size_of::<Control>(),
+            1,
+            Reading,
+        ),
     ]
 }
 
-/// Every map's name: what a persisted datapath pins.
-pub fn map_names() -> [&'static str; 29] {
-    layouts(1, 1, 1).map(|map| map.name)
+/// The name of every map a persisted datapath pins.
+pub fn map_names() -> Vec<&'static str> {
+    layouts(1, 1, 1)
+        .into_iter()
+        .filter(Layout::pinned)
+        .map(|map| map.name)
+        .collect()
 }
 
 fn array(value: usize, entries: u32) -> u64 {
@@ -211,7 +241,7 @@ pub fn map_bytes(plan: Plan) -> MapBytes {
             Part::Rows => &mut bytes.rows,
             Part::Rules => &mut bytes.rules,
             Part::Ports => &mut bytes.ports,
-            Part::Rest => &mut bytes.rest,
+            Part::Rest | Part::Reading => &mut bytes.rest,
         } += charged;
     }
     // An LPM trie node as Linux charges it: 24 bytes of node, the

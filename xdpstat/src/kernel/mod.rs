@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub(crate) mod bpf_sys;
+pub(crate) mod compacted;
 pub mod datapath;
 pub(crate) mod diagnose;
 pub(crate) mod ethtool;

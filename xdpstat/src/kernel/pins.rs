@@ -391,7 +391,7 @@ impl PinDir {
         // The record is judged by its own size before this.
         let expected = memory::layouts(entries, entries, memory::possible_cpus())
             .into_iter()
-            .filter(|map| map.name != META_MAP)
+            .filter(|map| map.pinned() && map.name != META_MAP)
             .map(|map| (map.name, map.value_size, map.max_entries));
         for (name, value_size, max_entries) in expected {
             let info = match aya::maps::MapInfo::from_pin(self.file(name)) {

@@ -3,8 +3,10 @@
 //! new senders find room.
 //!
 //! A table is an open-addressing hash table in a memory-mappable BPF
-//! array, so reading a million sources is a walk through memory, 2 MiB at
-//! a time; pages no entry ever used are skipped.
+//! array. A read has the kernel copy the entries that hold a source into a
+//! small array that stays mapped (`compacted`), and walks those; without
+//! that program it maps the table 2 MiB at a time and walks it. Either
+//! way, pages no entry ever used are skipped.
 //! Retiring is exact: the entry is marked draining (probes pass it by), a
 //! grace period ensures no program still adds to it, then it is cleared for
 //! reuse; its final counts, read then, are reported as unattributed.
@@ -13,6 +15,7 @@ use std::{
     collections::HashMap,
     marker::PhantomData,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Range,
     os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     sync::atomic::Ordering,
 };
@@ -20,9 +23,12 @@ use std::{
 use aya::{
     Pod,
     maps::{Array, Map, MapData},
+    programs::SchedClassifier,
 };
 use xdpstat_common::{
-    Counter, TABLE_PAGE, V4Entry, V6Entry, entry_state,
+    Counter, TABLE_PAGE, V4Entry, V6Entry,
+    compact::{self, Compacted},
+    entry_state,
     kinds::source,
     mix, page_flag,
     rules::{Buckets, SourceRow},
@@ -35,6 +41,7 @@ use crate::{
     counts::sources::{SortOrder, SourceProtocols, SourceTable, SourceTableBuilder, Tally},
     error::{XdpstatError, one_line},
     kernel::bpf_sys::Grace,
+    kernel::compacted::Copies,
     kernel::mapped::MappedArray,
     kernel::meta::Record,
 };
@@ -45,7 +52,10 @@ const TIE_SALT: u64 = 0x7ab1_e5ee_d000_0001;
 /// How the tables are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadMethod {
-    /// Walk the memory-mapped tables.
+    /// The kernel copies the entries that hold a source out of the tables
+    /// (`compacted`), where the program that does it is loaded.
+    Copied,
+    /// Walk the memory-mapped tables, 2 MiB at a time.
     Mapped,
     /// One BPF_MAP_LOOKUP_ELEM system call per table entry, the way most
     /// tools read BPF maps; kept for the benchmarks.
@@ -198,6 +208,33 @@ fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
     }
 }
 
+/// Copy `at` of a table's entries the kernel copied (see `compacted`): the
+/// entry's index, and the entry, READY when it was copied. The words are
+/// where the entry has them; the kernel read the counters before the word
+/// with the mixed flag, as [`load_entry`] does.
+fn load_copy<E: TableEntry>(copies: &MappedArray<Compacted>, at: usize) -> (usize, EntryRead) {
+    let index = copies.load(at, 0, Ordering::Relaxed) as usize;
+    let mut words = [0u64; 2];
+    for (word, &offset) in words.iter_mut().zip(E::ADDRESS_WORDS) {
+        *word = copies.load(at, offset, Ordering::Relaxed);
+    }
+    let counter = Counter {
+        packets: copies.load(at, E::PACKETS, Ordering::Relaxed),
+        bytes: copies.load(at, E::PACKETS + 8, Ordering::Relaxed),
+    };
+    let word = copies
+        .load(at, E::PROTOCOL & !7, Ordering::Relaxed)
+        .to_ne_bytes();
+    let entry = EntryRead {
+        state: entry_state::READY,
+        address: E::address(&words[..E::ADDRESS_WORDS.len()]),
+        counter,
+        protocol: word[E::PROTOCOL % 8],
+        mixed: word[E::PROTOCOL % 8 + 1] != 0,
+    };
+    (index, entry)
+}
+
 /// Row `at` of a window of the mixed array.
 fn load_mixed(window: &MappedArray<Mixed>, at: usize) -> Mixed {
     std::array::from_fn(|i| window.load(at, 8 * i, Ordering::Relaxed))
@@ -224,6 +261,10 @@ fn load_acted(window: &MappedArray<SourceRow>, at: usize) -> Acted {
     acted
 }
 
+/// Gaps between the pages a table used that the kernel walks over rather
+/// than making another call (see [`Table::used_ranges`]).
+const GAP_WALKED: usize = 4096;
+
 /// Bytes of a table mapped at a time. A table is read (and retired
 /// entries written) one window at a time, each unmapped before the next:
 /// a mapped page counts as xdpstat's resident memory, and a table for a
@@ -248,6 +289,9 @@ struct Table<E> {
     /// bit set when they did not move between the last two reads (idle).
     seen: Vec<u32>,
     idle: Vec<u64>,
+    /// Per entry, a bit set when it held a source at the last read: a read
+    /// of copies forgets only these among the entries not copied.
+    held: Vec<u64>,
     /// Entries counting a source at the last read.
     in_use: usize,
     _entries: PhantomData<E>,
@@ -275,6 +319,7 @@ impl<E: TableEntry> Table<E> {
             // Zeroed allocations: the parts never written cost no memory.
             seen: vec![0; len],
             idle: vec![0; len.div_ceil(64)],
+            held: vec![0; len.div_ceil(64)],
             in_use: 0,
             _entries: PhantomData,
         })
@@ -390,6 +435,87 @@ impl<E: TableEntry> Table<E> {
         Ok(())
     }
 
+    /// Entries that may hold a source, as ranges: the pages the table ever
+    /// used, with gaps of fewer than [`GAP_WALKED`] entries walked over
+    /// (the kernel passes an empty entry by in about a nanosecond, and a
+    /// call costs microseconds).
+    fn used_ranges(&self) -> Vec<Range<usize>> {
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        for page in 0..pages_for::<E>(self.len) {
+            if self.pages.get(page) == 0 {
+                continue;
+            }
+            let entries = page * Self::PER_PAGE..((page + 1) * Self::PER_PAGE).min(self.len);
+            match ranges.last_mut() {
+                Some(last) if entries.start - last.end < GAP_WALKED => last.end = entries.end,
+                _ => ranges.push(entries),
+            }
+        }
+        ranges
+    }
+
+    /// Adds every entry that holds a source to `sources`, from the copies
+    /// the kernel makes of them (`compacted`).
+    fn read_copies(
+        &mut self,
+        compaction: &Compaction<'_>,
+        family: u64,
+        sources: &mut SourceTableBuilder,
+        ruled: &mut Vec<(IpAddr, Acted)>,
+    ) -> Result<(), String> {
+        self.in_use = 0;
+        // Entries before this one were taken in or forgotten.
+        let mut done = 0;
+        // The windows of the arrays beside the table, mapped once a copy
+        // needs them, each with its first entry.
+        let mut mixed: Option<(usize, MappedArray<Mixed>)> = None;
+        let mut rows: Option<(usize, MappedArray<SourceRow>)> = None;
+        for range in self.used_ranges() {
+            compaction
+                .copies
+                .each_ready(compaction.program, family, range, |copies, at| {
+                    let (index, entry) = load_copy::<E>(copies, at);
+                    if index < done || index >= self.len {
+                        return Err(format!("a copy of entry {index} out of order"));
+                    }
+                    self.forget_range(done..index);
+                    done = index + 1;
+                    let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
+                    let row = match (&self.mixed, entry.mixed) {
+                        (Some(fd), true) => {
+                            if mixed.as_ref().is_none_or(|(at, _)| *at != first) {
+                                let window = self.window_of(fd.as_fd(), first);
+                                mixed = Some((first, window.map_err(|e| format!("mapping: {e}"))?));
+                            }
+                            mixed
+                                .as_ref()
+                                .map(|(_, window)| load_mixed(window, index - first))
+                        }
+                        _ => None,
+                    };
+                    self.account(index, &entry, row, sources);
+                    let flag = self.pages.get(index / Self::PER_PAGE).to_ne_bytes();
+                    if let Some(fd) = &self.rows
+                        && flag[page_flag::ROWS] != 0
+                    {
+                        if rows.as_ref().is_none_or(|(at, _)| *at != first) {
+                            let window = self.window_of(fd.as_fd(), first);
+                            rows = Some((first, window.map_err(|e| format!("mapping rows: {e}"))?));
+                        }
+                        if let Some((_, rows)) = &rows {
+                            let acted = load_acted(rows, index - first);
+                            if acted.iter().any(|c| c.packets != 0) {
+                                ruled.push((entry.address, acted));
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+        }
+        self.forget_range(done..self.len);
+        Ok(())
+    }
+
     /// Takes in one entry. An entry that holds a source is in the read even
     /// with no packets yet: its source's first run is still on a CPU.
     fn account(
@@ -404,6 +530,7 @@ impl<E: TableEntry> Table<E> {
             return;
         }
         self.in_use += 1;
+        self.held[index / 64] |= 1 << (index % 64);
         match row {
             Some(_) => sources.push(entry.address, entry.tally(row)),
             // The common case: one protocol, no row to add up.
@@ -426,6 +553,31 @@ impl<E: TableEntry> Table<E> {
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         if self.idle[word] & bit != 0 {
             self.idle[word] &= !bit;
+        }
+        if self.held[word] & bit != 0 {
+            self.held[word] &= !bit;
+        }
+    }
+
+    /// Forgets the entries in `range` that held a source at the last read
+    /// (the others have nothing to forget), a word of bits at a time.
+    fn forget_range(&mut self, range: Range<usize>) {
+        let mut index = range.start;
+        while index < range.end {
+            let word = index / 64;
+            let word_end = ((word + 1) * 64).min(range.end);
+            let span = word_end - index;
+            let mask = if span == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << span) - 1) << (index % 64)
+            };
+            let mut bits = self.held[word] & mask;
+            while bits != 0 {
+                self.forget(word * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+            index = word_end;
         }
     }
 
@@ -639,10 +791,19 @@ fn pages_for<E>(entries: usize) -> usize {
     (entries * size_of::<E>()).div_ceil(TABLE_PAGE).max(1)
 }
 
-/// The array maps a per-key read goes through.
+/// The array maps a per-key read goes through, and the program and array
+/// a read of copies goes through (`None`: not loaded, the tables are
+/// mapped instead).
 pub struct TableMaps<'a> {
     pub v4: &'a Map,
     pub v6: &'a Map,
+    pub compaction: Option<Compaction<'a>>,
+}
+
+/// The program that copies a table's sources out, and where it does.
+pub struct Compaction<'a> {
+    pub program: &'a SchedClassifier,
+    pub copies: &'a Copies,
 }
 
 /// Both families' tables.
@@ -700,7 +861,7 @@ impl Tables {
             v4: Table::open(&v4, len).map_err(|e| failed("mapping IPv4", e))?,
             v6: Table::open(&v6, len).map_err(|e| failed("mapping IPv6", e))?,
             max_sources,
-            method: ReadMethod::Mapped,
+            method: ReadMethod::Copied,
             grace: Grace::new().map_err(|e| failed("creating the grace-period map", e))?,
             retired_unkept: {
                 // Retired before this process: no prefix is known for it.
@@ -761,7 +922,20 @@ impl Tables {
             map,
             source: e.to_string().into(),
         };
-        match self.method {
+        let method = match (&self.method, &maps.compaction) {
+            (ReadMethod::Copied, None) => ReadMethod::Mapped,
+            (method, _) => *method,
+        };
+        match method {
+            ReadMethod::Copied => {
+                let compaction = maps.compaction.as_ref().expect("checked above");
+                self.v4
+                    .read_copies(compaction, compact::V4, &mut sources, &mut ruled)
+                    .map_err(|e| failed("SOURCES_V4", &e))?;
+                self.v6
+                    .read_copies(compaction, compact::V6, &mut sources, &mut ruled)
+                    .map_err(|e| failed("SOURCES_V6", &e))?;
+            }
             ReadMethod::Mapped => {
                 self.v4
                     .read(&mut sources, &mut ruled, None)

@@ -10,8 +10,8 @@ use aya::{
     maps::{Map, MapData, PerCpuArray},
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP, MIXED_V6_MAP, PAGES_V4_MAP,
-    PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP,
+    COMPACT_CONTROL_MAP, COMPACTED_MAP, CPU_STATE_MAP, Counter, CpuState, META_MAP, MIXED_V4_MAP,
+    MIXED_V6_MAP, PAGES_V4_MAP, PAGES_V6_MAP, SOURCES_V4_MAP, SOURCES_V6_MAP,
     kinds::{PORTS, PORTS_MAP, side::SIDES},
     rules::{BUCKETS_V4_MAP, BUCKETS_V6_MAP, ROWS_V4_MAP, ROWS_V6_MAP},
     sketch::{HEAVY_V4_MAP, HEAVY_V6_MAP, Heavy, SKETCH_V4_MAP, SKETCH_V6_MAP},
@@ -19,7 +19,7 @@ use xdpstat_common::{
 
 use crate::{
     error::XdpstatError,
-    kernel::{mapped::MappedArray, memory::possible_cpus, meta::Record},
+    kernel::{compacted::Copies, mapped::MappedArray, memory::possible_cpus, meta::Record},
 };
 
 /// One datapath's maps, by family where they come in two (IPv4, IPv6).
@@ -46,6 +46,10 @@ pub(super) struct Maps {
     _ports_map: MapData,
     /// Possible CPUs: the sections of `ports`.
     pub cpus: usize,
+    /// Where the kernel copies the tables' sources for a read, mapped;
+    /// and the maps themselves.
+    pub copies: Copies,
+    _copies_maps: [MapData; 2],
 }
 
 fn missing(map: &'static str) -> XdpstatError {
@@ -92,6 +96,15 @@ impl Maps {
             source: e.into(),
         })?;
         let ports_map = array_data(ebpf, PORTS_MAP)?;
+        let copies_maps = [
+            array_data(ebpf, COMPACT_CONTROL_MAP)?,
+            array_data(ebpf, COMPACTED_MAP)?,
+        ];
+        let copies = Copies::open(copies_maps[0].fd().as_fd(), copies_maps[1].fd().as_fd())
+            .map_err(|e| XdpstatError::Map {
+                map: COMPACTED_MAP,
+                source: e.into(),
+            })?;
         let maps = Self {
             sources: [take(ebpf, SOURCES_V4_MAP)?, take(ebpf, SOURCES_V6_MAP)?],
             pages: [
@@ -119,6 +132,8 @@ impl Maps {
             ports: mapped_ports(&ports_map)?,
             _ports_map: ports_map,
             cpus: possible_cpus() as usize,
+            copies,
+            _copies_maps: copies_maps,
         };
         array(SOURCES_V4_MAP, &maps.sources[0])?;
         array(SOURCES_V6_MAP, &maps.sources[1])?;

@@ -36,9 +36,9 @@ use aya::{
     },
 };
 use xdpstat_common::{
-    CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL, META_MAP, Meta,
-    NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP, TABLE_ENTRIES_GLOBAL,
-    TCX_PROGRAM_NAME,
+    COMPACT_PROGRAM_NAME, CPU_STATE_MAP, Counter, CpuState, FRAGS_PROGRAM_NAME, HASH_SEED_GLOBAL,
+    META_MAP, Meta, NO_ENTRY, PIN_LAYOUT, PROGRAM_NAME, REPLAY_PROGRAM_NAME, SOURCES_V4_MAP,
+    TABLE_ENTRIES_GLOBAL, TCX_PROGRAM_NAME,
     kinds::{
         PORTS,
         side::{self, SIDES},
@@ -163,6 +163,10 @@ pub enum Programs {
 
 impl Programs {
     fn includes(self, name: &str) -> bool {
+        // Every datapath is read, through this small program.
+        if name == COMPACT_PROGRAM_NAME {
+            return true;
+        }
         match self {
             Programs::All => true,
             Programs::Replay => name == REPLAY_PROGRAM_NAME,
@@ -237,7 +241,12 @@ impl Datapath {
             None => random_seed()?,
         };
         let pin_paths: Vec<(&'static str, PathBuf)> = pins
-            .map(|dir| map_names().map(|name| (name, dir.file(name))).to_vec())
+            .map(|dir| {
+                map_names()
+                    .into_iter()
+                    .map(|name| (name, dir.file(name)))
+                    .collect()
+            })
             .unwrap_or_default();
         let (v4_mask, v6_mask) = (lens.v4_mask(), lens.v6_mask());
         let rule_rows = rule_rows || pins.is_some();
@@ -427,6 +436,7 @@ fn load_programs(ebpf: &mut Ebpf, wanted: Programs) -> Result<(), XdpstatError> 
         FRAGS_PROGRAM_NAME,
         REPLAY_PROGRAM_NAME,
         TCX_PROGRAM_NAME,
+        COMPACT_PROGRAM_NAME,
     ];
     for name in names.into_iter().filter(|name| wanted.includes(name)) {
         if ebpf.program(name).is_none() {
@@ -502,7 +512,7 @@ mod tests {
             // The globals' sections (.rodata, .data, .bss) are not named.
             .filter(|name| !name.starts_with('.'))
             .collect();
-        let named: BTreeSet<&str> = map_names().into_iter().collect();
+        let named: BTreeSet<&str> = layouts(1, 1, 1).map(|map| map.name).into_iter().collect();
         assert_eq!(in_object, named);
     }
 }

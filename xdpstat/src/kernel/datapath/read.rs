@@ -4,8 +4,20 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::kernel::tables::Compaction;
 
 impl Datapath {
+    /// The program that copies the tables' sources out for a read, and
+    /// where it copies them (`None` when it is not loaded).
+    fn compaction(&self) -> Option<Compaction<'_>> {
+        let program: &SchedClassifier = self.ebpf.program(COMPACT_PROGRAM_NAME)?.try_into().ok()?;
+        program.fd().ok()?;
+        Some(Compaction {
+            program,
+            copies: &self.maps.copies,
+        })
+    }
+
     /// Reads every counter into a snapshot. `interface` only labels errors.
     ///
     /// The tables are read before the CPU states, and the program starts a
@@ -17,6 +29,7 @@ impl Datapath {
         let maps = TableMaps {
             v4: &self.maps.sources[0],
             v6: &self.maps.sources[1],
+            compaction: self.compaction(),
         };
         // One hold of the tables for the whole read: what is busy is
         // marked against the same read the idle marks came from.
