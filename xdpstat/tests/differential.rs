@@ -439,8 +439,8 @@ proptest! {
                 snapshot.sources.tally(address).unwrap_or_default().protocols.0
             };
             let (now, then) = (by_protocol(&after), by_protocol(&before));
-            let after = after.sources.get(address).copied().unwrap_or_default();
-            let before = before.sources.get(address).copied().unwrap_or_default();
+            let after = after.sources.get(address).unwrap_or_default();
+            let before = before.sources.get(address).unwrap_or_default();
             prop_assert_eq!(delta(&after, &before), *expected, "{}", address);
             let sent: [u64; 4] = std::array::from_fn(|i| now[i] - then[i]);
             prop_assert_eq!(sent, protocols[address], "{} by protocol: {:?}", address, shapes);

@@ -509,7 +509,7 @@ fn case_start() -> u64 {
 }
 
 fn verdicts_of(snapshot: &Snapshot, address: &IpAddr) -> Verdicts {
-    let total = snapshot.sources.get(address).copied().unwrap_or_default();
+    let total = snapshot.sources.get(address).unwrap_or_default();
     snapshot.verdicts.of_source(address, &total)
 }
 

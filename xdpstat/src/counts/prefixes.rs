@@ -172,9 +172,9 @@ impl Prefixes {
     }
 
     /// Sums consecutive equal networks and adds each sum once.
-    fn add_runs<'a, N: PartialEq + Copy>(
+    fn add_runs<N: PartialEq + Copy>(
         &mut self,
-        sources: impl Iterator<Item = (N, &'a Counter)>,
+        sources: impl Iterator<Item = (N, Counter)>,
         prefix: impl Fn(N) -> Result<IpNet, ipnet::PrefixLenError>,
     ) {
         let mut current: Option<(N, Counter)> = None;
@@ -185,9 +185,9 @@ impl Prefixes {
         };
         for (network, counter) in sources {
             match &mut current {
-                Some((open, sum)) if *open == network => sum.add(counter),
+                Some((open, sum)) if *open == network => sum.add(&counter),
                 _ => {
-                    if let Some(finished) = current.replace((network, *counter)) {
+                    if let Some(finished) = current.replace((network, counter)) {
                         done(self, finished);
                     }
                 }

@@ -182,10 +182,13 @@ impl Report {
         let (sources, source_count) = match top {
             // A few: ranked first, then looked up.
             Some(top) => {
-                let sources = top_by_packets(counted(), top)
+                // Counted in the same pass that ranks them.
+                let mut count = 0;
+                let ranked = top_by_packets(counted().inspect(|_| count += 1), top);
+                let sources = ranked
                     .into_iter()
                     .map(|(address, now)| {
-                        let before = previous.sources.get(&address).copied().unwrap_or_default();
+                        let before = previous.sources.get(&address).unwrap_or_default();
                         let protocols = current
                             .sources
                             .tally(&address)
@@ -194,7 +197,7 @@ impl Report {
                         row(address, now, before, protocols)
                     })
                     .collect();
-                (sources, counted().count())
+                (sources, count)
             }
             // Every source (JSON, the live view): one walk of both reads in
             // address order, then the rows themselves put in rank order,

@@ -492,9 +492,11 @@ mod tests {
         let mut unattributed = Vec::new();
         for _ in 0..6 {
             let (previous, current) = watched[0].advance().unwrap();
-            let delta = current.sources[&source()]
-                .since(&previous.sources.get(&source()).copied().unwrap_or_default());
-            rows.push((current.sources[&source()].packets, delta.packets));
+            let delta = current
+                .sources
+                .counter(&source())
+                .since(&previous.sources.get(&source()).unwrap_or_default());
+            rows.push((current.sources.counter(&source()).packets, delta.packets));
             unattributed.push(current.unattributed().packets);
         }
         assert_eq!(

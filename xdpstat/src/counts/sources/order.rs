@@ -60,7 +60,8 @@ impl Placement {
 const AHEAD: usize = 32;
 
 /// Asks for the cache lines of `place` (its first and last byte: a
-/// 40-byte IPv6 row spans two lines half the time) to be written soon.
+/// 24-byte IPv4 row spans two lines a quarter of the time) to be written
+/// soon.
 fn prefetch_for_write<T>(place: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it reads nothing, writes nothing and
@@ -78,7 +79,7 @@ fn prefetch_for_write<T>(place: &T) {
 
 /// One family's rows being placed while the tables are read.
 #[derive(Debug)]
-pub(super) struct Placing<K> {
+pub(super) struct Placing<K: Key> {
     to: Placement,
     /// Rows placed so far: the next one goes to `to[placed]`.
     placed: usize,
@@ -246,14 +247,14 @@ mod tests {
     use xdpstat_common::Counter;
 
     fn row(key: u32) -> Row<u32> {
-        Row {
+        Row::new(
             key,
-            counter: Counter {
+            Counter {
                 packets: u64::from(key),
                 bytes: 0,
             },
-            protocol: 0,
-        }
+            0,
+        )
     }
 
     fn keys(rows: &[Row<u32>]) -> Vec<u32> {
