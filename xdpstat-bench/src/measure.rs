@@ -309,8 +309,10 @@ pub struct ReportCost {
     pub busy_ms: f64,
     /// The same, with a JSON report of every source.
     pub json_ms: Option<f64>,
-    /// The idle interval with per-key reads.
+    /// The idle interval with per-key reads, and walking the mapped tables
+    /// (the read before the kernel copied the sources out).
     pub per_key_ms: Option<f64>,
+    pub mapped_ms: Option<f64>,
     /// Resident memory after the memory-mapped intervals, and its peak, in KiB.
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
@@ -323,7 +325,8 @@ pub struct ReportSetup {
     /// Rows beside the tables, as with `--rules` or `--persist`.
     pub rows: bool,
     pub json: bool,
-    pub per_key: bool,
+    /// Also the idle interval with the other ways to read the tables.
+    pub other_reads: bool,
     pub rounds: usize,
 }
 
@@ -352,7 +355,7 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         sources,
         rows,
         json,
-        per_key,
+        other_reads,
         rounds,
     } = setup;
     let capacity = sources + sources / 8;
@@ -404,15 +407,18 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         }
     }
     let status = memory_status()?;
-    let per_key = if per_key {
-        watched.source.set_read_method(ReadMethod::PerKey);
+    let mut idle_by = |watched: &mut Watched, method| -> Result<Option<f64>> {
+        if !other_reads {
+            return Ok(None);
+        }
+        watched.source.set_read_method(method);
         let rounds: Vec<f64> = (0..3)
-            .map(|_| interval(&mut watched, Format::Plain).map(|(ms, _)| ms))
+            .map(|_| interval(watched, Format::Plain).map(|(ms, _)| ms))
             .collect::<Result<_>>()?;
-        Some(median(rounds))
-    } else {
-        None
+        Ok(Some(median(rounds)))
     };
+    let mapped = idle_by(&mut watched, ReadMethod::Mapped)?;
+    let per_key = idle_by(&mut watched, ReadMethod::PerKey)?;
     Ok(ReportCost {
         sent: sources as usize,
         sources: seen,
@@ -421,6 +427,7 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         busy_ms: median(busy),
         json_ms: json.then(|| median(in_json)),
         per_key_ms: per_key,
+        mapped_ms: mapped,
         rss_kib: status.0,
         peak_rss_kib: status.1,
     })

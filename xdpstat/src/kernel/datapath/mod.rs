@@ -361,7 +361,7 @@ impl Datapath {
     }
 
     /// How many instructions the verifier processed to load each of the
-    /// four programs (of the kernel's 1,000,000), by program name: how
+    /// five programs (of the kernel's 1,000,000), by program name: how
     /// much room is left for the datapath to grow.
     pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
         let names = [
@@ -369,6 +369,7 @@ impl Datapath {
             Variant::Frags.program_name(),
             Variant::Replay.program_name(),
             TCX_PROGRAM_NAME,
+            COMPACT_PROGRAM_NAME,
         ];
         names
             .into_iter()
