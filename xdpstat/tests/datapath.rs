@@ -806,6 +806,67 @@ fn retiring_while_another_cpu_claims_entries_loses_nothing() {
     assert_eq!(classes(&snapshot(&datapath))[0], c(total, total * len));
 }
 
+/// A read asks the kernel only for the entries that held a source at the
+/// last read and for the pages where one was claimed since: reads racing
+/// a CPU that claims new sources all the time must, in the end, find every
+/// source with every packet, as a walk of the whole table does.
+#[test]
+fn reads_racing_new_sources_find_every_one_in_the_end() {
+    const SOURCES: u32 = 16_000;
+    const ROUNDS: u64 = 3;
+    let Some(datapath) = load(
+        "reads_racing_new_sources_find_every_one_in_the_end",
+        2 * SOURCES,
+    ) else {
+        return;
+    };
+    if !two_cpus("reads_racing_new_sources_find_every_one_in_the_end") {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let address = |n: u32| {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        Ipv4Addr::new(198, 19, hi, lo)
+    };
+    let len = ipv4_frame(address(0), &[], &[], 10).len() as u64;
+    let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        let (datapath, done, reads) = (&datapath, &done, &reads);
+        scope.spawn(move || {
+            pin_to(1);
+            for _ in 0..ROUNDS {
+                for n in 0..SOURCES {
+                    run(datapath, &ipv4_frame(address(n), &[], &[], 10));
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        scope.spawn(move || {
+            pin_to(0);
+            while !done.load(Ordering::Acquire) {
+                datapath.snapshot("test").expect("maps read");
+                reads.fetch_add(1, Ordering::AcqRel);
+            }
+        });
+    });
+    assert!(reads.load(Ordering::Acquire) > 1, "reads raced the claims");
+    assert_eq!(datapath.read_method(), ReadMethod::Copied);
+    let copied = snapshot(&datapath);
+    datapath.set_read_method(ReadMethod::Mapped);
+    let mapped = snapshot(&datapath);
+    assert_eq!(copied.sources, mapped.sources);
+    assert_eq!(copied.sources.len(), SOURCES as usize);
+    for n in 0..SOURCES {
+        let source = IpAddr::V4(address(n));
+        assert_eq!(
+            copied.sources.counter(&source),
+            c(ROUNDS, ROUNDS * len),
+            "{source}"
+        );
+    }
+    assert_eq!(copied.unattributed(), c(0, 0));
+}
+
 #[test]
 fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
     const SOURCES: u32 = 5_000;
@@ -880,6 +941,19 @@ fn copied_mapped_and_per_key_reads_find_the_same_sources() {
     assert_eq!(mapped.sources, copied.sources);
     assert_eq!(per_key.sources, mapped.sources);
     assert_eq!(per_key.slots, mapped.slots);
+    // New sources, on pages read before and not, and more packets from
+    // the old ones: a read of copies that knew the last read's sources
+    // finds them all again, as a walk of the whole table does.
+    for n in 40..120u8 {
+        run(&datapath, &ipv4_frame(v4(n), &[], &[], 10));
+        run(&datapath, &ipv6_frame(v6(u16::from(n) << 8), &[], &[], 10));
+    }
+    datapath.set_read_method(ReadMethod::Copied);
+    let copied_later = snapshot(&datapath);
+    datapath.set_read_method(ReadMethod::Mapped);
+    let mapped_later = snapshot(&datapath);
+    assert_eq!(copied_later.sources, mapped_later.sources);
+    assert_eq!(copied_later.sources.family_lens(), (120, 120));
     assert_eq!(mapped.sources.family_lens(), (40, 40));
     for n in 0..40u8 {
         assert_eq!(

@@ -9,9 +9,26 @@
 /// from its heap, already faulted in).
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Bytes from which glibc maps an allocation afresh, and unmaps it when it
+/// is freed. Set once, so that glibc does not raise it on its own to the
+/// size of the largest block freed (up to 32 MiB): past that, a read's
+/// vectors would come from the heap and stay resident after they are
+/// dropped (a million sources' reads measured 115 MB resident instead of
+/// 86).
+const MAPPED_FROM: usize = 2 * HUGE_PAGE;
+
 /// An empty vector with room for `capacity` values, its whole huge pages
 /// advised as such before anything touches them.
 pub fn with_capacity<T>(capacity: usize) -> Vec<T> {
+    static FIXED: std::sync::Once = std::sync::Once::new();
+    FIXED.call_once(|| {
+        // SAFETY: mallopt only changes how later allocations are served.
+        // Where it fails (not glibc's allocator), nothing changes.
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MAPPED_FROM as libc::c_int);
+        }
+    });
     let vector: Vec<T> = Vec::with_capacity(capacity);
     let bytes = capacity * size_of::<T>();
     if bytes < 2 * HUGE_PAGE {

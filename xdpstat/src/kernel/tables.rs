@@ -262,8 +262,9 @@ fn load_acted(window: &MappedArray<SourceRow>, at: usize) -> Acted {
 }
 
 /// Gaps between the pages a table used that the kernel walks over rather
-/// than making another call (see [`Table::used_ranges`]).
-const GAP_WALKED: usize = 4096;
+/// than making another call (see [`Table::used_ranges`]): it passes an
+/// empty entry by in about 5 ns, and a call costs a few microseconds.
+const GAP_WALKED: usize = 512;
 
 /// Bytes of a table mapped at a time. A table is read (and retired
 /// entries written) one window at a time, each unmapped before the next:
@@ -436,9 +437,7 @@ impl<E: TableEntry> Table<E> {
     }
 
     /// Entries that may hold a source, as ranges: the pages the table ever
-    /// used, with gaps of fewer than [`GAP_WALKED`] entries walked over
-    /// (the kernel passes an empty entry by in about a nanosecond, and a
-    /// call costs microseconds).
+    /// used, with gaps of fewer than [`GAP_WALKED`] entries walked over.
     fn used_ranges(&self) -> Vec<Range<usize>> {
         let mut ranges: Vec<Range<usize>> = Vec::new();
         for page in 0..pages_for::<E>(self.len) {
