@@ -806,10 +806,10 @@ fn retiring_while_another_cpu_claims_entries_loses_nothing() {
     assert_eq!(classes(&snapshot(&datapath))[0], c(total, total * len));
 }
 
-/// A read asks the kernel only for the entries that held a source at the
-/// last read and for the pages where one was claimed since: reads racing
-/// a CPU that claims new sources all the time must, in the end, find every
-/// source with every packet, as a walk of the whole table does.
+/// A read has the kernel copy out the entries that hold a source while
+/// another CPU claims new ones: reads racing a CPU that claims new sources
+/// all the time must, in the end, find every source with every packet, as
+/// a walk of the mapped table does.
 #[test]
 fn reads_racing_new_sources_find_every_one_in_the_end() {
     const SOURCES: u32 = 16_000;
@@ -941,9 +941,8 @@ fn copied_mapped_and_per_key_reads_find_the_same_sources() {
     assert_eq!(mapped.sources, copied.sources);
     assert_eq!(per_key.sources, mapped.sources);
     assert_eq!(per_key.slots, mapped.slots);
-    // New sources, on pages read before and not, and more packets from
-    // the old ones: a read of copies that knew the last read's sources
-    // finds them all again, as a walk of the whole table does.
+    // New sources, on pages read before and not: the next read of copies
+    // finds them all, as a walk of the mapped table does.
     for n in 40..120u8 {
         run(&datapath, &ipv4_frame(v4(n), &[], &[], 10));
         run(&datapath, &ipv6_frame(v6(u16::from(n) << 8), &[], &[], 10));
