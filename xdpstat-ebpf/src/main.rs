@@ -65,9 +65,14 @@
 //! as a fragment or a TCP SYN, and under its TCP destination port or its
 //! UDP destination and source ports, in this CPU's own memory.
 //!
+//! A fifth program, `xdpstat_compact`, is never attached and counts
+//! nothing: user space runs it to have a table's sources copied out for a
+//! read (`compact`).
+//!
 //! The modules: `maps` (everything shared with user space), `parse`,
-//! `kinds`, `table`, `rules`, `sketch`, `atomics`, `packet`; this file holds the
-//! four entry points and the per-packet path they share, [`count`].
+//! `kinds`, `table`, `rules`, `sketch`, `compact`, `atomics`, `packet`; this
+//! file holds the entry points and the per-packet path the four counting
+//! ones share, [`count`].
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
