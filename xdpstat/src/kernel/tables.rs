@@ -188,15 +188,34 @@ impl EntryRead {
 /// the first protocol's share, the rest, is never read ahead of the truth.
 fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
     let state = state_of(window.load(at, STATE_WORD, Ordering::Acquire));
+    load_fields::<E, E>(window, at, state)
+}
+
+/// Copy `at` of a table's entries the kernel copied (see `compacted`): the
+/// entry's index, and the entry, READY when it was copied. The words are
+/// where the entry has them; the kernel read the counters before the word
+/// with the mixed flag, as [`load_entry`] does.
+fn load_copy<E: TableEntry>(copies: &MappedArray<Compacted>, at: usize) -> (usize, EntryRead) {
+    let index = copies.load(at, 0, Ordering::Relaxed) as usize;
+    (
+        index,
+        load_fields::<E, Compacted>(copies, at, entry_state::READY),
+    )
+}
+
+/// An entry's fields, in the words of value `at` of `array` where an entry
+/// of type `E` has them (the entry itself, or the kernel's copy of it),
+/// loaded in the order [`load_entry`] says.
+fn load_fields<E: TableEntry, T>(array: &MappedArray<T>, at: usize, state: u32) -> EntryRead {
     let mut words = [0u64; 2];
     for (word, &offset) in words.iter_mut().zip(E::ADDRESS_WORDS) {
-        *word = window.load(at, offset, Ordering::Relaxed);
+        *word = array.load(at, offset, Ordering::Relaxed);
     }
     let counter = Counter {
-        packets: window.load(at, E::PACKETS, Ordering::Relaxed),
-        bytes: window.load(at, E::PACKETS + 8, Ordering::Relaxed),
+        packets: array.load(at, E::PACKETS, Ordering::Relaxed),
+        bytes: array.load(at, E::PACKETS + 8, Ordering::Relaxed),
     };
-    let word = window
+    let word = array
         .load(at, E::PROTOCOL & !7, Ordering::Acquire)
         .to_ne_bytes();
     EntryRead {
@@ -206,33 +225,6 @@ fn load_entry<E: TableEntry>(window: &MappedArray<E>, at: usize) -> EntryRead {
         protocol: word[E::PROTOCOL % 8],
         mixed: word[E::PROTOCOL % 8 + 1] != 0,
     }
-}
-
-/// Copy `at` of a table's entries the kernel copied (see `compacted`): the
-/// entry's index, and the entry, READY when it was copied. The words are
-/// where the entry has them; the kernel read the counters before the word
-/// with the mixed flag, as [`load_entry`] does.
-fn load_copy<E: TableEntry>(copies: &MappedArray<Compacted>, at: usize) -> (usize, EntryRead) {
-    let index = copies.load(at, 0, Ordering::Relaxed) as usize;
-    let mut words = [0u64; 2];
-    for (word, &offset) in words.iter_mut().zip(E::ADDRESS_WORDS) {
-        *word = copies.load(at, offset, Ordering::Relaxed);
-    }
-    let counter = Counter {
-        packets: copies.load(at, E::PACKETS, Ordering::Relaxed),
-        bytes: copies.load(at, E::PACKETS + 8, Ordering::Relaxed),
-    };
-    let word = copies
-        .load(at, E::PROTOCOL & !7, Ordering::Relaxed)
-        .to_ne_bytes();
-    let entry = EntryRead {
-        state: entry_state::READY,
-        address: E::address(&words[..E::ADDRESS_WORDS.len()]),
-        counter,
-        protocol: word[E::PROTOCOL % 8],
-        mixed: word[E::PROTOCOL % 8 + 1] != 0,
-    };
-    (index, entry)
 }
 
 /// Row `at` of a window of the mixed array.
