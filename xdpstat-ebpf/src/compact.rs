@@ -47,7 +47,8 @@ fn copy_ready<E, const WORDS: usize>(table: &Array<E>, control: &mut Control) {
         // the table with its entry's size); other CPUs write it, so every
         // word is read once, whole, and the state first: the datapath
         // writes an entry's address before it makes the entry READY.
-        let state = unsafe { core::ptr::read_volatile(entry) } as u32;
+        // The state is the entry's first u32, in either byte order.
+        let state = unsafe { core::ptr::read_volatile(entry.cast::<u32>()) };
         if state == entry_state::READY {
             let Some(slot) = COMPACTED.get_ptr_mut(written as u32) else {
                 break;
