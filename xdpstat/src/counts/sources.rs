@@ -633,39 +633,23 @@ impl SourceTable {
             floor: &[Row<K>],
             floor_mixed: &HashMap<IpAddr, SourceProtocols>,
         ) {
-            // Reads of settled tables hold the same sources in the same
-            // places: they are compared place by place while the addresses
-            // agree, and by address from the first place they do not.
-            let same = now.len().min(floor.len());
-            let mut at = 0;
-            while at < same && now[at].key == floor[at].key {
-                raise_row(&mut now[at], mixed, &floor[at], floor_mixed);
-                at += 1;
-            }
-            let mut floor = floor[at..].iter().peekable();
-            for row in now[at..].iter_mut() {
+            let mut floor = floor.iter().peekable();
+            for row in now.iter_mut() {
                 while floor.next_if(|f| f.key < row.key).is_some() {}
-                if let Some(before) = floor.next_if(|f| f.key == row.key) {
-                    raise_row(row, mixed, before, floor_mixed);
+                let Some(before) = floor.next_if(|f| f.key == row.key) else {
+                    continue;
+                };
+                if row.protocol() == before.protocol() && row.protocol() != MIXED {
+                    // The common case: one protocol, before and now. Written
+                    // only when it rises, which is rare: writing every row
+                    // back would cost a million rows' memory traffic again.
+                    if before.packets() > row.packets() || before.bytes > row.bytes {
+                        row.set_counter(row.counter().at_least(&before.counter()));
+                    }
+                } else {
+                    let raised = tally_of(row, mixed).at_least(&tally_of(before, floor_mixed));
+                    set_row(row, &raised, mixed);
                 }
-            }
-        }
-        fn raise_row<K: Key>(
-            row: &mut Row<K>,
-            mixed: &mut HashMap<IpAddr, SourceProtocols>,
-            before: &Row<K>,
-            floor_mixed: &HashMap<IpAddr, SourceProtocols>,
-        ) {
-            if row.protocol() == before.protocol() && row.protocol() != MIXED {
-                // The common case: one protocol, before and now. Written
-                // only when it rises, which is rare: writing every row back
-                // would cost a million rows' memory traffic again.
-                if before.packets() > row.packets() || before.bytes > row.bytes {
-                    row.set_counter(row.counter().at_least(&before.counter()));
-                }
-            } else {
-                let raised = tally_of(row, mixed).at_least(&tally_of(before, floor_mixed));
-                set_row(row, &raised, mixed);
             }
         }
         raise(&mut self.v4, &mut self.mixed, &floor.v4, &floor.mixed);

@@ -258,6 +258,29 @@ fn load_acted(window: &MappedArray<SourceRow>, at: usize) -> Acted {
 /// empty entry by in about 5 ns, and a call costs a few microseconds.
 const GAP_WALKED: usize = 512;
 
+/// The windows of the arrays beside a table that a read mapped last (the
+/// mixed rows, the rules' rows), each with its first entry.
+#[derive(Default)]
+struct Beside {
+    mixed: Option<(usize, MappedArray<Mixed>)>,
+    rows: Option<(usize, MappedArray<SourceRow>)>,
+}
+
+impl Beside {
+    /// The window from entry `first` on, mapped by `map` unless `slot`
+    /// holds it already.
+    fn window<T>(
+        slot: &mut Option<(usize, MappedArray<T>)>,
+        first: usize,
+        map: impl FnOnce() -> std::io::Result<MappedArray<T>>,
+    ) -> Result<&MappedArray<T>, String> {
+        if slot.as_ref().is_none_or(|(at, _)| *at != first) {
+            *slot = Some((first, map().map_err(|e| format!("mapping: {e}"))?));
+        }
+        Ok(&slot.as_ref().expect("mapped above").1)
+    }
+}
+
 /// Bytes of a table mapped at a time. A table is read (and retired
 /// entries written) one window at a time, each unmapped before the next:
 /// a mapped page counts as xdpstat's resident memory, and a table for a
@@ -331,14 +354,6 @@ impl<E: TableEntry> Table<E> {
         MappedArray::map_range(array, first, Self::PER_WINDOW.min(self.len - first))
     }
 
-    /// Their rows, mapped, if the datapath has rows.
-    fn rows_window(&self, first: usize) -> std::io::Result<Option<MappedArray<SourceRow>>> {
-        self.rows
-            .as_ref()
-            .map(|rows| self.window_of(rows.as_fd(), first))
-            .transpose()
-    }
-
     fn set_idle(&mut self, index: usize, idle: bool) {
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         if idle {
@@ -370,9 +385,7 @@ impl<E: TableEntry> Table<E> {
                 Some(_) => None,
                 None => Some(self.window(first).map_err(|e| format!("mapping: {e}"))?),
             };
-            // Mapped once an entry of the window needs them.
-            let mut rows: Option<MappedArray<SourceRow>> = None;
-            let mut mixed: Option<MappedArray<Mixed>> = None;
+            let mut beside = Beside::default();
             for page in used_pages {
                 // Rows only where a rule counted a verdict (a per-key read,
                 // kept for comparison, reads them all).
@@ -397,31 +410,7 @@ impl<E: TableEntry> Table<E> {
                         }
                         (None, None) => unreachable!("mapped above"),
                     };
-                    let row = match (&self.mixed, entry.mixed) {
-                        (Some(fd), true) => {
-                            if mixed.is_none() {
-                                let window = self.window_of(fd.as_fd(), first);
-                                mixed = Some(window.map_err(|e| format!("mapping: {e}"))?);
-                            }
-                            mixed
-                                .as_ref()
-                                .map(|window| load_mixed(window, index - first))
-                        }
-                        _ => None,
-                    };
-                    self.account(index, &entry, row, sources);
-                    if page_rows && entry.state == entry_state::READY {
-                        if rows.is_none() {
-                            let window = self.rows_window(first);
-                            rows = window.map_err(|e| format!("mapping rows: {e}"))?;
-                        }
-                        if let Some(rows) = &rows {
-                            let acted = load_acted(rows, index - first);
-                            if acted.iter().any(|c| c.packets != 0) {
-                                ruled.push((entry.address, acted));
-                            }
-                        }
-                    }
+                    self.take_in(index, &entry, page_rows, &mut beside, sources, ruled)?;
                 }
             }
         }
@@ -457,10 +446,7 @@ impl<E: TableEntry> Table<E> {
         self.in_use = 0;
         // Entries before this one were taken in or forgotten.
         let mut done = 0;
-        // The windows of the arrays beside the table, mapped once a copy
-        // needs them, each with its first entry.
-        let mut mixed: Option<(usize, MappedArray<Mixed>)> = None;
-        let mut rows: Option<(usize, MappedArray<SourceRow>)> = None;
+        let mut beside = Beside::default();
         for range in self.used_ranges() {
             compaction
                 .copies
@@ -471,39 +457,53 @@ impl<E: TableEntry> Table<E> {
                     }
                     self.forget_range(done..index);
                     done = index + 1;
-                    let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
-                    let row = match (&self.mixed, entry.mixed) {
-                        (Some(fd), true) => {
-                            if mixed.as_ref().is_none_or(|(at, _)| *at != first) {
-                                let window = self.window_of(fd.as_fd(), first);
-                                mixed = Some((first, window.map_err(|e| format!("mapping: {e}"))?));
-                            }
-                            mixed
-                                .as_ref()
-                                .map(|(_, window)| load_mixed(window, index - first))
-                        }
-                        _ => None,
-                    };
-                    self.account(index, &entry, row, sources);
+                    // Rows only where a rule counted a verdict.
                     let flag = self.pages.get(index / Self::PER_PAGE).to_ne_bytes();
-                    if let Some(fd) = &self.rows
-                        && flag[page_flag::ROWS] != 0
-                    {
-                        if rows.as_ref().is_none_or(|(at, _)| *at != first) {
-                            let window = self.window_of(fd.as_fd(), first);
-                            rows = Some((first, window.map_err(|e| format!("mapping rows: {e}"))?));
-                        }
-                        if let Some((_, rows)) = &rows {
-                            let acted = load_acted(rows, index - first);
-                            if acted.iter().any(|c| c.packets != 0) {
-                                ruled.push((entry.address, acted));
-                            }
-                        }
-                    }
-                    Ok(())
+                    let rows = flag[page_flag::ROWS] != 0;
+                    self.take_in(index, &entry, rows, &mut beside, sources, ruled)
                 })?;
         }
         self.forget_range(done..self.len);
+        Ok(())
+    }
+
+    /// Takes in entry `index` as a read found it, with its row of the mixed
+    /// array when it is mixed, and, when `rows` asks for them, the
+    /// verdicts in its row (both through `beside`, whose windows each read
+    /// maps once an entry needs them).
+    fn take_in(
+        &mut self,
+        index: usize,
+        entry: &EntryRead,
+        rows: bool,
+        beside: &mut Beside,
+        sources: &mut SourceTableBuilder,
+        ruled: &mut Vec<(IpAddr, Acted)>,
+    ) -> Result<(), String> {
+        let first = index / Self::PER_WINDOW * Self::PER_WINDOW;
+        let at = index - first;
+        let row = match (&self.mixed, entry.mixed) {
+            (Some(fd), true) => {
+                let window = Beside::window(&mut beside.mixed, first, || {
+                    self.window_of(fd.as_fd(), first)
+                })?;
+                Some(load_mixed(window, at))
+            }
+            _ => None,
+        };
+        self.account(index, entry, row, sources);
+        if let Some(fd) = &self.rows
+            && rows
+            && entry.state == entry_state::READY
+        {
+            let window = Beside::window(&mut beside.rows, first, || {
+                self.window_of(fd.as_fd(), first)
+            })?;
+            let acted = load_acted(window, at);
+            if acted.iter().any(|c| c.packets != 0) {
+                ruled.push((entry.address, acted));
+            }
+        }
         Ok(())
     }
 

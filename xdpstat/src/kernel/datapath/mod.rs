@@ -455,26 +455,21 @@ fn load_programs(ebpf: &mut Ebpf, wanted: Programs) -> Result<(), XdpstatError> 
     std::thread::scope(|scope| {
         let loading: Vec<_> = programs
             .map(|(name, program)| {
-                let thread = scope.spawn(move || {
+                scope.spawn(move || {
                     match program {
                         aya::programs::Program::Xdp(program) => program.load(),
                         aya::programs::Program::SchedClassifier(program) => program.load(),
                         _ => Err(ProgramError::UnexpectedProgramType),
                     }
                     .map_err(|e| format!("{name}: {e}"))
-                });
-                (thread, name)
+                })
             })
             .collect();
-        for (thread, name) in loading {
-            let loaded = thread
+        for thread in loading {
+            thread
                 .join()
-                .unwrap_or_else(|_| Err("a thread loading a program panicked".into()));
-            // Without the compaction program, reads walk the mapped tables
-            // (slower, the same counts).
-            if name != COMPACT_PROGRAM_NAME {
-                loaded.map_err(|e| XdpstatError::Load { source: e.into() })?;
-            }
+                .unwrap_or_else(|_| Err("a thread loading a program panicked".into()))
+                .map_err(|e| XdpstatError::Load { source: e.into() })?;
         }
         Ok(())
     })
