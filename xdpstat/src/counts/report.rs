@@ -164,9 +164,6 @@ impl Report {
             .taken
             .saturating_duration_since(previous.taken)
             .as_secs_f64();
-        // An entry claimed by a run still on its CPU can be read with no
-        // packets for an instant: no row for it.
-        let counted = || current.sources.iter().filter(|(_, c)| c.packets > 0);
         let row = |address: IpAddr, now: Counter, before: Counter, protocols| {
             let rate = Rate::between(&now, &before, seconds);
             SourceRow {
@@ -182,9 +179,22 @@ impl Report {
         let (sources, source_count) = match top {
             // A few: ranked first, then looked up.
             Some(top) => {
-                // Counted in the same pass that ranks them.
+                // Counted in the same pass that ranks them, as numbers:
+                // making an address of each of a million sources cost more
+                // than the ranking.
                 let mut count = 0;
-                let ranked = top_by_packets(counted().inspect(|_| count += 1), top);
+                let v4 = current
+                    .sources
+                    .v4()
+                    .map(|(v4, c)| (AddressOrder::v4(v4), c));
+                let v6 = current
+                    .sources
+                    .v6()
+                    .map(|(v6, c)| (AddressOrder::v6(v6), c));
+                // An entry claimed by a run still on its CPU can be read
+                // with no packets for an instant: no row for it.
+                let counted = v4.chain(v6).filter(|(_, c)| c.packets > 0);
+                let ranked = top_by_packets(counted.inspect(|_| count += 1), top);
                 let sources = ranked
                     .into_iter()
                     .map(|(address, now)| {
@@ -402,11 +412,12 @@ impl Rate {
 /// descending, then address ascending, so that equal counts always print in
 /// the same order. Greater is listed first.
 fn rank(address: IpAddr, counter: &Counter) -> (u64, u64, Reverse<AddressOrder>) {
-    (
-        counter.packets,
-        counter.bytes,
-        Reverse(AddressOrder::of(address)),
-    )
+    rank_of(AddressOrder::of(address), counter)
+}
+
+/// [`rank`], of an address as a number.
+fn rank_of(address: AddressOrder, counter: &Counter) -> (u64, u64, Reverse<AddressOrder>) {
+    (counter.packets, counter.bytes, Reverse(address))
 }
 
 /// An address as a number that orders as [`IpAddr`] does (IPv4 before
@@ -418,9 +429,17 @@ struct AddressOrder(bool, u128);
 impl AddressOrder {
     fn of(address: IpAddr) -> Self {
         match address {
-            IpAddr::V4(v4) => AddressOrder(false, u32::from(v4).into()),
-            IpAddr::V6(v6) => AddressOrder(true, u128::from(v6)),
+            IpAddr::V4(v4) => Self::v4(v4.into()),
+            IpAddr::V6(v6) => Self::v6(v6.into()),
         }
+    }
+
+    fn v4(address: u32) -> Self {
+        AddressOrder(false, address.into())
+    }
+
+    fn v6(address: u128) -> Self {
+        AddressOrder(true, address)
     }
 
     fn address(self) -> IpAddr {
@@ -435,12 +454,12 @@ impl AddressOrder {
 /// entries, so a million sources cost one pass and no million-row list; a
 /// source with fewer packets than the last of the heap is passed over
 /// before anything else is looked at.
-pub fn top_by_packets(
-    sources: impl Iterator<Item = (IpAddr, Counter)>,
+fn top_by_packets(
+    sources: impl Iterator<Item = (AddressOrder, Counter)>,
     top: usize,
 ) -> Vec<(IpAddr, Counter)> {
-    let ranked = |(address, counter): (IpAddr, Counter)| Ranked {
-        key: rank(address, &counter),
+    let ranked = |(address, counter): (AddressOrder, Counter)| Ranked {
+        key: rank_of(address, &counter),
         counter,
     };
     // A min-heap of the best `top` so far: its root is the one to beat.
@@ -670,7 +689,10 @@ mod tests {
                     (a.1.packets, a.1.bytes, Reverse(a.0)) > (b.1.packets, b.1.bytes, Reverse(b.0))
                 );
             }
-            let cut = top_by_packets(sources.iter().copied(), top);
+            let cut = top_by_packets(
+                sources.iter().map(|&(a, c)| (AddressOrder::of(a), c)),
+                top,
+            );
             proptest::prop_assert_eq!(&cut[..], &all[..top.min(all.len())]);
         }
     }
