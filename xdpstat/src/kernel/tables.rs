@@ -35,6 +35,7 @@ use xdpstat_common::{
 };
 
 use ipnet::IpNet;
+use seen::Seen;
 
 use crate::{
     counts::prefixes::{PrefixLens, Prefixes},
@@ -45,6 +46,8 @@ use crate::{
     kernel::mapped::MappedArray,
     kernel::meta::Record,
 };
+
+mod seen;
 
 /// Any constant: it only has to scatter positions.
 const TIE_SALT: u64 = 0x7ab1_e5ee_d000_0001;
@@ -301,13 +304,13 @@ struct Table<E> {
     mixed: Option<OwnedFd>,
     /// The page flags, small enough to stay mapped.
     pages: MappedArray<u64>,
-    /// Per entry, the low 32 bits of its packets at the last read, and a
-    /// bit set when they did not move between the last two reads (idle).
-    seen: Vec<u32>,
+    /// The entries that held a source at the last read, and their packets
+    /// then: a read of copies forgets only these among the entries not
+    /// copied.
+    seen: Seen,
+    /// Per entry, a bit set when its packets did not move between the
+    /// last two reads (idle).
     idle: Vec<u64>,
-    /// Per entry, a bit set when it held a source at the last read: a read
-    /// of copies forgets only these among the entries not copied.
-    held: Vec<u64>,
     /// Entries counting a source at the last read.
     in_use: usize,
     _entries: PhantomData<E>,
@@ -332,10 +335,8 @@ impl<E: TableEntry> Table<E> {
                 None => None,
             },
             pages: MappedArray::map(pages, pages_for::<E>(len))?,
-            // Zeroed allocations: the parts never written cost no memory.
-            seen: vec![0; len],
+            seen: Seen::new(len),
             idle: vec![0; len.div_ceil(64)],
-            held: vec![0; len.div_ceil(64)],
             in_use: 0,
             _entries: PhantomData,
         })
@@ -371,6 +372,7 @@ impl<E: TableEntry> Table<E> {
         per_key: Option<&Array<&MapData, E>>,
     ) -> Result<(), String> {
         self.in_use = 0;
+        self.seen.begin();
         for first in (0..self.len).step_by(Self::PER_WINDOW) {
             let last = (first + Self::PER_WINDOW).min(self.len);
             let flags = &self.pages;
@@ -414,6 +416,7 @@ impl<E: TableEntry> Table<E> {
                 }
             }
         }
+        self.seen.finish();
         Ok(())
     }
 
@@ -444,6 +447,7 @@ impl<E: TableEntry> Table<E> {
         ruled: &mut Vec<(IpAddr, Acted)>,
     ) -> Result<(), String> {
         self.in_use = 0;
+        self.seen.begin();
         // Entries before this one were taken in or forgotten.
         let mut done = 0;
         let mut beside = Beside::default();
@@ -464,6 +468,7 @@ impl<E: TableEntry> Table<E> {
                 })?;
         }
         self.forget_range(done..self.len);
+        self.seen.finish();
         Ok(())
     }
 
@@ -521,7 +526,6 @@ impl<E: TableEntry> Table<E> {
             return;
         }
         self.in_use += 1;
-        self.held[index / 64] |= 1 << (index % 64);
         match row {
             Some(_) => sources.push(entry.address, entry.tally(row)),
             // The common case: one protocol, no row to add up.
@@ -529,47 +533,27 @@ impl<E: TableEntry> Table<E> {
         }
         let low = entry.counter.packets as u32;
         // An entry with no packets has its first run in progress: busy.
-        let unchanged = low != 0 && self.seen[index] == low;
-        self.seen[index] = low;
+        let unchanged = low != 0 && self.seen.take_in(index, low) == Some(low);
         self.set_idle(index, unchanged);
     }
 
-    /// An entry that holds no source: nothing seen, not idle. Written only
-    /// when it held one at the last read, so a read of a sparse table
-    /// leaves these arrays' pages alone.
+    /// An entry that holds no source: not idle (nor taken into the read,
+    /// so nothing seen). Written only when it was idle, so a read of a
+    /// sparse table leaves the bits' pages alone.
     fn forget(&mut self, index: usize) {
-        if self.seen[index] != 0 {
-            self.seen[index] = 0;
-        }
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         if self.idle[word] & bit != 0 {
             self.idle[word] &= !bit;
         }
-        if self.held[word] & bit != 0 {
-            self.held[word] &= !bit;
-        }
     }
 
     /// Forgets the entries in `range` that held a source at the last read
-    /// (the others have nothing to forget), a word of bits at a time.
+    /// (the others have nothing to forget).
     fn forget_range(&mut self, range: Range<usize>) {
-        let mut index = range.start;
-        while index < range.end {
-            let word = index / 64;
-            let word_end = ((word + 1) * 64).min(range.end);
-            let span = word_end - index;
-            let mask = if span == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << span) - 1) << (index % 64)
-            };
-            let mut bits = self.held[word] & mask;
-            while bits != 0 {
-                self.forget(word * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
-            index = word_end;
-        }
+        let idle = &mut self.idle;
+        self.seen.each_held(range, |index| {
+            idle[index / 64] &= !(1u64 << (index % 64));
+        });
     }
 
     /// Entries a CPU's run will settle into are busy, whatever their
@@ -590,15 +574,22 @@ impl<E: TableEntry> Table<E> {
         if wanted == 0 {
             return Vec::new();
         }
-        let mut idle: Vec<(u32, u64, usize)> = Vec::new();
-        for (word, &bits) in self.idle.iter().enumerate() {
+        let idle_entries = self.idle.iter().enumerate().flat_map(|(word, &bits)| {
             let mut bits = bits;
-            while bits != 0 {
-                let index = word * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                idle.push((self.seen[index], mix(index as u64, TIE_SALT), index));
-            }
-        }
+            std::iter::from_fn(move || {
+                let bit = bits.trailing_zeros();
+                (bits != 0).then(|| {
+                    bits &= bits - 1;
+                    word * 64 + bit as usize
+                })
+            })
+        });
+        // An idle entry held a source at the last read: it has packets seen.
+        let mut idle: Vec<(u32, u64, usize)> = self
+            .seen
+            .packets_of(idle_entries)
+            .map(|(index, packets)| (packets, mix(index as u64, TIE_SALT), index))
+            .collect();
         if idle.len() > wanted {
             idle.select_nth_unstable(wanted);
             idle.truncate(wanted);
@@ -737,8 +728,8 @@ impl<E: TableEntry> Table<E> {
             let retired = state_word(entry_state::RETIRED);
             window.store(at, STATE_WORD, retired, Ordering::Release);
         })?;
+        self.seen.zero(victims);
         for &index in victims {
-            self.seen[index] = 0;
             self.set_idle(index, false);
         }
         self.in_use -= victims.len().min(self.in_use);

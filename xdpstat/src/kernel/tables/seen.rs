@@ -1,0 +1,228 @@
+//! What a read remembers of each entry that holds a source: the low 32
+//! bits of its packets, to tell at the next read whether it moved (idle
+//! entries are retired first when a table fills up). Kept only for the
+//! entries that hold a source, in index order, an entry's value at its
+//! rank among them: a table planned for a million sources has 2,250,000
+//! entries a family, and four bytes for each of them cost 18 MB resident
+//! and a cache miss per entry read in a sparse table, where a read walks
+//! this list in step with the table.
+
+use std::ops::Range;
+
+/// The entries that held a source at the last read, and their packets'
+/// low 32 bits.
+#[derive(Debug)]
+pub(super) struct Seen {
+    /// Per entry, a bit set when it held a source at the last read.
+    held: Vec<u64>,
+    /// Per entry held, in index order: the low 32 bits of its packets.
+    packets: Vec<u32>,
+    /// The read being taken in: the next `Seen`, and where the last one's
+    /// ranks have got to.
+    next: Option<Next>,
+}
+
+/// A read in progress: the entries taken in so far, in index order.
+#[derive(Debug)]
+struct Next {
+    held: Vec<u64>,
+    packets: Vec<u32>,
+    ranks: Ranks,
+}
+
+/// Ranks in a held bitmap asked for in ascending order of entry: the
+/// number of held entries below an entry, counted a word at a time from
+/// where the last question left off.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ranks {
+    /// The word the count has reached, and the held entries below it.
+    word: usize,
+    below: usize,
+}
+
+impl Ranks {
+    /// The rank of `index` among `held`'s entries (its place in the
+    /// values) if it is held. `index` must not be below the last one asked.
+    fn of(&mut self, held: &[u64], index: usize) -> Option<usize> {
+        let (word, bit) = (index / 64, index % 64);
+        let bits = *held.get(word)?;
+        while self.word < word {
+            self.below += held[self.word].count_ones() as usize;
+            self.word += 1;
+        }
+        if bits & (1 << bit) == 0 {
+            return None;
+        }
+        let lower = bits & ((1u64 << bit) - 1);
+        Some(self.below + lower.count_ones() as usize)
+    }
+}
+
+impl Seen {
+    /// Nothing held, for a table of `len` entries.
+    pub(super) fn new(len: usize) -> Self {
+        Self {
+            held: vec![0; len.div_ceil(64)],
+            packets: Vec::new(),
+            next: None,
+        }
+    }
+
+    /// Begins taking in a read (a read that failed part way is dropped).
+    pub(super) fn begin(&mut self) {
+        self.next = Some(Next {
+            held: vec![0; self.held.len()],
+            packets: Vec::with_capacity(self.packets.len() + self.packets.len() / 8),
+            ranks: Ranks::default(),
+        });
+    }
+
+    /// Takes in entry `index`, which holds a source with `low` as its
+    /// packets' low 32 bits; returns what it had at the last read, if it
+    /// held a source then. Entries are taken in in ascending order.
+    pub(super) fn take_in(&mut self, index: usize, low: u32) -> Option<u32> {
+        let next = self.next.as_mut()?;
+        let word = next.held.get_mut(index / 64)?;
+        *word |= 1 << (index % 64);
+        next.packets.push(low);
+        let at = next.ranks.of(&self.held, index)?;
+        self.packets.get(at).copied()
+    }
+
+    /// Ends the read: what it took in is what the next one compares with.
+    pub(super) fn finish(&mut self) {
+        if let Some(next) = self.next.take() {
+            self.held = next.held;
+            self.packets = next.packets;
+        }
+    }
+
+    /// Calls `each` with the entries in `range` that held a source at the
+    /// last read, in order, a word of bits at a time (a read calls it for
+    /// the gap before each entry it takes in, mostly empty).
+    pub(super) fn each_held(&self, range: Range<usize>, mut each: impl FnMut(usize)) {
+        let end = range.end.min(self.held.len() * 64);
+        let mut index = range.start;
+        while index < end {
+            let word = index / 64;
+            let word_end = ((word + 1) * 64).min(end);
+            let span = word_end - index;
+            let mask = if span == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << span) - 1) << (index % 64)
+            };
+            let mut bits = self.held[word] & mask;
+            while bits != 0 {
+                each(word * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+            index = word_end;
+        }
+    }
+
+    /// The entries in `range` that held a source at the last read.
+    #[cfg(test)]
+    fn held_in(&self, range: Range<usize>) -> Vec<usize> {
+        let mut held = Vec::new();
+        self.each_held(range, |index| held.push(index));
+        held
+    }
+
+    /// The packets' low 32 bits of each of `entries` (ascending) that
+    /// held a source at the last read, with the entry.
+    pub(super) fn packets_of<'a>(
+        &'a self,
+        entries: impl IntoIterator<Item = usize> + 'a,
+    ) -> impl Iterator<Item = (usize, u32)> + 'a {
+        let mut ranks = Ranks::default();
+        entries.into_iter().filter_map(move |index| {
+            let at = ranks.of(&self.held, index)?;
+            Some((index, *self.packets.get(at)?))
+        })
+    }
+
+    /// Forgets the packets of `entries` (ascending): the next source such
+    /// an entry holds starts from nothing seen.
+    pub(super) fn zero(&mut self, entries: &[usize]) {
+        let mut ranks = Ranks::default();
+        for &index in entries {
+            if let Some(at) = ranks.of(&self.held, index)
+                && let Some(packets) = self.packets.get_mut(at)
+            {
+                *packets = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `entries` (index, low packets) into `seen`, returning what
+    /// each had at the last read.
+    fn read(seen: &mut Seen, entries: &[(usize, u32)]) -> Vec<Option<u32>> {
+        seen.begin();
+        let last = entries
+            .iter()
+            .map(|&(index, low)| seen.take_in(index, low))
+            .collect();
+        seen.finish();
+        last
+    }
+
+    #[test]
+    fn each_entry_finds_its_own_last_packets_as_entries_come_and_go() {
+        let mut seen = Seen::new(300);
+        assert_eq!(read(&mut seen, &[(3, 7), (64, 9), (200, 1)]), [None; 3]);
+        // 64 went, 65 and 299 came; 3 and 200 moved on.
+        let last = read(&mut seen, &[(3, 8), (65, 2), (200, 1), (299, 4)]);
+        assert_eq!(last, [Some(7), None, Some(1), None]);
+        assert_eq!(seen.held_in(0..300), [3, 65, 200, 299]);
+        assert_eq!(seen.held_in(64..200), [65]);
+        let packets: Vec<_> = seen.packets_of([3, 64, 299]).collect();
+        assert_eq!(packets, [(3, 8), (299, 4)]);
+        seen.zero(&[65, 299]);
+        let last = read(&mut seen, &[(3, 8), (65, 2), (299, 4)]);
+        assert_eq!(last, [Some(8), Some(0), Some(0)]);
+    }
+
+    #[test]
+    fn a_read_that_failed_part_way_leaves_the_last_one() {
+        let mut seen = Seen::new(128);
+        read(&mut seen, &[(1, 5), (100, 6)]);
+        seen.begin();
+        assert_eq!(seen.take_in(1, 9), Some(5));
+        // No finish: the next read compares with the last whole one.
+        assert_eq!(read(&mut seen, &[(1, 9), (100, 6)]), [Some(5), Some(6)]);
+        // Outside the table: nothing taken in, nothing found.
+        seen.begin();
+        assert_eq!(seen.take_in(128, 1), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ranks_match_a_plain_array(
+            reads in proptest::collection::vec(
+                proptest::collection::btree_map(0usize..1000, 1u32..5, 0..200),
+                1..5,
+            ),
+        ) {
+            let mut seen = Seen::new(1000);
+            let mut plain = vec![None; 1000];
+            for read in reads {
+                seen.begin();
+                let mut next = vec![None; 1000];
+                for (&index, &low) in &read {
+                    proptest::prop_assert_eq!(seen.take_in(index, low), plain[index]);
+                    next[index] = Some(low);
+                }
+                seen.finish();
+                plain = next;
+                let held: Vec<usize> = (0..1000).filter(|&i| plain[i].is_some()).collect();
+                proptest::prop_assert_eq!(seen.held_in(0..1000), held);
+            }
+        }
+    }
+}
