@@ -12,6 +12,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use xdpstat_common::Counter;
 
+mod rows;
+
+pub use rows::SourceRows;
+
 use crate::{
     counts::{
         snapshot::{ClassTotals, Snapshot},
@@ -38,7 +42,7 @@ pub struct Report {
     /// What no source entry holds (no entry within reach, or retired).
     pub unattributed: Counter,
     /// Sources by packets, descending, cut to `--top`.
-    pub sources: Vec<SourceRow>,
+    pub sources: SourceRows,
     /// Network prefixes by packets, descending, cut to `--top`.
     pub prefixes: Vec<PrefixRow>,
     /// How the prefix totals were made, both families: `exact`, what
@@ -142,15 +146,6 @@ pub struct SourceRow {
     pub verdicts: Verdicts,
 }
 
-impl SourceRow {
-    fn counter(&self) -> Counter {
-        Counter {
-            packets: self.packets,
-            bytes: self.bytes,
-        }
-    }
-}
-
 impl Report {
     /// The report for `current`, with rates against `previous` (the last
     /// report's snapshot, or the empty one taken at attach time).
@@ -164,19 +159,12 @@ impl Report {
             .taken
             .saturating_duration_since(previous.taken)
             .as_secs_f64();
-        let row = |address: IpAddr, now: Counter, before: Counter, protocols| {
-            let rate = Rate::between(&now, &before, seconds);
-            SourceRow {
-                address,
-                packets: now.packets,
-                bytes: now.bytes,
-                pps: rate.pps,
-                bps: rate.bps,
-                protocols,
-                verdicts: current.verdicts.of_source(&address, &now),
-            }
+        let mut sources = SourceRows::over(seconds);
+        let mut add = |address: IpAddr, now: Counter, before: Counter, protocols| {
+            let verdicts = current.verdicts.of_source(&address, &now);
+            sources.push(address, now, before, protocols, verdicts);
         };
-        let (sources, source_count) = match top {
+        let source_count = match top {
             // A few: ranked first, then looked up.
             Some(top) => {
                 // Counted in the same pass that ranks them, as numbers:
@@ -195,39 +183,30 @@ impl Report {
                 // with no packets for an instant: no row for it.
                 let counted = v4.chain(v6).filter(|(_, c)| c.packets > 0);
                 let ranked = top_by_packets(counted.inspect(|_| count += 1), top);
-                let sources = ranked
-                    .into_iter()
-                    .map(|(address, now)| {
-                        let before = previous.sources.get(&address).unwrap_or_default();
-                        let protocols = current
-                            .sources
-                            .tally(&address)
-                            .map(|tally| tally.protocols)
-                            .unwrap_or_default();
-                        row(address, now, before, protocols)
-                    })
-                    .collect();
-                (sources, count)
-            }
-            // Every source (JSON, the live view): one walk of both reads in
-            // address order, then the rows themselves put in rank order,
-            // with no list of ranks beside them and no lookup per source.
-            None => {
-                let mut rows: Vec<SourceRow> = Vec::with_capacity(current.sources.len());
-                rows.extend(
-                    current
+                for (address, now) in ranked {
+                    let before = previous.sources.get(&address).unwrap_or_default();
+                    let protocols = current
                         .sources
-                        .tallies_since(&previous.sources)
-                        .filter(|(_, now, _)| now.counter.packets > 0)
-                        .map(|(address, now, before)| {
-                            row(address, now.counter, before.counter, now.protocols)
-                        }),
-                );
-                rows.sort_unstable_by(|a, b| {
-                    rank(b.address, &b.counter()).cmp(&rank(a.address, &a.counter()))
-                });
-                let count = rows.len();
-                (rows, count)
+                        .tally(&address)
+                        .map(|tally| tally.protocols)
+                        .unwrap_or_default();
+                    add(address, now, before, protocols);
+                }
+                count
+            }
+            // Every source (JSON): one walk of both reads in address
+            // order, then the sources put in rank order, with no lookup
+            // per source.
+            None => {
+                let counted = current
+                    .sources
+                    .tallies_since(&previous.sources)
+                    .filter(|(_, now, _)| now.counter.packets > 0);
+                for (address, now, before) in counted {
+                    add(address, now.counter, before.counter, now.protocols);
+                }
+                sources.rank();
+                sources.len()
             }
         };
         let prefixes = current
@@ -392,13 +371,17 @@ impl Rate {
     /// What was counted from `before` to `now` (see [`Counter::since`]),
     /// per second of `seconds`; nothing when no time passed.
     pub fn between(now: &Counter, before: &Counter, seconds: f64) -> Self {
+        Self::of_sent(&now.since(before), seconds)
+    }
+
+    /// `sent` per second of `seconds`; nothing when no time passed.
+    pub fn of_sent(sent: &Counter, seconds: f64) -> Self {
         if seconds <= 0.0 {
             return Self::default();
         }
-        let delta = now.since(before);
         Self {
-            pps: delta.packets as f64 / seconds,
-            bps: delta.bytes as f64 * 8.0 / seconds,
+            pps: sent.packets as f64 / seconds,
+            bps: sent.bytes as f64 * 8.0 / seconds,
         }
     }
 
@@ -607,11 +590,12 @@ mod tests {
         before.taken = after.taken - Duration::from_secs(2);
         let report = Report::between("x0", &before, &after, None);
         assert_eq!(report.interval_s, Some(2.0));
-        assert_eq!(report.sources[0].address, v4(1));
-        assert_eq!(report.sources[0].pps, 100.0);
-        assert_eq!(report.sources[0].bps, 80_000.0);
-        assert_eq!(report.sources[1].pps, 25.0);
-        assert_eq!(report.sources[1].bps, 20_000.0);
+        let rows: Vec<SourceRow> = report.sources.iter().collect();
+        assert_eq!(rows[0].address, v4(1));
+        assert_eq!(rows[0].pps, 100.0);
+        assert_eq!(rows[0].bps, 80_000.0);
+        assert_eq!(rows[1].pps, 25.0);
+        assert_eq!(rows[1].bps, 20_000.0);
     }
 
     proptest::proptest! {

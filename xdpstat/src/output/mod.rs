@@ -109,7 +109,7 @@ fn write_plain(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         // A protocol column after the usual ones.
         let header = table_line("address", "packets", "bytes", "pkt/s", "bit/s");
         writeln!(out, "{header}  protocol")?;
-        for row in &report.sources {
+        for row in report.sources.iter() {
             let line = table_line(
                 &row.address.to_string(),
                 &row.packets.to_string(),
