@@ -866,20 +866,27 @@ mod tests {
     }
 
     #[test]
-    fn a_permutation_moves_rows_once_and_a_false_one_moves_nothing() {
+    fn a_sort_that_learns_the_order_keeps_every_row_whole() {
         let rows = |keys: &[u32]| -> Vec<Row<u32>> {
             keys.iter()
-                .map(|&key| Row::new(key, c(u64::from(key), 0), 0))
+                .map(|&key| Row::new(key, c(u64::from(key), u64::from(key) * 7), 0))
                 .collect()
         };
-        let mut moved = rows(&[30, 10, 20, 40]);
-        let to = order::Placement::inverse_of(&[1, 2, 0, 3]).expect("a permutation");
-        assert!(order::permute(&mut moved, &to));
-        assert_eq!(moved, rows(&[10, 20, 30, 40]));
-        // A placement of other rows than these moves nothing.
-        let mut unmoved = rows(&[30, 10, 20]);
-        assert!(!order::permute(&mut unmoved, &to));
-        assert_eq!(unmoved, rows(&[30, 10, 20]));
+        let mut sorted = rows(&[30, 10, 20, 40]);
+        let to = order::sort_learning(&mut sorted).expect("fewer than 2^32 rows");
+        assert_eq!(sorted, rows(&[10, 20, 30, 40]));
+        // The placement puts the rows, read in the same order again, in
+        // address order.
+        let mut placed = Vec::with_capacity(to.len());
+        let mut placing = order::Placing::by(to).expect("an order");
+        for row in rows(&[31, 11, 21, 41]) {
+            placing.put(&mut placed, row);
+        }
+        assert!(matches!(
+            placing.finish(&mut placed),
+            order::Placed::Whole(_)
+        ));
+        assert_eq!(placed, rows(&[11, 21, 31, 41]));
         for bad in [&[0, 0, 1, 2][..], &[0, 1, 2, 4]] {
             assert!(order::Placement::inverse_of(bad).is_none());
         }
