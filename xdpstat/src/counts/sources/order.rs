@@ -25,8 +25,9 @@ pub(super) struct FamilyOrder {
 }
 
 /// For each row in the order the tables were read, its position in
-/// address order: each of `0..len` exactly once, which
-/// [`Placement::inverse_of`], its one maker, checks.
+/// address order: each of `0..len` exactly once, which [`sort_learning`],
+/// its one maker, checks (tests make them with `inverse_of`, which checks
+/// too).
 #[derive(Debug, Default)]
 pub(super) struct Placement(Vec<u32>);
 
@@ -41,6 +42,7 @@ impl Placement {
 
     /// The placement that puts the row at `from[j]` at `j`; `None` when
     /// `from` is not a permutation of its positions.
+    #[cfg(test)]
     pub(super) fn inverse_of(from: &[u32]) -> Option<Placement> {
         let mut to = vec![u32::MAX; from.len()];
         for (at, &source) in from.iter().enumerate() {
@@ -179,14 +181,19 @@ pub(super) fn sort_learning<K: Key>(rows: &mut [Row<K>]) -> Option<Placement> {
             .map(|(at, row)| std::mem::replace(&mut row.bytes, at as u64)),
     );
     rows.sort_unstable_by_key(|row| row.key);
-    let mut from: Vec<u32> = buffers::with_capacity(rows.len());
-    for row in rows.iter_mut() {
+    // Every row gets its bytes back; the placement is kept only if every
+    // position came back once (it cannot but, past u32::MAX rows, once).
+    let mut to: Vec<u32> = vec![u32::MAX; rows.len()];
+    let mut whole = true;
+    for (place, row) in rows.iter_mut().enumerate() {
         let at = row.bytes as usize;
         row.bytes = bytes[at];
-        from.push(u32::try_from(at).ok()?);
+        match (to.get_mut(at), u32::try_from(place)) {
+            (Some(slot), Ok(place)) if *slot == u32::MAX => *slot = place,
+            _ => whole = false,
+        }
     }
-    drop(bytes);
-    Placement::inverse_of(&from)
+    whole.then_some(Placement(to))
 }
 
 /// Sorts `rows`, read from the tables and `placed` as they were, by key,
