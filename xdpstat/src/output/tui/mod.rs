@@ -4,5 +4,6 @@
 //! that owns the terminal is a command's, in `run::terminal`.
 
 pub(crate) mod kinds;
+pub(crate) mod recent;
 pub(crate) mod render;
 pub(crate) mod view;

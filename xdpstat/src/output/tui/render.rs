@@ -496,10 +496,10 @@ fn sparkline(pane: &Pane, row: &Row) -> String {
     let Some(recent) = pane.history(&row.address) else {
         return String::new();
     };
-    let peak = recent.iter().copied().fold(0.0, f64::max);
+    let peak = recent.iter().fold(0.0, f64::max);
     recent
         .iter()
-        .map(|&pps| {
+        .map(|pps| {
             if pps <= 0.0 || peak <= 0.0 {
                 ' '
             } else {

@@ -6,7 +6,6 @@
 
 use std::{
     cmp::Ordering,
-    collections::VecDeque,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -22,10 +21,10 @@ use crate::{
     counts::sources::SourceProtocols,
     counts::verdicts::Verdicts,
     output::tui::kinds::KindsPane,
+    output::tui::recent::{Histories, Recent},
 };
 
-/// Rates kept for each source's sparkline.
-pub const HISTORY: usize = 12;
+pub use crate::output::tui::recent::HISTORY;
 
 /// One source's line, or one prefix's (`prefix_len` set).
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +106,7 @@ pub struct Pane {
     /// The prefix rows (shown instead of `rows` after `g`).
     pub prefix_rows: Vec<Row>,
     /// Recent packet rates by source, oldest first.
-    history: HashMap<IpAddr, VecDeque<f64>>,
+    history: Histories,
     /// Protocols, ports and the chart's history (`t`).
     pub kinds: KindsPane,
     /// The bans in force (`b`), with the interface's name in "all".
@@ -149,7 +148,6 @@ impl Pane {
         let ip_bps = self.header.rates[0].bps + self.header.rates[1].bps;
         self.rows.clear();
         self.rows.reserve(current.sources.len());
-        let mut history = HashMap::with_capacity(current.sources.len());
         let bans = ban_rows(&current.verdicts.rules);
         let banned = Banned::of(&bans);
         self.bans = bans
@@ -165,12 +163,6 @@ impl Pane {
             } else {
                 tally.protocols
             };
-            let mut recent = self.history.remove(&address).unwrap_or_default();
-            if recent.len() == HISTORY {
-                recent.pop_front();
-            }
-            recent.push_back(rate.pps);
-            history.insert(address, recent);
             // Looked up only when a rule acted at all: most reads have no
             // rules, and a read may hold a million sources.
             let ruled = &current.verdicts.ruled;
@@ -196,8 +188,11 @@ impl Pane {
                 banned: banned.covers(&address),
             });
         }
-        // Sources no longer listed take their history with them.
-        self.history = history;
+        // The rows are in address order; sources no longer listed take
+        // their history with them.
+        self.history = self
+            .history
+            .next(self.rows.iter().map(|row| (row.address, row.rate.pps)));
         self.update_prefixes(previous, current, seconds, ip_bps);
         self.kinds.update(
             previous,
@@ -253,7 +248,7 @@ impl Pane {
     }
 
     /// Recent packet rates of `address`, oldest first.
-    pub fn history(&self, address: &IpAddr) -> Option<&VecDeque<f64>> {
+    pub fn history(&self, address: &IpAddr) -> Option<&Recent> {
         self.history.get(address)
     }
 }
@@ -664,17 +659,9 @@ fn merged(panes: &[Pane]) -> Pane {
         all.bans.extend(pane.bans.iter().cloned());
         all.header.exact_by_prefix.0 += header.exact_by_prefix.0;
         all.header.exact_by_prefix.1 += header.exact_by_prefix.1;
-        for (address, recent) in &pane.history {
-            let sum = all.history.entry(*address).or_default();
-            for (at, pps) in recent.iter().enumerate() {
-                match sum.get_mut(at) {
-                    Some(total) => *total += pps,
-                    None => sum.push_back(*pps),
-                }
-            }
-        }
     }
     all.header.interval_s = interval;
+    all.history = Histories::merged(panes.iter().map(|pane| &pane.history));
     let ip_bps = all.header.rates[0].bps + all.header.rates[1].bps;
     let share = |mut row: Row| {
         row.share = if ip_bps > 0.0 {
