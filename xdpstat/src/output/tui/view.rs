@@ -5,7 +5,7 @@
 //! plain data, so the tests drive it with fake snapshots.
 
 use std::{
-    cmp::Ordering,
+    cmp::Reverse,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -285,23 +285,38 @@ impl SortKey {
         }
     }
 
-    /// The natural order: biggest first by the key; rows equal under it
-    /// by packets, then bytes (biggest first), then address ascending, so
-    /// a quiet moment (every rate 0) still shows the big senders first.
-    fn compare(self, a: &Row, b: &Row) -> Ordering {
-        let rest = || {
-            b.packets
-                .cmp(&a.packets)
-                .then(b.bytes.cmp(&a.bytes))
-                .then(a.address.cmp(&b.address))
+    /// The natural order, as a key that sorts ascending: biggest first by
+    /// the column; rows equal under it by packets, then bytes (biggest
+    /// first), then address ascending, so a quiet moment (every rate 0)
+    /// still shows the big senders first. A key made once a row, where
+    /// comparing rows reached into a million of them twenty times each.
+    fn key(self, row: &Row) -> (Reverse<u64>, Reverse<u64>, Reverse<u64>, IpAddr) {
+        let column = match self {
+            Self::Pps => total_order(row.rate.pps),
+            Self::Bps => total_order(row.rate.bps),
+            Self::Bytes => row.bytes,
+            Self::Packets | Self::Address => 0,
         };
-        match self {
-            Self::Pps => b.rate.pps.total_cmp(&a.rate.pps).then_with(rest),
-            Self::Bps => b.rate.bps.total_cmp(&a.rate.bps).then_with(rest),
-            Self::Packets => rest(),
-            Self::Bytes => b.bytes.cmp(&a.bytes).then_with(rest),
-            Self::Address => a.address.cmp(&b.address),
-        }
+        let (packets, bytes) = match self {
+            Self::Address => (0, 0),
+            _ => (row.packets, row.bytes),
+        };
+        (
+            Reverse(column),
+            Reverse(packets),
+            Reverse(bytes),
+            row.address,
+        )
+    }
+}
+
+/// `value` as a number that orders as [`f64::total_cmp`] does.
+fn total_order(value: f64) -> u64 {
+    let bits = value.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
     }
 }
 
@@ -474,11 +489,12 @@ impl TopView {
                     && (!acted_only || rows[at].acted > 0)
             })
             .collect();
-        let (sort, reversed) = (self.sort, self.reversed);
-        visible.sort_unstable_by(|&a, &b| {
-            let order = sort.compare(&rows[a], &rows[b]);
-            if reversed { order.reverse() } else { order }
-        });
+        let sort = self.sort;
+        if self.reversed {
+            visible.sort_by_cached_key(|&at| Reverse(sort.key(&rows[at])));
+        } else {
+            visible.sort_by_cached_key(|&at| sort.key(&rows[at]));
+        }
         self.visible = visible;
         self.scroll = self.scroll.min(self.visible.len().saturating_sub(1));
     }
@@ -912,5 +928,29 @@ mod tests {
         view.key(key(KeyCode::Home));
         view.key(key(KeyCode::Up));
         assert_eq!(view.scroll, 0);
+    }
+
+    #[test]
+    fn rates_order_as_total_cmp_orders_them() {
+        let values = [
+            f64::NAN,
+            f64::INFINITY,
+            1.5,
+            1e-300,
+            0.0,
+            -0.0,
+            -2.0,
+            f64::NEG_INFINITY,
+            -f64::NAN,
+        ];
+        for a in values {
+            for b in values {
+                assert_eq!(
+                    total_order(a).cmp(&total_order(b)),
+                    a.total_cmp(&b),
+                    "{a} {b}"
+                );
+            }
+        }
     }
 }
