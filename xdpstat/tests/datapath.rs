@@ -961,3 +961,94 @@ fn copied_mapped_and_per_key_reads_find_the_same_sources() {
         );
     }
 }
+
+/// Signals at bad moments: a terminal being resized sends SIGWINCH, and
+/// BPF_PROG_TEST_RUN gives up with EINTR when a signal arrives between two
+/// of its runs. Reads bombarded with a signal every 200 µs, through a
+/// handler that does not restart system calls, each find every source with
+/// every packet: an interrupted copy goes on from where it stopped.
+#[test]
+fn reads_interrupted_by_signals_find_every_source() {
+    const SOURCES: u32 = 60_000;
+    const READS: usize = 12;
+    let Some(datapath) = load(
+        "reads_interrupted_by_signals_find_every_source",
+        4 * SOURCES,
+    ) else {
+        return;
+    };
+    use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn caught(_: libc::c_int) {
+        CAUGHT.fetch_add(1, Ordering::Relaxed);
+    }
+    let address = |n: u32| {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        Ipv4Addr::new(198, 19, hi, lo)
+    };
+    for n in 0..SOURCES {
+        run(&datapath, &ipv4_frame(address(n), &[], &[], 10));
+    }
+    let len = ipv4_frame(address(0), &[], &[], 10).len() as u64;
+    // No SA_RESTART: an interrupted system call returns EINTR.
+    let action = SigAction::new(
+        SigHandler::Handler(caught),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only adds to an atomic, which is signal-safe.
+    unsafe { signal::sigaction(Signal::SIGUSR2, &action) }.expect("a handler for SIGUSR2");
+    // SAFETY: pthread_self has no preconditions.
+    let reader = unsafe { libc::pthread_self() };
+    let done = AtomicBool::new(false);
+    let reads: Vec<Snapshot> = std::thread::scope(|scope| {
+        let done = &done;
+        scope.spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !done.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                // SAFETY: `reader` is the scope's own thread, alive until the
+                // scope ends, which waits for this loop.
+                let sent = unsafe { libc::pthread_kill(reader, libc::SIGUSR2) };
+                assert_eq!(sent, 0, "signal the reader");
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        // Stops the signals when the reads end, or fail.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _stop = Stop(done);
+        (0..READS)
+            .map(|_| {
+                datapath
+                    .snapshot("test")
+                    .expect("a read interrupted by signals")
+            })
+            .collect()
+    });
+    assert!(
+        CAUGHT.load(Ordering::Relaxed) > READS,
+        "the reads were interrupted: {} signals caught",
+        CAUGHT.load(Ordering::Relaxed)
+    );
+    for read in &reads {
+        assert_eq!(read.sources.len(), SOURCES as usize);
+        assert_eq!(
+            read.sources.family_sums().0,
+            c(u64::from(SOURCES), u64::from(SOURCES) * len)
+        );
+        assert_eq!(read.unattributed(), c(0, 0));
+    }
+    for n in (0..SOURCES).step_by(997) {
+        let source = IpAddr::V4(address(n));
+        assert_eq!(
+            reads[READS - 1].sources.counter(&source),
+            c(1, len),
+            "{source}"
+        );
+    }
+}
