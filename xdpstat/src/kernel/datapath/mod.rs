@@ -149,12 +149,17 @@ pub struct Load<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Programs {
     /// Every build: the plain and multi-buffer XDP programs and the tcx
-    /// one (any of which may be attached), and the replay build.
+    /// one (any of which may be attached), the replay build, and the
+    /// program a read copies the tables' sources out through.
     All,
     /// The replay build alone: what a replay whose frames keep their time
-    /// runs every frame through.
+    /// runs every frame through. A replay's datapath, read once at its
+    /// end (or once a second of the capture, with triggers), walks the
+    /// mapped tables: loading the copying program (about 25 ms) would
+    /// cost more than it saves.
     Replay,
-    /// The plain build alone: what live traffic runs through.
+    /// The plain build, what live traffic runs through, and the program
+    /// its reads, every interval, go through.
     Plain,
     /// None yet: [`Datapath::runs`] loads each build a replay runs when it
     /// is first needed.
@@ -163,17 +168,10 @@ pub enum Programs {
 
 impl Programs {
     fn includes(self, name: &str) -> bool {
-        // What live traffic runs through is read every interval, through
-        // this small program; a replay's datapath, read once at its end
-        // (or once a second of the capture, with triggers), walks the
-        // mapped tables: loading it (about 25 ms) costs more than it saves.
-        if name == COMPACT_PROGRAM_NAME {
-            return matches!(self, Programs::All | Programs::Plain);
-        }
         match self {
             Programs::All => true,
             Programs::Replay => name == REPLAY_PROGRAM_NAME,
-            Programs::Plain => name == PROGRAM_NAME,
+            Programs::Plain => name == PROGRAM_NAME || name == COMPACT_PROGRAM_NAME,
             Programs::WhenNeeded => false,
         }
     }
