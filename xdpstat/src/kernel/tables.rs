@@ -574,22 +574,11 @@ impl<E: TableEntry> Table<E> {
         if wanted == 0 {
             return Vec::new();
         }
-        let idle_entries = self.idle.iter().enumerate().flat_map(|(word, &bits)| {
-            let mut bits = bits;
-            std::iter::from_fn(move || {
-                let bit = bits.trailing_zeros();
-                (bits != 0).then(|| {
-                    bits &= bits - 1;
-                    word * 64 + bit as usize
-                })
-            })
-        });
         // An idle entry held a source at the last read: it has packets seen.
-        let mut idle: Vec<(u32, u64, usize)> = self
-            .seen
-            .packets_of(idle_entries)
-            .map(|(index, packets)| (packets, mix(index as u64, TIE_SALT), index))
-            .collect();
+        let mut idle: Vec<(u32, u64, usize)> = Vec::new();
+        self.seen.each_marked(&self.idle, |index, packets| {
+            idle.push((packets, mix(index as u64, TIE_SALT), index));
+        });
         if idle.len() > wanted {
             idle.select_nth_unstable(wanted);
             idle.truncate(wanted);

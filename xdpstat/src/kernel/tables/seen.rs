@@ -77,6 +77,29 @@ impl Ranks {
     }
 }
 
+/// Calls `each` with the entries in `range` whose bit is set in `bits`, in
+/// order, a word at a time.
+fn each_set(bits: &[u64], range: Range<usize>, mut each: impl FnMut(usize)) {
+    let end = range.end.min(bits.len() * 64);
+    let mut index = range.start;
+    while index < end {
+        let word = index / 64;
+        let word_end = ((word + 1) * 64).min(end);
+        let span = word_end - index;
+        let mask = if span == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << span) - 1) << (index % 64)
+        };
+        let mut set = bits[word] & mask;
+        while set != 0 {
+            each(word * 64 + set.trailing_zeros() as usize);
+            set &= set - 1;
+        }
+        index = word_end;
+    }
+}
+
 impl Seen {
     /// Nothing held, for a table of `len` entries.
     pub(super) fn new(len: usize) -> Self {
@@ -130,27 +153,10 @@ impl Seen {
     }
 
     /// Calls `each` with the entries in `range` that held a source at the
-    /// last read, in order, a word of bits at a time (a read calls it for
-    /// the gap before each entry it takes in, mostly empty).
-    pub(super) fn each_held(&self, range: Range<usize>, mut each: impl FnMut(usize)) {
-        let end = range.end.min(self.held.len() * 64);
-        let mut index = range.start;
-        while index < end {
-            let word = index / 64;
-            let word_end = ((word + 1) * 64).min(end);
-            let span = word_end - index;
-            let mask = if span == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << span) - 1) << (index % 64)
-            };
-            let mut bits = self.held[word] & mask;
-            while bits != 0 {
-                each(word * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
-            index = word_end;
-        }
+    /// last read, in order (a read calls it for the gap before each entry
+    /// it takes in, mostly empty).
+    pub(super) fn each_held(&self, range: Range<usize>, each: impl FnMut(usize)) {
+        each_set(&self.held, range, each);
     }
 
     /// The entries in `range` that held a source at the last read.
@@ -161,17 +167,18 @@ impl Seen {
         held
     }
 
-    /// The packets' low 32 bits of each of `entries` (ascending) that
-    /// held a source at the last read, with the entry.
-    pub(super) fn packets_of<'a>(
-        &'a self,
-        entries: impl IntoIterator<Item = usize> + 'a,
-    ) -> impl Iterator<Item = (usize, u32)> + 'a {
+    /// Calls `each` with every entry set in `marked` (a bitmap of the
+    /// table's entries) that held a source at the last read, and its
+    /// packets' low 32 bits then.
+    pub(super) fn each_marked(&self, marked: &[u64], mut each: impl FnMut(usize, u32)) {
         let mut ranks = Ranks::default();
-        entries.into_iter().filter_map(move |index| {
-            let at = ranks.of(&self.held, index)?;
-            Some((index, *self.packets.get(at)?))
-        })
+        each_set(marked, 0..marked.len() * 64, |index| {
+            if let Some(at) = ranks.of(&self.held, index)
+                && let Some(&packets) = self.packets.get(at)
+            {
+                each(index, packets);
+            }
+        });
     }
 
     /// Forgets the packets of `entries` (ascending): the next source such
@@ -213,7 +220,9 @@ mod tests {
         assert_eq!(last, [Some(7), None, Some(1), None]);
         assert_eq!(seen.held_in(0..300), [3, 65, 200, 299]);
         assert_eq!(seen.held_in(64..200), [65]);
-        let packets: Vec<_> = seen.packets_of([3, 64, 299]).collect();
+        let mut packets = Vec::new();
+        let marked = [1 << 3, 1, 0, 0, 1 << (299 - 256)];
+        seen.each_marked(&marked, |index, low| packets.push((index, low)));
         assert_eq!(packets, [(3, 8), (299, 4)]);
         seen.zero(&[65, 299]);
         let last = read(&mut seen, &[(3, 8), (65, 2), (299, 4)]);
