@@ -75,9 +75,9 @@ impl SourceRows {
                     protocols,
                     verdicts,
                 });
-                // Past u32::MAX sources, a row keeps what it says whole
-                // under the same rank; NONE is never a real place.
-                (0, u32::try_from(self.more.len() - 1).unwrap_or(NONE - 1))
+                // A u32 (a report of 2^32 sources whose rows say more
+                // would need 480 GB for those rows alone), never NONE.
+                (0, (self.more.len() - 1).min(NONE as usize - 1) as u32)
             }
         };
         self.ranked.push(Ranked {
@@ -206,6 +206,11 @@ mod tests {
         assert_eq!(made[2].verdicts.dropped, c(2, 100));
         assert_eq!(made[2].verdicts.passed, c(3, 400));
         assert_eq!((made[2].pps, made[2].bps), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_source_kept_as_its_counts_is_56_bytes() {
+        assert_eq!(size_of::<Ranked>(), 56);
     }
 
     #[test]

@@ -181,8 +181,10 @@ pub(super) fn sort_learning<K: Key>(rows: &mut [Row<K>]) -> Option<Placement> {
             .map(|(at, row)| std::mem::replace(&mut row.bytes, at as u64)),
     );
     rows.sort_unstable_by_key(|row| row.key);
-    // Every row gets its bytes back; the placement is kept only if every
-    // position came back once (it cannot but, past u32::MAX rows, once).
+    // Every row gets its bytes back. The placement is kept when every
+    // position came back once, as the sort moves rows and never copies
+    // them; it is checked all the same, since placing trusts it, and a
+    // position past u32::MAX has no place in it.
     let mut to: Vec<u32> = vec![u32::MAX; rows.len()];
     let mut whole = true;
     for (place, row) in rows.iter_mut().enumerate() {
