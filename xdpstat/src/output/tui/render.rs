@@ -21,7 +21,10 @@ use xdpstat_common::kinds::slot;
 use crate::{
     counts::report::BanRow,
     output::tui::kinds::{CHART_LINES, KindsPane, PORTS_SHOWN},
-    output::tui::view::{HISTORY, Pane, Row, TopView},
+    output::tui::{
+        recent::HISTORY,
+        view::{Pane, Row, TopView},
+    },
     output::{human_count, si},
 };
 

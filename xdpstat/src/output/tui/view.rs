@@ -24,8 +24,6 @@ use crate::{
     output::tui::recent::{Histories, Recent},
 };
 
-pub use crate::output::tui::recent::HISTORY;
-
 /// One source's line, or one prefix's (`prefix_len` set).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
