@@ -46,6 +46,12 @@ fn v6(last: u16) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)
 }
 
+/// The `n`th address of 198.19.0.0/16, for tests of many sources.
+fn nth_source(n: u32) -> Ipv4Addr {
+    let [_, _, hi, lo] = n.to_be_bytes();
+    Ipv4Addr::new(198, 19, hi, lo)
+}
+
 fn ipv4_frame(source: Ipv4Addr, tags: &[VlanTag], options: &[u8], payload: usize) -> Vec<u8> {
     let packet = frames::ipv4_packet(source, Ipv4Addr::new(198, 19, 0, 1), options, payload);
     frames::ethernet(tags, ethertype::IPV4, &packet)
@@ -612,10 +618,7 @@ fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_entry() {
         return;
     };
     common::pin_to_one_cpu();
-    let spoofed = |n: u32| {
-        let [_, _, hi, lo] = n.to_be_bytes();
-        ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10)
-    };
+    let spoofed = |n: u32| ipv4_frame(nth_source(n), &[], &[], 10);
     let big = ipv4_frame(v4(1), &[], &[], 10);
     let len = big.len() as u64;
     // The flood takes the table before the big sender starts.
@@ -778,11 +781,7 @@ fn retiring_while_another_cpu_claims_entries_loses_nothing() {
             let mut n = 0;
             while n < MAX_FRAMES && retired_so_far.load(Ordering::Acquire) < WANTED {
                 let source = if n % 3 == 0 { n % 97 } else { n % 60_000 };
-                let [_, _, hi, lo] = source.to_be_bytes();
-                run(
-                    datapath,
-                    &ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10),
-                );
+                run(datapath, &ipv4_frame(nth_source(source), &[], &[], 10));
                 n += 1;
             }
             sent.store(n, Ordering::Release);
@@ -824,11 +823,7 @@ fn reads_racing_new_sources_find_every_one_in_the_end() {
         return;
     }
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let address = |n: u32| {
-        let [_, _, hi, lo] = n.to_be_bytes();
-        Ipv4Addr::new(198, 19, hi, lo)
-    };
-    let len = ipv4_frame(address(0), &[], &[], 10).len() as u64;
+    let len = ipv4_frame(nth_source(0), &[], &[], 10).len() as u64;
     let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
     std::thread::scope(|scope| {
         let (datapath, done, reads) = (&datapath, &done, &reads);
@@ -836,7 +831,7 @@ fn reads_racing_new_sources_find_every_one_in_the_end() {
             pin_to(1);
             for _ in 0..ROUNDS {
                 for n in 0..SOURCES {
-                    run(datapath, &ipv4_frame(address(n), &[], &[], 10));
+                    run(datapath, &ipv4_frame(nth_source(n), &[], &[], 10));
                 }
             }
             done.store(true, Ordering::Release);
@@ -857,7 +852,7 @@ fn reads_racing_new_sources_find_every_one_in_the_end() {
     assert_eq!(copied.sources, mapped.sources);
     assert_eq!(copied.sources.len(), SOURCES as usize);
     for n in 0..SOURCES {
-        let source = IpAddr::V4(address(n));
+        let source = IpAddr::V4(nth_source(n));
         assert_eq!(
             copied.sources.counter(&source),
             c(ROUNDS, ROUNDS * len),
@@ -885,10 +880,7 @@ fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
     // claim the same new entries; each packet runs alone, so every one
     // settles through the table.
     let frames: Vec<Vec<u8>> = (0..SOURCES)
-        .map(|n| {
-            let [_, _, hi, lo] = n.to_be_bytes();
-            ipv4_frame(Ipv4Addr::new(198, 19, hi, lo), &[], &[], 10)
-        })
+        .map(|n| ipv4_frame(nth_source(n), &[], &[], 10))
         .collect();
     let len = frames[0].len() as u64;
     let start = std::sync::Barrier::new(2);
@@ -909,8 +901,7 @@ fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
     let snapshot = snapshot(&datapath);
     let each = u64::from(2 * ROUNDS);
     for n in 0..SOURCES {
-        let [_, _, hi, lo] = n.to_be_bytes();
-        let address = IpAddr::V4(Ipv4Addr::new(198, 19, hi, lo));
+        let address = IpAddr::V4(nth_source(n));
         assert_eq!(
             snapshot.sources.counter(&address),
             c(each, each * len),
@@ -983,14 +974,10 @@ fn reads_interrupted_by_signals_find_every_source() {
     extern "C" fn caught(_: libc::c_int) {
         CAUGHT.fetch_add(1, Ordering::Relaxed);
     }
-    let address = |n: u32| {
-        let [_, _, hi, lo] = n.to_be_bytes();
-        Ipv4Addr::new(198, 19, hi, lo)
-    };
     for n in 0..SOURCES {
-        run(&datapath, &ipv4_frame(address(n), &[], &[], 10));
+        run(&datapath, &ipv4_frame(nth_source(n), &[], &[], 10));
     }
-    let len = ipv4_frame(address(0), &[], &[], 10).len() as u64;
+    let len = ipv4_frame(nth_source(0), &[], &[], 10).len() as u64;
     // No SA_RESTART: an interrupted system call returns EINTR.
     let action = SigAction::new(
         SigHandler::Handler(caught),
@@ -1044,7 +1031,7 @@ fn reads_interrupted_by_signals_find_every_source() {
         assert_eq!(read.unattributed(), c(0, 0));
     }
     for n in (0..SOURCES).step_by(997) {
-        let source = IpAddr::V4(address(n));
+        let source = IpAddr::V4(nth_source(n));
         assert_eq!(
             reads[READS - 1].sources.counter(&source),
             c(1, len),
