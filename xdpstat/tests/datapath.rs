@@ -698,12 +698,16 @@ fn pin_to(cpu: usize) {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin the thread");
 }
 
-fn two_cpus(test: &str) -> bool {
+/// [`load`], for a test that runs the program on two CPUs at once (`None`,
+/// the test skipped, on a machine with one).
+fn load_on_two_cpus(test: &str, max_sources: u32) -> Option<Datapath> {
+    let datapath = load(test, max_sources)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
         common::skip(test, &format!("needs 2 CPUs, has {cpus}"));
+        return None;
     }
-    cpus >= 2
+    Some(datapath)
 }
 
 /// Two CPUs settling runs into the same entries at once must not lose an
@@ -712,12 +716,10 @@ fn two_cpus(test: &str) -> bool {
 /// as NAPI polls on two receive queues do.
 #[test]
 fn concurrent_counting_on_two_cpus_loses_nothing() {
-    let Some(datapath) = load("concurrent_counting_on_two_cpus_loses_nothing", 16) else {
+    let Some(datapath) = load_on_two_cpus("concurrent_counting_on_two_cpus_loses_nothing", 16)
+    else {
         return;
     };
-    if !two_cpus("concurrent_counting_on_two_cpus_loses_nothing") {
-        return;
-    }
     const ROUNDS: u64 = 50_000;
     let frames = [
         ipv4_frame(v4(6), &[], &[], 10),
@@ -755,15 +757,12 @@ fn concurrent_counting_on_two_cpus_loses_nothing() {
 /// its counters are zero, so a claim never has its first adds wiped.
 #[test]
 fn retiring_while_another_cpu_claims_entries_loses_nothing() {
-    let Some(datapath) = load(
+    let Some(datapath) = load_on_two_cpus(
         "retiring_while_another_cpu_claims_entries_loses_nothing",
         64,
     ) else {
         return;
     };
-    if !two_cpus("retiring_while_another_cpu_claims_entries_loses_nothing") {
-        return;
-    }
     // Until the housekeeping has retired 100 entries (however slow its
     // reads are), at most 2,000,000 frames.
     const MAX_FRAMES: u32 = 2_000_000;
@@ -813,15 +812,12 @@ fn retiring_while_another_cpu_claims_entries_loses_nothing() {
 fn reads_racing_new_sources_find_every_one_in_the_end() {
     const SOURCES: u32 = 16_000;
     const ROUNDS: u64 = 3;
-    let Some(datapath) = load(
+    let Some(datapath) = load_on_two_cpus(
         "reads_racing_new_sources_find_every_one_in_the_end",
         2 * SOURCES,
     ) else {
         return;
     };
-    if !two_cpus("reads_racing_new_sources_find_every_one_in_the_end") {
-        return;
-    }
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let len = ipv4_frame(nth_source(0), &[], &[], 10).len() as u64;
     let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
@@ -867,15 +863,12 @@ fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
     const SOURCES: u32 = 5_000;
     const ROUNDS: u32 = 4;
     // Tables for four times as many: no new source may miss an entry here.
-    let Some(datapath) = load(
+    let Some(datapath) = load_on_two_cpus(
         "two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once",
         4 * SOURCES,
     ) else {
         return;
     };
-    if !two_cpus("two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once") {
-        return;
-    }
     // Both CPUs walk the same sources in the same order, so they race to
     // claim the same new entries; each packet runs alone, so every one
     // settles through the table.
