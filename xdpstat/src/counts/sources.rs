@@ -441,7 +441,7 @@ fn sorted_and_merged<K: Key>(
 ) -> Vec<Row<K>> {
     let mut rest = rows.split_off(from_tables.min(rows.len()));
     rest.sort_unstable_by_key(|row| row.key);
-    order::sort_from_tables(&mut rows, placed, order);
+    let distinct = order::sort_from_tables(&mut rows, placed, order);
     // A run of a source an entry holds adds to the entry's row where it
     // is; only the others are inserted, which moves every row after them.
     rest.retain(|run| match find(&rows, &run.key) {
@@ -451,6 +451,11 @@ fn sorted_and_merged<K: Key>(
         }
         None => true,
     });
+    if distinct && rest.is_empty() {
+        // Each source once already: no pass over the rows to find one
+        // twice.
+        return rows;
+    }
     merge_into(&mut rows, rest);
     rows.dedup_by(|later, kept| {
         if later.key != kept.key {

@@ -198,28 +198,65 @@ pub(super) fn sort_learning<K: Key>(rows: &mut [Row<K>]) -> Option<Placement> {
     whole.then_some(Placement(to))
 }
 
+/// How rows placed by the last read's order turned out.
+enum Landed {
+    /// In order, each key once.
+    Distinct,
+    /// In order, some key more than once (a source two entries hold).
+    Sorted,
+    Unsorted,
+}
+
+/// Whether `rows` are sorted by key, and whether any key is there twice,
+/// in one pass.
+fn landed<K: Key>(rows: &[Row<K>]) -> Landed {
+    let mut distinct = true;
+    for pair in rows.windows(2) {
+        match pair[0].key.cmp(&pair[1].key) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => distinct = false,
+            std::cmp::Ordering::Greater => return Landed::Unsorted,
+        }
+    }
+    if distinct {
+        Landed::Distinct
+    } else {
+        Landed::Sorted
+    }
+}
+
 /// Sorts `rows`, read from the tables and `placed` as they were, by key,
 /// and keeps in `order` where they went when that is cheap to know: when
 /// the last order sorted these rows, or when as many rows were read as
 /// the last time (the sources have settled) and none is known. Otherwise
 /// (a flood brings new sources every read) the rows are sorted in place
-/// and no order is kept, which costs no more than a plain sort.
+/// and no order is kept, which costs no more than a plain sort. Returns
+/// whether the rows are known to hold each key once (true only when the
+/// last read's order placed them, which is checked in the same pass that
+/// checks their order), so that the caller need not look for a source
+/// read twice.
 pub(super) fn sort_from_tables<K: Key>(
     rows: &mut [Row<K>],
     placed: Placed,
     order: &mut FamilyOrder,
-) {
+) -> bool {
     let settled = order.rows == rows.len();
     order.rows = rows.len();
     match placed {
-        Placed::Whole(to) if rows.is_sorted_by_key(|row| row.key) => {
+        Placed::Whole(to) => {
+            let landed = landed(rows);
+            if matches!(landed, Landed::Unsorted) {
+                // Sources changed entries since the last read.
+                rows.sort_unstable_by_key(|row| row.key);
+                return false;
+            }
             order.to = to;
-            return;
+            return matches!(landed, Landed::Distinct);
         }
         // Other rows than last time: sorted whole.
-        Placed::Whole(_) | Placed::Partly => {
+        Placed::Partly => {
             rows.sort_unstable_by_key(|row| row.key);
-            return;
+            return false;
         }
         Placed::Unplaced => {}
     }
@@ -227,9 +264,10 @@ pub(super) fn sort_from_tables<K: Key>(
         if let Some(to) = sort_learning(rows) {
             order.to = to;
         }
-        return;
+        return false;
     }
     rows.sort_unstable_by_key(|row| row.key);
+    false
 }
 
 #[cfg(test)]

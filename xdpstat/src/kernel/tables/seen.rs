@@ -152,18 +152,11 @@ impl Seen {
         }
     }
 
-    /// Calls `each` with the entries in `range` that held a source at the
-    /// last read, in order (a read calls it for the gap before each entry
-    /// it takes in, mostly empty).
-    pub(super) fn each_held(&self, range: Range<usize>, each: impl FnMut(usize)) {
-        each_set(&self.held, range, each);
-    }
-
     /// The entries in `range` that held a source at the last read.
     #[cfg(test)]
     fn held_in(&self, range: Range<usize>) -> Vec<usize> {
         let mut held = Vec::new();
-        self.each_held(range, |index| held.push(index));
+        each_set(&self.held, range, |index| held.push(index));
         held
     }
 
