@@ -434,9 +434,11 @@ impl AddressOrder {
 }
 
 /// The `top` first sources in [`rank`] order, from a heap of `top`
-/// entries, so a million sources cost one pass and no million-row list; a
-/// source with fewer packets than the last of the heap is passed over
-/// before anything else is looked at.
+/// entries, so a million sources cost one pass and no million-row list.
+/// `sources` come in ascending address order: a source whose counts only
+/// tie those of the last of the heap ranks below it, so a source is
+/// passed over on its counts alone unless they are greater (a spoofed
+/// flood is a million sources of one packet each).
 fn top_by_packets(
     sources: impl Iterator<Item = (AddressOrder, Counter)>,
     top: usize,
@@ -447,20 +449,23 @@ fn top_by_packets(
     };
     // A min-heap of the best `top` so far: its root is the one to beat.
     let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(top + 1);
+    let mut last: Option<AddressOrder> = None;
     for source in sources {
+        debug_assert!(last < Some(source.0), "sources in ascending address order");
+        last = Some(source.0);
         if best.len() < top {
             best.push(Reverse(ranked(source)));
             continue;
         }
-        let Some(mut worst) = best.peek_mut() else {
+        let Some(Reverse(worst)) = best.peek() else {
             continue;
         };
-        if source.1.packets < worst.0.counter.packets {
+        let counts = |c: &Counter| (c.packets, c.bytes);
+        if counts(&source.1) <= counts(&worst.counter) {
             continue;
         }
-        let candidate = ranked(source);
-        if candidate > worst.0 {
-            *worst = Reverse(candidate);
+        if let Some(mut worst) = best.peek_mut() {
+            *worst = Reverse(ranked(source));
         }
     }
     let mut rows: Vec<Ranked> = best.into_iter().map(|Reverse(r)| r).collect();
@@ -653,8 +658,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &(packets, bytes, family))| {
-                    // Both families, in no order, so ties fall to how
-                    // addresses of either family compare.
+                    // Both families, so ties fall to how addresses of
+                    // either family compare.
                     let address = match family {
                         0 => Ipv4Addr::from(0xc612_0000 + (i as u32 * 7919) % 256).into(),
                         _ => IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | ((i as u128 * 7919) % 256))),
@@ -673,10 +678,11 @@ mod tests {
                     (a.1.packets, a.1.bytes, Reverse(a.0)) > (b.1.packets, b.1.bytes, Reverse(b.0))
                 );
             }
-            let cut = top_by_packets(
-                sources.iter().map(|&(a, c)| (AddressOrder::of(a), c)),
-                top,
-            );
+            // Given in address order, as the reads hold them.
+            let mut in_order: Vec<(AddressOrder, Counter)> =
+                sources.iter().map(|&(a, c)| (AddressOrder::of(a), c)).collect();
+            in_order.sort_by_key(|&(address, _)| address);
+            let cut = top_by_packets(in_order.into_iter(), top);
             proptest::prop_assert_eq!(&cut[..], &all[..top.min(all.len())]);
         }
     }

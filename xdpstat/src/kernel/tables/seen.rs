@@ -134,6 +134,7 @@ impl Seen {
     /// Takes in entry `index`, which holds a source with `low` as its
     /// packets' low 32 bits; returns what it had at the last read, if it
     /// held a source then. Entries are taken in in ascending order.
+    #[inline]
     pub(super) fn take_in(&mut self, index: usize, low: u32) -> Option<u32> {
         let next = self.next.as_mut()?;
         let word = next.held.get_mut(index / 64)?;
