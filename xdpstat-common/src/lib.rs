@@ -55,9 +55,10 @@ pub mod compact {
     /// Entries one run of the program looks at: the bound of its loop,
     /// which the verifier walks once per step.
     pub const STEP: u32 = 256;
-    /// Entries [`super::COMPACTED_MAP`] holds: one call of the program (its
-    /// runs repeated) looks at no more entries than this, so it never
-    /// fills the array before the range ends.
+    /// Entries [`super::COMPACTED_MAP`] holds. One call of the program (its
+    /// runs repeated) may look at more entries than this; where the array
+    /// fills up first, the program stops where it is, and the next call
+    /// goes on from there.
     pub const COMPACTED_ENTRIES: u32 = 16 * 1024;
     /// A copied entry: word 0 is the entry's index, the others the
     /// entry's own words from word 1 on (an IPv4 entry's three, an IPv6
