@@ -6,6 +6,7 @@ use std::{
     cmp::{Ordering, Reverse},
     collections::BinaryHeap,
     net::IpAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -14,7 +15,7 @@ use xdpstat_common::Counter;
 
 mod rows;
 
-pub use rows::SourceRows;
+pub use rows::{Counted, SourceRows};
 
 use crate::{
     counts::{
@@ -151,20 +152,15 @@ impl Report {
     /// report's snapshot, or the empty one taken at attach time).
     pub fn between(
         interface: &str,
-        previous: &Snapshot,
-        current: &Snapshot,
+        previous: &Arc<Snapshot>,
+        current: &Arc<Snapshot>,
         top: Option<usize>,
     ) -> Self {
         let seconds = current
             .taken
             .saturating_duration_since(previous.taken)
             .as_secs_f64();
-        let mut sources = SourceRows::over(seconds);
-        let mut add = |address: IpAddr, now: Counter, before: Counter, protocols| {
-            let verdicts = current.verdicts.of_source(&address, &now);
-            sources.push(address, now, before, protocols, verdicts);
-        };
-        let source_count = match top {
+        let (sources, source_count) = match top {
             // A few: ranked first, then looked up.
             Some(top) => {
                 // Counted in the same pass that ranks them, as numbers:
@@ -183,6 +179,7 @@ impl Report {
                 // with no packets for an instant: no row for it.
                 let counted = v4.chain(v6).filter(|(_, c)| c.packets > 0);
                 let ranked = top_by_packets(counted.inspect(|_| count += 1), top);
+                let mut rows = Counted::default();
                 for (address, now) in ranked {
                     let before = previous.sources.get(&address).unwrap_or_default();
                     let protocols = current
@@ -190,23 +187,18 @@ impl Report {
                         .tally(&address)
                         .map(|tally| tally.protocols)
                         .unwrap_or_default();
-                    add(address, now, before, protocols);
+                    let verdicts = current.verdicts.of_source(&address, &now);
+                    rows.push(address, now, before, protocols, verdicts);
                 }
-                count
+                (SourceRows::counted(rows, seconds), count)
             }
             // Every source (JSON): one walk of both reads in address
-            // order, then the sources put in rank order, with no lookup
-            // per source.
+            // order, then the sources' places in them put in rank order;
+            // each row is made from the reads as it is written.
             None => {
-                let counted = current
-                    .sources
-                    .tallies_since(&previous.sources)
-                    .filter(|(_, now, _)| now.counter.packets > 0);
-                for (address, now, before) in counted {
-                    add(address, now.counter, before.counter, now.protocols);
-                }
-                sources.rank();
-                sources.len()
+                let rows = SourceRows::every(previous, current, seconds);
+                let count = rows.len();
+                (rows, count)
             }
         };
         let prefixes = current
@@ -522,6 +514,16 @@ mod tests {
     use super::*;
     use crate::counts::sources::Tally;
 
+    /// The report between copies of two reads.
+    fn between(interface: &str, before: &Snapshot, now: &Snapshot, top: Option<usize>) -> Report {
+        Report::between(
+            interface,
+            &Arc::new(before.clone()),
+            &Arc::new(now.clone()),
+            top,
+        )
+    }
+
     fn snapshot_at(seconds: u64, sources: &[(IpAddr, u64, u64)]) -> Snapshot {
         let base = Snapshot::empty();
         Snapshot {
@@ -570,7 +572,7 @@ mod tests {
         })
         .collect();
         let listed = |top| -> Vec<String> {
-            Report::between("eth0", &before, &now, top)
+            between("eth0", &before, &now, top)
                 .rules
                 .into_iter()
                 .map(|rule| rule.label().to_owned())
@@ -581,10 +583,7 @@ mod tests {
             ["198.18.2.0/24", "198.18.1.0/24", "198.18.3.0/24"]
         );
         assert_eq!(listed(Some(2)), ["198.18.2.0/24", "198.18.1.0/24"]);
-        assert_eq!(
-            Report::between("eth0", &before, &now, Some(1)).rule_count,
-            3
-        );
+        assert_eq!(between("eth0", &before, &now, Some(1)).rule_count, 3);
     }
 
     #[test]
@@ -593,7 +592,7 @@ mod tests {
         let after = snapshot_at(2, &[(v4(1), 300, 30_000), (v4(2), 50, 5_000)]);
         let mut before = before;
         before.taken = after.taken - Duration::from_secs(2);
-        let report = Report::between("x0", &before, &after, None);
+        let report = between("x0", &before, &after, None);
         assert_eq!(report.interval_s, Some(2.0));
         let rows: Vec<SourceRow> = report.sources.iter().collect();
         assert_eq!(rows[0].address, v4(1));
@@ -610,7 +609,7 @@ mod tests {
         #[test]
         fn every_source_ranked_whole_equals_a_longer_top_cut(
             sources in proptest::collection::vec(
-                (0u8..30, proptest::bool::ANY, 0u64..4, 0u64..3, 0u8..3, 0u64..3),
+                (0u8..30, proptest::bool::ANY, 0u64..4, 0u64..3, 0u8..3, 0u64..3, 0u64..3),
                 0..60,
             ),
         ) {
@@ -622,7 +621,7 @@ mod tests {
                 }
             };
             let (mut before, mut now) = (snapshot_at(10, &[]), snapshot_at(12, &[]));
-            for &(n, v6, earlier, more, protocol, udp) in &sources {
+            for &(n, v6, earlier, more, protocol, udp, dropped) in &sources {
                 let at = address(n, v6);
                 if earlier > 0 {
                     before.sources.insert(at, Counter { packets: earlier, bytes: earlier * 100 });
@@ -640,9 +639,16 @@ mod tests {
                         protocols: SourceProtocols(counts),
                     },
                 );
+                // A rule dropped some of them.
+                if dropped > 0 {
+                    let mut acted = xdpstat_common::rules::Acted::default();
+                    acted[xdpstat_common::rules::verdict::DROPPED] =
+                        Counter { packets: dropped.min(packets), bytes: dropped.min(packets) * 100 };
+                    now.verdicts.ruled.insert(at, acted);
+                }
             }
-            let whole = Report::between("t", &before, &now, None);
-            let cut = Report::between("t", &before, &now, Some(1000));
+            let whole = between("t", &before, &now, None);
+            let cut = between("t", &before, &now, Some(1000));
             proptest::prop_assert_eq!(whole.source_count, cut.source_count);
             proptest::prop_assert_eq!(&whole.sources, &cut.sources);
             proptest::prop_assert_eq!(whole.sources.len(), whole.source_count);
@@ -713,7 +719,7 @@ mod tests {
                 (v4(2), 5, 600),
             ],
         );
-        let report = Report::between("x0", &Snapshot::empty(), &current, Some(3));
+        let report = between("x0", &Snapshot::empty(), &current, Some(3));
         let order: Vec<IpAddr> = report.sources.iter().map(|row| row.address).collect();
         assert_eq!(order, vec![v6, v4(2), v4(1)]);
         assert_eq!(report.source_count, 4);

@@ -618,6 +618,44 @@ impl SourceTable {
             .map(|(address, now, before)| (address, now, before.unwrap_or_default()))
     }
 
+    /// The source at `place` and its counts: places number the IPv4
+    /// sources first, then the IPv6 ones, each family in address order (so
+    /// places are in the order addresses compare). `place` is below
+    /// [`SourceTable::len`].
+    pub fn at(&self, place: usize) -> (IpAddr, Tally) {
+        match place.checked_sub(self.v4.len()) {
+            None => {
+                let row = &self.v4[place];
+                (row.key.address(), tally_of(row, &self.mixed))
+            }
+            Some(v6) => {
+                let row = &self.v6[v6];
+                (row.key.address(), tally_of(row, &self.mixed))
+            }
+        }
+    }
+
+    /// The counter at `place` (see [`SourceTable::at`]).
+    pub fn counter_at(&self, place: usize) -> Counter {
+        match place.checked_sub(self.v4.len()) {
+            None => self.v4[place].counter(),
+            Some(v6) => self.v6[v6].counter(),
+        }
+    }
+
+    /// Every source's place here, its counter, and the place of the same
+    /// source in `earlier` if it has it, by walking both in address order.
+    pub fn places_since<'a>(
+        &'a self,
+        earlier: &'a SourceTable,
+    ) -> impl Iterator<Item = (usize, Counter, Option<usize>)> + 'a {
+        let (here, there) = (self.v4.len(), earlier.v4.len());
+        let v4 = merge_places(&self.v4, &earlier.v4);
+        let v6 = merge_places(&self.v6, &earlier.v6)
+            .map(move |(at, counter, before)| (here + at, counter, before.map(|b| there + b)));
+        v4.chain(v6)
+    }
+
     /// As [`SourceTable::since`], with each source's packets by protocol.
     pub fn tallies_since<'a>(
         &'a self,
@@ -718,6 +756,22 @@ fn tallies<'a, K: Key>(
     merge(now, before).map(move |(row, earlier)| {
         let earlier = earlier.map_or_else(Tally::default, |r| tally_of(r, before_mixed));
         (row.key.address(), tally_of(row, now_mixed), earlier)
+    })
+}
+
+/// Each row of `now`'s index and counter, with the index of the row of
+/// the same key in `before` (both sorted by key).
+fn merge_places<'a, K: Key>(
+    now: &'a [Row<K>],
+    before: &'a [Row<K>],
+) -> impl Iterator<Item = (usize, Counter, Option<usize>)> + 'a {
+    let mut earlier = 0;
+    now.iter().enumerate().map(move |(at, row)| {
+        while before.get(earlier).is_some_and(|r| r.key < row.key) {
+            earlier += 1;
+        }
+        let same = before.get(earlier).is_some_and(|r| r.key == row.key);
+        (at, row.counter(), same.then_some(earlier))
     })
 }
 

@@ -434,7 +434,12 @@ mod tests {
             bytes: 128,
         };
         now.verdicts = verdicts;
-        let mut report = Report::between("demo0", &start, &now, Some(2));
+        let mut report = Report::between(
+            "demo0",
+            &std::sync::Arc::new(start),
+            &std::sync::Arc::new(now),
+            Some(2),
+        );
         report.attachment = Some("native XDP, bpf link".into());
         report
     }

@@ -13,7 +13,7 @@ use std::{
     io::Write,
     path::Path,
     sync::{
-        Mutex, PoisonError,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -433,7 +433,7 @@ fn report_for(name: &str, after: Snapshot, replayed: &Replayed, top: Option<usiz
     after.wall = replayed
         .last
         .map_or_else(SystemTime::now, |last| UNIX_EPOCH + last);
-    let mut report = Report::between(name, &before, &after, top);
+    let mut report = Report::between(name, &Arc::new(before), &Arc::new(after), top);
     report.interval_s = None;
     if let Some(first) = replayed.first {
         report = report.counting_since(UNIX_EPOCH + first);

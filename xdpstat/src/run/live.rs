@@ -6,6 +6,7 @@
 use std::{
     io::{self, Write},
     path::Path,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -107,7 +108,9 @@ pub struct Watched<S = Datapath> {
     pub gone: bool,
     /// Whether stderr has been told it is gone.
     gone_said: bool,
-    previous: Snapshot,
+    /// The last read, shared with the report of every source made from it
+    /// (which keeps the reads rather than a copy of each source's row).
+    previous: Arc<Snapshot>,
     /// Sources retired after the last read, to take out of it.
     retired: SourceTable,
     /// When counting began: the attach.
@@ -143,7 +146,7 @@ impl Watched<Datapath> {
                 // What happened to bans meanwhile goes in the first report.
                 let mut base = watched.source.snapshot(interface)?;
                 watched.events = std::mem::take(&mut base.verdicts.events);
-                watched.previous = base;
+                watched.previous = Arc::new(base);
             }
             return Ok(watched);
         }
@@ -176,7 +179,7 @@ impl<S: CounterSource> Watched<S> {
             source,
             gone: false,
             gone_said: false,
-            previous: Snapshot::empty(),
+            previous: Arc::new(Snapshot::empty()),
             retired: SourceTable::default(),
             counting_since: SystemTime::now(),
             observer: None,
@@ -244,7 +247,7 @@ impl<S: CounterSource> Watched<S> {
     /// consumer (reports, the live view, metrics): the sources retired
     /// since the last read are moved to `unattributed` in it, and this read
     /// never goes below it ([`Snapshot::keep_monotonic`]).
-    pub fn advance(&mut self) -> Result<(Snapshot, &Snapshot), XdpstatError> {
+    pub fn advance(&mut self) -> Result<(Arc<Snapshot>, &Arc<Snapshot>), XdpstatError> {
         // Asked before the read, so that a read after the interface went
         // holds its final counts.
         self.gone = self.source.interface_gone();
@@ -257,7 +260,10 @@ impl<S: CounterSource> Watched<S> {
             current.verdicts.events.extend(later);
         }
         if !self.retired.is_empty() {
-            self.previous.retire(&std::mem::take(&mut self.retired));
+            // The reports made from it are gone by now (each is written
+            // before the next read), so this changes it in place; one
+            // still kept would be copied first.
+            Arc::make_mut(&mut self.previous).retire(&std::mem::take(&mut self.retired));
         }
         current.keep_monotonic(&self.previous);
         let (events, program) =
@@ -273,7 +279,7 @@ impl<S: CounterSource> Watched<S> {
         if let Some(observer) = &mut self.observer {
             observer(&self.previous, &current, took);
         }
-        let previous = std::mem::replace(&mut self.previous, current);
+        let previous = std::mem::replace(&mut self.previous, Arc::new(current));
         match self.source.after_read() {
             Ok(retired) => self.retired = retired,
             Err(error) => eprintln!("xdpstat: {}", one_line(&error)),

@@ -2,28 +2,50 @@
 //! A report of every source (JSON's default) made a whole row for each
 //! (168 bytes, most of it packets by protocol and verdicts), which for a
 //! million sources was 168 MB at every interval and a sort that moved
-//! them all. Most sources sent one protocol and met no rule: their row
-//! follows from their counts. So each source is kept as its counts (56
-//! bytes), the few rows that say more are kept whole beside them, and
-//! rows are made as they are read or written.
+//! them all. A report of the top few keeps each source as its counts (56
+//! bytes), the few rows that say more kept whole beside them. A report of
+//! every source keeps the two reads it compares (shared, not copied) and
+//! each source's place in them with the counts it ranks by (24 bytes).
+//! Rows are made as they are read or written.
 
-use std::{cmp::Reverse, net::IpAddr};
+use std::{cmp::Reverse, net::IpAddr, sync::Arc};
 
 use serde::{Serialize, Serializer};
 use xdpstat_common::{Counter, rules::Acted};
 
 use super::{Rate, SourceRow, rank};
-use crate::counts::{sources::SourceProtocols, verdicts::Verdicts};
+use crate::counts::{snapshot::Snapshot, sources::SourceProtocols, verdicts::Verdicts};
 
 /// The sources of a report, by [`rank`]. Serialized as a list of
 /// [`SourceRow`]; equal when their rows are.
 #[derive(Clone, Debug, Default)]
 pub struct SourceRows {
+    kept: Kept,
+    /// Seconds the rates are over.
+    seconds: f64,
+}
+
+#[derive(Clone, Debug)]
+enum Kept {
+    /// A few sources, as their counts.
+    Counted(Counted),
+    /// Every source, as places in the reads.
+    Placed(Placed),
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept::Counted(Counted::default())
+    }
+}
+
+/// Sources given one by one, ranked when made rows of (see
+/// [`SourceRows::counted`]).
+#[derive(Clone, Debug, Default)]
+pub struct Counted {
     ranked: Vec<Ranked>,
     /// What the sources whose row does not follow from their counts say.
     more: Vec<More>,
-    /// Seconds the rates are over.
-    seconds: f64,
 }
 
 /// One source: its counts, and how to make its row.
@@ -32,14 +54,14 @@ struct Ranked {
     address: IpAddr,
     /// The protocol all its packets had, when `more` is [`NONE`].
     protocol: u8,
-    /// Its place in [`SourceRows::more`], or [`NONE`].
+    /// Its place in [`Counted::more`], or [`NONE`].
     more: u32,
     now: Counter,
     /// What it sent over the interval.
     sent: Counter,
 }
 
-/// No place in [`SourceRows::more`]: the row follows from the counts.
+/// No place in [`Counted::more`], or no place in the earlier read.
 const NONE: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,15 +70,26 @@ struct More {
     verdicts: Verdicts,
 }
 
-impl SourceRows {
-    /// No sources yet, with rates over `seconds`.
-    pub fn over(seconds: f64) -> Self {
-        Self {
-            seconds,
-            ..Self::default()
-        }
-    }
+/// Every source of `now` with packets, by rank, as places in `now` and
+/// `before` (see `SourceTable::at`).
+#[derive(Clone, Debug)]
+struct Placed {
+    now: Arc<Snapshot>,
+    before: Arc<Snapshot>,
+    order: Vec<Place>,
+}
 
+/// A source's counts to rank by, and its places: 24 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    packets: u64,
+    bytes: u64,
+    now: u32,
+    /// [`NONE`]: not in the earlier read.
+    before: u32,
+}
+
+impl Counted {
     /// Adds a source with `now` counted, `before` at the last read.
     pub fn push(
         &mut self,
@@ -89,27 +122,34 @@ impl SourceRows {
         });
     }
 
+    /// Every source of `now` with packets, as its counts, ranked: where
+    /// places do not fit in 32 bits.
+    fn every(before: &Snapshot, now: &Snapshot) -> Self {
+        let mut counted = Counted::default();
+        for (address, now_tally, before_tally) in now.sources.tallies_since(&before.sources) {
+            if now_tally.counter.packets == 0 {
+                continue;
+            }
+            let verdicts = now.verdicts.of_source(&address, &now_tally.counter);
+            counted.push(
+                address,
+                now_tally.counter,
+                before_tally.counter,
+                now_tally.protocols,
+                verdicts,
+            );
+        }
+        counted.rank();
+        counted
+    }
+
     /// Puts the sources in rank order.
-    pub fn rank(&mut self) {
+    fn rank(&mut self) {
         self.ranked
             .sort_unstable_by_key(|source| Reverse(rank(source.address, &source.now)));
     }
 
-    pub fn len(&self) -> usize {
-        self.ranked.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ranked.is_empty()
-    }
-
-    /// The rows, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = SourceRow> + '_ {
-        self.ranked.iter().map(|ranked| self.row(ranked))
-    }
-
-    fn row(&self, ranked: &Ranked) -> SourceRow {
-        let rate = Rate::of_sent(&ranked.sent, self.seconds);
+    fn row(&self, ranked: &Ranked, seconds: f64) -> SourceRow {
         let (protocols, verdicts) = match self.more.get(ranked.more as usize) {
             Some(more) => (more.protocols, more.verdicts),
             None => (
@@ -117,15 +157,125 @@ impl SourceRows {
                 Verdicts::of(&ranked.now, &Acted::default()),
             ),
         };
-        SourceRow {
-            address: ranked.address,
-            packets: ranked.now.packets,
-            bytes: ranked.now.bytes,
-            pps: rate.pps,
-            bps: rate.bps,
+        source_row(
+            ranked.address,
+            ranked.now,
+            &ranked.sent,
             protocols,
             verdicts,
+            seconds,
+        )
+    }
+}
+
+impl Placed {
+    /// Every source of `now` with packets, ranked; `None` past `u32::MAX`
+    /// places (a table of 2^32 sources, 128 GB of rows).
+    fn every(before: &Arc<Snapshot>, now: &Arc<Snapshot>) -> Option<Self> {
+        let mut order = Vec::new();
+        for (here, counter, there) in now.sources.places_since(&before.sources) {
+            // An entry claimed by a run still on its CPU can be read with
+            // no packets for an instant: no row for it.
+            if counter.packets == 0 {
+                continue;
+            }
+            order.push(Place {
+                packets: counter.packets,
+                bytes: counter.bytes,
+                now: u32::try_from(here).ok()?,
+                before: match there {
+                    Some(there) => u32::try_from(there).ok().filter(|&b| b != NONE)?,
+                    None => NONE,
+                },
+            });
         }
+        // Places are in address order: the rank's last key.
+        order.sort_unstable_by_key(|p| (Reverse(p.packets), Reverse(p.bytes), p.now));
+        Some(Placed {
+            now: Arc::clone(now),
+            before: Arc::clone(before),
+            order,
+        })
+    }
+
+    fn row(&self, place: &Place, seconds: f64) -> SourceRow {
+        let (address, tally) = self.now.sources.at(place.now as usize);
+        let before = match place.before {
+            NONE => Counter::default(),
+            before => self.before.sources.counter_at(before as usize),
+        };
+        let verdicts = self.now.verdicts.of_source(&address, &tally.counter);
+        let sent = tally.counter.since(&before);
+        source_row(
+            address,
+            tally.counter,
+            &sent,
+            tally.protocols,
+            verdicts,
+            seconds,
+        )
+    }
+}
+
+/// A source's row.
+fn source_row(
+    address: IpAddr,
+    now: Counter,
+    sent: &Counter,
+    protocols: SourceProtocols,
+    verdicts: Verdicts,
+    seconds: f64,
+) -> SourceRow {
+    let rate = Rate::of_sent(sent, seconds);
+    SourceRow {
+        address,
+        packets: now.packets,
+        bytes: now.bytes,
+        pps: rate.pps,
+        bps: rate.bps,
+        protocols,
+        verdicts,
+    }
+}
+
+impl SourceRows {
+    /// The sources `counted`, ranked, with rates over `seconds`.
+    pub fn counted(mut counted: Counted, seconds: f64) -> Self {
+        counted.rank();
+        Self {
+            kept: Kept::Counted(counted),
+            seconds,
+        }
+    }
+
+    /// Every source of `now` that has packets, with rates since `before`
+    /// over `seconds`, ranked: the reads are kept (shared), with each
+    /// source's place in them.
+    pub fn every(before: &Arc<Snapshot>, now: &Arc<Snapshot>, seconds: f64) -> Self {
+        let kept = match Placed::every(before, now) {
+            Some(placed) => Kept::Placed(placed),
+            None => Kept::Counted(Counted::every(before, now)),
+        };
+        Self { kept, seconds }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.kept {
+            Kept::Counted(counted) => counted.ranked.len(),
+            Kept::Placed(placed) => placed.order.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = SourceRow> + '_ {
+        (0..self.len()).map(move |at| match &self.kept {
+            Kept::Counted(counted) => counted.row(&counted.ranked[at], self.seconds),
+            Kept::Placed(placed) => placed.row(&placed.order[at], self.seconds),
+        })
     }
 }
 
@@ -183,13 +333,13 @@ mod tests {
                 Some(acted),
             ),
         ];
-        let mut rows = SourceRows::over(2.0);
+        let mut counted = Counted::default();
         for (address, now, before, protocols, acted) in given {
             let verdicts = Verdicts::of(&now, &acted.unwrap_or_default());
-            rows.push(address, now, before, protocols, verdicts);
+            counted.push(address, now, before, protocols, verdicts);
         }
-        assert_eq!(rows.more.len(), 2);
-        rows.rank();
+        assert_eq!(counted.more.len(), 2);
+        let rows = SourceRows::counted(counted, 2.0);
         let made: Vec<SourceRow> = rows.iter().collect();
         // Ties in packets and bytes: address order.
         assert_eq!(
@@ -209,8 +359,51 @@ mod tests {
     }
 
     #[test]
-    fn a_source_kept_as_its_counts_is_56_bytes() {
+    fn a_source_kept_as_its_counts_is_56_bytes_and_as_its_places_24() {
         assert_eq!(size_of::<Ranked>(), 56);
+        assert_eq!(size_of::<Place>(), 24);
+    }
+
+    #[test]
+    fn every_source_made_from_places_in_the_reads_equals_every_source_counted() {
+        let a = IpAddr::from(Ipv4Addr::new(198, 18, 0, 1));
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let d = IpAddr::from(Ipv4Addr::new(198, 18, 0, 2));
+        let e: IpAddr = "2001:db8::2".parse().unwrap();
+        let mut before = Snapshot::empty();
+        before.sources = [(a, c(4, 400)), (e, c(9, 900)), (b, c(1, 100))]
+            .into_iter()
+            .collect();
+        let mut now = before.clone();
+        now.taken += std::time::Duration::from_secs(2);
+        now.sources.insert(a, c(10, 1000));
+        now.sources.insert(
+            b,
+            crate::counts::sources::Tally {
+                counter: c(10, 1000),
+                protocols: SourceProtocols([4, 6, 0, 0]),
+            },
+        );
+        now.sources.insert(d, c(10, 990));
+        let mut acted = Acted::default();
+        acted[verdict::DROPPED] = c(2, 100);
+        now.verdicts.ruled.insert(d, acted);
+        let (before, now) = (Arc::new(before), Arc::new(now));
+        let placed = SourceRows::every(&before, &now, 2.0);
+        assert!(matches!(placed.kept, Kept::Placed(_)));
+        let mut counted = Counted::every(&before, &now);
+        counted.rank();
+        let counted = SourceRows::counted(counted, 2.0);
+        assert_eq!(placed, counted);
+        // By packets, then bytes, then address; `e` sent nothing new but
+        // is listed with what it has.
+        let order: Vec<IpAddr> = placed.iter().map(|row| row.address).collect();
+        assert_eq!(order, [a, b, d, e]);
+        let rows: Vec<SourceRow> = placed.iter().collect();
+        assert_eq!((rows[0].pps, rows[0].bps), (3.0, 2400.0));
+        assert_eq!(rows[1].protocols, SourceProtocols([4, 6, 0, 0]));
+        assert_eq!(rows[2].verdicts.dropped, c(2, 100));
+        assert_eq!((rows[3].pps, rows[3].bps), (0.0, 0.0));
     }
 
     #[test]
