@@ -650,9 +650,10 @@ impl SourceTable {
         earlier: &'a SourceTable,
     ) -> impl Iterator<Item = (usize, Counter, Option<usize>)> + 'a {
         let (here, there) = (self.v4.len(), earlier.v4.len());
-        let v4 = merge_places(&self.v4, &earlier.v4);
+        let v4 = merge_places(&self.v4, &earlier.v4)
+            .map(|(at, before)| (at, self.v4[at].counter(), before));
         let v6 = merge_places(&self.v6, &earlier.v6)
-            .map(move |(at, counter, before)| (here + at, counter, before.map(|b| there + b)));
+            .map(move |(at, before)| (here + at, self.v6[at].counter(), before.map(|b| there + b)));
         v4.chain(v6)
     }
 
@@ -759,19 +760,19 @@ fn tallies<'a, K: Key>(
     })
 }
 
-/// Each row of `now`'s index and counter, with the index of the row of
-/// the same key in `before` (both sorted by key).
+/// The index of each row of `now`, with the index of the row of the same
+/// key in `before` (both sorted by key, each key once).
 fn merge_places<'a, K: Key>(
     now: &'a [Row<K>],
     before: &'a [Row<K>],
-) -> impl Iterator<Item = (usize, Counter, Option<usize>)> + 'a {
+) -> impl Iterator<Item = (usize, Option<usize>)> + 'a {
     let mut earlier = 0;
     now.iter().enumerate().map(move |(at, row)| {
         while before.get(earlier).is_some_and(|r| r.key < row.key) {
             earlier += 1;
         }
         let same = before.get(earlier).is_some_and(|r| r.key == row.key);
-        (at, row.counter(), same.then_some(earlier))
+        (at, same.then_some(earlier))
     })
 }
 
@@ -781,11 +782,7 @@ fn merge<'a, K: Key>(
     now: &'a [Row<K>],
     before: &'a [Row<K>],
 ) -> impl Iterator<Item = (&'a Row<K>, Option<&'a Row<K>>)> + 'a {
-    let mut earlier = before.iter().peekable();
-    now.iter().map(move |row| {
-        while earlier.next_if(|r| r.key < row.key).is_some() {}
-        (row, earlier.next_if(|r| r.key == row.key))
-    })
+    merge_places(now, before).map(|(at, earlier)| (&now[at], earlier.map(|b| &before[b])))
 }
 
 impl<T: Into<Tally>> FromIterator<(IpAddr, T)> for SourceTable {
