@@ -515,6 +515,32 @@ mod tests {
     }
 
     #[test]
+    fn reports_of_every_source_kept_past_later_reads_keep_their_counts() {
+        // Each report shares the reads it was made from; after read 5 the
+        // source's entry is retired with 30 packets, which read 6's
+        // interval takes out of read 5 while report 5 still holds it.
+        let (mut watched, _) = scripted(vec![
+            Some(10),
+            Some(20),
+            Some(30),
+            Some(30),
+            Some(30),
+            Some(3),
+        ]);
+        watched[0].source.retirements = vec![(5, 30)];
+        let reports: Vec<Report> = (0..6).map(|_| watched[0].report(None).unwrap()).collect();
+        // Rows are made from the reads now, after every read was taken.
+        let rows: Vec<(u64, u64)> = reports
+            .iter()
+            .map(|report| {
+                let row = report.sources.iter().next().expect("the source's row");
+                (row.packets, report.unattributed.packets)
+            })
+            .collect();
+        assert_eq!(rows, [(10, 0), (20, 0), (30, 0), (30, 0), (30, 0), (3, 30)]);
+    }
+
+    #[test]
     fn a_stop_request_gets_one_last_report() {
         let (mut watched, served) = scripted(vec![Some(1), Some(2), Some(3), Some(4)]);
         let mut out = Vec::new();
