@@ -39,8 +39,7 @@ impl Default for Kept {
     }
 }
 
-/// Sources given one by one, ranked when made rows of (see
-/// [`SourceRows::counted`]).
+/// Sources given one by one, in rank order (see [`SourceRows::counted`]).
 #[derive(Clone, Debug, Default)]
 pub struct Counted {
     ranked: Vec<Ranked>,
@@ -122,8 +121,8 @@ impl Counted {
         });
     }
 
-    /// Every source of `now` with packets, as its counts, ranked: where
-    /// places do not fit in 32 bits.
+    /// Every source of `now` with packets, as its counts, put in rank
+    /// order: where places do not fit in 32 bits.
     fn every(before: &Snapshot, now: &Snapshot) -> Self {
         let mut counted = Counted::default();
         for (address, now_tally, before_tally) in now.sources.tallies_since(&before.sources) {
@@ -239,9 +238,15 @@ fn source_row(
 }
 
 impl SourceRows {
-    /// The sources `counted`, ranked, with rates over `seconds`.
-    pub fn counted(mut counted: Counted, seconds: f64) -> Self {
-        counted.rank();
+    /// The sources `counted`, given in rank order (the top few come
+    /// ranked from the heap that picked them), with rates over `seconds`.
+    pub fn counted(counted: Counted, seconds: f64) -> Self {
+        debug_assert!(
+            counted
+                .ranked
+                .is_sorted_by_key(|source| Reverse(rank(source.address, &source.now))),
+            "sources in rank order"
+        );
         Self {
             kept: Kept::Counted(counted),
             seconds,
@@ -252,11 +257,13 @@ impl SourceRows {
     /// over `seconds`, ranked: the reads are kept (shared), with each
     /// source's place in them.
     pub fn every(before: &Arc<Snapshot>, now: &Arc<Snapshot>, seconds: f64) -> Self {
-        let kept = match Placed::every(before, now) {
-            Some(placed) => Kept::Placed(placed),
-            None => Kept::Counted(Counted::every(before, now)),
-        };
-        Self { kept, seconds }
+        match Placed::every(before, now) {
+            Some(placed) => Self {
+                kept: Kept::Placed(placed),
+                seconds,
+            },
+            None => Self::counted(Counted::every(before, now), seconds),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -333,12 +340,14 @@ mod tests {
                 Some(acted),
             ),
         ];
+        // Given out of order, then ranked.
         let mut counted = Counted::default();
-        for (address, now, before, protocols, acted) in given {
+        for (address, now, before, protocols, acted) in given.into_iter().rev() {
             let verdicts = Verdicts::of(&now, &acted.unwrap_or_default());
             counted.push(address, now, before, protocols, verdicts);
         }
         assert_eq!(counted.more.len(), 2);
+        counted.rank();
         let rows = SourceRows::counted(counted, 2.0);
         let made: Vec<SourceRow> = rows.iter().collect();
         // Ties in packets and bytes: address order.
@@ -391,9 +400,7 @@ mod tests {
         let (before, now) = (Arc::new(before), Arc::new(now));
         let placed = SourceRows::every(&before, &now, 2.0);
         assert!(matches!(placed.kept, Kept::Placed(_)));
-        let mut counted = Counted::every(&before, &now);
-        counted.rank();
-        let counted = SourceRows::counted(counted, 2.0);
+        let counted = SourceRows::counted(Counted::every(&before, &now), 2.0);
         assert_eq!(placed, counted);
         // By packets, then bytes, then address; `e` sent nothing new but
         // is listed with what it has.
