@@ -7,8 +7,6 @@
 //! and a cache miss per entry read in a sparse table, where a read walks
 //! this list in step with the table.
 
-use std::ops::Range;
-
 /// The entries that held a source at the last read, and their packets'
 /// low 32 bits.
 #[derive(Debug)]
@@ -77,26 +75,15 @@ impl Ranks {
     }
 }
 
-/// Calls `each` with the entries in `range` whose bit is set in `bits`, in
-/// order, a word at a time.
-fn each_set(bits: &[u64], range: Range<usize>, mut each: impl FnMut(usize)) {
-    let end = range.end.min(bits.len() * 64);
-    let mut index = range.start;
-    while index < end {
-        let word = index / 64;
-        let word_end = ((word + 1) * 64).min(end);
-        let span = word_end - index;
-        let mask = if span == 64 {
-            u64::MAX
-        } else {
-            ((1u64 << span) - 1) << (index % 64)
-        };
-        let mut set = bits[word] & mask;
+/// Calls `each` with the entries whose bit is set in `bits`, in order, a
+/// word at a time.
+fn each_set(bits: &[u64], mut each: impl FnMut(usize)) {
+    for (word, &set) in bits.iter().enumerate() {
+        let mut set = set;
         while set != 0 {
             each(word * 64 + set.trailing_zeros() as usize);
             set &= set - 1;
         }
-        index = word_end;
     }
 }
 
@@ -155,9 +142,13 @@ impl Seen {
 
     /// The entries in `range` that held a source at the last read.
     #[cfg(test)]
-    fn held_in(&self, range: Range<usize>) -> Vec<usize> {
+    fn held_in(&self, range: std::ops::Range<usize>) -> Vec<usize> {
         let mut held = Vec::new();
-        each_set(&self.held, range, |index| held.push(index));
+        each_set(&self.held, |index| {
+            if range.contains(&index) {
+                held.push(index);
+            }
+        });
         held
     }
 
@@ -166,7 +157,7 @@ impl Seen {
     /// packets' low 32 bits then.
     pub(super) fn each_marked(&self, marked: &[u64], mut each: impl FnMut(usize, u32)) {
         let mut ranks = Ranks::default();
-        each_set(marked, 0..marked.len() * 64, |index| {
+        each_set(marked, |index| {
             if let Some(at) = ranks.of(&self.held, index)
                 && let Some(&packets) = self.packets.get(at)
             {
