@@ -52,6 +52,11 @@ fn nth_source(n: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, hi, lo)
 }
 
+/// A frame from [`nth_source`], the same size for every `n`.
+fn nth_frame(n: u32) -> Vec<u8> {
+    ipv4_frame(nth_source(n), &[], &[], 10)
+}
+
 fn ipv4_frame(source: Ipv4Addr, tags: &[VlanTag], options: &[u8], payload: usize) -> Vec<u8> {
     let packet = frames::ipv4_packet(source, Ipv4Addr::new(198, 19, 0, 1), options, payload);
     frames::ethernet(tags, ethertype::IPV4, &packet)
@@ -618,12 +623,11 @@ fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_entry() {
         return;
     };
     common::pin_to_one_cpu();
-    let spoofed = |n: u32| ipv4_frame(nth_source(n), &[], &[], 10);
     let big = ipv4_frame(v4(1), &[], &[], 10);
     let len = big.len() as u64;
     // The flood takes the table before the big sender starts.
     for n in 0..1_000 {
-        run(&datapath, &spoofed(n));
+        run(&datapath, &nth_frame(n));
     }
     snapshot(&datapath);
     let full = snapshot(&datapath);
@@ -636,7 +640,7 @@ fn a_big_sender_arriving_after_a_spoofed_flood_gets_a_retired_entry() {
     assert_eq!(retired, full.sources.len() - 48, "down to 3/4 of 64");
     let mut big_sent = 0;
     for n in 1_000..20_000u32 {
-        run(&datapath, &spoofed(n));
+        run(&datapath, &nth_frame(n));
         if n % 4 == 3 {
             run(&datapath, &big);
             big_sent += 1;
@@ -780,7 +784,7 @@ fn retiring_while_another_cpu_claims_entries_loses_nothing() {
             let mut n = 0;
             while n < MAX_FRAMES && retired_so_far.load(Ordering::Acquire) < WANTED {
                 let source = if n % 3 == 0 { n % 97 } else { n % 60_000 };
-                run(datapath, &ipv4_frame(nth_source(source), &[], &[], 10));
+                run(datapath, &nth_frame(source));
                 n += 1;
             }
             sent.store(n, Ordering::Release);
@@ -819,7 +823,7 @@ fn reads_racing_new_sources_find_every_one_in_the_end() {
         return;
     };
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let len = ipv4_frame(nth_source(0), &[], &[], 10).len() as u64;
+    let len = nth_frame(0).len() as u64;
     let (done, reads) = (AtomicBool::new(false), AtomicUsize::new(0));
     std::thread::scope(|scope| {
         let (datapath, done, reads) = (&datapath, &done, &reads);
@@ -827,7 +831,7 @@ fn reads_racing_new_sources_find_every_one_in_the_end() {
             pin_to(1);
             for _ in 0..ROUNDS {
                 for n in 0..SOURCES {
-                    run(datapath, &ipv4_frame(nth_source(n), &[], &[], 10));
+                    run(datapath, &nth_frame(n));
                 }
             }
             done.store(true, Ordering::Release);
@@ -872,9 +876,7 @@ fn two_cpus_adding_the_same_new_sources_at_once_count_each_packet_once() {
     // Both CPUs walk the same sources in the same order, so they race to
     // claim the same new entries; each packet runs alone, so every one
     // settles through the table.
-    let frames: Vec<Vec<u8>> = (0..SOURCES)
-        .map(|n| ipv4_frame(nth_source(n), &[], &[], 10))
-        .collect();
+    let frames: Vec<Vec<u8>> = (0..SOURCES).map(nth_frame).collect();
     let len = frames[0].len() as u64;
     let start = std::sync::Barrier::new(2);
     std::thread::scope(|scope| {
@@ -961,12 +963,11 @@ fn a_read_whose_copies_fill_up_goes_on_where_they_stopped() {
     ) else {
         return;
     };
-    let frame = |n: u32| ipv4_frame(nth_source(n), &[], &[], 10);
-    let len = frame(0).len() as u64;
+    let len = nth_frame(0).len() as u64;
     let packets = |n: u32| u64::from(n % 3 + 1);
     for n in 0..SOURCES {
         for _ in 0..packets(n) {
-            run(&datapath, &frame(n));
+            run(&datapath, &nth_frame(n));
         }
     }
     assert_eq!(datapath.read_method(), ReadMethod::Copied);
@@ -1008,9 +1009,9 @@ fn reads_interrupted_by_signals_find_every_source() {
         CAUGHT.fetch_add(1, Ordering::Relaxed);
     }
     for n in 0..SOURCES {
-        run(&datapath, &ipv4_frame(nth_source(n), &[], &[], 10));
+        run(&datapath, &nth_frame(n));
     }
-    let len = ipv4_frame(nth_source(0), &[], &[], 10).len() as u64;
+    let len = nth_frame(0).len() as u64;
     // No SA_RESTART: an interrupted system call returns EINTR.
     let action = SigAction::new(
         SigHandler::Handler(caught),
