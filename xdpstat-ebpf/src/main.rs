@@ -103,7 +103,7 @@ use xdpstat_common::{
 use crate::{
     atomics::bump,
     maps::CPU_STATE,
-    packet::{Clock, Packet},
+    packet::{Clock, Packet, unlinked},
     parse::{Class, Transport, VLAN_HLEN, classify, segment_headers},
     table::{Entry, track},
 };
@@ -112,7 +112,18 @@ use crate::{
 pub fn xdpstat(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     let len = end - start;
-    xdp_verdict(count(start, end, len, 1, len as u64, Clock::Kernel))
+    // The same length is the frame's bytes and its wire length, which the
+    // parser checks against every header; unlinked, those checks do not
+    // split the rules' paths for the verifier (217,007 instructions
+    // processed to load, 167,265 unlinked).
+    xdp_verdict(count(
+        start,
+        end,
+        len,
+        1,
+        unlinked(len as u64),
+        Clock::Kernel,
+    ))
 }
 
 #[xdp(frags)]

@@ -41,3 +41,18 @@ impl Clock {
         }
     }
 }
+
+/// `value`, as a number the verifier tracks apart from the register it
+/// came from. Copies of one number are linked for the verifier: a bound it
+/// learns on one, at a branch, it learns on all, and paths that differ in
+/// such a bound are not taken as the same. An ALU operation's result is
+/// linked to nothing (`|= 0`, one instruction).
+#[inline(always)]
+pub fn unlinked(value: u64) -> u64 {
+    let mut value = value;
+    // SAFETY: an OR with zero on a register: no memory, no side effect.
+    unsafe {
+        core::arch::asm!("{0} |= 0", inout(reg) value, options(pure, nomem, nostack));
+    }
+    value
+}
