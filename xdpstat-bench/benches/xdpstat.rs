@@ -132,6 +132,7 @@ fn run() -> Result<()> {
             rows: false,
             json: true,
             other_reads: true,
+            live_view: false,
             rounds: ROUNDS,
         };
         let plain = report_cost_in_child(setup)?;
@@ -141,7 +142,13 @@ fn run() -> Result<()> {
             other_reads: false,
             ..setup
         })?;
-        print_report_cost(&plain, &ruled);
+        let live = report_cost_in_child(ReportSetup {
+            json: false,
+            other_reads: false,
+            live_view: true,
+            ..setup
+        })?;
+        print_report_cost(&plain, &ruled, &live);
     }
     if wanted("growth") {
         let mut rows = Vec::new();
@@ -153,6 +160,7 @@ fn run() -> Result<()> {
                 rows: false,
                 json: false,
                 other_reads: false,
+                live_view: false,
                 rounds: ROUNDS,
             })?;
             rows.push((sources, per_packet, read));
@@ -562,7 +570,7 @@ fn print_capture_cost(cost: &rules::CaptureCost) {
     );
 }
 
-fn print_report_cost(plain: &ReportCost, ruled: &ReportCost) {
+fn print_report_cost(plain: &ReportCost, ruled: &ReportCost, live: &ReportCost) {
     println!(
         "3./4. One report interval with {} sources ({} listed, {} packets unattributed),\n   \
          in a process of its own; CPU per interval (ms), median of {ROUNDS}: with no source\n   \
@@ -603,7 +611,11 @@ fn print_report_cost(plain: &ReportCost, ruled: &ReportCost) {
             verdict(ratio >= 5.0)
         );
     }
-    for (what, cost) in [("", plain), (", rule rows", ruled)] {
+    println!(
+        "   {:<44}{:>9.1}{:>9.1}",
+        "live view (--format tui), drawn 160 x 50", live.idle_ms, live.busy_ms
+    );
+    for (what, cost) in [("", plain), (", rule rows", ruled), (", live view", live)] {
         println!(
             "   resident memory{what:<29}{:>9.1} MB, peak {:.1} MB (target < 100 MB: {})",
             cost.rss_kib as f64 / 1024.0,

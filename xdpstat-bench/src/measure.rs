@@ -10,11 +10,19 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::sys::{Stats, enable_stats};
+use ratatui::{Terminal, backend::TestBackend};
 use xdpstat::{
     kernel::attach::{Attached, LinkKind, ObtainedMode},
     kernel::datapath::{Datapath, Variant},
     kernel::tables::ReadMethod,
-    output::{Format, write_report},
+    output::{
+        Format,
+        tui::{
+            render,
+            view::{Pane, TopView},
+        },
+        write_report,
+    },
     run::live::Watched,
 };
 use xdpstat_common::DEFAULT_MAX_SOURCES;
@@ -327,6 +335,10 @@ pub struct ReportSetup {
     pub json: bool,
     /// Also the idle interval with the other ways to read the tables.
     pub other_reads: bool,
+    /// Each interval goes to the live view (drawn on a 160 x 50 screen
+    /// in memory) instead of to a report.
+    #[serde(default)]
+    pub live_view: bool,
     pub rounds: usize,
 }
 
@@ -356,6 +368,7 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         rows,
         json,
         other_reads,
+        live_view,
         rounds,
     } = setup;
     let capacity = sources + sources / 8;
@@ -379,14 +392,29 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
             .open("/dev/null")
             .context("opening /dev/null")?,
     );
+    let mut view = live_view.then(|| {
+        let pane = Pane::new("bench", "native XDP, bpf link", Some(capacity as usize));
+        TopView::new(vec![pane], Instant::now())
+    });
+    let mut screen = Terminal::new(TestBackend::new(160, 50))?;
     let mut interval = |watched: &mut Watched, format: Format| -> Result<(f64, usize)> {
         let before = cpu_time()?;
-        let report = watched.report(format.default_top())?;
-        write_report(&mut out, format, &report)?;
-        Ok((
-            (cpu_time()? - before).as_secs_f64() * 1e3,
-            report.source_count,
-        ))
+        let listed = match &mut view {
+            Some(view) => {
+                let (previous, current) = watched.advance()?;
+                view.update(0, &previous, current);
+                let listed = current.sources.len();
+                view.refresh();
+                screen.draw(|frame| render::draw(frame, view, Instant::now()))?;
+                listed
+            }
+            None => {
+                let report = watched.report(format.default_top())?;
+                write_report(&mut out, format, &report)?;
+                report.source_count
+            }
+        };
+        Ok(((cpu_time()? - before).as_secs_f64() * 1e3, listed))
     };
     // The first interval has no previous read to compare with.
     let (_, seen) = interval(&mut watched, Format::Plain)?;

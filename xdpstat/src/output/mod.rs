@@ -4,7 +4,7 @@
 pub mod metrics;
 pub mod notify;
 pub mod pcapng;
-pub(crate) mod tui;
+pub mod tui;
 
 use std::io::{self, Write};
 

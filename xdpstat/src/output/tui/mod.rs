@@ -5,5 +5,5 @@
 
 pub(crate) mod kinds;
 pub(crate) mod recent;
-pub(crate) mod render;
-pub(crate) mod view;
+pub mod render;
+pub mod view;
