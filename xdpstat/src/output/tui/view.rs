@@ -1,11 +1,14 @@
 //! What the terminal view shows, without a terminal: per-interface panes
 //! built from pairs of snapshots, the "all" pane, sorting, filtering,
-//! scrolling, pausing and the keys that change them. `tui_render.rs` draws
-//! it; `tui.rs` feeds it snapshots and key presses. Everything here is
-//! plain data, so the tests drive it with fake snapshots.
+//! scrolling, pausing and the keys that change them. `render` draws it;
+//! `run::terminal` feeds it snapshots and key presses. Everything here is
+//! plain data, so the tests drive it with fake snapshots. A pane may list
+//! a million sources, so a row is 64 bytes and only the rows through a
+//! page past the screen are put in order.
 
 use std::{
     cmp::Reverse,
+    collections::BinaryHeap,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -24,7 +27,10 @@ use crate::{
     output::tui::recent::{Histories, Recent},
 };
 
-/// One source's line, or one prefix's (`prefix_len` set).
+/// One source's line, or one prefix's (`prefix_len` set): 64 bytes, for a
+/// pane may list a million sources. What only some rows say (packets of
+/// more than one protocol, what rules did) is kept beside them, in the
+/// pane's [`Said`]s.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub address: IpAddr,
@@ -32,32 +38,40 @@ pub struct Row {
     pub prefix_len: Option<u8>,
     /// For a prefix row: part of its count is the sketch's estimate.
     pub estimated: bool,
+    /// A ban in force covers it (sources only).
+    pub banned: bool,
+    /// The protocol of all its packets (see [`Pane::protocols`]), or
+    /// [`NO_PROTOCOL`]; when `said` is set, that says instead.
+    protocol: u8,
+    /// Its place in the pane's `said`, or [`NOT_SAID`].
+    said: u32,
     pub packets: u64,
     pub bytes: u64,
     pub rate: Rate,
-    /// The source's share of the pane's IP bits per second, 0 to 1.
-    pub share: f64,
-    /// Packets a rule dropped or limited, or would have (sources only).
-    pub acted: u64,
-    /// What the rules did to it, in a few words (empty: all passed).
-    pub verdict: String,
-    /// Its packets by protocol over the last interval, or over all its
-    /// packets when it sent none in the interval (sources only).
-    pub protocols: SourceProtocols,
-    /// A ban in force covers it (sources only).
-    pub banned: bool,
 }
 
-impl Row {
-    /// Adds another interface's row of the same address or prefix.
-    fn absorb(&mut self, other: &Row) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        self.rate.add(&other.rate);
-        self.estimated |= other.estimated;
+/// No packets to tell a protocol by (and every prefix row).
+const NO_PROTOCOL: u8 = u8::MAX;
+/// A row whose counts say all there is.
+const NOT_SAID: u32 = u32::MAX;
+
+/// What a source's row says beyond its counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Said {
+    /// Its packets by protocol over the last interval, or over all its
+    /// packets when it sent none in the interval.
+    protocols: SourceProtocols,
+    /// Packets a rule dropped or limited, or would have.
+    acted: u64,
+    /// What the rules did to it, in a few words (empty: all passed).
+    verdict: String,
+}
+
+impl Said {
+    /// Adds another interface's row of the same source.
+    fn absorb(&mut self, other: &Said) {
         self.acted += other.acted;
         self.protocols.add(&other.protocols);
-        self.banned |= other.banned;
         if other.acted > 0 {
             self.verdict = if self.acted == other.acted {
                 other.verdict.clone()
@@ -65,6 +79,33 @@ impl Row {
                 format!("acted {}", self.acted)
             };
         }
+    }
+}
+
+impl Row {
+    /// A row of counts alone (a prefix's, or a source's before what it
+    /// says is placed).
+    fn counted(address: IpAddr, counter: Counter, rate: Rate) -> Self {
+        Self {
+            address,
+            prefix_len: None,
+            estimated: false,
+            banned: false,
+            protocol: NO_PROTOCOL,
+            said: NOT_SAID,
+            packets: counter.packets,
+            bytes: counter.bytes,
+            rate,
+        }
+    }
+
+    /// Adds another interface's counts of the same address or prefix.
+    fn absorb(&mut self, other: &Row) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.rate.add(&other.rate);
+        self.estimated |= other.estimated;
+        self.banned |= other.banned;
     }
 
     /// The address, or the prefix (`~` marks an estimate).
@@ -74,6 +115,17 @@ impl Row {
             Some(len) => format!("{}/{len}", self.address),
             None => self.address.to_string(),
         }
+    }
+}
+
+/// The one protocol of `protocols` that has packets: `None` when more
+/// than one has, [`NO_PROTOCOL`] when none has.
+fn one_protocol(protocols: &SourceProtocols) -> Option<u8> {
+    let mut sent = protocols.0.iter().enumerate().filter(|(_, n)| **n != 0);
+    match (sent.next(), sent.next()) {
+        (None, _) => Some(NO_PROTOCOL),
+        (Some((protocol, _)), None) => u8::try_from(protocol).ok(),
+        _ => None,
     }
 }
 
@@ -100,8 +152,12 @@ pub struct Pane {
     /// How it is attached (`native XDP, bpf link`); empty for "all".
     pub attachment: String,
     pub header: Header,
+    /// The sources' rows, in address order.
     pub rows: Vec<Row>,
-    /// The prefix rows (shown instead of `rows` after `g`).
+    /// What the rows that say more than their counts say.
+    said: Vec<Said>,
+    /// The prefix rows (shown instead of `rows` after `g`), in address
+    /// order.
     pub prefix_rows: Vec<Row>,
     /// Recent packet rates by source, oldest first.
     history: Histories,
@@ -143,9 +199,9 @@ impl Pane {
         self.header.unattributed = now_u;
         self.header.interval_s = (seconds > 0.0).then_some(seconds);
         self.header.sources = current.sources.family_lens();
-        let ip_bps = self.header.rates[0].bps + self.header.rates[1].bps;
         self.rows.clear();
         self.rows.reserve(current.sources.len());
+        self.said.clear();
         let bans = ban_rows(&current.verdicts.rules);
         let banned = Banned::of(&bans);
         self.bans = bans
@@ -154,7 +210,6 @@ impl Pane {
             .collect();
         for (address, tally, earlier) in current.sources.tallies_since(&previous.sources) {
             let (counter, earlier_counter) = (tally.counter, earlier.counter);
-            let rate = Rate::between(&counter, &earlier_counter, seconds);
             let interval = tally.saturating_sub(&earlier);
             let protocols = if interval.counter.packets > 0 {
                 interval.protocols
@@ -164,34 +219,37 @@ impl Pane {
             // Looked up only when a rule acted at all: most reads have no
             // rules, and a read may hold a million sources.
             let ruled = &current.verdicts.ruled;
-            let (acted, verdict) = match (!ruled.is_empty()).then(|| ruled.get(&address)).flatten()
-            {
-                Some(acted) => (
-                    acted.iter().map(|c| c.packets).sum(),
-                    Verdicts::of(&counter, acted).column(),
-                ),
-                None => (0, String::new()),
-            };
-            self.rows.push(Row {
+            let acted = (!ruled.is_empty()).then(|| ruled.get(&address)).flatten();
+            let mut row = Row::counted(
                 address,
-                prefix_len: None,
-                estimated: false,
-                packets: counter.packets,
-                bytes: counter.bytes,
-                rate,
-                share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
-                acted,
-                verdict,
-                protocols,
-                banned: banned.covers(&address),
-            });
+                counter,
+                Rate::between(&counter, &earlier_counter, seconds),
+            );
+            row.banned = banned.covers(&address);
+            match (one_protocol(&protocols), acted) {
+                (Some(protocol), None) => row.protocol = protocol,
+                (_, acted) => {
+                    let said = match acted {
+                        Some(acted) => Said {
+                            protocols,
+                            acted: acted.iter().map(|c| c.packets).sum(),
+                            verdict: Verdicts::of(&counter, acted).column(),
+                        },
+                        None => Said {
+                            protocols,
+                            ..Said::default()
+                        },
+                    };
+                    row.said = self.place(said);
+                }
+            }
+            self.rows.push(row);
         }
         // The rows are in address order; sources no longer listed take
         // their history with them.
-        self.history = self
-            .history
-            .next(self.rows.iter().map(|row| (row.address, row.rate.pps)));
-        self.update_prefixes(previous, current, seconds, ip_bps);
+        self.history
+            .advance(self.rows.iter().map(|row| (row.address, row.rate.pps)));
+        self.update_prefixes(previous, current, seconds);
         self.kinds.update(
             previous,
             current,
@@ -201,13 +259,7 @@ impl Pane {
     }
 
     /// The prefix rows of one interval.
-    fn update_prefixes(
-        &mut self,
-        previous: &Snapshot,
-        current: &Snapshot,
-        seconds: f64,
-        ip_bps: f64,
-    ) {
+    fn update_prefixes(&mut self, previous: &Snapshot, current: &Snapshot, seconds: f64) {
         let prefixes = &current.prefixes;
         let exact = prefixes.exact_total().packets;
         let ip = self.header.totals.ipv4.packets + self.header.totals.ipv6.packets;
@@ -218,22 +270,62 @@ impl Pane {
             .map(|(prefix, count)| {
                 let now = count.total();
                 let before = previous.prefixes.total_of(prefix);
-                let rate = Rate::between(&now, &before, seconds);
-                Row {
-                    address: prefix.network(),
-                    prefix_len: Some(prefix.prefix_len()),
-                    estimated: count.estimated.packets > 0,
-                    packets: now.packets,
-                    bytes: now.bytes,
-                    rate,
-                    share: if ip_bps > 0.0 { rate.bps / ip_bps } else { 0.0 },
-                    acted: 0,
-                    verdict: String::new(),
-                    protocols: SourceProtocols::default(),
-                    banned: false,
-                }
+                let mut row =
+                    Row::counted(prefix.network(), now, Rate::between(&now, &before, seconds));
+                row.prefix_len = Some(prefix.prefix_len());
+                row.estimated = count.estimated.packets > 0;
+                row
             })
             .collect();
+        // Equal rows are listed in the order they are kept in.
+        self.prefix_rows
+            .sort_unstable_by_key(|row| (row.address, row.prefix_len));
+    }
+
+    /// Keeps what a row says; its place in `said`.
+    fn place(&mut self, said: Said) -> u32 {
+        self.said.push(said);
+        // A u32: 2^32 rows that say more would take 200 GB for that alone.
+        (self.said.len() - 1).min(NOT_SAID as usize - 1) as u32
+    }
+
+    fn said(&self, row: &Row) -> Option<&Said> {
+        self.said.get(row.said as usize)
+    }
+
+    /// A source's packets by protocol over the last interval, or over all
+    /// its packets when it sent none in the interval. A row of one
+    /// protocol keeps only which: its packets over the interval are its
+    /// rate times the interval's seconds (exact: the rate is that count
+    /// divided by those seconds).
+    pub fn protocols(&self, row: &Row) -> SourceProtocols {
+        if let Some(said) = self.said(row) {
+            return said.protocols;
+        }
+        let seconds = self.header.interval_s.unwrap_or(0.0);
+        let sent = (row.rate.pps * seconds).round() as u64;
+        let packets = if sent > 0 { sent } else { row.packets };
+        SourceProtocols::of(usize::from(row.protocol), packets)
+    }
+
+    /// Packets a rule dropped or limited, or would have (sources only).
+    pub fn acted(&self, row: &Row) -> u64 {
+        self.said(row).map_or(0, |said| said.acted)
+    }
+
+    /// What the rules did to a source, in a few words (empty: all passed).
+    pub fn verdict(&self, row: &Row) -> &str {
+        self.said(row).map_or("", |said| said.verdict.as_str())
+    }
+
+    /// The row's share of the pane's IP bits per second, 0 to 1.
+    pub fn share(&self, row: &Row) -> f64 {
+        let ip_bps = self.header.rates[0].bps + self.header.rates[1].bps;
+        if ip_bps > 0.0 {
+            row.rate.bps / ip_bps
+        } else {
+            0.0
+        }
     }
 
     /// The rows on show: the prefixes', or the sources'.
@@ -285,10 +377,9 @@ impl SortKey {
 
     /// The natural order, as a key that sorts ascending: biggest first by
     /// the column; rows equal under it by packets, then bytes (biggest
-    /// first), then address ascending, so a quiet moment (every rate 0)
-    /// still shows the big senders first. A key made once a row, where
-    /// comparing rows reached into a million of them twenty times each.
-    fn key(self, row: &Row) -> (Reverse<u64>, Reverse<u64>, Reverse<u64>, IpAddr) {
+    /// first), then by their place (address ascending), so a quiet moment
+    /// (every rate 0) still shows the big senders first.
+    fn key(self, row: &Row) -> RowKey {
         let column = match self {
             Self::Pps => total_order(row.rate.pps),
             Self::Bps => total_order(row.rate.bps),
@@ -299,14 +390,12 @@ impl SortKey {
             Self::Address => (0, 0),
             _ => (row.packets, row.bytes),
         };
-        (
-            Reverse(column),
-            Reverse(packets),
-            Reverse(bytes),
-            row.address,
-        )
+        (Reverse(column), Reverse(packets), Reverse(bytes))
     }
 }
+
+/// A row's order under a [`SortKey`], but for its place.
+type RowKey = (Reverse<u64>, Reverse<u64>, Reverse<u64>);
 
 /// `value` as a number that orders as [`f64::total_cmp`] does.
 fn total_order(value: f64) -> u64 {
@@ -397,8 +486,11 @@ pub struct TopView {
     /// Rows the table showed at the last draw (for paging).
     pub page: usize,
     pub started: Instant,
-    /// The rows of the selected pane, filtered and sorted.
-    visible: Vec<usize>,
+    /// The first rows of the selected pane, filtered and sorted, through
+    /// a page past the screen ([`TopView::order`]): their places.
+    visible: Vec<u32>,
+    /// The rows of the selected pane the filter lets through.
+    matching: usize,
 }
 
 impl TopView {
@@ -424,6 +516,7 @@ impl TopView {
             page: 20,
             started,
             visible: Vec::new(),
+            matching: 0,
         };
         view.refresh();
         view
@@ -443,14 +536,16 @@ impl TopView {
         self.panes.get(self.selected).unwrap_or(&self.all)
     }
 
-    /// The rows on screen, in order (all of them; the renderer slices).
+    /// The rows in order, from the top through a page past the screen
+    /// (the renderer slices).
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &Row> {
         let rows = self.pane().shown(self.prefixes);
-        self.visible.iter().map(move |&at| &rows[at])
+        self.visible.iter().map(move |&at| &rows[at as usize])
     }
 
+    /// The rows the filter lets through.
     pub fn row_count(&self) -> usize {
-        self.visible.len()
+        self.matching
     }
 
     /// Takes in a new interval for pane `index`, unless paused.
@@ -476,25 +571,48 @@ impl TopView {
         if self.has_all() {
             self.all = merged(&self.panes);
         }
+        self.order();
+    }
+
+    /// Puts in order the rows from the top through a page past the screen
+    /// (a heap of that many, not a sort of every row: a pane may hold a
+    /// million, and a screen shows a few dozen), and counts the rows the
+    /// filter lets through.
+    fn order(&mut self) {
         let pane = self.panes.get(self.selected).unwrap_or(&self.all);
         let rows = pane.shown(self.prefixes);
         let acted_only = self.acted_only && !self.prefixes;
-        let mut visible: Vec<usize> = (0..rows.len())
-            .filter(|&at| {
+        let wanted = self.scroll.saturating_add(2 * self.page.max(1));
+        // Each row's key is made once, with its place, which is its
+        // address's order. Places are u32: 2^32 rows would take 256 GB.
+        let keyed = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| {
                 self.filter
                     .as_ref()
-                    .is_none_or(|filter| filter.matches(&rows[at].address))
-                    && (!acted_only || rows[at].acted > 0)
+                    .is_none_or(|filter| filter.matches(&row.address))
+                    && (!acted_only || pane.acted(row) > 0)
             })
-            .collect();
-        let sort = self.sort;
-        if self.reversed {
-            visible.sort_by_cached_key(|&at| Reverse(sort.key(&rows[at])));
+            .map(|(at, row)| (self.sort.key(row), at as u32));
+        let (visible, matching) = if self.reversed {
+            least(keyed.map(Reverse), wanted, |Reverse((_, at))| *at)
         } else {
-            visible.sort_by_cached_key(|&at| sort.key(&rows[at]));
-        }
+            least(keyed, wanted, |(_, at)| *at)
+        };
         self.visible = visible;
-        self.scroll = self.scroll.min(self.visible.len().saturating_sub(1));
+        self.matching = matching;
+        self.scroll = self.scroll.min(matching.saturating_sub(1));
+    }
+
+    /// Orders more rows when the screen reaches past those in order (after
+    /// scrolling, or a taller screen).
+    pub fn cover(&mut self) {
+        if self.visible.len() < self.matching
+            && self.scroll.saturating_add(self.page) > self.visible.len()
+        {
+            self.order();
+        }
     }
 
     /// Applies one key press.
@@ -556,6 +674,7 @@ impl TopView {
                 self.prefixes = !self.prefixes;
                 self.kinds = false;
                 self.scroll = 0;
+                self.order();
             }
             KeyCode::Char('t') => {
                 self.kinds = !self.kinds;
@@ -591,8 +710,9 @@ impl TopView {
     }
 
     fn scroll_by(&mut self, rows: isize) {
-        let last = self.visible.len().saturating_sub(1);
+        let last = self.matching.saturating_sub(1);
         self.scroll = self.scroll.saturating_add_signed(rows).min(last);
+        self.cover();
     }
 
     /// Time since the view started.
@@ -603,6 +723,29 @@ impl TopView {
 
 fn is_ctrl_c(key: &KeyEvent) -> bool {
     key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)
+}
+
+/// The `wanted` least of `keyed`, in order, as their places (`place`
+/// of each); and how many `keyed` had.
+fn least<T: Ord>(
+    keyed: impl Iterator<Item = T>,
+    wanted: usize,
+    place: impl Fn(&T) -> u32,
+) -> (Vec<u32>, usize) {
+    let mut heap = BinaryHeap::with_capacity(wanted.min(1 << 16));
+    let mut count = 0;
+    for item in keyed {
+        count += 1;
+        if heap.len() < wanted {
+            heap.push(item);
+        } else if let Some(mut worst) = heap.peek_mut()
+            && item < *worst
+        {
+            *worst = item;
+        }
+    }
+    let least = heap.into_sorted_vec();
+    (least.iter().map(place).collect(), count)
 }
 
 /// Which addresses the bans in force cover: each ban's prefix, looked up
@@ -637,7 +780,7 @@ impl Banned {
 /// The "all" pane: every interface's sources merged by address.
 fn merged(panes: &[Pane]) -> Pane {
     let mut all = Pane::new("all", "", None);
-    let mut rows: HashMap<IpAddr, Row> = HashMap::new();
+    let mut rows: HashMap<IpAddr, (Row, Said)> = HashMap::new();
     let mut prefix_rows: HashMap<(IpAddr, Option<u8>), Row> = HashMap::new();
     let mut interval: Option<f64> = None;
     for pane in panes {
@@ -659,9 +802,17 @@ fn merged(panes: &[Pane]) -> Pane {
             (a, b) => a.or(b),
         };
         for row in &pane.rows {
+            let said = Said {
+                protocols: pane.protocols(row),
+                acted: pane.acted(row),
+                verdict: pane.verdict(row).to_owned(),
+            };
             rows.entry(row.address)
-                .and_modify(|sum| sum.absorb(row))
-                .or_insert_with(|| row.clone());
+                .and_modify(|(sum, said_sum)| {
+                    sum.absorb(row);
+                    said_sum.absorb(&said);
+                })
+                .or_insert_with(|| (row.clone(), said));
         }
         for row in &pane.prefix_rows {
             prefix_rows
@@ -676,17 +827,22 @@ fn merged(panes: &[Pane]) -> Pane {
     }
     all.header.interval_s = interval;
     all.history = Histories::merged(panes.iter().map(|pane| &pane.history));
-    let ip_bps = all.header.rates[0].bps + all.header.rates[1].bps;
-    let share = |mut row: Row| {
-        row.share = if ip_bps > 0.0 {
-            row.rate.bps / ip_bps
-        } else {
-            0.0
-        };
-        row
-    };
-    all.rows = rows.into_values().map(share).collect();
-    all.prefix_rows = prefix_rows.into_values().map(share).collect();
+    let mut rows: Vec<(Row, Said)> = rows.into_values().collect();
+    rows.sort_unstable_by_key(|(row, _)| row.address);
+    all.rows = Vec::with_capacity(rows.len());
+    for (mut row, said) in rows {
+        match (one_protocol(&said.protocols), said.acted) {
+            (Some(protocol), 0) if said.verdict.is_empty() => {
+                row.protocol = protocol;
+                row.said = NOT_SAID;
+            }
+            _ => row.said = all.place(said),
+        }
+        all.rows.push(row);
+    }
+    all.prefix_rows = prefix_rows.into_values().collect();
+    all.prefix_rows
+        .sort_unstable_by_key(|row| (row.address, row.prefix_len));
     all.header.sources = all.rows.iter().fold((0, 0), |(v4, v6), row| {
         if row.address.is_ipv4() {
             (v4 + 1, v6)
@@ -821,7 +977,7 @@ mod tests {
         let mut view = TopView::new(vec![pane], base.taken);
         let shown = |view: &TopView| -> Vec<(String, String)> {
             view.rows()
-                .map(|row| (row.address.to_string(), row.verdict.clone()))
+                .map(|row| (row.address.to_string(), view.pane().verdict(row).to_owned()))
                 .collect()
         };
         assert_eq!(shown(&view).len(), 3);
@@ -926,6 +1082,157 @@ mod tests {
         view.key(key(KeyCode::Home));
         view.key(key(KeyCode::Up));
         assert_eq!(view.scroll, 0);
+    }
+
+    #[test]
+    fn g_orders_the_prefixes_at_once() {
+        // Three sources and no prefix: the rows in order were the
+        // sources' places until the next read, which indexed past the
+        // prefix rows.
+        let base = Snapshot::empty();
+        let now = at(
+            &base,
+            1.0,
+            &[
+                ("198.18.0.1", c(1, 60)),
+                ("198.18.0.2", c(2, 60)),
+                ("198.18.0.3", c(3, 60)),
+            ],
+        );
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&base, &now);
+        let mut view = TopView::new(vec![pane], base.taken);
+        assert_eq!(view.rows().count(), 3);
+        view.key(key(KeyCode::Char('g')));
+        assert_eq!(view.row_count(), 0);
+        assert_eq!(view.rows().count(), 0);
+        view.key(key(KeyCode::Char('g')));
+        assert_eq!(view.rows().count(), 3);
+    }
+
+    #[test]
+    fn each_page_scrolled_to_shows_the_full_sort_s_rows() {
+        // 1,000 sources, 12 distinct counts: ties go by address. Only the
+        // rows through a page past the screen are put in order; each page
+        // scrolled to, forward, back and from the end, is the full sort's.
+        let base = Snapshot::empty();
+        let sources: Vec<(String, Counter)> = (0..1_000u32)
+            .map(|n| {
+                let address = Ipv4Addr::from(0xc612_0000 + n * 7919 % 1_000).to_string();
+                (address, c(u64::from(n % 12), u64::from(n % 5) * 100))
+            })
+            .collect();
+        let sources: Vec<(&str, Counter)> = sources.iter().map(|(a, c)| (a.as_str(), *c)).collect();
+        let now = at(&base, 1.0, &sources);
+        let mut pane = Pane::new("x0", "", None);
+        pane.update(&base, &now);
+        for reversed in [false, true] {
+            let mut view = TopView::new(vec![pane_copy(&pane)], base.taken);
+            view.page = 7;
+            if reversed {
+                view.key(key(KeyCode::Char('r')));
+            }
+            let mut expected: Vec<&Row> = pane.rows.iter().collect();
+            expected.sort_by_key(|row| (SortKey::Pps.key(row), row.address));
+            if reversed {
+                expected.reverse();
+            }
+            let page = |view: &TopView| -> Vec<IpAddr> {
+                view.rows()
+                    .skip(view.scroll)
+                    .take(view.page)
+                    .map(|row| row.address)
+                    .collect()
+            };
+            let want = |scroll: usize| -> Vec<IpAddr> {
+                expected[scroll..(scroll + 7).min(1_000)]
+                    .iter()
+                    .map(|row| row.address)
+                    .collect()
+            };
+            assert!(view.rows().len() < 100, "only the first rows in order");
+            assert_eq!(view.row_count(), 1_000);
+            for _ in 0..200 {
+                view.key(key(KeyCode::PageDown));
+                assert_eq!(page(&view), want(view.scroll), "at {}", view.scroll);
+            }
+            view.key(key(KeyCode::End));
+            assert_eq!(view.scroll, 999);
+            assert_eq!(page(&view), want(999));
+            for _ in 0..20 {
+                view.key(key(KeyCode::PageUp));
+                assert_eq!(page(&view), want(view.scroll), "at {}", view.scroll);
+            }
+            view.key(key(KeyCode::Home));
+            assert_eq!(page(&view), want(0));
+        }
+    }
+
+    /// A pane with `pane`'s rows (a view takes its panes).
+    fn pane_copy(pane: &Pane) -> Pane {
+        Pane {
+            name: pane.name.clone(),
+            header: pane.header.clone(),
+            rows: pane.rows.clone(),
+            said: pane.said.clone(),
+            ..Pane::default()
+        }
+    }
+
+    #[test]
+    fn all_adds_up_each_interface_s_protocols_and_verdicts() {
+        use xdpstat_common::rules::verdict;
+
+        use crate::counts::sources::Tally;
+        // One source: all TCP on one interface (its row keeps only which
+        // protocol; 10 packets before, 30 over the interval), all UDP on
+        // the other, where a rule dropped some.
+        let base = Snapshot::empty();
+        let on = |protocols: [u64; 4], packets: u64, seconds: u64| {
+            let mut now = base.clone();
+            now.taken = base.taken + Duration::from_secs(seconds);
+            now.sources = [(
+                "198.18.0.1".parse::<IpAddr>().unwrap(),
+                Tally {
+                    counter: c(packets, packets * 100),
+                    protocols: SourceProtocols(protocols),
+                },
+            )]
+            .into_iter()
+            .collect();
+            now
+        };
+        let mut eth0 = Pane::new("eth0", "", None);
+        eth0.update(&on([10, 0, 0, 0], 10, 0), &on([40, 0, 0, 0], 40, 2));
+        let mut eth1 = Pane::new("eth1", "", None);
+        let mut udp = on([0, 10, 0, 0], 10, 2);
+        let mut acted = [Counter::default(); verdict::ACTED];
+        acted[verdict::DROPPED] = c(4, 400);
+        udp.verdicts
+            .ruled
+            .insert("198.18.0.1".parse().unwrap(), acted);
+        eth1.update(&base, &udp);
+        assert_eq!(
+            eth0.protocols(&eth0.rows[0]),
+            SourceProtocols([30, 0, 0, 0])
+        );
+        assert_eq!(eth0.verdict(&eth0.rows[0]), "");
+        let mut view = TopView::new(vec![eth0, eth1], base.taken);
+        view.key(key(KeyCode::Tab));
+        view.key(key(KeyCode::Tab));
+        let all = view.pane();
+        assert_eq!(all.name, "all");
+        let row = &all.rows[0];
+        assert_eq!((row.packets, row.rate.pps), (50, 20.0));
+        assert_eq!(all.protocols(row), SourceProtocols([30, 10, 0, 0]));
+        assert_eq!(all.protocols(row).summary(), "tcp 75%");
+        assert_eq!(all.acted(row), 4);
+        assert_eq!(all.verdict(row), "dropped 4");
+    }
+
+    #[test]
+    fn a_row_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Row>(), 64);
     }
 
     #[test]
