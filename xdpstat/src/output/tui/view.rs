@@ -227,7 +227,9 @@ impl Pane {
             );
             row.banned = banned.covers(&address);
             match (one_protocol(&protocols), acted) {
-                (Some(protocol), None) => row.protocol = protocol,
+                (Some(protocol), None) if self.of_one(&row, protocol) == protocols => {
+                    row.protocol = protocol;
+                }
                 (_, acted) => {
                     let said = match acted {
                         Some(acted) => Said {
@@ -296,16 +298,23 @@ impl Pane {
     /// A source's packets by protocol over the last interval, or over all
     /// its packets when it sent none in the interval. A row of one
     /// protocol keeps only which: its packets over the interval are its
-    /// rate times the interval's seconds (exact: the rate is that count
-    /// divided by those seconds).
+    /// rate times the interval's seconds (the rate is that count divided
+    /// by those seconds), and a row keeps only which when that gives its
+    /// counts back exactly.
     pub fn protocols(&self, row: &Row) -> SourceProtocols {
         if let Some(said) = self.said(row) {
             return said.protocols;
         }
+        self.of_one(row, row.protocol)
+    }
+
+    /// The packets by protocol of a row that keeps only its one
+    /// `protocol` (a row keeps only that when this is exact).
+    fn of_one(&self, row: &Row, protocol: u8) -> SourceProtocols {
         let seconds = self.header.interval_s.unwrap_or(0.0);
         let sent = (row.rate.pps * seconds).round() as u64;
         let packets = if sent > 0 { sent } else { row.packets };
-        SourceProtocols::of(usize::from(row.protocol), packets)
+        SourceProtocols::of(usize::from(protocol), packets)
     }
 
     /// Packets a rule dropped or limited, or would have (sources only).
@@ -832,7 +841,9 @@ fn merged(panes: &[Pane]) -> Pane {
     all.rows = Vec::with_capacity(rows.len());
     for (mut row, said) in rows {
         match (one_protocol(&said.protocols), said.acted) {
-            (Some(protocol), 0) if said.verdict.is_empty() => {
+            (Some(protocol), 0)
+                if said.verdict.is_empty() && all.of_one(&row, protocol) == said.protocols =>
+            {
                 row.protocol = protocol;
                 row.said = NOT_SAID;
             }
