@@ -133,6 +133,7 @@ fn run() -> Result<()> {
             json: true,
             other_reads: true,
             live_view: false,
+            newcomers: 0,
             rounds: ROUNDS,
         };
         let plain = report_cost_in_child(setup)?;
@@ -148,7 +149,13 @@ fn run() -> Result<()> {
             live_view: true,
             ..setup
         })?;
-        print_report_cost(&plain, &ruled, &live);
+        let joining = report_cost_in_child(ReportSetup {
+            json: false,
+            other_reads: false,
+            newcomers: NEWCOMERS,
+            ..setup
+        })?;
+        print_report_cost(&plain, &ruled, &live, &joining);
     }
     if wanted("growth") {
         let mut rows = Vec::new();
@@ -161,6 +168,7 @@ fn run() -> Result<()> {
                 json: false,
                 other_reads: false,
                 live_view: false,
+                newcomers: 0,
                 rounds: ROUNDS,
             })?;
             rows.push((sources, per_packet, read));
@@ -570,7 +578,15 @@ fn print_capture_cost(cost: &rules::CaptureCost) {
     );
 }
 
-fn print_report_cost(plain: &ReportCost, ruled: &ReportCost, live: &ReportCost) {
+/// Sources that join between two reads in section 3/4's last process.
+const NEWCOMERS: u32 = 1_000;
+
+fn print_report_cost(
+    plain: &ReportCost,
+    ruled: &ReportCost,
+    live: &ReportCost,
+    joining: &ReportCost,
+) {
     println!(
         "3./4. One report interval with {} sources ({} listed, {} packets unattributed),\n   \
          in a process of its own; CPU per interval (ms), median of {ROUNDS}: with no source\n   \
@@ -609,6 +625,12 @@ fn print_report_cost(plain: &ReportCost, ruled: &ReportCost, live: &ReportCost) 
             per_key,
             "",
             verdict(ratio >= 5.0)
+        );
+    }
+    if let Some(joined) = joining.newcomers_ms {
+        println!(
+            "   {:<44}{:>9.1}{:>9.1}{:>9.1}  (the last: after {NEWCOMERS} new sources joined)",
+            "plain, where sources come and go", joining.idle_ms, joining.busy_ms, joined
         );
     }
     println!(

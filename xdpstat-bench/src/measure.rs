@@ -317,6 +317,9 @@ pub struct ReportCost {
     pub busy_ms: f64,
     /// The same, with a JSON report of every source.
     pub json_ms: Option<f64>,
+    /// A plain interval after new sources joined.
+    #[serde(default)]
+    pub newcomers_ms: Option<f64>,
     /// The idle interval with per-key reads, and walking the mapped tables
     /// (the read before the kernel copied the sources out).
     pub per_key_ms: Option<f64>,
@@ -339,6 +342,10 @@ pub struct ReportSetup {
     /// in memory) instead of to a report.
     #[serde(default)]
     pub live_view: bool,
+    /// Also an interval after this many new sources joined (the sources
+    /// of a busy network come and go), each round.
+    #[serde(default)]
+    pub newcomers: u32,
     pub rounds: usize,
 }
 
@@ -362,6 +369,23 @@ fn send_each(datapath: &Datapath, sources: u32) -> Result<()> {
     Ok(())
 }
 
+/// Sends one packet from each of `count` IPv6 sources never sent from
+/// before (2001:db8:1::/48, after the first `joined`).
+fn send_newcomers(datapath: &Datapath, joined: u32, count: u32) -> Result<()> {
+    let v6_packet = frames::ipv6_packet(
+        "2001:db8:1::".parse()?,
+        "2001:db8:ffff::1".parse()?,
+        &[],
+        10,
+    );
+    let mut frame = frames::ethernet(&[], ethertype::IPV6, &v6_packet);
+    for n in joined..joined + count {
+        frame[34..38].copy_from_slice(&n.to_be_bytes());
+        datapath.test_run(&frame)?;
+    }
+    Ok(())
+}
+
 pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
     let ReportSetup {
         sources,
@@ -369,6 +393,7 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         json,
         other_reads,
         live_view,
+        newcomers,
         rounds,
     } = setup;
     let capacity = sources + sources / 8;
@@ -425,6 +450,8 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
     let mut idle = Vec::with_capacity(rounds);
     let mut busy = Vec::with_capacity(rounds);
     let mut in_json = Vec::with_capacity(rounds);
+    let mut with_newcomers = Vec::with_capacity(rounds);
+    let mut joined = 0;
     for _ in 0..rounds {
         idle.push(interval(&mut watched, Format::Plain)?.0);
         send_each(&watched.source, sources)?;
@@ -432,6 +459,11 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         if json {
             send_each(&watched.source, sources)?;
             in_json.push(interval(&mut watched, Format::Json)?.0);
+        }
+        if newcomers > 0 {
+            send_newcomers(&watched.source, joined, newcomers)?;
+            joined += newcomers;
+            with_newcomers.push(interval(&mut watched, Format::Plain)?.0);
         }
     }
     let status = memory_status()?;
@@ -454,6 +486,7 @@ pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
         idle_ms: median(idle),
         busy_ms: median(busy),
         json_ms: json.then(|| median(in_json)),
+        newcomers_ms: (newcomers > 0).then(|| median(with_newcomers)),
         per_key_ms: per_key,
         mapped_ms: mapped,
         rss_kib: status.0,

@@ -19,7 +19,7 @@ use super::buffers;
 mod order;
 
 pub use order::SortOrder;
-use order::{Placed, Placing};
+use order::{Entries, Placed, Placing};
 
 use serde::Serialize;
 use xdpstat_common::{
@@ -279,6 +279,9 @@ pub struct SourceTableBuilder {
     /// [`SortOrder`]); then how they went.
     placing: (Option<Placing<u32>>, Option<Placing<V6Key>>),
     placed: Option<(Placed, Placed)>,
+    /// The entries of each family's table the rows were read from, when
+    /// no order places them (a placing keeps track of which changed).
+    held: [Entries; 2],
 }
 
 impl SourceTableBuilder {
@@ -291,6 +294,7 @@ impl SourceTableBuilder {
             from_tables: [0; 2],
             placing: (None, None),
             placed: None,
+            held: Default::default(),
         }
     }
 
@@ -302,7 +306,10 @@ impl SourceTableBuilder {
         let v6_to = std::mem::take(&mut order.v6.to);
         // Room for every row the placements put.
         let mut builder = Self::with_capacity(v4.max(v4_to.len()), v6.max(v6_to.len()));
-        builder.placing = (Placing::by(v4_to), Placing::by(v6_to));
+        builder.placing = (
+            Placing::by(v4_to, std::mem::take(&mut order.v4.held)),
+            Placing::by(v6_to, std::mem::take(&mut order.v6.held)),
+        );
         builder
     }
 
@@ -330,15 +337,37 @@ impl SourceTableBuilder {
 
     /// Adds a source.
     pub fn push(&mut self, address: IpAddr, tally: impl Into<Tally>) {
+        self.push_from(None, address, tally);
+    }
+
+    /// Adds the source a table's entry `index` holds (entries of a
+    /// family in ascending order, before [`SourceTableBuilder::tables_read`]).
+    pub fn push_entry(&mut self, index: usize, address: IpAddr, tally: impl Into<Tally>) {
+        self.push_from(Some(index), address, tally);
+    }
+
+    fn push_from(&mut self, entry: Option<usize>, address: IpAddr, tally: impl Into<Tally>) {
         let tally = tally.into();
         match address {
             IpAddr::V4(v4) => {
                 let row = self.row(u32::from(v4), tally);
-                push_row(&mut self.v4, &mut self.placing.0, row);
+                push_row(
+                    &mut self.v4,
+                    &mut self.placing.0,
+                    &mut self.held[0],
+                    entry,
+                    row,
+                );
             }
             IpAddr::V6(v6) => {
                 let row = self.row(split(u128::from(v6)), tally);
-                push_row(&mut self.v6, &mut self.placing.1, row);
+                push_row(
+                    &mut self.v6,
+                    &mut self.placing.1,
+                    &mut self.held[1],
+                    entry,
+                    row,
+                );
             }
         }
     }
@@ -346,15 +375,50 @@ impl SourceTableBuilder {
     /// Adds a source all of whose packets had source protocol
     /// `protocol` (one of `kinds::source`).
     pub fn push_one_protocol(&mut self, address: IpAddr, counter: Counter, protocol: u8) {
+        self.push_one_protocol_from(None, address, counter, protocol);
+    }
+
+    /// As [`SourceTableBuilder::push_one_protocol`], for the source a
+    /// table's entry `index` holds (see [`SourceTableBuilder::push_entry`]).
+    pub fn push_entry_one_protocol(
+        &mut self,
+        index: usize,
+        address: IpAddr,
+        counter: Counter,
+        protocol: u8,
+    ) {
+        self.push_one_protocol_from(Some(index), address, counter, protocol);
+    }
+
+    #[inline(always)]
+    fn push_one_protocol_from(
+        &mut self,
+        entry: Option<usize>,
+        address: IpAddr,
+        counter: Counter,
+        protocol: u8,
+    ) {
         let protocol = protocol.min(source::OTHER as u8);
         match address {
             IpAddr::V4(v4) => {
                 let row = Row::new(u32::from(v4), counter, protocol);
-                push_row(&mut self.v4, &mut self.placing.0, row);
+                push_row(
+                    &mut self.v4,
+                    &mut self.placing.0,
+                    &mut self.held[0],
+                    entry,
+                    row,
+                );
             }
             IpAddr::V6(v6) => {
                 let row = Row::new(split(u128::from(v6)), counter, protocol);
-                push_row(&mut self.v6, &mut self.placing.1, row);
+                push_row(
+                    &mut self.v6,
+                    &mut self.placing.1,
+                    &mut self.held[1],
+                    entry,
+                    row,
+                );
             }
         }
     }
@@ -375,17 +439,16 @@ impl SourceTableBuilder {
             .placed
             .take()
             .unwrap_or((Placed::Unplaced, Placed::Unplaced));
+        let [v4_held, v6_held] = std::mem::take(&mut self.held);
         let v4 = sorted_and_merged(
             self.v4,
-            v4_tables,
-            v4_placed,
+            (v4_tables, v4_placed, v4_held),
             &mut order.v4,
             &mut self.mixed,
         );
         let v6 = sorted_and_merged(
             self.v6,
-            v6_tables,
-            v6_placed,
+            (v6_tables, v6_placed, v6_held),
             &mut order.v6,
             &mut self.mixed,
         );
@@ -397,12 +460,26 @@ impl SourceTableBuilder {
     }
 }
 
-/// Adds a row to a family's rows: to its place while the tables are read
-/// with an order known, at the end otherwise.
-fn push_row<K: Key>(rows: &mut Vec<Row<K>>, placing: &mut Option<Placing<K>>, row: Row<K>) {
+/// Adds a row to a family's rows, read from table entry `entry` (noted
+/// in `held`): to its place while the tables are read with an order
+/// known, at the end otherwise.
+#[inline(always)]
+fn push_row<K: Key>(
+    rows: &mut Vec<Row<K>>,
+    placing: &mut Option<Placing<K>>,
+    held: &mut Entries,
+    entry: Option<usize>,
+    row: Row<K>,
+) {
     match placing {
-        Some(placing) => placing.put(rows, row),
-        None => rows.push(row),
+        // The placing knows which entries changed.
+        Some(placing) => placing.put(rows, entry, row),
+        None => {
+            if let Some(index) = entry {
+                held.insert(index);
+            }
+            rows.push(row);
+        }
     }
 }
 
@@ -430,18 +507,18 @@ fn merge_into<K: Key>(sorted: &mut Vec<Row<K>>, mut rest: Vec<Row<K>>) {
 
 /// `rows` sorted by key, each key's rows summed into one. The first
 /// `from_tables` rows were read from the tables, in table order (see
-/// [`SortOrder`]). `mixed` holds what was pushed as mixed, and gets the
-/// packets by protocol of every source whose rows had different protocols.
+/// [`SortOrder`]), from the entries `held`, and `placed` as they were.
+/// `mixed` holds what was pushed as mixed, and gets the packets by
+/// protocol of every source whose rows had different protocols.
 fn sorted_and_merged<K: Key>(
     mut rows: Vec<Row<K>>,
-    from_tables: usize,
-    placed: Placed,
+    (from_tables, placed, held): (usize, Placed, Entries),
     order: &mut order::FamilyOrder,
     mixed: &mut HashMap<IpAddr, SourceProtocols>,
 ) -> Vec<Row<K>> {
     let mut rest = rows.split_off(from_tables.min(rows.len()));
     rest.sort_unstable_by_key(|row| row.key);
-    let distinct = order::sort_from_tables(&mut rows, placed, order);
+    let distinct = order::sort_from_tables(&mut rows, placed, held, order);
     // A run of a source an entry holds adds to the entry's row where it
     // is; only the others are inserted, which moves every row after them.
     rest.retain(|run| match find(&rows, &run.key) {
@@ -854,9 +931,10 @@ mod tests {
         Counter { packets, bytes }
     }
 
-    /// One read: table rows (address, packets), then runs in progress.
+    /// One read: table rows (entry, address, packets; the entries of a
+    /// family ascending), then runs in progress.
     fn read(
-        table: &[(IpAddr, u64)],
+        table: &[(usize, IpAddr, u64)],
         runs: &[(IpAddr, u64)],
         order: Option<&mut SortOrder>,
     ) -> SourceTable {
@@ -865,8 +943,8 @@ mod tests {
             Some(order) => SourceTableBuilder::reading(order, len, len),
             None => SourceTableBuilder::with_capacity(len, len),
         };
-        for &(address, packets) in table {
-            builder.push_one_protocol(address, c(packets, packets * 60), 1);
+        for &(entry, address, packets) in table {
+            builder.push_entry_one_protocol(entry, address, c(packets, packets * 60), 1);
         }
         // Without an order, as a plain builder: every row sorted and
         // summed alike, the oracle the kept order is checked against.
@@ -892,7 +970,10 @@ mod tests {
         fn a_kept_order_sorts_as_a_fresh_sort_does(
             reads in proptest::collection::vec(
                 (
-                    proptest::collection::vec((0u8..40, 1u64..5, proptest::bool::ANY), 0..60),
+                    proptest::collection::vec(
+                        (0usize..90, 0u8..40, 1u64..5, proptest::bool::ANY),
+                        0..60,
+                    ),
                     proptest::collection::vec((0u8..40, 1u64..5), 0..3),
                 ),
                 1..6,
@@ -908,8 +989,13 @@ mod tests {
             };
             let mut order = SortOrder::default();
             for (table, runs) in &reads {
-                let table: Vec<(IpAddr, u64)> =
-                    table.iter().map(|&(n, p, v6)| (address(n, v6), p)).collect();
+                // Entries in table order, each holding one source.
+                let mut table: Vec<(usize, IpAddr, u64)> = table
+                    .iter()
+                    .map(|&(entry, n, p, v6)| (entry, address(n, v6), p))
+                    .collect();
+                table.sort_by_key(|&(entry, address, _)| (entry, address.is_ipv6()));
+                table.dedup_by_key(|&mut (entry, address, _)| (entry, address.is_ipv6()));
                 let runs: Vec<(IpAddr, u64)> =
                     runs.iter().map(|&(n, p)| (address(n, n % 2 == 0), p)).collect();
                 // The same read again (the settled case) as often as asked.
@@ -934,13 +1020,17 @@ mod tests {
         // The placement puts the rows, read in the same order again, in
         // address order.
         let mut placed = Vec::with_capacity(to.len());
-        let mut placing = order::Placing::by(to).expect("an order");
-        for row in rows(&[31, 11, 21, 41]) {
-            placing.put(&mut placed, row);
+        let mut held = Entries::default();
+        for entry in 0..4 {
+            held.insert(entry);
+        }
+        let mut placing = order::Placing::by(to, held).expect("an order");
+        for (entry, row) in rows(&[31, 11, 21, 41]).into_iter().enumerate() {
+            placing.put(&mut placed, Some(entry), row);
         }
         assert!(matches!(
             placing.finish(&mut placed),
-            order::Placed::Whole(_)
+            order::Placed::Whole(..)
         ));
         assert_eq!(placed, rows(&[11, 21, 31, 41]));
         for bad in [&[0, 0, 1, 2][..], &[0, 1, 2, 4]] {

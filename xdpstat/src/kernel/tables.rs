@@ -547,9 +547,11 @@ impl<E: TableEntry> Table<E> {
         }
         self.in_use += 1;
         match row {
-            Some(_) => sources.push(entry.address, entry.tally(row)),
+            Some(_) => sources.push_entry(index, entry.address, entry.tally(row)),
             // The common case: one protocol, no row to add up.
-            None => sources.push_one_protocol(entry.address, entry.counter, entry.protocol),
+            None => {
+                sources.push_entry_one_protocol(index, entry.address, entry.counter, entry.protocol)
+            }
         }
         let low = entry.counter.packets as u32;
         // An entry with no packets has its first run in progress: busy.
