@@ -194,7 +194,7 @@ impl<K: Key> Placing<K> {
     fn diverge(&mut self) -> &mut Vec<u32> {
         let (to, placed) = (&self.to, self.placed);
         self.slots.get_or_insert_with(|| {
-            let mut slots = Vec::with_capacity(to.len());
+            let mut slots = buffers::mapped(to.len());
             slots.extend_from_slice(&to.0[..placed]);
             slots
         })
@@ -517,7 +517,8 @@ fn mend<K: Key>(rows: &mut Vec<Row<K>>, mut slots: Placement, kept: usize) -> Op
     side.sort_unstable_by_key(|(row, at)| (row.key, *at));
     // Where each row goes: the rows in order and those apart merged, a
     // row in order first among equal keys (as `merge_into` puts them).
-    let mut went = vec![0u32; len];
+    let mut went: Vec<u32> = buffers::mapped(len);
+    went.resize(len, 0);
     let (mut next, mut from, mut place) = (0, 0, 0u32);
     loop {
         while next < kept && is_apart(next) {
