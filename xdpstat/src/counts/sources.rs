@@ -335,6 +335,30 @@ impl SourceTableBuilder {
         Row::new(key, tally.counter, protocol)
     }
 
+    /// Adds an IPv4 row, read from table entry `entry`.
+    #[inline(always)]
+    fn add_v4(&mut self, entry: Option<usize>, row: Row<u32>) {
+        push_row(
+            &mut self.v4,
+            &mut self.placing.0,
+            &mut self.held[0],
+            entry,
+            row,
+        );
+    }
+
+    /// Adds an IPv6 row, read from table entry `entry`.
+    #[inline(always)]
+    fn add_v6(&mut self, entry: Option<usize>, row: Row<V6Key>) {
+        push_row(
+            &mut self.v6,
+            &mut self.placing.1,
+            &mut self.held[1],
+            entry,
+            row,
+        );
+    }
+
     /// Adds a source.
     pub fn push(&mut self, address: IpAddr, tally: impl Into<Tally>) {
         self.push_from(None, address, tally);
@@ -351,23 +375,11 @@ impl SourceTableBuilder {
         match address {
             IpAddr::V4(v4) => {
                 let row = self.row(u32::from(v4), tally);
-                push_row(
-                    &mut self.v4,
-                    &mut self.placing.0,
-                    &mut self.held[0],
-                    entry,
-                    row,
-                );
+                self.add_v4(entry, row);
             }
             IpAddr::V6(v6) => {
                 let row = self.row(split(u128::from(v6)), tally);
-                push_row(
-                    &mut self.v6,
-                    &mut self.placing.1,
-                    &mut self.held[1],
-                    entry,
-                    row,
-                );
+                self.add_v6(entry, row);
             }
         }
     }
@@ -402,23 +414,11 @@ impl SourceTableBuilder {
         match address {
             IpAddr::V4(v4) => {
                 let row = Row::new(u32::from(v4), counter, protocol);
-                push_row(
-                    &mut self.v4,
-                    &mut self.placing.0,
-                    &mut self.held[0],
-                    entry,
-                    row,
-                );
+                self.add_v4(entry, row);
             }
             IpAddr::V6(v6) => {
                 let row = Row::new(split(u128::from(v6)), counter, protocol);
-                push_row(
-                    &mut self.v6,
-                    &mut self.placing.1,
-                    &mut self.held[1],
-                    entry,
-                    row,
-                );
+                self.add_v6(entry, row);
             }
         }
     }

@@ -65,9 +65,11 @@ impl Entries {
 }
 
 /// For each row in the order the tables were read, its position in
-/// address order: each of `0..len` exactly once, which [`sort_learning`],
-/// its one maker, checks (tests make them with `inverse_of`, which checks
-/// too).
+/// address order: each of `0..len` exactly once. [`sort_learning`] checks
+/// it; a placing's `finish` and [`mend`] make one from another, a
+/// position for each row they place, close up or merge (and the kept-
+/// order proptest and the mending tests hold the rows they place in
+/// order); tests make them with `inverse_of`, which checks too.
 #[derive(Debug, Default)]
 pub(super) struct Placement(Vec<u32>);
 
