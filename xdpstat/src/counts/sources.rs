@@ -19,7 +19,7 @@ use super::buffers;
 mod order;
 
 pub use order::SortOrder;
-use order::{Entries, Placed, Placing};
+use order::{Bits, Placed, Placing};
 
 use serde::Serialize;
 use xdpstat_common::{
@@ -281,7 +281,7 @@ pub struct SourceTableBuilder {
     placed: Option<(Placed, Placed)>,
     /// The entries of each family's table the rows were read from, when
     /// no order places them (a placing keeps track of which changed).
-    held: [Entries; 2],
+    held: [Bits; 2],
 }
 
 impl SourceTableBuilder {
@@ -467,7 +467,7 @@ impl SourceTableBuilder {
 fn push_row<K: Key>(
     rows: &mut Vec<Row<K>>,
     placing: &mut Option<Placing<K>>,
-    held: &mut Entries,
+    held: &mut Bits,
     entry: Option<usize>,
     row: Row<K>,
 ) {
@@ -512,7 +512,7 @@ fn merge_into<K: Key>(sorted: &mut Vec<Row<K>>, mut rest: Vec<Row<K>>) {
 /// protocol of every source whose rows had different protocols.
 fn sorted_and_merged<K: Key>(
     mut rows: Vec<Row<K>>,
-    (from_tables, placed, held): (usize, Placed, Entries),
+    (from_tables, placed, held): (usize, Placed, Bits),
     order: &mut order::FamilyOrder,
     mixed: &mut HashMap<IpAddr, SourceProtocols>,
 ) -> Vec<Row<K>> {
@@ -989,7 +989,7 @@ mod tests {
             };
             let mut order = SortOrder::default();
             for (table, runs) in &reads {
-                // Entries in table order, each holding one source.
+                // Bits in table order, each holding one source.
                 let mut table: Vec<(usize, IpAddr, u64)> = table
                     .iter()
                     .map(|&(entry, n, p, v6)| (entry, address(n, v6), p))
@@ -1020,7 +1020,7 @@ mod tests {
         // The placement puts the rows, read in the same order again, in
         // address order.
         let mut placed = Vec::with_capacity(to.len());
-        let mut held = Entries::default();
+        let mut held = Bits::default();
         for entry in 0..4 {
             held.insert(entry);
         }

@@ -25,32 +25,52 @@ pub(super) struct FamilyOrder {
     pub(super) to: Placement,
     /// The entries the rows of `to` were read from, in that order: one bit
     /// an entry.
-    pub(super) held: Entries,
+    pub(super) held: Bits,
     /// Rows read from the tables at the last read.
     pub(super) rows: usize,
 }
 
-/// A set of table entries, one bit each (a table of 2.25 million entries
-/// takes 281 KB).
+/// A set of numbers, one bit each: the table entries a read took rows
+/// from (a table of 2.25 million entries takes 281 KB), the rows a mend
+/// sorts apart.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(super) struct Entries(Vec<u64>);
+pub(super) struct Bits(Vec<u64>);
 
-impl Entries {
-    fn remove(&mut self, index: usize) {
-        if let Some(word) = self.0.get_mut(index / 64) {
-            *word &= !(1 << (index % 64));
+impl Bits {
+    /// An empty set with room for `0..len`.
+    fn with_room(len: usize) -> Self {
+        Bits(vec![0; len.div_ceil(64)])
+    }
+
+    /// How many numbers the set holds.
+    fn len(&self) -> usize {
+        self.0.iter().map(|word| word.count_ones() as usize).sum()
+    }
+
+    fn contains(&self, at: usize) -> bool {
+        self.0
+            .get(at / 64)
+            .is_some_and(|word| word & (1 << (at % 64)) != 0)
+    }
+
+    fn remove(&mut self, at: usize) {
+        if let Some(word) = self.0.get_mut(at / 64) {
+            *word &= !(1 << (at % 64));
         }
     }
 
-    pub(super) fn insert(&mut self, index: usize) {
-        let word = index / 64;
+    /// Adds `at`; true when it was not in the set.
+    pub(super) fn insert(&mut self, at: usize) -> bool {
+        let word = at / 64;
         if word >= self.0.len() {
             self.0.resize(word + 1, 0);
         }
-        self.0[word] |= 1 << (index % 64);
+        let was = self.0[word];
+        self.0[word] |= 1 << (at % 64);
+        self.0[word] != was
     }
 
-    /// The first entry of the set at or after `from`.
+    /// The first number of the set at or after `from`.
     fn next_from(&self, from: usize) -> Option<usize> {
         let mut word = from / 64;
         let mut bits = self.0.get(word)? & (!0u64 << (from % 64));
@@ -128,7 +148,7 @@ pub(super) struct Placing<K: Key> {
     /// The entries `to` was read from, and the next of them not yet read
     /// again (`None`: past the last), which is the `next`th: the row of
     /// that entry goes to `to[next]`.
-    held: Entries,
+    held: Bits,
     entry: Option<usize>,
     next: usize,
     /// Rows placed so far.
@@ -158,7 +178,7 @@ pub(super) enum Placed {
     /// Every position written once, nothing left over: in address order
     /// if no source changed entries since the last read. The placement is
     /// the one they were placed by, and the entries the last read's.
-    Whole(Placement, Entries),
+    Whole(Placement, Bits),
     /// Some entries held no source at the last read, or hold none now:
     /// the rows placed close up, those that found no place follow them
     /// (from `kept` on), the placement says where each row read is, and
@@ -166,7 +186,7 @@ pub(super) enum Placed {
     Partly {
         slots: Placement,
         kept: usize,
-        held: Entries,
+        held: Bits,
     },
     /// No order was known: in table order.
     Unplaced,
@@ -176,7 +196,7 @@ impl<K: Key> Placing<K> {
     /// Places rows by `to`, read from the entries `held` (`None` when `to`
     /// is empty: no order known); the rows they go into must have room
     /// for `to.len()` of them.
-    pub(super) fn by(to: Placement, held: Entries) -> Option<Self> {
+    pub(super) fn by(to: Placement, held: Bits) -> Option<Self> {
         (!to.is_empty()).then(|| Placing {
             entry: held.next_from(0),
             to,
@@ -203,8 +223,8 @@ impl<K: Key> Placing<K> {
     }
 
     /// Where the row of entry `index` went at the last read, if its entry
-    /// held a source then. Entries come in ascending order; one that does
-    /// not has no place. Entries held then and passed over now hold no
+    /// held a source then. Bits come in ascending order; one that does
+    /// not has no place. Bits held then and passed over now hold no
     /// source: their places are holes.
     #[inline(always)]
     fn place_of(&mut self, index: usize) -> Option<usize> {
@@ -402,7 +422,7 @@ fn landed<K: Key>(rows: &[Row<K>]) -> Landed {
 pub(super) fn sort_from_tables<K: Key>(
     rows: &mut Vec<Row<K>>,
     placed: Placed,
-    held: Entries,
+    held: Bits,
     order: &mut FamilyOrder,
 ) -> bool {
     // The first read learns the order (no read before it is held beside
@@ -452,52 +472,37 @@ pub(super) fn sort_from_tables<K: Key>(
 /// row beside it). A row taken out makes its neighbours adjacent, so that
 /// pair is looked at in turn. `None` when more than an eighth of the rows
 /// (and more than 64) would go.
-fn apart<K: Key>(rows: &[Row<K>], kept: usize) -> Option<Vec<u64>> {
+fn apart<K: Key>(rows: &[Row<K>], kept: usize) -> Option<Bits> {
     let len = rows.len();
     let limit = (len / 8).max(64);
-    let mut apart = vec![0u64; len.div_ceil(64)];
-    let mut count = len - kept;
+    let mut apart = Bits::with_room(len);
     for at in kept..len {
-        apart[at / 64] |= 1 << (at % 64);
-    }
-    fn take(apart: &mut [u64], at: usize, count: &mut usize) {
-        if apart[at / 64] & (1 << (at % 64)) == 0 {
-            apart[at / 64] |= 1 << (at % 64);
-            *count += 1;
-        }
+        apart.insert(at);
     }
     for at in 1..kept {
         if rows[at - 1].key > rows[at].key {
-            take(&mut apart, at - 1, &mut count);
-            take(&mut apart, at, &mut count);
+            apart.insert(at - 1);
+            apart.insert(at);
         }
     }
+    let mut count = apart.len();
     // Each run of rows taken out: the rows either side of it are now
     // adjacent.
     loop {
-        if count > limit {
-            return None;
-        }
         let mut again = false;
         let mut at = 0;
-        while at < kept {
-            if apart[at / 64] == 0 && at % 64 == 0 {
-                at += 64;
-                continue;
-            }
-            if apart[at / 64] & (1 << (at % 64)) == 0 {
-                at += 1;
-                continue;
-            }
-            let start = at;
-            while at < len && apart[at / 64] & (1 << (at % 64)) != 0 {
+        while let Some(start) = apart.next_from(at).filter(|&start| start < kept) {
+            at = start;
+            while at < len && apart.contains(at) {
                 at += 1;
             }
             if start > 0 && at < kept && rows[start - 1].key > rows[at].key {
-                take(&mut apart, start - 1, &mut count);
-                take(&mut apart, at, &mut count);
+                count += usize::from(apart.insert(start - 1)) + usize::from(apart.insert(at));
                 again = true;
             }
+        }
+        if count > limit {
+            return None;
         }
         if !again {
             return Some(apart);
@@ -515,7 +520,7 @@ fn apart<K: Key>(rows: &[Row<K>], kept: usize) -> Option<Vec<u64>> {
 fn mend<K: Key>(rows: &mut Vec<Row<K>>, mut slots: Placement, kept: usize) -> Option<Placement> {
     let len = rows.len();
     let apart = apart(rows, kept)?;
-    let is_apart = |at: usize| apart[at / 64] & (1 << (at % 64)) != 0;
+    let is_apart = |at: usize| apart.contains(at);
     let mut side: Vec<(Row<K>, u32)> = (0..len)
         .filter(|&at| is_apart(at))
         .map(|at| (rows[at], at as u32))
@@ -613,8 +618,8 @@ mod tests {
         assert!(matches!(placed, Placed::Partly { .. }));
     }
 
-    fn entries(indices: &[usize]) -> Entries {
-        let mut entries = Entries::default();
+    fn entries(indices: &[usize]) -> Bits {
+        let mut entries = Bits::default();
         for &index in indices {
             entries.insert(index);
         }
@@ -628,7 +633,7 @@ mod tests {
         let to = std::mem::take(&mut order.to);
         let held = std::mem::take(&mut order.held);
         let mut rows = Vec::with_capacity(read.len().max(to.len()));
-        let mut now = Entries::default();
+        let mut now = Bits::default();
         let placed = match Placing::by(to, held) {
             Some(mut placing) => {
                 for &(entry, key) in read {
@@ -741,7 +746,7 @@ mod tests {
         for from in 0..400 {
             assert_eq!(set.next_from(from), naive(from), "from {from}");
         }
-        assert_eq!(Entries::default().next_from(0), None);
+        assert_eq!(Bits::default().next_from(0), None);
     }
 
     #[test]
