@@ -358,11 +358,16 @@ fn send_each(datapath: &Datapath, sources: u32) -> Result<()> {
         frame[26..30].copy_from_slice(&benchmark_address(n).octets());
         datapath.test_run(&frame)?;
     }
-    let v6_packet =
-        frames::ipv6_packet("2001:db8::".parse()?, "2001:db8:ffff::1".parse()?, &[], 10);
+    send_v6(datapath, "2001:db8::", 0..sources - v4_sources)
+}
+
+/// Sends one packet from each IPv6 source `network` + `n` (its last 32
+/// bits) for `n` in `numbers`.
+fn send_v6(datapath: &Datapath, network: &str, numbers: std::ops::Range<u32>) -> Result<()> {
+    let v6_packet = frames::ipv6_packet(network.parse()?, "2001:db8:ffff::1".parse()?, &[], 10);
     let mut frame = frames::ethernet(&[], ethertype::IPV6, &v6_packet);
-    for n in 0..sources - v4_sources {
-        // 2001:db8:0:0:0:0:NNNN:NNNN, the source at bytes 22..38.
+    for n in numbers {
+        // The source's last 32 bits, at bytes 34..38 (it is at 22..38).
         frame[34..38].copy_from_slice(&n.to_be_bytes());
         datapath.test_run(&frame)?;
     }
@@ -372,18 +377,7 @@ fn send_each(datapath: &Datapath, sources: u32) -> Result<()> {
 /// Sends one packet from each of `count` IPv6 sources never sent from
 /// before (2001:db8:1::/48, after the first `joined`).
 fn send_newcomers(datapath: &Datapath, joined: u32, count: u32) -> Result<()> {
-    let v6_packet = frames::ipv6_packet(
-        "2001:db8:1::".parse()?,
-        "2001:db8:ffff::1".parse()?,
-        &[],
-        10,
-    );
-    let mut frame = frames::ethernet(&[], ethertype::IPV6, &v6_packet);
-    for n in joined..joined + count {
-        frame[34..38].copy_from_slice(&n.to_be_bytes());
-        datapath.test_run(&frame)?;
-    }
-    Ok(())
+    send_v6(datapath, "2001:db8:1::", joined..joined + count)
 }
 
 pub fn report_cost(setup: ReportSetup) -> Result<ReportCost> {
